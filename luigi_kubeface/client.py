@@ -1,0 +1,54 @@
+"""The engine without Luigi: `Client(...).map(fn, items)`, like the original Kubeface."""
+
+import logging
+
+from . import naming
+from .backends import open_backend
+from .engine import run_job
+from .errors import ElementFailedError, JobFailedError
+from .job import Job, elements_from_items
+from .results import Results
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Client:
+    def __init__(self, settings=None, **values):
+        self.settings = (settings or Settings()).replace(**values) if values else (settings or Settings())
+
+    def map(self, function, items, job_id=None, shared=None, on_progress=None):
+        """Call function(item) for every item, each in its own process or pod; results in item order.
+
+        Rerunning with the same job_id reuses every result already in storage. Shared inputs are
+        uploaded once and passed to every call as keyword arguments.
+        """
+        elements = elements_from_items(list(items))
+        if job_id is None:
+            job_id = "%s-%s" % (getattr(function, "__name__", "map").strip("<>") or "map",
+                                naming.element_key((tuple(e.key for e in elements),), {})[:12])
+        job = Job(job_id, self.settings.storage_root, function, elements, shared,
+                  retry_deadline=self.settings.storage_retry_deadline)
+        job.prepare()
+        backend = open_backend(self.settings)
+        try:
+            report = run_job(job, backend, self.settings, on_progress=on_progress)
+        finally:
+            backend.close()
+        if report.failures or report.stopped:
+            raise job_failure(job, report)
+        return Results(job, [e.key for e in elements])
+
+
+def job_failure(job, report):
+    """One error that tells the whole story: why it stopped, the distinct errors, one traceback."""
+    lines = ["job %s (storage %s) did not finish:" % (job.id, job.url)]
+    if report.stopped:
+        lines.append("stopped early: %s; %d elements were not run" % (report.stopped, len(report.not_run)))
+    lines += ["  " + line for line in report.summary()]
+    if report.failures:
+        key, failure = next(iter(report.failures.items()))
+        label = next((e.label for e in job.elements if e.key == key), key)
+        lines.append(str(ElementFailedError(label, failure.error_type, failure.message, failure.traceback)))
+    lines.append("Finished results are kept: fix the cause and rerun to compute only what is missing.")
+    return JobFailedError("\n".join(lines))

@@ -1,0 +1,204 @@
+"""The engine: runs a job's unfinished elements on a backend until each succeeds or fails for good.
+
+It caps attempts in flight, retries with backoff, kills attempts past their timeout, stops early
+when the failure budget is spent, and reuses every result already in storage. It knows nothing of
+Luigi, Kubernetes or GCS: a backend runs attempts, the job's storage holds the truth.
+"""
+
+import heapq
+import logging
+import random
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from . import naming
+from .backends import AttemptSpec
+
+log = logging.getLogger(__name__)
+
+# If this many elements failed for good and none succeeded yet, the function is broken: stop.
+ALL_FAILED_STOP = 10
+
+
+@dataclass
+class Failure:
+    """Why an element's attempt failed, in the words the user needs."""
+
+    error_type: str
+    message: str
+    traceback: str = ""
+    retryable: bool = True
+    fatal: bool = False  # stops the whole job: every element would fail alike
+
+
+@dataclass
+class Progress:
+    total: int = 0
+    reused: int = 0
+    pending: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+
+    @property
+    def done(self):
+        return self.reused + self.succeeded
+
+    def describe(self):
+        return ("%d elements: %d reused, %d succeeded, %d running, %d pending, %d failed, %d retried"
+                % (self.total, self.reused, self.succeeded, self.running, self.pending, self.failed, self.retried))
+
+
+@dataclass
+class JobReport:
+    progress: Progress
+    failures: dict = field(default_factory=dict)  # element key -> Failure (failed for good)
+    stopped: str = ""  # why the job stopped early, if it did
+    not_run: list = field(default_factory=list)  # element keys never finished because of the stop
+
+    def summary(self):
+        """The distinct errors, most frequent first, so 500 identical failures read as one line."""
+        counts = Counter((f.error_type, f.message.splitlines()[0] if f.message else "") for f in self.failures.values())
+        lines = ["%d x %s: %s" % (n, t, m) for (t, m), n in counts.most_common(10)]
+        if len(counts) > 10:
+            lines.append("... and %d more distinct errors" % (len(counts) - 10))
+        return lines
+
+
+@dataclass
+class _Flight:
+    element: object
+    attempt: str
+    number: int
+    started: float
+
+
+def failure_from_record(record):
+    outcome = record.get("outcome")
+    if outcome == "unusable_input":
+        fatal = record.get("error_type", "").endswith("VersionMismatchError")
+        return Failure(record.get("error_type", "UnusableInput"), record.get("message", ""), "", retryable=False, fatal=fatal)
+    return Failure(record.get("error_type", "Error"), record.get("message", ""), record.get("traceback", ""))
+
+
+def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, sleep=time.sleep):
+    """Run every element of job that has no result yet; return a JobReport (never raises for element failures)."""
+    progress = Progress(total=len(job.elements))
+    finished = job.finished()
+    todo = deque(e for e in job.elements if e.key not in finished)
+    progress.reused = progress.total - len(todo)
+    progress.pending = len(todo)
+    report = JobReport(progress)
+    if not todo:
+        return report
+    log.info("job %s: %d elements, %d already done, %d to run", job.id, progress.total, progress.reused, len(todo))
+
+    in_flight = {}
+    attempts = Counter()
+    retry_at = []  # heap of (time, sequence, element)
+    sequence = 0
+    last_progress = None
+
+    def fail_for_good(element, failure):
+        report.failures[element.key] = failure
+        progress.failed += 1
+        log.warning("element %s (%s) failed for good: %s: %s", element.key, element.label, failure.error_type, failure.message)
+
+    def attempt_ended(flight, end=None, timed_out=False):
+        nonlocal sequence
+        element = flight.element
+        if not timed_out and job.has_result(element.key):
+            progress.succeeded += 1
+            return
+        record = None if timed_out else job.attempt_record(element.key, flight.attempt)
+        if timed_out:
+            failure = Failure("Timeout", "the attempt ran longer than element_timeout=%gs and was killed; "
+                              "raise [kubeface] element_timeout if elements need longer" % settings.element_timeout)
+        elif record and record.get("outcome") != "success":
+            failure = failure_from_record(record)
+        elif end is not None and end.exit_code == 0:
+            failure = Failure("MissingResult", "the attempt exited successfully but its result is not in storage")
+        else:
+            reason = end.reason if end is not None else "the attempt ended"
+            message = "%s before reporting an outcome" % reason
+            if end is not None and end.log_tail.strip():
+                message += "; last output:\n" + end.log_tail.strip()[-2000:]
+            failure = Failure("AttemptLost", message, fatal=bool(end and end.fatal), retryable=not (end and end.fatal))
+        if record is None:  # the runner could not write one: keep the master's account in storage
+            job.write_attempt_record(element.key, flight.attempt, {
+                "element": element.key, "attempt": flight.attempt, "outcome": "lost" if not timed_out else "timeout",
+                "error_type": failure.error_type, "message": failure.message, "traceback": "",
+                "started_by_master": flight.started, "recorded_by": "master"})
+        if failure.fatal:
+            fail_for_good(element, failure)
+            report.stopped = "%s: %s" % (failure.error_type, failure.message)
+        elif failure.retryable and flight.number <= settings.retries:
+            delay = min(settings.retry_backoff * 2 ** (flight.number - 1), settings.max_retry_backoff)
+            delay *= random.uniform(0.8, 1.2)
+            progress.retried += 1
+            progress.pending += 1
+            sequence += 1
+            heapq.heappush(retry_at, (clock() + delay, sequence, element))
+            log.info("element %s attempt %d failed (%s); retrying in %.0fs", element.key, flight.number, failure.error_type, delay)
+        else:
+            fail_for_good(element, failure)
+
+    def budget_spent():
+        if progress.failed > settings.failure_budget * progress.total:
+            return ("%d of %d elements failed for good, more than the failure budget of %g%%"
+                    % (progress.failed, progress.total, 100 * settings.failure_budget))
+        if progress.failed >= ALL_FAILED_STOP and progress.succeeded == 0:
+            return "the first %d elements to finish all failed" % progress.failed
+        return ""
+
+    try:
+        while (todo or retry_at or in_flight) and not report.stopped:
+            now = clock()
+            while retry_at and retry_at[0][0] <= now:
+                todo.appendleft(heapq.heappop(retry_at)[2])
+            while todo and len(in_flight) < settings.cap:
+                element = todo.popleft()
+                attempts[element.key] += 1
+                attempt = naming.new_attempt_id(attempts[element.key])
+                if attempts[element.key] == 1:
+                    job.write_input(element)
+                backend.launch(AttemptSpec(job.id, job.url, element.key, attempt, element.label))
+                in_flight[attempt] = _Flight(element, attempt, attempts[element.key], clock())
+                progress.pending -= 1
+            ended = backend.poll()
+            for end in ended:
+                flight = in_flight.pop(end.attempt, None)
+                if flight is not None:
+                    attempt_ended(flight, end)
+            now = clock()
+            for attempt, flight in list(in_flight.items()):
+                if now - flight.started > settings.element_timeout:
+                    backend.cancel(attempt)
+                    del in_flight[attempt]
+                    attempt_ended(flight, timed_out=True)
+            report.stopped = report.stopped or budget_spent()
+            progress.running = len(in_flight)
+            snapshot = (progress.succeeded, progress.failed, progress.running, progress.retried)
+            if on_progress and snapshot != last_progress:
+                on_progress(progress)
+                last_progress = snapshot
+            if not ended and not report.stopped:
+                sleep(settings.poll_interval)
+    finally:
+        for attempt, flight in list(in_flight.items()):
+            backend.cancel(attempt)
+            job.write_attempt_record(flight.element.key, attempt, {
+                "element": flight.element.key, "attempt": attempt, "outcome": "cancelled",
+                "error_type": "Cancelled", "message": report.stopped or "the master stopped",
+                "traceback": "", "recorded_by": "master"})
+        progress.running = 0
+    if report.stopped:
+        done_now = job.finished()
+        report.not_run = [e.key for e in job.elements if e.key not in done_now and e.key not in report.failures]
+        log.error("job %s stopped early: %s", job.id, report.stopped)
+    if on_progress:
+        on_progress(progress)
+    return report
+

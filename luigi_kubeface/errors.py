@@ -1,0 +1,51 @@
+"""Typed errors: every message names what is wrong and how to fix it."""
+
+
+class KubefaceError(Exception):
+    """Base class of every error luigi-kubeface raises on purpose."""
+
+
+class ConfigurationError(KubefaceError):
+    """Settings, grid or function are unusable; raised before anything is launched."""
+
+
+class VersionMismatchError(ConfigurationError):
+    """The runner's Python or cloudpickle differs from the master's, so unpickling is unsafe."""
+
+
+class StorageError(KubefaceError):
+    """A storage operation failed for a reason that retrying will not fix."""
+
+
+class BlobNotFoundError(StorageError):
+    """A blob that should exist does not; raised by every storage, never the SDK's own error."""
+
+
+class TransientStorageError(StorageError):
+    """A storage operation failed for a reason that may go away (outage, throttling)."""
+
+
+class CorruptBlobError(StorageError):
+    """A blob's content does not match the digest recorded with it (truncated or altered)."""
+
+
+class BackendError(KubefaceError):
+    """The compute backend could not launch or observe attempts."""
+
+
+class ElementFailedError(KubefaceError):
+    """One element failed for good; carries the remote exception and traceback."""
+
+    def __init__(self, label, error_type, message, remote_traceback=""):
+        self.label = label
+        self.error_type = error_type
+        self.remote_message = message
+        self.remote_traceback = remote_traceback
+        text = "element %s failed: %s: %s" % (label, error_type, message)
+        if remote_traceback:
+            text += "\n\nRemote traceback:\n" + remote_traceback.rstrip()
+        super().__init__(text)
+
+
+class JobFailedError(KubefaceError):
+    """The job stopped (failure budget, fatal configuration error) or ended with failed elements."""

@@ -1,0 +1,179 @@
+"""A job: a function, its elements and its shared inputs, living under one storage prefix.
+
+This module turns user input into validated elements, uploads what the runner needs, and answers
+questions about the job from storage (what is done, what each attempt did).
+"""
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import cloudpickle
+
+from . import naming, serialization
+from .errors import BlobNotFoundError, ConfigurationError
+from .storage import open_storage
+
+_LABEL_LIMIT = 200
+MAX_INPUT_BYTES = 64 * 1024 * 1024  # larger arguments belong in shared inputs, uploaded once
+
+
+@dataclass(frozen=True)
+class Element:
+    index: int  # position in the grid as given this run (results are returned in this order)
+    key: str  # stable digest of the arguments: the identity across runs
+    label: str  # the arguments, readable
+    payload: bytes = field(repr=False)  # pickled (args, kwargs)
+    names: frozenset = frozenset()  # keyword argument names
+
+
+def _label(args, kwargs):
+    parts = [repr(a) for a in args] + ["%s=%r" % kv for kv in kwargs.items()]
+    text = ", ".join(parts)
+    return text if len(text) <= _LABEL_LIMIT else text[: _LABEL_LIMIT - 3] + "..."
+
+
+def _element(index, args, kwargs, where):
+    try:
+        payload = cloudpickle.dumps((args, kwargs))
+    except Exception as error:  # noqa: BLE001 - any pickling failure is the user's value
+        raise ConfigurationError(
+            "%s (%s) cannot be pickled: %s: %s. Grid values must be picklable data; build "
+            "unpicklable objects (clients, open files, locks) inside the element function"
+            % (where, _label(args, kwargs), type(error).__name__, error)
+        ) from None
+    if len(payload) > MAX_INPUT_BYTES:
+        raise ConfigurationError(
+            "%s pickles to %d MB, over the %d MB limit for one element's arguments: pass large data "
+            "once as a shared input (shared_inputs() on a map task, shared= on Client.map)"
+            % (where, len(payload) >> 20, MAX_INPUT_BYTES >> 20)
+        )
+    return Element(index, naming.element_key(args, kwargs), _label(args, kwargs), payload, frozenset(kwargs))
+
+
+def _check_unique(elements, what):
+    first = {}
+    for element in elements:
+        if element.key in first:
+            raise ConfigurationError(
+                "%s %d and %d are identical (%s): every element must differ, remove the duplicate"
+                % (what, first[element.key], element.index, element.label)
+            )
+        first[element.key] = element.index
+    if not elements:
+        raise ConfigurationError("the %s is empty: a job needs at least one element" % what.split()[0])
+    return elements
+
+
+def elements_from_grid(grid):
+    """A grid is a list of mappings of keyword arguments, one per element."""
+    if isinstance(grid, (str, bytes, Mapping)) or not hasattr(grid, "__iter__"):
+        raise ConfigurationError(
+            "grid() returned a %s: it must return a list of dicts of keyword arguments, one per element"
+            % type(grid).__name__
+        )
+    elements = []
+    for index, params in enumerate(grid):
+        if not isinstance(params, Mapping):
+            raise ConfigurationError(
+                "grid element %d is a %s (%r): every grid element must be a dict of keyword arguments"
+                % (index, type(params).__name__, params)
+            )
+        bad = [k for k in params if not isinstance(k, str) or not k.isidentifier()]
+        if bad:
+            raise ConfigurationError(
+                "grid element %d has keys %r that are not valid argument names: use identifiers" % (index, bad)
+            )
+        elements.append(_element(index, (), dict(params), "grid element %d" % index))
+    return _check_unique(elements, "grid elements")
+
+
+def elements_from_items(items):
+    """For Client.map: each item is the single positional argument of one call."""
+    return _check_unique([_element(i, (item,), {}, "item %d" % i) for i, item in enumerate(items)], "items")
+
+
+class Job:
+    def __init__(self, job_id, storage_root, function=None, elements=(), shared=None, retry_deadline=600.0):
+        self.id = naming.check_job_id(job_id)
+        self.storage_root = storage_root
+        self.url = naming.job_url(storage_root, job_id)
+        self.storage = open_storage(self.url, retry_deadline=retry_deadline)
+        self.function = function
+        self.elements = list(elements)
+        self.shared = dict(shared or {})
+        self._shared_keys = {}
+        clash = sorted(set(self.shared).intersection(set().union(*(e.names for e in self.elements))))
+        if clash:
+            raise ConfigurationError(
+                "shared input name(s) %s are also grid parameters: rename one of them" % ", ".join(clash)
+            )
+
+    def prepare(self):
+        """Everything that can fail before launch fails here: storage, function, shared inputs."""
+        open_storage(self.storage_root).check_writable()
+        try:
+            function_blob = serialization.dumps(self.function, "function")
+        except Exception as error:  # noqa: BLE001
+            raise ConfigurationError(
+                "the element function %r cannot be pickled: %s: %s. Keep unpicklable state (clients, "
+                "locks, open files) out of the task's attributes, or create it inside the function"
+                % (getattr(self.function, "__qualname__", self.function), type(error).__name__, error)
+            ) from None
+        for name, value in self.shared.items():
+            try:
+                blob = serialization.dumps(value, "shared", {"name": name})
+            except Exception as error:  # noqa: BLE001
+                raise ConfigurationError(
+                    "shared input %r cannot be pickled: %s: %s" % (name, type(error).__name__, error)
+                ) from None
+            key = naming.shared_key(name, hashlib.sha256(blob).hexdigest())
+            self.storage.write_if_absent(key, blob)  # content-addressed: upload once, ever
+            self._shared_keys[name] = key
+        meta = dict(serialization.versions(), job=self.id, elements=len(self.elements),
+                    function=getattr(self.function, "__qualname__", repr(self.function)),
+                    shared=self._shared_keys, updated=time.time())
+        self.storage.write(naming.JOB_META, json.dumps(meta, indent=1).encode())
+        self.storage.write(naming.FUNCTION, function_blob)
+
+    def write_input(self, element):
+        header = dict(serialization.versions(), kind="input", element=element.key, shared=self._shared_keys,
+                      size=len(element.payload), sha256=hashlib.sha256(element.payload).hexdigest())
+        blob = serialization.MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + element.payload
+        self.storage.write(naming.input_key(element.key), blob)
+
+    def finished(self):
+        """Elements with a result, from one listing of the results prefix."""
+        return {k for k in map(naming.element_from_result_key, self.storage.list(naming.RESULTS_PREFIX)) if k}
+
+    def has_result(self, key):
+        return self.storage.exists(naming.result_key(key))
+
+    def load_result(self, key):
+        return serialization.loads(self.storage.read(naming.result_key(key)), "the result of element %s" % key)
+
+    def attempt_record(self, key, attempt):
+        try:
+            return json.loads(self.storage.read(naming.attempt_record_key(key, attempt)))
+        except BlobNotFoundError:
+            return None
+
+    def write_attempt_record(self, key, attempt, record):
+        self.storage.write(naming.attempt_record_key(key, attempt), json.dumps(record, indent=1).encode())
+
+    def attempts(self, key):
+        """Attempt ids of an element, oldest first."""
+        names = self.storage.list(naming.attempts_prefix(key))
+        return sorted(n.rsplit("/", 1)[1][: -len(".json")] for n in names if n.endswith(".json"))
+
+    def write_dispatch(self, run_id, summary):
+        self.storage.write(naming.dispatch_key(run_id), json.dumps(summary, indent=1).encode())
+
+    def read_dispatch(self, run_id):
+        try:
+            return json.loads(self.storage.read(naming.dispatch_key(run_id)))
+        except BlobNotFoundError:
+            return None
+

@@ -1,0 +1,123 @@
+"""Every key in a job's storage prefix is built here, and element identities too.
+
+Layout of a job under ``<storage-root>/<job-id>/``::
+
+    job.json                       master versions and settings summary (human readable)
+    function.pkl                   the element function, pickled once per job
+    shared/<name>-<digest>.pkl     shared inputs, uploaded once for all elements
+    inputs/<element>.pkl           the arguments of one element
+    results/<element>.pkl          its result, written once (one listing answers "what is done")
+    attempts/<element>/<attempt>.json   outcome of each attempt (error, traceback, timing)
+    logs/<element>/<attempt>.log        stdout and stderr of each attempt
+    dispatches/<run-id>.json       summary of each master run of the job
+"""
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import time
+
+JOB_META = "job.json"
+FUNCTION = "function.pkl"
+RESULTS_PREFIX = "results/"
+ATTEMPTS_PREFIX = "attempts/"
+INPUTS_PREFIX = "inputs/"
+DISPATCHES_PREFIX = "dispatches/"
+
+_KEY_LENGTH = 24  # hex characters of sha256: 96 bits, collision-free at any realistic grid size
+_JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,199}$")
+
+
+def _canonical(value):
+    """Map a parameter value to JSON whose text does not depend on dict order or process."""
+    if isinstance(value, dict):
+        return {"__dict__": sorted([_canonical(k), _canonical(v)] for k, v in value.items())}
+    if isinstance(value, (list, tuple)):
+        return {"__" + type(value).__name__ + "__": [_canonical(v) for v in value]}
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return {"__float__": value.hex()}
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "shape", None) == ():
+        return _canonical(value.item())  # numpy scalars
+    digest = hashlib.sha256(pickle.dumps(value, protocol=4)).hexdigest()
+    return {"__pickle__": type(value).__module__ + "." + type(value).__qualname__, "sha256": digest}
+
+
+def element_key(args, kwargs):
+    """A stable digest of an element's arguments: the same element has the same key in every run."""
+    text = json.dumps([_canonical(list(args)), _canonical(dict(kwargs))], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:_KEY_LENGTH]
+
+
+def check_job_id(job_id):
+    if not isinstance(job_id, str) or not _JOB_ID_RE.match(job_id):
+        from .errors import ConfigurationError
+
+        raise ConfigurationError(
+            "job id %r is not usable as a storage prefix: use 1-200 characters from "
+            "letters, digits and _ . = - (starting with a letter or digit)" % (job_id,)
+        )
+    return job_id
+
+
+def job_id_from_task_id(task_id):
+    """Luigi task ids may hold any character; keep the readable part and its hash."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.=-]", "_", task_id).strip("_.=-")
+    return check_job_id(cleaned[:200] or "job")
+
+
+def job_url(storage_root, job_id):
+    return storage_root.rstrip("/") + "/" + check_job_id(job_id)
+
+
+def input_key(element):
+    return INPUTS_PREFIX + element + ".pkl"
+
+
+def result_key(element):
+    return RESULTS_PREFIX + element + ".pkl"
+
+
+def element_from_result_key(key):
+    """Inverse of result_key for names found in a listing (None for anything else)."""
+    if key.startswith(RESULTS_PREFIX) and key.endswith(".pkl"):
+        name = key[len(RESULTS_PREFIX) : -len(".pkl")]
+        if "/" not in name:
+            return name
+    return None
+
+
+def shared_key(name, digest):
+    return "shared/%s-%s.pkl" % (re.sub(r"[^A-Za-z0-9_.-]", "_", name), digest[:_KEY_LENGTH])
+
+
+def attempts_prefix(element):
+    return ATTEMPTS_PREFIX + element + "/"
+
+
+def attempt_record_key(element, attempt):
+    return attempts_prefix(element) + attempt + ".json"
+
+
+def log_key(element, attempt):
+    return "logs/%s/%s.log" % (element, attempt)
+
+
+def dispatch_key(run_id):
+    return DISPATCHES_PREFIX + run_id + ".json"
+
+
+def new_attempt_id(number):
+    """Attempt ids sort by attempt number, then time; the suffix keeps concurrent masters apart."""
+    return "%03d-%d-%s" % (number, int(time.time()), os.urandom(3).hex())
+
+
+def attempt_number(attempt_id):
+    return int(attempt_id.split("-", 1)[0])
+
+
+def new_run_id():
+    return "%s-%s" % (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), os.urandom(4).hex())

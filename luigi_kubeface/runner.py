@@ -1,0 +1,144 @@
+"""The task runner: what a pod or a local process executes for one attempt of one element.
+
+    python -m luigi_kubeface.runner <job-url> <element> <attempt>
+
+It downloads the job's function and the element's input, checks that its Python and cloudpickle
+match the master's, runs the function, writes the result once (a duplicate attempt never
+overwrites it), and writes the attempt's outcome record and its log (stdout and stderr) next to
+it, because Kubernetes loses pod logs. Exit codes: 0 success, 1 the element raised, 2 the input
+could not be used (version mismatch, corrupt blob): retrying that attempt will not help.
+"""
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import traceback
+
+from . import naming, serialization
+from .errors import BlobNotFoundError, CorruptBlobError, VersionMismatchError
+from .storage import open_storage
+
+EXIT_OK, EXIT_ELEMENT_ERROR, EXIT_UNUSABLE_INPUT = 0, 1, 2
+
+
+def command(job_url, element, attempt, python="python"):
+    """The argv that runs one attempt; backends use it so every backend runs the same code path."""
+    return [python, "-m", "luigi_kubeface.runner", job_url, element, attempt]
+
+
+@contextlib.contextmanager
+def _tee_output(log_path):
+    """Send fd 1 and 2 (this process and its children) to the log file and to the original stdout."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 1)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump():
+        with open(log_path, "ab") as log_file:
+            while True:
+                chunk = os.read(read_end, 65536)
+                if not chunk:
+                    break
+                log_file.write(chunk)
+                log_file.flush()
+                try:
+                    os.write(saved_out, chunk)
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)
+        thread.join(timeout=30)
+        os.close(read_end)
+        os.close(saved_out)
+        os.close(saved_err)
+
+
+def _error_fields(error):
+    if isinstance(error, SystemExit):
+        return {"error_type": "SystemExit",
+                "message": "the element called sys.exit(%r); return a value or raise an exception instead" % (error.code,)}
+    return {"error_type": type(error).__module__ + "." + type(error).__qualname__
+            if type(error).__module__ != "builtins" else type(error).__qualname__,
+            "message": str(error)}
+
+
+def run_attempt(storage, element, attempt, log_path):
+    """Run one attempt against a job-scoped storage; returns (exit code, outcome record)."""
+    record = {"element": element, "attempt": attempt, "host": socket.gethostname(),
+              "pid": os.getpid(), "started": time.time(), **serialization.versions()}
+    code = EXIT_OK
+    with _tee_output(log_path):
+        try:
+            function = serialization.loads(storage.read(naming.FUNCTION), "the job's function")
+            header, (args, kwargs) = serialization.loads_with_header(
+                storage.read(naming.input_key(element)), "the input of element %s" % element)
+            for name, key in header.get("shared", {}).items():
+                kwargs[name] = serialization.loads(storage.read(key), "shared input %r" % name)
+        except (VersionMismatchError, CorruptBlobError, BlobNotFoundError) as error:
+            record.update(outcome="unusable_input", **_error_fields(error), traceback="")
+            code = EXIT_UNUSABLE_INPUT
+        else:
+            try:
+                value = function(*args, **kwargs)
+            except BaseException as error:  # noqa: BLE001 - the element's own failure, reported in full
+                if isinstance(error, KeyboardInterrupt):
+                    raise
+                record.update(outcome="error", **_error_fields(error), traceback=traceback.format_exc())
+                traceback.print_exc()
+                code = EXIT_ELEMENT_ERROR
+            else:
+                try:
+                    blob = serialization.dumps(value, "result", {"element": element, "attempt": attempt})
+                except Exception as error:  # noqa: BLE001 - unpicklable results are user errors
+                    record.update(outcome="error", error_type="UnpicklableResult",
+                                  message="the element returned a %s that cannot be pickled (%s): return "
+                                  "plain data (numbers, lists, dicts, arrays)" % (type(value).__name__, error),
+                                  traceback=traceback.format_exc())
+                    code = EXIT_ELEMENT_ERROR
+                else:
+                    won = storage.write_if_absent(naming.result_key(element), blob)
+                    record.update(outcome="success", result_bytes=len(blob), result_written=won)
+                    if not won:
+                        print("result of element %s was already written by another attempt; kept it" % element)
+    record["finished"] = time.time()
+    record["duration"] = record["finished"] - record["started"]
+    return code, record
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 3:
+        print("usage: python -m luigi_kubeface.runner <job-url> <element> <attempt>", file=sys.stderr)
+        return 64
+    job_url, element, attempt = argv
+    storage = open_storage(job_url)
+    log_path = os.path.join(os.environ.get("TMPDIR", "/tmp"), "kubeface-%s-%s.log" % (element, attempt))
+    try:
+        code, record = run_attempt(storage, element, attempt, log_path)
+        with open(log_path, "rb") as f:
+            storage.write(naming.log_key(element, attempt), f.read())
+        storage.write(naming.attempt_record_key(element, attempt), json.dumps(record, indent=1).encode())
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(log_path)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

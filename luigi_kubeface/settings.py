@@ -1,0 +1,69 @@
+"""Settings as one frozen object, built once from the `[kubeface]` config and per-task overrides.
+
+Nothing else reads config files or environment variables for settings: the engine and the
+backends receive this object.
+"""
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+from .errors import ConfigurationError
+
+MAX_IN_FLIGHT_CEILING = 400  # Kubernetes misbehaves above roughly this many pods at once
+
+
+@dataclass(frozen=True)
+class Settings:
+    backend: str = "local"
+    storage_root: str = "kubeface-storage"
+    max_in_flight: int = 0  # 0: the backend's default (local: cores, kubernetes: 200)
+    retries: int = 1  # further attempts of an element after its first one failed
+    retry_backoff: float = 10.0  # seconds before the first retry; doubles up to max_retry_backoff
+    max_retry_backoff: float = 600.0
+    failure_budget: float = 0.1  # the job stops once more than this share of elements failed for good
+    element_timeout: float = 86400.0  # seconds an attempt may run before it is killed
+    poll_interval: float = 0.5
+    storage_retry_deadline: float = 600.0  # how long transient storage errors are retried
+
+    def __post_init__(self):
+        from .backends import check_backend_name
+
+        check_backend_name(self.backend)
+        if not self.storage_root:
+            raise ConfigurationError("[kubeface] storage_root is empty: set a directory or gs://bucket/prefix")
+        if "://" not in self.storage_root:  # local paths are made absolute once, for every process
+            object.__setattr__(self, "storage_root", os.path.abspath(os.path.expanduser(self.storage_root)))
+        checks = [
+            ("max_in_flight", 0 <= self.max_in_flight <= MAX_IN_FLIGHT_CEILING,
+             "between 0 (backend default) and %d (Kubernetes misbehaves above)" % MAX_IN_FLIGHT_CEILING),
+            ("retries", 0 <= self.retries <= 100, "between 0 and 100"),
+            ("retry_backoff", self.retry_backoff >= 0, "zero or more seconds"),
+            ("max_retry_backoff", self.max_retry_backoff >= self.retry_backoff, "at least retry_backoff"),
+            ("failure_budget", 0 <= self.failure_budget <= 1, "a share between 0 and 1"),
+            ("element_timeout", self.element_timeout > 0, "more than 0 seconds"),
+            ("poll_interval", 0 < self.poll_interval <= 60, "between 0 and 60 seconds"),
+            ("storage_retry_deadline", self.storage_retry_deadline >= 0, "zero or more seconds"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ConfigurationError(
+                    "[kubeface] %s = %r is out of range: it must be %s" % (name, getattr(self, name), expected)
+                )
+
+    @property
+    def cap(self):
+        """The hard cap on attempts in flight."""
+        from .backends import default_max_in_flight
+
+        return self.max_in_flight or default_max_in_flight(self.backend)
+
+    def replace(self, **overrides):
+        """A copy with overrides, refusing names that are not settings (typos must not pass silently)."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigurationError(
+                "unknown kubeface setting(s) %s: known settings are %s" % (", ".join(unknown), ", ".join(sorted(known)))
+            )
+        return dataclasses.replace(self, **overrides)

@@ -1,0 +1,101 @@
+"""One small storage interface, chosen by URL scheme; transient errors are retried here, once.
+
+Every storage is scoped to a base URL (a job's prefix, usually) and speaks in keys relative to it.
+"""
+
+import logging
+import random
+import time
+from typing import Protocol
+
+from ..errors import ConfigurationError, TransientStorageError
+
+log = logging.getLogger(__name__)
+
+
+class Storage(Protocol):
+    url: str
+
+    def read(self, key: str) -> bytes:
+        """The blob's bytes; BlobNotFoundError if there is none."""
+
+    def write(self, key: str, data: bytes) -> None:
+        """Create or replace the blob atomically (readers see the old or the new bytes, never part)."""
+
+    def write_if_absent(self, key: str, data: bytes) -> bool:
+        """Create the blob atomically unless it exists; False if it existed (it is left untouched)."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def list(self, prefix: str) -> list:
+        """Keys that start with prefix (relative to the storage's URL), in one listing."""
+
+    def delete(self, key: str) -> None:
+        """Remove the blob; no error if it is already gone."""
+
+    def check_writable(self) -> None:
+        """Raise ConfigurationError naming the fix if the storage cannot be used at all."""
+
+
+def _local(url):
+    from .local import LocalStorage
+
+    return LocalStorage(url)
+
+
+def _gcs(url):
+    from .gcs import GCSStorage
+
+    return GCSStorage(url)
+
+
+# Adding a storage means adding one module and one line here.
+REGISTRY = {"file": _local, "gs": _gcs}
+
+
+def open_storage(url, retry_deadline=600.0):
+    """The storage for a URL (`gs://bucket/prefix`, `file:///dir` or a plain path), with retries."""
+    scheme = url.split("://", 1)[0] if "://" in url else "file"
+    if scheme not in REGISTRY:
+        raise ConfigurationError(
+            "storage URL %r has the unknown scheme %r: use one of %s, or a local directory path"
+            % (url, scheme, ", ".join(s + "://" for s in sorted(REGISTRY)))
+        )
+    return RetryingStorage(REGISTRY[scheme](url), deadline=retry_deadline)
+
+
+class RetryingStorage:
+    """Retries TransientStorageError with capped exponential backoff and jitter, up to a deadline.
+
+    A deadline rather than a count: outages of GCS last tens of seconds, and a job of ten hours
+    should wait them out rather than lose an attempt.
+    """
+
+    _METHODS = ("read", "write", "write_if_absent", "exists", "list", "delete", "check_writable")
+
+    def __init__(self, inner, deadline=600.0, first_delay=0.2, max_delay=10.0):
+        self.inner = inner
+        self.url = inner.url
+        self.deadline = deadline
+        self.first_delay = first_delay
+        self.max_delay = max_delay
+
+    def __getattr__(self, name):
+        target = getattr(self.inner, name)
+        if name not in self._METHODS:
+            return target
+
+        def call(*args, **kwargs):
+            give_up = time.monotonic() + self.deadline
+            delay = self.first_delay
+            while True:
+                try:
+                    return target(*args, **kwargs)
+                except TransientStorageError as error:
+                    if time.monotonic() + delay > give_up:
+                        raise
+                    log.warning("storage %s %s failed (%s); retrying in %.1fs", self.url, name, error, delay)
+                    time.sleep(delay * random.uniform(0.5, 1.0))
+                    delay = min(delay * 2, self.max_delay)
+
+        return call

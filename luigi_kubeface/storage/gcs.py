@@ -1,0 +1,142 @@
+"""Google Cloud Storage through google-cloud-storage; errors are mapped to luigi-kubeface's own."""
+
+import threading
+
+from ..errors import BlobNotFoundError, ConfigurationError, StorageError, TransientStorageError
+
+_clients = {}
+_clients_lock = threading.Lock()
+
+
+def _client():
+    """One client per process: it holds the connection pool and the credentials."""
+    from google.auth.exceptions import DefaultCredentialsError
+    from google.cloud import storage
+
+    with _clients_lock:
+        if "client" not in _clients:
+            try:
+                _clients["client"] = storage.Client()
+            except DefaultCredentialsError as error:
+                raise ConfigurationError(
+                    "no Google Cloud credentials found (%s): run `gcloud auth application-default "
+                    "login`, set GOOGLE_APPLICATION_CREDENTIALS to a key file, or use Workload "
+                    "Identity in the cluster" % str(error).splitlines()[0]
+                ) from None
+        return _clients["client"]
+
+
+def _translate(error, what):
+    """Map SDK and transport errors to ours: transient ones are retried by RetryingStorage."""
+    from google.api_core import exceptions as api
+    from google.auth.exceptions import TransportError
+    import requests
+
+    if isinstance(error, api.NotFound):
+        return BlobNotFoundError("%s: not found" % what)
+    transient = (
+        api.TooManyRequests, api.InternalServerError, api.BadGateway, api.ServiceUnavailable,
+        api.GatewayTimeout, api.RequestTimeout, requests.ConnectionError, requests.Timeout,
+        TransportError, ConnectionError, TimeoutError,
+    )
+    if isinstance(error, transient):
+        return TransientStorageError("%s: %s" % (what, error))
+    if isinstance(error, api.Forbidden) and "quota" in str(error).lower():
+        return TransientStorageError("%s: %s" % (what, error))
+    if isinstance(error, api.Forbidden):
+        return StorageError("%s: permission denied (%s): grant the credentials storage.objects "
+                            "access on the bucket" % (what, error))
+    return StorageError("%s: %s" % (what, error))
+
+
+class GCSStorage:
+    def __init__(self, url):
+        rest = url[len("gs://") :]
+        self.bucket_name, _, prefix = rest.partition("/")
+        if not self.bucket_name:
+            raise ConfigurationError("GCS URL %r names no bucket: use gs://BUCKET/PREFIX" % url)
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.url = "gs://%s/%s" % (self.bucket_name, self.prefix)
+        self._bucket = None
+
+    def _blob(self, key):
+        if self._bucket is None:
+            self._bucket = _client().bucket(self.bucket_name)
+        return self._bucket.blob(self.prefix + key)
+
+    def _call(self, what, key, fn):
+        try:
+            return fn()
+        except (BlobNotFoundError, StorageError):
+            raise
+        except Exception as error:  # noqa: BLE001 - every SDK error is translated, none leaks
+            mapped = _translate(error, "%s %s%s" % (what, self.url, key))
+            if isinstance(mapped, BlobNotFoundError) and what != "read":
+                mapped = self._missing_bucket_error() or mapped
+            raise mapped from error
+
+    def _missing_bucket_error(self):
+        try:
+            if not _client().bucket(self.bucket_name).exists():
+                return ConfigurationError(
+                    "bucket gs://%s does not exist: create it (gcloud storage buckets create "
+                    "gs://%s) or fix [kubeface] storage_root" % (self.bucket_name, self.bucket_name)
+                )
+        except Exception:  # noqa: BLE001 - best effort diagnosis only
+            return None
+        return None
+
+    def read(self, key):
+        return self._call("read", key, lambda: self._blob(key).download_as_bytes())
+
+    def write(self, key, data):
+        self._call("write", key, lambda: self._blob(key).upload_from_string(data))
+
+    def write_if_absent(self, key, data):
+        """if_generation_match=0 makes the upload fail with 412 when any generation exists."""
+        from google.api_core.exceptions import PreconditionFailed
+
+        def upload():
+            try:
+                self._blob(key).upload_from_string(data, if_generation_match=0)
+                return True
+            except PreconditionFailed:
+                return False
+
+        return self._call("write", key, upload)
+
+    def exists(self, key):
+        return self._call("exists", key, lambda: self._blob(key).exists())
+
+    def list(self, prefix):
+        def names():
+            client = _client()
+            skip = len(self.prefix)
+            return sorted(b.name[skip:] for b in client.list_blobs(self.bucket_name, prefix=self.prefix + prefix))
+
+        return self._call("list", prefix, names)
+
+    def delete(self, key):
+        from google.api_core.exceptions import NotFound
+
+        def remove():
+            try:
+                self._blob(key).delete()
+            except NotFound:
+                pass
+
+        self._call("delete", key, remove)
+
+    def check_writable(self):
+        missing = self._missing_bucket_error()
+        if missing:
+            raise missing
+        probe = ".kubeface-write-probe"
+        try:
+            self.write(probe, b"")
+            self.delete(probe)
+        except StorageError as error:
+            raise ConfigurationError(
+                "storage %s cannot be written (%s): grant the credentials write access to the "
+                "bucket or choose another [kubeface] storage_root" % (self.url, error)
+            ) from None
