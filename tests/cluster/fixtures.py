@@ -1,0 +1,207 @@
+"""Pytest fixtures for a real local Kubernetes cluster (control plane + node agent).
+
+Import them into a conftest to use them::
+
+    from tests.cluster.fixtures import kube_cluster, kube_namespace  # noqa: F401
+
+``kube_cluster`` (session scope) builds the binaries if needed (``build.sh``,
+minutes on the first run, then cached), starts the control plane and a node
+agent, and yields a ``KubeCluster``. ``kube_namespace`` gives each test a fresh
+namespace (with its ``default`` ServiceAccount ready) and deletes it afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from controlplane import ControlPlane, build_binaries  # noqa: E402
+from node_agent import NodeAgent, NodeSpec  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TEST_IMAGE = "luigi-kubeface:test"
+
+
+def _python_path() -> str:
+    """Let pod processes import the checked-out package even if it is not installed."""
+    paths = [str(REPO_ROOT / "src")] if (REPO_ROOT / "src").is_dir() else []
+    paths.append(str(REPO_ROOT))
+    if os.environ.get("PYTHONPATH"):
+        paths.append(os.environ["PYTHONPATH"])
+    return os.pathsep.join(paths)
+
+
+@dataclass
+class KubeCluster:
+    """Handle on the running cluster given to tests."""
+
+    control_plane: ControlPlane
+    agent: NodeAgent
+    namespaces: list = field(default_factory=list)
+
+    @property
+    def kubeconfig(self) -> str:
+        """Path of the admin kubeconfig (pass to kubernetes.config.load_kube_config)."""
+        return str(self.control_plane.kubeconfig)
+
+    @property
+    def url(self) -> str:
+        return self.control_plane.url
+
+    @property
+    def image(self) -> str:
+        """An image name the node agent runs with this test's Python environment."""
+        return TEST_IMAGE
+
+    def api_client(self):
+        """A new kubernetes.client.ApiClient for the admin user (close it when done)."""
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=self.kubeconfig, client_configuration=cfg)
+        return client.ApiClient(cfg)
+
+    def core(self):
+        from kubernetes import client
+
+        return client.CoreV1Api(self.api_client())
+
+    def create_namespace(self, prefix: str = "t", labels: dict | None = None, timeout: float = 30.0) -> str:
+        """Create a namespace and wait for its 'default' ServiceAccount (pods need it)."""
+        from kubernetes.client.rest import ApiException
+
+        name = "%s-%s" % (prefix, uuid.uuid4().hex[:8])
+        core = self.core()
+        core.create_namespace({"apiVersion": "v1", "kind": "Namespace",
+                               "metadata": {"name": name, "labels": labels or {}}}, _preload_content=False)
+        self.namespaces.append(name)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                core.read_namespaced_service_account("default", name, _preload_content=False)
+                break
+            except ApiException as e:
+                if e.status != 404 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        core.api_client.close()
+        return name
+
+    def delete_namespace(self, name: str, wait: bool = True, timeout: float = 60.0):
+        """Delete a namespace; with ``wait``, until it is gone (needs the controller-manager)."""
+        from kubernetes.client.rest import ApiException
+
+        core = self.core()
+        try:
+            core.delete_namespace(name, _preload_content=False)
+            deadline = time.monotonic() + timeout
+            while wait:
+                try:
+                    core.read_namespace(name, _preload_content=False)
+                except ApiException as e:
+                    if e.status == 404:
+                        break
+                    raise
+                if time.monotonic() > deadline:
+                    raise TimeoutError("namespace %s still exists after %ss" % (name, timeout))
+                time.sleep(0.2)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+        finally:
+            core.api_client.close()
+        if name in self.namespaces:
+            self.namespaces.remove(name)
+
+    def wait_pod(self, namespace: str, name: str, predicate, timeout: float = 60.0) -> dict:
+        """Poll the pod (as a JSON dict) until ``predicate(pod)`` is true; return it."""
+        import json
+
+        from kubernetes.client.rest import ApiException
+
+        core = self.core()
+        deadline = time.monotonic() + timeout
+        pod = None
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    pod = json.loads(core.read_namespaced_pod(name, namespace, _preload_content=False).data)
+                    if predicate(pod):
+                        return pod
+                except ApiException as e:
+                    if e.status != 404:
+                        raise
+                time.sleep(0.2)
+        finally:
+            core.api_client.close()
+        raise TimeoutError("pod %s/%s: condition not met in %ss; last seen: %s" % (
+            namespace, name, timeout, (pod or {}).get("status")))
+
+    def wait_pod_phase(self, namespace: str, name: str, phases=("Succeeded", "Failed"), timeout: float = 60.0):
+        if isinstance(phases, str):
+            phases = (phases,)
+        return self.wait_pod(namespace, name, lambda p: p.get("status", {}).get("phase") in phases, timeout)
+
+
+def start_cluster(workdir, images: dict | None = None, nodes=None, **agent_kwargs) -> KubeCluster:
+    """Start a control plane and a node agent under ``workdir`` (for custom setups)."""
+    workdir = Path(workdir)
+    cp = ControlPlane(workdir / "controlplane", build_binaries())
+    cp.start()
+    try:
+        agent_kwargs.setdefault("extra_env", {"PYTHONPATH": _python_path()})
+        agent = NodeAgent(
+            cp.kubeconfig,
+            images=images or {TEST_IMAGE: os.path.dirname(sys.executable)},
+            workdir=workdir / "agent",
+            nodes=nodes or [NodeSpec("node-1", cpu="8", memory="16Gi", pods=110)],
+            **agent_kwargs,
+        )
+        agent.start()
+    except BaseException:
+        cp.stop()
+        raise
+    return KubeCluster(cp, agent)
+
+
+def stop_cluster(cluster: KubeCluster):
+    try:
+        cluster.agent.stop(delete_nodes=False)
+    finally:
+        cluster.control_plane.stop()
+
+
+_shared = {"cluster": None, "users": 0}
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory):
+    """A real kube-apiserver/scheduler/controller-manager/etcd plus the fake kubelet.
+
+    Reference-counted: if several conftests import this fixture, one session
+    still starts one cluster (import it as ``tests.cluster.fixtures``)."""
+    if _shared["cluster"] is None:
+        _shared["cluster"] = start_cluster(tmp_path_factory.mktemp("kube"))
+    _shared["users"] += 1
+    try:
+        yield _shared["cluster"]
+    finally:
+        _shared["users"] -= 1
+        if _shared["users"] == 0:
+            cluster, _shared["cluster"] = _shared["cluster"], None
+            stop_cluster(cluster)
+
+
+@pytest.fixture
+def kube_namespace(kube_cluster):
+    """A fresh namespace for one test, deleted (without waiting) afterwards."""
+    ns = kube_cluster.create_namespace("t")
+    yield ns
+    kube_cluster.delete_namespace(ns, wait=False)
