@@ -5,6 +5,8 @@ import threading
 from ..errors import BlobNotFoundError, ConfigurationError, StorageError, TransientStorageError
 
 _clients = {}
+# RetryingStorage is the one place that retries; the SDK's own retries would stack under it.
+_CALL = {"retry": None, "timeout": 120}
 _clients_lock = threading.Lock()
 
 
@@ -36,7 +38,7 @@ def _translate(error, what):
         return BlobNotFoundError("%s: not found" % what)
     transient = (
         api.TooManyRequests, api.InternalServerError, api.BadGateway, api.ServiceUnavailable,
-        api.GatewayTimeout, api.RequestTimeout, requests.ConnectionError, requests.Timeout,
+        api.GatewayTimeout, requests.ConnectionError, requests.Timeout,
         TransportError, ConnectionError, TimeoutError,
     )
     if isinstance(error, transient):
@@ -77,7 +79,7 @@ class GCSStorage:
 
     def _missing_bucket_error(self):
         try:
-            if not _client().bucket(self.bucket_name).exists():
+            if not _client().bucket(self.bucket_name).exists(**_CALL):
                 return ConfigurationError(
                     "bucket gs://%s does not exist: create it (gcloud storage buckets create "
                     "gs://%s) or fix [kubeface] storage_root" % (self.bucket_name, self.bucket_name)
@@ -87,10 +89,10 @@ class GCSStorage:
         return None
 
     def read(self, key):
-        return self._call("read", key, lambda: self._blob(key).download_as_bytes())
+        return self._call("read", key, lambda: self._blob(key).download_as_bytes(**_CALL))
 
     def write(self, key, data):
-        self._call("write", key, lambda: self._blob(key).upload_from_string(data))
+        self._call("write", key, lambda: self._blob(key).upload_from_string(data, **_CALL))
 
     def write_if_absent(self, key, data):
         """if_generation_match=0 makes the upload fail with 412 when any generation exists."""
@@ -98,7 +100,7 @@ class GCSStorage:
 
         def upload():
             try:
-                self._blob(key).upload_from_string(data, if_generation_match=0)
+                self._blob(key).upload_from_string(data, if_generation_match=0, **_CALL)
                 return True
             except PreconditionFailed:
                 return False
@@ -106,13 +108,13 @@ class GCSStorage:
         return self._call("write", key, upload)
 
     def exists(self, key):
-        return self._call("exists", key, lambda: self._blob(key).exists())
+        return self._call("exists", key, lambda: self._blob(key).exists(**_CALL))
 
     def list(self, prefix):
         def names():
             client = _client()
             skip = len(self.prefix)
-            return sorted(b.name[skip:] for b in client.list_blobs(self.bucket_name, prefix=self.prefix + prefix))
+            return sorted(b.name[skip:] for b in client.list_blobs(self.bucket_name, prefix=self.prefix + prefix, **_CALL))
 
         return self._call("list", prefix, names)
 
@@ -121,7 +123,7 @@ class GCSStorage:
 
         def remove():
             try:
-                self._blob(key).delete()
+                self._blob(key).delete(**_CALL)
             except NotFound:
                 pass
 

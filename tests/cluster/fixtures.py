@@ -144,6 +144,25 @@ class KubeCluster:
         raise TimeoutError("pod %s/%s: condition not met in %ss; last seen: %s" % (
             namespace, name, timeout, (pod or {}).get("status")))
 
+    def wait_pod_gone(self, namespace: str, name: str, timeout: float = 60.0):
+        """Wait until the pod object no longer exists."""
+        from kubernetes.client.rest import ApiException
+
+        core = self.core()
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    core.read_namespaced_pod(name, namespace, _preload_content=False)
+                except ApiException as e:
+                    if e.status == 404:
+                        return
+                    raise
+                time.sleep(0.2)
+        finally:
+            core.api_client.close()
+        raise TimeoutError("pod %s/%s still exists after %ss" % (namespace, name, timeout))
+
     def wait_pod_phase(self, namespace: str, name: str, phases=("Succeeded", "Failed"), timeout: float = 60.0):
         if isinstance(phases, str):
             phases = (phases,)

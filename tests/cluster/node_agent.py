@@ -290,9 +290,12 @@ class NodeAgent:
 
     def resume_heartbeats(self, node: str):
         spec = self.nodes[node]
+        was_frozen = spec.frozen
         spec.heartbeat, spec.frozen = True, False
         self._renew_lease(spec)
         self._patch_node_status(spec)
+        if was_frozen and self._watch is not None:
+            self._watch.stop()  # relist: catch up on pod changes missed while partitioned
 
     def wait_nodes_schedulable(self, timeout: float = 60.0):
         """Wait until every node is Ready and free of not-ready/unreachable taints."""

@@ -2,6 +2,7 @@
 
 import json
 import signal
+import time
 
 import pytest
 from kubernetes.client.rest import ApiException
@@ -74,9 +75,6 @@ def test_resource_quota_rejects_second_pod(kube_cluster, kube_namespace):
     core.create_namespaced_resource_quota(kube_namespace, {
         "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q"}, "spec": {"hard": {"pods": "1"}}})
     # The quota controller must have filled in status before admission enforces it.
-    kube_cluster.wait_pod  # noqa: B018 (documentation: see loop below)
-    import time
-
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         q = json.loads(core.read_namespaced_resource_quota("q", kube_namespace, _preload_content=False).data)
@@ -93,7 +91,7 @@ def test_oom_deadline_kill_and_delete(kube_cluster, kube_namespace):
     core = kube_cluster.core()
     img = kube_cluster.image
     core.create_namespaced_pod(kube_namespace, pod_body(
-        "oom", img, ["python", "-c", "import time; x = bytearray(300 * 2**20); time.sleep(30)"],
+        "oom", img, ["python", "-c", "import time; x = b\"x\" * (300 * 2**20); time.sleep(30)"],
         container={"resources": {"limits": {"memory": "100Mi"}}}))
     core.create_namespaced_pod(kube_namespace, pod_body(
         "slow", img, ["sleep", "60"], activeDeadlineSeconds=2))
@@ -112,17 +110,8 @@ def test_oom_deadline_kill_and_delete(kube_cluster, kube_namespace):
     assert container_state(pod)["terminated"]["exitCode"] == 137
 
     kube_cluster.wait_pod_phase(kube_namespace, "doomed", "Running")
-    core.delete_namespaced_pod("doomed", kube_namespace)
-    kube_cluster.wait_pod(kube_namespace, "doomed", lambda p: False, timeout=0) if False else None
-    import time
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        names = [p.metadata.name for p in core.list_namespaced_pod(kube_namespace).items]
-        if "doomed" not in names:
-            break
-        time.sleep(0.2)
-    assert "doomed" not in names
+    core.delete_namespaced_pod("doomed", kube_namespace)  # graceful: the agent kills, then deletes
+    kube_cluster.wait_pod_gone(kube_namespace, "doomed", timeout=30)
 
 
 def test_namespace_deletion_completes(kube_cluster):

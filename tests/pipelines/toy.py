@@ -1,0 +1,57 @@
+"""Small pipelines that misbehave on purpose, for the end-to-end tests."""
+
+import os
+import signal
+import sys
+import time
+
+import luigi
+
+from luigi_kubeface import KubefaceMapTask
+
+
+class Squares(KubefaceMapTask):
+    """x -> x*x; elements listed in `bad` misbehave as `mode` says."""
+
+    n = luigi.IntParameter(default=6)
+    mode = luigi.Parameter(default="ok")  # raise | sleep | exit | kill | flaky | unpicklable
+    bad = luigi.ListParameter(default=[])
+    seconds = luigi.FloatParameter(default=30.0)
+    marker_dir = luigi.Parameter(default="", significant=False)
+
+    def grid(self):
+        return [dict(x=i) for i in range(self.n)]
+
+    def run_element(self, x):
+        print("element x=%d starting" % x)
+        if x in self.bad:
+            if self.mode == "raise":
+                raise ValueError("x=%d is bad on purpose" % x)
+            if self.mode == "sleep":
+                time.sleep(self.seconds)
+            if self.mode == "exit":
+                sys.exit(3)
+            if self.mode == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if self.mode == "unpicklable":
+                return (i for i in range(x))  # generators cannot be pickled
+            if self.mode == "flaky":
+                marker = os.path.join(self.marker_dir, "failed-once-%d" % x)
+                if not os.path.exists(marker):
+                    open(marker, "w").close()
+                    raise RuntimeError("first attempt of x=%d fails" % x)
+        return x * x
+
+
+class SumSquares(luigi.Task):
+    n = luigi.IntParameter(default=6)
+
+    def requires(self):
+        return Squares(n=self.n)
+
+    def output(self):
+        return luigi.LocalTarget("sum-%d.txt" % self.n)
+
+    def run(self):
+        with self.output().open("w") as f:
+            f.write(str(sum(self.input().load())))

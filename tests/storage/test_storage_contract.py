@@ -1,0 +1,104 @@
+"""One contract, every storage: the local directory and GCS (against a real fake-gcs-server)."""
+
+import threading
+
+import pytest
+
+from luigi_kubeface.errors import BlobNotFoundError, ConfigurationError
+from luigi_kubeface.storage import open_storage
+
+
+@pytest.fixture(params=["local", "gcs"])
+def storage(request, tmp_path):
+    if request.param == "local":
+        return open_storage(str(tmp_path / "root" / "job"))
+    return open_storage(request.getfixturevalue("gcs_root") + "/job")
+
+
+def test_write_read_exists_delete(storage):
+    assert not storage.exists("a/b.bin")
+    storage.write("a/b.bin", b"one")
+    assert storage.exists("a/b.bin")
+    assert storage.read("a/b.bin") == b"one"
+    storage.write("a/b.bin", b"two")
+    assert storage.read("a/b.bin") == b"two"
+    storage.delete("a/b.bin")
+    storage.delete("a/b.bin")  # deleting twice is fine
+    assert not storage.exists("a/b.bin")
+
+
+def test_missing_blob_raises_our_error(storage):
+    with pytest.raises(BlobNotFoundError):
+        storage.read("nothing/here")
+
+
+def test_write_if_absent_never_overwrites(storage):
+    assert storage.write_if_absent("results/x.pkl", b"first")
+    assert not storage.write_if_absent("results/x.pkl", b"second")
+    assert storage.read("results/x.pkl") == b"first"
+
+
+def test_concurrent_write_if_absent_has_one_winner(storage):
+    outcomes = []
+
+    def write(i):
+        outcomes.append((storage.write_if_absent("results/race.pkl", b"writer %d" % i), i))
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [i for won, i in outcomes if won]
+    assert len(winners) == 1
+    assert storage.read("results/race.pkl") == b"writer %d" % winners[0]
+
+
+def test_list_prefix(storage):
+    for key in ["results/a.pkl", "results/b.pkl", "attempts/a/1.json", "resultsx/c.pkl"]:
+        storage.write(key, b".")
+    assert storage.list("results/") == ["results/a.pkl", "results/b.pkl"]
+    assert storage.list("attempts/a/") == ["attempts/a/1.json"]
+    assert storage.list("nothing/") == []
+
+
+def test_large_blob_roundtrip(storage):
+    data = bytes(range(256)) * (20 * 1024 * 1024 // 256)  # 20 MB: resumable upload on GCS
+    storage.write("big.bin", data)
+    assert storage.read("big.bin") == data
+    assert not storage.write_if_absent("big.bin", b"small")
+
+
+@pytest.mark.slow
+def test_listing_paginates(storage):
+    keys = ["results/%05d.pkl" % i for i in range(1105)]  # more than one GCS page of 1000
+    for key in keys:
+        storage.write(key, b"")
+    assert storage.list("results/") == keys
+
+
+def test_local_root_whose_parent_is_missing_is_refused(tmp_path):
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        open_storage(str(tmp_path / "missing" / "root")).check_writable()
+
+
+def test_local_root_not_writable_is_refused(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        target = "/proc/kubeface-root"  # root may write anywhere on disk, but not here
+    else:
+        (tmp_path / "ro").mkdir(mode=0o500)
+        target = str(tmp_path / "ro" / "root")
+    with pytest.raises(ConfigurationError, match="cannot be written|does not exist"):
+        open_storage(target).check_writable()
+
+
+def test_missing_bucket_is_refused(fake_gcs):
+    with pytest.raises(ConfigurationError, match="bucket gs://no-such-bucket-kf does not exist"):
+        open_storage("gs://no-such-bucket-kf/jobs").check_writable()
+
+
+def test_unknown_scheme_is_refused():
+    with pytest.raises(ConfigurationError, match="unknown scheme 's3'"):
+        open_storage("s3://bucket/prefix")
