@@ -20,12 +20,14 @@ SETTINGS = {
     "logistic_regression": [0.01, 0.1, 1.0, 10.0],  # inverse regularization C
     "svm": [0.1, 1.0, 10.0, 100.0],  # C
     "random_forest": [2, 4, 8, 16],  # max_depth
+    "nearest_neighbors": [1, 5, 15, 45],  # n_neighbors; not in the default grid, add it with --models
 }
 
 
 def make_model(model, setting):
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
@@ -36,7 +38,9 @@ def make_model(model, setting):
         return make_pipeline(StandardScaler(), SVC(C=setting))
     if model == "random_forest":
         return RandomForestClassifier(max_depth=setting, n_estimators=50, random_state=0)
-    raise ValueError("unknown model %r: choose one of %s" % (model, ", ".join(MODELS)))
+    if model == "nearest_neighbors":
+        return make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=setting))
+    raise ValueError("unknown model %r: choose one of %s" % (model, ", ".join(SETTINGS)))
 
 
 class TrainModels(KubefaceMapTask):
@@ -48,6 +52,9 @@ class TrainModels(KubefaceMapTask):
     models = luigi.ListParameter(default=list(MODELS), significant=False)
 
     def grid(self):
+        unknown = [m for m in self.models if m not in SETTINGS]
+        if unknown:
+            raise ValueError("unknown model(s) %s in --models: choose from %s" % (unknown, ", ".join(SETTINGS)))
         return [dict(model=m, setting=s) for m in self.models for s in SETTINGS[m]]
 
     def shared_inputs(self):

@@ -8,6 +8,7 @@ Luigi, Kubernetes or GCS: a backend runs attempts, the job's storage holds the t
 import heapq
 import logging
 import random
+import re
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -60,8 +61,13 @@ class JobReport:
 
     def summary(self):
         """The distinct errors, most frequent first, so 500 identical failures read as one line."""
-        counts = Counter((f.error_type, f.message.splitlines()[0] if f.message else "") for f in self.failures.values())
-        lines = ["%d x %s: %s" % (n, t, m) for (t, m), n in counts.most_common(10)]
+        counts, example = Counter(), {}
+        for f in self.failures.values():
+            first_line = f.message.splitlines()[0] if f.message else ""
+            kind = (f.error_type, re.sub(r"\d+", "N", first_line))  # same error, other element values
+            counts[kind] += 1
+            example.setdefault(kind, first_line)
+        lines = ["%d x %s: %s" % (n, kind[0], example[kind]) for kind, n in counts.most_common(10)]
         if len(counts) > 10:
             lines.append("... and %d more distinct errors" % (len(counts) - 10))
         return lines

@@ -96,6 +96,17 @@ class KubefaceMapTask(luigi.Task):
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_kubeface_")}
 
 
+def _share_luigi_logging():
+    """Show our progress lines where Luigi shows its own, unless the user configured logging."""
+    ours = logging.getLogger("luigi_kubeface")
+    if ours.handlers or logging.getLogger().handlers:
+        return
+    luigi_logger = logging.getLogger("luigi-interface")
+    for handler in luigi_logger.handlers:
+        ours.addHandler(handler)
+    ours.setLevel(luigi_logger.getEffectiveLevel())
+
+
 class _JobPart(luigi.Task):
     """Shared plumbing of the tasks a map task fans out into (never scheduled on their own)."""
 
@@ -127,6 +138,7 @@ class KubefaceJob(_JobPart):
         return self.__dict__.get("_dispatched", False)
 
     def run(self):
+        _share_luigi_logging()
         task = self._map()
         settings = task.kubeface_settings()
         job = task.kubeface_job()

@@ -1,0 +1,168 @@
+"""The engine through Client.map with the local backend: real processes, real storage."""
+
+import glob
+import json
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from luigi_kubeface import Client, ConfigurationError, JobFailedError
+from luigi_kubeface.settings import Settings
+
+FAST = dict(poll_interval=0.05, retry_backoff=0.1)
+
+
+def square(x):
+    return x * x
+
+
+def records(root, job_id):
+    return [json.load(open(p)) for p in glob.glob(os.path.join(root, job_id, "attempts", "*", "*.json"))]
+
+
+def test_map_returns_results_in_order_and_reuses_them(tmp_path):
+    client = Client(storage_root=str(tmp_path), **FAST)
+    assert list(client.map(square, range(7), job_id="sq")) == [x * x for x in range(7)]
+    assert len(records(str(tmp_path), "sq")) == 7
+    assert list(client.map(square, [6, 5, 9], job_id="sq")) == [36, 25, 81]  # reordered and extended
+    assert len(records(str(tmp_path), "sq")) == 8  # only 9 was computed
+
+
+def test_map_on_gcs(gcs_root):
+    results = Client(storage_root=gcs_root, **FAST).map(square, range(5), job_id="on-gcs")
+    assert list(results) == [0, 1, 4, 9, 16]
+
+
+def test_shared_inputs_are_uploaded_once(tmp_path):
+    def scale(x, factor):
+        return x * factor
+
+    client = Client(storage_root=str(tmp_path), **FAST)
+    assert list(client.map(scale, [1, 2, 3], job_id="shared", shared={"factor": 10})) == [10, 20, 30]
+    assert len(glob.glob(str(tmp_path / "shared" / "shared" / "*.pkl"))) == 1
+
+
+def test_logs_are_captured_per_attempt(tmp_path):
+    def chatty(x):
+        print("hello from", x)
+        print("to stderr", x, file=sys.stderr)
+        os.system("echo from a child process")
+        return x
+
+    Client(storage_root=str(tmp_path), **FAST).map(chatty, [42], job_id="chatty")
+    (log,) = glob.glob(str(tmp_path / "chatty" / "logs" / "*" / "*.log"))
+    text = open(log).read()
+    assert "hello from 42" in text and "to stderr 42" in text and "from a child process" in text
+
+
+def flaky(x, marker_dir):
+    marker = os.path.join(marker_dir, str(x))
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("first attempt fails")
+    return x
+
+
+def test_failed_attempt_is_retried(tmp_path):
+    client = Client(storage_root=str(tmp_path / "s"), retries=1, **FAST)
+    assert list(client.map(flaky, [1, 2], job_id="flaky", shared={"marker_dir": str(tmp_path)})) == [1, 2]
+    outcomes = sorted(r["outcome"] for r in records(str(tmp_path / "s"), "flaky"))
+    assert outcomes == ["error", "error", "success", "success"]
+
+
+def boom(x):
+    raise KeyError("no such thing: %d" % x)
+
+
+def test_element_error_carries_remote_traceback_and_summary(tmp_path):
+    client = Client(storage_root=str(tmp_path), retries=0, failure_budget=1.0, **FAST)
+    with pytest.raises(JobFailedError) as caught:
+        client.map(boom, [1, 2, 3], job_id="boom")
+    text = str(caught.value)
+    assert "3 x KeyError: 'no such thing: 1'" in text
+    assert "Remote traceback" in text and "in boom" in text
+    assert "Finished results are kept" in text
+
+
+def half_fail(x):
+    if x % 2:
+        raise ValueError("odd")
+    return x
+
+
+def test_finished_results_survive_a_failed_job(tmp_path):
+    client = Client(storage_root=str(tmp_path), retries=0, failure_budget=1.0, **FAST)
+    with pytest.raises(JobFailedError):
+        client.map(half_fail, range(6), job_id="half")
+    assert len(glob.glob(str(tmp_path / "half" / "results" / "*.pkl"))) == 3
+
+
+def test_failure_budget_stops_early(tmp_path):
+    client = Client(storage_root=str(tmp_path), retries=0, failure_budget=0.1, max_in_flight=1, **FAST)
+    with pytest.raises(JobFailedError, match="stopped early: 2 of 12 elements failed for good"):
+        client.map(boom, range(12), job_id="budget")
+    assert len(records(str(tmp_path), "budget")) == 2  # nothing launched after the budget was spent
+
+
+def sleepy(x):
+    time.sleep(60)
+
+
+def test_timeout_kills_the_attempt(tmp_path):
+    client = Client(storage_root=str(tmp_path), retries=0, element_timeout=1.5, **FAST)
+    started = time.monotonic()
+    with pytest.raises(JobFailedError, match="Timeout: the attempt ran longer than element_timeout=1.5s"):
+        client.map(sleepy, [1], job_id="slow")
+    assert time.monotonic() - started < 30
+    (record,) = records(str(tmp_path), "slow")
+    assert record["outcome"] == "timeout"
+
+
+def exits(x):
+    sys.exit(3)
+
+
+def killed(x):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def unpicklable_result(x):
+    return (i for i in range(x))
+
+
+@pytest.mark.parametrize("function,expected", [
+    (exits, "SystemExit: the element called sys.exit(3)"),
+    (killed, "AttemptLost: the process was killed by SIGKILL"),
+    (unpicklable_result, "UnpicklableResult: the element returned a generator that cannot be pickled"),
+])
+def test_misbehaving_elements_are_explained(tmp_path, function, expected):
+    client = Client(storage_root=str(tmp_path), retries=0, **FAST)
+    with pytest.raises(JobFailedError) as caught:
+        client.map(function, [3], job_id="bad")
+    assert expected in str(caught.value)
+
+
+def test_bad_configuration_fails_before_launch(tmp_path):
+    import threading
+
+    with pytest.raises(ConfigurationError, match="unknown backend 'nomad'"):
+        Settings(backend="nomad")
+    with pytest.raises(ConfigurationError, match="max_in_flight = 1000 is out of range"):
+        Settings(max_in_flight=1000)
+    with pytest.raises(ConfigurationError, match="unknown kubeface setting"):
+        Client(retry=3)
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        Client(storage_root=str(tmp_path / "no" / "such")).map(square, [1])
+    lock = threading.Lock()
+    with pytest.raises(ConfigurationError, match="cannot be pickled"):
+        Client(storage_root=str(tmp_path)).map(lambda x: lock, [1])
+    with pytest.raises(ConfigurationError, match="items 0 and 2 are identical"):
+        Client(storage_root=str(tmp_path)).map(square, [1, 2, 1])
+    with pytest.raises(ConfigurationError, match="item 0 .* cannot be pickled"):
+        Client(storage_root=str(tmp_path)).map(square, [lock])
+    with pytest.raises(ConfigurationError, match="empty"):
+        Client(storage_root=str(tmp_path)).map(square, [])
+    assert not os.path.exists(tmp_path / "no")
