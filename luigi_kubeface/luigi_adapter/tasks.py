@@ -81,7 +81,7 @@ class KubefaceMapTask(luigi.Task):
         return self._kubeface_job
 
     def _dispatch_task(self):
-        task = KubefaceJob(job=self.kubeface_job().id)
+        task = KubefaceJob(job=self.kubeface_job().id, run_id=RUN_ID)
         task._map_task = self
         return task
 
@@ -121,9 +121,14 @@ class _JobPart(luigi.Task):
 
 
 class KubefaceJob(_JobPart):
-    """Runs the engine over every unfinished element of one map task, with live counts in luigid."""
+    """Runs the engine over every unfinished element of one map task, with live counts in luigid.
+
+    Its identity includes the master's run id: each `luigi` invocation dispatches anew, and
+    luigid keeps one entry per dispatch instead of a DONE that would hide missing results.
+    """
 
     job = luigi.Parameter(description="the job id: the map task's storage prefix")
+    run_id = luigi.Parameter(description="the master run that dispatches the job")
 
     def requires(self):
         return self._map().requires()  # the map task's own upstream tasks, before any element runs
@@ -133,7 +138,7 @@ class KubefaceJob(_JobPart):
         if self.__dict__.get("_dispatched"):
             return True
         finished = ResultIndex.finished(job, max_age=2.0)
-        if all(e.key in finished for e in job.elements) or job.read_dispatch(RUN_ID) is not None:
+        if all(e.key in finished for e in job.elements) or job.read_dispatch(self.run_id) is not None:
             self._dispatched = True
         return self.__dict__.get("_dispatched", False)
 
@@ -152,9 +157,9 @@ class KubefaceJob(_JobPart):
             backend.close()
             ResultIndex.forget(job)
         progress = report.progress
-        summary = {"run": RUN_ID, "started": started, "finished": time.time(), "stopped": report.stopped,
+        summary = {"run": self.run_id, "started": started, "finished": time.time(), "stopped": report.stopped,
                    "errors": report.summary(), **vars(progress)}
-        job.write_dispatch(RUN_ID, summary)
+        job.write_dispatch(self.run_id, summary)
         self._dispatched = True
         if progress.reused == progress.total:
             log.info("job %s: all %d elements already had results; nothing ran", job.id, progress.total)

@@ -360,6 +360,12 @@ class ControlPlane:
             ("controller-manager", "system:kube-controller-manager", []),
         ):
             files[name + ".crt"], files[name + ".key"] = ca.issue(cn, orgs=orgs, client=True)
+        # Front-proxy (request header) CA: without it the scheduler and controller-manager
+        # log errors forever about a missing requestheader client CA.
+        fp = CertAuthority("luigi-kubeface-front-proxy-ca")
+        files["front-proxy-ca.crt"] = fp.cert_pem
+        files["front-proxy-client.crt"], files["front-proxy-client.key"] = fp.issue(
+            "front-proxy-client", client=True)
         # Service-account token signing key: RSA is what every consumer accepts.
         sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         files["sa.key"] = _pem_key(sa)
@@ -432,6 +438,8 @@ class ControlPlane:
             "--secure-port=%d" % self.apiserver_port,
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
+            # The lease reconciler refuses loopback addresses; nothing here needs the endpoints.
+            "--endpoint-reconciler-type=none",
             "--service-cluster-ip-range=10.0.0.0/24",
             "--authorization-mode=Node,RBAC",
             "--client-ca-file=%s" % (pki / "ca.crt"),
@@ -441,6 +449,13 @@ class ControlPlane:
             # ResourceQuota etc. are on by default in recent releases; be explicit.
             "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,"
             "TaintNodesByCondition,DefaultTolerationSeconds,ResourceQuota,NodeRestriction",
+            "--requestheader-client-ca-file=%s" % (pki / "front-proxy-ca.crt"),
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            "--proxy-client-cert-file=%s" % (pki / "front-proxy-client.crt"),
+            "--proxy-client-key-file=%s" % (pki / "front-proxy-client.key"),
             # The node agent's log server is reached by InternalIP with a self-signed cert.
             "--kubelet-preferred-address-types=InternalIP",
             "--allow-privileged=true",

@@ -1,0 +1,87 @@
+"""Failures as users see them through `luigi`, and the map task's elements in a real luigid."""
+
+import glob
+import os
+
+import pytest
+
+from conftest import run_luigi
+
+TOY = ["--module", "pipelines.toy"]
+
+
+def luigi_toy(tmp_path, *args, scheduler=None):
+    flags = ["--kubeface-storage-root", str(tmp_path / "storage"), "--kubeface-poll-interval", "0.1",
+             "--kubeface-retry-backoff", "0.1"]
+    flags += ["--scheduler-host", "127.0.0.1", "--scheduler-port", str(scheduler.port)] if scheduler else ["--local-scheduler"]
+    result = run_luigi(TOY + list(args) + flags, cwd=tmp_path)
+    return result, result.stdout + result.stderr
+
+
+def test_failing_element_shows_remote_traceback_then_fix_reruns_only_it(tmp_path):
+    result, output = luigi_toy(tmp_path, "SumSquares", "--Squares-mode", "raise", "--Squares-bad", "[4]",
+                               "--kubeface-retries", "0", "--kubeface-failure-budget", "0.5")
+    assert result.returncode == 30  # [retcode] task_failed in luigi.cfg
+    assert "element x=4 failed: ValueError: x=4 is bad on purpose" in output
+    assert "Remote traceback" in output and 'in run_element' in output
+    assert "1 failed:" in output and "KubefaceElement" in output
+    assert len(glob.glob(str(tmp_path / "storage" / "*" / "results" / "*.pkl"))) == 5
+
+    result, output = luigi_toy(tmp_path, "SumSquares")
+    assert result.returncode == 0, output[-3000:]
+    assert "5 already done, 1 to run" in output
+    assert (tmp_path / "sum-6.txt").read_text() == str(sum(x * x for x in range(6)))
+
+
+def test_failure_budget_stops_a_job_where_most_elements_fail(tmp_path):
+    result, output = luigi_toy(tmp_path, "Squares", "--n", "12", "--mode", "raise", "--bad", str(list(range(1, 12))),
+                               "--kubeface-retries", "0", "--kubeface-max-in-flight", "2")
+    assert result.returncode == 30
+    assert "stopped early" in output
+    assert "was not run: the job stopped early" in output
+    finished = glob.glob(str(tmp_path / "storage" / "*" / "attempts" / "*" / "*.json"))
+    assert len(finished) <= 6  # launched at most: budget (2 failures) + what was in flight
+
+
+def test_element_past_its_timeout_is_killed_and_reported(tmp_path):
+    result, output = luigi_toy(tmp_path, "Squares", "--n", "3", "--mode", "sleep", "--bad", "[1]",
+                               "--seconds", "120", "--kubeface-element-timeout", "2", "--kubeface-retries", "0",
+                               "--kubeface-failure-budget", "1")
+    assert result.returncode == 30
+    assert "Timeout: the attempt ran longer than element_timeout=2s and was killed" in output
+
+
+def test_bad_grid_is_refused_before_launch(tmp_path):
+    result, output = luigi_toy(tmp_path, "Squares", "--n", "0")
+    assert result.returncode == 35  # scheduling error: nothing launched
+    assert "the grid is empty: a job needs at least one element" in output
+    assert not glob.glob(str(tmp_path / "storage" / "*" / "attempts"))
+
+
+def test_unknown_backend_is_refused(tmp_path):
+    result, output = luigi_toy(tmp_path, "Squares", "--kubeface-backend", "nomad")
+    assert result.returncode != 0
+    assert "unknown backend 'nomad': set [kubeface] backend (or --kubeface-backend) to one of local" in output
+
+
+@pytest.mark.slow
+def test_map_task_and_elements_in_luigid(tmp_path, luigid):
+    result, output = luigi_toy(tmp_path, "SumSquares", "--n", "5", "--Squares-mode", "raise", "--Squares-bad", "[3]",
+                               "--kubeface-retries", "0", "--kubeface-failure-budget", "0.5", scheduler=luigid)
+    assert result.returncode == 30, output[-3000:]
+    failed = luigid.tasks("FAILED")
+    (element,) = [t for t in failed.values() if t["name"] == "KubefaceElement"]
+    assert element["params"]["params"] == "x=3"
+    done = [t for t in luigid.tasks("DONE").values()]
+    assert sorted(t["params"]["params"] for t in done if t["name"] == "KubefaceElement") == ["x=0", "x=1", "x=2", "x=4"]
+    (job,) = [t for t in done if t["name"] == "KubefaceJob"]
+    assert "4 succeeded" in (job.get("status_message") or "") and "1 failed" in job["status_message"]
+    assert job["progress_percentage"] == 80
+    pending = luigid.tasks("PENDING")
+    assert any(t["name"] == "Squares" for t in pending.values())
+
+    result, output = luigi_toy(tmp_path, "SumSquares", "--n", "5", scheduler=luigid)
+    assert result.returncode == 0, output[-3000:]
+    done = luigid.tasks("DONE")
+    assert {t["name"] for t in done.values()} >= {"SumSquares", "Squares", "KubefaceJob", "KubefaceElement"}
+    assert not [t for t in luigid.tasks("FAILED").values()]
