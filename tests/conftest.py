@@ -1,18 +1,9 @@
 import os
-import subprocess
-import sys
 import uuid
 
 import pytest
 
-from servers import FakeGCS, Luigid
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TESTS = os.path.dirname(os.path.abspath(__file__))
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: end-to-end tests that take more than a few seconds")
+from support import FakeGCS, Luigid
 
 
 @pytest.fixture(scope="session")
@@ -41,13 +32,3 @@ def luigid(tmp_path_factory):
     server = Luigid(str(tmp_path_factory.mktemp("luigid"))).start()
     yield server
     server.stop()
-
-
-def run_luigi(args, cwd, env=None, timeout=600):
-    """Run the real `luigi` command with the repository's luigi.cfg, as a user would."""
-    full_env = dict(os.environ, LUIGI_CONFIG_PATH=os.path.join(REPO, "luigi.cfg"),
-                    PYTHONPATH=os.pathsep.join([TESTS, REPO, os.environ.get("PYTHONPATH", "")]))
-    full_env.update(env or {})
-    luigi = os.path.join(os.path.dirname(sys.executable), "luigi")
-    return subprocess.run([luigi] + list(args), cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)

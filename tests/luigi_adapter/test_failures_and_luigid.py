@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import run_luigi
+from support import run_luigi
 
 TOY = ["--module", "pipelines.toy"]
 

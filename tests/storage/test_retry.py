@@ -8,7 +8,7 @@ import pytest
 
 from luigi_kubeface.errors import TransientStorageError
 from luigi_kubeface.storage import open_storage
-from servers import FakeGCS
+from support import FakeGCS
 
 
 @pytest.fixture

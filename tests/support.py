@@ -1,4 +1,4 @@
-"""Real servers for the tests, started on 127.0.0.1: fake-gcs-server and luigid."""
+"""Test support: real servers started on 127.0.0.1 (fake-gcs-server, luigid) and the luigi command."""
 
 import json
 import os
@@ -9,6 +9,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def free_port():
@@ -98,3 +101,13 @@ class Luigid:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+
+
+def run_luigi(args, cwd, env=None, timeout=600):
+    """Run the real `luigi` command with the repository's luigi.cfg, as a user would."""
+    full_env = dict(os.environ, LUIGI_CONFIG_PATH=os.path.join(REPO, "luigi.cfg"),
+                    PYTHONPATH=os.pathsep.join([TESTS, REPO, os.environ.get("PYTHONPATH", "")]))
+    full_env.update(env or {})
+    luigi = os.path.join(os.path.dirname(sys.executable), "luigi")
+    return subprocess.run([luigi] + list(args), cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
