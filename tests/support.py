@@ -97,6 +97,12 @@ class Luigid:
         with urllib.request.urlopen("http://127.0.0.1:%d/api/task_list?data=%s" % (self.port, query)) as r:
             return json.loads(r.read())["response"]
 
+    def error(self, task_id):
+        """The failure text luigid shows for a task (what its web page shows under 'error')."""
+        query = urllib.parse.quote(json.dumps({"task_id": task_id}))
+        with urllib.request.urlopen("http://127.0.0.1:%d/api/fetch_error?data=%s" % (self.port, query)) as r:
+            return json.loads(r.read())["response"]["error"]
+
     def stop(self):
         if self.process and self.process.poll() is None:
             self.process.terminate()

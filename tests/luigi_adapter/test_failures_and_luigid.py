@@ -72,6 +72,9 @@ def test_map_task_and_elements_in_luigid(tmp_path, luigid):
     failed = luigid.tasks("FAILED")
     (element,) = [t for t in failed.values() if t["name"] == "KubefaceElement"]
     assert element["params"]["params"] == "x=3"
+    (element_id,) = [i for i, t in failed.items() if t["name"] == "KubefaceElement"]
+    error = luigid.error(element_id)
+    assert "ValueError: x=3 is bad on purpose" in error and "Remote traceback" in error
     done = [t for t in luigid.tasks("DONE").values()]
     assert sorted(t["params"]["params"] for t in done if t["name"] == "KubefaceElement") == ["x=0", "x=1", "x=2", "x=4"]
     (job,) = [t for t in done if t["name"] == "KubefaceJob"]

@@ -1,0 +1,38 @@
+"""Grids are validated before anything is launched, with errors that name the element and the fix."""
+
+import threading
+
+import pytest
+
+from luigi_kubeface.errors import ConfigurationError
+from luigi_kubeface.job import Job, elements_from_grid
+
+
+def test_grid_elements_keep_order_and_stable_keys():
+    elements = elements_from_grid([dict(a=2), dict(a=1)])
+    assert [e.label for e in elements] == ["a=2", "a=1"]
+    assert [e.key for e in elements] == [e.key for e in elements_from_grid([dict(a=2), dict(a=1)])]
+
+
+@pytest.mark.parametrize("grid,message", [
+    ({"a": 1}, "grid\\(\\) returned a dict: it must return a list of dicts"),
+    ("abc", "returned a str"),
+    ([dict(a=1), 5], "grid element 1 is a int \\(5\\): every grid element must be a dict"),
+    ([{"not valid": 1}], "not valid argument names"),
+    ([dict(a=1), dict(a=2), dict(a=1)], "grid elements 0 and 2 are identical \\(a=1\\)"),
+    ([dict(a=threading.Lock())], "grid element 0 \\(a=<unlocked _thread.lock.*cannot be pickled"),
+    ([], "the grid is empty"),
+])
+def test_bad_grids_are_refused(grid, message):
+    with pytest.raises(ConfigurationError, match=message):
+        elements_from_grid(grid)
+
+
+def test_oversized_arguments_point_to_shared_inputs():
+    with pytest.raises(ConfigurationError, match="pass large data once as a shared input"):
+        elements_from_grid([dict(data=b"x" * (65 * 1024 * 1024))])
+
+
+def test_shared_input_named_like_a_parameter_is_refused(tmp_path):
+    with pytest.raises(ConfigurationError, match="shared input name\\(s\\) a are also grid parameters"):
+        Job("j", str(tmp_path), len, elements_from_grid([dict(a=1)]), shared={"a": 2})
