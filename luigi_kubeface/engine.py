@@ -195,10 +195,13 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
     finally:
         for attempt, flight in list(in_flight.items()):
             backend.cancel(attempt)
-            job.write_attempt_record(flight.element.key, attempt, {
-                "element": flight.element.key, "attempt": attempt, "outcome": "cancelled",
-                "error_type": "Cancelled", "message": report.stopped or "the master stopped",
-                "traceback": "", "recorded_by": "master"})
+            try:  # best effort: an exception on the way out must not be hidden by a storage error
+                job.write_attempt_record(flight.element.key, attempt, {
+                    "element": flight.element.key, "attempt": attempt, "outcome": "cancelled",
+                    "error_type": "Cancelled", "message": report.stopped or "the master stopped",
+                    "traceback": "", "recorded_by": "master"})
+            except Exception as error:  # noqa: BLE001
+                log.warning("could not record the cancellation of attempt %s: %s", attempt, error)
         progress.running = 0
     if report.stopped:
         done_now = job.finished()
