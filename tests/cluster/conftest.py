@@ -1,7 +1,8 @@
-"""Registers the ``slow`` marker and the cluster fixtures for tests in this directory.
+"""Makes the cluster fixtures available to the tests in this directory.
 
-The fixtures are imported as ``tests.cluster.fixtures`` (the same module a
-top-level conftest should import), so one session starts one cluster.
+(The ``slow`` marker is registered in the top-level pytest.ini.) The fixtures
+share one cluster per session however they are imported, so a top-level
+conftest may import them too.
 """
 
 import sys
@@ -12,7 +13,3 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from tests.cluster.fixtures import kube_cluster, kube_namespace  # noqa: E402,F401
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: needs the local Kubernetes control plane (minutes on first build)")

@@ -28,6 +28,8 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -150,6 +152,55 @@ def self_signed_cert(cn: str = "localhost", ips=("127.0.0.1",)):
 
 # --------------------------------------------------------------------------- processes
 
+_REAPER_SCRIPT = r"""
+import os, signal, sys
+groups = set()
+for line in sys.stdin:
+    op, pgid = line[0], int(line[1:])
+    (groups.add if op == "+" else groups.discard)(pgid)
+for pgid in groups:  # stdin closed: the test process is gone, however it died
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+class Reaper:
+    """A watchdog process killing registered process groups when this process dies.
+
+    Why: atexit does not run on SIGKILL/SIGTERM of the test runner; without
+    this, etcd, the API server and pod processes would outlive it.
+    """
+
+    _lock = threading.Lock()
+    _proc: subprocess.Popen | None = None
+    _owner_pid: int | None = None
+
+    @classmethod
+    def _send(cls, msg: str):
+        with cls._lock:
+            if cls._proc is None or cls._owner_pid != os.getpid() or cls._proc.poll() is not None:
+                cls._proc = subprocess.Popen(
+                    [sys.executable, "-c", _REAPER_SCRIPT], stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, text=True,
+                )
+                cls._owner_pid = os.getpid()
+            try:
+                cls._proc.stdin.write(msg + "\n")
+                cls._proc.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                pass
+
+    @classmethod
+    def watch(cls, pgid: int):
+        cls._send("+%d" % pgid)
+
+    @classmethod
+    def forget(cls, pgid: int):
+        cls._send("-%d" % pgid)
+
+
 
 class Component:
     """One child process in its own process group, its output in a log file."""
@@ -159,6 +210,7 @@ class Component:
         self.argv = argv
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
+        self.probe = None  # () -> bool, set by ControlPlane: "healthy"
 
     def start(self):
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,6 +223,7 @@ class Component:
                 self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        Reaper.watch(self.proc.pid)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -186,7 +239,12 @@ class Component:
         if self.proc is None:
             return
         pgid = self.proc.pid
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, signal.SIGCONT)  # a paused process would ignore SIGTERM until resumed
+        except ProcessLookupError:
+            pass
+        steps = ((signal.SIGTERM, timeout),) if timeout > 0 else ()
+        for sig, wait in steps + ((signal.SIGKILL, 5.0),):
             try:
                 os.killpg(pgid, sig)
             except ProcessLookupError:
@@ -205,6 +263,7 @@ class Component:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
+        Reaper.forget(pgid)
         self.proc = None
 
 
@@ -307,6 +366,28 @@ class ControlPlane:
         for c in self.components.values():
             if not c.alive():
                 raise ControlPlaneError("%s is not running; log tail:\n%s" % (c.name, c.log_tail()))
+
+    # -- outages (fault injection): same argv and ports, so clients keep working afterwards
+    def stop_component(self, name: str, graceful: bool = False):
+        """Stop one component (e.g. "kube-apiserver" for an API outage); restart with
+        start_component. Default: SIGKILL, a crash (a graceful apiserver stop waits up to
+        10 s for open watches)."""
+        self.components[name].stop(timeout=10.0 if graceful else 0.0)
+
+    def start_component(self, name: str, timeout: float = 60.0):
+        """Restart a stopped component with its previous arguments and wait until healthy."""
+        comp = self.components[name]
+        if not comp.alive():
+            comp.start()
+        if not self._wait(comp, comp.probe, timeout):
+            raise ControlPlaneError("%s did not come back; log tail:\n%s" % (name, comp.log_tail()))
+
+    def pause_component(self, name: str):
+        """SIGSTOP a component: requests hang instead of failing fast (a stuck server)."""
+        os.killpg(self.components[name].proc.pid, signal.SIGSTOP)
+
+    def resume_component(self, name: str):
+        os.killpg(self.components[name].proc.pid, signal.SIGCONT)
 
     def _start_with_port_retry(self, start_fn, timeout: float, attempts: int = 3):
         """free_port() can race with other processes: retry on 'address already in use'."""
@@ -424,6 +505,7 @@ class ControlPlane:
             with urllib.request.urlopen(self.etcd_url + "/health", timeout=2) as r:
                 return json.loads(r.read()).get("health") == "true"
 
+        comp.probe = healthy
         return None if self._wait(comp, healthy, timeout) else comp
 
     def _start_apiserver(self, timeout):
@@ -461,7 +543,8 @@ class ControlPlane:
             "--allow-privileged=true",
             "--v=%d" % self.verbosity,
         ] + self.extra_apiserver_args)
-        return None if self._wait(comp, lambda: self.api_get("/readyz", timeout=2) == "ok", timeout) else comp
+        comp.probe = lambda: self.api_get("/readyz", timeout=2) == "ok"
+        return None if self._wait(comp, comp.probe, timeout) else comp
 
     def _kube_common(self, kubeconfig: Path, port: int) -> list[str]:
         return [
@@ -485,7 +568,8 @@ class ControlPlane:
         port = free_port()
         comp = self._launch("kube-scheduler", [str(self.bin_dir / "kube-scheduler")]
                             + self._kube_common(self.workdir / "scheduler.kubeconfig", port))
-        return None if self._wait(comp, lambda: self._healthz(port), timeout) else comp
+        comp.probe = lambda: self._healthz(port)
+        return None if self._wait(comp, comp.probe, timeout) else comp
 
     def _start_controller_manager(self, timeout):
         port = free_port()
@@ -504,7 +588,8 @@ class ControlPlane:
             "--node-monitor-period=2s",
             "--node-monitor-grace-period=%s" % self.node_monitor_grace_period,
         ] + self.extra_controller_manager_args)
-        return None if self._wait(comp, lambda: self._healthz(port), timeout) else comp
+        comp.probe = lambda: self._healthz(port)
+        return None if self._wait(comp, comp.probe, timeout) else comp
 
     def _wait_for_default_service_account(self, timeout):
         """Pods are rejected until the ServiceAccount controller made 'default': wait for it."""

@@ -12,6 +12,7 @@ namespace (with its ``default`` ServiceAccount ready) and deletes it afterwards.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import controlplane  # noqa: E402
 from controlplane import ControlPlane, build_binaries  # noqa: E402
 from node_agent import NodeAgent, NodeSpec  # noqa: E402
 
@@ -38,6 +40,20 @@ def _python_path() -> str:
     return os.pathsep.join(paths)
 
 
+def pod_body(name, image, command, **spec):
+    """A one-container Pod dict (restartPolicy Never); ``container=`` merges into the container."""
+    container = {"name": "main", "image": image, "command": command}
+    container.update(spec.pop("container", {}))
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"restartPolicy": "Never", "containers": [container], **spec}}
+
+
+def container_state(pod):
+    """The first container's state dict ({'running': ...} etc.), {} before any status."""
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    return statuses[0]["state"] if statuses else {}
+
+
 @dataclass
 class KubeCluster:
     """Handle on the running cluster given to tests."""
@@ -45,6 +61,7 @@ class KubeCluster:
     control_plane: ControlPlane
     agent: NodeAgent
     namespaces: list = field(default_factory=list)
+    _client: object = field(default=None, repr=False)
 
     @property
     def kubeconfig(self) -> str:
@@ -60,7 +77,7 @@ class KubeCluster:
         """An image name the node agent runs with this test's Python environment."""
         return TEST_IMAGE
 
-    def api_client(self):
+    def new_api_client(self):
         """A new kubernetes.client.ApiClient for the admin user (close it when done)."""
         from kubernetes import client, config
 
@@ -68,7 +85,14 @@ class KubeCluster:
         config.load_kube_config(config_file=self.kubeconfig, client_configuration=cfg)
         return client.ApiClient(cfg)
 
+    def api_client(self):
+        """A shared admin ApiClient (thread-safe; do not close it)."""
+        if self._client is None:
+            self._client = self.new_api_client()
+        return self._client
+
     def core(self):
+        """CoreV1Api on the shared admin client."""
         from kubernetes import client
 
         return client.CoreV1Api(self.api_client())
@@ -91,7 +115,6 @@ class KubeCluster:
                 if e.status != 404 or time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        core.api_client.close()
         return name
 
     def delete_namespace(self, name: str, wait: bool = True, timeout: float = 60.0):
@@ -101,46 +124,39 @@ class KubeCluster:
         core = self.core()
         try:
             core.delete_namespace(name, _preload_content=False)
-            deadline = time.monotonic() + timeout
-            while wait:
-                try:
-                    core.read_namespace(name, _preload_content=False)
-                except ApiException as e:
-                    if e.status == 404:
-                        break
-                    raise
-                if time.monotonic() > deadline:
-                    raise TimeoutError("namespace %s still exists after %ss" % (name, timeout))
-                time.sleep(0.2)
         except ApiException as e:
             if e.status != 404:
                 raise
-        finally:
-            core.api_client.close()
         if name in self.namespaces:
             self.namespaces.remove(name)
+        deadline = time.monotonic() + timeout
+        while wait:
+            try:
+                core.read_namespace(name, _preload_content=False)
+            except ApiException as e:
+                if e.status == 404:
+                    return
+                raise
+            if time.monotonic() > deadline:
+                raise TimeoutError("namespace %s still exists after %ss" % (name, timeout))
+            time.sleep(0.2)
 
     def wait_pod(self, namespace: str, name: str, predicate, timeout: float = 60.0) -> dict:
         """Poll the pod (as a JSON dict) until ``predicate(pod)`` is true; return it."""
-        import json
-
         from kubernetes.client.rest import ApiException
 
         core = self.core()
         deadline = time.monotonic() + timeout
         pod = None
-        try:
-            while time.monotonic() < deadline:
-                try:
-                    pod = json.loads(core.read_namespaced_pod(name, namespace, _preload_content=False).data)
-                    if predicate(pod):
-                        return pod
-                except ApiException as e:
-                    if e.status != 404:
-                        raise
-                time.sleep(0.2)
-        finally:
-            core.api_client.close()
+        while time.monotonic() < deadline:
+            try:
+                pod = json.loads(core.read_namespaced_pod(name, namespace, _preload_content=False).data)
+                if predicate(pod):
+                    return pod
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+            time.sleep(0.2)
         raise TimeoutError("pod %s/%s: condition not met in %ss; last seen: %s" % (
             namespace, name, timeout, (pod or {}).get("status")))
 
@@ -150,17 +166,14 @@ class KubeCluster:
 
         core = self.core()
         deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                try:
-                    core.read_namespaced_pod(name, namespace, _preload_content=False)
-                except ApiException as e:
-                    if e.status == 404:
-                        return
-                    raise
-                time.sleep(0.2)
-        finally:
-            core.api_client.close()
+        while time.monotonic() < deadline:
+            try:
+                core.read_namespaced_pod(name, namespace, _preload_content=False)
+            except ApiException as e:
+                if e.status == 404:
+                    return
+                raise
+            time.sleep(0.2)
         raise TimeoutError("pod %s/%s still exists after %ss" % (namespace, name, timeout))
 
     def wait_pod_phase(self, namespace: str, name: str, phases=("Succeeded", "Failed"), timeout: float = 60.0):
@@ -191,13 +204,19 @@ def start_cluster(workdir, images: dict | None = None, nodes=None, **agent_kwarg
 
 
 def stop_cluster(cluster: KubeCluster):
+    if cluster._client is not None:
+        cluster._client.close()
+        cluster._client = None
     try:
         cluster.agent.stop(delete_nodes=False)
     finally:
         cluster.control_plane.stop()
 
 
-_shared = {"cluster": None, "users": 0}
+# Kept in the controlplane module (always imported under that one name, see the sys.path
+# line above) so that this module imported as tests.cluster.fixtures, cluster.fixtures or
+# fixtures still shares one cluster per session.
+_shared = controlplane.__dict__.setdefault("SESSION_CLUSTER", {"cluster": None, "users": 0})
 
 
 @pytest.fixture(scope="session")
@@ -205,7 +224,7 @@ def kube_cluster(tmp_path_factory):
     """A real kube-apiserver/scheduler/controller-manager/etcd plus the fake kubelet.
 
     Reference-counted: if several conftests import this fixture, one session
-    still starts one cluster (import it as ``tests.cluster.fixtures``)."""
+    still starts one cluster."""
     if _shared["cluster"] is None:
         _shared["cluster"] = start_cluster(tmp_path_factory.mktemp("kube"))
     _shared["users"] += 1

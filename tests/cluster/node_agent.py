@@ -20,6 +20,7 @@ Usage::
 
 from __future__ import annotations
 
+import base64
 import datetime
 import http.server
 import json
@@ -43,7 +44,7 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from controlplane import self_signed_cert  # noqa: E402
+from controlplane import Reaper, self_signed_cert  # noqa: E402
 
 log = logging.getLogger("luigi_kubeface.tests.node_agent")
 
@@ -695,7 +696,6 @@ class NodeAgent:
                 raise LookupError('%s "%s" not found' % (kind, name))
             raise
         if kind == "secret":
-            import base64
             return {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
         return dict(obj.get("data") or {})
 
@@ -777,11 +777,17 @@ class NodeAgent:
                 self._report_terminal(w, "Failed", {"exitCode": 128, "reason": "StartError", "message": str(e),
                                                     "startedAt": started, "finishedAt": now_rfc3339()})
                 return
+            Reaper.watch(w.proc.pid)
             pump = threading.Thread(target=self._pump_log, args=(w.proc.stdout, logf), daemon=True)
             pump.start()
             w.running.set()
             self._report_running(w, started, last_state)
             code = w.proc.wait()
+            try:  # stray children of the container die with it, as in a real pod
+                os.killpg(w.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            Reaper.forget(w.proc.pid)
             pump.join(5)
             w.running.clear()
             finished = now_rfc3339()

@@ -7,19 +7,9 @@ import time
 import pytest
 from kubernetes.client.rest import ApiException
 
+from tests.cluster.fixtures import container_state, pod_body
+
 pytestmark = pytest.mark.slow
-
-
-def pod_body(name, image, command, **spec):
-    container = {"name": "main", "image": image, "command": command}
-    container.update(spec.pop("container", {}))
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"restartPolicy": "Never", "containers": [container], **spec}}
-
-
-def container_state(pod):
-    statuses = pod.get("status", {}).get("containerStatuses") or []
-    return statuses[0]["state"] if statuses else {}
 
 
 def test_pod_runs_to_success_and_logs_are_readable(kube_cluster, kube_namespace):
