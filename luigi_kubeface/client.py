@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 class Client:
     def __init__(self, settings=None, **values):
-        self.settings = (settings or Settings()).replace(**values) if values else (settings or Settings())
+        self.settings = (settings or Settings()).replace(**values)
 
     def map(self, function, items, job_id=None, shared=None, on_progress=None):
         """Call function(item) for every item, each in its own process or pod; results in item order.

@@ -105,14 +105,14 @@ class Job:
         self.elements = list(elements)
         self.shared = dict(shared or {})
         self._shared_keys = {}
+
+    def prepare(self):
+        """Everything that can fail before launch fails here: storage, function, shared inputs."""
         clash = sorted(set(self.shared).intersection(set().union(*(e.names for e in self.elements))))
         if clash:
             raise ConfigurationError(
                 "shared input name(s) %s are also grid parameters: rename one of them" % ", ".join(clash)
             )
-
-    def prepare(self):
-        """Everything that can fail before launch fails here: storage, function, shared inputs."""
         open_storage(self.storage_root).check_writable()
         try:
             function_blob = serialization.dumps(self.function, "function")

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -82,7 +83,7 @@ def test_element_error_carries_remote_traceback_and_summary(tmp_path):
     with pytest.raises(JobFailedError) as caught:
         client.map(boom, [1, 2, 3], job_id="boom")
     text = str(caught.value)
-    assert "3 x KeyError: 'no such thing: 1'" in text
+    assert re.search(r"3 x KeyError: 'no such thing: \d'", text)  # one line for the 3 alike errors
     assert "Remote traceback" in text and "in boom" in text
     assert "Finished results are kept" in text
 

@@ -35,4 +35,5 @@ def test_oversized_arguments_point_to_shared_inputs():
 
 def test_shared_input_named_like_a_parameter_is_refused(tmp_path):
     with pytest.raises(ConfigurationError, match="shared input name\\(s\\) a are also grid parameters"):
-        Job("j", str(tmp_path), len, elements_from_grid([dict(a=1)]), shared={"a": 2})
+        Job("j", str(tmp_path), len, elements_from_grid([dict(a=1)]), shared={"a": 2}).prepare()
+    assert not list(tmp_path.iterdir())  # refused before anything was written

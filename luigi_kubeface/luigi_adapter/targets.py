@@ -5,6 +5,7 @@ import time
 
 import luigi
 
+from .. import naming
 from ..results import Results
 
 
@@ -55,7 +56,7 @@ class ResultTarget(luigi.Target):
         return self.job.load_result(self.key)
 
     def __str__(self):
-        return self.job.url + "/results/" + self.key
+        return self.job.url + "/" + naming.result_key(self.key)
 
 
 class CollectedResults(luigi.Target):

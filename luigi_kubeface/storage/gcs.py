@@ -2,7 +2,9 @@
 
 import threading
 
-from ..errors import BlobNotFoundError, ConfigurationError, StorageError, TransientStorageError
+from ..errors import (
+    BlobNotFoundError, ConfigurationError, KubefaceError, StorageError, TransientStorageError,
+)
 
 _clients = {}
 # RetryingStorage is the one place that retries; the SDK's own retries would stack under it.
@@ -69,7 +71,7 @@ class GCSStorage:
     def _call(self, what, key, fn):
         try:
             return fn()
-        except (BlobNotFoundError, StorageError):
+        except KubefaceError:  # already ours (missing credentials, a mapped error)
             raise
         except Exception as error:  # noqa: BLE001 - every SDK error is translated, none leaks
             mapped = _translate(error, "%s %s%s" % (what, self.url, key))
