@@ -139,9 +139,7 @@ class Job:
         self.storage.write(naming.FUNCTION, function_blob)
 
     def write_input(self, element):
-        header = dict(serialization.versions(), kind="input", element=element.key, shared=self._shared_keys,
-                      size=len(element.payload), sha256=hashlib.sha256(element.payload).hexdigest())
-        blob = serialization.MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + element.payload
+        blob = serialization.envelope(element.payload, "input", {"element": element.key, "shared": self._shared_keys})
         self.storage.write(naming.input_key(element.key), blob)
 
     def finished(self):

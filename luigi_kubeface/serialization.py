@@ -23,13 +23,17 @@ def versions():
     }
 
 
-def dumps(obj, kind, extra=None):
-    """Pickle obj into an envelope; raises whatever cloudpickle raises for unpicklable objects."""
-    payload = cloudpickle.dumps(obj)
+def envelope(payload, kind, extra=None):
+    """Wrap an already pickled payload with its header."""
     header = dict(versions(), kind=kind, size=len(payload), sha256=hashlib.sha256(payload).hexdigest())
     if extra:
         header.update(extra)
     return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
+
+
+def dumps(obj, kind, extra=None):
+    """Pickle obj into an envelope; raises whatever cloudpickle raises for unpicklable objects."""
+    return envelope(cloudpickle.dumps(obj), kind, extra)
 
 
 def read_header(blob, where="blob"):

@@ -4,6 +4,7 @@ A backend launches attempts (each one runs the task runner), reports the ones th
 cancels on request. It knows nothing of elements' results: the engine reads those from storage.
 """
 
+import os
 from dataclasses import dataclass
 from typing import Optional, Protocol
 
@@ -74,6 +75,4 @@ def open_backend(settings):
 
 def default_max_in_flight(name):
     """Local processes share this machine's cores; pods are capped where Kubernetes copes."""
-    import os
-
     return (os.cpu_count() or 1) if name == "local" else 200

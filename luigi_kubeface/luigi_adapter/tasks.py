@@ -60,9 +60,8 @@ class KubefaceMapTask(luigi.Task):
 
     def run(self):
         job = self.kubeface_job()
-        missing = len(job.elements) - len(ResultIndex.finished(job, max_age=0) & {e.key for e in job.elements})
-        if missing:
-            raise KubefaceError("%d results of job %s vanished while the job ran; rerun" % (missing, job.url))
+        if not self.output().exists():
+            raise KubefaceError("results of job %s vanished while the job ran (deleted?): rerun" % job.url)
         log.info("%s: all %d element results are in %s", self, len(job.elements), job.url)
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -88,7 +87,6 @@ class KubefaceMapTask(luigi.Task):
     def _element_task(self, element):
         task = KubefaceElement(job=self.kubeface_job().id, element=element.key, params=element.label)
         task._map_task = self
-        task._element = element
         return task
 
     def __getstate__(self):
@@ -134,13 +132,12 @@ class KubefaceJob(_JobPart):
         return self._map().requires()  # the map task's own upstream tasks, before any element runs
 
     def complete(self):
-        job = self._map().kubeface_job()
-        if self.__dict__.get("_dispatched"):
-            return True
-        finished = ResultIndex.finished(job, max_age=2.0)
-        if all(e.key in finished for e in job.elements) or job.read_dispatch(self.run_id) is not None:
-            self._dispatched = True
-        return self.__dict__.get("_dispatched", False)
+        if not self.__dict__.get("_dispatched"):
+            job = self._map().kubeface_job()
+            finished = ResultIndex.finished(job, max_age=2.0)
+            self._dispatched = (all(e.key in finished for e in job.elements)
+                                or job.read_dispatch(self.run_id) is not None)
+        return self._dispatched
 
     def run(self):
         _share_luigi_logging()
@@ -190,8 +187,8 @@ class KubefaceElement(_JobPart):
             return
         attempts = job.attempts(self.element)
         record = job.attempt_record(self.element, attempts[-1]) if attempts else None
-        dispatch = job.read_dispatch(RUN_ID) or {}
         if record is None or record.get("outcome") == "cancelled":
+            dispatch = job.read_dispatch(self.requires().run_id) or {}
             reason = dispatch.get("stopped") or "the job ended before this element ran"
             raise KubefaceError(
                 "element %s was not run: the job stopped early (%s). Fix the failures shown on the failed "

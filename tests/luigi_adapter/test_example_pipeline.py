@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from support import REPO, run_luigi
+from support import run_luigi
 
 MODULE = ["--module", "example_pipelines.model_selection"]
 

@@ -1,7 +1,6 @@
 """Failures as users see them through `luigi`, and the map task's elements in a real luigid."""
 
 import glob
-import os
 
 import pytest
 

@@ -1,6 +1,5 @@
 """Transient storage errors are waited out: a real fake-gcs-server goes away and comes back."""
 
-import os
 import threading
 import time
 
