@@ -42,6 +42,7 @@ class Progress:
     succeeded: int = 0
     failed: int = 0
     retried: int = 0
+    speculated: int = 0  # backup attempts launched for stragglers
 
     @property
     def done(self):

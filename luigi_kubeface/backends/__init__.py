@@ -5,7 +5,7 @@ cancels on request. It knows nothing of elements' results: the engine reads thos
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Protocol
 
 from ..errors import ConfigurationError
@@ -20,6 +20,9 @@ class AttemptSpec:
     element: str
     attempt: str
     label: str = ""
+    # Environment the runner needs but nobody else may read (the job's signing key): a backend
+    # hands it over privately (process env, Kubernetes Secret), never in a pod spec or a log.
+    secret_env: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
