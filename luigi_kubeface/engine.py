@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 # If this many elements failed for good and none succeeded yet, the function is broken: stop.
 ALL_FAILED_STOP = 10
+# Attempts of one element the infrastructure may interrupt (evictions, lost nodes) before it fails.
+MAX_INTERRUPTIONS = 5
 
 
 @dataclass
@@ -104,9 +106,23 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
 
     in_flight = {}
     attempts = Counter()
+    interruptions = Counter()
+    failed_attempts = Counter()
     retry_at = []  # heap of (time, sequence, element)
     sequence = 0
     last_progress = None
+    timeout = settings.element_timeout + getattr(backend, "timeout_slack", 0)
+
+    if hasattr(backend, "adopt"):  # attempts an earlier master left running: follow, do not duplicate
+        adopted = backend.adopt(job)
+        for element in [e for e in todo if e.key in adopted]:
+            attempt = adopted.pop(element.key)
+            attempts[element.key] = naming.attempt_number(attempt)
+            in_flight[attempt] = _Flight(element, attempt, attempts[element.key], clock())
+        todo = deque(e for e in todo if e.key not in {f.element.key for f in in_flight.values()})
+        progress.pending = len(todo)
+        for attempt in adopted.values():  # their elements are done already, or no longer in the grid
+            backend.cancel(attempt)
 
     def fail_for_good(element, failure):
         report.failures[element.key] = failure
@@ -120,11 +136,26 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
             progress.succeeded += 1
             return
         record = None if timed_out else job.attempt_record(element.key, flight.attempt)
+        if record is None and end is not None and end.interrupted and interruptions[element.key] < MAX_INTERRUPTIONS:
+            interruptions[element.key] += 1  # not the element's fault: retry now, not counted as a retry
+            job.write_attempt_record(element.key, flight.attempt, {
+                "element": element.key, "attempt": flight.attempt, "outcome": "interrupted",
+                "error_type": end.error_type or "Interrupted", "message": end.reason, "traceback": "",
+                "recorded_by": "master"})
+            log.info("element %s attempt %d was interrupted (%s); running it again", element.key, flight.number, end.reason)
+            progress.pending += 1
+            todo.appendleft(element)
+            return
         if timed_out:
             failure = Failure("Timeout", "the attempt ran longer than element_timeout=%gs and was killed; "
                               "raise [kubeface] element_timeout if elements need longer" % settings.element_timeout)
         elif record and record.get("outcome") != "success":
             failure = failure_from_record(record)
+        elif end is not None and end.error_type:
+            message = end.reason
+            if end.log_tail.strip():
+                message += "; last output:\n" + end.log_tail.strip()[-2000:]
+            failure = Failure(end.error_type, message, retryable=end.retryable, fatal=end.fatal)
         elif end is not None and end.exit_code == 0:
             failure = Failure("MissingResult", "the attempt exited successfully but its result is not in storage")
         else:
@@ -141,8 +172,9 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
         if failure.fatal:
             fail_for_good(element, failure)
             report.stopped = "%s: %s" % (failure.error_type, failure.message)
-        elif failure.retryable and flight.number <= settings.retries:
-            delay = min(settings.retry_backoff * 2 ** (flight.number - 1), settings.max_retry_backoff)
+        elif failure.retryable and failed_attempts[element.key] < settings.retries:
+            failed_attempts[element.key] += 1
+            delay = min(settings.retry_backoff * 2 ** (failed_attempts[element.key] - 1), settings.max_retry_backoff)
             delay *= random.uniform(0.8, 1.2)
             progress.retried += 1
             progress.pending += 1
@@ -181,7 +213,7 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
                     attempt_ended(flight, end)
             now = clock()
             for attempt, flight in list(in_flight.items()):
-                if now - flight.started > settings.element_timeout:
+                if now - flight.started > timeout:
                     backend.cancel(attempt)
                     del in_flight[attempt]
                     attempt_ended(flight, timed_out=True)
@@ -194,6 +226,9 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
             if not ended and not report.stopped:
                 sleep(settings.poll_interval)
     finally:
+        if in_flight and getattr(backend, "leaves_attempts_running", False) and not report.stopped:
+            log.warning("job %s: leaving %d attempts running for a later rerun to adopt", job.id, len(in_flight))
+            in_flight.clear()
         for attempt, flight in list(in_flight.items()):
             backend.cancel(attempt)
             try:  # best effort: an exception on the way out must not be hidden by a storage error

@@ -6,7 +6,7 @@ backends receive this object.
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import ConfigurationError
 
@@ -26,6 +26,33 @@ class Settings:
     poll_interval: float = 0.5
     storage_retry_deadline: float = 600.0  # how long transient storage errors are retried
 
+    # -- Kubernetes (backend = kubernetes): where and how each attempt's pod runs ------------
+    image: str = ""  # the task runner's image (images/Dockerfile), e.g. us-docker.pkg.dev/p/r/kubeface:1
+    namespace: str = "default"
+    kubeconfig: str = ""  # empty: $KUBECONFIG or ~/.kube/config, else the in-cluster service account
+    kube_context: str = ""  # empty: the kubeconfig's current context
+    service_account: str = ""  # for Workload Identity (GCS access without keys); empty: the default one
+    mount_service_account_token: bool = False  # pods do not need to talk to the API server
+    gcs_key_secret: str = ""  # a Secret with key.json, mounted for GCS credentials when Workload Identity is not used
+    cpu_request: str = "1"
+    memory_request: str = "1Gi"
+    cpu_limit: str = ""  # empty: no CPU limit
+    memory_limit: str = ""  # empty: the memory request (a pod over it is OOMKilled, not the node)
+    gpus: int = 0  # nvidia.com/gpu per pod
+    node_selector: dict = field(default_factory=dict)
+    tolerations: list = field(default_factory=list)  # Kubernetes toleration objects
+    spot: bool = False  # run on GKE Spot VMs (evictions are retried, not counted as failures)
+    pod_env: dict = field(default_factory=dict)  # extra environment for the runner (never secrets)
+    pod_labels: dict = field(default_factory=dict)
+    pod_annotations: dict = field(default_factory=dict)
+    image_pull_policy: str = "IfNotPresent"
+    safe_to_evict: bool = False  # let the cluster autoscaler evict running pods to scale down
+    run_as_user: int = 1000  # pods never run as root
+    unschedulable_patience: float = 600.0  # seconds a pod may wait for a node before its element fails
+    node_lost_timeout: float = 300.0  # seconds a pod stays bound to a NotReady node before it is retried
+    keep_failed_pods: bool = False  # keep failed pods for `kubectl describe` (they count toward nothing)
+    leave_pods_on_exit: bool = False  # when the master exits, leave running pods to a later rerun
+
     def __post_init__(self):
         from .backends import check_backend_name
 
@@ -34,6 +61,30 @@ class Settings:
             raise ConfigurationError("[kubeface] storage_root is empty: set a directory or gs://bucket/prefix")
         if "://" not in self.storage_root:  # local paths are made absolute once, for every process
             object.__setattr__(self, "storage_root", os.path.abspath(os.path.expanduser(self.storage_root)))
+        for name in ("node_selector", "pod_env", "pod_labels", "pod_annotations"):  # Luigi hands frozen dicts
+            value = getattr(self, name)
+            if not isinstance(value, dict) and hasattr(value, "items"):
+                object.__setattr__(self, name, dict(value))
+            elif not isinstance(value, dict):
+                raise ConfigurationError("[kubeface] %s = %r must be a JSON object, e.g. {\"key\": \"value\"}"
+                                         % (name, value))
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in getattr(self, name).items()):
+                raise ConfigurationError("[kubeface] %s = %r: keys and values must be strings (quote numbers)"
+                                         % (name, value))
+        tolerations = self.tolerations
+        if not isinstance(tolerations, (list, tuple)) or not all(hasattr(t, "items") for t in tolerations):
+            raise ConfigurationError("[kubeface] tolerations = %r must be a JSON list of toleration objects, "
+                                     "e.g. [{\"key\": \"dedicated\", \"operator\": \"Exists\"}]" % (tolerations,))
+        object.__setattr__(self, "tolerations", [_plain(t) for t in tolerations])
+        if self.backend == "kubernetes":
+            if not self.image:
+                raise ConfigurationError(
+                    "[kubeface] image is not set: the kubernetes backend needs the task runner's image "
+                    "(build and push images/Dockerfile, see the README) in luigi.cfg or --kubeface-image")
+            if not self.storage_root.startswith("gs://"):
+                raise ConfigurationError(
+                    "[kubeface] storage_root = %r is a local directory, which pods cannot reach: "
+                    "use a bucket, gs://bucket/prefix, with the kubernetes backend" % self.storage_root)
         checks = [
             ("max_in_flight", 0 <= self.max_in_flight <= MAX_IN_FLIGHT_CEILING,
              "between 0 (backend default) and %d (Kubernetes misbehaves above)" % MAX_IN_FLIGHT_CEILING),
@@ -44,6 +95,12 @@ class Settings:
             ("element_timeout", self.element_timeout > 0, "more than 0 seconds"),
             ("poll_interval", 0 < self.poll_interval <= 60, "between 0 and 60 seconds"),
             ("storage_retry_deadline", self.storage_retry_deadline >= 0, "zero or more seconds"),
+            ("gpus", 0 <= self.gpus <= 16, "between 0 and 16"),
+            ("image_pull_policy", self.image_pull_policy in ("Always", "IfNotPresent", "Never"),
+             "Always, IfNotPresent or Never"),
+            ("run_as_user", self.run_as_user > 0, "a non-root user id (more than 0)"),
+            ("unschedulable_patience", self.unschedulable_patience > 0, "more than 0 seconds"),
+            ("node_lost_timeout", self.node_lost_timeout >= 0, "zero or more seconds"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -67,3 +124,12 @@ class Settings:
                 "unknown kubeface setting(s) %s: known settings are %s" % (", ".join(unknown), ", ".join(sorted(known)))
             )
         return dataclasses.replace(self, **overrides)
+
+
+def _plain(value):
+    """Luigi's frozen JSON values back to plain dicts and lists (the Kubernetes client wants those)."""
+    if hasattr(value, "items"):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

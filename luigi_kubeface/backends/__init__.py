@@ -30,7 +30,11 @@ class AttemptEnd:
     """An attempt that ended, as the backend saw it.
 
     exit_code is None when the process never ran or vanished (pod lost, image missing).
+    error_type and reason explain an end the runner could not record (OOMKilled, unschedulable).
     fatal marks errors that would hit every element alike (missing image): the job stops.
+    retryable False: a retry would fail the same way (no node fits, out of memory).
+    interrupted: the infrastructure stopped it (eviction, preemption, lost node): the engine retries
+    without counting it against the element's retries.
     """
 
     attempt: str
@@ -38,6 +42,9 @@ class AttemptEnd:
     reason: str = ""
     fatal: bool = False
     log_tail: str = ""
+    error_type: str = ""
+    retryable: bool = True
+    interrupted: bool = False
 
 
 class Backend(Protocol):
@@ -52,6 +59,9 @@ class Backend(Protocol):
     def close(self) -> None:
         """Cancel what still runs and release resources."""
 
+    # Optional: adopt(job) -> {element key: attempt id} of attempts an earlier master left running,
+    # which the engine then follows instead of launching duplicates.
+
 
 def _local(settings):
     from .local import LocalBackend
@@ -59,8 +69,14 @@ def _local(settings):
     return LocalBackend(settings)
 
 
+def _kubernetes(settings):
+    from .kubernetes import KubernetesBackend
+
+    return KubernetesBackend(settings)
+
+
 # Adding a backend means adding one module and one line here.
-REGISTRY = {"local": _local}
+REGISTRY = {"local": _local, "kubernetes": _kubernetes}
 
 
 def check_backend_name(name):

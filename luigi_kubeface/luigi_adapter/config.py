@@ -9,12 +9,14 @@ import luigi
 
 from ..settings import Settings
 
-_PARAMETER_TYPES = {"str": luigi.Parameter, "int": luigi.IntParameter, "float": luigi.FloatParameter}
+_PARAMETER_TYPES = {"str": luigi.Parameter, "int": luigi.IntParameter, "float": luigi.FloatParameter,
+                    "bool": luigi.BoolParameter, "dict": luigi.DictParameter, "list": luigi.ListParameter}
 
 
 def _parameter(field):
     kind = field.type if isinstance(field.type, str) else field.type.__name__
-    return _PARAMETER_TYPES[kind](default=field.default, description="see luigi_kubeface.settings.Settings")
+    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+    return _PARAMETER_TYPES[kind](default=default, description="see luigi_kubeface.settings.Settings")
 
 
 # The class name is the config section and the flag prefix: [kubeface], --kubeface-backend.

@@ -60,7 +60,7 @@ def test_bad_grid_is_refused_before_launch(tmp_path):
 def test_unknown_backend_is_refused(tmp_path):
     result, output = luigi_toy(tmp_path, "Squares", "--kubeface-backend", "nomad")
     assert result.returncode != 0
-    assert "unknown backend 'nomad': set [kubeface] backend (or --kubeface-backend) to one of local" in output
+    assert "unknown backend 'nomad': set [kubeface] backend (or --kubeface-backend) to one of kubernetes, local" in output
 
 
 @pytest.mark.slow

@@ -1,0 +1,291 @@
+"""Talking to the Kubernetes API: configuration, the few calls the backend makes, and one pod watch.
+
+Errors are sorted once, here: transient ones (5xx, 429, timeouts, connection refused, `403 ...
+exceeded quota`) are the caller's cue to wait and try again; anything else becomes a
+ConfigurationError or BackendError that names the cause and the fix.
+"""
+
+import json
+import logging
+import threading
+import time
+
+from ..errors import BackendError, ConfigurationError
+
+log = logging.getLogger(__name__)
+
+_TIMEOUT = (5, 30)  # (connect, read) seconds for ordinary calls: a stalled server must not hang the master
+WATCH_SECONDS = 60  # the server ends each watch after this; a bookmark or event arrives well before
+
+
+def load_api_client(settings):
+    """A client for the configured cluster: kubeconfig (with context) first, then in-cluster config."""
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    try:
+        config.load_kube_config(config_file=settings.kubeconfig or None, context=settings.kube_context or None,
+                                client_configuration=configuration)
+    except config.ConfigException as error:
+        text = str(error)
+        if settings.kube_context and "context" in text.lower():
+            raise ConfigurationError(_unknown_context(settings)) from None
+        if settings.kubeconfig:
+            raise ConfigurationError("[kubeface] kubeconfig = %r cannot be used: %s" % (settings.kubeconfig, text)) from None
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            raise ConfigurationError(
+                "no Kubernetes configuration found (no kubeconfig, and not running in a cluster): run "
+                "`gcloud container clusters get-credentials CLUSTER`, or set [kubeface] kubeconfig") from None
+    except FileNotFoundError:
+        raise ConfigurationError("[kubeface] kubeconfig = %r does not exist: set the path of a kubeconfig file "
+                                 "or leave it empty for ~/.kube/config" % settings.kubeconfig) from None
+    configuration.retries = 0  # the backend waits and retries itself, with its own backoff
+    return client.ApiClient(configuration)
+
+
+def _unknown_context(settings):
+    from kubernetes import config
+
+    try:
+        contexts, _ = config.list_kube_config_contexts(config_file=settings.kubeconfig or None)
+        known = ", ".join(sorted(c["name"] for c in contexts)) or "none"
+    except Exception:  # noqa: BLE001 - the list only improves the message
+        known = "unknown"
+    return ("[kubeface] kube_context = %r is not in the kubeconfig: known contexts are %s"
+            % (settings.kube_context, known))
+
+
+def is_transient(error):
+    """Errors worth waiting out: the API server is busy, down, or the namespace quota is full for now."""
+    import urllib3
+    from kubernetes.client.rest import ApiException
+
+    if isinstance(error, ApiException):
+        if error.status in (0, 408, 429, 500, 502, 503, 504):
+            return True
+        return error.status == 403 and "exceeded quota" in str(error.body or "")
+    return isinstance(error, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, OSError))
+
+
+def describe(error):
+    """One line for an API error: status and the server's message, not the whole HTTP dump."""
+    from kubernetes.client.rest import ApiException
+
+    if isinstance(error, ApiException):
+        try:
+            message = json.loads(error.body).get("message", "")
+        except (TypeError, ValueError, AttributeError):
+            message = error.reason or ""
+        return "%s %s" % (error.status, message)
+    return "%s: %s" % (type(error).__name__, error)
+
+
+class KubeApi:
+    """The calls the backend makes, each one request, each raising the client's own errors."""
+
+    def __init__(self, settings, api_client=None):
+        from kubernetes import client
+
+        self.settings = settings
+        self.namespace = settings.namespace
+        self.client = api_client or load_api_client(settings)
+        self.core = client.CoreV1Api(self.client)
+
+    def check_namespace(self, deadline=60.0):
+        """Fail before launch when the namespace is missing; wait out an API server that is down."""
+        from kubernetes.client.rest import ApiException
+
+        give_up = time.monotonic() + deadline
+        while True:
+            try:
+                self.core.read_namespace(self.namespace, _preload_content=False, _request_timeout=_TIMEOUT)
+                return
+            except ApiException as error:
+                if error.status == 404:
+                    raise ConfigurationError(
+                        "namespace %r does not exist in the cluster: create it (kubectl create namespace %s) "
+                        "or set [kubeface] namespace" % (self.namespace, self.namespace)) from None
+                if error.status == 403:
+                    return  # may not read namespaces; creating pods will tell
+                if not is_transient(error) or time.monotonic() > give_up:
+                    raise BackendError("cannot reach the Kubernetes API server: %s" % describe(error)) from None
+            except Exception as error:  # noqa: BLE001 - transport errors
+                if not is_transient(error) or time.monotonic() > give_up:
+                    raise BackendError("cannot reach the Kubernetes API server at %s: %s"
+                                       % (self.client.configuration.host, describe(error))) from None
+            time.sleep(2)
+
+    def create_pod(self, body):
+        self.core.create_namespaced_pod(self.namespace, body, _preload_content=False, _request_timeout=_TIMEOUT)
+
+    def delete_pod(self, name, grace_seconds=None):
+        """Delete a pod; a pod that is already gone counts as deleted."""
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=grace_seconds,
+                                            _preload_content=False, _request_timeout=_TIMEOUT)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    def pod_log_tail(self, name, lines=40):
+        """The pod's last lines of output, or "" when the node no longer has them."""
+        try:
+            response = self.core.read_namespaced_pod_log(name, self.namespace, tail_lines=lines, limit_bytes=8192,
+                                                         _preload_content=False, _request_timeout=_TIMEOUT)
+            return response.data.decode(errors="replace")
+        except Exception:  # noqa: BLE001 - logs are a courtesy: the attempt's log is in storage
+            return ""
+
+    def apply_secret(self, body):
+        """Create the job's Secret, or replace it when an earlier master left one."""
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self.core.create_namespaced_secret(self.namespace, body, _preload_content=False, _request_timeout=_TIMEOUT)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            self.core.replace_namespaced_secret(body["metadata"]["name"], self.namespace, body,
+                                                _preload_content=False, _request_timeout=_TIMEOUT)
+
+    def delete_secret(self, name):
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self.core.delete_namespaced_secret(name, self.namespace, _preload_content=False, _request_timeout=_TIMEOUT)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    def list_pods(self, selector):
+        """(pods by name, resourceVersion) in one request."""
+        response = self.core.list_namespaced_pod(self.namespace, label_selector=selector,
+                                                 _preload_content=False, _request_timeout=(5, 120))
+        data = json.loads(response.data)
+        return {p["metadata"]["name"]: p for p in data.get("items") or []}, data["metadata"]["resourceVersion"]
+
+    def watch_pods(self, selector, resource_version):
+        """A watch response: the server ends it after WATCH_SECONDS; read it with watch_events."""
+        return self.core.list_namespaced_pod(
+            self.namespace, label_selector=selector, watch=True, resource_version=resource_version,
+            allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS, _preload_content=False,
+            _request_timeout=(5, WATCH_SECONDS + 30))
+
+
+def watch_events(response):
+    """Watch events as dicts, until the watch ends or its connection drops."""
+    from kubernetes.watch.watch import iter_resp_lines
+
+    try:
+        for line in iter_resp_lines(response):
+            if line:
+                yield json.loads(line)
+    finally:
+        response.release_conn()
+
+
+class GoneError(Exception):
+    """The watch's resourceVersion is too old (410 Gone): list again."""
+
+
+class PodWatch:
+    """The pods of one job as the API server last told: one list, then one watch, resumed forever.
+
+    On `410 Gone` it lists again; on a dropped connection or an API server outage it waits and
+    resumes from the last resourceVersion, so no pod's end is missed.
+    """
+
+    def __init__(self, api, selector):
+        self.api = api
+        self.selector = selector
+        self.pods = {}  # name -> pod dict
+        self.vanished = set()  # names deleted since the watch started
+        self.lock = threading.Lock()
+        self.synced = threading.Event()  # the first list arrived
+        self.outage_since = None  # monotonic time of the first failed call of a running outage
+        self._stop = threading.Event()
+        self._response = None  # the open watch, closed by stop() so the thread ends at once
+        self._thread = threading.Thread(target=self._run, name="kubeface-pod-watch", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        response = self._response
+        if response is not None:
+            try:
+                response.shutdown() if hasattr(response, "shutdown") else response.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection may fail; the thread ends anyway
+                pass
+        self._thread.join(timeout=10)
+
+    def _relist(self):
+        pods, version = self.api.list_pods(self.selector)
+        with self.lock:
+            self.vanished.update(set(self.pods) - set(pods))
+            self.pods = pods
+        self.synced.set()
+        return version
+
+    def _apply(self, event, version):
+        kind, obj = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise GoneError()
+            raise BackendError("pod watch error: %s" % obj.get("message"))
+        version = (obj.get("metadata") or {}).get("resourceVersion") or version
+        if kind == "BOOKMARK":
+            return version
+        name = obj["metadata"]["name"]
+        with self.lock:
+            if kind == "DELETED":
+                self.pods.pop(name, None)
+                self.vanished.add(name)
+            else:
+                self.pods[name] = obj
+        return version
+
+    def _run(self):
+        from kubernetes.client.rest import ApiException
+
+        version, backoff = None, 0.5
+        while not self._stop.is_set():
+            try:
+                if version is None:
+                    version = self._relist()
+                started = time.monotonic()
+                self._response = self.api.watch_pods(self.selector, version)
+                if self._stop.is_set():
+                    return
+                for event in watch_events(self._response):
+                    version = self._apply(event, version)
+                    if self._stop.is_set():
+                        return
+                self.outage_since, backoff = None, 0.5
+                if time.monotonic() - started < 1:  # a watch that ends at once must not spin
+                    self._stop.wait(0.5)
+            except GoneError:
+                version = None
+            except ApiException as error:
+                if error.status == 410:
+                    version = None
+                    continue
+                self._wait(error, backoff)
+                backoff = min(backoff * 2, 10)
+            except Exception as error:  # noqa: BLE001 - dropped connections, outages: wait and resume
+                if self._stop.is_set():
+                    return
+                self._wait(error, backoff)
+                backoff = min(backoff * 2, 10)
+
+    def _wait(self, error, backoff):
+        if self.outage_since is None:
+            self.outage_since = time.monotonic()
+            log.warning("pod watch interrupted (%s); resuming", describe(error))
+        self._stop.wait(backoff)

@@ -1,0 +1,263 @@
+"""Each attempt is its own bare pod on a Kubernetes cluster (GKE first, any cluster works).
+
+The backend keeps the books between attempts and pods: it creates pods without ever letting more
+than the cap exist (counted from what the API server reports, finished and terminating pods
+included), waits out API outages and full quotas, learns every pod's fate from one watch per job,
+deletes finished pods, and adopts the pods an earlier master of the same job left running.
+"""
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from ..errors import BackendError
+from . import AttemptEnd
+from .kube_api import KubeApi, PodWatch, describe, is_transient
+from .pod_spec import ATTEMPT_LABEL, ELEMENT_LABEL, build_pod, build_secret, job_selector, pod_name, secret_name
+from .pod_status import pod_end
+
+log = logging.getLogger(__name__)
+
+_MAX_BACKOFF = 30.0
+_CANCEL_GRACE = 5  # seconds a cancelled pod gets to stop before it is killed
+_UNSEEN_LIMIT = 300.0  # a created pod the watch never showed is lost after this (watch healthy meanwhile)
+
+
+@dataclass
+class _Pod:
+    name: str
+    body: dict = field(repr=False)
+    created: bool = False
+    since: float = 0.0  # monotonic time of creation (or of adoption)
+
+
+class KubernetesBackend:
+    def __init__(self, settings, api=None):
+        self.settings = settings
+        self.api = api or KubeApi(settings)
+        self.api.check_namespace()
+        self.job_id = None
+        self.watch = None
+        self._pods = {}  # attempt -> _Pod, for attempts the engine follows
+        self._queue = deque()  # attempts whose pod is not created yet (cap reached or API trouble)
+        self._deletes = {}  # pod name -> grace seconds, sent as soon as the API server takes them
+        self._kept = set()  # failed pods kept for debugging: they no longer count toward the cap
+        self._ended = []  # ends found while creating (pod refused)
+        self._retry_at = 0.0
+        self._backoff = 0.5
+        self._waiting_since = None
+        self._secret = None  # the job's Secret body, once created
+
+    @property
+    def timeout_slack(self):
+        """The engine's element_timeout runs from launch; a pod's deadline only from its start on a node."""
+        return self.settings.unschedulable_patience + 60
+
+    @property
+    def leaves_attempts_running(self):
+        return self.settings.leave_pods_on_exit
+
+    # -- the Backend protocol ---------------------------------------------------------------
+
+    def adopt(self, job):
+        """Pods an earlier master of this job left running: the engine follows them, no duplicates."""
+        self._follow(job.id)
+        if not self.watch.synced.wait(timeout=300):
+            raise BackendError("could not list the pods of job %s for 300s: is the API server reachable?" % job.id)
+        with self.watch.lock:
+            pods = list(self.watch.pods.values())
+        live = {}
+        for pod in sorted(pods, key=lambda p: p["metadata"]["labels"].get(ATTEMPT_LABEL, "")):
+            meta, phase = pod["metadata"], (pod.get("status") or {}).get("phase")
+            element, attempt = meta["labels"].get(ELEMENT_LABEL), meta["labels"].get(ATTEMPT_LABEL)
+            if phase in ("Pending", "Running", None) and not meta.get("deletionTimestamp") and element and attempt:
+                if element in live:  # a speculative duplicate: follow the newest only
+                    self._deletes[self._pods.pop(live[element]).name] = _CANCEL_GRACE
+                live[element] = attempt
+                self._pods[attempt] = _Pod(meta["name"], {}, created=True, since=time.monotonic())
+            elif phase == "Failed" and self.settings.keep_failed_pods:
+                self._kept.add(meta["name"])
+            elif phase in ("Succeeded", "Failed"):
+                self._deletes[meta["name"]] = 0
+        if live:
+            log.info("job %s: adopted %d pods left running by an earlier master", job.id, len(live))
+        return {element: attempt for element, attempt in live.items()}
+
+    def launch(self, spec):
+        self._follow(spec.job_id)
+        if spec.secret_env and self._secret is None:
+            self._apply_secret(build_secret(spec.job_id, spec.secret_env))
+        self._pods[spec.attempt] = _Pod(pod_name(spec), build_pod(spec, self.settings))
+        self._queue.append(spec.attempt)
+        self._create_queued()
+
+    def poll(self):
+        self._send_deletes()
+        self._create_queued()
+        ended, self._ended = self._ended, []
+        if self.watch is None:
+            return ended
+        now = time.monotonic()
+        followed = {p.name: attempt for attempt, p in self._pods.items() if p.created}
+        with self.watch.lock:
+            pods = {name: self.watch.pods.get(name) for name in followed}
+            vanished = self.watch.vanished & set(followed)
+            self.watch.vanished.clear()
+        for name, attempt in followed.items():
+            end = self._end_of(attempt, self._pods[attempt], pods.get(name), name in vanished, now)
+            if end is not None:
+                del self._pods[attempt]
+                ended.append(end)
+        return ended
+
+    def cancel(self, attempt):
+        pod = self._pods.pop(attempt, None)
+        if pod is not None and pod.created:
+            self._deletes[pod.name] = _CANCEL_GRACE
+            self._send_deletes()
+
+    def close(self):
+        """Delete the pods still followed (unless asked to leave them) and the job's Secret."""
+        leave = self.settings.leave_pods_on_exit
+        for attempt in list(self._pods):
+            if leave:
+                self._pods.pop(attempt)
+            else:
+                self.cancel(attempt)
+        self._queue.clear()
+        deadline = time.monotonic() + 60
+        while self._deletes and time.monotonic() < deadline:
+            self._send_deletes(force=True)
+            if self._deletes:
+                time.sleep(1)
+        if self._deletes:
+            log.warning("could not delete %d pods (%s); delete them with `kubectl delete pods -n %s -l %s`",
+                        len(self._deletes), ", ".join(sorted(self._deletes)[:5]), self.settings.namespace,
+                        job_selector(self.job_id))
+        if self._secret is not None and not leave:
+            try:
+                self.api.delete_secret(self._secret["metadata"]["name"])
+            except Exception as error:  # noqa: BLE001 - a leftover Secret is harmless and reported
+                log.warning("could not delete Secret %s: %s", self._secret["metadata"]["name"], describe(error))
+        if self.watch is not None:
+            self.watch.stop()
+
+    # -- the books --------------------------------------------------------------------------
+
+    def _follow(self, job_id):
+        if self.watch is None:
+            self.job_id = job_id
+            self.watch = PodWatch(self.api, job_selector(job_id)).start()
+        elif job_id != self.job_id:
+            raise BackendError("a Kubernetes backend serves one job; open another for job %s" % job_id)
+
+    def _existing(self):
+        """Pods of this job that exist now, as far as we know: the cap is on these."""
+        with self.watch.lock:
+            seen = set(self.watch.pods)
+        unseen = [p for p in self._pods.values() if p.created and p.name not in seen]
+        return len(seen - self._kept) + len(unseen)
+
+    def _create_queued(self):
+        while self._queue and time.monotonic() >= self._retry_at:
+            attempt = self._queue[0]
+            pod = self._pods.get(attempt)
+            if pod is None:  # cancelled before its pod was created
+                self._queue.popleft()
+                continue
+            if self._existing() >= self.settings.cap:
+                return
+            try:
+                self.api.create_pod(pod.body)
+            except Exception as error:  # noqa: BLE001 - sorted below
+                if getattr(error, "status", None) == 409:  # an earlier try that timed out did create it
+                    pass
+                elif is_transient(error):
+                    self._wait_for_api("creating pods", error)
+                    return
+                else:
+                    self._queue.popleft()
+                    del self._pods[attempt]
+                    self._ended.append(AttemptEnd(
+                        attempt, None, "Kubernetes refused the pod: %s. Fix the [kubeface] pod settings "
+                        "(namespace, resources, service_account) or the master's permissions" % describe(error),
+                        error_type="PodRejected", retryable=False, fatal=True))
+                    continue
+            self._queue.popleft()
+            pod.created, pod.since = True, time.monotonic()
+            self._api_ok()
+
+    def _send_deletes(self, force=False):
+        if not force and time.monotonic() < self._retry_at:
+            return
+        for name, grace in list(self._deletes.items()):
+            try:
+                self.api.delete_pod(name, grace)
+            except Exception as error:  # noqa: BLE001
+                if is_transient(error):
+                    self._wait_for_api("deleting pods", error)
+                    return
+                log.warning("could not delete pod %s: %s", name, describe(error))
+            del self._deletes[name]
+            self._api_ok()
+
+    def _wait_for_api(self, doing, error):
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
+            log.warning("%s waits: %s; retrying with backoff", doing, describe(error))
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
+
+    def _api_ok(self):
+        if self._waiting_since is not None:
+            log.info("the API server takes requests again after %.0fs", time.monotonic() - self._waiting_since)
+        self._waiting_since, self._backoff = None, 0.5
+
+    def _apply_secret(self, body):
+        deadline = time.monotonic() + self.settings.unschedulable_patience
+        while True:
+            try:
+                self.api.apply_secret(body)
+                self._secret = body
+                return
+            except Exception as error:  # noqa: BLE001
+                if not is_transient(error) or time.monotonic() > deadline:
+                    raise BackendError("could not create the job's Secret %s: %s" % (secret_name(self.job_id),
+                                                                                     describe(error))) from None
+                time.sleep(2)
+
+    def _end_of(self, attempt, followed, pod, vanished, now):
+        """The AttemptEnd of a followed pod, or None while it runs; disposes of the ended pod."""
+        if pod is None:
+            if vanished:
+                return AttemptEnd(attempt, None, "the pod was deleted before it finished (by a person, a "
+                                  "controller, or its namespace's deletion)", error_type="PodDeleted", interrupted=True)
+            if now - followed.since > _UNSEEN_LIMIT and self.watch.outage_since is None:
+                return AttemptEnd(attempt, None, "the pod was created but the API server never showed it",
+                                  error_type="PodLost", interrupted=True)
+            return None
+        if pod["metadata"].get("deletionTimestamp"):  # someone else is deleting it (eviction, node lost)
+            self._deletes[followed.name] = 0
+            return AttemptEnd(attempt, None, "the pod is being deleted by the cluster (%s)" % _disruption(pod),
+                              error_type="PodDeleted", interrupted=True)
+        end = pod_end(pod, now - followed.since, self.settings)
+        if end is None:
+            return None
+        tail = self.api.pod_log_tail(followed.name) if end.fetch_log else ""
+        if end.exit_code != 0 and self.settings.keep_failed_pods:
+            self._kept.add(followed.name)
+            log.info("kept failed pod %s for debugging (kubectl describe pod -n %s %s)",
+                     followed.name, self.settings.namespace, followed.name)
+        else:
+            self._deletes[followed.name] = 0
+        return AttemptEnd(attempt, end.exit_code, end.reason, end.fatal, tail, end.error_type, end.retryable,
+                          end.interrupted)
+
+
+def _disruption(pod):
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "DisruptionTarget":
+            return "%s: %s" % (condition.get("reason"), condition.get("message"))
+    return "no reason given"
+

@@ -1,0 +1,136 @@
+"""The pod of one attempt, built from settings by pure functions: easy to test and to print.
+
+Pods are plain dicts in the Kubernetes API's JSON shape (what `kubectl get pod -o json` shows),
+so a spec can be printed, diffed and sent as is.
+"""
+
+import hashlib
+import math
+import re
+
+from .. import runner
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "luigi-kubeface"
+JOB_LABEL = "kubeface.io/job"
+ELEMENT_LABEL = "kubeface.io/element"
+ATTEMPT_LABEL = "kubeface.io/attempt"
+JOB_ID_ANNOTATION = "kubeface.io/job-id"
+JOB_URL_ANNOTATION = "kubeface.io/job-url"
+PARAMS_ANNOTATION = "kubeface.io/params"
+SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+CONTAINER = "runner"
+GCS_KEY_PATH = "/var/secrets/google"
+
+_NOT_DNS = re.compile(r"[^a-z0-9-]+")
+
+
+def job_label(job_id):
+    """Label values are at most 63 characters; job ids up to 200: a digest names the job."""
+    return hashlib.sha256(job_id.encode()).hexdigest()[:20]
+
+
+def job_selector(job_id):
+    return "%s=%s,%s=%s" % (MANAGED_BY, MANAGER, JOB_LABEL, job_label(job_id))
+
+
+def _slug(text, limit):
+    slug = _NOT_DNS.sub("-", text.lower()).strip("-")[:limit].strip("-")
+    return slug or "job"
+
+
+def pod_name(spec):
+    """DNS-1123, at most 63 characters, readable: kf-<job>-<element>-<attempt number>-<random>."""
+    number, _, rest = spec.attempt.partition("-")
+    suffix = rest.rsplit("-", 1)[-1]
+    return "kf-%s-%s-%s-%s" % (_slug(spec.job_id, 24), spec.element[:12], number, _slug(suffix, 8))
+
+
+def secret_name(job_id):
+    return "kf-%s-secrets" % job_label(job_id)
+
+
+def _resources(settings):
+    requests = {"cpu": settings.cpu_request, "memory": settings.memory_request}
+    limits = {"memory": settings.memory_limit or settings.memory_request}
+    if settings.cpu_limit:
+        limits["cpu"] = settings.cpu_limit
+    if settings.gpus:
+        limits["nvidia.com/gpu"] = str(settings.gpus)  # GPUs are requested through limits only
+    return {"requests": {k: v for k, v in requests.items() if v}, "limits": limits}
+
+
+def _scheduling(settings):
+    """Node selector and tolerations: the user's, plus those that spot nodes, GPUs and node loss need."""
+    selector = dict(settings.node_selector)
+    tolerations = [dict(t) for t in settings.tolerations]
+    if settings.spot:
+        selector["cloud.google.com/gke-spot"] = "true"
+        tolerations.append({"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true",
+                            "effect": "NoSchedule"})
+    if settings.gpus:
+        tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
+    for condition in ("not-ready", "unreachable"):  # how long a pod waits on a lost node before it is evicted
+        tolerations.append({"key": "node.kubernetes.io/" + condition, "operator": "Exists",
+                            "effect": "NoExecute", "tolerationSeconds": int(settings.node_lost_timeout)})
+    return selector, tolerations
+
+
+def _env(settings, spec):
+    env = [{"name": k, "value": v} for k, v in sorted(settings.pod_env.items())]
+    env.append({"name": "KUBEFACE_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}})
+    for name in sorted(spec.secret_env):  # values live in the job's Secret, never in the pod spec
+        env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret_name(spec.job_id), "key": name}}})
+    if settings.gcs_key_secret:
+        env.append({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": GCS_KEY_PATH + "/key.json"})
+    return env
+
+
+def build_pod(spec, settings):
+    """The pod that runs one attempt: bare, restartPolicy Never (the engine owns retries), non-root."""
+    labels = dict(settings.pod_labels)
+    labels.update({MANAGED_BY: MANAGER, JOB_LABEL: job_label(spec.job_id),
+                   ELEMENT_LABEL: spec.element, ATTEMPT_LABEL: spec.attempt})
+    annotations = dict(settings.pod_annotations)
+    annotations.update({JOB_ID_ANNOTATION: spec.job_id, JOB_URL_ANNOTATION: spec.job_url,
+                        PARAMS_ANNOTATION: spec.label[:1000],
+                        SAFE_TO_EVICT: "true" if settings.safe_to_evict else "false"})
+    selector, tolerations = _scheduling(settings)
+    container = {
+        "name": CONTAINER,
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": runner.command(spec.job_url, spec.element, spec.attempt),
+        "env": _env(settings, spec),
+        "resources": _resources(settings),
+        "securityContext": {"runAsNonRoot": True, "runAsUser": settings.run_as_user,
+                            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+    }
+    pod_spec = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "activeDeadlineSeconds": max(1, math.ceil(settings.element_timeout)),
+        "terminationGracePeriodSeconds": 10,
+        "automountServiceAccountToken": settings.mount_service_account_token,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": settings.run_as_user,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "tolerations": tolerations,
+    }
+    if selector:
+        pod_spec["nodeSelector"] = selector
+    if settings.service_account:
+        pod_spec["serviceAccountName"] = settings.service_account
+    if settings.gcs_key_secret:
+        pod_spec["volumes"] = [{"name": "gcs-key", "secret": {"secretName": settings.gcs_key_secret}}]
+        container["volumeMounts"] = [{"name": "gcs-key", "mountPath": GCS_KEY_PATH, "readOnly": True}]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod_name(spec), "labels": labels, "annotations": annotations},
+            "spec": pod_spec}
+
+
+def build_secret(job_id, secret_env):
+    """The job's Secret: how secret_env reaches pods without appearing in any pod spec."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": secret_name(job_id),
+                         "labels": {MANAGED_BY: MANAGER, JOB_LABEL: job_label(job_id)}},
+            "stringData": dict(secret_env)}

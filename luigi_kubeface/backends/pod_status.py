@@ -1,0 +1,106 @@
+"""What a pod's status means for its attempt: a pure function from a pod (JSON dict) to an end.
+
+Each state the pod can be in maps to one action, with the words a user needs: retry it (evicted,
+preempted, node lost: not the element's fault), fail the element (out of memory, no node fits,
+deadline), stop the job (the image cannot be pulled: every pod would fail alike), or wait.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+_IMAGE_ERRORS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+_CONFIG_ERRORS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+# Pod-level reasons of a failed pod that say the node or the cluster stopped it, not the element.
+_INTERRUPTIONS = {"Evicted", "Preempting", "NodeLost", "Shutdown", "NodeShutdown", "Terminated",
+                  "UnexpectedAdmissionError", "NodeAffinity", "OutOfcpu", "OutOfmemory", "OutOfpods"}
+
+
+@dataclass(frozen=True)
+class PodEnd:
+    """AttemptEnd's fields, less the attempt id; fetch_log when the runner may not have recorded it."""
+
+    exit_code: Optional[int]
+    reason: str
+    error_type: str = ""
+    retryable: bool = True
+    fatal: bool = False
+    interrupted: bool = False
+    fetch_log: bool = False
+
+
+def _container(pod):
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return statuses[0] if statuses else {}
+
+
+def _condition(pod, kind):
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return condition
+    return None
+
+
+def pod_end(pod, pending_seconds, settings):
+    """The end of the pod's attempt, or None while it is still on its way (pending or running)."""
+    status = pod.get("status") or {}
+    phase = status.get("phase")
+    container = _container(pod)
+    if phase == "Succeeded":
+        return PodEnd(0, "the pod succeeded")
+    if phase == "Failed":
+        return _failed(pod, status, container, settings)
+    if phase == "Unknown":
+        return PodEnd(None, "the pod's node stopped reporting (phase Unknown): the node was lost",
+                      error_type="NodeLost", interrupted=True)
+    if phase == "Pending" or phase is None:
+        return _pending(pod, container, pending_seconds, settings)
+    return None
+
+
+def _failed(pod, status, container, settings):
+    reason, message = status.get("reason") or "", status.get("message") or ""
+    if reason == "DeadlineExceeded":
+        return PodEnd(None, "the pod ran longer than element_timeout=%gs (its activeDeadlineSeconds) and was "
+                      "stopped; raise [kubeface] element_timeout if elements need longer" % settings.element_timeout,
+                      error_type="Timeout")
+    disruption = _condition(pod, "DisruptionTarget")
+    if reason in _INTERRUPTIONS or (disruption and disruption.get("status") == "True"):
+        why = reason or disruption.get("reason", "")
+        return PodEnd(None, "the pod was stopped by the cluster (%s: %s)" % (why, message or
+                      (disruption or {}).get("message", "")), error_type="PodEvicted", interrupted=True)
+    terminated = (container.get("state") or {}).get("terminated") or {}
+    if terminated.get("reason") == "OOMKilled":
+        return PodEnd(terminated.get("exitCode"), "the pod ran out of memory: it used more than its memory "
+                      "limit of %s and was OOMKilled; raise [kubeface] memory_limit (and memory_request)"
+                      % (settings.memory_limit or settings.memory_request),
+                      error_type="OutOfMemory", retryable=False, fetch_log=True)
+    if "exitCode" in terminated:
+        code = terminated["exitCode"]
+        words = "the container exited with code %d" % code
+        if code == 137:
+            words += " (killed by SIGKILL: out of memory, or killed from outside)"
+        return PodEnd(code, words, fetch_log=code not in (0, 1, 2))  # 1 and 2: the runner wrote a record
+    return PodEnd(None, "the pod failed before its container ran (%s)" % (message or reason or "no reason given"),
+                  error_type="PodFailed")
+
+
+def _pending(pod, container, pending_seconds, settings):
+    waiting = (container.get("state") or {}).get("waiting") or {}
+    reason, message = waiting.get("reason") or "", waiting.get("message") or ""
+    if reason in _IMAGE_ERRORS:
+        return PodEnd(None, "the image %r cannot be pulled (%s: %s): check [kubeface] image, that the image was "
+                      "pushed, and that the cluster's nodes may pull from its registry"
+                      % (settings.image, reason, message or "no message"),
+                      error_type="ImagePullError", retryable=False, fatal=True)
+    if reason in _CONFIG_ERRORS:
+        return PodEnd(None, "the pod's container cannot be created (%s: %s): check the pod settings in "
+                      "[kubeface] (env, secrets, service_account)" % (reason, message or "no message"),
+                      error_type="ContainerConfigError", retryable=False, fatal=True)
+    scheduled = _condition(pod, "PodScheduled")
+    if (scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
+            and pending_seconds > settings.unschedulable_patience):
+        return PodEnd(None, "no node could run the pod for %.0fs (unschedulable_patience): %s. Lower [kubeface] "
+                      "cpu_request, memory_request or gpus, check node_selector and tolerations, or add nodes "
+                      "that fit" % (pending_seconds, scheduled.get("message") or "the scheduler gave no reason"),
+                      error_type="Unschedulable", retryable=False)
+    return None

@@ -1,0 +1,84 @@
+"""The pod of an attempt, as built from settings (pure functions: no cluster needed)."""
+
+import json
+import re
+
+import pytest
+
+from luigi_kubeface.backends import AttemptSpec
+from luigi_kubeface.backends.pod_spec import build_pod, build_secret, job_label, pod_name
+from luigi_kubeface.errors import ConfigurationError
+from luigi_kubeface.settings import Settings
+
+DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+SPEC = AttemptSpec("TrainModels_" + "x" * 150 + "_MixedCase.Dots", "gs://b/jobs/TrainModels_x", "0123456789abcdef01234567",
+                   "002-1764400000-a1b2c3", "folds=5, model='rf'", secret_env={"KUBEFACE_SIGNING_KEY": "s3cr3t"})
+
+
+def settings(**values):
+    return Settings(backend="kubernetes", storage_root="gs://b/jobs", image="r/kubeface:1", **values)
+
+
+def test_names_and_labels_are_valid_kubernetes_names():
+    pod = build_pod(SPEC, settings(pod_labels={"team": "ml"}))
+    name = pod["metadata"]["name"]
+    assert len(name) <= 63 and DNS_1123.match(name), name
+    assert name == pod_name(SPEC) and name.startswith("kf-trainmodels-") and "-002-a1b2c3" in name
+    labels = pod["metadata"]["labels"]
+    assert all(len(v) <= 63 and LABEL_VALUE.match(v) for v in labels.values()), labels
+    assert labels["team"] == "ml" and labels["kubeface.io/job"] == job_label(SPEC.job_id)
+    assert labels["kubeface.io/element"] == SPEC.element and labels["kubeface.io/attempt"] == SPEC.attempt
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["kubeface.io/job-id"] == SPEC.job_id  # the long form lives in annotations
+    assert annotations["kubeface.io/params"] == SPEC.label
+
+
+def test_pod_runs_the_task_runner_as_non_root_without_token_or_secret_in_clear():
+    pod = build_pod(SPEC, settings(element_timeout=90.5))
+    spec, container = pod["spec"], pod["spec"]["containers"][0]
+    assert spec["restartPolicy"] == "Never" and spec["activeDeadlineSeconds"] == 91
+    assert container["command"] == ["python", "-m", "luigi_kubeface.runner", SPEC.job_url, SPEC.element, SPEC.attempt]
+    assert spec["automountServiceAccountToken"] is False
+    assert container["securityContext"]["runAsNonRoot"] and not container["securityContext"]["allowPrivilegeEscalation"]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert "s3cr3t" not in json.dumps(pod)  # the key reaches the pod through the job's Secret
+    key_env = [e for e in container["env"] if e["name"] == "KUBEFACE_SIGNING_KEY"]
+    assert key_env[0]["valueFrom"]["secretKeyRef"]["key"] == "KUBEFACE_SIGNING_KEY"
+    assert build_secret(SPEC.job_id, SPEC.secret_env)["stringData"] == {"KUBEFACE_SIGNING_KEY": "s3cr3t"}
+    assert pod["metadata"]["annotations"]["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
+
+
+def test_resources_gpus_spot_and_scheduling_settings():
+    pod = build_pod(SPEC, settings(cpu_request="2", memory_request="4Gi", cpu_limit="3", gpus=1, spot=True,
+                                   node_selector={"pool": "big"}, service_account="kubeface-runner",
+                                   tolerations=[{"key": "dedicated", "operator": "Exists"}], safe_to_evict=True,
+                                   pod_env={"OMP_NUM_THREADS": "2"}, image_pull_policy="Always",
+                                   gcs_key_secret="gcs-key", node_lost_timeout=45))
+    spec, container = pod["spec"], pod["spec"]["containers"][0]
+    assert container["resources"] == {"requests": {"cpu": "2", "memory": "4Gi"},
+                                      "limits": {"memory": "4Gi", "cpu": "3", "nvidia.com/gpu": "1"}}
+    assert spec["nodeSelector"] == {"pool": "big", "cloud.google.com/gke-spot": "true"}
+    keys = {t["key"] for t in spec["tolerations"]}
+    assert {"dedicated", "cloud.google.com/gke-spot", "nvidia.com/gpu", "node.kubernetes.io/not-ready"} <= keys
+    assert {t.get("tolerationSeconds") for t in spec["tolerations"] if t["key"].startswith("node.")} == {45}
+    assert spec["serviceAccountName"] == "kubeface-runner" and container["imagePullPolicy"] == "Always"
+    assert {"name": "OMP_NUM_THREADS", "value": "2"} in container["env"]
+    assert spec["volumes"][0]["secret"]["secretName"] == "gcs-key"
+    assert {"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": "/var/secrets/google/key.json"} in container["env"]
+    assert pod["metadata"]["annotations"]["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "true"
+
+
+@pytest.mark.parametrize("values, words", [
+    (dict(image=""), "image is not set"),
+    (dict(storage_root="/tmp/x"), "pods cannot reach"),
+    (dict(image_pull_policy="Sometimes"), "Always, IfNotPresent or Never"),
+    (dict(node_selector="pool=big"), "must be a JSON object"),
+    (dict(pod_env={"N": 3}), "quote numbers"),
+    (dict(tolerations={"key": "x"}), "JSON list of toleration objects"),
+    (dict(run_as_user=0), "non-root"),
+])
+def test_bad_kubernetes_settings_are_refused_with_the_fix(values, words):
+    values = {"storage_root": "gs://b/jobs", "image": "r/kubeface:1", **values}
+    with pytest.raises(ConfigurationError, match=re.escape(words)):
+        Settings(backend="kubernetes", **values)
