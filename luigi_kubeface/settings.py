@@ -47,7 +47,7 @@ class Settings:
     pod_annotations: dict = field(default_factory=dict)
     image_pull_policy: str = "IfNotPresent"
     safe_to_evict: bool = False  # let the cluster autoscaler evict running pods to scale down
-    run_as_user: int = 1000  # pods never run as root
+    run_as_user: int = 65532  # pods never run as root (the image's user)
     unschedulable_patience: float = 600.0  # seconds a pod may wait for a node before its element fails
     node_lost_timeout: float = 300.0  # seconds a pod stays bound to a NotReady node before it is retried
     keep_failed_pods: bool = False  # keep failed pods for `kubectl describe` (they count toward nothing)

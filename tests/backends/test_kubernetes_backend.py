@@ -288,3 +288,26 @@ def test_a_rerun_adopts_pods_an_earlier_master_left_running(kube_cluster, kube_n
     assert all(len(job.attempts(key)) == 1 for key in job.finished())  # one attempt each: nothing duplicated
     assert len(names) == 3
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 30, "adopted pods to be deleted")
+
+
+def test_api_server_outage_mid_job_is_waited_out(kube_cluster, kube_namespace, fake_gcs, gcs_root):
+    """The watch resumes after its connection drops; creates and deletes wait; nothing is lost or run twice."""
+    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, max_in_flight=6)
+    control_plane = kube_cluster.control_plane
+
+    def outage():
+        wait_until(lambda: running_pods(kube_cluster, kube_namespace), 60, "a running pod")
+        control_plane.stop_component("kube-apiserver")
+        time.sleep(15)
+        control_plane.start_component("kube-apiserver")
+
+    thread = threading.Thread(target=outage, daemon=True)
+    thread.start()
+    items = [2 + i / 100 for i in range(18)]
+    results = Client(settings).map(nap, items, job_id="outage")
+    thread.join()
+    assert list(results) == items
+    job = Job("outage", settings.storage_root)
+    records = [job.attempt_record(key, a) for key in job.finished() for a in job.attempts(key)]
+    assert sum(r["outcome"] == "success" for r in records) == len(items)
+    wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "pods to be deleted after the outage")

@@ -35,6 +35,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+import urllib3
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -508,7 +509,8 @@ class NodeAgent:
     def _write_status(self, w: PodWork, build) -> bool:
         """Read-modify-write of pod status with resourceVersion preconditions, retried on
         conflicts. ``build(current_status) -> new_status_fields``. False if the pod is gone."""
-        for _ in range(20):
+        tries = 0
+        while tries < 20:  # conflicts and API errors; an unreachable API server is waited out, as a kubelet does
             if w.aborted or self._stop.is_set() or self.nodes[w.node].frozen:
                 return False
             try:
@@ -516,7 +518,11 @@ class NodeAgent:
             except ApiException as e:
                 if e.status == 404:
                     return False
+                tries += 1
                 time.sleep(0.5)
+                continue
+            except (urllib3.exceptions.HTTPError, OSError):
+                time.sleep(1)
                 continue
             if cur["metadata"]["uid"] != w.uid:
                 return False
@@ -542,9 +548,12 @@ class NodeAgent:
             except ApiException as e:
                 if e.status == 404:
                     return False
+                tries += 1
                 if e.status != 409:
                     log.warning("status update of %s/%s failed: %s %s", w.namespace, w.name, e.status, e.body)
                     time.sleep(0.5)
+            except (urllib3.exceptions.HTTPError, OSError):
+                time.sleep(1)
         return False
 
     @staticmethod
