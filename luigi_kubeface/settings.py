@@ -25,6 +25,8 @@ class Settings:
     element_timeout: float = 86400.0  # seconds an attempt may run before it is killed
     poll_interval: float = 0.5
     storage_retry_deadline: float = 600.0  # how long transient storage errors are retried
+    key_dir: str = "~/.config/luigi-kubeface/keys"  # one signing key per job, never in the bucket
+    signing_key_file: str = ""  # one key for every job instead (teams sharing results across machines)
 
     def __post_init__(self):
         from .backends import check_backend_name
@@ -44,6 +46,7 @@ class Settings:
             ("element_timeout", self.element_timeout > 0, "more than 0 seconds"),
             ("poll_interval", 0 < self.poll_interval <= 60, "between 0 and 60 seconds"),
             ("storage_retry_deadline", self.storage_retry_deadline >= 0, "zero or more seconds"),
+            ("key_dir", bool(self.key_dir), "a private directory for the jobs' signing keys"),
         ]
         for name, ok, expected in checks:
             if not ok:
