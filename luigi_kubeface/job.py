@@ -138,9 +138,9 @@ class Job:
                 "shared input name(s) %s are also grid parameters: rename one of them" % ", ".join(clash)
             )
         open_storage(self.storage_root).check_writable()
-        key = self._create_key()
+        signing = self._create_key()
         try:
-            function_blob = serialization.dumps(self.function, "function", {"job": self.id}, key)
+            function_blob = serialization.dumps(self.function, "function", {"job": self.id}, signing)
         except Exception as error:  # noqa: BLE001
             raise ConfigurationError(
                 "the element function %r cannot be pickled: %s: %s. Keep unpicklable state (clients, "
@@ -149,7 +149,7 @@ class Job:
             ) from None
         for name, value in self.shared.items():
             try:
-                blob = serialization.dumps(value, "shared", {"name": name, "job": self.id}, key)
+                blob = serialization.dumps(value, "shared", {"name": name, "job": self.id}, signing)
             except Exception as error:  # noqa: BLE001
                 raise ConfigurationError(
                     "shared input %r cannot be pickled: %s: %s" % (name, type(error).__name__, error)
