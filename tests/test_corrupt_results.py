@@ -105,13 +105,14 @@ def test_engine_refuses_a_bad_result_when_the_attempt_ends_and_reruns_it(tmp_pat
     assert refused[0]["host"]  # the runner's own account is kept under the master's verdict
 
 
+@pytest.mark.slow
 def test_toy_pipeline_recomputes_damaged_results(tmp_path):
     root = str(tmp_path / "storage")
     marker = str(tmp_path / "the-master-unpickled-it")
     args = ["--module", "pipelines.toy", "SumSquares", "--n", "6", "--local-scheduler",
             "--kubeface-storage-root", root, "--kubeface-key-dir", str(tmp_path / "keys"),
             "--kubeface-poll-interval", "0.1"]
-    first = run_luigi(args, cwd=tmp_path)
+    first = run_luigi(args, cwd=tmp_path, timeout=180)
     assert first.returncode == 0, first.stderr[-3000:]
     (job,) = os.listdir(root)
     storage = open_storage(os.path.join(root, job))
@@ -119,13 +120,13 @@ def test_toy_pipeline_recomputes_damaged_results(tmp_path):
     before = attempts_by_element(storage)
     (tmp_path / "sum-6.txt").unlink()
 
-    second = run_luigi(args, cwd=tmp_path)
+    second = run_luigi(args, cwd=tmp_path, timeout=180)
     output = second.stdout + second.stderr
     assert second.returncode == 30, output[-3000:]  # the consumer fails, naming the blob and the fix
     assert "moved aside to" in output and "rerun the job to recompute it" in output
     assert len(storage.list(naming.QUARANTINE_PREFIX)) == 2
 
-    third = run_luigi(args, cwd=tmp_path)
+    third = run_luigi(args, cwd=tmp_path, timeout=180)
     assert third.returncode == 0, third.stderr[-3000:]
     assert "4 already done, 2 to run" in third.stderr
     assert (tmp_path / "sum-6.txt").read_text() == str(sum(x * x for x in range(6)))

@@ -48,7 +48,7 @@ def test_key_is_not_in_luigi_output(tmp_path):
     root, keys = tmp_path / "storage", tmp_path / "keys"
     result = run_luigi(["--module", "pipelines.toy", "Squares", "--n", "2", "--local-scheduler",
                         "--kubeface-storage-root", str(root), "--kubeface-key-dir", str(keys),
-                        "--kubeface-poll-interval", "0.1", "--log-level", "DEBUG"], cwd=tmp_path)
+                        "--kubeface-poll-interval", "0.1", "--log-level", "DEBUG"], cwd=tmp_path, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     (key_file,) = keys.iterdir()
     (job,) = os.listdir(root)
