@@ -89,7 +89,9 @@ def sabotaged(x, root):
     flag = os.path.join(root, "sabotaged-%d" % x)
     if x == 2 and not os.path.exists(flag):
         open(flag, "w").close()
-        with open(os.path.join(root, "job", naming.result_key(key)), "wb") as f:
+        path = os.path.join(root, "job", naming.result_key(key))
+        os.makedirs(os.path.dirname(path), exist_ok=True)  # the first result of the job may be this one
+        with open(path, "wb") as f:
             f.write(b"not a result")
     return x + 100
 
@@ -100,7 +102,7 @@ def test_engine_refuses_a_bad_result_when_the_attempt_ends_and_reruns_it(tmp_pat
     assert list(client.map(sabotaged, [1, 2, 3], job_id="job", shared={"root": root})) == [101, 102, 103]
     records = [json.load(open(p)) for p in glob.glob(os.path.join(root, "job", "attempts", "*", "*.json"))]
     refused = [r for r in records if r["outcome"] == "result_refused"]
-    assert len(records) == 4 and len(refused) == 1
+    assert len(records) == 4 and len(refused) == 1, [(r["outcome"], r.get("message", "")[:300]) for r in records]
     assert "not a luigi-kubeface blob" in refused[0]["message"] and "moved aside" in refused[0]["message"]
     assert refused[0]["host"]  # the runner's own account is kept under the master's verdict
 
