@@ -7,6 +7,7 @@ from .backends import open_backend
 from .engine import run_job
 from .errors import ElementFailedError, JobFailedError
 from .job import Job, elements_from_items
+from .keys import KeyRing
 from .results import Results
 from .settings import Settings
 
@@ -28,7 +29,7 @@ class Client:
             job_id = "%s-%s" % (getattr(function, "__name__", "map").strip("<>") or "map",
                                 naming.element_key((tuple(e.key for e in elements),), {})[:12])
         job = Job(job_id, self.settings.storage_root, function, elements, shared,
-                  retry_deadline=self.settings.storage_retry_deadline)
+                  retry_deadline=self.settings.storage_retry_deadline, keys=KeyRing.from_settings(self.settings))
         job.prepare()
         backend = open_backend(self.settings)
         try:

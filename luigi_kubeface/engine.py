@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from . import naming
 from .backends import AttemptSpec
+from .errors import BlobNotFoundError, CorruptBlobError
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 ALL_FAILED_STOP = 10
 # Attempts of one element the infrastructure may interrupt (evictions, lost nodes) before it fails.
 MAX_INTERRUPTIONS = 5
+# Runner errors that every element would hit alike: the job stops at the first one.
+FATAL_RUNNER_ERRORS = ("VersionMismatchError", "SigningKeyError")
 
 
 @dataclass
@@ -87,7 +90,7 @@ class _Flight:
 def failure_from_record(record):
     outcome = record.get("outcome")
     if outcome == "unusable_input":
-        fatal = record.get("error_type", "").endswith("VersionMismatchError")
+        fatal = record.get("error_type", "").endswith(FATAL_RUNNER_ERRORS)
         return Failure(record.get("error_type", "UnusableInput"), record.get("message", ""), "", retryable=False, fatal=fatal)
     return Failure(record.get("error_type", "Error"), record.get("message", ""), record.get("traceback", ""))
 
@@ -132,11 +135,19 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
     def attempt_ended(flight, end=None, timed_out=False):
         nonlocal sequence
         element = flight.element
-        if not timed_out and job.has_result(element.key):
-            progress.succeeded += 1
-            return
+        refused = None
+        if not timed_out:
+            try:  # one read per result, as the exists() it replaces: the master never trusts an unchecked blob
+                job.check_result(element.key)
+                progress.succeeded += 1
+                return
+            except BlobNotFoundError:
+                pass
+            except CorruptBlobError as error:  # moved aside by check_result: this element runs again
+                refused = error
         record = None if timed_out else job.attempt_record(element.key, flight.attempt)
-        if record is None and end is not None and end.interrupted and interruptions[element.key] < MAX_INTERRUPTIONS:
+        if (refused is None and record is None and end is not None and end.interrupted
+                and interruptions[element.key] < MAX_INTERRUPTIONS):
             interruptions[element.key] += 1  # not the element's fault: retry now, not counted as a retry
             job.write_attempt_record(element.key, flight.attempt, {
                 "element": element.key, "attempt": flight.attempt, "outcome": "interrupted",
@@ -146,7 +157,9 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
             progress.pending += 1
             todo.appendleft(element)
             return
-        if timed_out:
+        if refused is not None:
+            failure = Failure(type(refused).__name__, str(refused))
+        elif timed_out:
             failure = Failure("Timeout", "the attempt ran longer than element_timeout=%gs and was killed; "
                               "raise [kubeface] element_timeout if elements need longer" % settings.element_timeout)
         elif record and record.get("outcome") != "success":
@@ -164,7 +177,11 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
             if end is not None and end.log_tail.strip():
                 message += "; last output:\n" + end.log_tail.strip()[-2000:]
             failure = Failure("AttemptLost", message, fatal=bool(end and end.fatal), retryable=not (end and end.fatal))
-        if record is None:  # the runner could not write one: keep the master's account in storage
+        if refused is not None:  # the runner's record said success: add the master's verdict to it
+            job.write_attempt_record(element.key, flight.attempt, dict(
+                record or {}, element=element.key, attempt=flight.attempt, outcome="result_refused",
+                error_type=failure.error_type, message=failure.message, traceback="", recorded_by="master"))
+        elif record is None:  # the runner could not write one: keep the master's account in storage
             job.write_attempt_record(element.key, flight.attempt, {
                 "element": element.key, "attempt": flight.attempt, "outcome": "lost" if not timed_out else "timeout",
                 "error_type": failure.error_type, "message": failure.message, "traceback": "",
@@ -203,7 +220,8 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
                 attempt = naming.new_attempt_id(attempts[element.key])
                 if attempts[element.key] == 1:
                     job.write_input(element)
-                backend.launch(AttemptSpec(job.id, job.url, element.key, attempt, element.label))
+                backend.launch(AttemptSpec(job.id, job.url, element.key, attempt, element.label,
+                                           secret_env=job.secret_env()))
                 in_flight[attempt] = _Flight(element, attempt, attempts[element.key], clock())
                 progress.pending -= 1
             ended = backend.poll()

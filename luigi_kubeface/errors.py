@@ -29,6 +29,14 @@ class CorruptBlobError(StorageError):
     """A blob's content does not match the digest recorded with it (truncated or altered)."""
 
 
+class UntrustedBlobError(CorruptBlobError):
+    """A blob's signature does not verify with the job's key (or it claims another place): never unpickled."""
+
+
+class SigningKeyError(ConfigurationError):
+    """The job's signing key is missing or unusable, so results can be neither signed nor trusted."""
+
+
 class BackendError(KubefaceError):
     """The compute backend could not launch or observe attempts."""
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import cloudpickle
 
 from . import naming, serialization
-from .errors import BlobNotFoundError, ConfigurationError
+from .errors import BlobNotFoundError, ConfigurationError, CorruptBlobError, SigningKeyError
+from .keys import KeyRing
 from .storage import open_storage
 
 _LABEL_LIMIT = 200
@@ -96,7 +97,8 @@ def elements_from_items(items):
 
 
 class Job:
-    def __init__(self, job_id, storage_root, function=None, elements=(), shared=None, retry_deadline=600.0):
+    def __init__(self, job_id, storage_root, function=None, elements=(), shared=None, retry_deadline=600.0,
+                 keys=None):
         self.id = naming.check_job_id(job_id)
         self.storage_root = storage_root
         self.url = naming.job_url(storage_root, job_id)
@@ -105,6 +107,28 @@ class Job:
         self.elements = list(elements)
         self.shared = dict(shared or {})
         self._shared_keys = {}
+        self.keys = keys or KeyRing()
+        self._key = None
+
+    def signing_key(self):
+        """The job's key (from the master's key file); SigningKeyError with the fix if it is not here."""
+        if self._key is None:
+            self._key = self.keys.load(self.url)
+        return self._key
+
+    def _create_key(self):
+        """Before the first launch: reuse the job's key, or make one if no result needs the old one."""
+        try:
+            return self.signing_key()
+        except SigningKeyError:
+            if self.keys.signing_key_file or self.finished():
+                raise
+        self._key = self.keys.create(self.url)
+        return self._key
+
+    def secret_env(self):
+        """What each attempt needs privately (backends hand it over as env, never in argv or specs)."""
+        return {serialization.KEY_ENV: self.signing_key().hex()}
 
     def prepare(self):
         """Everything that can fail before launch fails here: storage, function, shared inputs."""
@@ -114,8 +138,9 @@ class Job:
                 "shared input name(s) %s are also grid parameters: rename one of them" % ", ".join(clash)
             )
         open_storage(self.storage_root).check_writable()
+        signing = self._create_key()
         try:
-            function_blob = serialization.dumps(self.function, "function")
+            function_blob = serialization.dumps(self.function, "function", {"job": self.id}, signing)
         except Exception as error:  # noqa: BLE001
             raise ConfigurationError(
                 "the element function %r cannot be pickled: %s: %s. Keep unpicklable state (clients, "
@@ -124,7 +149,7 @@ class Job:
             ) from None
         for name, value in self.shared.items():
             try:
-                blob = serialization.dumps(value, "shared", {"name": name})
+                blob = serialization.dumps(value, "shared", {"name": name, "job": self.id}, signing)
             except Exception as error:  # noqa: BLE001
                 raise ConfigurationError(
                     "shared input %r cannot be pickled: %s: %s" % (name, type(error).__name__, error)
@@ -139,7 +164,9 @@ class Job:
         self.storage.write(naming.FUNCTION, function_blob)
 
     def write_input(self, element):
-        blob = serialization.envelope(element.payload, "input", {"element": element.key, "shared": self._shared_keys})
+        blob = serialization.envelope(element.payload, "input",
+                                      {"element": element.key, "job": self.id, "shared": self._shared_keys},
+                                      self.signing_key())
         self.storage.write(naming.input_key(element.key), blob)
 
     def finished(self):
@@ -149,8 +176,40 @@ class Job:
     def has_result(self, key):
         return self.storage.exists(naming.result_key(key))
 
+    def check_result(self, key):
+        """Read a result and verify signature, place and digest without unpickling: (header, payload).
+
+        BlobNotFoundError if there is none. A refused result is moved aside (naming.quarantine_key)
+        so that the next run recomputes it, and CorruptBlobError (or UntrustedBlobError) says so.
+        """
+        blob = self.storage.read(naming.result_key(key))
+        where = "the result of element %s (%s/%s)" % (key, self.url, naming.result_key(key))
+        try:
+            return serialization.read_header(blob, where, self.signing_key(),
+                                             {"kind": "result", "job": self.id, "element": key}, fix="")
+        except CorruptBlobError as error:
+            aside = naming.quarantine_key(naming.result_key(key))
+            self.storage.write(aside, blob)
+            self.storage.delete(naming.result_key(key))
+            raise type(error)("%s; it was moved aside to %s/%s: rerun the job to recompute it"
+                              % (str(error).rstrip("; "), self.url, aside)) from None
+
     def load_result(self, key):
-        return serialization.loads(self.storage.read(naming.result_key(key)), "the result of element %s" % key)
+        header, payload = self.check_result(key)
+        serialization.check_versions(header, "the result of element %s" % key)
+        return cloudpickle.loads(payload)
+
+    def sweep_results(self, keys):
+        """Check results after one was refused, so one rerun recomputes every damaged one: refused keys."""
+        refused = []
+        for key in keys:
+            try:
+                self.check_result(key)
+            except BlobNotFoundError:
+                pass
+            except CorruptBlobError:
+                refused.append(key)
+        return refused
 
     def attempt_record(self, key, attempt):
         try:

@@ -10,6 +10,7 @@ Layout of a job under ``<storage-root>/<job-id>/``::
     attempts/<element>/<attempt>.json   outcome of each attempt (error, traceback, timing)
     logs/<element>/<attempt>.log        stdout and stderr of each attempt
     dispatches/<run-id>.json       summary of each master run of the job
+    quarantine/<key>.<time>-<rand> blobs refused as truncated, altered or unsigned, kept for a look
 """
 
 import hashlib
@@ -25,6 +26,7 @@ RESULTS_PREFIX = "results/"
 ATTEMPTS_PREFIX = "attempts/"
 INPUTS_PREFIX = "inputs/"
 DISPATCHES_PREFIX = "dispatches/"
+QUARANTINE_PREFIX = "quarantine/"
 
 _KEY_LENGTH = 24  # hex characters of sha256: 96 bits, collision-free at any realistic grid size
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,199}$")
@@ -73,6 +75,11 @@ def job_url(storage_root, job_id):
     return storage_root.rstrip("/") + "/" + check_job_id(job_id)
 
 
+def job_id_from_url(url):
+    """The job id is the last part of a job's URL (see job_url)."""
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
 def input_key(element):
     return INPUTS_PREFIX + element + ".pkl"
 
@@ -108,6 +115,11 @@ def log_key(element, attempt):
 
 def dispatch_key(run_id):
     return DISPATCHES_PREFIX + run_id + ".json"
+
+
+def quarantine_key(key):
+    """Where a refused blob is moved: out of every listing the engine reads, never overwritten."""
+    return "%s%s.%d-%s" % (QUARANTINE_PREFIX, key, int(time.time()), os.urandom(3).hex())
 
 
 def new_attempt_id(number):

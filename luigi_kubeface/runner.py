@@ -6,7 +6,12 @@ It downloads the job's function and the element's input, checks that its Python 
 match the master's, runs the function, writes the result once (a duplicate attempt never
 overwrites it), and writes the attempt's outcome record and its log (stdout and stderr) next to
 it, because Kubernetes loses pod logs. Exit codes: 0 success, 1 the element raised, 2 the input
-could not be used (version mismatch, corrupt blob): retrying that attempt will not help.
+could not be used (version mismatch, corrupt or unsigned blob, no signing key): retrying that
+attempt will not help.
+
+The job's signing key arrives in the environment (serialization.KEY_ENV, put there by the
+backend); the runner removes it from the environment before the element runs, verifies the
+function and inputs with it and signs the result with it.
 """
 
 import contextlib
@@ -19,7 +24,7 @@ import time
 import traceback
 
 from . import naming, serialization
-from .errors import BlobNotFoundError, CorruptBlobError, VersionMismatchError
+from .errors import BlobNotFoundError, CorruptBlobError, SigningKeyError, VersionMismatchError
 from .storage import open_storage
 
 EXIT_OK, EXIT_ELEMENT_ERROR, EXIT_UNUSABLE_INPUT = 0, 1, 2
@@ -78,19 +83,39 @@ def _error_fields(error):
             "message": str(error)}
 
 
-def run_attempt(storage, element, attempt, log_path):
+def signing_key_from_env(environ):
+    """Take the job's key out of the environment (children of the element must not inherit it)."""
+    text = environ.pop(serialization.KEY_ENV, "")
+    try:
+        return bytes.fromhex(text) if text else None
+    except ValueError:
+        return None
+
+
+def run_attempt(storage, element, attempt, log_path, key=None):
     """Run one attempt against a job-scoped storage; returns (exit code, outcome record)."""
     record = {"element": element, "attempt": attempt, "host": socket.gethostname(),
               "pid": os.getpid(), "started": time.time(), **serialization.versions()}
     code = EXIT_OK
+    job = naming.job_id_from_url(storage.url)
     with _tee_output(log_path):
         try:
-            function = serialization.loads(storage.read(naming.FUNCTION), "the job's function")
-            header, (args, kwargs) = serialization.loads_with_header(
-                storage.read(naming.input_key(element)), "the input of element %s" % element)
-            for name, key in header.get("shared", {}).items():
-                kwargs[name] = serialization.loads(storage.read(key), "shared input %r" % name)
-        except (VersionMismatchError, CorruptBlobError, BlobNotFoundError) as error:
+            if not key:
+                raise SigningKeyError(
+                    "the attempt got no signing key in its environment (%s): the backend must hand the job's "
+                    "key to every attempt (local: process environment; kubernetes: the job's Secret)"
+                    % serialization.KEY_ENV)
+
+            def load(blob_key, where, **expect):
+                where = "%s (%s/%s)" % (where, storage.url.rstrip("/"), blob_key)
+                return serialization.loads_with_header(storage.read(blob_key), where, key, dict(expect, job=job))
+
+            function = load(naming.FUNCTION, "the job's function", kind="function")[1]
+            header, (args, kwargs) = load(naming.input_key(element), "the input of element %s" % element,
+                                          kind="input", element=element)
+            for name, shared in header.get("shared", {}).items():
+                kwargs[name] = load(shared, "shared input %r" % name, kind="shared", name=name)[1]
+        except (VersionMismatchError, CorruptBlobError, BlobNotFoundError, SigningKeyError) as error:
             record.update(outcome="unusable_input", **_error_fields(error), traceback="")
             code = EXIT_UNUSABLE_INPUT
         else:
@@ -104,7 +129,8 @@ def run_attempt(storage, element, attempt, log_path):
                 code = EXIT_ELEMENT_ERROR
             else:
                 try:
-                    blob = serialization.dumps(value, "result", {"element": element, "attempt": attempt})
+                    blob = serialization.dumps(value, "result", {"element": element, "attempt": attempt, "job": job},
+                                               key)
                 except Exception as error:  # noqa: BLE001 - unpicklable results are user errors
                     record.update(outcome="error", error_type="UnpicklableResult",
                                   message="the element returned a %s that cannot be pickled (%s): return "
@@ -127,10 +153,11 @@ def main(argv=None):
         print("usage: python -m luigi_kubeface.runner <job-url> <element> <attempt>", file=sys.stderr)
         return 64
     job_url, element, attempt = argv
+    key = signing_key_from_env(os.environ)
     storage = open_storage(job_url)
     log_path = os.path.join(os.environ.get("TMPDIR", "/tmp"), "kubeface-%s-%s.log" % (element, attempt))
     try:
-        code, record = run_attempt(storage, element, attempt, log_path)
+        code, record = run_attempt(storage, element, attempt, log_path, key)
         with open(log_path, "rb") as f:
             storage.write(naming.log_key(element, attempt), f.read())
         storage.write(naming.attempt_record_key(element, attempt), json.dumps(record, indent=1).encode())

@@ -25,6 +25,8 @@ class Settings:
     element_timeout: float = 86400.0  # seconds an attempt may run before it is killed
     poll_interval: float = 0.5
     storage_retry_deadline: float = 600.0  # how long transient storage errors are retried
+    key_dir: str = "~/.config/luigi-kubeface/keys"  # one signing key per job, never in the bucket
+    signing_key_file: str = ""  # one key for every job instead (teams sharing results across machines)
 
     # -- Kubernetes (backend = kubernetes): where and how each attempt's pod runs ------------
     image: str = ""  # the task runner's image (images/Dockerfile), e.g. us-docker.pkg.dev/p/r/kubeface:1
@@ -95,6 +97,7 @@ class Settings:
             ("element_timeout", self.element_timeout > 0, "more than 0 seconds"),
             ("poll_interval", 0 < self.poll_interval <= 60, "between 0 and 60 seconds"),
             ("storage_retry_deadline", self.storage_retry_deadline >= 0, "zero or more seconds"),
+            ("key_dir", bool(self.key_dir), "a private directory for the jobs' signing keys"),
             ("gpus", 0 <= self.gpus <= 16, "between 0 and 16"),
             ("image_pull_policy", self.image_pull_policy in ("Always", "IfNotPresent", "Never"),
              "Always, IfNotPresent or Never"),

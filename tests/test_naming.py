@@ -26,3 +26,14 @@ def test_job_ids_are_checked():
     assert naming.job_id_from_task_id("Train(models=[a, b])_abc") == "Train_models=_a__b___abc"
     with pytest.raises(ConfigurationError, match="not usable as a storage prefix"):
         naming.check_job_id("../escape")
+
+
+def test_quarantine_keys_stay_out_of_the_results_listing_and_never_repeat():
+    first, second = naming.quarantine_key(naming.result_key("abc")), naming.quarantine_key(naming.result_key("abc"))
+    assert first.startswith(naming.QUARANTINE_PREFIX + naming.RESULTS_PREFIX + "abc.pkl.")
+    assert first != second and naming.element_from_result_key(first) is None
+
+
+def test_job_id_from_url_inverts_job_url():
+    assert naming.job_id_from_url(naming.job_url("gs://b/root/", "j-1")) == "j-1"
+    assert naming.job_id_from_url("gs://b/root/j-1/") == "j-1"

@@ -35,7 +35,8 @@ class LocalBackend:
             process = subprocess.Popen(
                 runner.command(spec.job_url, spec.element, spec.attempt, python=sys.executable),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=self._env, start_new_session=True,  # own process group: cancel kills children too
+                env=dict(self._env, **spec.secret_env),  # the signing key goes in env only, never argv
+                start_new_session=True,  # own process group: cancel kills children too
             )
         self._processes[spec.attempt] = (process, output)
 

@@ -18,6 +18,7 @@ from ..backends import open_backend
 from ..engine import run_job
 from ..errors import ConfigurationError, ElementFailedError, KubefaceError
 from ..job import Job, elements_from_grid
+from ..keys import KeyRing
 from .config import load_settings
 from .targets import CollectedResults, ResultIndex, ResultTarget
 
@@ -76,7 +77,8 @@ class KubefaceMapTask(luigi.Task):
         if "_kubeface_job" not in self.__dict__:
             settings = self.kubeface_settings()
             self._kubeface_job = Job(self.job_id(), settings.storage_root, self.run_element,
-                                     elements_from_grid(self.grid()), retry_deadline=settings.storage_retry_deadline)
+                                     elements_from_grid(self.grid()), retry_deadline=settings.storage_retry_deadline,
+                                     keys=KeyRing.from_settings(settings))
         return self._kubeface_job
 
     def _dispatch_task(self):

@@ -1,0 +1,99 @@
+"""Each job's signing key: made by the master, kept outside the bucket, handed to attempts privately.
+
+Write access to the bucket must not mean code execution on the master, so the runner signs every
+result with a key that only the master's machine (a file in key_dir, mode 0600, one per job) and
+the job's attempts (their environment) hold; the master verifies before it unpickles anything. A
+rerun reads the same file, so it trusts results of earlier runs. Teams that share results across
+machines point signing_key_file at one key they distribute themselves. See docs/security.md.
+"""
+
+import hashlib
+import os
+import secrets
+import stat
+import tempfile
+
+from .errors import SigningKeyError
+
+KEY_BYTES = 32
+_NEW_KEY_HINT = "python3 -c 'import secrets; print(secrets.token_hex(32))' > %s && chmod 600 %s"
+
+
+def _parse(text, path):
+    hex_text = "".join(line.strip() for line in text.splitlines() if not line.lstrip().startswith("#"))
+    try:
+        key = bytes.fromhex(hex_text)
+    except ValueError:
+        key = b""
+    if len(key) < 16:
+        raise SigningKeyError(
+            "signing key file %s does not hold a key (expected at least 32 hex characters): "
+            "replace it with a new one (%s)" % (path, _NEW_KEY_HINT % (path, path)))
+    return key
+
+
+class KeyRing:
+    """Where the keys of jobs live on the master's machine."""
+
+    def __init__(self, key_dir="~/.config/luigi-kubeface/keys", signing_key_file=""):
+        self.key_dir = os.path.abspath(os.path.expanduser(key_dir))
+        self.signing_key_file = os.path.abspath(os.path.expanduser(signing_key_file)) if signing_key_file else ""
+
+    @classmethod
+    def from_settings(cls, settings):
+        return cls(settings.key_dir, settings.signing_key_file)
+
+    def path(self, job_url):
+        """One file per job, named by a digest of its URL (the job id alone may repeat across roots)."""
+        if self.signing_key_file:
+            return self.signing_key_file
+        return os.path.join(self.key_dir, hashlib.sha256(job_url.encode()).hexdigest()[:32] + ".key")
+
+    def load(self, job_url):
+        """The job's key; SigningKeyError naming the file and the fix if it is missing or unusable."""
+        path = self.path(job_url)
+        try:
+            mode = os.stat(path).st_mode
+            with open(path) as f:
+                text = f.read()
+        except FileNotFoundError:
+            if self.signing_key_file:
+                raise SigningKeyError(
+                    "[kubeface] signing_key_file %s does not exist: copy your team's key there, create one "
+                    "(%s), or leave signing_key_file empty to keep one key per job in key_dir"
+                    % (path, _NEW_KEY_HINT % (path, path))) from None
+            raise SigningKeyError(
+                "the signing key of job %s is not on this machine (looked for %s): copy that file from the "
+                "machine that ran the job (or set [kubeface] key_dir / signing_key_file to where it is), "
+                "or delete the job's results (%s/results/) to recompute them" % (job_url, path, job_url)
+            ) from None
+        except OSError as error:
+            raise SigningKeyError("signing key file %s cannot be read (%s): fix its permissions"
+                                  % (path, error.strerror or error)) from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO) & ~stat.S_IRGRP:
+            raise SigningKeyError(
+                "signing key file %s may be written or read by other users (mode %o): chmod 600 %s"
+                % (path, stat.S_IMODE(mode), path))
+        return _parse(text, path)
+
+    def create(self, job_url):
+        """A new random key for the job (mode 0600); if another master made one first, that one is kept."""
+        if self.signing_key_file:
+            return self.load(job_url)
+        path = self.path(job_url)
+        try:
+            os.makedirs(self.key_dir, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.key_dir)  # created with mode 0600
+            with os.fdopen(fd, "w") as f:
+                f.write("# luigi-kubeface signing key of job %s\n%s\n" % (job_url, secrets.token_hex(KEY_BYTES)))
+            try:
+                os.link(tmp, path)  # atomic and exclusive: two masters never end with two keys
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)
+        except OSError as error:
+            raise SigningKeyError(
+                "cannot create the signing key of job %s in %s (%s): set [kubeface] key_dir to a private "
+                "directory this user can write" % (job_url, self.key_dir, error.strerror or error)) from None
+        return self.load(job_url)
