@@ -7,8 +7,10 @@ from .backends import open_backend
 from .engine import run_job
 from .errors import ElementFailedError, JobFailedError
 from .job import Job, elements_from_items
+from .progress_bar import ProgressBar
 from .results import Results
 from .settings import Settings
+from .status_page import StatusPageWriter
 
 log = logging.getLogger(__name__)
 
@@ -17,11 +19,12 @@ class Client:
     def __init__(self, settings=None, **values):
         self.settings = (settings or Settings()).replace(**values)
 
-    def map(self, function, items, job_id=None, shared=None, on_progress=None):
+    def map(self, function, items, job_id=None, shared=None, on_progress=None, progress=None):
         """Call function(item) for every item, each in its own process or pod; results in item order.
 
         Rerunning with the same job_id reuses every result already in storage. Shared inputs are
-        uploaded once and passed to every call as keyword arguments.
+        uploaded once and passed to every call as keyword arguments. progress: show a progress bar
+        (None: only when stderr is a terminal). The job's status page is kept in its storage prefix.
         """
         elements = elements_from_items(list(items))
         if job_id is None:
@@ -30,11 +33,23 @@ class Client:
         job = Job(job_id, self.settings.storage_root, function, elements, shared,
                   retry_deadline=self.settings.storage_retry_deadline)
         job.prepare()
+        page = StatusPageWriter(job)
+        log.info("job %s: status page %s", job.id, page.url)
+        bar = ProgressBar(len(elements), job.id, enabled=progress)
+
+        def show(current):
+            page.update(current)
+            bar.update(current)
+            if on_progress:
+                on_progress(current)
+
         backend = open_backend(self.settings)
         try:
-            report = run_job(job, backend, self.settings, on_progress=on_progress)
+            report = run_job(job, backend, self.settings, on_progress=show)
         finally:
             backend.close()
+            bar.close()
+            page.close()
         if report.failures or report.stopped:
             raise job_failure(job, report)
         return Results(job, [e.key for e in elements])

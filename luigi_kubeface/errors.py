@@ -29,6 +29,14 @@ class CorruptBlobError(StorageError):
     """A blob's content does not match the digest recorded with it (truncated or altered)."""
 
 
+class JobNotFoundError(KubefaceError):
+    """No job under the given storage prefix (a typo, or another storage root)."""
+
+
+class ElementNotFoundError(KubefaceError):
+    """No element of a job matches what the user named (key, key prefix, label or @index)."""
+
+
 class BackendError(KubefaceError):
     """The compute backend could not launch or observe attempts."""
 

@@ -136,6 +136,8 @@ class Job:
                     function=getattr(self.function, "__qualname__", repr(self.function)),
                     shared=self._shared_keys, updated=time.time())
         self.storage.write(naming.JOB_META, json.dumps(meta, indent=1).encode())
+        index = {"keys": [e.key for e in self.elements], "labels": [e.label for e in self.elements]}
+        self.storage.write(naming.ELEMENTS, json.dumps(index, separators=(",", ":")).encode())
         self.storage.write(naming.FUNCTION, function_blob)
 
     def write_input(self, element):

@@ -78,6 +78,20 @@ def _error_fields(error):
             "message": str(error)}
 
 
+def load_call(storage, element):
+    """The job's function and one element's arguments, shared inputs included: (function, args, kwargs).
+
+    What every attempt runs, and what `kubeface reproduce` runs in the user's own Python.
+    Raises VersionMismatchError, CorruptBlobError or BlobNotFoundError when the input is unusable.
+    """
+    function = serialization.loads(storage.read(naming.FUNCTION), "the job's function")
+    header, (args, kwargs) = serialization.loads_with_header(
+        storage.read(naming.input_key(element)), "the input of element %s" % element)
+    for name, key in header.get("shared", {}).items():
+        kwargs[name] = serialization.loads(storage.read(key), "shared input %r" % name)
+    return function, args, kwargs
+
+
 def run_attempt(storage, element, attempt, log_path):
     """Run one attempt against a job-scoped storage; returns (exit code, outcome record)."""
     record = {"element": element, "attempt": attempt, "host": socket.gethostname(),
@@ -85,11 +99,7 @@ def run_attempt(storage, element, attempt, log_path):
     code = EXIT_OK
     with _tee_output(log_path):
         try:
-            function = serialization.loads(storage.read(naming.FUNCTION), "the job's function")
-            header, (args, kwargs) = serialization.loads_with_header(
-                storage.read(naming.input_key(element)), "the input of element %s" % element)
-            for name, key in header.get("shared", {}).items():
-                kwargs[name] = serialization.loads(storage.read(key), "shared input %r" % name)
+            function, args, kwargs = load_call(storage, element)
         except (VersionMismatchError, CorruptBlobError, BlobNotFoundError) as error:
             record.update(outcome="unusable_input", **_error_fields(error), traceback="")
             code = EXIT_UNUSABLE_INPUT
