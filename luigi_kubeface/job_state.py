@@ -7,6 +7,7 @@ read 50,000 records every time its page is redrawn.
 """
 
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -64,20 +65,17 @@ class ElementState:
 def open_job(job_ref, storage_root=None):
     """A Job for a job id under storage_root, or for a job URL (gs://bucket/prefix/job, a directory)."""
     if "://" in job_ref or "/" in job_ref or job_ref.startswith("."):
-        url = job_ref.rstrip("/")
-        root, _, job_id = url.rpartition("/")
-        if not root:
-            root = "."
-        if "://" not in url:
-            import os
-
-            url = os.path.abspath(url)
-            root, job_id = os.path.dirname(url), os.path.basename(url)
+        root, _, job_id = job_ref.rstrip("/").rpartition("/")
+        if "://" not in job_ref:
+            path = os.path.abspath(job_ref.rstrip("/"))
+            root, job_id = os.path.dirname(path), os.path.basename(path)
     else:
         if not storage_root:
             raise JobNotFoundError("job %r is an id but no storage root is set: pass --storage-root or set "
                                    "[kubeface] storage_root in luigi.cfg, or give the job's full URL" % job_ref)
         root, job_id = storage_root, job_ref
+        if "://" not in root:
+            root = os.path.abspath(os.path.expanduser(root))
     try:
         job = Job(job_id, root, retry_deadline=30.0)
     except Exception as error:  # noqa: BLE001 - an unusable id is a job that cannot exist
