@@ -59,7 +59,7 @@ def format_duration(seconds):
     if seconds is None:
         return ""
     if seconds < 60:
-        return "%.1fs" % seconds
+        return ("%.1fs" % seconds).replace(".0s", "s") if seconds >= 10 or seconds == int(seconds) else "%.1fs" % seconds
     if seconds < 3600:
         return "%dm%02ds" % divmod(int(seconds), 60)
     hours, rest = divmod(int(seconds), 3600)
@@ -81,9 +81,10 @@ def histogram_svg(durations, failed_durations=(), width=560, height=220, bins=24
     if not values:
         return '<svg class="histogram" width="%d" height="60"><text x="10" y="35" fill="#757575">' \
                'no finished attempts yet</text></svg>' % width
-    low, high = 0.0, max(values)
-    high = high if high > low else low + 1.0
-    step = (high - low) / bins
+    low = 0.0
+    step = _nice_step(max(values) or 1.0, bins)  # round bin edges: 0.5s, 1s, 2s, ...
+    bins = max(4, min(bins, int(math.ceil(max(values) / step + 1e-9)) or 1))
+    bins += (4 - bins % 4) % 4  # ticks every quarter fall on bin edges
     ok, bad = [0] * bins, [0] * bins
     for series, values_ in ((ok, durations), (bad, failed_durations)):
         for v in values_:
@@ -113,6 +114,10 @@ def histogram_svg(durations, failed_durations=(), width=560, height=220, bins=24
                      % (left + i * bar_w, bottom + 16, anchor, format_duration(low + i * step)))
     parts.append('<text x="%d" y="%d" font-size="11" text-anchor="middle" fill="#424242">attempt duration</text>'
                  % (left + plot_w / 2, height - 2))
+    for i, (colour, what) in enumerate((("#43a047", "succeeded"), ("#e53935", "failed"))):
+        x = left + plot_w - 150 + 80 * i
+        parts.append('<rect x="%d" y="2" width="10" height="10" fill="%s"/><text x="%d" y="11" font-size="11" '
+                     'fill="#424242">%s</text>' % (x, colour, x + 14, what))
     parts.append("</svg>")
     return "".join(parts)
 
