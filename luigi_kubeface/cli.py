@@ -227,7 +227,13 @@ def cmd_reproduce(args, out):
              job.url, element.key, attempt), file=out)
     if os.getcwd() not in sys.path:  # the pipeline's module is usually importable from here
         sys.path.insert(0, os.getcwd())
-    function, call_args, kwargs = load_call(job.storage, element.key)
+    try:
+        function, call_args, kwargs = load_call(job.storage, element.key)
+    except (ImportError, AttributeError) as error:
+        raise ConfigurationError(
+            "element %s cannot be loaded here: %s: %s. Its function refers to code by module: run "
+            "reproduce where the pipeline's modules import (its directory, or PYTHONPATH=...)"
+            % (element.key, type(error).__name__, error)) from None
     print("# running element %s (%s) in this Python; nothing is written to storage" % (element.key, element.label),
           file=out)
     out.flush()
