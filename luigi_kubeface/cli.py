@@ -314,7 +314,8 @@ def parser():
     cmd = commands.add_parser("status", parents=[common], help="counts, failed and slowest elements of a job")
     cmd.add_argument("job")
     cmd.add_argument("--limit", type=int, default=10, help="elements shown per list (default 10)")
-    cmd.add_argument("--max-reads", type=int, default=20000, help="attempt records read at most")
+    cmd.add_argument("--max-reads", type=int, default=5000,
+                     help="attempt records read at most (those of unfinished elements first; default 5000)")
     cmd.set_defaults(run=cmd_status)
     cmd = commands.add_parser("logs", parents=[common], help="an attempt's stdout and stderr")
     cmd.add_argument("job")

@@ -2,8 +2,8 @@
 
 Read from storage alone, so the status page and `kubeface status` work from any machine. Listings
 are redone on every refresh; an attempt record never changes once written, so each is read once
-and cached, newest first and at most `max_reads` per refresh: a job of 50,000 elements does not
-read 50,000 records every time its page is redrawn.
+and cached, at most `max_reads` per refresh (those that decide an element's state first, then the
+newest): a job of 50,000 elements does not read 50,000 records every time its page is redrawn.
 """
 
 import json
@@ -125,7 +125,9 @@ class JobState:
             self.keys = sorted(set(self.attempts) | self.results)
             self.labels = list(self.keys)
         missing = [(el, a) for el, ids in self.attempts.items() for a in ids if (el, a) not in self.records]
-        missing.sort(key=lambda ea: (ea[1] == self.attempts[ea[0]][-1], naming.attempt_time(ea[1])), reverse=True)
+        # States first (the last attempt of elements without a result), then the newest timings.
+        missing.sort(key=lambda ea: (ea[0] not in self.results and ea[1] == self.attempts[ea[0]][-1],
+                                     ea[1] == self.attempts[ea[0]][-1], naming.attempt_time(ea[1])), reverse=True)
         limit = self.max_reads if max_reads is None else max_reads
         chosen = missing[:limit]
         with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:  # reads are latency-bound on GCS

@@ -67,6 +67,7 @@ def test_table_is_capped_with_failed_first(finished_job):
 def test_records_are_read_once_and_newest_first(finished_job):
     state = JobState(Job("uneven", os.path.dirname(finished_job)), max_reads=5).refresh()
     assert len(state.records) == 5 and state.unread == 16 - 5
+    assert [e.state for e in state.elements()].count("failed") == 2  # records that decide a state come first
     first = dict(state.records)
     state.refresh()
     assert len(state.records) == 10 and all(state.records[k] is v for k, v in first.items())  # cached, not reread
