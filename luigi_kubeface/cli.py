@@ -33,8 +33,9 @@ DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 def follow_live(job, element, attempt, out):
     """Stream a running attempt's log from where it runs (a pod) to out until it ends.
 
-    attempt is None for "the element's running attempt". Returns False when no live source is
-    known, so the caller waits for the log in storage instead. The local backend has none.
+    attempt is the running attempt's id when the master's progress.json names one, else None
+    ("the element's running attempt"). Returns False when no live source is known, so the caller
+    waits for the log in storage instead. The local backend has none.
     """
     return False
 
@@ -128,7 +129,8 @@ def cmd_list(args, out):
 
 def cmd_status(args, out):
     state = _state(args)
-    elements = state.elements()
+    running = state.live_running()
+    elements = state.elements(running)
     counts = state.counts(elements)
     job = state.job
     print("job %s  (%s)" % (job.id, job.url), file=out)
@@ -137,8 +139,17 @@ def cmd_status(args, out):
         _when(state.meta.get("updated"))), file=out)
     print("%d elements: %s; %d attempts" % (
         len(elements), ", ".join("%d %s" % (counts.get(s, 0), s)
-                                 for s in ("done", "failed", "cancelled", "unfinished", "not run")),
+                                 for s in ("done", "running", "failed", "cancelled", "unfinished", "not run")
+                                 if s != "running" or running),
         counts["attempts"]), file=out)
+    if state.live and not state.live.get("final"):
+        live = state.live["counts"]
+        age = time.time() - state.live.get("updated", 0)
+        print("running now (master's counts %s ago%s): %d reused, %d succeeded, %d running, %d pending, %d failed, "
+              "%d retried, %d speculated" % (
+                  format_duration(age), "; it may have stopped" if age > 300 else "", live.get("reused", 0),
+                  live.get("succeeded", 0), live.get("running", 0), live.get("pending", 0), live.get("failed", 0),
+                  live.get("retried", 0), live.get("speculated", 0)), file=out)
     dispatch = state.last_dispatch
     if dispatch:
         print("last run %s (%s to %s UTC): %d reused, %d succeeded, %d failed, %d retried, %d speculated%s" % (
@@ -155,6 +166,12 @@ def cmd_status(args, out):
             print("  @%-5d %s  %-30s %d attempt(s)  %s" % (e.index, e.key, e.label, len(e.attempts), e.error), file=out)
         if len(failed) > args.limit:
             print("  ... %d more" % (len(failed) - args.limit), file=out)
+    if running:
+        longest = sorted((e for e in elements if e.state == "running"), key=lambda e: -e.duration)
+        print("\nrunning elements (%d), longest first:" % len(longest), file=out)
+        for e in longest[: args.limit]:
+            print("  @%-5d %s  %-30s %8s  attempt %s" % (e.index, e.key, e.label, format_duration(e.duration),
+                                                        e.attempts[-1]), file=out)
     timed = sorted((e for e in elements if e.state == "done" and e.duration is not None), key=lambda e: -e.duration)
     if timed:
         print("\nslowest elements:", file=out)
@@ -180,10 +197,11 @@ def _pick_attempt(state, element, wanted):
 def cmd_logs(args, out):
     state = _state(args)
     element = state.find(args.element)
-    attempt = _pick_attempt(state, element, args.attempt)
     job = state.job
     known = set(element.attempts)
-    if args.follow and args.attempt is None and follow_live(job, element.key, None, out):
+    live = [a for a, (key, _) in sorted(state.live_running().items()) if key == element.key]
+    attempt = live[-1] if live and args.attempt is None else _pick_attempt(state, element, args.attempt)
+    if args.follow and args.attempt is None and follow_live(job, element.key, live[-1] if live else None, out):
         return 0  # the element's attempt was running and its live log was streamed to the end
     while True:
         if attempt is not None:
@@ -201,7 +219,11 @@ def cmd_logs(args, out):
                 out.flush()
                 return 0
         if not args.follow:
-            if attempt is None:
+            if attempt in live:
+                print("attempt %s of element %s (%s) is running: its log reaches storage when it ends (add "
+                      "--follow to wait for it, or --attempt N for an earlier one)" % (attempt, element.key,
+                                                                                     element.label), file=sys.stderr)
+            elif attempt is None:
                 print("element %s (%s) has no attempts yet: it has not run, or its first attempt is still "
                       "running (add --follow to wait for its log)" % (element.key, element.label), file=sys.stderr)
             return 1

@@ -90,9 +90,11 @@ def open_job(job_ref, storage_root=None):
 class JobState:
     """A job as storage shows it; refresh() rereads listings and only records not read before."""
 
-    def __init__(self, job, max_reads=2000):
+    def __init__(self, job, max_reads=2000, read_live=True):
         self.job = job
         self.max_reads = max_reads
+        self.read_live = read_live  # the master's own view is fresher than what it last wrote
+        self.live = None  # progress.json: the master's counts and running attempts, as last written
         self.meta = {}
         self.keys, self.labels = [], []
         self.results = set()
@@ -114,6 +116,11 @@ class JobState:
             except BlobNotFoundError:
                 self.keys, self.labels = [], []
             self._elements_stamp = stamp
+        if self.read_live:
+            try:
+                self.live = json.loads(storage.read(naming.PROGRESS))
+            except (BlobNotFoundError, ValueError):
+                self.live = None
         self.results = self.job.finished()
         attempts = {}
         for key in storage.list(naming.ATTEMPTS_PREFIX):
@@ -143,6 +150,12 @@ class JobState:
                     self.dispatches[run] = summary
         self.refreshed = time.time()
         return self
+
+    def live_running(self):
+        """attempt -> (element, start) of a master that is still running the job, as it last wrote."""
+        if not self.live or self.live.get("final"):
+            return {}
+        return {attempt: tuple(value) for attempt, value in self.live.get("running", {}).items()}
 
     @property
     def last_dispatch(self):

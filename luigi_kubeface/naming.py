@@ -5,6 +5,7 @@ Layout of a job under ``<storage-root>/<job-id>/``::
     job.json                       master versions and settings summary (human readable)
     elements.json                  the grid as last dispatched: element keys and labels, in order
     status.html                    the job's status page, refreshed while it runs
+    progress.json                  the master's live counts and running attempts, with the page
     function.pkl                   the element function, pickled once per job
     shared/<name>-<digest>.pkl     shared inputs, uploaded once for all elements
     inputs/<element>.pkl           the arguments of one element
@@ -24,6 +25,7 @@ import time
 JOB_META = "job.json"
 ELEMENTS = "elements.json"
 STATUS_PAGE = "status.html"
+PROGRESS = "progress.json"
 LOGS_PREFIX = "logs/"
 FUNCTION = "function.pkl"
 RESULTS_PREFIX = "results/"

@@ -7,6 +7,7 @@ resolve wherever the job's prefix is browsed.
 
 import datetime
 import html
+import json
 import logging
 import math
 import threading
@@ -273,7 +274,12 @@ def page_url(job):
 
 def write_page(state, progress=None, final=True, max_reads=None):
     state.refresh(max_reads=max_reads)
-    state.job.storage.write(naming.STATUS_PAGE, render(state, progress, final=final).encode())
+    storage = state.job.storage
+    if progress is not None:  # for `kubeface status` and `logs --follow` on other machines
+        live = {"updated": time.time(), "final": final, "counts": progress.counts(),
+                "running": {} if final else {a: list(v) for a, v in progress.running_attempts.items()}}
+        storage.write(naming.PROGRESS, json.dumps(live, separators=(",", ":")).encode())
+    storage.write(naming.STATUS_PAGE, render(state, progress, final=final).encode())
 
 
 class StatusPageWriter:
@@ -284,7 +290,7 @@ class StatusPageWriter:
     """
 
     def __init__(self, job, interval=REFRESH_SECONDS, max_reads=2000):
-        self.state = JobState(job, max_reads=max_reads)
+        self.state = JobState(job, max_reads=max_reads, read_live=False)
         self.interval = interval
         self.url = page_url(job)
         self._progress = None

@@ -103,16 +103,22 @@ def wait_for(x, marker):
 
 
 @pytest.mark.slow
-def test_logs_follow_waits_for_a_running_attempt(tmp_path):
+def test_logs_follow_waits_for_a_running_attempt(tmp_path, capsys):
     root, marker = str(tmp_path / "s"), str(tmp_path / "go")
     client = Client(storage_root=root, **FAST)
     job = threading.Thread(target=lambda: client.map(wait_for, [7], job_id="follow", shared={"marker": marker}))
     job.start()
     try:
-        while not os.path.exists(os.path.join(root, "follow", "elements.json")):
-            time.sleep(0.05)
+        deadline = time.monotonic() + 120
+        while "running" not in kubeface("status", "follow", "--storage-root", root)[1]:
+            assert time.monotonic() < deadline, "the master never wrote its running attempt to progress.json"
+            time.sleep(0.1)  # the master's progress.json names the running attempt
+        code, out = kubeface("status", "follow", "--storage-root", root)
+        assert "1 elements: 0 done, 1 running" in out and "running now (master's counts" in out
+        assert "running elements (1), longest first:\n  @0     " in out and "attempt 001-" in out
         code, out = kubeface("logs", "follow", "7", "--storage-root", root)
         assert code == 1  # not finished: no log yet, and not following
+        assert "is running: its log reaches storage when it ends (add --follow" in capsys.readouterr().err
         result = {}
         follower = threading.Thread(target=lambda: result.update(
             zip(("code", "out"), kubeface("logs", "follow", "@0", "--follow", "--poll", "0.1", "--storage-root", root))))

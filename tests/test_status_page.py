@@ -1,5 +1,6 @@
 """The status page of real jobs (local backend), rendered in headless Chromium."""
 
+import json
 import os
 import re
 import threading
@@ -106,6 +107,8 @@ def test_page_shows_running_elements_while_the_job_runs(tmp_path):
         thread.join(timeout=120)
     html = page.read_text()
     assert re.findall(r'<tr class="element ([a-z-]+)"', html) == ["done"] * 3
+    live = json.loads((tmp_path / "s" / "live" / "progress.json").read_text())
+    assert live["final"] and live["running"] == {} and live["counts"]["succeeded"] == 3
     assert 'http-equiv="refresh"' not in html
 
 
