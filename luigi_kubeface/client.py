@@ -10,7 +10,7 @@ from .job import Job, elements_from_items
 from .progress_bar import ProgressBar
 from .results import Results
 from .settings import Settings
-from .status_page import StatusPageWriter
+from .status_page import StatusPageWriter, page_url
 
 log = logging.getLogger(__name__)
 
@@ -65,5 +65,6 @@ def job_failure(job, report):
         key, failure = next(iter(report.failures.items()))
         label = next((e.label for e in job.elements if e.key == key), key)
         lines.append(str(ElementFailedError(label, failure.error_type, failure.message, failure.traceback)))
+    lines.append("Every failed element: `kubeface status %s`, or the status page %s" % (job.url, page_url(job)))
     lines.append("Finished results are kept: fix the cause and rerun to compute only what is missing.")
     return JobFailedError("\n".join(lines))

@@ -86,6 +86,7 @@ def test_element_error_carries_remote_traceback_and_summary(tmp_path):
     assert re.search(r"3 x KeyError: 'no such thing: \d'", text)  # one line for the 3 alike errors
     assert "Remote traceback" in text and "in boom" in text
     assert "Finished results are kept" in text
+    assert "`kubeface status %s`, or the status page file://%s" % (tmp_path / "boom", tmp_path / "boom" / "status.html") in text
 
 
 def half_fail(x):
