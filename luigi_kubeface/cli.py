@@ -139,8 +139,9 @@ def cmd_status(args, out):
         _when(state.meta.get("updated"))), file=out)
     print("%d elements: %s; %d attempts" % (
         len(elements), ", ".join("%d %s" % (counts.get(s, 0), s)
-                                 for s in ("done", "running", "failed", "cancelled", "unfinished", "not run")
-                                 if s != "running" or running),
+                                 for s in ("done", "running", "failed", "cancelled", "unfinished",
+                                           "not run" if running is None else "pending")
+                                 if s != "running" or running is not None),
         counts["attempts"]), file=out)
     if state.live and not state.live.get("final"):
         live = state.live["counts"]
@@ -199,7 +200,7 @@ def cmd_logs(args, out):
     element = state.find(args.element)
     job = state.job
     known = set(element.attempts)
-    live = [a for a, (key, _) in sorted(state.live_running().items()) if key == element.key]
+    live = [a for a, (key, _) in sorted((state.live_running() or {}).items()) if key == element.key]
     attempt = live[-1] if live and args.attempt is None else _pick_attempt(state, element, args.attempt)
     if args.follow and args.attempt is None and follow_live(job, element.key, live[-1] if live else None, out):
         return 0  # the element's attempt was running and its live log was streamed to the end

@@ -151,10 +151,13 @@ class JobState:
         self.refreshed = time.time()
         return self
 
-    def live_running(self):
-        """attempt -> (element, start) of a master that is still running the job, as it last wrote."""
-        if not self.live or self.live.get("final"):
-            return {}
+    def live_running(self, max_age=300.0):
+        """attempt -> (element, start) of a master still running the job, as it last wrote (None if none).
+
+        A master refreshes it every few seconds; one silent for max_age has probably stopped.
+        """
+        if not self.live or self.live.get("final") or time.time() - self.live.get("updated", 0) > max_age:
+            return None
         return {attempt: tuple(value) for attempt, value in self.live.get("running", {}).items()}
 
     @property
@@ -162,7 +165,11 @@ class JobState:
         return self.dispatches[max(self.dispatches)] if self.dispatches else None
 
     def elements(self, running=None):
-        """ElementState of every element in grid order; running: attempt -> (element, start) from the engine."""
+        """ElementState of every element in grid order.
+
+        running: attempt -> (element, start) from a live master (None: no master runs the job now);
+        with it, elements that have not run yet are "pending" rather than "not run".
+        """
         live = {}
         for attempt, (key, started) in (running or {}).items():
             live.setdefault(key, (attempt, started))
@@ -170,7 +177,7 @@ class JobState:
         for index, (key, label) in enumerate(zip(self.keys, self.labels)):
             ids = list(self.attempts.get(key, []))
             records = {a: self.records[(key, a)] for a in ids if (key, a) in self.records}
-            element = ElementState(index, key, label, "not run", ids, records)
+            element = ElementState(index, key, label, "not run" if running is None else "pending", ids, records)
             last = records.get(ids[-1]) if ids else None
             if key in self.results:
                 element.state = "done"

@@ -22,8 +22,8 @@ TABLE_LIMIT = 500  # rows shown; failed, running and slowest first
 REFRESH_SECONDS = 15.0
 
 _COLOURS = {"done": "#2e7d32", "failed": "#c62828", "running": "#1565c0", "cancelled": "#8d6e63",
-            "unfinished": "#ef6c00", "not run": "#9e9e9e"}
-_ORDER = {"failed": 0, "running": 1, "unfinished": 2, "cancelled": 3, "done": 4, "not run": 5}
+            "unfinished": "#ef6c00", "pending": "#9e9e9e", "not run": "#9e9e9e"}
+_ORDER = {"failed": 0, "running": 1, "unfinished": 2, "cancelled": 3, "done": 4, "pending": 5, "not run": 5}
 
 _CSS = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#212121;background:#fafafa}
@@ -189,7 +189,8 @@ def _row(element):
     error = ""
     if element.error:
         record = element.last_record or {}
-        error = '<div class="err">%s</div>' % _esc(element.error)
+        earlier = "attempt %d: " % len(element.records) if element.state == "running" else ""  # being retried
+        error = '<div class="err">%s%s</div>' % (earlier, _esc(element.error))
         if record.get("traceback"):
             error += "<details><summary>remote traceback</summary><pre>%s</pre></details>" % _esc(record["traceback"])
     return ("<tr class=\"element %s\"><td class=\"num\">%d</td><td><code title=\"%s\">%s</code></td><td>%s%s</td>"
@@ -203,7 +204,7 @@ def _row(element):
 def render(state, progress=None, final=True, now=None, limit=TABLE_LIMIT):
     """The page's HTML from a refreshed JobState and, while the job runs, the engine's Progress."""
     now = now or time.time()
-    running = getattr(progress, "running_attempts", None) if progress is not None and not final else None
+    running = dict(progress.running_attempts) if progress is not None and not final else None
     elements = state.elements(running)
     counts = state.counts(elements)
     job, meta = state.job, state.meta

@@ -217,3 +217,17 @@ def test_commands_on_gcs(gcs_root, capsys):
     code, out = kubeface("cleanup", "g", "--blobs", "--yes", "--storage-root", gcs_root)
     assert code == 0 and "deleted" in out
     assert "no jobs under" in kubeface("list", "--storage-root", gcs_root)[1]
+
+
+def test_status_distrusts_a_silent_master(root):
+    live = os.path.join(root, "odd", "progress.json")
+    saved = open(live).read()
+    key = key_of(root, "odd", 1)
+    try:
+        json.dump({"updated": time.time() - 3600, "final": False, "counts": {"running": 1},
+                   "running": {"002-1-abc": [key, time.time() - 3700]}}, open(live, "w"))
+        code, out = kubeface("status", "odd", "--storage-root", root)
+        assert "; it may have stopped" in out and "0 running" not in out.splitlines()[2]
+        assert "running elements" not in out and "3 failed" in out
+    finally:
+        open(live, "w").write(saved)
