@@ -131,19 +131,23 @@ def timeline_svg(intervals, now, width=560, height=220):
                'no attempts yet</text></svg>' % width
     events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
     start, end = events[0][0], max(events[-1][0], events[0][0] + 1.0)
-    points, level, peak = [(start, 0)], 0, 1
-    for moment, change in events:
-        points.append((moment, level))
-        level += change
-        points.append((moment, level))
-        peak = max(peak, level)
     left, bottom, plot_w, plot_h = 44, height - 34, width - 60, height - 54
-
-    def xy(moment, value):
-        return left + plot_w * (moment - start) / (end - start), bottom - plot_h * value / peak
-
-    path = " ".join("%.1f,%.1f" % xy(m, v) for m, v in points)
-    x_end, _ = xy(points[-1][0], 0)
+    # One column per pixel, drawn at the most attempts seen in it: the size stays fixed at any job size.
+    highs, ends, level, peak = [None] * plot_w, [0] * plot_w, 0, 1
+    for moment, change in events:
+        column = min(int(plot_w * (moment - start) / (end - start)), plot_w - 1)
+        before, level = level, level + change
+        highs[column] = max(highs[column] if highs[column] is not None else before, level)
+        ends[column] = level
+        peak = max(peak, level)
+    points, level = [], 0
+    for column in range(plot_w):
+        value = highs[column] if highs[column] is not None else level
+        level = ends[column] if highs[column] is not None else level
+        y = bottom - plot_h * value / peak
+        points.append("%d,%.1f %d,%.1f" % (left + column, y, left + column + 1, y))
+    path = " ".join(points)
+    x_end = left + plot_w
     parts = ['<svg class="timeline" xmlns="http://www.w3.org/2000/svg" width="%d" height="%d">' % (width, height)]
     tick = max(1, int(_nice_step(peak, 4)))
     for y_value in range(0, peak + 1, tick):
