@@ -6,6 +6,7 @@
     kubeface reproduce JOB ELEMENT [--pdb] run one element here, in this Python
     kubeface cleanup JOB | --older-than 7d [--blobs] [--yes]
 
+`status` exits with 1 when elements failed, and every command with 2 on bad input (unknown job...).
 JOB is a job id under --storage-root (default: [kubeface] storage_root in luigi.cfg) or a job's
 full URL (gs://bucket/prefix/job, or its directory). ELEMENT is an element key (or 4+ leading
 characters of it), its parameters as `status` shows them (x=3), or @N for the N-th grid element.
@@ -248,10 +249,15 @@ def cmd_reproduce(args, out):
     print("docker run --rm%s %s python -m luigi_kubeface.runner %s %s %s"
           % (mounts, image or "<IMAGE: the job's image, e.g. REGION-docker.pkg.dev/PROJECT/REPO/kubeface:v1>",
              job.url, element.key, attempt), file=out)
+    if job.url.startswith("gs://"):
+        print("# the container needs Google credentials, e.g. -v ~/.config/gcloud:/root/.config/gcloud:ro", file=out)
     if os.getcwd() not in sys.path:  # the pipeline's module is usually importable from here
         sys.path.insert(0, os.getcwd())
     try:
         function, call_args, kwargs = load_call(job.storage, element.key)
+    except BlobNotFoundError:
+        raise KubefaceError("element %s (%s) has no input in storage: inputs are uploaded when an element's first "
+                            "attempt launches, so it has not run yet. Run the job first" % (element.key, element.label))
     except (ImportError, AttributeError) as error:
         raise ConfigurationError(
             "element %s cannot be loaded here: %s: %s. Its function refers to code by module: run "

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import naming
-from .errors import BlobNotFoundError, ElementNotFoundError, JobNotFoundError
+from .errors import BlobNotFoundError, ConfigurationError, ElementNotFoundError, JobNotFoundError
 from .job import Job
 
 # Outcomes of an attempt, as recorded by the runner or (when the runner could not) the master.
@@ -77,9 +77,10 @@ def open_job(job_ref, storage_root=None):
         if "://" not in root:
             root = os.path.abspath(os.path.expanduser(root))
     try:
-        job = Job(job_id, root, retry_deadline=30.0)
-    except Exception as error:  # noqa: BLE001 - an unusable id is a job that cannot exist
+        naming.check_job_id(job_id)
+    except ConfigurationError as error:  # an unusable id is a job that cannot exist
         raise JobNotFoundError("%r does not name a job: %s" % (job_ref, error)) from None
+    job = Job(job_id, root, retry_deadline=30.0)
     if not job.storage.exists(naming.JOB_META):
         raise JobNotFoundError(
             "no job %s: %s has no %s. Run `kubeface list --storage-root %s` to see the jobs there"

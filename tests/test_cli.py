@@ -231,3 +231,20 @@ def test_status_distrusts_a_silent_master(root):
         assert "running elements" not in out and "3 failed" in out
     finally:
         open(live, "w").write(saved)
+
+
+def always_fails(x):
+    raise KeyError(x)
+
+
+def test_elements_a_stopped_job_never_ran(tmp_path, capsys):
+    root = str(tmp_path)
+    with pytest.raises(JobFailedError, match="stopped early"):
+        Client(storage_root=root, retries=0, failure_budget=0.1, max_in_flight=1, **FAST).map(
+            always_fails, range(12), job_id="stopped")
+    code, out = kubeface("status", "stopped", "--storage-root", root)
+    assert code == 1 and "12 elements: 0 done, 2 failed, 0 cancelled, 0 unfinished, 10 not run; 2 attempts" in out
+    assert kubeface("reproduce", "stopped", "@11", "--storage-root", root)[0] == 2
+    assert "has no input in storage: inputs are uploaded when an element's first attempt launches" in capsys.readouterr().err
+    assert kubeface("logs", "stopped", "@11", "--storage-root", root)[0] == 1
+    assert "has no attempts yet" in capsys.readouterr().err
