@@ -248,3 +248,26 @@ def test_elements_a_stopped_job_never_ran(tmp_path, capsys):
     assert "has no input in storage: inputs are uploaded when an element's first attempt launches" in capsys.readouterr().err
     assert kubeface("logs", "stopped", "@11", "--storage-root", root)[0] == 1
     assert "has no attempts yet" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_commands_on_a_luigi_map_task(tmp_path, capsys):
+    from support import run_luigi
+
+    root = str(tmp_path / "storage")
+    run = run_luigi(["--module", "pipelines.toy", "Squares", "--n", "4", "--mode", "raise", "--bad", "[2]",
+                     "--local-scheduler", "--kubeface-storage-root", root, "--kubeface-retries", "0",
+                     "--kubeface-failure-budget", "1", "--kubeface-poll-interval", "0.1"], cwd=tmp_path)
+    assert run.returncode == 30, run.stderr[-3000:]
+    code, out = kubeface("list", "--storage-root", root)
+    (job_id,) = [line.split()[0] for line in out.splitlines()[1:]]
+    assert job_id.startswith("Squares")
+    code, out = kubeface("status", job_id, "--storage-root", root)
+    assert "4 elements: 3 done, 1 failed" in out and "ValueError: x=2 is bad on purpose" in out
+    assert "last run " in out and "3 succeeded, 1 failed" in out
+    code, out = kubeface("logs", job_id, "x=2", "--storage-root", root)
+    assert code == 0 and "element x=2 starting" in out
+    code, out = kubeface("reproduce", job_id, "x=3", "--storage-root", root)  # the task's run_element, here
+    assert code == 0 and "result: 9" in out
+    code, out = kubeface("reproduce", job_id, "x=2", "--storage-root", root)
+    assert code == 1 and "ValueError: x=2 is bad on purpose" in capsys.readouterr().err
