@@ -80,12 +80,17 @@ def _root(args):
 
 
 def _job_time(job_storage):
-    """When the job last did something: its job.json (rewritten by each dispatch) or its last dispatch."""
+    """When the job last did something: job.json (each dispatch), its last dispatch, or its live progress.
+
+    A running master rewrites progress.json every few seconds, so a job that runs for days is never
+    "older than" a day.
+    """
     meta = json.loads(job_storage.read(naming.JOB_META))
     latest = meta.get("updated", 0)
-    for key in job_storage.list(naming.DISPATCHES_PREFIX):
+    dispatches = job_storage.list(naming.DISPATCHES_PREFIX)  # run ids start with their UTC time
+    for key, field in ([(max(dispatches), "finished")] if dispatches else []) + [(naming.PROGRESS, "updated")]:
         try:
-            latest = max(latest, json.loads(job_storage.read(key)).get("finished") or 0)
+            latest = max(latest, json.loads(job_storage.read(key)).get(field) or 0)
         except (BlobNotFoundError, ValueError):
             pass
     return meta, latest

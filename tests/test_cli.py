@@ -271,3 +271,16 @@ def test_commands_on_a_luigi_map_task(tmp_path, capsys):
     assert code == 0 and "result: 9" in out
     code, out = kubeface("reproduce", job_id, "x=2", "--storage-root", root)
     assert code == 1 and "ValueError: x=2 is bad on purpose" in capsys.readouterr().err
+
+
+def test_cleanup_older_than_spares_a_job_whose_master_is_alive(tmp_path):
+    root = str(tmp_path)
+    Client(storage_root=root, **FAST).map(odd_fails, [0], job_id="long")
+    meta_path = os.path.join(root, "long", "job.json")
+    meta = json.load(open(meta_path))
+    json.dump(dict(meta, updated=time.time() - 5 * 86400), open(meta_path, "w"))  # dispatched 5 days ago
+    code, out = kubeface("cleanup", "--older-than", "1d", "--storage-root", root)
+    assert "no job under" in out  # its progress.json was written just now
+    os.unlink(os.path.join(root, "long", "progress.json"))
+    code, out = kubeface("cleanup", "--older-than", "1d", "--storage-root", root)
+    assert "would delete 0 pods of job long" in out
