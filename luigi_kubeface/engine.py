@@ -48,14 +48,21 @@ class Progress:
     failed: int = 0
     retried: int = 0
     speculated: int = 0  # backup attempts launched for stragglers
+    # Read-only live view for status pages: attempt id -> (element key, wall-clock start time).
+    running_attempts: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def done(self):
         return self.reused + self.succeeded
 
     def describe(self):
-        return ("%d elements: %d reused, %d succeeded, %d running, %d pending, %d failed, %d retried"
-                % (self.total, self.reused, self.succeeded, self.running, self.pending, self.failed, self.retried))
+        return ("%d elements: %d reused, %d succeeded, %d running, %d pending, %d failed, %d retried, %d speculated"
+                % (self.total, self.reused, self.succeeded, self.running, self.pending, self.failed, self.retried,
+                   self.speculated))
+
+    def counts(self):
+        """The counts alone (what a dispatch summary records)."""
+        return {k: v for k, v in vars(self).items() if k != "running_attempts"}
 
 
 @dataclass
@@ -237,6 +244,8 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
                     attempt_ended(flight, timed_out=True)
             report.stopped = report.stopped or budget_spent()
             progress.running = len(in_flight)
+            wall_offset = time.time() - clock()
+            progress.running_attempts = {a: (f.element.key, f.started + wall_offset) for a, f in in_flight.items()}
             snapshot = (progress.succeeded, progress.failed, progress.running, progress.retried)
             if on_progress and snapshot != last_progress:
                 on_progress(progress)
@@ -257,6 +266,7 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
             except Exception as error:  # noqa: BLE001
                 log.warning("could not record the cancellation of attempt %s: %s", attempt, error)
         progress.running = 0
+        progress.running_attempts = {}
     if report.stopped:
         done_now = job.finished()
         report.not_run = [e.key for e in job.elements if e.key not in done_now and e.key not in report.failures]

@@ -37,6 +37,14 @@ class SigningKeyError(ConfigurationError):
     """The job's signing key is missing or unusable, so results can be neither signed nor trusted."""
 
 
+class JobNotFoundError(KubefaceError):
+    """No job under the given storage prefix (a typo, or another storage root)."""
+
+
+class ElementNotFoundError(KubefaceError):
+    """No element of a job matches what the user named (key, key prefix, label or @index)."""
+
+
 class BackendError(KubefaceError):
     """The compute backend could not launch or observe attempts."""
 

@@ -130,8 +130,11 @@ class Job:
         """What each attempt needs privately (backends hand it over as env, never in argv or specs)."""
         return {serialization.KEY_ENV: self.signing_key().hex()}
 
-    def prepare(self):
-        """Everything that can fail before launch fails here: storage, function, shared inputs."""
+    def prepare(self, details=None):
+        """Everything that can fail before launch fails here: storage, function, shared inputs.
+
+        details (where the job runs: backend, image, namespace) go into job.json for `kubeface`.
+        """
         clash = sorted(set(self.shared).intersection(set().union(*(e.names for e in self.elements))))
         if clash:
             raise ConfigurationError(
@@ -159,8 +162,10 @@ class Job:
             self._shared_keys[name] = key
         meta = dict(serialization.versions(), job=self.id, elements=len(self.elements),
                     function=getattr(self.function, "__qualname__", repr(self.function)),
-                    shared=self._shared_keys, updated=time.time())
+                    shared=self._shared_keys, updated=time.time(), **(details or {}))
         self.storage.write(naming.JOB_META, json.dumps(meta, indent=1).encode())
+        index = {"keys": [e.key for e in self.elements], "labels": [e.label for e in self.elements]}
+        self.storage.write(naming.ELEMENTS, json.dumps(index, separators=(",", ":")).encode())
         self.storage.write(naming.FUNCTION, function_blob)
 
     def write_input(self, element):

@@ -3,6 +3,9 @@
 Layout of a job under ``<storage-root>/<job-id>/``::
 
     job.json                       master versions and settings summary (human readable)
+    elements.json                  the grid as last dispatched: element keys and labels, in order
+    status.html                    the job's status page, refreshed while it runs
+    progress.json                  the master's live counts and running attempts, with the page
     function.pkl                   the element function, pickled once per job
     shared/<name>-<digest>.pkl     shared inputs, uploaded once for all elements
     inputs/<element>.pkl           the arguments of one element
@@ -21,6 +24,10 @@ import re
 import time
 
 JOB_META = "job.json"
+ELEMENTS = "elements.json"
+STATUS_PAGE = "status.html"
+PROGRESS = "progress.json"
+LOGS_PREFIX = "logs/"
 FUNCTION = "function.pkl"
 RESULTS_PREFIX = "results/"
 ATTEMPTS_PREFIX = "attempts/"
@@ -110,7 +117,7 @@ def attempt_record_key(element, attempt):
 
 
 def log_key(element, attempt):
-    return "logs/%s/%s.log" % (element, attempt)
+    return LOGS_PREFIX + "%s/%s.log" % (element, attempt)
 
 
 def dispatch_key(run_id):
@@ -129,6 +136,20 @@ def new_attempt_id(number):
 
 def attempt_number(attempt_id):
     return int(attempt_id.split("-", 1)[0])
+
+
+def attempt_time(attempt_id):
+    """When the attempt was launched (seconds since the epoch), from its id; 0 if the id has none."""
+    parts = attempt_id.split("-")
+    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
+
+
+def attempt_from_record_key(key):
+    """(element, attempt) for an attempts/<element>/<attempt>.json key found in a listing, else None."""
+    parts = key.split("/")
+    if len(parts) == 3 and key.startswith(ATTEMPTS_PREFIX) and parts[2].endswith(".json"):
+        return parts[1], parts[2][: -len(".json")]
+    return None
 
 
 def new_run_id():

@@ -92,6 +92,31 @@ def signing_key_from_env(environ):
         return None
 
 
+def load_call(storage, element, key):
+    """The job's function and one element's arguments, shared inputs included: (function, args, kwargs).
+
+    What every attempt runs, and what `kubeface reproduce` runs in the user's own Python. Every blob's
+    signature is checked before it is unpickled. Raises SigningKeyError, VersionMismatchError,
+    CorruptBlobError or BlobNotFoundError when the input is unusable.
+    """
+    if not key:
+        raise SigningKeyError(
+            "the attempt got no signing key in its environment (%s): the backend must hand the job's "
+            "key to every attempt (local: process environment; kubernetes: the job's Secret)" % serialization.KEY_ENV)
+    job = naming.job_id_from_url(storage.url)
+
+    def load(blob_key, where, **expect):
+        where = "%s (%s/%s)" % (where, storage.url.rstrip("/"), blob_key)
+        return serialization.loads_with_header(storage.read(blob_key), where, key, dict(expect, job=job))
+
+    function = load(naming.FUNCTION, "the job's function", kind="function")[1]
+    header, (args, kwargs) = load(naming.input_key(element), "the input of element %s" % element,
+                                  kind="input", element=element)
+    for name, shared in header.get("shared", {}).items():
+        kwargs[name] = load(shared, "shared input %r" % name, kind="shared", name=name)[1]
+    return function, args, kwargs
+
+
 def run_attempt(storage, element, attempt, log_path, key=None):
     """Run one attempt against a job-scoped storage; returns (exit code, outcome record)."""
     record = {"element": element, "attempt": attempt, "host": socket.gethostname(),
@@ -100,21 +125,7 @@ def run_attempt(storage, element, attempt, log_path, key=None):
     job = naming.job_id_from_url(storage.url)
     with _tee_output(log_path):
         try:
-            if not key:
-                raise SigningKeyError(
-                    "the attempt got no signing key in its environment (%s): the backend must hand the job's "
-                    "key to every attempt (local: process environment; kubernetes: the job's Secret)"
-                    % serialization.KEY_ENV)
-
-            def load(blob_key, where, **expect):
-                where = "%s (%s/%s)" % (where, storage.url.rstrip("/"), blob_key)
-                return serialization.loads_with_header(storage.read(blob_key), where, key, dict(expect, job=job))
-
-            function = load(naming.FUNCTION, "the job's function", kind="function")[1]
-            header, (args, kwargs) = load(naming.input_key(element), "the input of element %s" % element,
-                                          kind="input", element=element)
-            for name, shared in header.get("shared", {}).items():
-                kwargs[name] = load(shared, "shared input %r" % name, kind="shared", name=name)[1]
+            function, args, kwargs = load_call(storage, element, key)
         except (VersionMismatchError, CorruptBlobError, BlobNotFoundError, SigningKeyError) as error:
             record.update(outcome="unusable_input", **_error_fields(error), traceback="")
             code = EXIT_UNUSABLE_INPUT

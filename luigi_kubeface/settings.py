@@ -111,6 +111,13 @@ class Settings:
                     "[kubeface] %s = %r is out of range: it must be %s" % (name, getattr(self, name), expected)
                 )
 
+    def job_details(self):
+        """Where a job runs, for job.json: what `kubeface reproduce` and `cleanup` need (no secrets)."""
+        details = {"backend": self.backend}
+        if self.backend == "kubernetes":
+            details.update(image=self.image, namespace=self.namespace, kube_context=self.kube_context)
+        return details
+
     @property
     def cap(self):
         """The hard cap on attempts in flight."""

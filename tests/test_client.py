@@ -86,6 +86,7 @@ def test_element_error_carries_remote_traceback_and_summary(tmp_path):
     assert re.search(r"3 x KeyError: 'no such thing: \d'", text)  # one line for the 3 alike errors
     assert "Remote traceback" in text and "in boom" in text
     assert "Finished results are kept" in text
+    assert "`kubeface status %s`, or the status page file://%s" % (tmp_path / "boom", tmp_path / "boom" / "status.html") in text
 
 
 def half_fail(x):
@@ -167,3 +168,16 @@ def test_bad_configuration_fails_before_launch(tmp_path):
     with pytest.raises(ConfigurationError, match="empty"):
         Client(storage_root=str(tmp_path)).map(square, [])
     assert not os.path.exists(tmp_path / "no")
+
+
+def test_progress_bar_shows_the_counts_and_keeps_log_lines(tmp_path, capfd, caplog):
+    client = Client(storage_root=str(tmp_path), **FAST)
+    assert list(client.map(square, range(4), job_id="bar", progress=True)) == [0, 1, 4, 9]
+    err = capfd.readouterr().err
+    assert "bar: 100%" in err and "4/4" in err and "4 succeeded, 0 running, 0 pending, 0 failed" in err
+    client.map(square, range(4), job_id="bar-off")  # not a terminal: no bar unless asked
+    assert "bar-off" not in capfd.readouterr().err
+    with pytest.raises(JobFailedError):
+        Client(storage_root=str(tmp_path), retries=0, **FAST).map(boom, [1], job_id="bar-fail", progress=True)
+    assert "0 succeeded, 0 running, 0 pending, 1 failed" in capfd.readouterr().err
+    assert any("failed for good" in r.getMessage() for r in caplog.records)  # logging still reaches handlers

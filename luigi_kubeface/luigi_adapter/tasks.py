@@ -19,6 +19,7 @@ from ..engine import run_job
 from ..errors import ConfigurationError, ElementFailedError, KubefaceError
 from ..job import Job, elements_from_grid
 from ..keys import KeyRing
+from ..status_page import StatusPageWriter
 from .config import load_settings
 from .targets import CollectedResults, ResultIndex, ResultTarget
 
@@ -148,17 +149,23 @@ class KubefaceJob(_JobPart):
         job = task.kubeface_job()
         job.shared = task.shared_inputs()
         started = time.time()
-        job.prepare()
+        job.prepare(details=settings.job_details())
+        self._status_page = StatusPageWriter(job)
+        self.set_tracking_url(self._status_page.url)
         backend = open_backend(settings)
         try:
             report = run_job(job, backend, settings, on_progress=self._show_progress)
+        except BaseException:
+            self._status_page.close()
+            raise
         finally:
             backend.close()
             ResultIndex.forget(job)
         progress = report.progress
         summary = {"run": self.run_id, "started": started, "finished": time.time(), "stopped": report.stopped,
-                   "errors": report.summary(), **vars(progress)}
+                   "errors": report.summary(), **progress.counts()}
         job.write_dispatch(self.run_id, summary)
+        self._status_page.close(progress)
         self._dispatched = True
         if progress.reused == progress.total:
             log.info("job %s: all %d elements already had results; nothing ran", job.id, progress.total)
@@ -166,6 +173,7 @@ class KubefaceJob(_JobPart):
             self.set_status_message("stopped early: %s\n%s" % (report.stopped, progress.describe()))
 
     def _show_progress(self, progress):
+        self._status_page.update(progress)
         self.set_status_message(progress.describe())
         self.set_progress_percentage(round(100.0 * progress.done / max(progress.total, 1), 1))
 

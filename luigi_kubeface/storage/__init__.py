@@ -30,6 +30,9 @@ class Storage(Protocol):
     def list(self, prefix: str) -> list:
         """Keys that start with prefix (relative to the storage's URL), in one listing."""
 
+    def children(self, prefix: str) -> list:
+        """Names one level below prefix ("a/" for keys a/..., "b" for a blob), without listing deeper."""
+
     def delete(self, key: str) -> None:
         """Remove the blob; no error if it is already gone."""
 
@@ -71,7 +74,7 @@ class RetryingStorage:
     should wait them out rather than lose an attempt.
     """
 
-    _METHODS = ("read", "write", "write_if_absent", "exists", "list", "delete", "check_writable")
+    _METHODS = ("read", "write", "write_if_absent", "exists", "list", "children", "delete", "check_writable")
 
     def __init__(self, inner, deadline=600.0, first_delay=0.2, max_delay=10.0):
         self.inner = inner

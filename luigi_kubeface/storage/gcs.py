@@ -53,6 +53,14 @@ def _translate(error, what):
     return StorageError("%s: %s" % (what, error))
 
 
+# Pages, records and logs open in the browser from the Cloud console instead of downloading.
+_TEXT_TYPES = {".html": "text/html; charset=utf-8", ".json": "application/json", ".log": "text/plain; charset=utf-8"}
+
+
+def _content_type(key):
+    return _TEXT_TYPES.get(key[key.rfind("."):], "application/octet-stream") if "." in key else "application/octet-stream"
+
+
 class GCSStorage:
     def __init__(self, url):
         rest = url[len("gs://") :]
@@ -94,7 +102,8 @@ class GCSStorage:
         return self._call("read", key, lambda: self._blob(key).download_as_bytes(**_CALL))
 
     def write(self, key, data):
-        self._call("write", key, lambda: self._blob(key).upload_from_string(data, **_CALL))
+        self._call("write", key, lambda: self._blob(key).upload_from_string(
+            data, content_type=_content_type(key), **_CALL))
 
     def write_if_absent(self, key, data):
         """if_generation_match=0 makes the upload fail with 412 when any generation exists."""
@@ -117,6 +126,17 @@ class GCSStorage:
             client = _client()
             skip = len(self.prefix)
             return sorted(b.name[skip:] for b in client.list_blobs(self.bucket_name, prefix=self.prefix + prefix, **_CALL))
+
+        return self._call("list", prefix, names)
+
+    def children(self, prefix):
+        prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+
+        def names():
+            skip = len(self.prefix + prefix)
+            pages = _client().list_blobs(self.bucket_name, prefix=self.prefix + prefix, delimiter="/", **_CALL)
+            blobs = [b.name[skip:] for b in pages]  # consuming the pages fills pages.prefixes
+            return sorted(blobs + [p[skip:] for p in pages.prefixes])
 
         return self._call("list", prefix, names)
 

@@ -73,6 +73,15 @@ class LocalStorage:
                     keys.append(key)
         return sorted(keys)
 
+    def children(self, prefix):
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        try:
+            entries = os.listdir(base)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(n + "/" if os.path.isdir(os.path.join(base, n)) else n
+                      for n in entries if not n.startswith(_TMP_PREFIX))
+
     def delete(self, key):
         try:
             os.unlink(self._path(key))

@@ -78,7 +78,13 @@ def test_map_task_and_elements_in_luigid(tmp_path, luigid):
     assert sorted(t["params"]["params"] for t in done if t["name"] == "KubefaceElement") == ["x=0", "x=1", "x=2", "x=4"]
     (job,) = [t for t in done if t["name"] == "KubefaceJob"]
     assert "4 succeeded" in (job.get("status_message") or "") and "1 failed" in job["status_message"]
+    assert "0 reused" in job["status_message"] and "0 speculated" in job["status_message"]
     assert job["progress_percentage"] == 80
+    page = job["tracking_url"]  # the job's status page, written next to its blobs
+    assert page.startswith("file://") and page.endswith("/status.html")
+    html = open(page[len("file://"):]).read()
+    assert html.count('<tr class="element failed"') == 1 and html.count('<tr class="element done"') == 4
+    assert "ValueError: x=3 is bad on purpose" in html and "stopped early" not in html
     pending = luigid.tasks("PENDING")
     assert any(t["name"] == "Squares" for t in pending.values())
 

@@ -102,3 +102,11 @@ def test_missing_bucket_is_refused(fake_gcs):
 def test_unknown_scheme_is_refused():
     with pytest.raises(ConfigurationError, match="unknown scheme 's3'"):
         open_storage("s3://bucket/prefix")
+
+
+def test_children_lists_one_level(storage):
+    for key in ("one/job.json", "one/results/a.pkl", "two/job.json", "top.txt"):
+        storage.write(key, b"x")
+    assert storage.children("") == ["one/", "top.txt", "two/"]
+    assert storage.children("one/") == ["job.json", "results/"]
+    assert storage.children("none/") == []

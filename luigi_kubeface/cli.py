@@ -1,0 +1,386 @@
+"""`kubeface`: see and debug jobs from their storage alone, from any machine.
+
+    kubeface list                          jobs under the storage root
+    kubeface status JOB                    counts, failed and slowest elements
+    kubeface logs JOB ELEMENT [--attempt N] [--follow]
+    kubeface reproduce JOB ELEMENT [--pdb] run one element here, in this Python
+    kubeface cleanup JOB | --older-than 7d [--blobs] [--yes]
+
+`status` exits with 1 when elements failed, and every command with 2 on bad input (unknown job...).
+JOB is a job id under --storage-root (default: [kubeface] storage_root in luigi.cfg) or a job's
+full URL (gs://bucket/prefix/job, or its directory). ELEMENT is an element key (or 4+ leading
+characters of it), its parameters as `status` shows them (x=3), or @N for the N-th grid element.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+import traceback
+
+from . import naming
+from .errors import BlobNotFoundError, ConfigurationError, KubefaceError
+from .job_state import JobState, open_job
+from .status_page import format_duration, page_url
+from .storage import open_storage
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+# -- hooks for backends with live state (the Kubernetes backend fills these) ---------------------
+
+def follow_live(job, element, attempt, out):
+    """Stream a running attempt's log from where it runs (a pod) to out until it ends.
+
+    attempt is the running attempt's id when the master's progress.json names one, else None
+    ("the element's running attempt"). Returns False when no live source is known, so the caller
+    waits for the log in storage instead. The local backend has none.
+    """
+    return False
+
+
+def cleanup_pods(job, dry_run):
+    """Delete (or, on a dry run, list) the job's pods still in the cluster; returns their descriptions.
+
+    The local backend has none: its processes end with the master.
+    """
+    return []
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+def default_storage_root():
+    """[kubeface] storage_root from luigi.cfg (and LUIGI_CONFIG_PATH), the same one pipelines use."""
+    from .luigi_adapter.config import load_settings
+
+    return load_settings().storage_root
+
+
+def parse_duration(text):
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text or "")
+    if not match:
+        raise ConfigurationError("%r is not a duration: write a number with a unit, e.g. 90s, 30m, 12h, 7d, 2w" % text)
+    return float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
+
+
+def _state(args):
+    job = open_job(args.job, args.storage_root or _root_if_needed(args.job))
+    return JobState(job, max_reads=args.max_reads if hasattr(args, "max_reads") else 2000).refresh()
+
+
+def _root_if_needed(job_ref):
+    return None if ("://" in job_ref or "/" in job_ref or job_ref.startswith(".")) else default_storage_root()
+
+
+def _root(args):
+    root = args.storage_root or default_storage_root()
+    return root if "://" in root else os.path.abspath(os.path.expanduser(root))
+
+
+def _job_time(job_storage):
+    """When the job last did something: job.json (each dispatch), its last dispatch, or its live progress.
+
+    A running master rewrites progress.json every few seconds, so a job that runs for days is never
+    "older than" a day.
+    """
+    meta = json.loads(job_storage.read(naming.JOB_META))
+    latest = meta.get("updated", 0)
+    dispatches = job_storage.list(naming.DISPATCHES_PREFIX)  # run ids start with their UTC time
+    for key, field in ([(max(dispatches), "finished")] if dispatches else []) + [(naming.PROGRESS, "updated")]:
+        try:
+            latest = max(latest, json.loads(job_storage.read(key)).get(field) or 0)
+        except (BlobNotFoundError, ValueError):
+            pass
+    return meta, latest
+
+
+def _jobs(root):
+    """(job id, meta, last activity) of every job directly under root."""
+    storage = open_storage(root, retry_deadline=30.0)
+    jobs = []
+    for name in storage.children(""):
+        if not name.endswith("/"):
+            continue
+        job_id = name[:-1]
+        job_storage = open_storage(root.rstrip("/") + "/" + job_id, retry_deadline=30.0)
+        try:
+            meta, latest = _job_time(job_storage)
+        except (BlobNotFoundError, ValueError):
+            continue  # not a job: no job.json
+        jobs.append((job_id, meta, latest))
+    return jobs
+
+
+def _when(seconds):
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(seconds)) if seconds else "?"
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+def cmd_list(args, out):
+    root = _root(args)
+    jobs = _jobs(root)
+    if not jobs:
+        print("no jobs under %s" % root, file=out)
+        return 0
+    print("%-40s %9s %9s  %-16s  %s" % ("JOB", "ELEMENTS", "DONE", "LAST ACTIVE (UTC)", "FUNCTION"), file=out)
+    for job_id, meta, latest in sorted(jobs, key=lambda j: -j[2]):
+        done = len(open_storage(root.rstrip("/") + "/" + job_id).list(naming.RESULTS_PREFIX))
+        print("%-40s %9s %9d  %-16s  %s" % (job_id, meta.get("elements", "?"), done, _when(latest),
+                                             meta.get("function", "?")), file=out)
+    return 0
+
+
+def cmd_status(args, out):
+    state = _state(args)
+    running = state.live_running()
+    elements = state.elements(running)
+    counts = state.counts(elements)
+    job = state.job
+    print("job %s  (%s)" % (job.id, job.url), file=out)
+    print("function %s, Python %s, cloudpickle %s, last dispatched %s UTC" % (
+        state.meta.get("function", "?"), state.meta.get("python", "?"), state.meta.get("cloudpickle", "?"),
+        _when(state.meta.get("updated"))), file=out)
+    print("%d elements: %s; %d attempts" % (
+        len(elements), ", ".join("%d %s" % (counts.get(s, 0), s)
+                                 for s in ("done", "running", "failed", "cancelled", "unfinished",
+                                           "not run" if running is None else "pending")
+                                 if s != "running" or running is not None),
+        counts["attempts"]), file=out)
+    if state.live and not state.live.get("final"):
+        live = state.live["counts"]
+        age = time.time() - state.live.get("updated", 0)
+        print("running now (master's counts %s ago%s): %d reused, %d succeeded, %d running, %d pending, %d failed, "
+              "%d retried, %d speculated" % (
+                  format_duration(age), "; it may have stopped" if age > 300 else "", live.get("reused", 0),
+                  live.get("succeeded", 0), live.get("running", 0), live.get("pending", 0), live.get("failed", 0),
+                  live.get("retried", 0), live.get("speculated", 0)), file=out)
+    dispatch = state.last_dispatch
+    if dispatch:
+        print("last run %s (%s to %s UTC): %d reused, %d succeeded, %d failed, %d retried, %d speculated%s" % (
+            dispatch.get("run"), _when(dispatch.get("started")), _when(dispatch.get("finished")),
+            dispatch.get("reused", 0), dispatch.get("succeeded", 0), dispatch.get("failed", 0),
+            dispatch.get("retried", 0), dispatch.get("speculated", 0),
+            "; stopped early: %s" % dispatch["stopped"] if dispatch.get("stopped") else ""), file=out)
+    if state.unread:
+        print("(%d older attempt records not read: raise --max-reads)" % state.unread, file=out)
+    failed = [e for e in elements if e.state == "failed"]
+    if failed:
+        print("\nfailed elements (%d):" % len(failed), file=out)
+        for e in failed[: args.limit]:
+            print("  @%-5d %s  %-30s %d attempt(s)  %s" % (e.index, e.key, e.label, len(e.attempts), e.error), file=out)
+        if len(failed) > args.limit:
+            print("  ... %d more" % (len(failed) - args.limit), file=out)
+    if running:
+        longest = sorted((e for e in elements if e.state == "running"), key=lambda e: -e.duration)
+        print("\nrunning elements (%d), longest first:" % len(longest), file=out)
+        for e in longest[: args.limit]:
+            print("  @%-5d %s  %-30s %8s  attempt %s" % (e.index, e.key, e.label, format_duration(e.duration),
+                                                        e.attempts[-1]), file=out)
+    timed = sorted((e for e in elements if e.state == "done" and e.duration is not None), key=lambda e: -e.duration)
+    if timed:
+        print("\nslowest elements:", file=out)
+        for e in timed[: args.limit]:
+            print("  @%-5d %s  %-30s %8s  %s" % (e.index, e.key, e.label, format_duration(e.duration), e.host), file=out)
+    print("\nstatus page: %s" % page_url(job), file=out)
+    return 1 if failed else 0
+
+
+def _pick_attempt(state, element, wanted):
+    if not element.attempts:
+        return None
+    if wanted is None:
+        return element.attempts[-1]
+    for attempt in element.attempts:
+        if attempt == wanted or (wanted.isdigit() and naming.attempt_number(attempt) == int(wanted)):
+            return attempt
+    raise KubefaceError("element %s has no attempt %s: its attempts are %s"
+                        % (element.key, wanted, ", ".join("%d (%s)" % (naming.attempt_number(a), a)
+                                                          for a in element.attempts)))
+
+
+def cmd_logs(args, out):
+    state = _state(args)
+    element = state.find(args.element)
+    job = state.job
+    known = set(element.attempts)
+    live = [a for a, (key, _) in sorted((state.live_running() or {}).items()) if key == element.key]
+    attempt = live[-1] if live and args.attempt is None else _pick_attempt(state, element, args.attempt)
+    if args.follow and args.attempt is None and follow_live(job, element.key, live[-1] if live else None, out):
+        return 0  # the element's attempt was running and its live log was streamed to the end
+    while True:
+        if attempt is not None:
+            try:
+                text = job.storage.read(naming.log_key(element.key, attempt))
+            except BlobNotFoundError:
+                record = job.attempt_record(element.key, attempt)
+                if record is not None:
+                    print("attempt %s of element %s left no log (%s: %s)" % (
+                        attempt, element.key, record.get("outcome"), record.get("message", "")), file=sys.stderr)
+                    return 1
+            else:
+                print("== element %s (%s), attempt %s ==" % (element.key, element.label, attempt), file=sys.stderr)
+                out.write(text.decode(errors="replace"))
+                out.flush()
+                return 0
+        if not args.follow:
+            if attempt in live:
+                print("attempt %s of element %s (%s) is running: its log reaches storage when it ends (add "
+                      "--follow to wait for it, or --attempt N for an earlier one)" % (attempt, element.key,
+                                                                                     element.label), file=sys.stderr)
+            elif attempt is None:
+                print("element %s (%s) has no attempts yet: it has not run, or its first attempt is still "
+                      "running (add --follow to wait for its log)" % (element.key, element.label), file=sys.stderr)
+            return 1
+        time.sleep(args.poll)  # the runner writes the log when the attempt ends
+        if args.attempt is None:  # follow the element's newest attempt, even one that starts later
+            newer = [a for a in job.attempts(element.key) if a not in known]
+            if newer:
+                attempt = newer[-1]
+
+
+def cmd_reproduce(args, out):
+    from .runner import load_call
+
+    state = _state(args)
+    element = state.find(args.element)
+    job = state.job
+    image = state.meta.get("image") or (state.meta.get("settings") or {}).get("image")
+    attempt = naming.new_attempt_id(len(element.attempts) + 1)
+    mounts = "" if "://" in job.url else " -v %s:%s" % (job.storage_root, job.storage_root)
+    print("# the same element in the job's image, as a pod runs it (writes an attempt record and log):", file=out)
+    print("docker run --rm%s %s python -m luigi_kubeface.runner %s %s %s"
+          % (mounts, image or "<IMAGE: the job's image, e.g. REGION-docker.pkg.dev/PROJECT/REPO/kubeface:v1>",
+             job.url, element.key, attempt), file=out)
+    if job.url.startswith("gs://"):
+        print("# the container needs Google credentials, e.g. -v ~/.config/gcloud:/root/.config/gcloud:ro", file=out)
+    if os.getcwd() not in sys.path:  # the pipeline's module is usually importable from here
+        sys.path.insert(0, os.getcwd())
+    try:
+        function, call_args, kwargs = load_call(job.storage, element.key, job.signing_key())
+    except BlobNotFoundError:
+        raise KubefaceError("element %s (%s) has no input in storage: inputs are uploaded when an element's first "
+                            "attempt launches, so it has not run yet. Run the job first" % (element.key, element.label))
+    except (ImportError, AttributeError) as error:
+        raise ConfigurationError(
+            "element %s cannot be loaded here: %s: %s. Its function refers to code by module: run "
+            "reproduce where the pipeline's modules import (its directory, or PYTHONPATH=...)"
+            % (element.key, type(error).__name__, error)) from None
+    print("# running element %s (%s) in this Python; nothing is written to storage" % (element.key, element.label),
+          file=out)
+    out.flush()
+    try:
+        value = function(*call_args, **kwargs)
+    except Exception:  # noqa: BLE001 - the element's own failure, shown or debugged here
+        if args.pdb:
+            import pdb
+
+            traceback.print_exc()
+            pdb.post_mortem(sys.exc_info()[2])
+        else:
+            traceback.print_exc()
+            print("# the element raised: rerun with --pdb to debug it post-mortem", file=out)
+        return 1
+    print("result: %r" % (value,), file=out)
+    return 0
+
+
+def cmd_cleanup(args, out):
+    if bool(args.job) == bool(args.older_than):
+        raise ConfigurationError("cleanup takes a JOB or --older-than DURATION (e.g. 7d), not both or neither")
+    if args.job:
+        jobs = [open_job(args.job, args.storage_root or _root_if_needed(args.job))]
+    else:
+        from .job import Job
+
+        age = parse_duration(args.older_than)
+        root = _root(args)
+        cutoff = time.time() - age
+        jobs = [Job(job_id, root, retry_deadline=30.0) for job_id, _, latest in _jobs(root) if latest < cutoff]
+        if not jobs:
+            print("no job under %s was active in the last %s" % (root, args.older_than), file=out)
+            return 0
+    dry_run = not args.yes
+    verb = "would delete" if dry_run else "deleted"
+    for job in jobs:
+        pods = cleanup_pods(job, dry_run)
+        for pod in pods:
+            print("%s pod %s" % (verb, pod), file=out)
+        if args.blobs:
+            keys = job.storage.list("")
+            if not dry_run:
+                # job.json last: an interrupted cleanup leaves a job that `list` still shows
+                for key in sorted(keys, key=lambda k: k == naming.JOB_META):
+                    job.storage.delete(key)
+                _prune_empty_directories(job.url)
+            print("%s %d blobs of job %s (%s)" % (verb, len(keys), job.id, job.url), file=out)
+        else:
+            print("%s %d pods of job %s; its blobs are kept (add --blobs to delete them too)"
+                  % (verb, len(pods), job.id), file=out)
+    if dry_run:
+        print("dry run: nothing was deleted; add --yes to delete", file=out)
+    return 0
+
+
+def _prune_empty_directories(url):
+    if "://" in url:
+        return  # buckets have no directories
+    for directory, _, _ in sorted(os.walk(url), key=lambda d: -len(d[0])):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass
+
+
+# -- entry point ---------------------------------------------------------------------------------
+
+def parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--storage-root", help="where jobs live (default: [kubeface] storage_root in luigi.cfg)")
+    top = argparse.ArgumentParser(prog="kubeface", description=__doc__.split("\n")[0],
+                                  formatter_class=argparse.RawDescriptionHelpFormatter,
+                                  epilog=__doc__.split("\n", 2)[2])
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cmd = commands.add_parser("list", parents=[common], help="jobs under the storage root")
+    cmd.set_defaults(run=cmd_list)
+    cmd = commands.add_parser("status", parents=[common], help="counts, failed and slowest elements of a job")
+    cmd.add_argument("job")
+    cmd.add_argument("--limit", type=int, default=10, help="elements shown per list (default 10)")
+    cmd.add_argument("--max-reads", type=int, default=5000,
+                     help="attempt records read at most (those of unfinished elements first; default 5000)")
+    cmd.set_defaults(run=cmd_status)
+    cmd = commands.add_parser("logs", parents=[common], help="an attempt's stdout and stderr")
+    cmd.add_argument("job")
+    cmd.add_argument("element")
+    cmd.add_argument("--attempt", help="attempt number (1, 2, ...) or id; default: the last one")
+    cmd.add_argument("--follow", "-f", action="store_true", help="wait for a running attempt's log")
+    cmd.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
+    cmd.set_defaults(run=cmd_logs)
+    cmd = commands.add_parser("reproduce", parents=[common], help="run one element in this Python")
+    cmd.add_argument("job")
+    cmd.add_argument("element")
+    cmd.add_argument("--pdb", action="store_true", help="debug post-mortem if the element raises")
+    cmd.set_defaults(run=cmd_reproduce)
+    cmd = commands.add_parser("cleanup", parents=[common], help="delete a job's pods and blobs (dry run by default)")
+    cmd.add_argument("job", nargs="?")
+    cmd.add_argument("--older-than", metavar="DURATION", help="every job not active for this long (30m, 12h, 7d)")
+    cmd.add_argument("--blobs", action="store_true", help="delete the job's blobs too (results included)")
+    cmd.add_argument("--yes", action="store_true", help="really delete (default: only print what would go)")
+    cmd.set_defaults(run=cmd_cleanup)
+    return top
+
+
+def main(argv=None, out=None):
+    args = parser().parse_args(argv)
+    out = out or sys.stdout
+    try:
+        return args.run(args, out)
+    except KubefaceError as error:
+        print("kubeface %s: %s" % (args.command, error), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""The `kubeface` command against real jobs: local backend, local storage and fake-gcs-server."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from luigi_kubeface import Client, JobFailedError
+from luigi_kubeface.cli import main, parse_duration
+from luigi_kubeface.errors import ConfigurationError
+from support import REPO
+
+FAST = dict(poll_interval=0.05, retry_backoff=0.1)
+
+
+def odd_fails(x):
+    print("computing", x)
+    if x % 2:
+        raise ValueError("x=%d is odd" % x)
+    return x * x
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """Storage with one real job: 6 elements, the 3 odd ones failed twice (retries=1)."""
+    root = str(tmp_path_factory.mktemp("cli"))
+    with pytest.raises(JobFailedError):
+        Client(storage_root=root, retries=1, failure_budget=1.0, **FAST).map(odd_fails, range(6), job_id="odd")
+    return root
+
+
+def kubeface(*argv):
+    out = io.StringIO()
+    code = main(list(argv), out=out)
+    return code, out.getvalue()
+
+
+def key_of(root, job_id, index):
+    return json.load(open(os.path.join(root, job_id, "elements.json")))["keys"][index]
+
+
+def test_list_shows_jobs_under_the_root(root):
+    code, out = kubeface("list", "--storage-root", root)
+    assert code == 0
+    (line,) = [l for l in out.splitlines() if l.startswith("odd ")]
+    assert line.split()[:3] == ["odd", "6", "3"]  # elements, done
+    assert line.split()[-1] == "odd_fails"
+
+
+def test_status_counts_failed_and_slowest_from_storage(root):
+    code, out = kubeface("status", "odd", "--storage-root", root)
+    assert code == 1  # elements failed
+    assert "6 elements: 3 done, 3 failed, 0 cancelled, 0 unfinished, 0 not run; 9 attempts" in out
+    failed = out.split("failed elements (3):")[1].split("slowest elements:")[0]
+    assert "@1 " in failed and "2 attempt(s)  ValueError: x=1 is odd" in failed
+    slowest = out.split("slowest elements:")[1]
+    assert sorted(l.split()[2] for l in slowest.splitlines() if l.startswith("  @")) == ["0", "2", "4"]
+    assert "status page: file://%s" % os.path.join(root, "odd", "status.html") in out
+
+
+def test_status_of_a_job_url_and_unknown_jobs(root, capsys):
+    code, out = kubeface("status", os.path.join(root, "odd"))
+    assert code == 1 and "6 elements" in out
+    code, _ = kubeface("status", "nope", "--storage-root", root)
+    err = capsys.readouterr().err
+    assert code == 2 and "kubeface status: no job nope" in err and "Run `kubeface list --storage-root %s`" % root in err
+
+
+def test_logs_by_label_index_and_key_prefix(root, capsys):
+    key = key_of(root, "odd", 3)
+    for name in ("3", "@3", key[:6], key):
+        code, out = kubeface("logs", "odd", name, "--storage-root", root)
+        assert code == 0 and "computing 3" in out and "ValueError: x=3 is odd" in out
+    assert "attempt 002-" in capsys.readouterr().err  # the last attempt by default
+    code, out = kubeface("logs", "odd", "@3", "--attempt", "1", "--storage-root", root)
+    assert code == 0 and "computing 3" in out
+    assert "attempt 001-" in capsys.readouterr().err
+
+
+def test_logs_errors_name_the_fix(root, capsys):
+    assert kubeface("logs", "odd", "x=3", "--storage-root", root)[0] == 2
+    assert "has no element 'x=3'" in capsys.readouterr().err
+    assert kubeface("logs", "odd", "@9", "--storage-root", root)[0] == 2
+    assert "@9 is out of range (use @0 to @5)" in capsys.readouterr().err
+    assert kubeface("logs", "odd", "@0", "--attempt", "2", "--storage-root", root)[0] == 2
+    assert "has no attempt 2: its attempts are 1 (001-" in capsys.readouterr().err
+
+
+def wait_for(x, marker):
+    import os
+    import time
+
+    print("waiting", x)
+    while not os.path.exists(marker):
+        time.sleep(0.05)
+    print("released", x)
+    return x
+
+
+@pytest.mark.slow
+def test_logs_follow_waits_for_a_running_attempt(tmp_path, capsys):
+    root, marker = str(tmp_path / "s"), str(tmp_path / "go")
+    client = Client(storage_root=root, **FAST)
+    job = threading.Thread(target=lambda: client.map(wait_for, [7], job_id="follow", shared={"marker": marker}))
+    job.start()
+    try:
+        deadline = time.monotonic() + 120
+        while "running" not in kubeface("status", "follow", "--storage-root", root)[1]:
+            assert time.monotonic() < deadline, "the master never wrote its running attempt to progress.json"
+            time.sleep(0.1)  # the master's progress.json names the running attempt
+        code, out = kubeface("status", "follow", "--storage-root", root)
+        assert "1 elements: 0 done, 1 running" in out and "running now (master's counts" in out
+        assert "running elements (1), longest first:\n  @0     " in out and "attempt 001-" in out
+        code, out = kubeface("logs", "follow", "7", "--storage-root", root)
+        assert code == 1  # not finished: no log yet, and not following
+        assert "is running: its log reaches storage when it ends (add --follow" in capsys.readouterr().err
+        result = {}
+        follower = threading.Thread(target=lambda: result.update(
+            zip(("code", "out"), kubeface("logs", "follow", "@0", "--follow", "--poll", "0.1", "--storage-root", root))))
+        follower.start()
+        time.sleep(0.5)
+        assert follower.is_alive()  # still waiting for the attempt to end
+    finally:
+        open(marker, "w").close()
+        job.join(timeout=120)
+    follower.join(timeout=60)
+    assert result["code"] == 0 and "waiting 7" in result["out"] and "released 7" in result["out"]
+
+
+def test_reproduce_runs_the_element_here(root, capsys):
+    code, out = kubeface("reproduce", "odd", "4", "--storage-root", root)
+    assert code == 0 and "result: 16" in out
+    assert "computing 4" in capsys.readouterr().out  # the element ran in this process
+    docker = [l for l in out.splitlines() if l.startswith("docker run")][0]
+    assert "<IMAGE" in docker and "python -m luigi_kubeface.runner %s %s " % (
+        os.path.join(root, "odd"), key_of(root, "odd", 4)) in docker
+    assert "-v %s:%s" % (root, root) in docker
+
+
+def test_reproduce_failure_and_pdb_in_a_real_terminal_session(root):
+    env = dict(os.environ, PYTHONPATH=REPO)
+    run = subprocess.run([sys.executable, "-m", "luigi_kubeface.cli", "reproduce", "odd", "@1", "--storage-root", root],
+                         capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert run.returncode == 2  # this test module is not importable from there
+    assert "cannot be loaded here: ModuleNotFoundError: No module named 'test_cli'" in run.stderr
+    env["PYTHONPATH"] = os.pathsep.join([REPO, os.path.join(REPO, "tests")])
+    run = subprocess.run([sys.executable, "-m", "luigi_kubeface.cli", "reproduce", "odd", "@1", "--pdb",
+                          "--storage-root", root], input="p x * 100\nquit\n", capture_output=True, text=True,
+                         env=env, cwd=REPO, timeout=120)
+    assert run.returncode == 1
+    assert "ValueError: x=1 is odd" in run.stderr and "in odd_fails" in run.stderr
+    assert "(Pdb) 100" in run.stdout  # post-mortem in the element's frame
+    job_meta = os.path.join(root, "odd", "job.json")
+    meta = json.load(open(job_meta))
+    try:
+        json.dump(dict(meta, image="registry.example/kubeface:v7"), open(job_meta, "w"))
+        code, out = kubeface("reproduce", "odd", "@1", "--storage-root", root)
+        assert code == 1 and "rerun with --pdb" in out
+        assert "docker run --rm -v %s:%s registry.example/kubeface:v7 python -m luigi_kubeface.runner" % (root, root) in out
+    finally:
+        json.dump(meta, open(job_meta, "w"))
+
+
+def test_cleanup_is_a_dry_run_until_yes(tmp_path):
+    root = str(tmp_path)
+    Client(storage_root=root, **FAST).map(odd_fails, [0, 2], job_id="old")
+    Client(storage_root=root, **FAST).map(odd_fails, [4], job_id="kept")
+    code, out = kubeface("cleanup", "old", "--blobs", "--storage-root", root)
+    assert code == 0 and "would delete" in out and "dry run: nothing was deleted" in out
+    assert os.path.exists(os.path.join(root, "old", "job.json"))
+    code, out = kubeface("cleanup", "old", "--storage-root", root, "--yes")
+    assert "its blobs are kept (add --blobs" in out and os.path.exists(os.path.join(root, "old", "job.json"))
+    code, out = kubeface("cleanup", "old", "--blobs", "--yes", "--storage-root", root)
+    assert code == 0 and "deleted" in out and not os.path.exists(os.path.join(root, "old"))
+    assert "old" not in kubeface("list", "--storage-root", root)[1]
+    code, out = kubeface("cleanup", "--older-than", "1h", "--blobs", "--yes", "--storage-root", root)
+    assert "no job under %s was active in the last 1h" % root in out and os.path.exists(os.path.join(root, "kept"))
+    code, out = kubeface("cleanup", "--older-than", "0s", "--blobs", "--storage-root", root)
+    assert "would delete" in out and "job kept" in out
+
+
+def test_durations_and_argument_errors(capsys):
+    assert parse_duration("90s") == 90 and parse_duration("12h") == 43200 and parse_duration("7d") == 604800
+    with pytest.raises(ConfigurationError, match="e.g. 90s, 30m, 12h, 7d"):
+        parse_duration("a week")
+    assert kubeface("cleanup")[0] == 2
+    assert "cleanup takes a JOB or --older-than DURATION" in capsys.readouterr().err
+
+
+def test_storage_root_comes_from_luigi_cfg(root, tmp_path):
+    config = tmp_path / "luigi.cfg"
+    config.write_text("[kubeface]\nstorage_root = %s\n" % root)
+    env = dict(os.environ, PYTHONPATH=REPO, LUIGI_CONFIG_PATH=str(config))
+    run = subprocess.run([sys.executable, "-m", "luigi_kubeface.cli", "status", "odd"], capture_output=True,
+                         text=True, env=env, cwd=str(tmp_path), timeout=120)
+    assert run.returncode == 1 and "6 elements: 3 done, 3 failed" in run.stdout
+
+
+@pytest.mark.slow
+def test_commands_on_gcs(gcs_root, capsys):
+    with pytest.raises(JobFailedError):
+        Client(storage_root=gcs_root, retries=0, failure_budget=1.0, **FAST).map(odd_fails, range(4), job_id="g")
+    code, out = kubeface("list", "--storage-root", gcs_root)
+    assert code == 0 and out.splitlines()[1].split()[:3] == ["g", "4", "2"]
+    code, out = kubeface("status", gcs_root + "/g")
+    assert "4 elements: 2 done, 2 failed" in out
+    assert "status page: https://storage.cloud.google.com/%s/g/status.html" % gcs_root[len("gs://"):] in out
+    code, out = kubeface("logs", gcs_root + "/g", "@3")
+    assert code == 0 and "ValueError: x=3 is odd" in out
+    code, out = kubeface("reproduce", "g", "2", "--storage-root", gcs_root)
+    assert code == 0 and "result: 4" in out and "runner %s/g " % gcs_root in out
+    code, out = kubeface("cleanup", "g", "--blobs", "--yes", "--storage-root", gcs_root)
+    assert code == 0 and "deleted" in out
+    assert "no jobs under" in kubeface("list", "--storage-root", gcs_root)[1]
+
+
+def test_status_distrusts_a_silent_master(root):
+    live = os.path.join(root, "odd", "progress.json")
+    saved = open(live).read()
+    key = key_of(root, "odd", 1)
+    try:
+        json.dump({"updated": time.time() - 3600, "final": False, "counts": {"running": 1},
+                   "running": {"002-1-abc": [key, time.time() - 3700]}}, open(live, "w"))
+        code, out = kubeface("status", "odd", "--storage-root", root)
+        assert "; it may have stopped" in out and "0 running" not in out.splitlines()[2]
+        assert "running elements" not in out and "3 failed" in out
+    finally:
+        open(live, "w").write(saved)
+
+
+def always_fails(x):
+    raise KeyError(x)
+
+
+def test_elements_a_stopped_job_never_ran(tmp_path, capsys):
+    root = str(tmp_path)
+    with pytest.raises(JobFailedError, match="stopped early"):
+        Client(storage_root=root, retries=0, failure_budget=0.1, max_in_flight=1, **FAST).map(
+            always_fails, range(12), job_id="stopped")
+    code, out = kubeface("status", "stopped", "--storage-root", root)
+    assert code == 1 and "12 elements: 0 done, 2 failed, 0 cancelled, 0 unfinished, 10 not run; 2 attempts" in out
+    assert kubeface("reproduce", "stopped", "@11", "--storage-root", root)[0] == 2
+    assert "has no input in storage: inputs are uploaded when an element's first attempt launches" in capsys.readouterr().err
+    assert kubeface("logs", "stopped", "@11", "--storage-root", root)[0] == 1
+    assert "has no attempts yet" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_commands_on_a_luigi_map_task(tmp_path, capsys):
+    from support import run_luigi
+
+    root = str(tmp_path / "storage")
+    run = run_luigi(["--module", "pipelines.toy", "Squares", "--n", "4", "--mode", "raise", "--bad", "[2]",
+                     "--local-scheduler", "--kubeface-storage-root", root, "--kubeface-retries", "0",
+                     "--kubeface-failure-budget", "1", "--kubeface-poll-interval", "0.1"], cwd=tmp_path)
+    assert run.returncode == 30, run.stderr[-3000:]
+    code, out = kubeface("list", "--storage-root", root)
+    (job_id,) = [line.split()[0] for line in out.splitlines()[1:]]
+    assert job_id.startswith("Squares")
+    code, out = kubeface("status", job_id, "--storage-root", root)
+    assert "4 elements: 3 done, 1 failed" in out and "ValueError: x=2 is bad on purpose" in out
+    assert "last run " in out and "3 succeeded, 1 failed" in out
+    code, out = kubeface("logs", job_id, "x=2", "--storage-root", root)
+    assert code == 0 and "element x=2 starting" in out
+    code, out = kubeface("reproduce", job_id, "x=3", "--storage-root", root)  # the task's run_element, here
+    assert code == 0 and "result: 9" in out
+    code, out = kubeface("reproduce", job_id, "x=2", "--storage-root", root)
+    assert code == 1 and "ValueError: x=2 is bad on purpose" in capsys.readouterr().err
+
+
+def test_cleanup_older_than_spares_a_job_whose_master_is_alive(tmp_path):
+    root = str(tmp_path)
+    Client(storage_root=root, **FAST).map(odd_fails, [0], job_id="long")
+    meta_path = os.path.join(root, "long", "job.json")
+    meta = json.load(open(meta_path))
+    json.dump(dict(meta, updated=time.time() - 5 * 86400), open(meta_path, "w"))  # dispatched 5 days ago
+    code, out = kubeface("cleanup", "--older-than", "1d", "--storage-root", root)
+    assert "no job under" in out  # its progress.json was written just now
+    os.unlink(os.path.join(root, "long", "progress.json"))
+    code, out = kubeface("cleanup", "--older-than", "1d", "--storage-root", root)
+    assert "would delete 0 pods of job long" in out
