@@ -20,7 +20,7 @@ import sys
 import time
 import traceback
 
-from . import naming
+from . import naming, serialization
 from .errors import BlobNotFoundError, ConfigurationError, KubefaceError
 from .job_state import JobState, open_job
 from .status_page import format_duration, page_url
@@ -38,7 +38,12 @@ def follow_live(job, element, attempt, out):
     ("the element's running attempt"). Returns False when no live source is known, so the caller
     waits for the log in storage instead. The local backend has none.
     """
-    return False
+    api = _kube_api(job)
+    if api is None:
+        return False
+    from .backends.kubernetes import stream_attempt_log
+
+    return stream_attempt_log(api, job.id, element, attempt, out)
 
 
 def cleanup_pods(job, dry_run):
@@ -46,7 +51,28 @@ def cleanup_pods(job, dry_run):
 
     The local backend has none: its processes end with the master.
     """
-    return []
+    api = _kube_api(job)
+    if api is None:
+        return []
+    from .backends.kubernetes import delete_job_pods
+
+    return delete_job_pods(api, job.id, dry_run)
+
+
+def _kube_api(job):
+    """The cluster of a job that ran on Kubernetes (namespace and context from job.json), else None."""
+    try:
+        meta = json.loads(job.storage.read(naming.JOB_META))
+    except BlobNotFoundError:
+        return None
+    if meta.get("backend") != "kubernetes":
+        return None
+    from .backends.kube_api import KubeApi
+    from .luigi_adapter.config import load_settings
+
+    settings = load_settings()
+    return KubeApi(settings.replace(namespace=meta.get("namespace") or settings.namespace,
+                                    kube_context=meta.get("kube_context") or settings.kube_context))
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -251,11 +277,13 @@ def cmd_reproduce(args, out):
     attempt = naming.new_attempt_id(len(element.attempts) + 1)
     mounts = "" if "://" in job.url else " -v %s:%s" % (job.storage_root, job.storage_root)
     print("# the same element in the job's image, as a pod runs it (writes an attempt record and log):", file=out)
-    print("docker run --rm%s %s python -m luigi_kubeface.runner %s %s %s"
-          % (mounts, image or "<IMAGE: the job's image, e.g. REGION-docker.pkg.dev/PROJECT/REPO/kubeface:v1>",
+    # The key travels in the environment, read from its file by the shell: never printed.
+    key = '-e %s="$(grep -v "^#" %s)"' % (serialization.KEY_ENV, job.keys.path(job.url))
+    print("docker run --rm%s %s %s python -m luigi_kubeface.runner %s %s %s"
+          % (mounts, key, image or "<IMAGE: the job's image, e.g. REGION-docker.pkg.dev/PROJECT/REPO/kubeface:v1>",
              job.url, element.key, attempt), file=out)
     if job.url.startswith("gs://"):
-        print("# the container needs Google credentials, e.g. -v ~/.config/gcloud:/root/.config/gcloud:ro", file=out)
+        print("# the container needs Google credentials, e.g. -v ~/.config/gcloud:/tmp/.config/gcloud:ro", file=out)
     if os.getcwd() not in sys.path:  # the pipeline's module is usually importable from here
         sys.path.insert(0, os.getcwd())
     try:

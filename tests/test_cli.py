@@ -161,7 +161,12 @@ def test_reproduce_failure_and_pdb_in_a_real_terminal_session(root):
         json.dump(dict(meta, image="registry.example/kubeface:v7"), open(job_meta, "w"))
         code, out = kubeface("reproduce", "odd", "@1", "--storage-root", root)
         assert code == 1 and "rerun with --pdb" in out
-        assert "docker run --rm -v %s:%s registry.example/kubeface:v7 python -m luigi_kubeface.runner" % (root, root) in out
+        docker = [l for l in out.splitlines() if l.startswith("docker run")][0]
+        assert docker.startswith("docker run --rm -v %s:%s -e KUBEFACE_SIGNING_KEY=" % (root, root))
+        assert "registry.example/kubeface:v7 python -m luigi_kubeface.runner" in docker
+        key_file = docker.split('grep -v "^#" ', 1)[1].split(")", 1)[0]
+        key = [l for l in open(key_file).read().splitlines() if not l.startswith("#")][0]
+        assert len(key) == 64 and key not in out  # the key is read by the shell, never printed
     finally:
         json.dump(meta, open(job_meta, "w"))
 

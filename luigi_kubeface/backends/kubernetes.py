@@ -261,3 +261,46 @@ def _disruption(pod):
             return "%s: %s" % (condition.get("reason"), condition.get("message"))
     return "no reason given"
 
+
+
+# -- for the `kubeface` command line: a job's pods, seen from any machine with cluster access -----
+
+def job_pods(api, job_id):
+    """The job's pods, oldest attempt first."""
+    pods, _ = api.list_pods(job_selector(job_id))
+    return sorted(pods.values(), key=lambda p: p["metadata"]["labels"].get(ATTEMPT_LABEL, ""))
+
+
+def describe_pod(pod):
+    labels, status = pod["metadata"]["labels"], pod.get("status") or {}
+    return "%s (element %s, attempt %s, %s)" % (pod["metadata"]["name"], labels.get(ELEMENT_LABEL),
+                                                labels.get(ATTEMPT_LABEL), status.get("phase", "Pending"))
+
+
+def delete_job_pods(api, job_id, dry_run=True):
+    """Delete the job's pods and Secret (or only list the pods, on a dry run): descriptions of the pods."""
+    pods = job_pods(api, job_id)
+    if not dry_run:
+        for pod in pods:
+            api.delete_pod(pod["metadata"]["name"], _CANCEL_GRACE)
+        api.delete_secret(secret_name(job_id))
+    return [describe_pod(p) for p in pods]
+
+
+def stream_attempt_log(api, job_id, element, attempt, out):
+    """Copy a running pod's log to out until the pod ends; False when no pod of the element runs."""
+    running = [p for p in job_pods(api, job_id)
+               if p["metadata"]["labels"].get(ELEMENT_LABEL) == element
+               and (attempt is None or p["metadata"]["labels"].get(ATTEMPT_LABEL) == attempt)
+               and (p.get("status") or {}).get("phase") == "Running"]
+    if not running:
+        return False
+    response = api.core.read_namespaced_pod_log(running[-1]["metadata"]["name"], api.namespace, follow=True,
+                                                _preload_content=False)
+    try:
+        for chunk in response.stream(4096):
+            out.write(chunk.decode(errors="replace"))
+            out.flush()
+    finally:
+        response.release_conn()
+    return True

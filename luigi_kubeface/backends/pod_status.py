@@ -97,6 +97,11 @@ def _pending(pod, container, pending_seconds, settings):
                       "[kubeface] (env, secrets, service_account)" % (reason, message or "no message"),
                       error_type="ContainerConfigError", retryable=False, fatal=True)
     scheduled = _condition(pod, "PodScheduled")
+    if (scheduled and scheduled.get("status") == "True" and not container
+            and pending_seconds > settings.unschedulable_patience):
+        return PodEnd(None, "the pod was bound to node %s but the node did not start it for %.0fs"
+                      % ((pod.get("spec") or {}).get("nodeName"), pending_seconds),
+                      error_type="PodNotStarted", interrupted=True)
     if (scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
             and pending_seconds > settings.unschedulable_patience):
         return PodEnd(None, "no node could run the pod for %.0fs (unschedulable_patience): %s. Lower [kubeface] "

@@ -7,7 +7,6 @@ goes through fake-gcs-server. Each test gets its own namespace.
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -15,46 +14,18 @@ import time
 import cloudpickle
 import pytest
 
-from luigi_kubeface import Client, Settings
+from luigi_kubeface import Client
 from luigi_kubeface.errors import ConfigurationError, JobFailedError
 from luigi_kubeface.job import Job
-from support import REPO, run_luigi
+from kube_support import kube_settings, nap, pods, running_pods, start_master, wait_until
+from support import run_luigi
 
 pytestmark = pytest.mark.slow
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # pods import the package, not the tests
 
 
-def kube_settings(cluster, namespace, fake_gcs, storage_root, **values):
-    base = dict(backend="kubernetes", storage_root=storage_root, image=cluster.image, namespace=namespace,
-                kubeconfig=cluster.kubeconfig, cpu_request="50m", memory_request="64Mi", memory_limit="2Gi",
-                pod_env={"STORAGE_EMULATOR_HOST": fake_gcs.url, "GOOGLE_CLOUD_PROJECT": "test"},
-                poll_interval=0.2, retry_backoff=0.5, unschedulable_patience=30)
-    base.update(values)
-    return Settings(**base)
-
-
-def pods(cluster, namespace):
-    data = cluster.core().list_namespaced_pod(namespace, _preload_content=False).data
-    return json.loads(data)["items"]
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
-
-
 def square(x):
     return x * x
-
-
-def nap(seconds):
-    time.sleep(seconds)
-    return seconds
 
 
 class PodCounter:
@@ -234,28 +205,6 @@ def test_missing_namespace_and_unknown_context_are_refused_before_launch(kube_cl
             square, [1])
 
 
-MASTER = """
-import sys, cloudpickle
-from luigi_kubeface import Client
-settings, function, items, job_id = cloudpickle.loads(bytes.fromhex(sys.stdin.read()))
-Client(settings).map(function, items, job_id=job_id)
-print("MASTER DONE")
-"""
-
-
-def start_master(settings, items, job_id):
-    """A master in its own process, to interrupt or kill it."""
-    master = subprocess.Popen([sys.executable, "-c", MASTER], cwd=REPO, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    master.stdin.write(cloudpickle.dumps((settings, nap, items, job_id)).hex())
-    master.stdin.close()
-    return master
-
-
-def running_pods(cluster, namespace):
-    return [p for p in pods(cluster, namespace) if p["status"].get("phase") == "Running"]
-
-
 def test_ctrl_c_deletes_the_pods_in_flight(kube_cluster, kube_namespace, fake_gcs, gcs_root):
     settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root)
     master = start_master(settings, [20, 21, 22], "ctrl-c")
@@ -289,25 +238,3 @@ def test_a_rerun_adopts_pods_an_earlier_master_left_running(kube_cluster, kube_n
     assert len(names) == 3
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 30, "adopted pods to be deleted")
 
-
-def test_api_server_outage_mid_job_is_waited_out(kube_cluster, kube_namespace, fake_gcs, gcs_root):
-    """The watch resumes after its connection drops; creates and deletes wait; nothing is lost or run twice."""
-    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, max_in_flight=6)
-    control_plane = kube_cluster.control_plane
-
-    def outage():
-        wait_until(lambda: running_pods(kube_cluster, kube_namespace), 60, "a running pod")
-        control_plane.stop_component("kube-apiserver")
-        time.sleep(15)
-        control_plane.start_component("kube-apiserver")
-
-    thread = threading.Thread(target=outage, daemon=True)
-    thread.start()
-    items = [2 + i / 100 for i in range(18)]
-    results = Client(settings).map(nap, items, job_id="outage")
-    thread.join()
-    assert list(results) == items
-    job = Job("outage", settings.storage_root)
-    records = [job.attempt_record(key, a) for key in job.finished() for a in job.attempts(key)]
-    assert sum(r["outcome"] == "success" for r in records) == len(items)
-    wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "pods to be deleted after the outage")

@@ -678,6 +678,10 @@ class NodeAgent:
                 self._report_waiting(w, "CreateContainerConfigError", str(e))
                 w.wake.wait(2)
                 w.wake.clear()
+            except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:  # API server away: retry, as a kubelet
+                log.info("pod %s/%s waits for the API server to read its env: %s", w.namespace, w.name, e)
+                w.wake.wait(1)
+                w.wake.clear()
         self._container_loop(w, env)
 
     def _image_pull_loop(self, w: PodWork, image: str):

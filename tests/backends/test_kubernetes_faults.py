@@ -1,0 +1,139 @@
+"""Faults while a job runs on Kubernetes: nothing lost, nothing run twice, no pods left behind.
+
+Each test asserts every result is present exactly once and intact, and that no pod remains.
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from kube_support import kube_settings, nap, pods, running_pods, wait_until
+from luigi_kubeface import Client
+from luigi_kubeface.job import Job
+from luigi_kubeface.storage import open_storage
+from support import REPO, TESTS, run_luigi
+from tests.cluster.fixtures import TEST_IMAGE, _python_path
+from tests.cluster.node_agent import NodeAgent, NodeSpec
+
+pytestmark = pytest.mark.slow
+
+
+def assert_each_result_once(storage_root, job_id, values):
+    """All results load (signature and digest checked), and each element succeeded exactly once."""
+    job = Job(job_id, storage_root)
+    keys = job.finished()
+    assert len(keys) == len(values)
+    assert sorted(job.load_result(k) for k in keys) == sorted(values)
+    successes = {k: [a for a in job.attempts(k) if job.attempt_record(k, a)["outcome"] == "success"] for k in keys}
+    assert all(len(s) == 1 for s in successes.values()), {k: s for k, s in successes.items() if len(s) != 1}
+    return job
+
+
+def test_api_server_down_for_30s_mid_job(kube_cluster, kube_namespace, fake_gcs, gcs_root):
+    """The watch resumes after its connection drops; creates and deletes wait; nothing is lost or run twice."""
+    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, max_in_flight=40)
+    control_plane = kube_cluster.control_plane
+    outage = {}
+
+    def stop_the_api_server():
+        wait_until(lambda: len(running_pods(kube_cluster, kube_namespace)) >= 10, 120, "10 running pods")
+        control_plane.stop_component("kube-apiserver")
+        outage["stopped"] = time.monotonic()
+        time.sleep(30)
+        control_plane.start_component("kube-apiserver")
+        outage["back"] = time.monotonic()
+
+    thread = threading.Thread(target=stop_the_api_server, daemon=True)
+    thread.start()
+    items = [1 + i / 1000 for i in range(200)]
+    results = Client(settings).map(nap, items, job_id="api-outage")
+    finished = time.monotonic()
+    thread.join()
+    assert list(results) == items
+    print("API server down %.0fs; the job finished %.0fs after it came back"
+          % (outage["back"] - outage["stopped"], finished - outage["back"]))
+    assert_each_result_once(gcs_root, "api-outage", items)
+    wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "pods to be deleted after the outage")
+
+
+def test_master_killed_then_the_same_luigi_command_adopts_and_finishes(kube_cluster, kube_namespace, fake_gcs,
+                                                                        gcs_root, tmp_path):
+    env = {"STORAGE_EMULATOR_HOST": fake_gcs.url, "GOOGLE_CLOUD_PROJECT": "test"}
+    pod_env = dict(env, PYTHONPATH=os.pathsep.join([REPO, TESTS]))  # pods import tests/pipelines/toy.py
+    n = 16
+    command = ["--module", "pipelines.toy", "SumSquares", "--n", str(n), "--local-scheduler",
+               "--Squares-mode", "sleep", "--Squares-bad", "[%s]" % ",".join(map(str, range(n))),
+               "--Squares-seconds", "6", "--kubeface-backend", "kubernetes", "--kubeface-storage-root", gcs_root,
+               "--kubeface-image", kube_cluster.image, "--kubeface-namespace", kube_namespace,
+               "--kubeface-kubeconfig", kube_cluster.kubeconfig, "--kubeface-cpu-request", "50m",
+               "--kubeface-max-in-flight", "8", "--kubeface-pod-env", json.dumps(pod_env)]
+    full_env = dict(os.environ, LUIGI_CONFIG_PATH=os.path.join(REPO, "luigi.cfg"),
+                    PYTHONPATH=os.pathsep.join([TESTS, REPO]), **env)
+    master = subprocess.Popen([sys.executable, "-m", "luigi.cmdline"] + command, cwd=str(tmp_path), env=full_env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: len(running_pods(kube_cluster, kube_namespace)) == 8, 120, "8 running pods")
+        master.send_signal(signal.SIGKILL)  # no cleanup: its 8 pods keep running
+        master.wait(timeout=30)
+    finally:
+        master.kill()
+    left_running = len(running_pods(kube_cluster, kube_namespace))
+    result = run_luigi(command, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (tmp_path / ("sum-%d.txt" % n)).read_text() == str(sum(x * x for x in range(n)))
+    assert left_running > 0 and "adopted" in result.stderr + result.stdout
+    (job_id,) = [c.rstrip("/") for c in open_storage(gcs_root).children("") if c.startswith("Squares")]
+    job = assert_each_result_once(gcs_root, job_id, [x * x for x in range(n)])
+    assert all(len(job.attempts(k)) == 1 for k in job.finished())  # reused or adopted: nothing ran twice
+    wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "pods to be deleted")
+
+
+@pytest.fixture
+def second_node(kube_cluster, tmp_path):
+    """node-2, run by its own node agent, so that it can go NotReady while node-1 carries on."""
+    agent = NodeAgent(kube_cluster.kubeconfig, images={TEST_IMAGE: os.path.dirname(sys.executable)},
+                      workdir=tmp_path / "agent-2", nodes=[NodeSpec("node-2", cpu="8", memory="16Gi", pods=110)],
+                      extra_env={"PYTHONPATH": _python_path()})
+    agent.start()
+    agent.wait_nodes_schedulable(60)
+    yield agent
+    agent.set_node_ready("node-2", True)
+    agent.stop(delete_nodes=True)
+
+
+def test_pods_killed_and_a_node_lost_mid_job(kube_cluster, kube_namespace, fake_gcs, gcs_root, second_node):
+    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, max_in_flight=20, retries=2,
+                             node_lost_timeout=3)
+    agents = {"node-1": kube_cluster.agent, "node-2": second_node}
+    items = [3 + i / 1000 for i in range(40)]
+    killed = []
+
+    def chaos():
+        rng = random.Random(7)
+        wait_until(lambda: len(running_pods(kube_cluster, kube_namespace)) >= 10, 120, "10 running pods")
+        while len(killed) < len(items) // 10:  # 10% of the elements lose a pod
+            running = running_pods(kube_cluster, kube_namespace)
+            if running:
+                pod = rng.choice(running)
+                try:
+                    agents[pod["spec"]["nodeName"]].kill_pod_process(kube_namespace, pod["metadata"]["name"])
+                    killed.append(pod["metadata"]["name"])
+                except (KeyError, LookupError):
+                    pass
+            time.sleep(0.7)
+        second_node.set_node_ready("node-2", False)  # its pods are evicted after node_lost_timeout
+
+    thread = threading.Thread(target=chaos, daemon=True)
+    thread.start()
+    results = Client(settings).map(nap, items, job_id="chaos")
+    thread.join()
+    assert list(results) == items and len(killed) == 4
+    assert_each_result_once(gcs_root, "chaos", items)
+    wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "pods to be deleted")
