@@ -207,6 +207,7 @@ class PodWatch:
         self.lock = threading.Lock()
         self.synced = threading.Event()  # the first list arrived
         self.outage_since = None  # monotonic time of the first failed call of a running outage
+        self.recovered_at = 0.0  # monotonic time the last outage ended: what was seen before is stale
         self._stop = threading.Event()
         self._response = None  # the open watch, closed by stop() so the thread ends at once
         self._thread = threading.Thread(target=self._run, name="kubeface-pod-watch", daemon=True)
@@ -263,11 +264,12 @@ class PodWatch:
                 self._response = self.api.watch_pods(self.selector, version)
                 if self._stop.is_set():
                     return
+                self._connected()
+                backoff = 0.5
                 for event in watch_events(self._response):
                     version = self._apply(event, version)
                     if self._stop.is_set():
                         return
-                self.outage_since, backoff = None, 0.5
                 if time.monotonic() - started < 1:  # a watch that ends at once must not spin
                     self._stop.wait(0.5)
             except GoneError:
@@ -283,6 +285,12 @@ class PodWatch:
                     return
                 self._wait(error, backoff)
                 backoff = min(backoff * 2, 10)
+
+    def _connected(self):
+        if self.outage_since is not None:
+            log.info("pod watch resumed after %.0fs", time.monotonic() - self.outage_since)
+            self.recovered_at = time.monotonic()
+            self.outage_since = None
 
     def _wait(self, error, backoff):
         if self.outage_since is None:

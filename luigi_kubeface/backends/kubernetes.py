@@ -241,7 +241,9 @@ class KubernetesBackend:
             self._deletes[followed.name] = 0
             return AttemptEnd(attempt, None, "the pod is being deleted by the cluster (%s)" % _disruption(pod),
                               error_type="PodDeleted", interrupted=True)
-        end = pod_end(pod, now - followed.since, self.settings)
+        # Time pending counts only while the watch is healthy: during an outage nothing is seen to move.
+        pending = 0.0 if self.watch.outage_since is not None else now - max(followed.since, self.watch.recovered_at)
+        end = pod_end(pod, pending, self.settings)
         if end is None:
             return None
         tail = self.api.pod_log_tail(followed.name) if end.fetch_log else ""

@@ -97,8 +97,8 @@ def _pending(pod, container, pending_seconds, settings):
                       "[kubeface] (env, secrets, service_account)" % (reason, message or "no message"),
                       error_type="ContainerConfigError", retryable=False, fatal=True)
     scheduled = _condition(pod, "PodScheduled")
-    if (scheduled and scheduled.get("status") == "True" and not container
-            and pending_seconds > settings.unschedulable_patience):
+    if (scheduled and scheduled.get("status") == "True" and not container  # the node never reported on it
+            and pending_seconds > settings.unschedulable_patience + settings.node_lost_timeout):
         return PodEnd(None, "the pod was bound to node %s but the node did not start it for %.0fs"
                       % ((pod.get("spec") or {}).get("nodeName"), pending_seconds),
                       error_type="PodNotStarted", interrupted=True)

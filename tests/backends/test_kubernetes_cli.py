@@ -30,10 +30,18 @@ def test_logs_follow_streams_a_running_pod(kube_cluster, kube_namespace, fake_gc
         run = kubeface(["logs", "follow", "@0", "--follow", "--storage-root", gcs_root], kube_cluster, tmp_path)
         assert run.returncode == 0, run.stderr
         assert "napping for 6s" in run.stdout
-        assert master.poll() is None or master.returncode == 0  # it streamed while the pod still ran
         master.wait(timeout=120)
     finally:
         master.kill()
+    assert master.returncode == 0, master.stdout.read()
+    status = kubeface(["status", "follow", "--storage-root", gcs_root], kube_cluster, tmp_path)
+    assert status.returncode == 0 and "1 elements: 1 done" in status.stdout, status.stdout + status.stderr
+    listing = kubeface(["list", "--storage-root", gcs_root], kube_cluster, tmp_path)
+    assert listing.returncode == 0 and "follow" in listing.stdout
+    again = kubeface(["reproduce", "follow", "@0", "--storage-root", gcs_root], kube_cluster, tmp_path)
+    assert again.returncode == 0 and "napping for 6s" in again.stdout, again.stdout + again.stderr
+    assert "docker run --rm -e KUBEFACE_SIGNING_KEY=" in again.stdout and " %s python -m luigi_kubeface.runner " % (
+        kube_cluster.image) in again.stdout  # the job's image, from job.json
 
 
 def test_cleanup_lists_then_deletes_the_pods_a_dead_master_left(kube_cluster, kube_namespace, fake_gcs, gcs_root,

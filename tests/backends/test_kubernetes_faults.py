@@ -3,6 +3,7 @@
 Each test asserts every result is present exactly once and intact, and that no pod remains.
 """
 
+import functools
 import json
 import os
 import random
@@ -12,17 +13,19 @@ import sys
 import threading
 import time
 
+import cloudpickle
 import pytest
 
 from kube_support import kube_settings, nap, pods, running_pods, wait_until
-from luigi_kubeface import Client
+from luigi_kubeface import Client, naming
 from luigi_kubeface.job import Job
 from luigi_kubeface.storage import open_storage
-from support import REPO, TESTS, run_luigi
+from support import REPO, TESTS, FakeGCS, run_luigi
 from tests.cluster.fixtures import TEST_IMAGE, _python_path
 from tests.cluster.node_agent import NodeAgent, NodeSpec
 
 pytestmark = pytest.mark.slow
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # pods import the package, not the tests
 
 
 def assert_each_result_once(storage_root, job_id, values):
@@ -76,10 +79,13 @@ def test_master_killed_then_the_same_luigi_command_adopts_and_finishes(kube_clus
                "--kubeface-max-in-flight", "8", "--kubeface-pod-env", json.dumps(pod_env)]
     full_env = dict(os.environ, LUIGI_CONFIG_PATH=os.path.join(REPO, "luigi.cfg"),
                     PYTHONPATH=os.pathsep.join([TESTS, REPO]), **env)
-    master = subprocess.Popen([sys.executable, "-m", "luigi.cmdline"] + command, cwd=str(tmp_path), env=full_env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    luigi = os.path.join(os.path.dirname(sys.executable), "luigi")
+    with open(tmp_path / "first-master.log", "w") as output:
+        master = subprocess.Popen([luigi] + command, cwd=str(tmp_path), env=full_env, stdout=output, stderr=output)
     try:
-        wait_until(lambda: len(running_pods(kube_cluster, kube_namespace)) == 8, 120, "8 running pods")
+        wait_until(lambda: len(running_pods(kube_cluster, kube_namespace)) == 8 or master.poll() is not None, 120,
+                   "8 running pods")
+        assert master.poll() is None, (tmp_path / "first-master.log").read_text()[-3000:]
         master.send_signal(signal.SIGKILL)  # no cleanup: its 8 pods keep running
         master.wait(timeout=30)
     finally:
@@ -110,7 +116,7 @@ def second_node(kube_cluster, tmp_path):
 
 def test_pods_killed_and_a_node_lost_mid_job(kube_cluster, kube_namespace, fake_gcs, gcs_root, second_node):
     settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, max_in_flight=20, retries=2,
-                             node_lost_timeout=3)
+                             node_lost_timeout=3, unschedulable_patience=120)
     agents = {"node-1": kube_cluster.agent, "node-2": second_node}
     items = [3 + i / 1000 for i in range(40)]
     killed = []
@@ -137,3 +143,74 @@ def test_pods_killed_and_a_node_lost_mid_job(kube_cluster, kube_namespace, fake_
     assert list(results) == items and len(killed) == 4
     assert_each_result_once(gcs_root, "chaos", items)
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "pods to be deleted")
+
+
+@pytest.fixture
+def own_gcs(tmp_path, monkeypatch):
+    """A fake-gcs-server of this test's own (filesystem backend: its data survives a restart)."""
+    server = FakeGCS(str(tmp_path / "gcs")).start()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
+    from luigi_kubeface.storage import gcs
+
+    gcs._clients.clear()  # the master's client must talk to this server
+    server.create_bucket("bucket-outage")
+    yield server
+    server.stop()
+    gcs._clients.clear()
+
+
+def test_bucket_down_for_30s_mid_job(kube_cluster, kube_namespace, own_gcs):
+    """Pods and the master wait out the bucket's outage (or the pod is run again): nothing lost."""
+    root = "gs://bucket-outage/jobs"
+    settings = kube_settings(kube_cluster, kube_namespace, own_gcs, root, max_in_flight=8, retries=2)
+    storage = open_storage(root + "/bucket-outage", retry_deadline=60)
+    outage = {}
+
+    def stop_the_bucket():
+        wait_until(lambda: len(storage.list(naming.RESULTS_PREFIX)) >= 4, 120, "4 results")
+        own_gcs.stop()
+        outage["stopped"] = time.monotonic()
+        time.sleep(30)
+        own_gcs.start()
+        outage["back"] = time.monotonic()
+
+    thread = threading.Thread(target=stop_the_bucket, daemon=True)
+    thread.start()
+    items = [1.5 + i / 1000 for i in range(24)]
+    results = Client(settings).map(nap, items, job_id="bucket-outage")
+    finished = time.monotonic()
+    thread.join()
+    assert list(results) == items
+    print("bucket down %.0fs; the job finished %.0fs after it came back"
+          % (outage["back"] - outage["stopped"], finished - outage["back"]))
+    assert_each_result_once(root, "bucket-outage", items)
+    assert not storage.list(naming.QUARANTINE_PREFIX)
+    wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "pods to be deleted")
+
+
+def slow_the_first_time(x, marker_dir):
+    """Element 0's first attempt straggles (60 s); every other attempt takes a second."""
+    marker = os.path.join(marker_dir, "straggled-%d" % x)
+    if x == 0 and not os.path.exists(marker):
+        open(marker, "w").close()
+        time.sleep(60)
+        return "straggler"
+    time.sleep(1)
+    return "attempt that finished first"
+
+
+def test_straggler_gets_a_backup_pod_and_the_first_result_wins(kube_cluster, kube_namespace, fake_gcs, gcs_root,
+                                                              tmp_path):
+    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, max_in_flight=12, speculation=True,
+                             speculation_min_done=0.5, speculation_multiple=3)
+    seen = {}
+    started = time.monotonic()
+    results = Client(settings).map(functools.partial(slow_the_first_time, marker_dir=str(tmp_path)), range(12),
+                                   job_id="straggler", on_progress=lambda p: seen.update(speculated=p.speculated))
+    assert time.monotonic() - started < 60  # the backup finished before the straggler would have (a bound)
+    assert list(results) == ["attempt that finished first"] * 12 and seen["speculated"] == 1
+    job = Job("straggler", gcs_root)
+    (key,) = [k for k in job.finished() if len(job.attempts(k)) == 2]
+    outcomes = sorted(job.attempt_record(key, a)["outcome"] for a in job.attempts(key))
+    assert outcomes == ["cancelled", "success"]  # the straggler's pod was deleted before it could upload
+    wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "both pods of the element to be deleted")
