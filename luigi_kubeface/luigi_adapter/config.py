@@ -9,7 +9,7 @@ import luigi
 
 from ..settings import Settings
 
-_PARAMETER_TYPES = {"str": luigi.Parameter, "int": luigi.IntParameter, "float": luigi.FloatParameter}
+_PARAMETER_TYPES = {"bool": luigi.BoolParameter, "str": luigi.Parameter, "int": luigi.IntParameter, "float": luigi.FloatParameter}
 
 
 def _parameter(field):
