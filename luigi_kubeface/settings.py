@@ -25,6 +25,7 @@ class Settings:
     element_timeout: float = 86400.0  # seconds an attempt may run before it is killed
     poll_interval: float = 0.5
     storage_retry_deadline: float = 600.0  # how long transient storage errors are retried
+    luigid_elements: int = 2000  # a map task lists up to this many elements in luigid, one task each
     speculation: bool = False  # launch one backup attempt of a straggler; the first result wins
     speculation_min_done: float = 0.5  # share of the elements to run that must be done first
     speculation_multiple: float = 3.0  # a straggler ran longer than this multiple of the median
@@ -47,6 +48,7 @@ class Settings:
             ("element_timeout", self.element_timeout > 0, "more than 0 seconds"),
             ("poll_interval", 0 < self.poll_interval <= 60, "between 0 and 60 seconds"),
             ("storage_retry_deadline", self.storage_retry_deadline >= 0, "zero or more seconds"),
+            ("luigid_elements", self.luigid_elements >= 0, "zero or more elements"),
             ("speculation_min_done", 0 < self.speculation_min_done <= 1, "a share above 0, at most 1"),
             ("speculation_multiple", self.speculation_multiple >= 1, "at least 1 (times the median duration)"),
         ]
