@@ -160,6 +160,8 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
     def start(element, number):
         attempts[element.key] += 1
         attempt = naming.new_attempt_id(attempts[element.key])
+        while attempt in in_flight:  # ids are per element; a clash with another element's would lose it
+            attempt = naming.new_attempt_id(attempts[element.key])
         if attempts[element.key] == 1:
             job.write_input(element)
         backend.launch(AttemptSpec(job.id, job.url, element.key, attempt, element.label))

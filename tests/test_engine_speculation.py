@@ -96,3 +96,14 @@ def test_cancelled_record_is_json(tmp_path):
     (cancelled,) = backend.cancelled
     raw = job.storage.read(naming.attempt_record_key(job.elements[3].key, cancelled))
     assert json.loads(raw)["message"] == "another attempt of this element finished first"
+
+
+def test_every_element_runs_once_even_when_attempt_ids_clash(tmp_path, monkeypatch):
+    # Attempt ids carry a short random suffix: thousands launched in one second can draw the same
+    # id for two elements. The engine must not lose either element.
+    ids = iter(["001-1-aaaaaa", "001-1-aaaaaa", "001-1-bbbbbb", "001-1-cccccc", "001-1-cccccc", "001-1-dddddd"])
+    monkeypatch.setattr(naming, "new_attempt_id", lambda number: next(ids))
+    job, backend, report = run(tmp_path, {}, n=4)
+    assert report.progress.succeeded == 4
+    assert sorted(s.attempt for s in backend.launched) == ["001-1-aaaaaa", "001-1-bbbbbb", "001-1-cccccc", "001-1-dddddd"]
+    check_every_result_once(job, 4)
