@@ -25,7 +25,7 @@ class Settings:
     element_timeout: float = 86400.0  # seconds an attempt may run before it is killed
     poll_interval: float = 0.5
     storage_retry_deadline: float = 600.0  # how long transient storage errors are retried
-    luigid_elements: int = 2000  # a map task lists up to this many elements in luigid, one task each
+    luigid_elements: int = 500  # a map task lists up to this many elements in luigid, one task each
     speculation: bool = False  # launch one backup attempt of a straggler; the first result wins
     speculation_min_done: float = 0.5  # share of the elements to run that must be done first
     speculation_multiple: float = 3.0  # a straggler ran longer than this multiple of the median
