@@ -14,6 +14,7 @@ import urllib.request
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
+sys.path.insert(0, REPO)  # this checkout's luigi_kubeface, not an installed one
 
 
 def scratch(prefix):

@@ -27,7 +27,7 @@ class Settings:
     storage_retry_deadline: float = 600.0  # how long transient storage errors are retried
     luigid_elements: int = 500  # a map task lists up to this many elements in luigid, one task each
     speculation: bool = False  # launch one backup attempt of a straggler; the first result wins
-    speculation_min_done: float = 0.5  # share of the elements to run that must be done first
+    speculation_min_done: float = 0.1  # share of the elements to run that must be done first
     speculation_multiple: float = 3.0  # a straggler ran longer than this multiple of the median
 
     def __post_init__(self):
