@@ -59,7 +59,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,2000,4000,5000,20000,50000")
     parser.add_argument("--peer-sizes", default="1000,2000,4000")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per size up to 2,000 (larger sizes run once)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per size up to 1,000 (larger sizes run once)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
     peer_sizes = [int(s) for s in args.peer_sizes.split(",") if s]
@@ -69,7 +69,7 @@ def main():
     print("1-element run (Luigi start-up, fixed cost): ours %.2fs, stock Luigi %.2fs" % (base_ours, base_peer))
     rows = []
     for n in sorted(set(sizes) | set(peer_sizes)):
-        repeat = args.repeat if n <= 2000 else 1
+        repeat = args.repeat if n <= 1000 else 1
         ours = measure(run_ours, n, repeat) if n in sizes else None
         peer = measure(run_peer, n, repeat) if n in peer_sizes else None
         row = [n, repeat]

@@ -1,4 +1,4 @@
-"""KubefaceMapTask and the two tasks it fans out into, so Luigi (and luigid) see every element.
+"""KubefaceMapTask and the two tasks it fans out into, so Luigi (and luigid) see the elements.
 
     TrainModels (the map task)  requires  KubefaceJob;  its run() then yields  KubefaceElement x N
 
@@ -67,8 +67,9 @@ class KubefaceMapTask(luigi.Task):
         job = self.kubeface_job()
         dispatch = job.read_dispatch(RUN_ID) or {}
         if not dispatch.get("elements_shown"):
-            # Once per run: Luigi adds every element (DONE if its result exists, else it runs and
-            # fails with its traceback), so luigid lists each one; then it runs this task again.
+            # Once per run: Luigi adds the elements (all of a small job, those without a result of a
+            # large one): DONE if the result exists, else the element runs and fails with its
+            # traceback, so luigid lists each one. Then Luigi runs this task again.
             job.write_dispatch(RUN_ID, dict(dispatch, elements_shown=True))
             shown = self._elements_for_luigid()
             if shown:
