@@ -245,7 +245,8 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
                 on_progress(progress)
                 last_progress = snapshot
             if not ended and not report.stopped:
-                sleep(settings.poll_interval)
+                # A backend that can wake on an attempt's end (local processes) waits for it instead.
+                getattr(backend, "wait", sleep)(settings.poll_interval)
     finally:
         for attempt, flight in list(in_flight.items()):
             backend.cancel(attempt)
