@@ -222,8 +222,8 @@ class KubefaceElement(_JobPart):
     element = luigi.Parameter(description="the element's key: a digest of its parameters")
     params = luigi.Parameter(description="the element's parameters, readable")
 
-    def requires(self):
-        return self._map()._dispatch_task()
+    # No requires(): elements are dynamic requirements of the map task once its job has run, and
+    # re-adding the job task here would make luigid forget the job's tracking URL.
 
     def output(self):
         return ResultTarget(self._map().kubeface_job(), self.element)
@@ -235,7 +235,7 @@ class KubefaceElement(_JobPart):
         attempts = job.attempts(self.element)
         record = job.attempt_record(self.element, attempts[-1]) if attempts else None
         if record is None or record.get("outcome") == "cancelled":
-            dispatch = job.read_dispatch(self.requires().run_id) or {}
+            dispatch = job.read_dispatch(RUN_ID) or {}
             reason = dispatch.get("stopped") or "the job ended before this element ran"
             raise KubefaceError(
                 "element %s was not run: the job stopped early (%s). Fix the failures shown on the failed "
