@@ -5,6 +5,7 @@ when the failure budget is spent, and reuses every result already in storage. It
 Luigi, Kubernetes or GCS: a backend runs attempts, the job's storage holds the truth.
 """
 
+import bisect
 import heapq
 import logging
 import random
@@ -118,6 +119,10 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
     attempts = Counter()
     interruptions = Counter()
     failed_attempts = Counter()
+    running_of = {}  # element key -> its attempts in flight (two while a backup runs)
+    backed_up, won = set(), set()  # elements given a backup; elements whose result came this run
+    durations = []  # sorted durations of the successful attempts, for the median
+    to_run = len(todo)
     retry_at = []  # heap of (time, sequence, element)
     sequence = 0
     last_progress = None
@@ -129,6 +134,7 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
             attempt = adopted.pop(element.key)
             attempts[element.key] = naming.attempt_number(attempt)
             in_flight[attempt] = _Flight(element, attempt, attempts[element.key], clock())
+            running_of[element.key] = {attempt}
         todo = deque(e for e in todo if e.key not in {f.element.key for f in in_flight.values()})
         progress.pending = len(todo)
         for attempt in adopted.values():  # their elements are done already, or no longer in the grid
@@ -147,7 +153,7 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
             try:  # one read per result, as the exists() it replaces: the master never trusts an unchecked blob
                 job.check_result(element.key)
                 progress.succeeded += 1
-                return
+                return True
             except BlobNotFoundError:
                 pass
             except CorruptBlobError as error:  # moved aside by check_result: this element runs again
@@ -208,6 +214,58 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
         else:
             fail_for_good(element, failure)
 
+    def start(element, number):
+        attempts[element.key] += 1
+        attempt = naming.new_attempt_id(attempts[element.key])
+        while attempt in in_flight:  # ids are per element; a clash with another element's would lose it
+            attempt = naming.new_attempt_id(attempts[element.key])
+        if attempts[element.key] == 1:
+            job.write_input(element)
+        backend.launch(AttemptSpec(job.id, job.url, element.key, attempt, element.label,
+                                   secret_env=job.secret_env()))
+        in_flight[attempt] = _Flight(element, attempt, number, clock())
+        running_of.setdefault(element.key, set()).add(attempt)
+
+    def attempt_over(flight, end=None, timed_out=False):
+        """One attempt ended; with speculation its sibling may still run, and the first result wins."""
+        key = flight.element.key
+        siblings = running_of.pop(key, set()) - {flight.attempt}
+        if key in won:
+            return
+        if siblings and (timed_out or not job.has_result(key)):
+            running_of[key] = siblings  # the other attempt of this element decides
+            log.info("attempt %s of element %s ended without a result; its sibling still runs", flight.attempt, key)
+            return
+        if attempt_ended(flight, end, timed_out):
+            won.add(key)
+            bisect.insort(durations, clock() - flight.started)
+            for loser in siblings:
+                backend.cancel(loser)
+                in_flight.pop(loser, None)
+                try:  # best effort, as on the way out
+                    job.write_attempt_record(key, loser, {
+                        "element": key, "attempt": loser, "outcome": "cancelled", "error_type": "Cancelled",
+                        "message": "another attempt of this element finished first", "traceback": "",
+                        "recorded_by": "master"})
+                except Exception as error:  # noqa: BLE001
+                    log.warning("could not record the cancellation of attempt %s: %s", loser, error)
+
+    def speculate(now):
+        """Back up attempts running far longer than the median, using free slots before fresh work."""
+        if len(durations) < max(1, settings.speculation_min_done * to_run):
+            return
+        limit = settings.speculation_multiple * durations[len(durations) // 2]
+        for flight in list(in_flight.values()):
+            if len(in_flight) >= settings.cap:
+                return
+            key = flight.element.key
+            if key not in backed_up and key not in won and now - flight.started > limit:
+                backed_up.add(key)
+                progress.speculated += 1
+                log.info("element %s (%s) has run %.0fs, over %g x the median: launching a backup attempt",
+                         key, flight.element.label, now - flight.started, settings.speculation_multiple)
+                start(flight.element, flight.number)
+
     def budget_spent():
         if progress.failed > settings.failure_budget * progress.total:
             return ("%d of %d elements failed for good, more than the failure budget of %g%%"
@@ -223,25 +281,21 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
                 todo.appendleft(heapq.heappop(retry_at)[2])
             while todo and len(in_flight) < settings.cap:
                 element = todo.popleft()
-                attempts[element.key] += 1
-                attempt = naming.new_attempt_id(attempts[element.key])
-                if attempts[element.key] == 1:
-                    job.write_input(element)
-                backend.launch(AttemptSpec(job.id, job.url, element.key, attempt, element.label,
-                                           secret_env=job.secret_env()))
-                in_flight[attempt] = _Flight(element, attempt, attempts[element.key], clock())
+                start(element, attempts[element.key] + 1)
                 progress.pending -= 1
             ended = backend.poll()
             for end in ended:
                 flight = in_flight.pop(end.attempt, None)
                 if flight is not None:
-                    attempt_ended(flight, end)
+                    attempt_over(flight, end)
             now = clock()
             for attempt, flight in list(in_flight.items()):
                 if now - flight.started > timeout:
                     backend.cancel(attempt)
                     del in_flight[attempt]
-                    attempt_ended(flight, timed_out=True)
+                    attempt_over(flight, timed_out=True)
+            if settings.speculation and not report.stopped:
+                speculate(now)
             report.stopped = report.stopped or budget_spent()
             progress.running = len(in_flight)
             wall_offset = time.time() - clock()
@@ -251,7 +305,8 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
                 on_progress(progress)
                 last_progress = snapshot
             if not ended and not report.stopped:
-                sleep(settings.poll_interval)
+                # A backend that can wake on an attempt's end (local processes) waits for it instead.
+                getattr(backend, "wait", sleep)(settings.poll_interval)
     finally:
         if in_flight and getattr(backend, "leaves_attempts_running", False) and not report.stopped:
             log.warning("job %s: leaving %d attempts running for a later rerun to adopt", job.id, len(in_flight))

@@ -119,40 +119,44 @@ def load_call(storage, element, key):
 
 def run_attempt(storage, element, attempt, log_path, key=None):
     """Run one attempt against a job-scoped storage; returns (exit code, outcome record)."""
+    with _tee_output(log_path):
+        return execute_attempt(storage, element, attempt, key)
+
+
+def execute_attempt(storage, element, attempt, key=None):
+    """The attempt itself, without the log tee: also what in-process backends call."""
     record = {"element": element, "attempt": attempt, "host": socket.gethostname(),
               "pid": os.getpid(), "started": time.time(), **serialization.versions()}
     code = EXIT_OK
     job = naming.job_id_from_url(storage.url)
-    with _tee_output(log_path):
+    try:
+        function, args, kwargs = load_call(storage, element, key)
+    except (VersionMismatchError, CorruptBlobError, BlobNotFoundError, SigningKeyError) as error:
+        record.update(outcome="unusable_input", **_error_fields(error), traceback="")
+        code = EXIT_UNUSABLE_INPUT
+    else:
         try:
-            function, args, kwargs = load_call(storage, element, key)
-        except (VersionMismatchError, CorruptBlobError, BlobNotFoundError, SigningKeyError) as error:
-            record.update(outcome="unusable_input", **_error_fields(error), traceback="")
-            code = EXIT_UNUSABLE_INPUT
+            value = function(*args, **kwargs)
+        except BaseException as error:  # noqa: BLE001 - the element's own failure, reported in full
+            if isinstance(error, KeyboardInterrupt):
+                raise
+            record.update(outcome="error", **_error_fields(error), traceback=traceback.format_exc())
+            traceback.print_exc()
+            code = EXIT_ELEMENT_ERROR
         else:
             try:
-                value = function(*args, **kwargs)
-            except BaseException as error:  # noqa: BLE001 - the element's own failure, reported in full
-                if isinstance(error, KeyboardInterrupt):
-                    raise
-                record.update(outcome="error", **_error_fields(error), traceback=traceback.format_exc())
-                traceback.print_exc()
+                blob = serialization.dumps(value, "result", {"element": element, "attempt": attempt, "job": job}, key)
+            except Exception as error:  # noqa: BLE001 - unpicklable results are user errors
+                record.update(outcome="error", error_type="UnpicklableResult",
+                              message="the element returned a %s that cannot be pickled (%s): return "
+                              "plain data (numbers, lists, dicts, arrays)" % (type(value).__name__, error),
+                              traceback=traceback.format_exc())
                 code = EXIT_ELEMENT_ERROR
             else:
-                try:
-                    blob = serialization.dumps(value, "result", {"element": element, "attempt": attempt, "job": job},
-                                               key)
-                except Exception as error:  # noqa: BLE001 - unpicklable results are user errors
-                    record.update(outcome="error", error_type="UnpicklableResult",
-                                  message="the element returned a %s that cannot be pickled (%s): return "
-                                  "plain data (numbers, lists, dicts, arrays)" % (type(value).__name__, error),
-                                  traceback=traceback.format_exc())
-                    code = EXIT_ELEMENT_ERROR
-                else:
-                    won = storage.write_if_absent(naming.result_key(element), blob)
-                    record.update(outcome="success", result_bytes=len(blob), result_written=won)
-                    if not won:
-                        print("result of element %s was already written by another attempt; kept it" % element)
+                won = storage.write_if_absent(naming.result_key(element), blob)
+                record.update(outcome="success", result_bytes=len(blob), result_written=won)
+                if not won:
+                    print("result of element %s was already written by another attempt; kept it" % element)
     record["finished"] = time.time()
     record["duration"] = record["finished"] - record["started"]
     return code, record

@@ -54,6 +54,10 @@ class Settings:
     node_lost_timeout: float = 300.0  # seconds a pod stays bound to a NotReady node before it is retried
     keep_failed_pods: bool = False  # keep failed pods for `kubectl describe` (they count toward nothing)
     leave_pods_on_exit: bool = False  # when the master exits, leave running pods to a later rerun
+    luigid_elements: int = 500  # a map task lists up to this many elements in luigid, one task each
+    speculation: bool = False  # launch one backup attempt of a straggler; the first result wins
+    speculation_min_done: float = 0.1  # share of the elements to run that must be done first
+    speculation_multiple: float = 3.0  # a straggler ran longer than this multiple of the median
 
     def __post_init__(self):
         from .backends import check_backend_name
@@ -104,6 +108,9 @@ class Settings:
             ("run_as_user", self.run_as_user > 0, "a non-root user id (more than 0)"),
             ("unschedulable_patience", self.unschedulable_patience > 0, "more than 0 seconds"),
             ("node_lost_timeout", self.node_lost_timeout >= 0, "zero or more seconds"),
+            ("luigid_elements", self.luigid_elements >= 0, "zero or more elements"),
+            ("speculation_min_done", 0 < self.speculation_min_done <= 1, "a share above 0, at most 1"),
+            ("speculation_multiple", self.speculation_multiple >= 1, "at least 1 (times the median duration)"),
         ]
         for name, ok, expected in checks:
             if not ok:

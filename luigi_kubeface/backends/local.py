@@ -1,10 +1,12 @@
 """Each attempt is a fresh local process running the task runner: the isolation of a pod."""
 
 import os
+import select
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 from .. import runner
 from . import AttemptEnd
@@ -24,6 +26,7 @@ class LocalBackend:
     def __init__(self, settings):
         self.settings = settings
         self._processes = {}  # attempt -> (Popen, output file path)
+        self._pidfds = {}  # attempt -> pidfd (Linux)
         self._dir = tempfile.mkdtemp(prefix="kubeface-local-")
         self._env = dict(os.environ)
         # The runner must import what the master imported (the pipeline module, often from cwd).
@@ -39,6 +42,10 @@ class LocalBackend:
                 start_new_session=True,  # own process group: cancel kills children too
             )
         self._processes[spec.attempt] = (process, output)
+        try:  # a descriptor that becomes readable when the process exits, for wait()
+            self._pidfds[spec.attempt] = os.pidfd_open(process.pid)
+        except (AttributeError, OSError):
+            pass
 
     def poll(self):
         ended = []
@@ -47,8 +54,21 @@ class LocalBackend:
             if code is None:
                 continue
             del self._processes[attempt]
+            self._close_pidfd(attempt)
             ended.append(AttemptEnd(attempt, code, _describe_exit(code), log_tail=self._tail(output)))
         return ended
+
+    def wait(self, timeout):
+        """Sleep until an attempt ends or timeout passes: an element is picked up when its process exits."""
+        if self._pidfds and len(self._pidfds) == len(self._processes):
+            select.select(list(self._pidfds.values()), [], [], timeout)
+        else:
+            time.sleep(timeout)
+
+    def _close_pidfd(self, attempt):
+        fd = self._pidfds.pop(attempt, None)
+        if fd is not None:
+            os.close(fd)
 
     @staticmethod
     def _tail(path, size=4096):
@@ -69,6 +89,7 @@ class LocalBackend:
         if entry is None:
             return
         process, output = entry
+        self._close_pidfd(attempt)
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -1,17 +1,22 @@
-"""KubefaceMapTask and the two tasks it fans out into, so Luigi (and luigid) see every element.
+"""KubefaceMapTask and the two tasks it fans out into, so Luigi (and luigid) see the elements.
 
-    TrainModels (the map task)  requires  KubefaceElement x N  which require  KubefaceJob
+    TrainModels (the map task)  requires  KubefaceJob;  its run() then yields  KubefaceElement x N
 
 KubefaceJob runs the engine over every unfinished element at once (bounded concurrency, retries,
-failure budget) and shows live counts in luigid. Each KubefaceElement then succeeds if its result
-blob is there, or fails with its remote traceback. A rerun skips elements whose result exists,
-from one listing of the job's results.
+failure budget) and shows live counts in luigid. Then the map task hands Luigi its elements as
+dynamic requirements: each one whose result blob is there is reported DONE without being run, and
+each one without a result runs and fails with its remote traceback. Elements are never pending in
+Luigi while the job runs, because Luigi's scheduler walks every pending task on every request for
+work: one pending task per element costs time quadratic in the number of elements. Above
+[kubeface] luigid_elements, only elements without a result are listed (telling luigid of a task
+is one HTTP request). A rerun skips elements whose result exists, from one listing of the results.
 """
 
 import logging
 import time
 
 import luigi
+from luigi.task import DynamicRequirements
 
 from .. import naming
 from ..backends import open_backend
@@ -55,13 +60,22 @@ class KubefaceMapTask(luigi.Task):
     # -- what Luigi calls -------------------------------------------------------------------
 
     def _requires(self):
-        return super()._requires() + [self._element_task(e) for e in self.kubeface_job().elements]
+        return super()._requires() + [self._dispatch_task()]
 
     def output(self):
         return CollectedResults(self.kubeface_job(), [e.key for e in self.kubeface_job().elements])
 
     def run(self):
         job = self.kubeface_job()
+        dispatch = job.read_dispatch(RUN_ID) or {}
+        if not dispatch.get("elements_shown"):
+            # Once per run: Luigi adds the elements (all of a small job, those without a result of a
+            # large one): DONE if the result exists, else the element runs and fails with its
+            # traceback, so luigid lists each one. Then Luigi runs this task again.
+            job.write_dispatch(RUN_ID, dict(dispatch, elements_shown=True))
+            shown = self._elements_for_luigid()
+            if shown:
+                yield DynamicRequirements([self._element_task(e) for e in shown], lambda complete: False)
         if not self.output().exists():
             raise KubefaceError("results of job %s vanished while the job ran (deleted?): rerun" % job.url)
         log.info("%s: all %d element results are in %s", self, len(job.elements), job.url)
@@ -80,7 +94,16 @@ class KubefaceMapTask(luigi.Task):
             self._kubeface_job = Job(self.job_id(), settings.storage_root, self.run_element,
                                      elements_from_grid(self.grid()), retry_deadline=settings.storage_retry_deadline,
                                      keys=KeyRing.from_settings(settings))
+            _MAP_TASKS[self._kubeface_job.id] = self
         return self._kubeface_job
+
+    def _elements_for_luigid(self):
+        """Every element of a small job; of a large one, only those without a result (capped)."""
+        job, limit = self.kubeface_job(), self.kubeface_settings().luigid_elements
+        if len(job.elements) <= limit:
+            return job.elements
+        finished = ResultIndex.finished(job, max_age=0)
+        return [e for e in job.elements if e.key not in finished][:limit]
 
     def _dispatch_task(self):
         task = KubefaceJob(job=self.kubeface_job().id, run_id=RUN_ID)
@@ -108,12 +131,26 @@ def _share_luigi_logging():
     ours.setLevel(luigi_logger.getEffectiveLevel())
 
 
+# Job id -> its map task in this master, for element tasks that Luigi re-creates from their
+# parameters (a yielded requirement crosses from a forked worker process as a name and parameters).
+_MAP_TASKS = {}
+
+
 class _JobPart(luigi.Task):
     """Shared plumbing of the tasks a map task fans out into (never scheduled on their own)."""
 
     _map_task = None
 
+    @classmethod
+    def get_params(cls):
+        """Luigi walks dir(cls) on each call, several times per task: cache it, the class never changes."""
+        if "_params_cached" not in cls.__dict__:
+            cls._params_cached = super().get_params()
+        return list(cls._params_cached)
+
     def _map(self):
+        if self._map_task is None:
+            self._map_task = _MAP_TASKS.get(self.job)
         if self._map_task is None:
             raise ConfigurationError(
                 "%s is created by a KubefaceMapTask and cannot be run on its own: run the map task" % self
@@ -185,8 +222,8 @@ class KubefaceElement(_JobPart):
     element = luigi.Parameter(description="the element's key: a digest of its parameters")
     params = luigi.Parameter(description="the element's parameters, readable")
 
-    def requires(self):
-        return self._map()._dispatch_task()
+    # No requires(): elements are dynamic requirements of the map task once its job has run, and
+    # re-adding the job task here would make luigid forget the job's tracking URL.
 
     def output(self):
         return ResultTarget(self._map().kubeface_job(), self.element)
@@ -198,7 +235,7 @@ class KubefaceElement(_JobPart):
         attempts = job.attempts(self.element)
         record = job.attempt_record(self.element, attempts[-1]) if attempts else None
         if record is None or record.get("outcome") == "cancelled":
-            dispatch = job.read_dispatch(self.requires().run_id) or {}
+            dispatch = job.read_dispatch(RUN_ID) or {}
             reason = dispatch.get("stopped") or "the job ended before this element ran"
             raise KubefaceError(
                 "element %s was not run: the job stopped early (%s). Fix the failures shown on the failed "

@@ -93,3 +93,22 @@ def test_map_task_and_elements_in_luigid(tmp_path, luigid):
     done = luigid.tasks("DONE")
     assert {t["name"] for t in done.values()} >= {"SumSquares", "Squares", "KubefaceJob", "KubefaceElement"}
     assert not [t for t in luigid.tasks("FAILED").values()]
+
+
+@pytest.mark.slow
+def test_large_map_task_lists_only_elements_without_result_in_luigid(tmp_path, luigid):
+    # Above luigid_elements, luigid gets one task per element without a result, not one per element.
+    result, output = luigi_toy(tmp_path, "Squares", "--n", "7", "--mode", "raise", "--bad", "[5]",
+                               "--kubeface-retries", "0", "--kubeface-failure-budget", "0.5",
+                               "--kubeface-luigid-elements", "3", scheduler=luigid)
+    assert result.returncode == 30, output[-3000:]
+    ours = lambda tasks: [t for t in tasks.values() if t["name"] == "KubefaceElement" and "Squares_7_" in t["params"]["job"]]  # noqa: E731
+    (failed,) = ours(luigid.tasks("FAILED"))
+    assert failed["params"]["params"] == "x=5"
+    assert ours(luigid.tasks("DONE")) == []
+    jobs = [t for t in luigid.tasks("DONE").values() if t["name"] == "KubefaceJob" and "Squares_7_" in t["params"]["job"]]
+    assert "6 succeeded" in jobs[0]["status_message"] and "1 failed" in jobs[0]["status_message"]
+
+    result, output = luigi_toy(tmp_path, "Squares", "--n", "7", "--kubeface-luigid-elements", "3", scheduler=luigid)
+    assert result.returncode == 0, output[-3000:]
+    assert "6 already done, 1 to run" in output
