@@ -67,6 +67,18 @@ def format_duration(seconds):
     return "%dh%02dm" % (hours, rest // 60)
 
 
+def _y_axis(top, left, plot_w, bottom, plot_h):
+    """Grid lines and labels of a count axis from 0 to top, at round steps."""
+    parts = []
+    tick = max(1, int(_nice_step(top, 4)))
+    for y_value in range(0, top + 1, tick):
+        y = bottom - plot_h * y_value / top
+        parts.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#eee"/>' % (left, left + plot_w, y, y))
+        parts.append('<text x="%d" y="%.1f" font-size="11" text-anchor="end" fill="#616161">%d</text>'
+                     % (left - 6, y + 4, y_value))
+    return parts
+
+
 def _nice_step(span, count):
     raw = span / max(count, 1)
     magnitude = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
@@ -93,12 +105,7 @@ def histogram_svg(durations, failed_durations=(), width=560, height=220, bins=24
     top = max(a + b for a, b in zip(ok, bad)) or 1
     left, bottom, plot_w, plot_h = 44, height - 34, width - 60, height - 54
     parts = ['<svg class="histogram" xmlns="http://www.w3.org/2000/svg" width="%d" height="%d">' % (width, height)]
-    tick = max(1, int(_nice_step(top, 4)))
-    for y_value in range(0, top + 1, tick):
-        y = bottom - plot_h * y_value / top
-        parts.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#eee"/>' % (left, left + plot_w, y, y))
-        parts.append('<text x="%d" y="%.1f" font-size="11" text-anchor="end" fill="#616161">%d</text>'
-                     % (left - 6, y + 4, y_value))
+    parts += _y_axis(top, left, plot_w, bottom, plot_h)
     bar_w = plot_w / bins
     for i in range(bins):
         x = left + i * bar_w
@@ -149,12 +156,7 @@ def timeline_svg(intervals, now, width=560, height=220):
     path = " ".join(points)
     x_end = left + plot_w
     parts = ['<svg class="timeline" xmlns="http://www.w3.org/2000/svg" width="%d" height="%d">' % (width, height)]
-    tick = max(1, int(_nice_step(peak, 4)))
-    for y_value in range(0, peak + 1, tick):
-        y = bottom - plot_h * y_value / peak
-        parts.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#eee"/>' % (left, left + plot_w, y, y))
-        parts.append('<text x="%d" y="%.1f" font-size="11" text-anchor="end" fill="#616161">%d</text>'
-                     % (left - 6, y + 4, y_value))
+    parts += _y_axis(peak, left, plot_w, bottom, plot_h)
     parts.append('<polygon points="%.1f,%d %s %.1f,%d" fill="#90caf9" stroke="#1565c0" stroke-width="1.5">'
                  '<title>peak %d attempts at once</title></polygon>' % (left, bottom, path, x_end, bottom, peak))
     parts.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="#9e9e9e"/>' % (left, left + plot_w, bottom, bottom))

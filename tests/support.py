@@ -185,3 +185,13 @@ def png_colours(path, limit=10000):
                     return colours
         previous = current
     return colours
+
+
+class Bomb:
+    """Unpickling this creates a file: a stand-in for code a bucket writer would like to run."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))

@@ -11,17 +11,9 @@ import pytest
 from luigi_kubeface import Client, naming, serialization
 from luigi_kubeface.errors import CorruptBlobError
 from luigi_kubeface.storage import open_storage
-from support import run_luigi
+from support import Bomb, run_luigi
 
 FAST = dict(poll_interval=0.05, retry_backoff=0.1)
-
-
-class Bomb:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
 
 
 def truncate(blob, marker):

@@ -17,20 +17,10 @@ from luigi_kubeface.errors import CorruptBlobError, SigningKeyError, UntrustedBl
 from luigi_kubeface.job import Job, elements_from_items
 from luigi_kubeface.keys import KeyRing
 from luigi_kubeface.settings import Settings
-from support import REPO
+from support import Bomb, REPO
 
 KEY = bytes(range(32))
 FAST = dict(poll_interval=0.05, retry_backoff=0.1)
-
-
-class Bomb:
-    """Unpickling this creates a file: a stand-in for code a bucket writer would like to run."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
 
 
 def split(blob):

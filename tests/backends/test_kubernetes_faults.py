@@ -39,29 +39,37 @@ def assert_each_result_once(storage_root, job_id, values):
     return job
 
 
+def run_through_an_outage(settings, items, job_id, started, stop, start, seconds=30):
+    """Map items while a component is down for `seconds` once `started()` holds; prints how long recovery took."""
+    outage = {}
+
+    def break_it():
+        wait_until(started, 120, "the job to be under way")
+        stop()
+        outage["stopped"] = time.monotonic()
+        time.sleep(seconds)
+        start()
+        outage["back"] = time.monotonic()
+
+    thread = threading.Thread(target=break_it, daemon=True)
+    thread.start()
+    results = Client(settings).map(nap, items, job_id=job_id)
+    finished = time.monotonic()
+    thread.join()
+    assert list(results) == items
+    print("%s: down %.0fs; the job finished %.0fs after it came back"
+          % (job_id, outage["back"] - outage["stopped"], finished - outage["back"]))
+
+
 def test_api_server_down_for_30s_mid_job(kube_cluster, kube_namespace, fake_gcs, gcs_root):
     """The watch resumes after its connection drops; creates and deletes wait; nothing is lost or run twice."""
     settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, max_in_flight=40)
     control_plane = kube_cluster.control_plane
-    outage = {}
-
-    def stop_the_api_server():
-        wait_until(lambda: len(running_pods(kube_cluster, kube_namespace)) >= 10, 120, "10 running pods")
-        control_plane.stop_component("kube-apiserver")
-        outage["stopped"] = time.monotonic()
-        time.sleep(30)
-        control_plane.start_component("kube-apiserver")
-        outage["back"] = time.monotonic()
-
-    thread = threading.Thread(target=stop_the_api_server, daemon=True)
-    thread.start()
     items = [1 + i / 1000 for i in range(200)]
-    results = Client(settings).map(nap, items, job_id="api-outage")
-    finished = time.monotonic()
-    thread.join()
-    assert list(results) == items
-    print("API server down %.0fs; the job finished %.0fs after it came back"
-          % (outage["back"] - outage["stopped"], finished - outage["back"]))
+    run_through_an_outage(settings, items, "api-outage",
+                          started=lambda: len(running_pods(kube_cluster, kube_namespace)) >= 10,
+                          stop=lambda: control_plane.stop_component("kube-apiserver"),
+                          start=lambda: control_plane.start_component("kube-apiserver"))
     assert_each_result_once(gcs_root, "api-outage", items)
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "pods to be deleted after the outage")
 
@@ -164,25 +172,10 @@ def test_bucket_down_for_30s_mid_job(kube_cluster, kube_namespace, own_gcs):
     root = "gs://bucket-outage/jobs"
     settings = kube_settings(kube_cluster, kube_namespace, own_gcs, root, max_in_flight=8, retries=2)
     storage = open_storage(root + "/bucket-outage", retry_deadline=60)
-    outage = {}
-
-    def stop_the_bucket():
-        wait_until(lambda: len(storage.list(naming.RESULTS_PREFIX)) >= 4, 120, "4 results")
-        own_gcs.stop()
-        outage["stopped"] = time.monotonic()
-        time.sleep(30)
-        own_gcs.start()
-        outage["back"] = time.monotonic()
-
-    thread = threading.Thread(target=stop_the_bucket, daemon=True)
-    thread.start()
     items = [1.5 + i / 1000 for i in range(24)]
-    results = Client(settings).map(nap, items, job_id="bucket-outage")
-    finished = time.monotonic()
-    thread.join()
-    assert list(results) == items
-    print("bucket down %.0fs; the job finished %.0fs after it came back"
-          % (outage["back"] - outage["stopped"], finished - outage["back"]))
+    run_through_an_outage(settings, items, "bucket-outage",
+                          started=lambda: len(storage.list(naming.RESULTS_PREFIX)) >= 4,
+                          stop=own_gcs.stop, start=own_gcs.start)
     assert_each_result_once(root, "bucket-outage", items)
     assert not storage.list(naming.QUARANTINE_PREFIX)
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "pods to be deleted")
