@@ -15,11 +15,20 @@ Requests are read from the API server's `apiserver_request_total` (deltas over e
 sorted by the kinds of request each client makes: the metric has no client label, so every kind is
 attributed to the one client known to send it (see `ours_kinds`, `peer_kinds`); the rest (node
 agent, scheduler, controller manager, heartbeats) is printed apart. Prints figures, asserts nothing.
+
+The peer runs fewer tasks (default 100): it polls each Job on its own, so its requests per pod do not
+change with the number of tasks, and each task holds a Luigi worker process for a few seconds at
+least (a 5 s wait for the Job's pod, then polls). It needs pykube-ng (`pip install pykube-ng`) and
+runs in a fresh Python process: Luigi forks a process per task, and a fork of this process (node
+agent and API client threads) once left a task's process stuck on a lock for good.
 """
 
 import argparse
+import importlib.util
+import json
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -195,10 +204,8 @@ def run_ours(cluster, gcs, workdir, elements, max_in_flight):
 
 def peer_unavailable():
     """Why KubernetesJobTask cannot run here, or None."""
-    try:
-        import pykube  # noqa: F401
-    except ImportError as error:
-        return "pykube-ng is not installed (pip install pykube-ng): %s" % error
+    if importlib.util.find_spec("pykube") is None:
+        return "pykube-ng is not installed (pip install pykube-ng)"
     return None
 
 
@@ -241,27 +248,41 @@ def count_pods(cluster, namespace):
     return len(core.list_pod_for_all_namespaces(field_selector="metadata.namespace=" + namespace).items)
 
 
-def run_peer(cluster, workdir, tasks, workers, poll):
+def peer_child(argv):
+    """luigi.build in a fresh process: Luigi forks a worker process per task, and forking this
+    benchmark's process (node agent and API client threads) can deadlock a child on a lock."""
     import luigi
     import luigi.configuration
 
+    kubeconfig, namespace, out_dir, image, tasks, workers, poll = argv
+    config = luigi.configuration.get_config()
+    for option, value in (("auth_method", "kubeconfig"), ("kubeconfig_path", kubeconfig),
+                          ("max_retrials", "0"), ("kubernetes_namespace", namespace)):
+        config.set("kubernetes", option, value)
+    PrintOne = define_peer_task()
+    started = time.monotonic()
+    result = luigi.build([PrintOne(index=i, out_dir=out_dir, image=image, poll=float(poll)) for i in range(int(tasks))],
+                         local_scheduler=True, workers=int(workers), detailed_summary=True, log_level="WARNING")
+    print(json.dumps({"wall": time.monotonic() - started, "status": result.status.name}))
+
+
+def run_peer(cluster, workdir, tasks, workers, poll):
     why = peer_unavailable()
     if why:
         print("peer: Luigi's KubernetesJobTask could not run: %s" % why)
         return None
     namespace = cluster.create_namespace("kbench-peer")
-    config = luigi.configuration.get_config()
-    for option, value in (("auth_method", "kubeconfig"), ("kubeconfig_path", cluster.kubeconfig),
-                          ("max_retrials", "0"), ("kubernetes_namespace", namespace)):
-        config.set("kubernetes", option, value)
-    PrintOne = define_peer_task()
     out_dir = os.path.join(workdir, "peer-out")
     os.makedirs(out_dir)
     before = snapshot(cluster)
     started = time.monotonic()
-    result = luigi.build([PrintOne(index=i, out_dir=out_dir, image=cluster.image, poll=poll) for i in range(tasks)],
-                         local_scheduler=True, workers=workers, detailed_summary=True, log_level="WARNING")
-    wall = time.monotonic() - started
+    child = subprocess.run([sys.executable, os.path.abspath(__file__), "--peer-child", cluster.kubeconfig, namespace,
+                            out_dir, cluster.image, str(tasks), str(workers), str(poll)],
+                           stdout=subprocess.PIPE, text=True)
+    lines = child.stdout.strip().splitlines()
+    outcome = json.loads(lines[-1]) if child.returncode == 0 and lines else {"wall": float("nan"),
+                                                                            "status": "exit %d" % child.returncode}
+    wall = outcome["wall"]
     done = len(os.listdir(out_dir))
     # The garbage collector deletes the Jobs' pods after the task returns: wait, with cluster-wide lists.
     own_lists, deadline = 0, time.monotonic() + 120
@@ -282,7 +303,7 @@ def run_peer(cluster, workdir, tasks, workers, poll):
     print("peer: luigi.contrib.kubernetes.KubernetesJobTask (pykube-ng), %d tasks, luigi.build(workers=%d), "
           "poll_interval=%gs" % (tasks, workers, poll))
     print("  tasks: %d (%d done, luigi: %s)   wall time: %.1fs   pods created (by the Job controller): %d"
-          % (tasks, done, result.status.name if hasattr(result, "status") else result, wall, pods))
+          % (tasks, done, outcome["status"], wall, pods))
     total = print_table("KubernetesJobTask's own API requests", found, pods)
     print_table("the controller manager's requests for those Jobs (Job controller, garbage collector)",
                 controller, pods)
@@ -293,6 +314,8 @@ def run_peer(cluster, workdir, tasks, workers, poll):
 
 
 def main():
+    if sys.argv[1:2] == ["--peer-child"]:
+        return peer_child(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("elements", type=int, nargs="?", default=1000)
     parser.add_argument("--max-in-flight", type=int, default=50)
