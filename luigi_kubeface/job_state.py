@@ -50,7 +50,7 @@ class ElementState:
     @property
     def host(self):
         record = self.last_record
-        return (record or {}).get("host", "")
+        return (record or {}).get("node") or (record or {}).get("host", "")  # a pod's node, else the machine
 
     @property
     def error(self):

@@ -126,6 +126,7 @@ def run_attempt(storage, element, attempt, log_path, key=None):
 def execute_attempt(storage, element, attempt, key=None):
     """The attempt itself, without the log tee: also what in-process backends call."""
     record = {"element": element, "attempt": attempt, "host": socket.gethostname(),
+              "node": os.environ.get("KUBEFACE_NODE_NAME", ""),  # the Kubernetes backend sets it
               "pid": os.getpid(), "started": time.time(), **serialization.versions()}
     code = EXIT_OK
     job = naming.job_id_from_url(storage.url)

@@ -172,6 +172,7 @@ def test_evicted_pod_is_retried_without_using_a_retry(kube_cluster, kube_namespa
     key = job.finished().pop()
     outcomes = [job.attempt_record(key, a)["outcome"] for a in job.attempts(key)]
     assert outcomes == ["interrupted", "success"]
+    assert job.attempt_record(key, job.attempts(key)[-1])["node"] == "node-1"  # from the downward API
 
 
 def test_deadline_exceeded(kube_cluster, kube_namespace, fake_gcs, gcs_root):
