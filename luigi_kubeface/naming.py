@@ -130,8 +130,11 @@ def quarantine_key(key):
 
 
 def new_attempt_id(number):
-    """Attempt ids sort by attempt number, then time; the suffix keeps concurrent masters apart."""
-    return "%03d-%d-%s" % (number, int(time.time()), os.urandom(3).hex())
+    """Attempt ids sort by attempt number, then time; the suffix keeps concurrent masters apart.
+
+    48 random bits: thousands of launches a second must not draw the same id twice.
+    """
+    return "%03d-%d-%s" % (number, int(time.time()), os.urandom(6).hex())
 
 
 def attempt_number(attempt_id):
