@@ -15,6 +15,9 @@ import urllib.request
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 sys.path.insert(0, REPO)  # this checkout's luigi_kubeface, not an installed one
+sys.path.insert(1, os.path.join(REPO, "tests"))
+
+from support import Luigid as TestLuigid  # noqa: E402 - the servers the tests start, started the same way
 
 
 def scratch(prefix):
@@ -59,25 +62,12 @@ def run_luigi(args, cwd, env=None, timeout=1800):
     return seconds, usage.ru_maxrss / 1024.0, process.returncode, tail
 
 
-class Luigid:
-    """A fresh central scheduler on 127.0.0.1."""
+class Luigid(TestLuigid):
+    """The tests' luigid (tests/support.py), started at once in a scratch directory."""
 
     def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="bench-luigid-")
-        self.port = free_port()
-        luigid = shutil.which("luigid") or os.path.join(os.path.dirname(sys.executable), "luigid")
-        self.log = open(os.path.join(self.dir, "luigid.log"), "ab")
-        self.process = subprocess.Popen(
-            [luigid, "--address", "127.0.0.1", "--port", str(self.port),
-             "--state-path", os.path.join(self.dir, "state.pickle"), "--logdir", self.dir],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=self.dir)
-        for _ in range(300):
-            try:
-                self.api("task_list", {"status": "RUNNING", "upstream_status": "", "search": ""})
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("luigid did not start")
+        super().__init__(tempfile.mkdtemp(prefix="bench-luigid-"))
+        self.start()
 
     def flags(self):
         return ["--scheduler-host", "127.0.0.1", "--scheduler-port", str(self.port)]
@@ -92,9 +82,8 @@ class Luigid:
         return sum(1 for t in tasks.values() if t.get("name") == name) if isinstance(tasks, dict) else tasks
 
     def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        super().stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def median(values):
