@@ -17,6 +17,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 import traceback
 
@@ -268,7 +269,7 @@ def cmd_logs(args, out):
 
 
 def cmd_reproduce(args, out):
-    from .runner import load_call
+    from .runner import UnusableCall, module_hint, load_call
 
     state = _state(args)
     element = state.find(args.element)
@@ -286,31 +287,35 @@ def cmd_reproduce(args, out):
         print("# the container needs Google credentials, e.g. -v ~/.config/gcloud:/tmp/.config/gcloud:ro", file=out)
     if os.getcwd() not in sys.path:  # the pipeline's module is usually importable from here
         sys.path.insert(0, os.getcwd())
-    try:
-        function, call_args, kwargs = load_call(job.storage, element.key, job.signing_key())
-    except BlobNotFoundError:
-        raise KubefaceError("element %s (%s) has no input in storage: inputs are uploaded when an element's first "
-                            "attempt launches, so it has not run yet. Run the job first" % (element.key, element.label))
-    except (ImportError, AttributeError) as error:
-        raise ConfigurationError(
-            "element %s cannot be loaded here: %s: %s. Its function refers to code by module: run "
-            "reproduce where the pipeline's modules import (its directory, or PYTHONPATH=...)"
-            % (element.key, type(error).__name__, error)) from None
-    print("# running element %s (%s) in this Python; nothing is written to storage" % (element.key, element.label),
-          file=out)
-    out.flush()
-    try:
-        value = function(*call_args, **kwargs)
-    except Exception:  # noqa: BLE001 - the element's own failure, shown or debugged here
-        if args.pdb:
-            import pdb
+    with tempfile.TemporaryDirectory(prefix="kubeface-code-") as code_dir:  # the code the pods ran
+        try:
+            function, call_args, kwargs, _ = load_call(job.storage, element.key, job.signing_key(), code_dir)
+        except UnusableCall as unusable:
+            if isinstance(unusable.error, BlobNotFoundError) and unusable.stage == "input":
+                raise KubefaceError("element %s (%s) has no input in storage: inputs are uploaded when an element's "
+                                    "first attempt launches, so it has not run yet. Run the job first"
+                                    % (element.key, element.label)) from None
+            if isinstance(unusable.error, KubefaceError):
+                raise unusable.error from None
+            raise ConfigurationError(
+                "element %s cannot be loaded here: %s: %s%s. Run reproduce in an environment with the job's "
+                "packages (as its image has them)" % (element.key, type(unusable.error).__name__, unusable.error,
+                                                      module_hint(unusable.error))) from None
+        print("# running element %s (%s) in this Python; nothing is written to storage" % (element.key, element.label),
+              file=out)
+        out.flush()
+        try:
+            value = function(*call_args, **kwargs)
+        except Exception:  # noqa: BLE001 - the element's own failure, shown or debugged here
+            if args.pdb:
+                import pdb
 
-            traceback.print_exc()
-            pdb.post_mortem(sys.exc_info()[2])
-        else:
-            traceback.print_exc()
-            print("# the element raised: rerun with --pdb to debug it post-mortem", file=out)
-        return 1
+                traceback.print_exc()
+                pdb.post_mortem(sys.exc_info()[2])
+            else:
+                traceback.print_exc()
+                print("# the element raised: rerun with --pdb to debug it post-mortem", file=out)
+            return 1
     print("result: %r" % (value,), file=out)
     return 0
 

@@ -1,5 +1,6 @@
 """The engine without Luigi: `Client(...).map(fn, items)`, like the original Kubeface."""
 
+import hashlib
 import logging
 
 from . import naming
@@ -20,19 +21,24 @@ class Client:
     def __init__(self, settings=None, **values):
         self.settings = (settings or Settings()).replace(**values)
 
-    def map(self, function, items, job_id=None, shared=None, on_progress=None, progress=None):
+    def map(self, function, items, job_id=None, shared=None, on_progress=None, progress=None, code_version=None):
         """Call function(item) for every item, each in its own process or pod; results in item order.
 
-        Rerunning with the same job_id reuses every result already in storage. Shared inputs are
-        uploaded once and passed to every call as keyword arguments. progress: show a progress bar
-        (None: only when stderr is a terminal). The job's status page is kept in its storage prefix.
+        Rerunning with the same job_id reuses every result already in storage that the same code made
+        (code_version pins that version by hand). The default job id covers the items, the function's
+        code and the shared inputs. Shared inputs are uploaded once and passed to every call as keyword
+        arguments. progress: show a progress bar (None: only when stderr is a terminal). The job's
+        status page is kept in its storage prefix.
         """
         elements = elements_from_items(list(items))
-        if job_id is None:
-            job_id = "%s-%s" % (getattr(function, "__name__", "map").strip("<>") or "map",
-                                naming.element_key((tuple(e.key for e in elements),), {})[:12])
-        job = Job(job_id, self.settings.storage_root, function, elements, shared,
-                  retry_deadline=self.settings.storage_retry_deadline, keys=KeyRing.from_settings(self.settings))
+        job = Job(job_id or "map", self.settings.storage_root, function, elements, shared,
+                  retry_deadline=self.settings.storage_retry_deadline, keys=KeyRing.from_settings(self.settings),
+                  settings=self.settings, pinned_version=code_version)
+        if job_id is None:  # the same items with other code or other shared inputs are another job
+            shared_digests = sorted((n, hashlib.sha256(p).hexdigest()) for n, p in job.shared_payloads().items())
+            identity = (tuple(e.key for e in elements), job.code_version, tuple(map(tuple, shared_digests)))
+            job = job.renamed("%s-%s" % (getattr(function, "__name__", "map").strip("<>") or "map",
+                                         naming.element_key((identity,), {})[:12]))
         job.prepare(details=self.settings.job_details())
         page = StatusPageWriter(job)
         log.info("job %s: status page %s", job.id, page.url)

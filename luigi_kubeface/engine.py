@@ -25,7 +25,7 @@ ALL_FAILED_STOP = 10
 # Attempts of one element the infrastructure may interrupt (evictions, lost nodes) before it fails.
 MAX_INTERRUPTIONS = 5
 # Runner errors that every element would hit alike: the job stops at the first one.
-FATAL_RUNNER_ERRORS = ("VersionMismatchError", "SigningKeyError")
+FATAL_RUNNER_ERRORS = ("VersionMismatchError", "EnvironmentMismatchError", "SigningKeyError")
 
 
 @dataclass
@@ -98,15 +98,18 @@ class _Flight:
 def failure_from_record(record):
     outcome = record.get("outcome")
     if outcome == "unusable_input":
-        fatal = record.get("error_type", "").endswith(FATAL_RUNNER_ERRORS)
-        return Failure(record.get("error_type", "UnusableInput"), record.get("message", ""), "", retryable=False, fatal=fatal)
+        # A function or code that cannot be loaded fails every element alike: stop at the first.
+        fatal = record.get("error_type", "").endswith(FATAL_RUNNER_ERRORS) or record.get("stage") == "function"
+        return Failure(record.get("error_type", "UnusableInput"), record.get("message", ""),
+                       record.get("traceback", ""), retryable=False, fatal=fatal)
     return Failure(record.get("error_type", "Error"), record.get("message", ""), record.get("traceback", ""))
 
 
 def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, sleep=time.sleep):
     """Run every element of job that has no result yet; return a JobReport (never raises for element failures)."""
     progress = Progress(total=len(job.elements))
-    finished = job.finished()
+    versions = job.result_versions()
+    finished = job.finished(versions)
     todo = deque(e for e in job.elements if e.key not in finished)
     progress.reused = progress.total - len(todo)
     progress.pending = len(todo)
@@ -114,6 +117,13 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
     if not todo:
         return report
     log.info("job %s: %d elements, %d already done, %d to run", job.id, progress.total, progress.reused, len(todo))
+    stale = [e.key for e in todo if versions.get(e.key)]
+    if stale:
+        unversioned = sum(1 for k in stale if versions[k] == {""})
+        log.info("job %s: %d of them have results of other code (code version %s now%s): recomputing them; pin "
+                 "code_version() (Client.map: code_version=) or set [kubeface] reuse_results = any to keep them",
+                 job.id, len(stale), job.code_version,
+                 ", %d written before code versions" % unversioned if unversioned else "")
 
     in_flight = {}
     attempts = Counter()
@@ -238,6 +248,8 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
             return
         if attempt_ended(flight, end, timed_out):
             won.add(key)
+            if key in versions:
+                job.drop_other_versions(key)
             bisect.insort(durations, clock() - flight.started)
             for loser in siblings:
                 backend.cancel(loser)

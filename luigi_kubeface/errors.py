@@ -65,3 +65,7 @@ class ElementFailedError(KubefaceError):
 
 class JobFailedError(KubefaceError):
     """The job stopped (failure budget, fatal configuration error) or ended with failed elements."""
+
+
+class EnvironmentMismatchError(VersionMismatchError):
+    """The image lacks, or has another version of, a distribution the shipped code imports."""

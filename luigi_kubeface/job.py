@@ -4,15 +4,17 @@ This module turns user input into validated elements, uploads what the runner ne
 questions about the job from storage (what is done, what each attempt did).
 """
 
+import copy
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import cloudpickle
 
-from . import naming, serialization
+from . import code_package, naming, serialization
 from .errors import BlobNotFoundError, ConfigurationError, CorruptBlobError, SigningKeyError
 from .keys import KeyRing
 from .storage import open_storage
@@ -91,24 +93,119 @@ def elements_from_grid(grid):
     return _check_unique(elements, "grid elements")
 
 
+def pickle_shared(shared):
+    """Each shared input pickled once: {name: payload}. Its digest is part of Client.map's job id."""
+    payloads = {}
+    for name, value in shared.items():
+        try:
+            payloads[name] = cloudpickle.dumps(value)
+        except Exception as error:  # noqa: BLE001
+            raise ConfigurationError(
+                "shared input %r cannot be pickled: %s: %s" % (name, type(error).__name__, error)
+            ) from None
+    return payloads
+
+
 def elements_from_items(items):
     """For Client.map: each item is the single positional argument of one call."""
     return _check_unique([_element(i, (item,), {}, "item %d" % i) for i, item in enumerate(items)], "items")
 
 
 class Job:
+    """settings gives what shapes the shipped code and reuse (code_include, code_exclude,
+    code_max_bytes, reuse_results); pinned_version replaces the computed code version."""
+
     def __init__(self, job_id, storage_root, function=None, elements=(), shared=None, retry_deadline=600.0,
-                 keys=None):
+                 keys=None, settings=None, pinned_version=None):
         self.id = naming.check_job_id(job_id)
         self.storage_root = storage_root
         self.url = naming.job_url(storage_root, job_id)
+        self.retry_deadline = retry_deadline
         self.storage = open_storage(self.url, retry_deadline=retry_deadline)
         self.function = function
         self.elements = list(elements)
         self.shared = dict(shared or {})
         self._shared_keys = {}
+        self._shared_payloads = None
         self.keys = keys or KeyRing()
         self._key = None
+        self.settings = settings
+        self.pinned_version = pinned_version
+        self._function_payload = None
+        self._code = None
+        self._code_version = None
+        self._reuse_any = None if function is None else getattr(settings, "reuse_results", "same_code") == "any"
+        self._versions = None  # element -> code versions of its results, as last listed
+
+    def renamed(self, job_id):
+        """The same job under another id, keeping what was computed (Client.map names a job by its code)."""
+        other = copy.copy(self)
+        other.id = naming.check_job_id(job_id)
+        other.url = naming.job_url(self.storage_root, job_id)
+        other.storage = open_storage(other.url, retry_deadline=self.retry_deadline)
+        other._key, other._versions = None, None
+        return other
+
+    # -- the code: what ships, and the version results are filed under ----------------------
+
+    def function_payload(self):
+        if self._function_payload is None:
+            try:
+                self._function_payload = cloudpickle.dumps(self.function)
+            except Exception as error:  # noqa: BLE001
+                raise ConfigurationError(
+                    "the element function %r cannot be pickled: %s: %s. Keep unpicklable state (clients, "
+                    "locks, open files) out of the task's attributes, or create it inside the function"
+                    % (getattr(self.function, "__qualname__", self.function), type(error).__name__, error)
+                ) from None
+        return self._function_payload
+
+    def shared_payloads(self):
+        if self._shared_payloads is None:
+            self._shared_payloads = pickle_shared(self.shared)
+        return self._shared_payloads
+
+    def _build_code(self, payloads):
+        roots = code_package.referenced_modules(b"".join(payloads))
+        module = getattr(self.function, "__module__", None)
+        if module in sys.modules and module != "__main__":
+            roots.append(module)
+        include = getattr(self.settings, "code_include_list", ())
+        exclude = getattr(self.settings, "code_exclude_list", ())
+        max_bytes = getattr(self.settings, "code_max_bytes", 64 << 20)
+        return code_package.build(roots, include, exclude, max_bytes)
+
+    def code(self):
+        """The user's modules the function and the element inputs need (CodePackage), built once."""
+        if self._code is None:
+            self._code = self._build_code([self.function_payload()] + [e.payload for e in self.elements])
+        return self._code
+
+    @property
+    def code_version(self):
+        """This job's code version: computed from its function, else (a job opened to be read) the
+        version its last master recorded in job.json."""
+        if self._code_version is None:
+            if self.function is not None:
+                self._code_version = code_package.code_version(self.function, self.code(), self.pinned_version)
+            else:
+                self._code_version = self.meta().get("code_version", "")
+        return self._code_version
+
+    @property
+    def reuse_any(self):
+        """Luigi's semantics ("the output exists") instead of results of this code only."""
+        if self._reuse_any is None:
+            self._reuse_any = self.meta().get("reuse_results") == "any"
+        return self._reuse_any
+
+    def meta(self):
+        """job.json as the last master wrote it ({} if there is none or it cannot be read)."""
+        try:
+            meta = json.loads(self.storage.read(naming.JOB_META))
+        except (BlobNotFoundError, ValueError):
+            return {}
+        return meta if isinstance(meta, dict) else {}
 
     def signing_key(self):
         """The job's key (from the master's key file); SigningKeyError with the fix if it is not here."""
@@ -142,26 +239,28 @@ class Job:
             )
         open_storage(self.storage_root).check_writable()
         signing = self._create_key()
-        try:
-            function_blob = serialization.dumps(self.function, "function", {"job": self.id}, signing)
-        except Exception as error:  # noqa: BLE001
-            raise ConfigurationError(
-                "the element function %r cannot be pickled: %s: %s. Keep unpicklable state (clients, "
-                "locks, open files) out of the task's attributes, or create it inside the function"
-                % (getattr(self.function, "__qualname__", self.function), type(error).__name__, error)
-            ) from None
-        for name, value in self.shared.items():
-            try:
-                blob = serialization.dumps(value, "shared", {"name": name, "job": self.id}, signing)
-            except Exception as error:  # noqa: BLE001
-                raise ConfigurationError(
-                    "shared input %r cannot be pickled: %s: %s" % (name, type(error).__name__, error)
-                ) from None
+        version = self.code_version  # of the function and the inputs' code: known before shared inputs are
+        shared = self.shared_payloads()
+        # What ships also covers classes only shared inputs use (they do not change the version).
+        package = self._build_code([self.function_payload()] + [e.payload for e in self.elements]
+                                   + list(shared.values())) if shared else self.code()
+        code_key = naming.code_key(package.digest)
+        self.storage.write(code_key, serialization.envelope(
+            package.archive(), "code", {"job": self.id, "digest": package.digest, "modules": list(package.modules),
+                                        "requirements": package.requirements}, signing))
+        function_blob = serialization.envelope(self.function_payload(), "function",
+                                               {"job": self.id, "code": code_key, "code_version": version}, signing)
+        for name, payload in shared.items():
+            blob = serialization.envelope(payload, "shared", {"name": name, "job": self.id}, signing)
             key = naming.shared_key(name, hashlib.sha256(blob).hexdigest())
             self.storage.write_if_absent(key, blob)  # content-addressed: upload once, ever
             self._shared_keys[name] = key
+        code = {"digest": package.digest, "modules": list(package.modules), "bytes": package.size,
+                "requirements": package.requirements, "pinned": self.pinned_version}
         meta = dict(serialization.versions(), job=self.id, elements=len(self.elements),
                     function=getattr(self.function, "__qualname__", repr(self.function)),
+                    code_version=version, code=code,
+                    reuse_results="any" if self.reuse_any else "same_code",
                     shared=self._shared_keys, updated=time.time(), **(details or {}))
         self.storage.write(naming.JOB_META, json.dumps(meta, indent=1).encode())
         index = {"keys": [e.key for e in self.elements], "labels": [e.label for e in self.elements]}
@@ -174,12 +273,45 @@ class Job:
                                       self.signing_key())
         self.storage.write(naming.input_key(element.key), blob)
 
-    def finished(self):
-        """Elements with a result, from one listing of the results prefix."""
-        return {k for k in map(naming.element_from_result_key, self.storage.list(naming.RESULTS_PREFIX)) if k}
+    def result_versions(self):
+        """element -> code versions of its results, from one listing ("": written before versions)."""
+        versions = {}
+        for name in self.storage.list(naming.RESULTS_PREFIX):
+            found = naming.result_from_key(name)
+            if found:
+                versions.setdefault(found[0], set()).add(found[1])
+        self._versions = versions
+        return versions
+
+    def finished(self, versions=None):
+        """Elements with a result of this code (of any code with reuse_results = any), from one listing
+        (or from versions, a result_versions() just taken)."""
+        versions = self.result_versions() if versions is None else versions
+        if self.reuse_any:
+            return set(versions)
+        current = self.code_version
+        return {k for k, found in versions.items() if current in found}
+
+    def result_version(self, key):
+        """Which of an element's results counts: this code's, or with reuse any, one that exists."""
+        current = self.code_version
+        if not self.reuse_any:
+            return current
+        found = (self._versions or {}).get(key)
+        if not found:
+            found = {v for k, v in filter(None, map(naming.result_from_key,
+                                                    self.storage.list(naming.result_key(key, "")[:-len(".pkl")])))
+                     if k == key}
+        return current if current in found or not found else max(found)
+
+    def drop_other_versions(self, key):
+        """Delete an element's results of other code once this code's result is in (storage stays bounded)."""
+        for version in (self._versions or {}).get(key, ()):
+            if version != self.code_version:
+                self.storage.delete(naming.result_key(key, version))
 
     def has_result(self, key):
-        return self.storage.exists(naming.result_key(key))
+        return self.storage.exists(naming.result_key(key, self.result_version(key)))
 
     def check_result(self, key):
         """Read a result and verify signature, place and digest without unpickling: (header, payload).
@@ -187,15 +319,19 @@ class Job:
         BlobNotFoundError if there is none. A refused result is moved aside (naming.quarantine_key)
         so that the next run recomputes it, and CorruptBlobError (or UntrustedBlobError) says so.
         """
-        blob = self.storage.read(naming.result_key(key))
-        where = "the result of element %s (%s/%s)" % (key, self.url, naming.result_key(key))
+        version = self.result_version(key)
+        name = naming.result_key(key, version)
+        blob = self.storage.read(name)
+        where = "the result of element %s (%s/%s)" % (key, self.url, name)
+        expect = {"kind": "result", "job": self.id, "element": key}
+        if version:  # a result filed under a code version must say so in its signed header
+            expect["code_version"] = version
         try:
-            return serialization.read_header(blob, where, self.signing_key(),
-                                             {"kind": "result", "job": self.id, "element": key}, fix="")
+            return serialization.read_header(blob, where, self.signing_key(), expect, fix="")
         except CorruptBlobError as error:
-            aside = naming.quarantine_key(naming.result_key(key))
+            aside = naming.quarantine_key(name)
             self.storage.write(aside, blob)
-            self.storage.delete(naming.result_key(key))
+            self.storage.delete(name)
             raise type(error)("%s; it was moved aside to %s/%s: rerun the job to recompute it"
                               % (str(error).rstrip("; "), self.url, aside)) from None
 

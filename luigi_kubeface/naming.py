@@ -7,9 +7,12 @@ Layout of a job under ``<storage-root>/<job-id>/``::
     status.html                    the job's status page, refreshed while it runs
     progress.json                  the master's live counts and running attempts, with the page
     function.pkl                   the element function, pickled once per job
+    code/<digest>.zip              the user's own modules the function needs, content-addressed
     shared/<name>-<digest>.pkl     shared inputs, uploaded once for all elements
     inputs/<element>.pkl           the arguments of one element
-    results/<element>.pkl          its result, written once (one listing answers "what is done")
+    results/<element>.<version>.pkl  its result for one code version, written once (one listing
+                                   answers "what is done"); results/<element>.pkl: written before
+                                   code versions existed
     attempts/<element>/<attempt>.json   outcome of each attempt (error, traceback, timing)
     logs/<element>/<attempt>.log        stdout and stderr of each attempt
     dispatches/<run-id>.json       summary of each master run of the job
@@ -29,6 +32,7 @@ STATUS_PAGE = "status.html"
 PROGRESS = "progress.json"
 LOGS_PREFIX = "logs/"
 FUNCTION = "function.pkl"
+CODE_PREFIX = "code/"
 RESULTS_PREFIX = "results/"
 ATTEMPTS_PREFIX = "attempts/"
 INPUTS_PREFIX = "inputs/"
@@ -91,17 +95,29 @@ def input_key(element):
     return INPUTS_PREFIX + element + ".pkl"
 
 
-def result_key(element):
-    return RESULTS_PREFIX + element + ".pkl"
+def result_key(element, version=""):
+    """Where an element's result for one code version lives ("" : a result from before versions)."""
+    return RESULTS_PREFIX + element + ("." + version if version else "") + ".pkl"
 
 
-def element_from_result_key(key):
-    """Inverse of result_key for names found in a listing (None for anything else)."""
+def result_from_key(key):
+    """(element, code version) for a result name found in a listing, None for anything else."""
     if key.startswith(RESULTS_PREFIX) and key.endswith(".pkl"):
         name = key[len(RESULTS_PREFIX) : -len(".pkl")]
         if "/" not in name:
-            return name
+            element, _, version = name.partition(".")
+            return element, version
     return None
+
+
+def element_from_result_key(key):
+    """The element of a result name found in a listing (None for anything else)."""
+    found = result_from_key(key)
+    return found[0] if found else None
+
+
+def code_key(digest):
+    return CODE_PREFIX + digest[:_KEY_LENGTH] + ".zip"
 
 
 def shared_key(name, digest):

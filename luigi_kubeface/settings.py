@@ -27,6 +27,11 @@ class Settings:
     storage_retry_deadline: float = 600.0  # how long transient storage errors are retried
     key_dir: str = "~/.config/luigi-kubeface/keys"  # one signing key per job, never in the bucket
     signing_key_file: str = ""  # one key for every job instead (teams sharing results across machines)
+    # -- Your code: shipped with each job (see code_package.py), and which results it may reuse ---
+    code_include: str = ""  # more modules (a.b) or files and folders (data too) to ship, comma-separated
+    code_exclude: str = ""  # modules never shipped (they must be in the image), comma-separated
+    code_max_bytes: int = 64 * 1024 * 1024  # refuse to ship more code than this
+    reuse_results: str = "same_code"  # same_code: recompute results of other code; any: Luigi's "output exists"
 
     # -- Kubernetes (backend = kubernetes): where and how each attempt's pod runs ------------
     image: str = ""  # the task runner's image (images/Dockerfile), e.g. us-docker.pkg.dev/p/r/kubeface:1
@@ -102,6 +107,9 @@ class Settings:
             ("poll_interval", 0 < self.poll_interval <= 60, "between 0 and 60 seconds"),
             ("storage_retry_deadline", self.storage_retry_deadline >= 0, "zero or more seconds"),
             ("key_dir", bool(self.key_dir), "a private directory for the jobs' signing keys"),
+            ("code_max_bytes", self.code_max_bytes > 0, "more than 0 bytes"),
+            ("reuse_results", self.reuse_results in ("same_code", "any"),
+             "same_code (recompute results made by other code) or any (reuse every result, as Luigi does)"),
             ("gpus", 0 <= self.gpus <= 16, "between 0 and 16"),
             ("image_pull_policy", self.image_pull_policy in ("Always", "IfNotPresent", "Never"),
              "Always, IfNotPresent or Never"),
@@ -124,6 +132,14 @@ class Settings:
         if self.backend == "kubernetes":
             details.update(image=self.image, namespace=self.namespace, kube_context=self.kube_context)
         return details
+
+    @property
+    def code_include_list(self):
+        return tuple(p.strip() for p in self.code_include.split(",") if p.strip())
+
+    @property
+    def code_exclude_list(self):
+        return tuple(p.strip() for p in self.code_exclude.split(",") if p.strip())
 
     @property
     def cap(self):

@@ -30,11 +30,11 @@ def alter(blob, marker):
 
 def damage_two(storage, marker):
     """Truncate one result and alter another; returns their element keys."""
-    keys = sorted(filter(None, map(naming.element_from_result_key, storage.list(naming.RESULTS_PREFIX))))
-    damaged = [keys[1], keys[-2]]
-    for key, how in zip(damaged, (truncate, alter)):
-        storage.write(naming.result_key(key), how(storage.read(naming.result_key(key)), marker))
-    return set(damaged)
+    names = sorted(n for n in storage.list(naming.RESULTS_PREFIX) if naming.result_from_key(n))
+    damaged = [names[1], names[-2]]
+    for name, how in zip(damaged, (truncate, alter)):
+        storage.write(name, how(storage.read(name), marker))
+    return {naming.element_from_result_key(name) for name in damaged}
 
 
 def attempts_by_element(storage):
@@ -81,7 +81,9 @@ def sabotaged(x, root):
     flag = os.path.join(root, "sabotaged-%d" % x)
     if x == 2 and not os.path.exists(flag):
         open(flag, "w").close()
-        path = os.path.join(root, "job", naming.result_key(key))
+        with open(os.path.join(root, "job", naming.FUNCTION), "rb") as f:  # results are filed by code version
+            version = serialization.read_header(f.read())[0]["code_version"]
+        path = os.path.join(root, "job", naming.result_key(key, version))
         os.makedirs(os.path.dirname(path), exist_ok=True)  # the first result of the job may be this one
         with open(path, "wb") as f:
             f.write(b"not a result")

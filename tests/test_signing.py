@@ -128,7 +128,8 @@ def test_pods_refuse_a_tampered_function(tmp_path):
         report = run_job(job, backend, settings)
     finally:
         backend.close()
-    assert len(report.failures) == 2 and not marker.exists()
+    # Every element would meet the same function: the job stops at the first attempt.
+    assert report.failures and report.stopped and not marker.exists()
     failure = next(iter(report.failures.values()))
     assert failure.error_type.endswith("UntrustedBlobError")
     assert "the job's function (%s/function.pkl) is not signed with this job's key" % job.url in failure.message

@@ -8,7 +8,7 @@ import sys
 import tempfile
 import time
 
-from .. import runner
+from .. import code_package, runner
 from . import AttemptEnd
 
 
@@ -29,8 +29,11 @@ class LocalBackend:
         self._pidfds = {}  # attempt -> pidfd (Linux)
         self._dir = tempfile.mkdtemp(prefix="kubeface-local-")
         self._env = dict(os.environ)
-        # The runner must import what the master imported (the pipeline module, often from cwd).
-        self._env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd()] + sys.path if p)
+        # As in a pod: the runner sees installed packages and luigi-kubeface, and the user's own modules
+        # only as the job ships them (code_package.py), so what runs here runs on Kubernetes too.
+        ours = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(runner.__file__))))
+        self._env["PYTHONPATH"] = os.pathsep.join(
+            [ours] + [p for p in sys.path if p and p != ours and not code_package.is_user_path(os.path.join(p, "x"))])
 
     def launch(self, spec):
         output = os.path.join(self._dir, spec.attempt + ".out")
@@ -39,6 +42,7 @@ class LocalBackend:
                 runner.command(spec.job_url, spec.element, spec.attempt, python=sys.executable),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 env=dict(self._env, **spec.secret_env),  # the signing key goes in env only, never argv
+                cwd=self._dir,  # not the master's folder: its modules must come with the job's code
                 start_new_session=True,  # own process group: cancel kills children too
             )
         self._processes[spec.attempt] = (process, output)

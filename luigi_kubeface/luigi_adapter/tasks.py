@@ -39,7 +39,9 @@ class KubefaceMapTask(luigi.Task):
 
     Optional: `shared_inputs()` (large data uploaded once and passed to every element as keyword
     arguments), `kubeface_overrides()` (per-task settings), `job_id()` (the storage prefix; by
-    default the task id, so tasks with other significant parameters never share results).
+    default the task id, so tasks with other significant parameters never share results),
+    `code_version()` (a version pinned by hand: results of another version are recomputed, and
+    edits that keep it are not; None: a digest of run_element and the code shipped with it).
     """
 
     def grid(self):
@@ -56,6 +58,9 @@ class KubefaceMapTask(luigi.Task):
 
     def job_id(self):
         return naming.job_id_from_task_id(self.task_id)
+
+    def code_version(self):
+        return None
 
     # -- what Luigi calls -------------------------------------------------------------------
 
@@ -93,7 +98,8 @@ class KubefaceMapTask(luigi.Task):
             settings = self.kubeface_settings()
             self._kubeface_job = Job(self.job_id(), settings.storage_root, self.run_element,
                                      elements_from_grid(self.grid()), retry_deadline=settings.storage_retry_deadline,
-                                     keys=KeyRing.from_settings(settings))
+                                     keys=KeyRing.from_settings(settings), settings=settings,
+                                     pinned_version=self.code_version())
             _MAP_TASKS[self._kubeface_job.id] = self
         return self._kubeface_job
 
