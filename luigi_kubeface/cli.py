@@ -154,7 +154,7 @@ def cmd_list(args, out):
         return 0
     print("%-40s %9s %9s  %-16s  %s" % ("JOB", "ELEMENTS", "DONE", "LAST ACTIVE (UTC)", "FUNCTION"), file=out)
     for job_id, meta, latest in sorted(jobs, key=lambda j: -j[2]):
-        done = len(open_storage(root.rstrip("/") + "/" + job_id).list(naming.RESULTS_PREFIX))
+        done = len(open_job(root.rstrip("/") + "/" + job_id).finished())
         print("%-40s %9s %9d  %-16s  %s" % (job_id, meta.get("elements", "?"), done, _when(latest),
                                              meta.get("function", "?")), file=out)
     return 0
@@ -191,6 +191,12 @@ def cmd_status(args, out):
             dispatch.get("reused", 0), dispatch.get("succeeded", 0), dispatch.get("failed", 0),
             dispatch.get("retried", 0), dispatch.get("speculated", 0),
             "; stopped early: %s" % dispatch["stopped"] if dispatch.get("stopped") else ""), file=out)
+    if state.version_counts:
+        current = job.code_version
+        print("results by code version: %s" % ", ".join(
+            "%s%s %d" % (version or "(before code versions)", " (current)" if version == current else "", n)
+            for version, n in sorted(state.version_counts.items(), key=lambda vn: (vn[0] != current, vn[0]))),
+            file=out)
     if state.unread:
         print("(%d older attempt records not read: raise --max-reads)" % state.unread, file=out)
     failed = [e for e in elements if e.state == "failed"]

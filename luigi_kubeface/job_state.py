@@ -9,6 +9,7 @@ newest): a job of 50,000 elements does not read 50,000 records every time its pa
 import json
 import os
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -99,6 +100,7 @@ class JobState:
         self.meta = {}
         self.keys, self.labels = [], []
         self.results = set()
+        self.version_counts = Counter()  # code version -> results filed under it ("": before versions)
         self.attempts = {}  # element -> [attempt ids], oldest first
         self.records = {}  # (element, attempt) -> record (cached: records never change)
         self.dispatches = {}  # run id -> summary
@@ -122,7 +124,9 @@ class JobState:
                 self.live = json.loads(storage.read(naming.PROGRESS))
             except (BlobNotFoundError, ValueError):
                 self.live = None
-        self.results = self.job.finished()
+        versions = self.job.result_versions()
+        self.results = self.job.finished(versions)
+        self.version_counts = Counter(v for found in versions.values() for v in found)
         attempts = {}
         for key in storage.list(naming.ATTEMPTS_PREFIX):
             found = naming.attempt_from_record_key(key)

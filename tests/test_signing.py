@@ -154,13 +154,27 @@ def test_attempt_without_the_key_exits_2_and_stops_the_job(tmp_path):
     assert failure_from_record(record).fatal  # every element would fail alike: the job stops
 
 
+def test_result_of_other_code_renamed_as_this_codes_is_refused(tmp_path):
+    """A result filed under another code version cannot pass for this code's: the version is signed."""
+    client = Client(storage_root=str(tmp_path / "s"), key_dir=str(tmp_path / "keys"), **FAST)
+    old = client.map(square, [2], job_id="versions", code_version="old")
+    (key,) = old.keys
+    storage = old.job.storage
+    old_blob = storage.read(naming.result_key(key, old.job.code_version))
+    new_version = client.map(square, [2], job_id="versions", code_version="new").job
+    storage.write(naming.result_key(key, new_version.code_version), old_blob)
+    with pytest.raises(CorruptBlobError, match="belongs elsewhere \\(code_version '%s', expected '%s'\\)"
+                       % (old.job.code_version, new_version.code_version)):
+        new_version.load_result(key)
+
+
 def test_result_from_another_element_is_refused(tmp_path):
     """Copying a valid signed result over another element's is caught by the signed element key."""
     client = Client(storage_root=str(tmp_path / "s"), key_dir=str(tmp_path / "keys"), **FAST)
     results = client.map(square, [2, 3], job_id="swap")
     a, b = results.keys
-    storage = results.job.storage
-    storage.write(naming.result_key(b), storage.read(naming.result_key(a)))
+    storage, version = results.job.storage, results.job.code_version
+    storage.write(naming.result_key(b, version), storage.read(naming.result_key(a, version)))
     assert results[0] == 4
     with pytest.raises(CorruptBlobError, match="belongs elsewhere \\(element '%s', expected '%s'\\)" % (a, b)):
         results[1]

@@ -21,7 +21,7 @@ from luigi_kubeface import Client, naming
 from luigi_kubeface.job import Job
 from luigi_kubeface.storage import open_storage
 from support import REPO, TESTS, FakeGCS, run_luigi
-from tests.cluster.fixtures import TEST_IMAGE, _python_path
+from tests.cluster.fixtures import TEST_IMAGE
 from tests.cluster.node_agent import NodeAgent, NodeSpec
 
 pytestmark = pytest.mark.slow
@@ -112,9 +112,8 @@ def test_master_killed_then_the_same_luigi_command_adopts_and_finishes(kube_clus
 @pytest.fixture
 def second_node(kube_cluster, tmp_path):
     """node-2, run by its own node agent, so that it can go NotReady while node-1 carries on."""
-    agent = NodeAgent(kube_cluster.kubeconfig, images={TEST_IMAGE: os.path.dirname(sys.executable)},
-                      workdir=tmp_path / "agent-2", nodes=[NodeSpec("node-2", cpu="8", memory="16Gi", pods=110)],
-                      extra_env={"PYTHONPATH": _python_path()})
+    agent = NodeAgent(kube_cluster.kubeconfig, images={TEST_IMAGE: kube_cluster.image_bin},
+                      workdir=tmp_path / "agent-2", nodes=[NodeSpec("node-2", cpu="8", memory="16Gi", pods=110)])
     agent.start()
     agent.wait_nodes_schedulable(60)
     yield agent

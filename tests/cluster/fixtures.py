@@ -13,7 +13,6 @@ namespace (with its ``default`` ServiceAccount ready) and deletes it afterwards.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import uuid
@@ -25,19 +24,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import controlplane  # noqa: E402
 from controlplane import ControlPlane, build_binaries  # noqa: E402
+from image import build_test_image  # noqa: E402
 from node_agent import NodeAgent, NodeSpec  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_IMAGE = "luigi-kubeface:test"
-
-
-def _python_path() -> str:
-    """Let pod processes import the checked-out package even if it is not installed."""
-    paths = [str(REPO_ROOT / "src")] if (REPO_ROOT / "src").is_dir() else []
-    paths.append(str(REPO_ROOT))
-    if os.environ.get("PYTHONPATH"):
-        paths.append(os.environ["PYTHONPATH"])
-    return os.pathsep.join(paths)
 
 
 def pod_body(name, image, command, **spec):
@@ -60,6 +51,7 @@ class KubeCluster:
 
     control_plane: ControlPlane
     agent: NodeAgent
+    image_bin: str = ""  # the bin directory of the image's virtualenv (tests/cluster/image.py)
     namespaces: list = field(default_factory=list)
     _client: object = field(default=None, repr=False)
 
@@ -74,7 +66,8 @@ class KubeCluster:
 
     @property
     def image(self) -> str:
-        """An image name the node agent runs with this test's Python environment."""
+        """The image name the node agent runs with a bare virtualenv: luigi-kubeface from a wheel of
+        the checkout and third-party packages, nothing of the repository (tests/cluster/image.py)."""
         return TEST_IMAGE
 
     def new_api_client(self):
@@ -185,13 +178,13 @@ class KubeCluster:
 def start_cluster(workdir, images: dict | None = None, nodes=None, **agent_kwargs) -> KubeCluster:
     """Start a control plane and a node agent under ``workdir`` (for custom setups)."""
     workdir = Path(workdir)
+    image_bin = build_test_image(workdir / "image") if images is None else ""
     cp = ControlPlane(workdir / "controlplane", build_binaries())
     cp.start()
     try:
-        agent_kwargs.setdefault("extra_env", {"PYTHONPATH": _python_path()})
         agent = NodeAgent(
             cp.kubeconfig,
-            images=images or {TEST_IMAGE: os.path.dirname(sys.executable)},
+            images=images or {TEST_IMAGE: image_bin},
             workdir=workdir / "agent",
             nodes=nodes or [NodeSpec("node-1", cpu="8", memory="16Gi", pods=110)],
             **agent_kwargs,
@@ -200,7 +193,7 @@ def start_cluster(workdir, images: dict | None = None, nodes=None, **agent_kwarg
     except BaseException:
         cp.stop()
         raise
-    return KubeCluster(cp, agent)
+    return KubeCluster(cp, agent, image_bin)
 
 
 def stop_cluster(cluster: KubeCluster):

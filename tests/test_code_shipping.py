@@ -1,0 +1,278 @@
+"""The user's code travels with the job, and a result is reused only for the code that made it.
+
+The pipelines here live in a temporary folder, outside the repository and the tests' path, as a
+user's would; the local backend's runners see only installed packages, so they import the pipeline
+only because the job shipped it.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from luigi_kubeface import Client, code_package
+from luigi_kubeface.errors import ConfigurationError, EnvironmentMismatchError, JobFailedError
+from support import run_luigi
+
+FAST = dict(poll_interval=0.05, retry_backoff=0.1)
+
+PIPELINE = '''
+import luigi
+from luigi_kubeface import KubefaceMapTask
+from grid_helpers.scoring import score
+
+
+class Grid(KubefaceMapTask):
+    n = luigi.IntParameter(default=6)
+    pinned = luigi.Parameter(default="", significant=False)
+
+    def grid(self):
+        return [dict(i=i) for i in range(self.n)]
+
+    def run_element(self, i):
+        return score(i)
+
+    def code_version(self):
+        return self.pinned or None
+
+
+class Total(luigi.Task):
+    n = luigi.IntParameter(default=6)
+    pinned = luigi.Parameter(default="", significant=False)
+
+    def requires(self):
+        return Grid(n=self.n, pinned=self.pinned)
+
+    def output(self):
+        return luigi.LocalTarget("total-%d.txt" % self.n)
+
+    def run(self):
+        with self.output().open("w") as f:
+            f.write(str(sum(self.input().load())))
+'''
+
+
+def write_pipeline(folder, offset):
+    """A pipeline module and a helper package with a relative import, as a user's project has them."""
+    os.makedirs(os.path.join(folder, "grid_helpers"), exist_ok=True)
+    with open(os.path.join(folder, "grid_pipeline.py"), "w") as f:
+        f.write(PIPELINE)
+    with open(os.path.join(folder, "grid_helpers", "__init__.py"), "w") as f:
+        f.write("")
+    with open(os.path.join(folder, "grid_helpers", "scoring.py"), "w") as f:
+        f.write("from .constants import OFFSET\n\ndef score(i):\n    return i * 10 + OFFSET\n")
+    with open(os.path.join(folder, "grid_helpers", "constants.py"), "w") as f:
+        f.write("OFFSET = %d\n" % offset)
+
+
+def luigi_in(folder, storage, *args):
+    flags = ["--local-scheduler", "--workers", "2", "--kubeface-storage-root", storage,
+             "--kubeface-key-dir", os.path.join(folder, "keys"), "--kubeface-poll-interval", "0.05"]
+    return run_luigi(["--module", "grid_pipeline", "Total"] + flags + list(args), cwd=folder,
+                     env={"PYTHONPATH": folder})  # the tests' folders are not on this path
+
+
+def runs(storage):
+    return len(glob.glob(os.path.join(storage, "Grid*", "attempts", "*", "*.json")))
+
+
+def total(folder):
+    with open(os.path.join(folder, "total-6.txt")) as f:
+        return int(f.read())
+
+
+@pytest.mark.slow
+def test_a_pipeline_of_its_own_folder_ships_and_an_edit_recomputes(tmp_path):
+    folder, storage = str(tmp_path / "project"), str(tmp_path / "storage")
+    write_pipeline(folder, offset=0)
+    first = luigi_in(folder, storage)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert total(folder) == sum(i * 10 for i in range(6)) and runs(storage) == 6
+    (job_dir,) = glob.glob(os.path.join(storage, "Grid*"))
+    meta = json.load(open(os.path.join(job_dir, "job.json")))
+    assert {"grid_pipeline", "grid_helpers", "grid_helpers.scoring", "grid_helpers.constants"} <= set(
+        meta["code"]["modules"])
+    assert "luigi" in meta["code"]["requirements"] and not any(m.startswith("luigi_kubeface")
+                                                                 for m in meta["code"]["modules"])
+
+    # An edit of a helper two imports away: every element runs again, with the new code.
+    write_pipeline(folder, offset=1000)
+    os.unlink(os.path.join(folder, "total-6.txt"))
+    second = luigi_in(folder, storage)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert total(folder) == sum(i * 10 + 1000 for i in range(6)) and runs(storage) == 12
+    assert "6 of them have results of other code" in second.stderr
+    results = glob.glob(os.path.join(job_dir, "results", "*.pkl"))
+    assert len(results) == 6  # the results of the old code were replaced, not kept beside
+
+    # A version pinned by hand: an edit that keeps it recomputes nothing, a new pin recomputes all.
+    os.unlink(os.path.join(folder, "total-6.txt"))
+    assert luigi_in(folder, storage, "--Total-pinned", "v1").returncode == 0 and runs(storage) == 18
+    write_pipeline(folder, offset=5)
+    os.unlink(os.path.join(folder, "total-6.txt"))
+    assert luigi_in(folder, storage, "--Total-pinned", "v1").returncode == 0
+    assert runs(storage) == 18 and total(folder) == sum(i * 10 + 1000 for i in range(6))
+
+    # Luigi's own semantics, on request: any result counts.
+    os.unlink(os.path.join(folder, "total-6.txt"))
+    kept = luigi_in(folder, storage, "--kubeface-reuse-results", "any")
+    assert kept.returncode == 0, kept.stderr[-3000:]
+    assert runs(storage) == 18 and total(folder) == sum(i * 10 + 1000 for i in range(6))
+
+    status = subprocess.run([sys.executable, "-m", "luigi_kubeface.cli", "status", job_dir],
+                            capture_output=True, text=True, timeout=120)
+    assert "results by code version" in status.stdout, status.stdout
+
+
+def test_client_map_identity_covers_the_function_code_and_shared_inputs(tmp_path):
+    client = Client(storage_root=str(tmp_path), key_dir=str(tmp_path / "keys"), **FAST)
+    assert list(client.map(lambda x: x * 2, [1, 2, 3])) == [2, 4, 6]
+    assert list(client.map(lambda x: x + 100, [1, 2, 3])) == [101, 102, 103]
+
+    def scaled(x, data):
+        return x * data
+
+    assert list(client.map(scaled, [1, 2], shared={"data": 10})) == [10, 20]
+    assert list(client.map(scaled, [1, 2], shared={"data": 1000})) == [1000, 2000]
+    # The same job id with other code: recomputed; with the version pinned: reused.
+    assert list(client.map(lambda x: x - 1, [5], job_id="pinned", code_version="1")) == [4]
+    assert list(client.map(lambda x: x + 1, [5], job_id="pinned", code_version="1")) == [4]
+    assert list(client.map(lambda x: x + 1, [5], job_id="pinned")) == [6]
+
+
+def test_code_versions_are_the_same_in_every_process():
+    """A digest of the bytecode, never of a pickle: sets in globals must not change it."""
+    script = textwrap.dedent('''
+        from luigi_kubeface import code_package
+        WORDS = {"alpha", "beta", "gamma", "delta"}
+        def helper(x):
+            return x in WORDS
+        f = lambda x: helper(x) or len(WORDS)
+        print(code_package.code_version(f, code_package.build([])))
+    ''')
+    versions = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                               env=dict(os.environ, PYTHONHASHSEED=str(seed))).stdout for seed in (1, 2, 3)}
+    assert len(versions) == 1
+    changed = script.replace("len(WORDS)", "len(WORDS) + 1")
+    assert subprocess.run([sys.executable, "-c", changed], capture_output=True, text=True,
+                          check=True).stdout not in versions
+
+
+def make_project(folder, files):
+    for name, text in files.items():
+        path = os.path.join(folder, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w" if isinstance(text, str) else "wb") as f:
+            f.write(text)
+
+
+def fresh_import(folder, name, monkeypatch):
+    monkeypatch.syspath_prepend(folder)
+    for module in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+        del sys.modules[module]
+    __import__(name)
+    return sys.modules[name]
+
+
+def test_what_ships_and_what_the_image_must_have(tmp_path, monkeypatch):
+    folder = str(tmp_path / "proj")
+    make_project(folder, {
+        "shipme/__init__.py": "",
+        "shipme/main.py": "import json\nimport luigi\nfrom . import sub\n\ndef f():\n    from shipme.lazy import g\n"
+                          "    return g()\n",
+        "shipme/sub.py": "X = 1\n",
+        "shipme/lazy.py": "def g():\n    return 2\n",
+        "shipme/data.csv": "a,b\n",
+        ".git/config": "[core]\n",
+    })
+    fresh_import(folder, "shipme.main", monkeypatch)
+    package = code_package.build(["shipme.main"])
+    assert sorted(package.files) == ["shipme/__init__.py", "shipme/lazy.py", "shipme/main.py", "shipme/sub.py"]
+    assert "luigi" in package.requirements and "json" not in str(package.requirements)
+    # Data ships when named; a folder never takes its .git along.
+    with_data = code_package.build(["shipme.main"], include=[os.path.join(folder, "shipme")])
+    assert "shipme/data.csv" in with_data.files and not any(".git" in p for p in with_data.files)
+    assert with_data.digest != package.digest
+    assert code_package.build(["shipme.main"], exclude=["shipme.lazy"]).files.keys() == package.files.keys() - {
+        "shipme/lazy.py"}
+
+
+def test_bad_code_is_refused_before_launch_with_the_fix(tmp_path, monkeypatch):
+    folder = str(tmp_path / "proj")
+    make_project(folder, {
+        "bulky.py": "BLOB = %r\n\ndef f(x):\n    return x\n" % ("x" * 200_000),
+        "withext.py": "def f(x):\n    import myfastlib\n    return myfastlib.go(x)\n",
+        # A compiled extension of the user's own (its content does not matter: it is never loaded).
+        "myfastlib.cpython-%d%d-x86_64-linux-gnu.so" % sys.version_info[:2]: b"\x7fELF not really",
+    })
+    bulky = fresh_import(folder, "bulky", monkeypatch)
+    client = Client(storage_root=str(tmp_path / "s"), key_dir=str(tmp_path / "keys"), code_max_bytes=100_000, **FAST)
+    with pytest.raises(ConfigurationError, match=r"code to ship is 0.2 MB, over \[kubeface\] code_max_bytes.*bulky.py"):
+        client.map(bulky.f, [1])
+    withext = fresh_import(folder, "withext", monkeypatch)
+    with pytest.raises(ConfigurationError, match="compiled extension module.*myfastlib.*Install them in the image"):
+        client.map(withext.f, [1])
+    assert not os.path.exists(os.path.join(str(tmp_path / "s"), "f-"))  # nothing was launched
+
+    class Lock:
+        def __reduce__(self):
+            raise TypeError("cannot pickle '_thread.lock' object")
+
+    lock = Lock()
+    with pytest.raises(ConfigurationError, match="cannot be pickled.*create it inside the function"):
+        client.map(lambda x: (lock, x), [1])
+
+
+def test_a_module_the_analysis_cannot_see_fails_with_how_to_add_it(tmp_path, monkeypatch):
+    folder = str(tmp_path / "proj")
+    make_project(folder, {
+        "dynamic.py": "import importlib\n\ndef f(x):\n    return importlib.import_module('hidden_' + 'plugin').VALUE + x\n",
+        "hidden_plugin.py": "VALUE = 40\n",
+    })
+    dynamic = fresh_import(folder, "dynamic", monkeypatch)
+    settings = dict(storage_root=str(tmp_path / "s"), key_dir=str(tmp_path / "keys"), retries=0, **FAST)
+    with pytest.raises(JobFailedError) as caught:
+        Client(**settings).map(dynamic.f, [1, 2], job_id="dyn")
+    assert "No module named 'hidden_plugin'" in str(caught.value)
+    assert "add it to [kubeface] code_include" in str(caught.value)
+    assert list(Client(code_include="hidden_plugin", **settings).map(dynamic.f, [1, 2], job_id="dyn")) == [41, 42]
+
+
+def test_a_function_that_cannot_load_stops_the_job_at_its_first_attempt_with_its_record_and_log(tmp_path,
+                                                                                                monkeypatch):
+    folder = str(tmp_path / "proj")
+    make_project(folder, {"notshipped.py": "def f(x):\n    return x\n"})
+    module = fresh_import(folder, "notshipped", monkeypatch)
+    storage = str(tmp_path / "s")
+    client = Client(storage_root=storage, key_dir=str(tmp_path / "keys"), code_exclude="notshipped", retries=2,
+                    max_in_flight=1, **FAST)
+    with pytest.raises(JobFailedError) as caught:
+        client.map(module.f, list(range(20)), job_id="broken")
+    text = str(caught.value)
+    assert "stopped early" in text and "No module named 'notshipped'" in text
+    records = [json.load(open(p)) for p in glob.glob(os.path.join(storage, "broken", "attempts", "*", "*.json"))]
+    assert len(records) == 1  # one attempt, not 20 elements times 3 attempts
+    assert records[0]["outcome"] == "unusable_input" and records[0]["stage"] == "function"
+    assert "ModuleNotFoundError" in records[0]["traceback"]
+    (log,) = glob.glob(os.path.join(storage, "broken", "logs", "*", "*.log"))
+    assert "No module named 'notshipped'" in open(log).read()
+    status = subprocess.run([sys.executable, "-m", "luigi_kubeface.cli", "status", os.path.join(storage, "broken")],
+                            capture_output=True, text=True, timeout=120)
+    assert "No module named 'notshipped'" in status.stdout and "before reporting an outcome" not in status.stdout
+
+
+def test_the_environment_check_names_the_package_both_versions_and_the_dockerfile_line():
+    assert code_package.check_environment({"pytest": __import__("pytest").__version__}) == []
+    with pytest.raises(EnvironmentMismatchError) as caught:
+        code_package.check_environment({"no-such-dist-kubeface": "1.2.3", "pytest": "0.1"})
+    text = str(caught.value)
+    assert "no-such-dist-kubeface: the master has 1.2.3, the image has none" in text
+    assert "pytest: the master has 0.1, the image has %s" % __import__("pytest").__version__ in text
+    assert "RUN pip install no-such-dist-kubeface==1.2.3" in text and "images/Dockerfile" in text
+    major, minor, *_ = __import__("pytest").__version__.split(".")
+    warnings = code_package.check_environment({"pytest": "%s.%s.999" % (major, minor)})
+    assert warnings and "patch level" in warnings[0]
