@@ -152,11 +152,11 @@ def _imports(source, name, is_package):
 
 
 def _distributions_of(top_level):
-    """Installed distributions providing a top-level module name (importlib.metadata's map)."""
+    """Installed distributions providing a top-level module name (importlib.metadata's map, per sys.path)."""
     global _PACKAGES
-    if _PACKAGES is None:
-        _PACKAGES = importlib.metadata.packages_distributions()
-    return _PACKAGES.get(top_level, [])
+    if _PACKAGES is None or _PACKAGES[0] != sys.path:
+        _PACKAGES = (list(sys.path), importlib.metadata.packages_distributions())
+    return _PACKAGES[1].get(top_level, [])
 
 
 _PACKAGES = None

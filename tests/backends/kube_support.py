@@ -1,6 +1,7 @@
 """Helpers for tests that run jobs on the test Kubernetes cluster (tests/cluster) with fake-gcs-server."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -8,9 +9,8 @@ import time
 import cloudpickle
 
 from luigi_kubeface import Settings
-from support import REPO
+from support import REPO, TESTS
 
-cloudpickle.register_pickle_by_value(sys.modules[__name__])  # pods import the package, not the tests
 
 
 def kube_settings(cluster, namespace, fake_gcs, storage_root, **values):
@@ -59,8 +59,11 @@ print("MASTER DONE")
 
 def start_master(settings, items, job_id, function=nap):
     """A master in its own process, to interrupt or kill it."""
+    # The master imports the test modules by name, as a user's master imports its pipeline.
+    path = os.pathsep.join([os.path.dirname(os.path.abspath(__file__)), TESTS, REPO])
     master = subprocess.Popen([sys.executable, "-c", MASTER], cwd=REPO, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=dict(os.environ, PYTHONPATH=path))
     master.stdin.write(cloudpickle.dumps((settings, function, items, job_id)).hex())
     master.stdin.close()
     return master

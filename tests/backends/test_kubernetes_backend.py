@@ -7,11 +7,9 @@ goes through fake-gcs-server. Each test gets its own namespace.
 import json
 import os
 import signal
-import sys
 import threading
 import time
 
-import cloudpickle
 import pytest
 
 from luigi_kubeface import Client
@@ -21,7 +19,6 @@ from kube_support import kube_settings, nap, pods, running_pods, start_master, w
 from support import run_luigi
 
 pytestmark = pytest.mark.slow
-cloudpickle.register_pickle_by_value(sys.modules[__name__])  # pods import the package, not the tests
 
 
 def square(x):

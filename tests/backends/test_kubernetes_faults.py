@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 
-import cloudpickle
 import pytest
 
 from kube_support import kube_settings, nap, pods, running_pods, wait_until
@@ -25,7 +24,6 @@ from tests.cluster.fixtures import TEST_IMAGE
 from tests.cluster.node_agent import NodeAgent, NodeSpec
 
 pytestmark = pytest.mark.slow
-cloudpickle.register_pickle_by_value(sys.modules[__name__])  # pods import the package, not the tests
 
 
 def assert_each_result_once(storage_root, job_id, values):
