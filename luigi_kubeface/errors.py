@@ -65,3 +65,7 @@ class ElementFailedError(KubefaceError):
 
 class JobFailedError(KubefaceError):
     """The job stopped (failure budget, fatal configuration error) or ended with failed elements."""
+
+
+class UnsafePathError(UntrustedBlobError):
+    """A local storage path is or passes through a symbolic link: never followed, so never unpickled or written."""

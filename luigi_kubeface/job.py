@@ -187,15 +187,14 @@ class Job:
         BlobNotFoundError if there is none. A refused result is moved aside (naming.quarantine_key)
         so that the next run recomputes it, and CorruptBlobError (or UntrustedBlobError) says so.
         """
-        blob = self.storage.read(naming.result_key(key))
         where = "the result of element %s (%s/%s)" % (key, self.url, naming.result_key(key))
         try:
+            blob = self.storage.read(naming.result_key(key))
             return serialization.read_header(blob, where, self.signing_key(),
                                              {"kind": "result", "job": self.id, "element": key}, fix="")
         except CorruptBlobError as error:
             aside = naming.quarantine_key(naming.result_key(key))
-            self.storage.write(aside, blob)
-            self.storage.delete(naming.result_key(key))
+            self.storage.move(naming.result_key(key), aside)  # renamed, never rewritten from bytes read
             raise type(error)("%s; it was moved aside to %s/%s: rerun the job to recompute it"
                               % (str(error).rstrip("; "), self.url, aside)) from None
 
