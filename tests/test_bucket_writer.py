@@ -77,3 +77,23 @@ def test_linked_directories_in_the_bucket_are_never_written_through(tmp_path):
     with pytest.raises(KubefaceError, match="inputs is a symbolic link .*never follows links"):
         Client(storage_root=str(root), key_dir=str(tmp_path / "keys"), **FAST).map(square, [1, 2], job_id="escape")
     assert list(regular_files(str(outside))) == []
+
+
+@pytest.mark.parametrize("signature", ["\u00e9" * 64, "\ud800", 7, None])
+def test_a_malformed_signature_is_quarantined_not_a_crash(tmp_path, signature):
+    client = Client(storage_root=str(tmp_path / "s"), key_dir=str(tmp_path / "keys"), **FAST)
+    results = client.map(square, [3], job_id="mac")
+    path = tmp_path / "s" / "mac" / naming.result_key(results.keys[0])
+    header, payload = path.read_bytes()[len(serialization.MAGIC):].split(b"\n", 1)
+    header = dict(__import__("json").loads(header), hmac=signature)
+    path.write_bytes(serialization.MAGIC + __import__("json").dumps(header).encode() + b"\n" + payload)
+    with pytest.raises(UntrustedBlobError, match="not signed with this job's key .*moved aside to"):
+        client.map(square, [3], job_id="mac")[0]
+    assert not path.exists() and list((tmp_path / "s" / "mac" / "quarantine").rglob("*.pkl.*"))
+    assert list(client.map(square, [3], job_id="mac")) == [9]
+
+
+def test_a_header_nested_too_deep_is_corrupt_not_a_crash():
+    blob = serialization.MAGIC + b"[" * 100000 + b"]" * 100000 + b"\n"
+    with pytest.raises(CorruptBlobError, match="unreadable header"):
+        serialization.loads(blob, key=os.urandom(32))
