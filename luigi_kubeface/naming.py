@@ -108,6 +108,11 @@ def shared_key(name, digest):
     return "shared/%s-%s.pkl" % (re.sub(r"[^A-Za-z0-9_.-]", "_", name), digest[:_KEY_LENGTH])
 
 
+def shared_digest(key):
+    """The content digest a shared input's key addresses (see shared_key): what its bytes must hash to."""
+    return key[: -len(".pkl")].rsplit("-", 1)[-1]
+
+
 def attempts_prefix(element):
     return ATTEMPTS_PREFIX + element + "/"
 

@@ -15,6 +15,7 @@ function and inputs with it and signs the result with it.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -105,15 +106,20 @@ def load_call(storage, element, key):
             "key to every attempt (local: process environment; kubernetes: the job's Secret)" % serialization.KEY_ENV)
     job = naming.job_id_from_url(storage.url)
 
-    def load(blob_key, where, **expect):
+    def load(blob_key, where, addressed=False, **expect):
         where = "%s (%s/%s)" % (where, storage.url.rstrip("/"), blob_key)
-        return serialization.loads_with_header(storage.read(blob_key), where, key, dict(expect, job=job))
+        blob = storage.read(blob_key)
+        # Content-addressed: an older signed blob copied over this name must not pass for it.
+        if addressed and not hashlib.sha256(blob).hexdigest().startswith(naming.shared_digest(blob_key)):
+            raise CorruptBlobError("%s does not hold the content its name addresses: it was replaced in storage "
+                                   "and was not unpickled; delete it and rerun to upload it again" % where)
+        return serialization.loads_with_header(blob, where, key, dict(expect, job=job))
 
     function = load(naming.FUNCTION, "the job's function", kind="function")[1]
     header, (args, kwargs) = load(naming.input_key(element), "the input of element %s" % element,
                                   kind="input", element=element)
     for name, shared in header.get("shared", {}).items():
-        kwargs[name] = load(shared, "shared input %r" % name, kind="shared", name=name)[1]
+        kwargs[name] = load(shared, "shared input %r" % name, addressed=True, kind="shared", name=name)[1]
     return function, args, kwargs
 
 

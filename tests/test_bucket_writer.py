@@ -97,3 +97,20 @@ def test_a_header_nested_too_deep_is_corrupt_not_a_crash():
     blob = serialization.MAGIC + b"[" * 100000 + b"]" * 100000 + b"\n"
     with pytest.raises(CorruptBlobError, match="unreadable header"):
         serialization.loads(blob, key=os.urandom(32))
+
+
+def plus(x, v):
+    return x + v
+
+
+def test_an_old_shared_input_copied_over_the_new_one_is_refused(tmp_path):
+    root = tmp_path / "s"
+    client = Client(storage_root=str(root), key_dir=str(tmp_path / "keys"), retries=0, **FAST)
+    assert list(client.map(plus, [1], job_id="sh", shared={"v": 10})) == [11]
+    assert list(client.map(plus, [1, 2], job_id="sh", shared={"v": 20})) == [11, 22]
+    old, new = sorted((root / "sh" / "shared").iterdir(), key=lambda p: p.stat().st_mtime)
+    new.write_bytes(old.read_bytes())  # both are validly signed for this job: only the address tells them apart
+    with pytest.raises(KubefaceError, match="shared input 'v' .*does not hold the content its name addresses"):
+        list(client.map(plus, [1, 2, 3], job_id="sh", shared={"v": 20}))
+    new.unlink()
+    assert list(client.map(plus, [1, 2, 3], job_id="sh", shared={"v": 20})) == [11, 22, 23]
