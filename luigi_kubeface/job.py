@@ -188,6 +188,7 @@ class Job:
         so that the next run recomputes it, and CorruptBlobError (or UntrustedBlobError) says so.
         """
         where = "the result of element %s (%s/%s)" % (key, self.url, naming.result_key(key))
+        blob = None
         try:
             blob = self.storage.read(naming.result_key(key))
             return serialization.read_header(blob, where, self.signing_key(),
@@ -195,8 +196,20 @@ class Job:
         except CorruptBlobError as error:
             aside = naming.quarantine_key(naming.result_key(key))
             self.storage.move(naming.result_key(key), aside)  # renamed, never rewritten from bytes read
-            raise type(error)("%s; it was moved aside to %s/%s: rerun the job to recompute it"
-                              % (str(error).rstrip("; "), self.url, aside)) from None
+            raise type(error)("%s%s; it was moved aside to %s/%s: rerun the job to recompute it"
+                              % (str(error).rstrip("; "), self._team_key_note(blob), self.url, aside)) from None
+
+    def _team_key_note(self, blob):
+        """Say so when a refused blob is signed with the team key itself, as before keys were bound to job URLs."""
+        if blob is None or not self.keys.signing_key_file:
+            return ""
+        try:
+            serialization.read_header(blob, "", self.keys.stored_key(self.url))
+        except (CorruptBlobError, SigningKeyError):
+            return ""
+        return (" (it is signed with the team key itself, as luigi-kubeface did before each job's key was "
+                "derived from the team key and the job's URL: such results could be replayed from another "
+                "storage root, so they are refused and recomputed)")
 
     def load_result(self, key):
         header, payload = self.check_result(key)
