@@ -20,6 +20,7 @@ import json
 import os
 import socket
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -85,8 +86,15 @@ def _error_fields(error):
 
 
 def signing_key_from_env(environ):
-    """Take the job's key out of the environment (children of the element must not inherit it)."""
+    """Take the job's key out of the environment, or from the pipe it names (children must not inherit it)."""
     text = environ.pop(serialization.KEY_ENV, "")
+    fd = environ.pop(serialization.SECRET_FD_ENV, "")
+    if fd.isdigit() and int(fd) > 2:
+        try:
+            with os.fdopen(int(fd), "rb") as pipe:
+                text = json.loads(pipe.read()).get(serialization.KEY_ENV, "")
+        except (OSError, ValueError, AttributeError):
+            text = ""
     try:
         return bytes.fromhex(text) if text else None
     except ValueError:
@@ -177,7 +185,8 @@ def main(argv=None):
     job_url, element, attempt = argv
     key = signing_key_from_env(os.environ)
     storage = open_storage(job_url)
-    log_path = os.path.join(os.environ.get("TMPDIR", "/tmp"), "kubeface-%s-%s.log" % (element, attempt))
+    fd, log_path = tempfile.mkstemp(prefix="kubeface-attempt-", suffix=".log")  # mode 0600, O_EXCL: no name to plant
+    os.close(fd)
     try:
         code, record = run_attempt(storage, element, attempt, log_path, key)
         with open(log_path, "rb") as f:

@@ -18,6 +18,9 @@ from .errors import CorruptBlobError, UntrustedBlobError, VersionMismatchError
 MAGIC = b"KUBEFACE-BLOB-1\n"
 # The environment variable through which a backend hands the job's signing key (hex) to the runner.
 KEY_ENV = "KUBEFACE_SIGNING_KEY"
+# The local backend writes the runner's private environment (JSON) into a pipe and names its descriptor
+# here instead: what a process got in its environment stays readable in /proc/<pid>/environ.
+SECRET_FD_ENV = "KUBEFACE_SECRET_FD"
 _FIX = "delete it and rerun to recompute it"
 
 
