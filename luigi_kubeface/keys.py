@@ -109,6 +109,18 @@ class KeyRing:
                 % (path, stat.S_IMODE(info.st_mode), path))
         return _parse(text, path)
 
+    def env_file(self, job_url, variable):
+        """A private file `variable=<job key>` for `docker run --env-file`: the key is never in a command line."""
+        key = self.load(job_url)
+        path = os.path.join(self.key_dir, hashlib.sha256(job_url.encode()).hexdigest()[:32] + ".env")
+        _check_private_dir(self.key_dir)
+        os.makedirs(self.key_dir, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.key_dir)  # mode 0600
+        with os.fdopen(fd, "w") as f:
+            f.write("%s=%s\n" % (variable, key.hex()))
+        os.replace(tmp, path)
+        return path
+
     def create(self, job_url):
         """A new random key for the job (mode 0600); if another master made one first, that one is kept."""
         if self.signing_key_file:

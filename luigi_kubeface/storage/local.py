@@ -36,11 +36,29 @@ class LocalStorage:
             "root, so it was neither read nor written; remove it (someone with write access to %s put it "
             "there) and rerun" % (os.path.join(self.root, *parts), self.root))
 
+    def _open_root(self):
+        """The root's own last component is no link either: a job's prefix swapped for one must not be followed."""
+        parent, name = os.path.split(self.root)
+        if not name:
+            return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return os.open(name, _DIR, dir_fd=parent_fd)
+        except OSError as error:  # Linux says ENOTDIR for a link opened with O_DIRECTORY | O_NOFOLLOW
+            if error.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(self.root):
+                raise UnsafePathError(
+                    "%s is a symbolic link: luigi-kubeface never follows links in storage, so it was neither "
+                    "read nor written; if you configured it, set storage_root to the link's target (%s), "
+                    "otherwise remove it" % (self.root, os.path.realpath(self.root))) from None
+            raise
+        finally:
+            os.close(parent_fd)
+
     def _open_dir(self, parts, create=False):
         """A descriptor of root/parts, opened one component at a time without following any link."""
         if create:
             os.makedirs(self.root, exist_ok=True)
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the configured root itself
+        fd = self._open_root()
         for i, name in enumerate(parts):
             try:
                 try:

@@ -58,3 +58,13 @@ def test_a_planted_link_is_moved_aside_as_a_link(planted):
     storage.move("results/a.pkl", "quarantine/results/a.pkl.1-x")
     assert os.path.islink(os.path.join(storage.url, "quarantine/results/a.pkl.1-x"))
     assert (outside / "secret.key").read_bytes() == b"the master's key"
+
+
+def test_a_job_prefix_swapped_for_a_link_is_refused(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "root").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "root" / "job")
+    storage = open_storage(str(tmp_path / "root" / "job"))
+    with pytest.raises(UnsafePathError, match="root/job is a symbolic link: .*set storage_root to the link's target"):
+        storage.write("inputs/a.pkl", b"escaped")
+    assert os.listdir(tmp_path / "elsewhere") == []
