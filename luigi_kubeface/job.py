@@ -127,7 +127,7 @@ class Job:
         return self._key
 
     def secret_env(self):
-        """What each attempt needs privately (backends hand it over as env, never in argv or specs)."""
+        """What each attempt needs privately (backends hand it over by a pipe or a Secret, never in argv or specs)."""
         return {serialization.KEY_ENV: self.signing_key().hex()}
 
     def prepare(self, details=None):

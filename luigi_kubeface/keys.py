@@ -2,7 +2,7 @@
 
 Write access to the bucket must not mean code execution on the master, so the runner signs every
 result with a key that only the master's machine (a file in key_dir, mode 0600, one per job) and
-the job's attempts (their environment) hold; the master verifies before it unpickles anything. A
+the job's attempts (a pipe or the job's Secret) hold; the master verifies before it unpickles anything. A
 rerun reads the same file, so it trusts results of earlier runs. Teams that share results across
 machines point signing_key_file at one key they distribute themselves; each job then signs with a
 key derived from it and the job's URL, so a result does not replay into another storage root.

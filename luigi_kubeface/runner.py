@@ -9,9 +9,10 @@ it, because Kubernetes loses pod logs. Exit codes: 0 success, 1 the element rais
 could not be used (version mismatch, corrupt or unsigned blob, no signing key): retrying that
 attempt will not help.
 
-The job's signing key arrives in the environment (serialization.KEY_ENV, put there by the
-backend); the runner removes it from the environment before the element runs, verifies the
-function and inputs with it and signs the result with it.
+The job's signing key arrives through a pipe (the local backend names its descriptor in
+serialization.SECRET_FD_ENV) or the environment (serialization.KEY_ENV, from the Kubernetes
+Secret); the runner takes it out before the element runs, verifies the function and inputs with
+it and signs the result with it.
 """
 
 import contextlib
@@ -111,7 +112,7 @@ def load_call(storage, element, key):
     if not key:
         raise SigningKeyError(
             "the attempt got no signing key in its environment (%s): the backend must hand the job's "
-            "key to every attempt (local: process environment; kubernetes: the job's Secret)" % serialization.KEY_ENV)
+            "key to every attempt (local: a pipe; kubernetes: the job's Secret)" % serialization.KEY_ENV)
     job = naming.job_id_from_url(storage.url)
 
     def load(blob_key, where, addressed=False, **expect):

@@ -1,4 +1,4 @@
-"""The job's signing key reaches attempts through their environment only: never argv, logs, records or the bucket."""
+"""The job's signing key reaches attempts privately (a pipe locally): never argv, environ, logs, records or the bucket."""
 
 import logging
 import os
