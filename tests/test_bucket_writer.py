@@ -4,7 +4,6 @@ Each test plays the attack end to end against real files, real processes and the
 """
 
 import os
-import pickle
 
 import pytest
 
