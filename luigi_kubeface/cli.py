@@ -13,9 +13,11 @@ characters of it), its parameters as `status` shows them (x=3), or @N for the N-
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import shlex
 import sys
 import tempfile
 import time
@@ -32,14 +34,14 @@ DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 # -- hooks for backends with live state (the Kubernetes backend fills these) ---------------------
 
-def follow_live(job, element, attempt, out):
+def follow_live(job, element, attempt, out, target=None):
     """Stream a running attempt's log from where it runs (a pod) to out until it ends.
 
     attempt is the running attempt's id when the master's progress.json names one, else None
     ("the element's running attempt"). Returns False when no live source is known, so the caller
     waits for the log in storage instead. The local backend has none.
     """
-    api = _kube_api(job)
+    api = _kube_api(job, target)
     if api is None:
         return False
     from .backends.kubernetes import stream_attempt_log
@@ -47,12 +49,12 @@ def follow_live(job, element, attempt, out):
     return stream_attempt_log(api, job.id, element, attempt, out)
 
 
-def cleanup_pods(job, dry_run):
+def cleanup_pods(job, dry_run, target=None):
     """Delete (or, on a dry run, list) the job's pods still in the cluster; returns their descriptions.
 
     The local backend has none: its processes end with the master.
     """
-    api = _kube_api(job)
+    api = _kube_api(job, target)
     if api is None:
         return []
     from .backends.kubernetes import delete_job_pods
@@ -60,20 +62,38 @@ def cleanup_pods(job, dry_run):
     return delete_job_pods(api, job.id, dry_run)
 
 
-def _kube_api(job):
-    """The cluster of a job that ran on Kubernetes (namespace and context from job.json), else None."""
+def kube_target(meta, settings, namespace=None, kube_context=None):
+    """The namespace and context to act in: the configured ones (flags over [kubeface]), never job.json's alone.
+
+    job.json is unsigned: a bucket writer must not point `cleanup --yes` at another namespace's pods.
+    When it names another cluster place than the settings, the user has to pass it explicitly.
+    """
+    wanted = (namespace or settings.namespace, settings.kube_context if kube_context is None else kube_context)
+    recorded = (meta.get("namespace") or wanted[0], meta.get("kube_context") or wanted[1])
+    if recorded != wanted:
+        raise ConfigurationError(
+            "job.json says the job ran in namespace %r (context %r), but the settings say %r (context %r); "
+            "job.json is not signed, so kubeface does not act on its word alone: pass --namespace %s%s to "
+            "use that place, or set [kubeface] namespace / kube_context"
+            % (recorded[0], recorded[1] or "current", wanted[0], wanted[1] or "current", recorded[0],
+               " --kube-context %s" % recorded[1] if recorded[1] != wanted[1] else ""))
+    return wanted
+
+
+def _kube_api(job, target=None):
+    """The cluster of a job that ran on Kubernetes (namespace and context: see kube_target), else None."""
     try:
         meta = json.loads(job.storage.read(naming.JOB_META))
-    except BlobNotFoundError:
+    except (BlobNotFoundError, ValueError):
         return None
-    if meta.get("backend") != "kubernetes":
+    if not isinstance(meta, dict) or meta.get("backend") != "kubernetes":
         return None
     from .backends.kube_api import KubeApi
     from .luigi_adapter.config import load_settings
 
     settings = load_settings()
-    return KubeApi(settings.replace(namespace=meta.get("namespace") or settings.namespace,
-                                    kube_context=meta.get("kube_context") or settings.kube_context))
+    namespace, context = kube_target(meta, settings, *(target or (None, None)))
+    return KubeApi(settings.replace(namespace=namespace, kube_context=context))
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -113,31 +133,41 @@ def _job_time(job_storage):
     "older than" a day.
     """
     meta = json.loads(job_storage.read(naming.JOB_META))
-    latest = meta.get("updated", 0)
+    if not isinstance(meta, dict):
+        raise ValueError("job.json holds no JSON object")
+    latest = float(meta.get("updated") or 0)
     dispatches = job_storage.list(naming.DISPATCHES_PREFIX)  # run ids start with their UTC time
     for key, field in ([(max(dispatches), "finished")] if dispatches else []) + [(naming.PROGRESS, "updated")]:
         try:
-            latest = max(latest, json.loads(job_storage.read(key)).get(field) or 0)
-        except (BlobNotFoundError, ValueError):
+            latest = max(latest, float(json.loads(job_storage.read(key)).get(field) or 0))
+        except (BlobNotFoundError, ValueError, TypeError, AttributeError):
             pass
     return meta, latest
 
 
 def _jobs(root):
-    """(job id, meta, last activity) of every job directly under root."""
+    """(job id, meta, last activity) of every job directly under root; links and malformed jobs are skipped."""
     storage = open_storage(root, retry_deadline=30.0)
     jobs = []
     for name in storage.children(""):
         if not name.endswith("/"):
-            continue
+            continue  # a blob, or a link (never followed: it may point anywhere)
         job_id = name[:-1]
-        job_storage = open_storage(root.rstrip("/") + "/" + job_id, retry_deadline=30.0)
         try:
+            naming.check_job_id(job_id)
+            job_storage = open_storage(root.rstrip("/") + "/" + job_id, retry_deadline=30.0)
             meta, latest = _job_time(job_storage)
-        except (BlobNotFoundError, ValueError):
+        except BlobNotFoundError:
             continue  # not a job: no job.json
+        except (ValueError, TypeError, AttributeError, KubefaceError) as error:
+            _warn("skipping %s/%s: not a usable job (%s)" % (root.rstrip("/"), job_id, error))
+            continue
         jobs.append((job_id, meta, latest))
     return jobs
+
+
+def _warn(text):
+    print("kubeface: warning: %s" % text, file=sys.stderr)
 
 
 def _when(seconds):
@@ -241,7 +271,8 @@ def cmd_logs(args, out):
     known = set(element.attempts)
     live = [a for a, (key, _) in sorted((state.live_running() or {}).items()) if key == element.key]
     attempt = live[-1] if live and args.attempt is None else _pick_attempt(state, element, args.attempt)
-    if args.follow and args.attempt is None and follow_live(job, element.key, live[-1] if live else None, out):
+    if args.follow and args.attempt is None and follow_live(job, element.key, live[-1] if live else None, out,
+                                                            (args.namespace, args.kube_context)):
         return 0  # the element's attempt was running and its live log was streamed to the end
     while True:
         if attempt is not None:
@@ -274,21 +305,36 @@ def cmd_logs(args, out):
                 attempt = newer[-1]
 
 
+def docker_command(job_url, storage_root, element, attempt, image, env_file):
+    """The `docker run` line that runs one attempt as a pod would: every part quoted, the key only in a file."""
+    parts = ["docker", "run", "--rm"]
+    if "://" not in job_url:
+        parts += ["-v", "%s:%s" % (storage_root, storage_root)]
+    parts += ["--env-file", env_file, image or "IMAGE", "python", "-m", "luigi_kubeface.runner", job_url, element,
+              attempt]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
 def cmd_reproduce(args, out):
-    from .runner import UnusableCall, module_hint, load_call
+    from .keys import KeyRing
+    from .luigi_adapter.config import load_settings
+    from .runner import UnusableCall, load_call, module_hint
 
     state = _state(args)
     element = state.find(args.element)
+    if not naming.is_element_key(element.key):  # elements.json is unsigned: never pass its text to a shell
+        raise KubefaceError("element %r of job %s is not an element key (24 lowercase hex characters): the job's "
+                            "elements.json was altered; rerun the job to write it again" % (element.key, state.job.id))
     job = state.job
-    image = state.meta.get("image") or (state.meta.get("settings") or {}).get("image")
+    settings = load_settings()
+    job.keys = KeyRing.from_settings(settings)
+    image = args.image or settings.image  # not job.json's: it is unsigned
     attempt = naming.new_attempt_id(len(element.attempts) + 1)
-    mounts = "" if "://" in job.url else " -v %s:%s" % (job.storage_root, job.storage_root)
     print("# the same element in the job's image, as a pod runs it (writes an attempt record and log):", file=out)
-    # The key travels in the environment, read from its file by the shell: never printed.
-    key = '-e %s="$(grep -v "^#" %s)"' % (serialization.KEY_ENV, job.keys.path(job.url))
-    print("docker run --rm%s %s %s python -m luigi_kubeface.runner %s %s %s"
-          % (mounts, key, image or "<IMAGE: the job's image, e.g. REGION-docker.pkg.dev/PROJECT/REPO/kubeface:v1>",
-             job.url, element.key, attempt), file=out)
+    if not image:
+        print("# replace IMAGE with the job's image (or pass --image, or set [kubeface] image)", file=out)
+    env_file = job.keys.env_file(job.url, serialization.KEY_ENV)  # mode 0600: the key is never in argv
+    print(docker_command(job.url, job.storage_root, element.key, attempt, image, env_file), file=out)
     if job.url.startswith("gs://"):
         print("# the container needs Google credentials, e.g. -v ~/.config/gcloud:/tmp/.config/gcloud:ro", file=out)
     if os.getcwd() not in sys.path:  # the pipeline's module is usually importable from here
@@ -344,11 +390,15 @@ def cmd_cleanup(args, out):
     dry_run = not args.yes
     verb = "would delete" if dry_run else "deleted"
     for job in jobs:
-        pods = cleanup_pods(job, dry_run)
+        pods = cleanup_pods(job, dry_run, (args.namespace, args.kube_context))
         for pod in pods:
             print("%s pod %s" % (verb, pod), file=out)
         if args.blobs:
-            keys = job.storage.list("")
+            listed = job.storage.list("")
+            keys = [k for k in listed if naming.is_job_key(k)]  # only what luigi-kubeface writes
+            if len(keys) < len(listed):
+                _warn("%d entries of job %s are not luigi-kubeface's and are kept (e.g. %s)"
+                      % (len(listed) - len(keys), job.id, next(k for k in listed if not naming.is_job_key(k))))
             if not dry_run:
                 # job.json last: an interrupted cleanup leaves a job that `list` still shows
                 for key in sorted(keys, key=lambda k: k == naming.JOB_META):
@@ -364,9 +414,9 @@ def cmd_cleanup(args, out):
 
 
 def _prune_empty_directories(url):
-    if "://" in url:
-        return  # buckets have no directories
-    for directory, _, _ in sorted(os.walk(url), key=lambda d: -len(d[0])):
+    if "://" in url or os.path.islink(url):
+        return  # buckets have no directories; links are never followed
+    for directory, _, _ in sorted(os.walk(url), key=lambda d: -len(d[0])):  # os.walk follows no inner link
         try:
             os.rmdir(directory)
         except OSError:
@@ -374,6 +424,11 @@ def _prune_empty_directories(url):
 
 
 # -- entry point ---------------------------------------------------------------------------------
+
+def _cluster_flags(cmd):
+    cmd.add_argument("--namespace", help="where the job's pods are (default: [kubeface] namespace)")
+    cmd.add_argument("--kube-context", help="the kubeconfig context (default: [kubeface] kube_context)")
+
 
 def parser():
     common = argparse.ArgumentParser(add_help=False)
@@ -396,29 +451,56 @@ def parser():
     cmd.add_argument("--attempt", help="attempt number (1, 2, ...) or id; default: the last one")
     cmd.add_argument("--follow", "-f", action="store_true", help="wait for a running attempt's log")
     cmd.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
+    _cluster_flags(cmd)
     cmd.set_defaults(run=cmd_logs)
     cmd = commands.add_parser("reproduce", parents=[common], help="run one element in this Python")
     cmd.add_argument("job")
     cmd.add_argument("element")
     cmd.add_argument("--pdb", action="store_true", help="debug post-mortem if the element raises")
+    cmd.add_argument("--image", help="the image of the printed `docker run` line (default: [kubeface] image)")
     cmd.set_defaults(run=cmd_reproduce)
     cmd = commands.add_parser("cleanup", parents=[common], help="delete a job's pods and blobs (dry run by default)")
     cmd.add_argument("job", nargs="?")
     cmd.add_argument("--older-than", metavar="DURATION", help="every job not active for this long (30m, 12h, 7d)")
     cmd.add_argument("--blobs", action="store_true", help="delete the job's blobs too (results included)")
     cmd.add_argument("--yes", action="store_true", help="really delete (default: only print what would go)")
+    _cluster_flags(cmd)
     cmd.set_defaults(run=cmd_cleanup)
     return top
 
 
-def main(argv=None, out=None):
+# C0 and C1 controls but tab and newline, DEL, and bidirectional overrides: what can drive a terminal.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+class TerminalText:
+    """A terminal stream that drops control characters: labels, errors and logs come from the unsigned bucket."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        return self.stream.write(_CONTROL.sub("", text))
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def _for_terminal(stream, terminal):
+    tty = terminal if terminal is not None else getattr(stream, "isatty", lambda: False)()
+    return TerminalText(stream) if tty else stream
+
+
+def main(argv=None, out=None, terminal=None):
+    """terminal: whether out and stderr are terminals (None: ask them), so bucket text is stripped of controls."""
     args = parser().parse_args(argv)
-    out = out or sys.stdout
-    try:
-        return args.run(args, out)
-    except KubefaceError as error:
-        print("kubeface %s: %s" % (args.command, error), file=sys.stderr)
-        return 2
+    out = _for_terminal(out or sys.stdout, terminal)
+    with contextlib.redirect_stderr(_for_terminal(sys.stderr, terminal)):
+        try:
+            return args.run(args, out)
+        except KubefaceError as error:
+            print("kubeface %s: %s" % (args.command, error), file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -69,3 +69,7 @@ class JobFailedError(KubefaceError):
 
 class EnvironmentMismatchError(VersionMismatchError):
     """The image lacks, or has another version of, a distribution the shipped code imports."""
+
+
+class UnsafePathError(UntrustedBlobError):
+    """A local storage path is or passes through a symbolic link: never followed, so never unpickled or written."""

@@ -224,7 +224,7 @@ class Job:
         return self._key
 
     def secret_env(self):
-        """What each attempt needs privately (backends hand it over as env, never in argv or specs)."""
+        """What each attempt needs privately (backends hand it over by a pipe or a Secret, never in argv or specs)."""
         return {serialization.KEY_ENV: self.signing_key().hex()}
 
     def prepare(self, details=None):
@@ -321,19 +321,31 @@ class Job:
         """
         version = self.result_version(key)
         name = naming.result_key(key, version)
-        blob = self.storage.read(name)
         where = "the result of element %s (%s/%s)" % (key, self.url, name)
         expect = {"kind": "result", "job": self.id, "element": key}
         if version:  # a result filed under a code version must say so in its signed header
             expect["code_version"] = version
+        blob = None
         try:
+            blob = self.storage.read(name)
             return serialization.read_header(blob, where, self.signing_key(), expect, fix="")
         except CorruptBlobError as error:
             aside = naming.quarantine_key(name)
-            self.storage.write(aside, blob)
-            self.storage.delete(name)
-            raise type(error)("%s; it was moved aside to %s/%s: rerun the job to recompute it"
-                              % (str(error).rstrip("; "), self.url, aside)) from None
+            self.storage.move(name, aside)  # renamed, never rewritten from bytes read
+            raise type(error)("%s%s; it was moved aside to %s/%s: rerun the job to recompute it"
+                              % (str(error).rstrip("; "), self._team_key_note(blob), self.url, aside)) from None
+
+    def _team_key_note(self, blob):
+        """Say so when a refused blob is signed with the team key itself, as before keys were bound to job URLs."""
+        if blob is None or not self.keys.signing_key_file:
+            return ""
+        try:
+            serialization.read_header(blob, "", self.keys.stored_key(self.url))
+        except (CorruptBlobError, SigningKeyError):
+            return ""
+        return (" (it is signed with the team key itself, as luigi-kubeface did before each job's key was "
+                "derived from the team key and the job's URL: such results could be replayed from another "
+                "storage root, so they are refused and recomputed)")
 
     def load_result(self, key):
         header, payload = self.check_result(key)

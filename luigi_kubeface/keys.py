@@ -2,12 +2,15 @@
 
 Write access to the bucket must not mean code execution on the master, so the runner signs every
 result with a key that only the master's machine (a file in key_dir, mode 0600, one per job) and
-the job's attempts (their environment) hold; the master verifies before it unpickles anything. A
+the job's attempts (a pipe or the job's Secret) hold; the master verifies before it unpickles anything. A
 rerun reads the same file, so it trusts results of earlier runs. Teams that share results across
-machines point signing_key_file at one key they distribute themselves. See docs/security.md.
+machines point signing_key_file at one key they distribute themselves; each job then signs with a
+key derived from it and the job's URL, so a result does not replay into another storage root.
+Key files and key_dir must belong to this user and be private to it. See docs/security.md.
 """
 
 import hashlib
+import hmac
 import os
 import secrets
 import stat
@@ -32,6 +35,24 @@ def _parse(text, path):
     return key
 
 
+def job_key(team_key, job_url):
+    """The key a job signs with under a team key: bound to the job's full URL, not just its id."""
+    return hmac.new(team_key, b"luigi-kubeface job key\n" + job_url.rstrip("/").encode(), hashlib.sha256).digest()
+
+
+def _check_private_dir(path):
+    """key_dir must be this user's and not writable by others, who could swap key files in it."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return
+    if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise SigningKeyError(
+            "key_dir %s is owned by uid %d (this user is %d) or writable by other users (mode %o), who could "
+            "replace the keys in it: chown it to this user and chmod 700 %s, or set [kubeface] key_dir to a "
+            "private directory" % (path, info.st_uid, os.geteuid(), stat.S_IMODE(info.st_mode), path))
+
+
 class KeyRing:
     """Where the keys of jobs live on the master's machine."""
 
@@ -51,10 +72,17 @@ class KeyRing:
 
     def load(self, job_url):
         """The job's key; SigningKeyError naming the file and the fix if it is missing or unusable."""
+        key = self.stored_key(job_url)
+        return job_key(key, job_url) if self.signing_key_file else key
+
+    def stored_key(self, job_url):
+        """The key as its file holds it (the team key itself with signing_key_file)."""
         path = self.path(job_url)
+        if not self.signing_key_file:
+            _check_private_dir(self.key_dir)
         try:
-            mode = os.stat(path).st_mode
             with open(path) as f:
+                info = os.fstat(f.fileno())
                 text = f.read()
         except FileNotFoundError:
             if self.signing_key_file:
@@ -70,17 +98,35 @@ class KeyRing:
         except OSError as error:
             raise SigningKeyError("signing key file %s cannot be read (%s): fix its permissions"
                                   % (path, error.strerror or error)) from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO) & ~stat.S_IRGRP:
+        if info.st_uid != os.geteuid():
+            raise SigningKeyError(
+                "signing key file %s belongs to uid %d, not to this user (uid %d): another user could have "
+                "written it; chown it to this user (and chmod 600), or create a new key (%s)"
+                % (path, info.st_uid, os.geteuid(), _NEW_KEY_HINT % (path, path)))
+        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO) & ~stat.S_IRGRP:
             raise SigningKeyError(
                 "signing key file %s may be written or read by other users (mode %o): chmod 600 %s"
-                % (path, stat.S_IMODE(mode), path))
+                % (path, stat.S_IMODE(info.st_mode), path))
         return _parse(text, path)
+
+    def env_file(self, job_url, variable):
+        """A private file `variable=<job key>` for `docker run --env-file`: the key is never in a command line."""
+        key = self.load(job_url)
+        path = os.path.join(self.key_dir, hashlib.sha256(job_url.encode()).hexdigest()[:32] + ".env")
+        _check_private_dir(self.key_dir)
+        os.makedirs(self.key_dir, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.key_dir)  # mode 0600
+        with os.fdopen(fd, "w") as f:
+            f.write("%s=%s\n" % (variable, key.hex()))
+        os.replace(tmp, path)
+        return path
 
     def create(self, job_url):
         """A new random key for the job (mode 0600); if another master made one first, that one is kept."""
         if self.signing_key_file:
             return self.load(job_url)
         path = self.path(job_url)
+        _check_private_dir(self.key_dir)
         try:
             os.makedirs(self.key_dir, mode=0o700, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.key_dir)  # created with mode 0600

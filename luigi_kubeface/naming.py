@@ -59,6 +59,23 @@ def _canonical(value):
     return {"__pickle__": type(value).__module__ + "." + type(value).__qualname__, "sha256": digest}
 
 
+_WRITTEN = re.compile(  # every key a job's prefix holds, as this module builds them
+    r"(job\.json|elements\.json|status\.html|progress\.json|function\.pkl"
+    r"|shared/[A-Za-z0-9_.-]+-[0-9a-f]{%(n)d}\.pkl|(inputs|results)/[0-9a-f]{%(n)d}\.pkl"
+    r"|attempts/[0-9a-f]{%(n)d}/[0-9A-Za-z-]+\.json|logs/[0-9a-f]{%(n)d}/[0-9A-Za-z-]+\.log"
+    r"|dispatches/[0-9A-Za-z-]+\.json|quarantine/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*)" % {"n": _KEY_LENGTH})
+
+
+def is_job_key(key):
+    """Whether luigi-kubeface writes keys like this one in a job's prefix (cleanup deletes only those)."""
+    return bool(_WRITTEN.fullmatch(key)) and ".." not in key.split("/")
+
+
+def is_element_key(text):
+    """Exactly what element_key returns: 24 lowercase hex characters."""
+    return isinstance(text, str) and bool(re.fullmatch("[0-9a-f]{%d}" % _KEY_LENGTH, text))
+
+
 def element_key(args, kwargs):
     """A stable digest of an element's arguments: the same element has the same key in every run."""
     text = json.dumps([_canonical(list(args)), _canonical(dict(kwargs))], sort_keys=True)
@@ -122,6 +139,11 @@ def code_key(digest):
 
 def shared_key(name, digest):
     return "shared/%s-%s.pkl" % (re.sub(r"[^A-Za-z0-9_.-]", "_", name), digest[:_KEY_LENGTH])
+
+
+def shared_digest(key):
+    """The content digest a shared input's key addresses (see shared_key): what its bytes must hash to."""
+    return key[: -len(".pkl")].rsplit("-", 1)[-1]
 
 
 def attempts_prefix(element):

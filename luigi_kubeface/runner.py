@@ -10,12 +10,14 @@ duplicate attempt never overwrites it), and writes the attempt's outcome record 
 the element runs, the record says why. Exit codes: 0 success, 1 the element raised, 2 the
 function, code or input could not be used (retrying will not help), 3 the runner itself failed.
 
-The job's signing key arrives in the environment (serialization.KEY_ENV, put there by the
-backend); the runner removes it from the environment before the element runs, verifies the
-function and inputs with it and signs the result with it.
+The job's signing key arrives through a pipe (the local backend names its descriptor in
+serialization.SECRET_FD_ENV) or the environment (serialization.KEY_ENV, from the Kubernetes
+Secret); the runner takes it out before the element runs, verifies the function and inputs with
+it and signs the result with it.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -89,8 +91,15 @@ def _error_fields(error):
 
 
 def signing_key_from_env(environ):
-    """Take the job's key out of the environment (children of the element must not inherit it)."""
+    """Take the job's key out of the environment, or from the pipe it names (children must not inherit it)."""
     text = environ.pop(serialization.KEY_ENV, "")
+    fd = environ.pop(serialization.SECRET_FD_ENV, "")
+    if fd.isdigit() and int(fd) > 2:
+        try:
+            with os.fdopen(int(fd), "rb") as pipe:
+                text = json.loads(pipe.read()).get(serialization.KEY_ENV, "")
+        except (OSError, ValueError, AttributeError):
+            text = ""
     try:
         return bytes.fromhex(text) if text else None
     except ValueError:
@@ -127,13 +136,18 @@ def load_call(storage, element, key, code_dir=None):
     if not key:
         raise UnusableCall(SigningKeyError(
             "the attempt got no signing key in its environment (%s): the backend must hand the job's "
-            "key to every attempt (local: process environment; kubernetes: the job's Secret)" % serialization.KEY_ENV),
+            "key to every attempt (local: a pipe; kubernetes: the job's Secret)" % serialization.KEY_ENV),
             "function")
     job = naming.job_id_from_url(storage.url)
 
-    def verified(blob_key, where, **expect):
+    def verified(blob_key, where, addressed=False, **expect):
         where = "%s (%s/%s)" % (where, storage.url.rstrip("/"), blob_key)
-        return serialization.read_header(storage.read(blob_key), where, key, dict(expect, job=job)), where
+        blob = storage.read(blob_key)
+        # Content-addressed: an older signed blob copied over this name must not pass for it.
+        if addressed and not hashlib.sha256(blob).hexdigest().startswith(naming.shared_digest(blob_key)):
+            raise CorruptBlobError("%s does not hold the content its name addresses: it was replaced in storage "
+                                   "and was not unpickled; delete it and rerun to upload it again" % where)
+        return serialization.read_header(blob, where, key, dict(expect, job=job)), where
 
     def unpickle(header_payload, where):
         header, payload = header_payload
@@ -154,7 +168,8 @@ def load_call(storage, element, key, code_dir=None):
                                                         % element, kind="input", element=element)
         args, kwargs = unpickle((input_header, input_payload), where)
         for name, shared in input_header.get("shared", {}).items():
-            kwargs[name] = unpickle(*verified(shared, "shared input %r" % name, kind="shared", name=name))
+            kwargs[name] = unpickle(*verified(shared, "shared input %r" % name, addressed=True,
+                                                    kind="shared", name=name))
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as error:  # noqa: BLE001 - whatever stops the call from loading is reported
@@ -234,7 +249,8 @@ def main(argv=None):
     job_url, element, attempt = argv
     key = signing_key_from_env(os.environ)
     storage = open_storage(job_url)
-    log_path = os.path.join(os.environ.get("TMPDIR", "/tmp"), "kubeface-%s-%s.log" % (element, attempt))
+    fd, log_path = tempfile.mkstemp(prefix="kubeface-attempt-", suffix=".log")  # mode 0600, O_EXCL: no name to plant
+    os.close(fd)
     code, record = EXIT_RUNNER_ERROR, None
     try:
         code, record = run_attempt(storage, element, attempt, log_path, key)

@@ -18,6 +18,9 @@ from .errors import CorruptBlobError, UntrustedBlobError, VersionMismatchError
 MAGIC = b"KUBEFACE-BLOB-1\n"
 # The environment variable through which a backend hands the job's signing key (hex) to the runner.
 KEY_ENV = "KUBEFACE_SIGNING_KEY"
+# The local backend writes the runner's private environment (JSON) into a pipe and names its descriptor
+# here instead: what a process got in its environment stays readable in /proc/<pid>/environ.
+SECRET_FD_ENV = "KUBEFACE_SECRET_FD"
 _FIX = "delete it and rerun to recompute it"
 
 
@@ -63,13 +66,15 @@ def read_header(blob, where="blob", key=None, expect=None, fix=_FIX):
         raise CorruptBlobError("%s has a truncated header; %s" % (where, fix))
     try:
         header = json.loads(blob[len(MAGIC) : end])
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a header nested thousands deep
         header = None
     if not isinstance(header, dict):
         raise CorruptBlobError("%s has an unreadable header; %s" % (where, fix))
     if key is not None:
         signature = header.get("hmac")
-        if not isinstance(signature, str) or not hmac.compare_digest(signature, _mac(key, header)):
+        # Bytes: compare_digest raises TypeError on non-ASCII str, which would crash the master every run.
+        given = signature.encode("utf-8", "surrogatepass") if isinstance(signature, str) else b""
+        if not hmac.compare_digest(given, _mac(key, header).encode()):
             raise UntrustedBlobError(
                 "%s is not signed with this job's key (%s): it was altered in storage or written by "
                 "someone without the key, and was not unpickled; %s"

@@ -52,6 +52,7 @@ class Settings:
     pod_env: dict = field(default_factory=dict)  # extra environment for the runner (never secrets)
     pod_labels: dict = field(default_factory=dict)
     pod_annotations: dict = field(default_factory=dict)
+    pod_params_annotation: bool = True  # each pod's element parameters as an annotation (readable by pod readers)
     image_pull_policy: str = "IfNotPresent"
     safe_to_evict: bool = False  # let the cluster autoscaler evict running pods to scale down
     run_as_user: int = 65532  # pods never run as root (the image's user)

@@ -137,8 +137,8 @@ def test_reproduce_runs_the_element_here(root, capsys):
     assert code == 0 and "result: 16" in out
     assert "computing 4" in capsys.readouterr().out  # the element ran in this process
     docker = [l for l in out.splitlines() if l.startswith("docker run")][0]
-    assert "<IMAGE" in docker and "python -m luigi_kubeface.runner %s %s " % (
-        os.path.join(root, "odd"), key_of(root, "odd", 4)) in docker
+    assert " IMAGE python -m luigi_kubeface.runner %s %s " % (
+        os.path.join(root, "odd"), key_of(root, "odd", 4)) in docker and "# replace IMAGE" in out
     assert "-v %s:%s" % (root, root) in docker
 
 
@@ -151,20 +151,16 @@ def test_reproduce_failure_and_pdb_in_a_real_terminal_session(root):
     assert run.returncode == 1
     assert "ValueError: x=1 is odd" in run.stderr and "in odd_fails" in run.stderr
     assert "(Pdb) 100" in run.stdout  # post-mortem in the element's frame
-    job_meta = os.path.join(root, "odd", "job.json")
-    meta = json.load(open(job_meta))
-    try:
-        json.dump(dict(meta, image="registry.example/kubeface:v7"), open(job_meta, "w"))
-        code, out = kubeface("reproduce", "odd", "@1", "--storage-root", root)
-        assert code == 1 and "rerun with --pdb" in out
-        docker = [l for l in out.splitlines() if l.startswith("docker run")][0]
-        assert docker.startswith("docker run --rm -v %s:%s -e KUBEFACE_SIGNING_KEY=" % (root, root))
-        assert "registry.example/kubeface:v7 python -m luigi_kubeface.runner" in docker
-        key_file = docker.split('grep -v "^#" ', 1)[1].split(")", 1)[0]
-        key = [l for l in open(key_file).read().splitlines() if not l.startswith("#")][0]
-        assert len(key) == 64 and key not in out  # the key is read by the shell, never printed
-    finally:
-        json.dump(meta, open(job_meta, "w"))
+    code, out = kubeface("reproduce", "odd", "@1", "--storage-root", root, "--image", "registry.example/kubeface:v7")
+    assert code == 1 and "rerun with --pdb" in out
+    docker = [l for l in out.splitlines() if l.startswith("docker run")][0]
+    assert docker.startswith("docker run --rm -v %s:%s --env-file " % (root, root))
+    assert "registry.example/kubeface:v7 python -m luigi_kubeface.runner" in docker
+    env_file = docker.split("--env-file ", 1)[1].split(" ", 1)[0]
+    assert oct(os.stat(env_file).st_mode & 0o777) == "0o600"
+    (line,) = open(env_file).read().splitlines()
+    name, key = line.split("=")
+    assert name == "KUBEFACE_SIGNING_KEY" and len(key) == 64 and key not in out  # never printed
 
 
 def test_cleanup_is_a_dry_run_until_yes(tmp_path):

@@ -1,4 +1,4 @@
-"""The job's signing key reaches attempts through their environment only: never argv, logs, records or the bucket."""
+"""The job's signing key reaches attempts privately (a pipe locally): never argv, environ, logs, records or the bucket."""
 
 import logging
 import os
@@ -56,3 +56,18 @@ def test_key_is_not_in_luigi_output(tmp_path):
     assert key in key_file.read_text()
     assert key not in result.stdout + result.stderr
     assert files_containing(str(root), key) == []
+
+
+def environ_of_this_process(x):
+    """What the element (or any child, or same-user reader of /proc) finds in the runner's initial environment."""
+    with open("/proc/self/environ", "rb") as f:
+        return f.read().decode(errors="replace")
+
+
+def test_key_is_not_in_the_runners_proc_environ(tmp_path):
+    root, keys = tmp_path / "s", tmp_path / "keys"
+    (environ,) = Client(storage_root=str(root), key_dir=str(keys), poll_interval=0.05).map(
+        environ_of_this_process, [1], job_id="proc")
+    key = KeyRing(str(keys)).load(str(root / "proc")).hex()
+    assert "LUIGI_CONFIG_PATH" in environ or "PATH=" in environ  # the file was read
+    assert key not in environ

@@ -15,7 +15,7 @@ from luigi_kubeface.backends.local import LocalBackend
 from luigi_kubeface.engine import run_job
 from luigi_kubeface.errors import CorruptBlobError, SigningKeyError, UntrustedBlobError
 from luigi_kubeface.job import Job, elements_from_items
-from luigi_kubeface.keys import KeyRing
+from luigi_kubeface.keys import KeyRing, job_key
 from luigi_kubeface.settings import Settings
 from support import Bomb, REPO
 
@@ -83,7 +83,8 @@ def test_team_key_file_must_exist_and_hold_a_key(tmp_path):
     with pytest.raises(SigningKeyError, match="does not hold a key .*token_hex"):
         KeyRing(signing_key_file=str(team)).load("gs://b/j")
     team.write_text("# shared by the team\n" + "ab" * 32 + "\n")
-    assert KeyRing(signing_key_file=str(team)).load("gs://b/j") == bytes([0xAB]) * 32
+    assert KeyRing(signing_key_file=str(team)).stored_key("gs://b/j") == bytes([0xAB]) * 32
+    assert KeyRing(signing_key_file=str(team)).load("gs://b/j") == job_key(bytes([0xAB]) * 32, "gs://b/j")
 
 
 def square(x):

@@ -21,7 +21,7 @@ class AttemptSpec:
     attempt: str
     label: str = ""
     # Environment the runner needs but nobody else may read (the job's signing key): a backend
-    # hands it over privately (process env, Kubernetes Secret), never in a pod spec or a log.
+    # hands it over privately (a pipe, a Kubernetes Secret), never in argv, a pod spec or a log.
     secret_env: dict = field(default_factory=dict, repr=False, compare=False)
 
 

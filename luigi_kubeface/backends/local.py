@@ -1,5 +1,6 @@
 """Each attempt is a fresh local process running the task runner: the isolation of a pod."""
 
+import json
 import os
 import select
 import signal
@@ -8,7 +9,7 @@ import sys
 import tempfile
 import time
 
-from .. import code_package, runner
+from .. import code_package, runner, serialization
 from . import AttemptEnd
 
 
@@ -22,13 +23,21 @@ def _describe_exit(code):
     return "the process exited with code %d" % code
 
 
+def _secret_pipe(secret_env):
+    """A pipe holding the attempt's private environment: never in argv, nor in /proc/<pid>/environ."""
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "wb") as pipe:  # a few hundred bytes: fits the pipe's buffer, never blocks
+        pipe.write(json.dumps(secret_env).encode())
+    return read_end
+
+
 class LocalBackend:
     def __init__(self, settings):
         self.settings = settings
         self._processes = {}  # attempt -> (Popen, output file path)
         self._pidfds = {}  # attempt -> pidfd (Linux)
         self._dir = tempfile.mkdtemp(prefix="kubeface-local-")
-        self._env = dict(os.environ)
+        self._env = {k: v for k, v in os.environ.items() if k != serialization.KEY_ENV}
         # As in a pod: the runner sees installed packages and luigi-kubeface, and the user's own modules
         # only as the job ships them (code_package.py), so what runs here runs on Kubernetes too.
         ours = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(runner.__file__))))
@@ -37,14 +46,19 @@ class LocalBackend:
 
     def launch(self, spec):
         output = os.path.join(self._dir, spec.attempt + ".out")
-        with open(output, "wb") as out:
-            process = subprocess.Popen(
-                runner.command(spec.job_url, spec.element, spec.attempt, python=sys.executable),
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=dict(self._env, **spec.secret_env),  # the signing key goes in env only, never argv
-                cwd=self._dir,  # not the master's folder: its modules must come with the job's code
-                start_new_session=True,  # own process group: cancel kills children too
-            )
+        secret = _secret_pipe(spec.secret_env)
+        try:
+            with open(output, "wb") as out:
+                process = subprocess.Popen(
+                    runner.command(spec.job_url, spec.element, spec.attempt, python=sys.executable),
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    env=dict(self._env, **{serialization.SECRET_FD_ENV: str(secret)}),
+                    pass_fds=(secret,),
+                    cwd=self._dir,  # not the master's folder: its modules must come with the job's code
+                    start_new_session=True,  # own process group: cancel kills children too
+                )
+        finally:
+            os.close(secret)
         self._processes[spec.attempt] = (process, output)
         try:  # a descriptor that becomes readable when the process exits, for wait()
             self._pidfds[spec.attempt] = os.pidfd_open(process.pid)

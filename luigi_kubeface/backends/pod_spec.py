@@ -93,8 +93,9 @@ def build_pod(spec, settings):
                    ELEMENT_LABEL: spec.element, ATTEMPT_LABEL: spec.attempt})
     annotations = dict(settings.pod_annotations)
     annotations.update({JOB_ID_ANNOTATION: spec.job_id, JOB_URL_ANNOTATION: spec.job_url,
-                        PARAMS_ANNOTATION: spec.label[:1000],
                         SAFE_TO_EVICT: "true" if settings.safe_to_evict else "false"})
+    if settings.pod_params_annotation:  # off when parameters are confidential: whoever lists pods reads them
+        annotations[PARAMS_ANNOTATION] = spec.label[:1000]
     selector, tolerations = _scheduling(settings)
     container = {
         "name": CONTAINER,

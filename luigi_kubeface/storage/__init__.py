@@ -36,6 +36,9 @@ class Storage(Protocol):
     def delete(self, key: str) -> None:
         """Remove the blob; no error if it is already gone."""
 
+    def move(self, key: str, new_key: str) -> None:
+        """Rename a blob within the storage without handing its bytes to the caller; BlobNotFoundError if none."""
+
     def check_writable(self) -> None:
         """Raise ConfigurationError naming the fix if the storage cannot be used at all."""
 
@@ -74,7 +77,8 @@ class RetryingStorage:
     should wait them out rather than lose an attempt.
     """
 
-    _METHODS = ("read", "write", "write_if_absent", "exists", "list", "children", "delete", "check_writable")
+    _METHODS = ("read", "write", "write_if_absent", "exists", "list", "children", "delete", "move",
+                "check_writable")
 
     def __init__(self, inner, deadline=600.0, first_delay=0.2, max_delay=10.0):
         self.inner = inner

@@ -151,6 +151,16 @@ class GCSStorage:
 
         self._call("delete", key, remove)
 
+    def move(self, key, new_key):
+        """GCS has no rename: a server-side copy, then the original is deleted (no bytes reach us)."""
+
+        def rename():
+            blob = self._blob(key)
+            self._bucket.copy_blob(blob, self._bucket, self.prefix + new_key, **_CALL)
+            blob.delete(**_CALL)
+
+        self._call("read", key, rename)
+
     def check_writable(self):
         missing = self._missing_bucket_error()
         if missing:

@@ -1,11 +1,20 @@
-"""A local directory as the bucket: the embedded default, needing nothing but Python."""
+"""A local directory as the bucket: the embedded default, needing nothing but Python.
 
+Whoever may write the directory may plant symbolic links in it; following one would read the
+master's key file into the bucket or write outside the root. So every path is walked one
+component at a time from the root with O_NOFOLLOW (openat-style, no race with a link swapped
+in between), and a link anywhere below the root is refused (UnsafePathError), never followed.
+"""
+
+import errno
 import os
-import tempfile
+import secrets
+import stat
 
-from ..errors import BlobNotFoundError, ConfigurationError, StorageError
+from ..errors import BlobNotFoundError, ConfigurationError, StorageError, UnsafePathError
 
 _TMP_PREFIX = ".tmp-"
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class LocalStorage:
@@ -14,79 +23,216 @@ class LocalStorage:
         self.root = os.path.abspath(os.path.expanduser(path))
         self.url = self.root
 
-    def _path(self, key):
-        if key.startswith("/") or ".." in key.split("/"):
-            raise StorageError("invalid key %r: keys are relative and may not contain '..'" % key)
-        return os.path.join(self.root, key)
+    @staticmethod
+    def _parts(key, blob=True):
+        parts = key.strip("/").split("/") if (key.strip("/") or blob) else []
+        if key.startswith("/") or any(p in ("", ".", "..") or "\0" in p for p in parts):
+            raise StorageError("invalid key %r: keys are relative, without '.', '..' or empty parts" % key)
+        return parts
+
+    def _unsafe(self, parts):
+        return UnsafePathError(
+            "%s is a symbolic link (or not a plain file): luigi-kubeface never follows links in a storage "
+            "root, so it was neither read nor written; remove it (someone with write access to %s put it "
+            "there) and rerun" % (os.path.join(self.root, *parts), self.root))
+
+    def _open_root(self):
+        """The root's own last component is no link either: a job's prefix swapped for one must not be followed."""
+        parent, name = os.path.split(self.root)
+        if not name:
+            return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return os.open(name, _DIR, dir_fd=parent_fd)
+        except OSError as error:  # Linux says ENOTDIR for a link opened with O_DIRECTORY | O_NOFOLLOW
+            if error.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(self.root):
+                raise UnsafePathError(
+                    "%s is a symbolic link: luigi-kubeface never follows links in storage, so it was neither "
+                    "read nor written; if you configured it, set storage_root to the link's target (%s), "
+                    "otherwise remove it" % (self.root, os.path.realpath(self.root))) from None
+            raise
+        finally:
+            os.close(parent_fd)
+
+    def _open_dir(self, parts, create=False):
+        """A descriptor of root/parts, opened one component at a time without following any link."""
+        if create:
+            os.makedirs(self.root, exist_ok=True)
+        fd = self._open_root()
+        for i, name in enumerate(parts):
+            try:
+                try:
+                    child = os.open(name, _DIR, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    try:
+                        os.mkdir(name, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+                    child = os.open(name, _DIR, dir_fd=fd)
+            except OSError as error:
+                os.close(fd)
+                if error.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(os.path.join(self.root, *parts[: i + 1])):
+                    raise self._unsafe(parts[: i + 1]) from None
+                raise
+            os.close(fd)
+            fd = child
+        return fd
+
+    def _in_dir(self, key, create=False):
+        """(descriptor of the key's directory, the key's last component)."""
+        parts = self._parts(key)
+        return self._open_dir(parts[:-1], create), parts[-1]
 
     def read(self, key):
         try:
-            with open(self._path(key), "rb") as f:
-                return f.read()
+            directory, name = self._in_dir(key)
+        except (FileNotFoundError, NotADirectoryError):
+            raise BlobNotFoundError("no blob %s under %s" % (key, self.root)) from None
+        try:  # O_NONBLOCK: a FIFO planted here must not hang the reader
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=directory)
         except FileNotFoundError:
             raise BlobNotFoundError("no blob %s under %s" % (key, self.root)) from None
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise self._unsafe(self._parts(key)) from None
+            raise
+        finally:
+            os.close(directory)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise self._unsafe(self._parts(key))
+            return f.read()
 
-    def _temp(self, path, data):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=os.path.dirname(path))
+    def _temp(self, directory, data):
+        """A new file (mode 0600, O_EXCL) in the directory holding data, flushed to disk: its name."""
+        name = _TMP_PREFIX + secrets.token_hex(8)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=directory)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
         except BaseException:
-            os.unlink(tmp)
+            os.unlink(name, dir_fd=directory)
             raise
-        return tmp
+        return name
 
     def write(self, key, data):
-        path = self._path(key)
-        os.replace(self._temp(path, data), path)
+        directory, name = self._in_dir(key, create=True)
+        try:  # rename replaces a link planted at the name; it never writes through it
+            os.replace(self._temp(directory, data), name, src_dir_fd=directory, dst_dir_fd=directory)
+        finally:
+            os.close(directory)
 
     def write_if_absent(self, key, data):
         """A hard link is created atomically and fails if the name exists: no overwrite race."""
-        path = self._path(key)
-        if os.path.exists(path):
-            return False
-        tmp = self._temp(path, data)
+        directory, name = self._in_dir(key, create=True)
         try:
-            os.link(tmp, path)
-            return True
-        except FileExistsError:
-            return False
+            if self._lstat(directory, name) is not None:
+                return False
+            tmp = self._temp(directory, data)
+            try:
+                os.link(tmp, name, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp, dir_fd=directory)
         finally:
-            os.unlink(tmp)
+            os.close(directory)
+
+    @staticmethod
+    def _lstat(directory, name):
+        try:
+            return os.stat(name, dir_fd=directory, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
 
     def exists(self, key):
-        return os.path.isfile(self._path(key))
+        """A blob, or a link planted in its place (which read refuses and move can put aside)."""
+        try:
+            directory, name = self._in_dir(key)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        try:
+            found = self._lstat(directory, name)
+        finally:
+            os.close(directory)
+        return found is not None and not stat.S_ISDIR(found.st_mode)
+
+    def _entries(self, directory):
+        """(name, is a real directory) of every entry but temporary files; links are never directories."""
+        with os.scandir(directory) as entries:
+            return [(e.name, e.is_dir(follow_symlinks=False)) for e in entries if not e.name.startswith(_TMP_PREFIX)]
+
+    def _walk(self, fd, rel, keys):
+        for name, is_dir in self._entries(fd):
+            if not is_dir:
+                keys.append(rel + name)
+                continue
+            try:
+                child = os.open(name, _DIR, dir_fd=fd)
+            except OSError:
+                continue  # swapped for a link or removed meanwhile: not followed
+            try:
+                self._walk(child, rel + name + "/", keys)
+            finally:
+                os.close(child)
 
     def list(self, prefix):
-        directory, _, start = prefix.rpartition("/")
-        base = self._path(directory) if directory else self.root
-        keys = []
-        for dirpath, dirnames, filenames in os.walk(base):
-            rel = os.path.relpath(dirpath, self.root)
-            rel = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-            for name in filenames:
-                key = rel + name
-                if not name.startswith(_TMP_PREFIX) and key.startswith(prefix):
-                    keys.append(key)
-        return sorted(keys)
-
-    def children(self, prefix):
-        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        directory = prefix.rpartition("/")[0]
         try:
-            entries = os.listdir(base)
+            fd = self._open_dir(self._parts(directory, blob=False))
         except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(n + "/" if os.path.isdir(os.path.join(base, n)) else n
-                      for n in entries if not n.startswith(_TMP_PREFIX))
+        keys = []
+        try:
+            self._walk(fd, directory + "/" if directory else "", keys)
+        finally:
+            os.close(fd)
+        return sorted(k for k in keys if k.startswith(prefix))
+
+    def children(self, prefix):
+        try:
+            fd = self._open_dir(self._parts(prefix, blob=False))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        try:
+            return sorted(name + "/" if is_dir else name for name, is_dir in self._entries(fd))
+        finally:
+            os.close(fd)
 
     def delete(self, key):
+        """Removes the blob, or a link in its place (the link, never its target)."""
         try:
-            os.unlink(self._path(key))
+            directory, name = self._in_dir(key)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        try:
+            os.unlink(name, dir_fd=directory)
         except FileNotFoundError:
             pass
+        finally:
+            os.close(directory)
+
+    def move(self, key, new_key):
+        """Rename within the root: a refused blob (or a link) is put aside without reading its bytes."""
+        try:
+            source, name = self._in_dir(key)
+        except (FileNotFoundError, NotADirectoryError):
+            raise BlobNotFoundError("no blob %s under %s" % (key, self.root)) from None
+        try:
+            target, new_name = self._in_dir(new_key, create=True)
+            try:
+                os.rename(name, new_name, src_dir_fd=source, dst_dir_fd=target)
+            except FileNotFoundError:
+                raise BlobNotFoundError("no blob %s under %s" % (key, self.root)) from None
+            finally:
+                os.close(target)
+        finally:
+            os.close(source)
 
     def check_writable(self):
         """The root is created like `mkdir` would (its parent must exist), then probed with a write."""
@@ -98,8 +244,11 @@ class LocalStorage:
                 % (self.root, parent, self.root)
             )
         try:
-            os.makedirs(self.root, exist_ok=True)
-            os.unlink(self._temp(os.path.join(self.root, "probe"), b""))
+            directory = self._open_dir([], create=True)
+            try:
+                os.unlink(self._temp(directory, b""), dir_fd=directory)
+            finally:
+                os.close(directory)
         except OSError as error:
             raise ConfigurationError(
                 "storage root %s cannot be written (%s): choose a writable directory with "

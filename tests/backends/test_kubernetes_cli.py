@@ -27,7 +27,8 @@ def test_logs_follow_streams_a_running_pod(kube_cluster, kube_namespace, fake_gc
     master = start_master(settings, [6], "follow", function=chatty_nap)
     try:
         wait_until(lambda: running_pods(kube_cluster, kube_namespace), 60, "a running pod")
-        run = kubeface(["logs", "follow", "@0", "--follow", "--storage-root", gcs_root], kube_cluster, tmp_path)
+        run = kubeface(["logs", "follow", "@0", "--follow", "--storage-root", gcs_root, "--namespace", kube_namespace],
+                       kube_cluster, tmp_path)
         assert run.returncode == 0, run.stderr
         assert "napping for 6s" in run.stdout
         master.wait(timeout=120)
@@ -38,10 +39,11 @@ def test_logs_follow_streams_a_running_pod(kube_cluster, kube_namespace, fake_gc
     assert status.returncode == 0 and "1 elements: 1 done" in status.stdout, status.stdout + status.stderr
     listing = kubeface(["list", "--storage-root", gcs_root], kube_cluster, tmp_path)
     assert listing.returncode == 0 and "follow" in listing.stdout
-    again = kubeface(["reproduce", "follow", "@0", "--storage-root", gcs_root], kube_cluster, tmp_path)
+    again = kubeface(["reproduce", "follow", "@0", "--storage-root", gcs_root, "--image", kube_cluster.image],
+                     kube_cluster, tmp_path)
     assert again.returncode == 0 and "napping for 6s" in again.stdout, again.stdout + again.stderr
-    assert "docker run --rm -e KUBEFACE_SIGNING_KEY=" in again.stdout and " %s python -m luigi_kubeface.runner " % (
-        kube_cluster.image) in again.stdout  # the job's image, from job.json
+    assert "docker run --rm --env-file " in again.stdout and " %s python -m luigi_kubeface.runner " % (
+        kube_cluster.image) in again.stdout  # the image from the settings (job.json is unsigned)
 
 
 def test_cleanup_lists_then_deletes_the_pods_a_dead_master_left(kube_cluster, kube_namespace, fake_gcs, gcs_root,
@@ -53,11 +55,13 @@ def test_cleanup_lists_then_deletes_the_pods_a_dead_master_left(kube_cluster, ku
     finally:
         master.send_signal(signal.SIGKILL)
         master.wait(timeout=30)
-    dry = kubeface(["cleanup", "orphans", "--storage-root", gcs_root], kube_cluster, tmp_path)
+    dry = kubeface(["cleanup", "orphans", "--storage-root", gcs_root, "--namespace", kube_namespace], kube_cluster,
+                   tmp_path)
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.count("would delete pod kf-orphans-") == 2
     assert len(pods(kube_cluster, kube_namespace)) == 2
-    done = kubeface(["cleanup", "orphans", "--storage-root", gcs_root, "--yes"], kube_cluster, tmp_path)
+    done = kubeface(["cleanup", "orphans", "--storage-root", gcs_root, "--namespace", kube_namespace, "--yes"],
+                    kube_cluster, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("deleted pod kf-orphans-") == 2
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 30, "the pods to be deleted")

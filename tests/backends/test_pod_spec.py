@@ -82,3 +82,9 @@ def test_bad_kubernetes_settings_are_refused_with_the_fix(values, words):
     values = {"storage_root": "gs://b/jobs", "image": "r/kubeface:1", **values}
     with pytest.raises(ConfigurationError, match=re.escape(words)):
         Settings(backend="kubernetes", **values)
+
+
+def test_params_annotation_can_be_turned_off():
+    assert build_pod(SPEC, settings())["metadata"]["annotations"]["kubeface.io/params"] == SPEC.label
+    annotations = build_pod(SPEC, settings(pod_params_annotation=False))["metadata"]["annotations"]
+    assert "kubeface.io/params" not in annotations and SPEC.label not in json.dumps(annotations)

@@ -110,3 +110,12 @@ def test_children_lists_one_level(storage):
     assert storage.children("") == ["one/", "top.txt", "two/"]
     assert storage.children("one/") == ["job.json", "results/"]
     assert storage.children("none/") == []
+
+
+def test_move_renames_without_reading(storage):
+    storage.write("results/a.pkl", b"refused")
+    storage.move("results/a.pkl", "quarantine/results/a.pkl.1-x")
+    assert not storage.exists("results/a.pkl")
+    assert storage.read("quarantine/results/a.pkl.1-x") == b"refused"
+    with pytest.raises(BlobNotFoundError):
+        storage.move("results/a.pkl", "quarantine/again")
