@@ -43,7 +43,7 @@ def test_a_link_to_the_key_file_neither_leaks_the_key_nor_lets_a_forged_result_r
     results = client.map(square, [1, 2], job_id="leak")
     job_url = results.job.url
     key_file = KeyRing(str(keys)).path(job_url)  # predictable: a digest of the job's URL
-    victim = root / "leak" / naming.result_key(results.keys[0])
+    victim = root / "leak" / naming.result_key(results.keys[0], results.job.code_version)
     victim.unlink()
     os.symlink(key_file, victim)
     with pytest.raises(CorruptBlobError) as refused:
@@ -51,7 +51,8 @@ def test_a_link_to_the_key_file_neither_leaks_the_key_nor_lets_a_forged_result_r
     real_key = KeyRing(str(keys)).load(job_url)
     leaked = key_in_bucket(str(root), real_key.hex())
     marker = tmp_path / "ran-on-the-master"
-    forged = serialization.dumps(Bomb(str(marker)), "result", {"element": results.keys[0], "job": "leak"},
+    forged = serialization.dumps(Bomb(str(marker)), "result", {"element": results.keys[0], "job": "leak",
+                                                               "code_version": results.job.code_version},
                                  leaked or os.urandom(32))
     victim.unlink(missing_ok=True)
     victim.write_bytes(forged)
@@ -82,7 +83,7 @@ def test_linked_directories_in_the_bucket_are_never_written_through(tmp_path):
 def test_a_malformed_signature_is_quarantined_not_a_crash(tmp_path, signature):
     client = Client(storage_root=str(tmp_path / "s"), key_dir=str(tmp_path / "keys"), **FAST)
     results = client.map(square, [3], job_id="mac")
-    path = tmp_path / "s" / "mac" / naming.result_key(results.keys[0])
+    path = tmp_path / "s" / "mac" / naming.result_key(results.keys[0], results.job.code_version)
     header, payload = path.read_bytes()[len(serialization.MAGIC):].split(b"\n", 1)
     header = dict(__import__("json").loads(header), hmac=signature)
     path.write_bytes(serialization.MAGIC + __import__("json").dumps(header).encode() + b"\n" + payload)

@@ -31,21 +31,24 @@ def team(tmp_path):
 def test_a_team_signed_result_does_not_replay_into_another_storage_root(tmp_path, team):
     one = Client(storage_root=str(tmp_path / "one"), signing_key_file=team, **FAST)
     two = Client(storage_root=str(tmp_path / "two"), signing_key_file=team, **FAST)
-    (key,) = one.map(square, [3], job_id="t").keys
-    assert list(two.map(plus_thousand, [3], job_id="t")) == [1003]
-    result = naming.result_key(key)
+    (key,) = one.map(square, [3], job_id="t", code_version="same").keys  # one code version for both roots
+    assert list(two.map(plus_thousand, [3], job_id="t", code_version="same")) == [1003]
+    result = naming.result_key(key, two.map(plus_thousand, [3], job_id="t", code_version="same").job.code_version)
     shutil.copy(tmp_path / "one" / "t" / result, tmp_path / "two" / "t" / result)  # same job id, same element
     with pytest.raises(UntrustedBlobError, match="not signed with this job's key"):
-        two.map(plus_thousand, [3], job_id="t")[0]
-    assert list(two.map(plus_thousand, [3], job_id="t")) == [1003]  # recomputed
+        two.map(plus_thousand, [3], job_id="t", code_version="same")[0]
+    assert list(two.map(plus_thousand, [3], job_id="t", code_version="same")) == [1003]  # recomputed
     url = str(tmp_path / "two" / "t")
     assert KeyRing(signing_key_file=team).load(url) != KeyRing(signing_key_file=team).load(str(tmp_path / "one" / "t"))
 
 
 def test_results_signed_with_the_team_key_itself_are_refused_with_the_reason(tmp_path, team):
-    client = Client(storage_root=str(tmp_path / "s"), signing_key_file=team, **FAST)
-    (key,) = client.map(square, [4], job_id="old").keys
+    # reuse_results = any: results written before code versions existed are read, so the old key matters.
+    client = Client(storage_root=str(tmp_path / "s"), signing_key_file=team, reuse_results="any", **FAST)
+    results = client.map(square, [4], job_id="old")
+    (key,) = results.keys
     legacy = serialization.dumps(16, "result", {"element": key, "job": "old"}, bytes.fromhex("cd" * 32))
+    (tmp_path / "s" / "old" / naming.result_key(key, results.job.code_version)).unlink()
     (tmp_path / "s" / "old" / naming.result_key(key)).write_bytes(legacy)  # as the previous release wrote it
     with pytest.raises(UntrustedBlobError, match="signed with the team key itself, as luigi-kubeface did before"):
         client.map(square, [4], job_id="old")[0]
