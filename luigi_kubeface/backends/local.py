@@ -31,7 +31,7 @@ class LocalBackend:
         self._env = dict(os.environ)
         # As in a pod: the runner sees installed packages and luigi-kubeface, and the user's own modules
         # only as the job ships them (code_package.py), so what runs here runs on Kubernetes too.
-        ours = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(runner.__file__))))
+        ours = os.path.dirname(os.path.dirname(os.path.abspath(runner.__file__)))  # holds luigi_kubeface/
         self._env["PYTHONPATH"] = os.pathsep.join(
             [ours] + [p for p in sys.path if p and p != ours and not code_package.is_user_path(os.path.join(p, "x"))])
 
