@@ -12,6 +12,7 @@ luigi-kubeface itself comes from the image. Data files ship only when named in `
 """
 
 import ast
+import functools
 import hashlib
 import importlib.machinery
 import importlib.metadata
@@ -89,11 +90,16 @@ def _in_virtualenv(path):
 
 def is_user_path(path):
     """A source file of the user's own project: not the standard library, site-packages or a virtualenv."""
-    real = os.path.realpath(path)
+    return _is_user_directory(os.path.dirname(os.path.abspath(path)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_user_directory(directory):
+    real = os.path.realpath(directory) + os.sep
     parts = set(real.split(os.sep))
     if "site-packages" in parts or "dist-packages" in parts or real.startswith(_INSTALLED):
         return False
-    return not _in_virtualenv(real)
+    return not _in_virtualenv(os.path.join(real, "x"))
 
 
 def _spec(name):
@@ -152,11 +158,21 @@ def _imports(source, name, is_package):
 
 
 def _distributions_of(top_level):
-    """Installed distributions providing a top-level module name (importlib.metadata's map, per sys.path)."""
+    """(distribution, version) pairs providing a top-level module name, from one pass over the
+    installed distributions (cached per sys.path: importlib.metadata searches every entry per call)."""
     global _PACKAGES
     if _PACKAGES is None or _PACKAGES[0] != sys.path:
-        _PACKAGES = (list(sys.path), importlib.metadata.packages_distributions())
-    return _PACKAGES[1].get(top_level, [])
+        provides = {}
+        for distribution in importlib.metadata.distributions():
+            name, version = distribution.metadata["Name"], distribution.version
+            tops = (distribution.read_text("top_level.txt") or "").split()
+            if not tops:
+                tops = {f.parts[0].split(".")[0] for f in distribution.files or () if f.parts
+                        and not f.parts[0].endswith((".dist-info", ".egg-info")) and f.parts[0] != ".."}
+            for top in tops:
+                provides.setdefault(top, {}).setdefault(name, version)  # the first on sys.path wins
+        _PACKAGES = (list(sys.path), provides)
+    return sorted(_PACKAGES[1].get(top_level, {}).items())
 
 
 _PACKAGES = None
@@ -254,11 +270,7 @@ def build(roots, include=(), exclude=(), max_bytes=64 << 20):
 
 
 def _require(top, requirements):
-    for distribution in _distributions_of(top):
-        try:
-            requirements[distribution] = importlib.metadata.version(distribution)
-        except importlib.metadata.PackageNotFoundError:
-            pass
+    requirements.update(_distributions_of(top))
 
 
 def _submodules(name):
