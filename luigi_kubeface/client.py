@@ -27,7 +27,10 @@ class Client:
         uploaded once and passed to every call as keyword arguments. progress: show a progress bar
         (None: only when stderr is a terminal). The job's status page is kept in its storage prefix.
         """
-        elements = elements_from_items(list(items))
+        items = list(items)
+        if not items:
+            return []  # nothing to compute: no job, nothing in storage
+        elements = elements_from_items(items)
         if job_id is None:
             job_id = "%s-%s" % (getattr(function, "__name__", "map").strip("<>") or "map",
                                 naming.element_key((tuple(e.key for e in elements),), {})[:12])

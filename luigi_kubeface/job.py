@@ -51,7 +51,11 @@ def _element(index, args, kwargs, where):
             "once as a shared input (shared_inputs() on a map task, shared= on Client.map)"
             % (where, len(payload) >> 20, MAX_INPUT_BYTES >> 20)
         )
-    return Element(index, naming.element_key(args, kwargs), _label(args, kwargs), payload, frozenset(kwargs))
+    try:
+        key = naming.element_key(args, kwargs)
+    except ConfigurationError as error:
+        raise ConfigurationError("%s (%s): %s" % (where, _label(args, kwargs), error)) from None
+    return Element(index, key, _label(args, kwargs), payload, frozenset(kwargs))
 
 
 def _check_unique(elements, what):
@@ -86,6 +90,11 @@ def elements_from_grid(grid):
         if bad:
             raise ConfigurationError(
                 "grid element %d has keys %r that are not valid argument names: use identifiers" % (index, bad)
+            )
+        if "self" in params:
+            raise ConfigurationError(
+                "grid element %d has a key named 'self', which collides with the method's own argument when "
+                "run_element(self, ...) is called: rename that parameter" % index
             )
         elements.append(_element(index, (), dict(params), "grid element %d" % index))
     return _check_unique(elements, "grid elements")
