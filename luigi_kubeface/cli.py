@@ -21,7 +21,7 @@ import time
 import traceback
 
 from . import naming, serialization
-from .errors import BlobNotFoundError, ConfigurationError, KubefaceError
+from .errors import BlobNotFoundError, ConfigurationError, KubefaceError, UnreadableRecordError
 from .job_state import JobState, open_job
 from .status_page import format_duration, page_url
 from .storage import open_storage
@@ -63,7 +63,7 @@ def _kube_api(job):
     """The cluster of a job that ran on Kubernetes (namespace and context from job.json), else None."""
     try:
         meta = json.loads(job.storage.read(naming.JOB_META))
-    except BlobNotFoundError:
+    except (BlobNotFoundError, ValueError):
         return None
     if meta.get("backend") != "kubernetes":
         return None
@@ -111,7 +111,12 @@ def _job_time(job_storage):
     A running master rewrites progress.json every few seconds, so a job that runs for days is never
     "older than" a day.
     """
-    meta = json.loads(job_storage.read(naming.JOB_META))
+    try:
+        meta = json.loads(job_storage.read(naming.JOB_META))
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):  # a job all the same: show it, and say what is wrong
+        meta = {"function": "? (its %s is not a valid JSON record)" % naming.JOB_META}
     latest = meta.get("updated", 0)
     dispatches = job_storage.list(naming.DISPATCHES_PREFIX)  # run ids start with their UTC time
     for key, field in ([(max(dispatches), "finished")] if dispatches else []) + [(naming.PROGRESS, "updated")]:
@@ -133,7 +138,7 @@ def _jobs(root):
         job_storage = open_storage(root.rstrip("/") + "/" + job_id, retry_deadline=30.0)
         try:
             meta, latest = _job_time(job_storage)
-        except (BlobNotFoundError, ValueError):
+        except BlobNotFoundError:
             continue  # not a job: no job.json
         jobs.append((job_id, meta, latest))
     return jobs
@@ -192,6 +197,8 @@ def cmd_status(args, out):
             "; stopped early: %s" % dispatch["stopped"] if dispatch.get("stopped") else ""), file=out)
     if state.unread:
         print("(%d older attempt records not read: raise --max-reads)" % state.unread, file=out)
+    for key, why in sorted(state.unreadable.items()):
+        print("skipped %s: %s" % (key, why), file=out)
     failed = [e for e in elements if e.state == "failed"]
     if failed:
         print("\nfailed elements (%d):" % len(failed), file=out)
@@ -241,7 +248,10 @@ def cmd_logs(args, out):
             try:
                 text = job.storage.read(naming.log_key(element.key, attempt))
             except BlobNotFoundError:
-                record = job.attempt_record(element.key, attempt)
+                try:
+                    record = job.attempt_record(element.key, attempt)
+                except UnreadableRecordError as error:
+                    record = {"outcome": "unreadable record", "message": str(error)}
                 if record is not None:
                     print("attempt %s of element %s left no log (%s: %s)" % (
                         attempt, element.key, record.get("outcome"), record.get("message", "")), file=sys.stderr)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from . import naming
 from .backends import AttemptSpec
-from .errors import BlobNotFoundError, CorruptBlobError
+from .errors import BlobNotFoundError, CorruptBlobError, UnreadableRecordError
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,15 @@ def failure_from_record(record):
     return Failure(record.get("error_type", "Error"), record.get("message", ""), record.get("traceback", ""))
 
 
+def _readable_record(job, key, attempt):
+    """The attempt's record, or None when there is none or it does not parse (the master writes its own)."""
+    try:
+        return job.attempt_record(key, attempt)
+    except UnreadableRecordError as error:
+        log.warning("%s", error)
+        return None
+
+
 def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, sleep=time.sleep):
     """Run every element of job that has no result yet; return a JobReport (never raises for element failures)."""
     progress = Progress(total=len(job.elements))
@@ -158,7 +167,7 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
                 pass
             except CorruptBlobError as error:  # moved aside by check_result: this element runs again
                 refused = error
-        record = None if timed_out else job.attempt_record(element.key, flight.attempt)
+        record = None if timed_out else _readable_record(job, element.key, flight.attempt)
         if (refused is None and record is None and end is not None and end.interrupted
                 and interruptions[element.key] < MAX_INTERRUPTIONS):
             interruptions[element.key] += 1  # not the element's fault: retry now, not counted as a retry

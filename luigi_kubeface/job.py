@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import cloudpickle
 
 from . import naming, serialization
-from .errors import BlobNotFoundError, ConfigurationError, CorruptBlobError, SigningKeyError
+from .errors import BlobNotFoundError, ConfigurationError, CorruptBlobError, SigningKeyError, UnreadableRecordError
 from .keys import KeyRing
 from .storage import open_storage
 
@@ -225,11 +225,25 @@ class Job:
                 refused.append(key)
         return refused
 
-    def attempt_record(self, key, attempt):
+    def read_record(self, key):
+        """A JSON record of the job: None if absent, UnreadableRecordError (naming it) if it does not parse."""
         try:
-            return json.loads(self.storage.read(naming.attempt_record_key(key, attempt)))
+            data = self.storage.read(key)
         except BlobNotFoundError:
             return None
+        try:
+            record = json.loads(data)
+        except ValueError as error:
+            raise UnreadableRecordError(
+                "%s/%s is not valid JSON (%s): it was cut short or altered. It is skipped; delete it if it "
+                "stays (a rerun writes job.json and elements.json again)" % (self.url, key, error)) from None
+        if not isinstance(record, dict):
+            raise UnreadableRecordError("%s/%s holds a JSON %s, not a record: it was altered; delete it"
+                                        % (self.url, key, type(record).__name__))
+        return record
+
+    def attempt_record(self, key, attempt):
+        return self.read_record(naming.attempt_record_key(key, attempt))
 
     def write_attempt_record(self, key, attempt, record):
         self.storage.write(naming.attempt_record_key(key, attempt), json.dumps(record, indent=1).encode())
@@ -243,8 +257,5 @@ class Job:
         self.storage.write(naming.dispatch_key(run_id), json.dumps(summary, indent=1).encode())
 
     def read_dispatch(self, run_id):
-        try:
-            return json.loads(self.storage.read(naming.dispatch_key(run_id)))
-        except BlobNotFoundError:
-            return None
+        return self.read_record(naming.dispatch_key(run_id))
 

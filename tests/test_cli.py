@@ -289,3 +289,66 @@ def test_cleanup_older_than_spares_a_job_whose_master_is_alive(tmp_path):
     os.unlink(os.path.join(root, "long", "progress.json"))
     code, out = kubeface("cleanup", "--older-than", "1d", "--storage-root", root)
     assert "would delete 0 pods of job long" in out
+
+
+def test_malformed_records_are_skipped_and_named_everything_else_shown(tmp_path, capsys):
+    from luigi_kubeface.job_state import JobState, open_job
+    from luigi_kubeface.status_page import write_page
+
+    root = str(tmp_path)
+    with pytest.raises(JobFailedError):
+        Client(storage_root=root, retries=0, failure_budget=1.0, **FAST).map(odd_fails, range(4), job_id="torn")
+    job_dir = os.path.join(root, "torn")
+    odd = key_of(root, "torn", 1)
+    (record,) = os.listdir(os.path.join(job_dir, "attempts", odd))
+    torn = os.path.join(job_dir, "attempts", odd, record)
+    text = open(torn).read()
+    open(torn, "w").write(text[: len(text) // 2])  # cut short, as by a writer killed mid-write
+    os.makedirs(os.path.join(job_dir, "dispatches"))
+    json.dump({"run": "20240101T000000Z-good", "started": 1, "finished": 2, "succeeded": 2},
+              open(os.path.join(job_dir, "dispatches", "20240101T000000Z-good.json"), "w"))
+    open(os.path.join(job_dir, "dispatches", "20990101T000000Z-bad.json"), "w").write("{not json")
+    code, out = kubeface("status", "torn", "--storage-root", root)
+    assert code == 1, out
+    assert "4 elements: 2 done, 1 failed, 0 cancelled, 1 unfinished" in out
+    assert "skipped attempts/%s/%s: " % (odd, record) in out and "is not valid JSON" in out
+    assert "skipped dispatches/20990101T000000Z-bad.json" in out
+    assert "last run 20240101T000000Z-good" in out
+    code, out = kubeface("logs", "torn", "@1", "--storage-root", root)
+    assert code == 0 and "ValueError: x=1 is odd" in out
+    code, out = kubeface("reproduce", "torn", "@2", "--storage-root", root)
+    assert code == 0 and "result: 4" in out
+    state = JobState(open_job(os.path.join(root, "torn")))
+    write_page(state)  # the status page keeps refreshing, and says what it skipped
+    page = open(os.path.join(job_dir, "status.html")).read()
+    assert "2 records could not be read and were skipped" in page and record in page
+
+    open(os.path.join(job_dir, "job.json"), "w").write('{"job": "torn", "elem')
+    code, out = kubeface("list", "--storage-root", root)
+    (line,) = [l for l in out.splitlines() if l.startswith("torn ")]
+    assert "job.json is not a valid JSON record" in line
+    code, out = kubeface("status", "torn", "--storage-root", root)
+    assert code == 1 and "skipped job.json: " in out and "4 elements: 2 done, 1 failed" in out
+    capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_status_after_a_rerun_that_found_every_result_names_the_run_that_computed_them(tmp_path):
+    from support import run_luigi
+
+    root = str(tmp_path / "storage")
+    args = ["--module", "pipelines.toy", "Squares", "--n", "2", "--local-scheduler", "--kubeface-storage-root", root,
+            "--kubeface-poll-interval", "0.1"]
+    run = run_luigi(args, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (job_id,) = os.listdir(root)
+    # A later master whose map task found every result (another master computed them) dispatches
+    # nothing: its only record is the map task's bookkeeping, written exactly as tasks.py does.
+    from luigi_kubeface import naming
+    from luigi_kubeface.job import Job
+
+    Job(job_id, root).write_dispatch(naming.new_run_id().replace("T", "T9", 1), {"elements_shown": True})
+    assert len(os.listdir(os.path.join(root, job_id, "dispatches"))) == 2
+    code, out = kubeface("status", job_id, "--storage-root", root)
+    assert code == 0 and "last run None" not in out
+    assert "last run 20" in out and "2 succeeded" in out
