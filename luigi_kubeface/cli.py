@@ -92,7 +92,11 @@ def parse_duration(text):
 
 
 def _state(args):
+    from .keys import KeyRing
+    from .luigi_adapter.config import load_settings
+
     job = open_job(args.job, args.storage_root or _root_if_needed(args.job))
+    job.keys = KeyRing.from_settings(load_settings())  # key_dir, signing_key_file: as the master had them
     return JobState(job, max_reads=args.max_reads if hasattr(args, "max_reads") else 2000).refresh()
 
 

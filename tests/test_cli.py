@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -352,3 +353,20 @@ def test_status_after_a_rerun_that_found_every_result_names_the_run_that_compute
     code, out = kubeface("status", job_id, "--storage-root", root)
     assert code == 0 and "last run None" not in out
     assert "last run 20" in out and "2 succeeded" in out
+
+
+def test_reproduce_finds_the_signing_key_where_luigi_cfg_keeps_it(tmp_path):
+    root, keys, team_key = str(tmp_path / "s"), tmp_path / "keys", tmp_path / "team.key"
+    Client(storage_root=root, key_dir=str(keys), **FAST).map(odd_fails, [2], job_id="own-dir")
+    team_key.write_text(secrets.token_hex(32) + "\n")  # the team's one key, as the README says to make it
+    team_key.chmod(0o600)
+    Client(storage_root=root, signing_key_file=str(team_key), **FAST).map(odd_fails, [4], job_id="team")
+    for job_id, setting, expected in (("own-dir", "key_dir = %s" % keys, "result: 4"),
+                                      ("team", "signing_key_file = %s" % team_key, "result: 16")):
+        config = tmp_path / ("%s.cfg" % job_id)
+        config.write_text("[kubeface]\nstorage_root = %s\n%s\n" % (root, setting))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
+                   LUIGI_CONFIG_PATH=str(config))
+        run = subprocess.run([sys.executable, "-m", "luigi_kubeface.cli", "reproduce", job_id, "@0"],
+                             capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=120)
+        assert run.returncode == 0 and expected in run.stdout, run.stdout + run.stderr
