@@ -21,7 +21,7 @@ import time
 import traceback
 
 from . import naming, serialization
-from .errors import BlobNotFoundError, ConfigurationError, KubefaceError, UnreadableRecordError
+from .errors import BlobNotFoundError, ConfigurationError, KubefaceError, StorageError, UnreadableRecordError
 from .job_state import JobState, open_job
 from .status_page import format_duration, page_url
 from .storage import open_storage
@@ -354,8 +354,15 @@ def cmd_cleanup(args, out):
             keys = job.storage.list("")
             if not dry_run:
                 # job.json last: an interrupted cleanup leaves a job that `list` still shows
-                for key in sorted(keys, key=lambda k: k == naming.JOB_META):
-                    job.storage.delete(key)
+                for done, key in enumerate(sorted(keys, key=lambda k: k == naming.JOB_META)):
+                    try:
+                        job.storage.delete(key)
+                    except (OSError, StorageError) as error:
+                        raise StorageError(
+                            "cannot delete %s/%s (%s): %d of %d blobs of job %s were deleted. Make the storage "
+                            "writable for this user (or run as its owner) and run cleanup again"
+                            % (job.url, key, getattr(error, "strerror", None) or error, done, len(keys), job.id)
+                        ) from None
                 _prune_empty_directories(job.url)
             print("%s %d blobs of job %s (%s)" % (verb, len(keys), job.id, job.url), file=out)
         else:
@@ -418,10 +425,15 @@ def main(argv=None, out=None):
     args = parser().parse_args(argv)
     out = out or sys.stdout
     try:
-        return args.run(args, out)
+        code = args.run(args, out)
+        out.flush()  # here, not at exit: a closed pipe is answered below
+        return code
     except KubefaceError as error:
         print("kubeface %s: %s" % (args.command, error), file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `kubeface status ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 128 + 13  # as if killed by SIGPIPE, like other commands in a pipeline
 
 
 if __name__ == "__main__":

@@ -219,7 +219,7 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
             progress.pending += 1
             sequence += 1
             heapq.heappush(retry_at, (clock() + delay, sequence, element))
-            log.info("element %s attempt %d failed (%s); retrying in %.0fs", element.key, flight.number, failure.error_type, delay)
+            log.info("element %s attempt %d failed (%s); retrying in %.1fs", element.key, flight.number, failure.error_type, delay)
         else:
             fail_for_good(element, failure)
 

@@ -370,3 +370,36 @@ def test_reproduce_finds_the_signing_key_where_luigi_cfg_keeps_it(tmp_path):
         run = subprocess.run([sys.executable, "-m", "luigi_kubeface.cli", "reproduce", job_id, "@0"],
                              capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=120)
         assert run.returncode == 0 and expected in run.stdout, run.stdout + run.stderr
+
+
+def test_status_into_a_closed_pipe_exits_quietly(root):
+    env = dict(os.environ, PYTHONPATH=REPO)
+    reader = subprocess.Popen([sys.executable, "-m", "luigi_kubeface.cli", "status", "odd", "--storage-root", root],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    reader.stdout.close()  # like `| head -1` that has read its line: every write meets a closed pipe
+    err = reader.stderr.read().decode()
+    assert reader.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_cleanup_of_a_read_only_root_says_what_failed_and_the_fix(tmp_path):
+    root = str(tmp_path / "s")
+    Client(storage_root=root, **FAST).map(odd_fails, [0, 2], job_id="ro")
+    command = [sys.executable, "-m", "luigi_kubeface.cli", "cleanup", "ro", "--blobs", "--yes", "--storage-root", root]
+    env = dict(os.environ, PYTHONPATH=REPO)
+    if os.geteuid() == 0:  # permissions do not stop root: a read-only mount of the root does
+        command = ["unshare", "-m", "sh", "-c", 'mount --bind -o ro "$0" "$0" && exec "$@"', root] + command
+        run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    else:
+        for directory, _, _ in os.walk(root):
+            os.chmod(directory, 0o555)
+        try:
+            run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        finally:
+            for directory, _, _ in os.walk(root):
+                os.chmod(directory, 0o755)
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    assert "kubeface cleanup: cannot delete %s/" % os.path.join(root, "ro") in run.stderr
+    assert "0 of " in run.stderr and "Make the storage writable for this user" in run.stderr
+    assert os.path.exists(os.path.join(root, "ro", "job.json"))

@@ -74,6 +74,14 @@ def test_failed_attempt_is_retried(tmp_path):
     assert outcomes == ["error", "error", "success", "success"]
 
 
+def test_retry_log_line_shows_a_sub_second_backoff(tmp_path, caplog):
+    caplog.set_level("INFO", logger="luigi_kubeface")
+    client = Client(storage_root=str(tmp_path / "s"), retries=1, poll_interval=0.05, retry_backoff=0.5)
+    assert list(client.map(flaky, [1], job_id="flaky", shared={"marker_dir": str(tmp_path)})) == [1]
+    (line,) = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert re.search(r"retrying in 0\.[4-6]s$", line), line  # 0.5 s with its +-20% jitter, not "0s"
+
+
 def boom(x):
     raise KeyError("no such thing: %d" % x)
 
