@@ -43,3 +43,18 @@ def test_luigi_cfg_values_other_than_the_defaults_are_called_examples():
         line = lines.index("%s = %s" % (name, text))
         assert re.match(r"# An example value: the default is %g\b" % DEFAULTS[name], lines[line - 1]), name
         assert "`%s = %s`" % (name, text) in readme and "`luigi.cfg` is an example" in readme, name
+
+
+def test_ci_runs_exactly_the_readme_test_command_and_installs_nothing_else():
+    readme = open(os.path.join(REPO, "README.md")).read()
+    commands = re.findall(r"```bash\n(.*?)\n```", readme, re.S)
+    (test_command,) = [c for c in commands if "pytest" in c]
+    ci = open(os.path.join(REPO, ".ci", "run")).read().splitlines()
+    assert test_command in ci  # the same line, not a variant of it
+    assert not [line for line in ci if ("apt-get" in line or "chromium" in line) and not line.startswith("#")]
+
+
+def test_readme_says_luigi_needs_a_retcode_section_to_fail():
+    readme = open(os.path.join(REPO, "README.md")).read()
+    assert "`[retcode]` section" in readme
+    assert "task_failed" in open(os.path.join(REPO, "luigi.cfg")).read()
