@@ -158,15 +158,14 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
         nonlocal sequence
         element = flight.element
         refused = None
-        if not timed_out:
-            try:  # one read per result, as the exists() it replaces: the master never trusts an unchecked blob
-                job.check_result(element.key)
-                progress.succeeded += 1
-                return True
-            except BlobNotFoundError:
-                pass
-            except CorruptBlobError as error:  # moved aside by check_result: this element runs again
-                refused = error
+        try:  # one read per result, as the exists() it replaces: the master never trusts an unchecked blob
+            job.check_result(element.key)  # also after a timeout: the result may be written, the exit late
+            progress.succeeded += 1
+            return True
+        except BlobNotFoundError:
+            pass
+        except CorruptBlobError as error:  # moved aside by check_result: this element runs again
+            refused = error
         record = None if timed_out else _readable_record(job, element.key, flight.attempt)
         if (refused is None and record is None and end is not None and end.interrupted
                 and interruptions[element.key] < MAX_INTERRUPTIONS):
@@ -241,7 +240,7 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
         siblings = running_of.pop(key, set()) - {flight.attempt}
         if key in won:
             return
-        if siblings and (timed_out or not job.has_result(key)):
+        if siblings and not job.has_result(key):
             running_of[key] = siblings  # the other attempt of this element decides
             log.info("attempt %s of element %s ended without a result; its sibling still runs", flight.attempt, key)
             return

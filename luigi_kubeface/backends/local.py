@@ -1,15 +1,21 @@
 """Each attempt is a fresh local process running the task runner: the isolation of a pod."""
 
+import logging
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-from .. import runner
+from .. import naming, runner
+from ..storage import open_storage
 from . import AttemptEnd
+
+
+log = logging.getLogger(__name__)
 
 
 def _describe_exit(code):
@@ -27,6 +33,7 @@ class LocalBackend:
         self.settings = settings
         self._processes = {}  # attempt -> (Popen, output file path)
         self._pidfds = {}  # attempt -> pidfd (Linux)
+        self._specs = {}  # attempt -> AttemptSpec, to upload the log of an attempt whose runner could not
         self._dir = tempfile.mkdtemp(prefix="kubeface-local-")
         self._env = dict(os.environ)
         # The runner must import what the master imported (the pipeline module, often from cwd).
@@ -34,14 +41,17 @@ class LocalBackend:
 
     def launch(self, spec):
         output = os.path.join(self._dir, spec.attempt + ".out")
+        tmpdir = os.path.join(self._dir, spec.attempt)  # the attempt's own TMPDIR, where the runner logs
+        os.mkdir(tmpdir)
         with open(output, "wb") as out:
             process = subprocess.Popen(
                 runner.command(spec.job_url, spec.element, spec.attempt, python=sys.executable),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=dict(self._env, **spec.secret_env),  # the signing key goes in env only, never argv
+                env=dict(self._env, TMPDIR=tmpdir, **spec.secret_env),  # the signing key: env only, never argv
                 start_new_session=True,  # own process group: cancel kills children too
             )
         self._processes[spec.attempt] = (process, output)
+        self._specs[spec.attempt] = spec
         try:  # a descriptor that becomes readable when the process exits, for wait()
             self._pidfds[spec.attempt] = os.pidfd_open(process.pid)
         except (AttributeError, OSError):
@@ -55,6 +65,7 @@ class LocalBackend:
                 continue
             del self._processes[attempt]
             self._close_pidfd(attempt)
+            self._keep_log(attempt, output)
             ended.append(AttemptEnd(attempt, code, _describe_exit(code), log_tail=self._tail(output)))
         return ended
 
@@ -95,7 +106,32 @@ class LocalBackend:
         except ProcessLookupError:
             pass
         process.wait()
+        self._keep_log(attempt, output)
         self._tail(output)
+
+    def _keep_log(self, attempt, output):
+        """Upload the attempt's output as its log when the runner did not (killed, os._exit): to its last byte.
+
+        The runner's own log file is complete (its descriptors write straight to it); the captured
+        stdout is the fallback when the runner died before it opened one.
+        """
+        spec = self._specs.pop(attempt, None)
+        if spec is None:
+            return
+        tmpdir = os.path.join(self._dir, attempt)
+        try:
+            storage = open_storage(spec.job_url, retry_deadline=self.settings.storage_retry_deadline)
+            key = naming.log_key(spec.element, attempt)
+            if not storage.exists(key):
+                for path in (runner.attempt_log_path(tmpdir, spec.element, attempt), output):
+                    if os.path.exists(path):
+                        with open(path, "rb") as f:
+                            storage.write(key, f.read())
+                        break
+        except Exception as error:  # noqa: BLE001 - the log is evidence, not the outcome: the job goes on
+            log.warning("could not keep the log of attempt %s: %s", attempt, error)
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
 
     def close(self):
         for attempt in list(self._processes):
