@@ -24,7 +24,7 @@ import time
 import traceback
 
 from . import naming, serialization
-from .errors import BlobNotFoundError, ConfigurationError, KubefaceError
+from .errors import BlobNotFoundError, ConfigurationError, KubefaceError, StorageError, UnreadableRecordError
 from .job_state import JobState, open_job
 from .status_page import format_duration, page_url
 from .storage import open_storage
@@ -113,7 +113,11 @@ def parse_duration(text):
 
 
 def _state(args):
+    from .keys import KeyRing
+    from .luigi_adapter.config import load_settings
+
     job = open_job(args.job, args.storage_root or _root_if_needed(args.job))
+    job.keys = KeyRing.from_settings(load_settings())  # key_dir, signing_key_file: as the master had them
     return JobState(job, max_reads=args.max_reads if hasattr(args, "max_reads") else 2000).refresh()
 
 
@@ -132,9 +136,12 @@ def _job_time(job_storage):
     A running master rewrites progress.json every few seconds, so a job that runs for days is never
     "older than" a day.
     """
-    meta = json.loads(job_storage.read(naming.JOB_META))
-    if not isinstance(meta, dict):
-        raise ValueError("job.json holds no JSON object")
+    try:
+        meta = json.loads(job_storage.read(naming.JOB_META))
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):  # a job all the same: list it, and say what is wrong (cleanup skips it)
+        meta = {"function": "? (its %s is not a valid JSON record)" % naming.JOB_META, "unreadable": True}
     latest = float(meta.get("updated") or 0)
     dispatches = job_storage.list(naming.DISPATCHES_PREFIX)  # run ids start with their UTC time
     for key, field in ([(max(dispatches), "finished")] if dispatches else []) + [(naming.PROGRESS, "updated")]:
@@ -229,6 +236,8 @@ def cmd_status(args, out):
             file=out)
     if state.unread:
         print("(%d older attempt records not read: raise --max-reads)" % state.unread, file=out)
+    for key, why in sorted(state.unreadable.items()):
+        print("skipped %s: %s" % (key, why), file=out)
     failed = [e for e in elements if e.state == "failed"]
     if failed:
         print("\nfailed elements (%d):" % len(failed), file=out)
@@ -279,7 +288,10 @@ def cmd_logs(args, out):
             try:
                 text = job.storage.read(naming.log_key(element.key, attempt))
             except BlobNotFoundError:
-                record = job.attempt_record(element.key, attempt)
+                try:
+                    record = job.attempt_record(element.key, attempt)
+                except UnreadableRecordError as error:
+                    record = {"outcome": "unreadable record", "message": str(error)}
                 if record is not None:
                     print("attempt %s of element %s left no log (%s: %s)" % (
                         attempt, element.key, record.get("outcome"), record.get("message", "")), file=sys.stderr)
@@ -383,7 +395,12 @@ def cmd_cleanup(args, out):
         age = parse_duration(args.older_than)
         root = _root(args)
         cutoff = time.time() - age
-        jobs = [Job(job_id, root, retry_deadline=30.0) for job_id, _, latest in _jobs(root) if latest < cutoff]
+        found = _jobs(root)
+        for job_id, meta, _ in found:
+            if meta.get("unreadable"):
+                _warn("skipping %s/%s: its %s is not a valid JSON record" % (root.rstrip("/"), job_id, naming.JOB_META))
+        jobs = [Job(job_id, root, retry_deadline=30.0) for job_id, meta, latest in found
+                if latest < cutoff and not meta.get("unreadable")]
         if not jobs:
             print("no job under %s was active in the last %s" % (root, args.older_than), file=out)
             return 0
@@ -401,8 +418,15 @@ def cmd_cleanup(args, out):
                       % (len(listed) - len(keys), job.id, next(k for k in listed if not naming.is_job_key(k))))
             if not dry_run:
                 # job.json last: an interrupted cleanup leaves a job that `list` still shows
-                for key in sorted(keys, key=lambda k: k == naming.JOB_META):
-                    job.storage.delete(key)
+                for done, key in enumerate(sorted(keys, key=lambda k: k == naming.JOB_META)):
+                    try:
+                        job.storage.delete(key)
+                    except (OSError, StorageError) as error:
+                        raise StorageError(
+                            "cannot delete %s/%s (%s): %d of %d blobs of job %s were deleted. Make the storage "
+                            "writable for this user (or run as its owner) and run cleanup again"
+                            % (job.url, key, getattr(error, "strerror", None) or error, done, len(keys), job.id)
+                        ) from None
                 _prune_empty_directories(job.url)
             print("%s %d blobs of job %s (%s)" % (verb, len(keys), job.id, job.url), file=out)
         else:
@@ -497,10 +521,15 @@ def main(argv=None, out=None, terminal=None):
     out = _for_terminal(out or sys.stdout, terminal)
     with contextlib.redirect_stderr(_for_terminal(sys.stderr, terminal)):
         try:
-            return args.run(args, out)
+            code = args.run(args, out)
+            out.flush()  # here, not at exit: a closed pipe is answered below
+            return code
         except KubefaceError as error:
             print("kubeface %s: %s" % (args.command, error), file=sys.stderr)
             return 2
+        except BrokenPipeError:  # `kubeface status ... | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            return 128 + 13  # as if killed by SIGPIPE, like other commands in a pipeline
 
 
 if __name__ == "__main__":

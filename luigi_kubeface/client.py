@@ -30,7 +30,10 @@ class Client:
         arguments. progress: show a progress bar (None: only when stderr is a terminal). The job's
         status page is kept in its storage prefix.
         """
-        elements = elements_from_items(list(items))
+        items = list(items)
+        if not items:
+            return []  # nothing to compute: no job, nothing in storage
+        elements = elements_from_items(items)
         job = Job(job_id or "map", self.settings.storage_root, function, elements, shared,
                   retry_deadline=self.settings.storage_retry_deadline, keys=KeyRing.from_settings(self.settings),
                   settings=self.settings, pinned_version=code_version)

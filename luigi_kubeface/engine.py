@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from . import naming
 from .backends import AttemptSpec
-from .errors import BlobNotFoundError, CorruptBlobError
+from .errors import BlobNotFoundError, CorruptBlobError, UnreadableRecordError
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,15 @@ def failure_from_record(record):
     return Failure(record.get("error_type", "Error"), record.get("message", ""), record.get("traceback", ""))
 
 
+def _readable_record(job, key, attempt):
+    """The attempt's record, or None when there is none or it does not parse (the master writes its own)."""
+    try:
+        return job.attempt_record(key, attempt)
+    except UnreadableRecordError as error:
+        log.warning("%s", error)
+        return None
+
+
 def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, sleep=time.sleep):
     """Run every element of job that has no result yet; return a JobReport (never raises for element failures)."""
     progress = Progress(total=len(job.elements))
@@ -159,16 +168,15 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
         nonlocal sequence
         element = flight.element
         refused = None
-        if not timed_out:
-            try:  # one read per result, as the exists() it replaces: the master never trusts an unchecked blob
-                job.check_result(element.key)
-                progress.succeeded += 1
-                return True
-            except BlobNotFoundError:
-                pass
-            except CorruptBlobError as error:  # moved aside by check_result: this element runs again
-                refused = error
-        record = None if timed_out else job.attempt_record(element.key, flight.attempt)
+        try:  # one read per result, as the exists() it replaces: the master never trusts an unchecked blob
+            job.check_result(element.key)  # also after a timeout: the result may be written, the exit late
+            progress.succeeded += 1
+            return True
+        except BlobNotFoundError:
+            pass
+        except CorruptBlobError as error:  # moved aside by check_result: this element runs again
+            refused = error
+        record = None if timed_out else _readable_record(job, element.key, flight.attempt)
         if (refused is None and record is None and end is not None and end.interrupted
                 and interruptions[element.key] < MAX_INTERRUPTIONS):
             interruptions[element.key] += 1  # not the element's fault: retry now, not counted as a retry
@@ -220,7 +228,7 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
             progress.pending += 1
             sequence += 1
             heapq.heappush(retry_at, (clock() + delay, sequence, element))
-            log.info("element %s attempt %d failed (%s); retrying in %.0fs", element.key, flight.number, failure.error_type, delay)
+            log.info("element %s attempt %d failed (%s); retrying in %.1fs", element.key, flight.number, failure.error_type, delay)
         else:
             fail_for_good(element, failure)
 
@@ -242,7 +250,7 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
         siblings = running_of.pop(key, set()) - {flight.attempt}
         if key in won:
             return
-        if siblings and (timed_out or not job.has_result(key)):
+        if siblings and not job.has_result(key):
             running_of[key] = siblings  # the other attempt of this element decides
             log.info("attempt %s of element %s ended without a result; its sibling still runs", flight.attempt, key)
             return

@@ -29,6 +29,10 @@ class CorruptBlobError(StorageError):
     """A blob's content does not match the digest recorded with it (truncated or altered)."""
 
 
+class UnreadableRecordError(StorageError):
+    """A JSON record (job.json, an attempt or dispatch record) does not parse: cut short or altered."""
+
+
 class UntrustedBlobError(CorruptBlobError):
     """A blob's signature does not verify with the job's key (or it claims another place): never unpickled."""
 

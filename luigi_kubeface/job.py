@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import cloudpickle
 
 from . import code_package, naming, serialization
-from .errors import BlobNotFoundError, ConfigurationError, CorruptBlobError, SigningKeyError
+from .errors import BlobNotFoundError, ConfigurationError, CorruptBlobError, SigningKeyError, UnreadableRecordError
 from .keys import KeyRing
 from .storage import open_storage
 
@@ -53,7 +53,11 @@ def _element(index, args, kwargs, where):
             "once as a shared input (shared_inputs() on a map task, shared= on Client.map)"
             % (where, len(payload) >> 20, MAX_INPUT_BYTES >> 20)
         )
-    return Element(index, naming.element_key(args, kwargs), _label(args, kwargs), payload, frozenset(kwargs))
+    try:
+        key = naming.element_key(args, kwargs)
+    except ConfigurationError as error:
+        raise ConfigurationError("%s (%s): %s" % (where, _label(args, kwargs), error)) from None
+    return Element(index, key, _label(args, kwargs), payload, frozenset(kwargs))
 
 
 def _check_unique(elements, what):
@@ -88,6 +92,11 @@ def elements_from_grid(grid):
         if bad:
             raise ConfigurationError(
                 "grid element %d has keys %r that are not valid argument names: use identifiers" % (index, bad)
+            )
+        if "self" in params:
+            raise ConfigurationError(
+                "grid element %d has a key named 'self', which collides with the method's own argument when "
+                "run_element(self, ...) is called: rename that parameter" % index
             )
         elements.append(_element(index, (), dict(params), "grid element %d" % index))
     return _check_unique(elements, "grid elements")
@@ -364,11 +373,25 @@ class Job:
                 refused.append(key)
         return refused
 
-    def attempt_record(self, key, attempt):
+    def read_record(self, key):
+        """A JSON record of the job: None if absent, UnreadableRecordError (naming it) if it does not parse."""
         try:
-            return json.loads(self.storage.read(naming.attempt_record_key(key, attempt)))
+            data = self.storage.read(key)
         except BlobNotFoundError:
             return None
+        try:
+            record = json.loads(data)
+        except ValueError as error:
+            raise UnreadableRecordError(
+                "%s/%s is not valid JSON (%s): it was cut short or altered. It is skipped; delete it if it "
+                "stays (a rerun writes job.json and elements.json again)" % (self.url, key, error)) from None
+        if not isinstance(record, dict):
+            raise UnreadableRecordError("%s/%s holds a JSON %s, not a record: it was altered; delete it"
+                                        % (self.url, key, type(record).__name__))
+        return record
+
+    def attempt_record(self, key, attempt):
+        return self.read_record(naming.attempt_record_key(key, attempt))
 
     def write_attempt_record(self, key, attempt, record):
         self.storage.write(naming.attempt_record_key(key, attempt), json.dumps(record, indent=1).encode())
@@ -382,8 +405,5 @@ class Job:
         self.storage.write(naming.dispatch_key(run_id), json.dumps(summary, indent=1).encode())
 
     def read_dispatch(self, run_id):
-        try:
-            return json.loads(self.storage.read(naming.dispatch_key(run_id)))
-        except BlobNotFoundError:
-            return None
+        return self.read_record(naming.dispatch_key(run_id))
 

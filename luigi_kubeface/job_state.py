@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import naming
-from .errors import BlobNotFoundError, ConfigurationError, ElementNotFoundError, JobNotFoundError
+from .errors import (BlobNotFoundError, ConfigurationError, ElementNotFoundError, JobNotFoundError,
+                     UnreadableRecordError)
 from .job import Job
 
 # Outcomes of an attempt, as recorded by the runner or (when the runner could not) the master.
@@ -105,19 +106,27 @@ class JobState:
         self.records = {}  # (element, attempt) -> record (cached: records never change)
         self.dispatches = {}  # run id -> summary
         self.unread = 0  # records listed but not read yet (over max_reads)
+        self.unreadable = {}  # storage key -> why it cannot be read (skipped: everything else is shown)
         self._elements_stamp = None
         self.refreshed = 0.0
 
     def refresh(self, max_reads=None):
         storage = self.job.storage
-        self.meta = json.loads(storage.read(naming.JOB_META))
+        self.meta = self._read(naming.JOB_META)
+        if self.meta is None:
+            if naming.JOB_META not in self.unreadable:
+                raise BlobNotFoundError("%s/%s is gone: the job was deleted" % (self.job.url, naming.JOB_META))
+            self.meta = {}
         stamp = self.meta.get("updated")
-        if stamp != self._elements_stamp:  # the grid is rewritten by each dispatch only
-            try:
-                index = json.loads(storage.read(naming.ELEMENTS))
-                self.keys, self.labels = index["keys"], index["labels"]
-            except BlobNotFoundError:
-                self.keys, self.labels = [], []
+        if stamp != self._elements_stamp or not stamp:  # the grid is rewritten by each dispatch only
+            index = self._read(naming.ELEMENTS) or {}
+            keys, labels = index.get("keys"), index.get("labels")
+            if not (isinstance(keys, list) and isinstance(labels, list) and len(keys) == len(labels)):
+                if index:
+                    self.unreadable[naming.ELEMENTS] = "%s/%s lacks its keys and labels: it was altered" % (
+                        self.job.url, naming.ELEMENTS)
+                keys, labels = [], []
+            self.keys, self.labels = keys, labels
             self._elements_stamp = stamp
         if self.read_live:
             try:
@@ -136,25 +145,37 @@ class JobState:
         if not self.keys:  # a job written before elements.json existed: what storage shows
             self.keys = sorted(set(self.attempts) | self.results)
             self.labels = list(self.keys)
-        missing = [(el, a) for el, ids in self.attempts.items() for a in ids if (el, a) not in self.records]
+        missing = [(el, a) for el, ids in self.attempts.items() for a in ids
+                   if (el, a) not in self.records and naming.attempt_record_key(el, a) not in self.unreadable]
         # States first (the last attempt of elements without a result), then the newest timings.
         missing.sort(key=lambda ea: (ea[0] not in self.results and ea[1] == self.attempts[ea[0]][-1],
                                      ea[1] == self.attempts[ea[0]][-1], naming.attempt_time(ea[1])), reverse=True)
         limit = self.max_reads if max_reads is None else max_reads
         chosen = missing[:limit]
         with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:  # reads are latency-bound on GCS
-            for (element, attempt), record in zip(chosen, pool.map(lambda ea: self.job.attempt_record(*ea), chosen)):
+            read = pool.map(lambda ea: self._read(naming.attempt_record_key(*ea)), chosen)
+            for (element, attempt), record in zip(chosen, read):
                 if record is not None:
                     self.records[(element, attempt)] = record
         self.unread = max(0, len(missing) - limit)
         for key in storage.list(naming.DISPATCHES_PREFIX):
             run = key[len(naming.DISPATCHES_PREFIX):-len(".json")]
-            if run not in self.dispatches:
-                summary = self.job.read_dispatch(run)
+            if run not in self.dispatches and key not in self.unreadable:
+                summary = self._read(key)
                 if summary is not None:
                     self.dispatches[run] = summary
         self.refreshed = time.time()
         return self
+
+    def _read(self, key):
+        """A record, or None if it is absent or unreadable (then named in self.unreadable)."""
+        try:
+            record = self.job.read_record(key)
+        except UnreadableRecordError as error:
+            self.unreadable[key] = str(error)
+            return None
+        self.unreadable.pop(key, None)
+        return record
 
     def live_running(self, max_age=300.0):
         """attempt -> (element, start) of a master still running the job, as it last wrote (None if none).
@@ -167,7 +188,9 @@ class JobState:
 
     @property
     def last_dispatch(self):
-        return self.dispatches[max(self.dispatches)] if self.dispatches else None
+        """The summary of the last master run that ran the job (Luigi's bookkeeping-only records are not runs)."""
+        runs = [run for run, summary in self.dispatches.items() if "started" in summary]
+        return self.dispatches[max(runs)] if runs else None
 
     def elements(self, running=None):
         """ElementState of every element in grid order.

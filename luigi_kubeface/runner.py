@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -37,6 +38,24 @@ from .storage import open_storage
 EXIT_OK, EXIT_ELEMENT_ERROR, EXIT_UNUSABLE_INPUT, EXIT_RUNNER_ERROR = 0, 1, 2, 3
 
 
+def attempt_log_path(tmpdir, element, attempt):
+    """Where an attempt's log is written before its upload (the local backend uploads it if the runner could not)."""
+    return os.path.join(tmpdir, "kubeface-%s-%s.log" % (element, attempt))
+
+
+def open_attempt_log(tmpdir, element, attempt):
+    """Create the log file, private (0600) and new: a planted file or link at its name is never followed
+    or reused, and the log goes to an unpredictable name (mkstemp) instead."""
+    path = attempt_log_path(tmpdir, element, attempt)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+        return path
+    except FileExistsError:
+        fd, path = tempfile.mkstemp(prefix="kubeface-attempt-", suffix=".log", dir=tmpdir)
+        os.close(fd)
+        return path
+
+
 def command(job_url, element, attempt, python="python"):
     """The argv that runs one attempt; backends use it so every backend runs the same code path."""
     return [python, "-m", "luigi_kubeface.runner", job_url, element, attempt]
@@ -44,41 +63,101 @@ def command(job_url, element, attempt, python="python"):
 
 @contextlib.contextmanager
 def _tee_output(log_path):
-    """Send fd 1 and 2 (this process and its children) to the log file and to the original stdout."""
+    """Point fd 1 and 2 (this process and its children) straight at the log file, and copy it to the
+    original stdout as it grows (kubectl logs, the local backend's capture).
+
+    Written by the kernel, the log keeps every byte whatever ends the process (os._exit, a kill),
+    and a child that inherited the descriptors cannot hold the attempt open: when the function
+    returns, the element's remaining children are killed (_end_children) and the copy catches up.
+    """
     sys.stdout.flush()
     sys.stderr.flush()
     saved_out, saved_err = os.dup(1), os.dup(2)
-    read_end, write_end = os.pipe()
-    os.dup2(write_end, 1)
-    os.dup2(write_end, 2)
-    os.close(write_end)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    streams = [(stream, stream.line_buffering) for stream in (sys.stdout, sys.stderr) if hasattr(stream, "reconfigure")]
+    for stream, _ in streams:  # a line printed is in the log even if os._exit follows
+        stream.reconfigure(line_buffering=True)
+    stop = threading.Event()
 
-    def pump():
-        with open(log_path, "ab") as log_file:
+    def copy():
+        with open(log_path, "rb") as log_file:
             while True:
-                chunk = os.read(read_end, 65536)
-                if not chunk:
-                    break
-                log_file.write(chunk)
-                log_file.flush()
-                try:
-                    os.write(saved_out, chunk)
-                except OSError:
-                    pass
+                chunk = log_file.read(65536)
+                if chunk:
+                    try:
+                        os.write(saved_out, chunk)
+                    except OSError:
+                        pass
+                elif stop.is_set():
+                    return
+                else:
+                    stop.wait(0.05)
 
-    thread = threading.Thread(target=pump, daemon=True)
+    thread = threading.Thread(target=copy, daemon=True)
     thread.start()
     try:
         yield
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+        _end_children()
         os.dup2(saved_out, 1)
         os.dup2(saved_err, 2)
+        stop.set()
         thread.join(timeout=30)
-        os.close(read_end)
         os.close(saved_out)
         os.close(saved_err)
+        for stream, line_buffering in streams:
+            stream.reconfigure(line_buffering=line_buffering)
+
+
+def _processes():
+    """(pid, parent pid) of every process this one can see (Linux /proc)."""
+    found = []
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                found.append((int(name), int(fields[1])))
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+
+
+def _end_children():
+    """Kill what the element started and left running: an attempt ends when its function returns.
+
+    Its children, then their orphans, which come back to this process (their subreaper) as children:
+    only the element's descendants, never other members of the runner's process group (a `| tee`).
+    """
+    me = os.getpid()
+    for _ in range(50):  # each round kills one generation
+        doomed = [pid for pid, parent in _processes() if parent == me]
+        if not doomed:
+            return
+        for pid in doomed:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.01)
+
+
+def _become_subreaper():
+    """Orphans of the element's processes become this process's children, so _end_children finds them."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 
 
 def _error_fields(error):
@@ -179,6 +258,7 @@ def load_call(storage, element, key, code_dir=None):
 
 def run_attempt(storage, element, attempt, log_path, key=None):
     """Run one attempt against a job-scoped storage; returns (exit code, outcome record)."""
+    _become_subreaper()
     with _tee_output(log_path):
         return execute_attempt(storage, element, attempt, key)
 
@@ -249,8 +329,7 @@ def main(argv=None):
     job_url, element, attempt = argv
     key = signing_key_from_env(os.environ)
     storage = open_storage(job_url)
-    fd, log_path = tempfile.mkstemp(prefix="kubeface-attempt-", suffix=".log")  # mode 0600, O_EXCL: no name to plant
-    os.close(fd)
+    log_path = open_attempt_log(os.environ.get("TMPDIR") or tempfile.gettempdir(), element, attempt)
     code, record = EXIT_RUNNER_ERROR, None
     try:
         code, record = run_attempt(storage, element, attempt, log_path, key)

@@ -85,11 +85,12 @@ def read_header(blob, where="blob", key=None, expect=None, fix=_FIX):
                     "%s is signed but belongs elsewhere (%s %r, expected %r): it was copied within the "
                     "bucket and was not unpickled; %s" % (where, name, header.get(name), value, fix))
     payload = memoryview(blob)[end + 1 :]
-    if len(payload) != header.get("size") or hashlib.sha256(payload).hexdigest() != header.get("sha256"):
-        raise CorruptBlobError(
-            "%s is truncated or altered (%d bytes, expected %s with the recorded digest); %s"
-            % (where, len(payload), header.get("size"), fix)
-        )
+    if len(payload) != header.get("size"):
+        raise CorruptBlobError("%s is truncated or altered (%d bytes, expected %s); %s"
+                               % (where, len(payload), header.get("size"), fix))
+    if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+        raise CorruptBlobError("%s is altered (%d bytes as recorded, but its sha256 differs from the recorded "
+                               "digest); %s" % (where, len(payload), fix))
     return header, payload
 
 

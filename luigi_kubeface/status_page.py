@@ -258,6 +258,11 @@ def render(state, progress=None, final=True, now=None, limit=TABLE_LIMIT):
     if state.unread:
         body.append('<div class="note">%d older attempt records not read yet: charts show the newest</div>'
                     % state.unread)
+    if state.unreadable:
+        skipped = sorted(state.unreadable.items())
+        body.append('<div class="err" id="unreadable">%d records could not be read and were skipped:<br>%s%s</div>' % (
+            len(skipped), "<br>".join(_esc(why) for _, why in skipped[:10]),
+            "<br>... and %d more" % (len(skipped) - 10) if len(skipped) > 10 else ""))
     body.append("<h2>Elements</h2>")
     if len(rows) > limit:
         body.append('<div class="note">showing %d of %d elements: failed, running and slowest first '

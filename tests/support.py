@@ -119,11 +119,31 @@ def run_luigi(args, cwd, env=None, timeout=600):
                           timeout=timeout)
 
 
+def _find_chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
 def chromium_binary():
-    """Debian's chromium (.ci/run installs it); a clear failure, not a skip, when it is missing."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    """Debian's chromium, installed with apt-get on first use when missing (as root, or with sudo -n).
+
+    So the README's one test command suffices on a fresh Debian machine; a clear failure, not a
+    skip, where it cannot be installed.
+    """
+    found = _find_chromium()
+    if found:
+        return found
+    as_root = [] if os.geteuid() == 0 else ["sudo", "-n"] if shutil.which("sudo") else None
+    failures = []
+    if as_root is not None and shutil.which("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+            run = subprocess.run(as_root + command, env=env, capture_output=True, text=True, timeout=1800)
+            if run.returncode:
+                failures.append("%s: %s" % (" ".join(command), (run.stderr or run.stdout).strip()[-500:]))
+        found = _find_chromium()
     if not found:
-        raise RuntimeError("headless Chromium is needed to render status pages: apt-get install -y chromium")
+        raise RuntimeError("headless Chromium is needed to render status pages and could not be installed (%s): "
+                           "apt-get install -y chromium" % ("; ".join(failures) or "not root, no sudo or apt-get"))
     return found
 
 

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -281,3 +282,116 @@ def test_cleanup_older_than_spares_a_job_whose_master_is_alive(tmp_path):
     os.unlink(os.path.join(root, "long", "progress.json"))
     code, out = kubeface("cleanup", "--older-than", "1d", "--storage-root", root)
     assert "would delete 0 pods of job long" in out
+
+
+def test_malformed_records_are_skipped_and_named_everything_else_shown(tmp_path, capsys):
+    from luigi_kubeface.job_state import JobState, open_job
+    from luigi_kubeface.status_page import write_page
+
+    root = str(tmp_path)
+    with pytest.raises(JobFailedError):
+        Client(storage_root=root, retries=0, failure_budget=1.0, **FAST).map(odd_fails, range(4), job_id="torn")
+    job_dir = os.path.join(root, "torn")
+    odd = key_of(root, "torn", 1)
+    (record,) = os.listdir(os.path.join(job_dir, "attempts", odd))
+    torn = os.path.join(job_dir, "attempts", odd, record)
+    text = open(torn).read()
+    open(torn, "w").write(text[: len(text) // 2])  # cut short, as by a writer killed mid-write
+    os.makedirs(os.path.join(job_dir, "dispatches"))
+    json.dump({"run": "20240101T000000Z-good", "started": 1, "finished": 2, "succeeded": 2},
+              open(os.path.join(job_dir, "dispatches", "20240101T000000Z-good.json"), "w"))
+    open(os.path.join(job_dir, "dispatches", "20990101T000000Z-bad.json"), "w").write("{not json")
+    code, out = kubeface("status", "torn", "--storage-root", root)
+    assert code == 1, out
+    assert "4 elements: 2 done, 1 failed, 0 cancelled, 1 unfinished" in out
+    assert "skipped attempts/%s/%s: " % (odd, record) in out and "is not valid JSON" in out
+    assert "skipped dispatches/20990101T000000Z-bad.json" in out
+    assert "last run 20240101T000000Z-good" in out
+    code, out = kubeface("logs", "torn", "@1", "--storage-root", root)
+    assert code == 0 and "ValueError: x=1 is odd" in out
+    code, out = kubeface("reproduce", "torn", "@2", "--storage-root", root)
+    assert code == 0 and "result: 4" in out
+    state = JobState(open_job(os.path.join(root, "torn")))
+    write_page(state)  # the status page keeps refreshing, and says what it skipped
+    page = open(os.path.join(job_dir, "status.html")).read()
+    assert "2 records could not be read and were skipped" in page and record in page
+
+    open(os.path.join(job_dir, "job.json"), "w").write('{"job": "torn", "elem')
+    code, out = kubeface("list", "--storage-root", root)
+    (line,) = [l for l in out.splitlines() if l.startswith("torn ")]
+    assert "job.json is not a valid JSON record" in line
+    code, out = kubeface("status", "torn", "--storage-root", root)
+    assert code == 1 and "skipped job.json: " in out and "4 elements: 2 done, 1 failed" in out
+    capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_status_after_a_rerun_that_found_every_result_names_the_run_that_computed_them(tmp_path):
+    from support import run_luigi
+
+    root = str(tmp_path / "storage")
+    args = ["--module", "pipelines.toy", "Squares", "--n", "2", "--local-scheduler", "--kubeface-storage-root", root,
+            "--kubeface-poll-interval", "0.1"]
+    run = run_luigi(args, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (job_id,) = os.listdir(root)
+    # A later master whose map task found every result (another master computed them) dispatches
+    # nothing: its only record is the map task's bookkeeping, written exactly as tasks.py does.
+    from luigi_kubeface import naming
+    from luigi_kubeface.job import Job
+
+    Job(job_id, root).write_dispatch(naming.new_run_id().replace("T", "T9", 1), {"elements_shown": True})
+    assert len(os.listdir(os.path.join(root, job_id, "dispatches"))) == 2
+    code, out = kubeface("status", job_id, "--storage-root", root)
+    assert code == 0 and "last run None" not in out
+    assert "last run 20" in out and "2 succeeded" in out
+
+
+def test_reproduce_finds_the_signing_key_where_luigi_cfg_keeps_it(tmp_path):
+    root, keys, team_key = str(tmp_path / "s"), tmp_path / "keys", tmp_path / "team.key"
+    Client(storage_root=root, key_dir=str(keys), **FAST).map(odd_fails, [2], job_id="own-dir")
+    team_key.write_text(secrets.token_hex(32) + "\n")  # the team's one key, as the README says to make it
+    team_key.chmod(0o600)
+    Client(storage_root=root, signing_key_file=str(team_key), **FAST).map(odd_fails, [4], job_id="team")
+    for job_id, setting, expected in (("own-dir", "key_dir = %s" % keys, "result: 4"),
+                                      ("team", "signing_key_file = %s" % team_key, "result: 16")):
+        config = tmp_path / ("%s.cfg" % job_id)
+        config.write_text("[kubeface]\nstorage_root = %s\n%s\n" % (root, setting))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
+                   LUIGI_CONFIG_PATH=str(config))
+        run = subprocess.run([sys.executable, "-m", "luigi_kubeface.cli", "reproduce", job_id, "@0"],
+                             capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=120)
+        assert run.returncode == 0 and expected in run.stdout, run.stdout + run.stderr
+
+
+def test_status_into_a_closed_pipe_exits_quietly(root):
+    env = dict(os.environ, PYTHONPATH=REPO)
+    reader = subprocess.Popen([sys.executable, "-m", "luigi_kubeface.cli", "status", "odd", "--storage-root", root],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    reader.stdout.close()  # like `| head -1` that has read its line: every write meets a closed pipe
+    err = reader.stderr.read().decode()
+    assert reader.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_cleanup_of_a_read_only_root_says_what_failed_and_the_fix(tmp_path):
+    root = str(tmp_path / "s")
+    Client(storage_root=root, **FAST).map(odd_fails, [0, 2], job_id="ro")
+    command = [sys.executable, "-m", "luigi_kubeface.cli", "cleanup", "ro", "--blobs", "--yes", "--storage-root", root]
+    env = dict(os.environ, PYTHONPATH=REPO)
+    if os.geteuid() == 0:  # permissions do not stop root: a read-only mount of the root does
+        command = ["unshare", "-m", "sh", "-c", 'mount --bind -o ro "$0" "$0" && exec "$@"', root] + command
+        run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    else:
+        for directory, _, _ in os.walk(root):
+            os.chmod(directory, 0o555)
+        try:
+            run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        finally:
+            for directory, _, _ in os.walk(root):
+                os.chmod(directory, 0o755)
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    assert "kubeface cleanup: cannot delete %s/" % os.path.join(root, "ro") in run.stderr
+    assert "0 of " in run.stderr and "Make the storage writable for this user" in run.stderr
+    assert os.path.exists(os.path.join(root, "ro", "job.json"))

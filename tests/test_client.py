@@ -74,6 +74,14 @@ def test_failed_attempt_is_retried(tmp_path):
     assert outcomes == ["error", "error", "success", "success"]
 
 
+def test_retry_log_line_shows_a_sub_second_backoff(tmp_path, caplog):
+    caplog.set_level("INFO", logger="luigi_kubeface")
+    client = Client(storage_root=str(tmp_path / "s"), retries=1, poll_interval=0.05, retry_backoff=0.5)
+    assert list(client.map(flaky, [1], job_id="flaky", shared={"marker_dir": str(tmp_path)})) == [1]
+    (line,) = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert re.search(r"retrying in 0\.[4-6]s$", line), line  # 0.5 s with its +-20% jitter, not "0s"
+
+
 def boom(x):
     raise KeyError("no such thing: %d" % x)
 
@@ -165,8 +173,7 @@ def test_bad_configuration_fails_before_launch(tmp_path):
         Client(storage_root=str(tmp_path)).map(square, [1, 2, 1])
     with pytest.raises(ConfigurationError, match="item 0 .* cannot be pickled"):
         Client(storage_root=str(tmp_path)).map(square, [lock])
-    with pytest.raises(ConfigurationError, match="empty"):
-        Client(storage_root=str(tmp_path)).map(square, [])
+    assert Client(storage_root=str(tmp_path)).map(square, []) == []  # nothing to do: nothing written
     assert not os.path.exists(tmp_path / "no")
 
 
@@ -181,3 +188,66 @@ def test_progress_bar_shows_the_counts_and_keeps_log_lines(tmp_path, capfd, capl
         Client(storage_root=str(tmp_path), retries=0, **FAST).map(boom, [1], job_id="bar-fail", progress=True)
     assert "0 succeeded, 0 running, 0 pending, 1 failed" in capfd.readouterr().err
     assert any("failed for good" in r.getMessage() for r in caplog.records)  # logging still reaches handlers
+
+
+def leaves_children_running(x, marker_dir):
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "300"])  # shares the element's stdout and stderr
+    subprocess.run(["sh", "-c", 'sleep 300 & echo $! > "$0"', os.path.join(marker_dir, "grandchild")], check=True)
+    open(os.path.join(marker_dir, "child"), "w").write(str(child.pid))
+    print("started children of element", x)
+    return x + 1
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_children_an_element_leaves_running_end_with_its_attempt(tmp_path):
+    client = Client(storage_root=str(tmp_path / "s"), retries=0, **FAST)
+    assert list(client.map(leaves_children_running, [1], job_id="kids", shared={"marker_dir": str(tmp_path)})) == [2]
+    pids = [int((tmp_path / name).read_text()) for name in ("child", "grandchild")]
+    assert not [pid for pid in pids if alive(pid)], "the element's children outlived its attempt"
+    (log,) = glob.glob(str(tmp_path / "s" / "kids" / "logs" / "*" / "*.log"))
+    assert "started children of element 1" in open(log).read()
+
+
+def result_then_hang(x):
+    import threading
+
+    threading.Thread(target=time.sleep, args=(3600,)).start()  # not a daemon: the runner cannot exit
+    return x * 10
+
+
+@pytest.mark.slow
+def test_attempt_killed_at_its_timeout_after_writing_its_result_succeeds(tmp_path):
+    client = Client(storage_root=str(tmp_path), retries=0, element_timeout=20, **FAST)
+    assert list(client.map(result_then_hang, [4], job_id="late-exit")) == [40]
+
+
+def last_words_then_exit(x):
+    print("last words of", x)
+    os._exit(0)
+
+
+def talks_then_sleeps(x):
+    print("still working on", x)
+    time.sleep(300)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("function,settings,expected", [
+    (last_words_then_exit, {}, "MissingResult"),
+    (talks_then_sleeps, {"element_timeout": 10}, "Timeout"),
+])
+def test_output_is_kept_whatever_ends_the_attempt(tmp_path, function, settings, expected):
+    client = Client(storage_root=str(tmp_path), retries=0, **dict(FAST, **settings))
+    with pytest.raises(JobFailedError, match=expected):
+        client.map(function, [7], job_id="evidence")
+    (log,) = glob.glob(str(tmp_path / "evidence" / "logs" / "*" / "*.log"))
+    assert ("last words of 7" if function is last_words_then_exit else "still working on 7") in open(log).read()

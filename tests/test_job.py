@@ -22,6 +22,9 @@ def test_grid_elements_keep_order_and_stable_keys():
     ([dict(a=1), dict(a=2), dict(a=1)], "grid elements 0 and 2 are identical \\(a=1\\)"),
     ([dict(a=threading.Lock())], "grid element 0 \\(a=<unlocked _thread.lock.*cannot be pickled"),
     ([], "the grid is empty"),
+    ([dict(self=1, a=2)], "grid element 0 has a key named 'self', .*rename that parameter"),
+    ([dict(a=1), dict(a=lambda x: x)], "grid element 1 \\(a=<function <lambda>.*\\): a value of type "
+     "builtins.function cannot be encoded into a stable element key: .*Define functions and classes at module level"),
 ])
 def test_bad_grids_are_refused(grid, message):
     with pytest.raises(ConfigurationError, match=message):

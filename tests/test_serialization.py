@@ -17,6 +17,15 @@ def test_truncated_or_altered_blob_is_detected(damage):
         serialization.loads(damage(blob))
 
 
+def test_altered_blob_of_the_recorded_size_says_its_digest_differs():
+    blob = serialization.dumps(list(range(100)), "result")
+    with pytest.raises(CorruptBlobError, match=r"is altered \(\d+ bytes as recorded, but its sha256 differs from "
+                       "the recorded digest\); delete it and rerun"):
+        serialization.loads(blob[:-1] + bytes([blob[-1] ^ 1]))
+    with pytest.raises(CorruptBlobError, match=r"is truncated or altered \(\d+ bytes, expected \d+\)"):
+        serialization.loads(blob[:-3])
+
+
 def test_version_mismatch_names_both_versions_and_the_fix():
     blob = serialization.dumps(1, "input")
     magic, rest = blob[: len(serialization.MAGIC)], blob[len(serialization.MAGIC):]

@@ -1,16 +1,22 @@
 """Each attempt is a fresh local process running the task runner: the isolation of a pod."""
 
 import json
+import logging
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-from .. import code_package, runner, serialization
+from .. import code_package, naming, runner, serialization
+from ..storage import open_storage
 from . import AttemptEnd
+
+
+log = logging.getLogger(__name__)
 
 
 def _describe_exit(code):
@@ -36,6 +42,7 @@ class LocalBackend:
         self.settings = settings
         self._processes = {}  # attempt -> (Popen, output file path)
         self._pidfds = {}  # attempt -> pidfd (Linux)
+        self._specs = {}  # attempt -> AttemptSpec, to upload the log of an attempt whose runner could not
         self._dir = tempfile.mkdtemp(prefix="kubeface-local-")
         self._env = {k: v for k, v in os.environ.items() if k != serialization.KEY_ENV}
         # As in a pod: the runner sees installed packages and luigi-kubeface, and the user's own modules
@@ -46,20 +53,23 @@ class LocalBackend:
 
     def launch(self, spec):
         output = os.path.join(self._dir, spec.attempt + ".out")
+        tmpdir = os.path.join(self._dir, spec.attempt)  # the attempt's own TMPDIR, where the runner logs
+        os.mkdir(tmpdir, 0o700)
         secret = _secret_pipe(spec.secret_env)
         try:
             with open(output, "wb") as out:
                 process = subprocess.Popen(
                     runner.command(spec.job_url, spec.element, spec.attempt, python=sys.executable),
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    env=dict(self._env, **{serialization.SECRET_FD_ENV: str(secret)}),
-                    pass_fds=(secret,),
-                    cwd=self._dir,  # not the master's folder: its modules must come with the job's code
+                    env=dict(self._env, TMPDIR=tmpdir, **{serialization.SECRET_FD_ENV: str(secret)}),
+                    pass_fds=(secret,),  # the signing key: through a pipe, never argv or environ
+                    cwd=tmpdir,  # not the master's folder: its modules must come with the job's code
                     start_new_session=True,  # own process group: cancel kills children too
                 )
         finally:
             os.close(secret)
         self._processes[spec.attempt] = (process, output)
+        self._specs[spec.attempt] = spec
         try:  # a descriptor that becomes readable when the process exits, for wait()
             self._pidfds[spec.attempt] = os.pidfd_open(process.pid)
         except (AttributeError, OSError):
@@ -73,6 +83,7 @@ class LocalBackend:
                 continue
             del self._processes[attempt]
             self._close_pidfd(attempt)
+            self._keep_log(attempt, output)
             ended.append(AttemptEnd(attempt, code, _describe_exit(code), log_tail=self._tail(output)))
         return ended
 
@@ -113,7 +124,32 @@ class LocalBackend:
         except ProcessLookupError:
             pass
         process.wait()
+        self._keep_log(attempt, output)
         self._tail(output)
+
+    def _keep_log(self, attempt, output):
+        """Upload the attempt's output as its log when the runner did not (killed, os._exit): to its last byte.
+
+        The runner's own log file is complete (its descriptors write straight to it); the captured
+        stdout is the fallback when the runner died before it opened one.
+        """
+        spec = self._specs.pop(attempt, None)
+        if spec is None:
+            return
+        tmpdir = os.path.join(self._dir, attempt)
+        try:
+            storage = open_storage(spec.job_url, retry_deadline=self.settings.storage_retry_deadline)
+            key = naming.log_key(spec.element, attempt)
+            if not storage.exists(key):
+                for path in (runner.attempt_log_path(tmpdir, spec.element, attempt), output):
+                    if os.path.exists(path):
+                        with open(path, "rb") as f:
+                            storage.write(key, f.read())
+                        break
+        except Exception as error:  # noqa: BLE001 - the log is evidence, not the outcome: the job goes on
+            log.warning("could not keep the log of attempt %s: %s", attempt, error)
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
 
     def close(self):
         for attempt in list(self._processes):

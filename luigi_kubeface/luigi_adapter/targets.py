@@ -1,5 +1,6 @@
 """Luigi targets over result blobs, answered from one listing per job instead of one request each."""
 
+import os
 import threading
 import time
 
@@ -13,20 +14,23 @@ class ResultIndex:
     """A per-job snapshot of which elements have results, refreshed when older than asked.
 
     Results are written once and never removed during a run, so a cached "done" stays true; only
-    a cached "missing" needs a fresh listing before it is believed.
+    a cached "missing" needs a fresh listing before it is believed. Snapshots belong to the process
+    that listed: Luigi forks workers, and a child's job run writes results its parent never sees
+    listed, so a fork starts with no snapshot of its own.
     """
 
-    _snapshots = {}  # job url -> (time of listing, set of finished element keys)
+    _snapshots = {}  # (pid, job url) -> (time of listing, set of finished element keys)
     _lock = threading.Lock()
 
     @classmethod
     def finished(cls, job, max_age):
+        where = (os.getpid(), job.url)
         with cls._lock:
-            taken, keys = cls._snapshots.get(job.url, (0.0, None))
+            taken, keys = cls._snapshots.get(where, (0.0, None))
         if keys is None or time.monotonic() - taken > max_age:
             taken, keys = time.monotonic(), job.finished()
             with cls._lock:
-                cls._snapshots[job.url] = (taken, keys)
+                cls._snapshots[where] = (taken, keys)
         return keys
 
     @classmethod
@@ -38,7 +42,7 @@ class ResultIndex:
     @classmethod
     def forget(cls, job):
         with cls._lock:
-            cls._snapshots.pop(job.url, None)
+            cls._snapshots.pop((os.getpid(), job.url), None)
 
 
 class ResultTarget(luigi.Target):

@@ -236,8 +236,8 @@ class KubefaceElement(_JobPart):
 
     def run(self):
         job = self._map().kubeface_job()
-        if ResultIndex.has(job, self.element, max_age=1.0):
-            return
+        if self.element in ResultIndex.finished(job, max_age=float("inf")) or job.has_result(self.element):
+            return  # a cached "missing" may predate the job's run (in another process): ask storage
         attempts = job.attempts(self.element)
         record = job.attempt_record(self.element, attempts[-1]) if attempts else None
         if record is None or record.get("outcome") == "cancelled":
@@ -247,5 +247,8 @@ class KubefaceElement(_JobPart):
                 "element %s was not run: the job stopped early (%s). Fix the failures shown on the failed "
                 "elements and rerun: finished results are kept" % (self.params, reason)
             )
+        if record.get("outcome") == "success":
+            raise KubefaceError("element %s: its last attempt (%s) reported success but its result is not in %s "
+                                "(deleted?): rerun to compute it again" % (self.params, attempts[-1], job.url))
         raise ElementFailedError(self.params, record.get("error_type", "Error"), record.get("message", ""),
                                  record.get("traceback", ""))

@@ -1,6 +1,7 @@
 """Failures as users see them through `luigi`, and the map task's elements in a real luigid."""
 
 import glob
+import os
 
 import pytest
 
@@ -112,3 +113,19 @@ def test_large_map_task_lists_only_elements_without_result_in_luigid(tmp_path, l
     result, output = luigi_toy(tmp_path, "Squares", "--n", "7", "--kubeface-luigid-elements", "3", scheduler=luigid)
     assert result.returncode == 0, output[-3000:]
     assert "6 already done, 1 to run" in output
+
+
+@pytest.mark.slow
+def test_rerun_with_two_workers_reports_recomputed_element_as_done(tmp_path):
+    # Forked Luigi workers inherit the parent's cached result listing: a cached "missing" from before
+    # the job ran must never fail an element whose result the job has just written.
+    result, output = luigi_toy(tmp_path, "SumSquares", "--n", "8")
+    assert result.returncode == 0, output[-3000:]
+    (tmp_path / "sum-8.txt").unlink()
+    results = sorted(glob.glob(str(tmp_path / "storage" / "*" / "results" / "*.pkl")))
+    assert len(results) == 8
+    os.remove(results[0])
+    result, output = luigi_toy(tmp_path, "SumSquares", "--n", "8", "--workers", "2")
+    assert result.returncode == 0, output[-3000:]
+    assert "7 already done, 1 to run" in output
+    assert (tmp_path / "sum-8.txt").read_text() == str(sum(x * x for x in range(8)))
