@@ -204,8 +204,9 @@ class Job:
     @property
     def reuse_any(self):
         """Luigi's semantics ("the output exists") instead of results of this code only."""
-        if self._reuse_any is None:
-            self._reuse_any = self.meta().get("reuse_results") == "any"
+        if self._reuse_any is None:  # a job read from storage: as its master recorded it; any result if unknown
+            meta = self.meta()
+            self._reuse_any = meta.get("reuse_results") == "any" or "code_version" not in meta
         return self._reuse_any
 
     def meta(self):

@@ -133,7 +133,8 @@ def _canonical(value):
 
 _WRITTEN = re.compile(  # every key a job's prefix holds, as this module builds them
     r"(job\.json|elements\.json|status\.html|progress\.json|function\.pkl"
-    r"|shared/[A-Za-z0-9_.-]+-[0-9a-f]{%(n)d}\.pkl|(inputs|results)/[0-9a-f]{%(n)d}\.pkl"
+    r"|shared/[A-Za-z0-9_.-]+-[0-9a-f]{%(n)d}\.pkl|inputs/[0-9a-f]{%(n)d}\.pkl"
+    r"|results/[0-9a-f]{%(n)d}(\.[0-9a-f]{16})?\.pkl|code/[0-9a-f]{%(n)d}\.zip"
     r"|attempts/[0-9a-f]{%(n)d}/[0-9A-Za-z-]+\.json|logs/[0-9a-f]{%(n)d}/[0-9A-Za-z-]+\.log"
     r"|dispatches/[0-9A-Za-z-]+\.json|quarantine/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*)" % {"n": _KEY_LENGTH})
 
