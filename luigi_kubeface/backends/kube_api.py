@@ -7,6 +7,7 @@ ConfigurationError or BackendError that names the cause and the fix.
 
 import json
 import logging
+import re
 import threading
 import time
 
@@ -65,8 +66,44 @@ def is_transient(error):
     if isinstance(error, ApiException):
         if error.status in (0, 408, 429, 500, 502, 503, 504):
             return True
-        return error.status == 403 and "exceeded quota" in str(error.body or "")
+        return error.status == 403 and "exceeded quota" in str(error.body or "") and not quota_never_fits(error)
     return isinstance(error, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, OSError))
+
+
+_QUOTA = re.compile(r"exceeded quota: ([^,]+), requested: (.*?), used: (.*?), limited: ([^\"]*)")
+_QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
+_UNITS = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+          "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60}
+
+
+def _quantity(text):
+    match = _QUANTITY.match(text.strip())
+    if not match or match.group(2) not in _UNITS:
+        return None
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _resources(text):
+    pairs = (item.split("=", 1) for item in text.split(",") if "=" in item)
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+def quota_never_fits(error):
+    """For `403 exceeded quota` where one pod asks more than the quota's hard limit: why, in words; else "".
+
+    A full quota frees up as pods end; a hard limit below one pod's request never admits it.
+    """
+    match = _QUOTA.search(str(getattr(error, "body", "") or ""))
+    if not match:
+        return ""
+    quota, requested, limited = match.group(1), _resources(match.group(2)), _resources(match.group(4))
+    for name, asked in requested.items():
+        want, hard = _quantity(asked), _quantity(limited.get(name, ""))
+        if want is not None and hard is not None and want > hard:
+            return ("the ResourceQuota %r allows %s=%s in the namespace, less than one pod requests (%s): no pod can "
+                    "ever be admitted. Lower the pod's request ([kubeface] cpu_request, memory_request, memory_limit) "
+                    "or raise the quota" % (quota, name, limited[name], asked))
+    return ""
 
 
 def describe(error):

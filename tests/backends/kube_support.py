@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import cloudpickle
@@ -71,3 +72,91 @@ def start_master(settings, items, job_id, function=nap):
 
 def running_pods(cluster, namespace):
     return [p for p in pods(cluster, namespace) if p["status"].get("phase") == "Running"]
+
+
+class TcpProxy:
+    """A TCP proxy to the API server (TLS passes through): adds latency to requests, or goes silent.
+
+    delay: seconds each chunk from the client waits before it is forwarded. stall(): from now on,
+    open connections stay open and carry nothing, as a stalled NAT or load balancer does.
+    """
+
+    def __init__(self, target_url, delay=0.0):
+        import socket
+        import urllib.parse
+
+        parsed = urllib.parse.urlparse(target_url)
+        self.target = (parsed.hostname, parsed.port)
+        self.delay, self.stalled = delay, False
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self.url = "https://127.0.0.1:%d" % self._listener.getsockname()[1]
+        self._sockets, self._closed = [], False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self._sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source, sink, request):
+        stalled_here = self.stalled
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if request and self.delay:
+                    time.sleep(self.delay)
+                while self.stalled and not self._closed:  # hold the connection open, pass nothing
+                    stalled_here = True
+                    time.sleep(0.2)
+                if stalled_here or self._closed:
+                    continue  # this connection stays dead, as a stalled one does
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            if not stalled_here:
+                for sock in (source, sink):
+                    try:
+                        sock.close()
+                    except OSError:
+                        pass
+
+    def stall(self):
+        self.stalled = True
+
+    def unstall(self):
+        """New connections work again; those open during the stall stay dead."""
+        self.stalled = False
+
+    def kubeconfig(self, source, path):
+        """A copy of the kubeconfig at source whose server is this proxy."""
+        import yaml
+
+        config = yaml.safe_load(open(source))
+        for cluster in config["clusters"]:
+            cluster["cluster"]["server"] = self.url
+        with open(path, "w") as out:
+            yaml.safe_dump(config, out)
+        return str(path)
+
+    def close(self):
+        self._closed = True
+        self._listener.close()
+        for sock in self._sockets:
+            try:
+                sock.close()
+            except OSError:
+                pass
