@@ -15,8 +15,14 @@ from ..errors import BackendError, ConfigurationError
 
 log = logging.getLogger(__name__)
 
-_TIMEOUT = (5, 30)  # (connect, read) seconds for ordinary calls: a stalled server must not hang the master
-WATCH_SECONDS = 60  # the server ends each watch after this; a bookmark or event arrives well before
+_TIMEOUT = (5, 15)  # (connect, read) seconds for ordinary calls: a stalled connection must not hang the master
+# What a master does in its namespace (docs/kubernetes-rbac.yaml grants exactly this).
+NEEDED_VERBS = ([("pods", verb) for verb in ("create", "get", "list", "watch", "delete")] + [("pods/log", "get")]
+                + [("secrets", verb) for verb in ("create", "update", "delete")])
+# The server ends each watch after this; a stream silent for WATCH_SECONDS + _WATCH_SLACK is a stalled
+# connection (a NAT or load balancer dropped it without a word): the client gives up on it and resumes.
+WATCH_SECONDS = 30
+_WATCH_SLACK = 5
 
 
 def load_api_client(settings):
@@ -154,6 +160,36 @@ class KubeApi:
                                        % (self.client.configuration.host, describe(error))) from None
             time.sleep(2)
 
+    def check_permissions(self):
+        """Fail before launch when the master may not do what a job needs: one access review per verb.
+
+        Without watch the master hangs after the work is done; without delete finished pods hold the
+        cap; without list it waits for a list that never comes. An access review that cannot be made
+        (an old or unusual API server) is skipped: the calls themselves will tell.
+        """
+        from kubernetes import client
+
+        auth = client.AuthorizationV1Api(self.client)
+        missing = []
+        for resource, verb in NEEDED_VERBS:
+            resource, _, subresource = resource.partition("/")
+            body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                    "spec": {"resourceAttributes": {"namespace": self.namespace, "verb": verb, "resource": resource,
+                                                    "subresource": subresource}}}
+            try:
+                response = auth.create_self_subject_access_review(body, _preload_content=False,
+                                                                  _request_timeout=_TIMEOUT)
+            except Exception as error:  # noqa: BLE001 - see the docstring
+                log.info("could not check the master's permissions (%s); going on", describe(error))
+                return
+            if not (json.loads(response.data).get("status") or {}).get("allowed"):
+                missing.append("%s %s" % (verb, "/".join(filter(None, (resource, subresource)))))
+        if missing:
+            raise ConfigurationError(
+                "the master may not %s in namespace %r: bind it a Role that allows them (docs/kubernetes-rbac.yaml "
+                "is the least one: kubectl apply -n %s -f docs/kubernetes-rbac.yaml)"
+                % (", ".join(missing), self.namespace, self.namespace))
+
     def create_pod(self, body):
         self.core.create_namespaced_pod(self.namespace, body, _preload_content=False, _request_timeout=_TIMEOUT)
 
@@ -210,7 +246,7 @@ class KubeApi:
         return self.core.list_namespaced_pod(
             self.namespace, label_selector=selector, watch=True, resource_version=resource_version,
             allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS, _preload_content=False,
-            _request_timeout=(5, WATCH_SECONDS + 30))
+            _request_timeout=(5, WATCH_SECONDS + _WATCH_SLACK))
 
 
 def watch_events(response):

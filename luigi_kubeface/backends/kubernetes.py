@@ -42,6 +42,7 @@ class KubernetesBackend:
         self.settings = settings
         self.api = api or KubeApi(settings)
         self.api.check_namespace()
+        self.api.check_permissions()
         self.job_id = None
         self.watch = None
         self._pods = {}  # attempt -> _Pod, for attempts the engine follows

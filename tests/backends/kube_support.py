@@ -75,10 +75,11 @@ def running_pods(cluster, namespace):
 
 
 class TcpProxy:
-    """A TCP proxy to the API server (TLS passes through): adds latency to requests, or goes silent.
+    """A TCP proxy to the API server (TLS passes through): adds latency to requests, or stalls connections.
 
-    delay: seconds each chunk from the client waits before it is forwarded. stall(): from now on,
-    open connections stay open and carry nothing, as a stalled NAT or load balancer does.
+    delay: seconds each chunk from the client waits before it is forwarded. stall(): the connections
+    open now stay open and carry nothing from then on, as behind a NAT or load balancer that dropped
+    them without a word; new connections work.
     """
 
     def __init__(self, target_url, delay=0.0):
@@ -87,13 +88,13 @@ class TcpProxy:
 
         parsed = urllib.parse.urlparse(target_url)
         self.target = (parsed.hostname, parsed.port)
-        self.delay, self.stalled = delay, False
+        self.delay = delay
         self._listener = socket.socket()
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
         self._listener.listen(64)
         self.url = "https://127.0.0.1:%d" % self._listener.getsockname()[1]
-        self._sockets, self._closed = [], False
+        self._connections, self._closed = [], False  # [client, upstream, {"dead": bool}]
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -105,12 +106,12 @@ class TcpProxy:
             except OSError:
                 return
             upstream = socket.create_connection(self.target)
-            self._sockets += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+            state = {"dead": False}
+            self._connections.append((client, upstream, state))
+            threading.Thread(target=self._pump, args=(client, upstream, True, state), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False, state), daemon=True).start()
 
-    def _pump(self, source, sink, request):
-        stalled_here = self.stalled
+    def _pump(self, source, sink, request, state):
         try:
             while True:
                 data = source.recv(65536)
@@ -118,16 +119,12 @@ class TcpProxy:
                     break
                 if request and self.delay:
                     time.sleep(self.delay)
-                while self.stalled and not self._closed:  # hold the connection open, pass nothing
-                    stalled_here = True
-                    time.sleep(0.2)
-                if stalled_here or self._closed:
-                    continue  # this connection stays dead, as a stalled one does
-                sink.sendall(data)
+                if not state["dead"]:
+                    sink.sendall(data)
         except OSError:
             pass
         finally:
-            if not stalled_here:
+            if not state["dead"] or self._closed:
                 for sock in (source, sink):
                     try:
                         sock.close()
@@ -135,11 +132,11 @@ class TcpProxy:
                         pass
 
     def stall(self):
-        self.stalled = True
-
-    def unstall(self):
-        """New connections work again; those open during the stall stay dead."""
-        self.stalled = False
+        """Stall every connection open now; returns how many."""
+        open_now = [c for c in self._connections if c[2]["dead"] is False]
+        for _, _, state in open_now:
+            state["dead"] = True
+        return len(open_now)
 
     def kubeconfig(self, source, path):
         """A copy of the kubeconfig at source whose server is this proxy."""
@@ -155,8 +152,9 @@ class TcpProxy:
     def close(self):
         self._closed = True
         self._listener.close()
-        for sock in self._sockets:
-            try:
-                sock.close()
-            except OSError:
-                pass
+        for client, upstream, _ in self._connections:
+            for sock in (client, upstream):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
