@@ -172,7 +172,8 @@ def test_ctrl_c_while_a_create_is_in_flight_leaves_no_pod(kube_cluster, kube_nam
             wait_until(lambda: pods(kube_cluster, kube_namespace) or master.poll() is not None, 120, "a first pod")
             time.sleep(random.uniform(0.1, 0.5))  # some way into the next create request
             master.send_signal(signal.SIGINT)
-            output = master.communicate(timeout=120)[0]
+            output = master.stdout.read()
+            master.wait(timeout=120)
         finally:
             master.kill()
         created = len(pods(kube_cluster, kube_namespace))
