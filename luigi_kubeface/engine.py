@@ -45,6 +45,7 @@ class Progress:
     reused: int = 0
     pending: int = 0
     running: int = 0
+    starting: int = 0  # launched, waiting for a slot or a node (a pod not yet running)
     succeeded: int = 0
     failed: int = 0
     retried: int = 0
@@ -58,8 +59,8 @@ class Progress:
 
     def describe(self):
         return ("%d elements: %d reused, %d succeeded, %d running, %d pending, %d failed, %d retried, %d speculated"
-                % (self.total, self.reused, self.succeeded, self.running, self.pending, self.failed, self.retried,
-                   self.speculated))
+                % (self.total, self.reused, self.succeeded, self.running, self.pending + self.starting, self.failed,
+                   self.retried, self.speculated))
 
     def counts(self):
         """The counts alone (what a dispatch summary records)."""
@@ -78,13 +79,17 @@ class JobReport:
         counts, example = Counter(), {}
         for f in self.failures.values():
             first_line = f.message.splitlines()[0] if f.message else ""
-            kind = (f.error_type, re.sub(r"\d+", "N", first_line))  # same error, other element values
+            kind = (f.error_type, re.sub(r"\d+", "N", _NAMES.sub("NAME", first_line)))  # other elements, pods
             counts[kind] += 1
             example.setdefault(kind, first_line)
         lines = ["%d x %s: %s" % (n, kind[0], example[kind]) for kind, n in counts.most_common(10)]
         if len(counts) > 10:
             lines.append("... and %d more distinct errors" % (len(counts) - 10))
         return lines
+
+
+# Generated names (pods, attempts: kf-job-3f2a-1-x7k2q) differ between otherwise equal errors.
+_NAMES = re.compile(r"\b[a-z0-9]+(?:-[a-z0-9]+){2,}\b")
 
 
 @dataclass
@@ -146,6 +151,7 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
     sequence = 0
     last_progress = None
     timeout = settings.element_timeout + getattr(backend, "timeout_slack", 0)
+    started_at = getattr(backend, "started", None)  # when an attempt began to run, if not at launch
 
     if hasattr(backend, "adopt"):  # attempts an earlier master left running: follow, do not duplicate
         adopted = backend.adopt(job)
@@ -197,6 +203,10 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
             failure = failure_from_record(record)
         elif end is not None and end.error_type:
             message = end.reason
+            if end.interrupted:
+                message = ("interrupted %d times by the infrastructure, over the budget of %d interruptions per element "
+                           "(MAX_INTERRUPTIONS); the last time: %s" % (interruptions[element.key] + 1,
+                                                                      MAX_INTERRUPTIONS, message))
             if end.log_tail.strip():
                 message += "; last output:\n" + end.log_tail.strip()[-2000:]
             failure = Failure(end.error_type, message, retryable=end.retryable, fatal=end.fatal)
@@ -310,16 +320,18 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
                     attempt_over(flight, end)
             now = clock()
             for attempt, flight in list(in_flight.items()):
-                if now - flight.started > timeout:
+                began = started_at(attempt) if started_at else flight.started  # None: never ran, never times out
+                if began is not None and now - began > timeout:
                     backend.cancel(attempt)
                     del in_flight[attempt]
                     attempt_over(flight, timed_out=True)
             if settings.speculation and not report.stopped:
                 speculate(now)
             report.stopped = report.stopped or budget_spent()
-            progress.running = len(in_flight)
+            running = {a: f for a, f in in_flight.items() if not started_at or started_at(a) is not None}
+            progress.running, progress.starting = len(running), len(in_flight) - len(running)
             wall_offset = time.time() - clock()
-            progress.running_attempts = {a: (f.element.key, f.started + wall_offset) for a, f in in_flight.items()}
+            progress.running_attempts = {a: (f.element.key, f.started + wall_offset) for a, f in running.items()}
             snapshot = (progress.succeeded, progress.failed, progress.running, progress.retried)
             if on_progress and snapshot != last_progress:
                 on_progress(progress)
@@ -340,7 +352,7 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
                     "traceback": "", "recorded_by": "master"})
             except Exception as error:  # noqa: BLE001
                 log.warning("could not record the cancellation of attempt %s: %s", attempt, error)
-        progress.running = 0
+        progress.running = progress.starting = 0
         progress.running_attempts = {}
     if report.stopped:
         done_now = job.finished()

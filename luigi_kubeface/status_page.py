@@ -216,7 +216,8 @@ def render(state, progress=None, final=True, now=None, limit=TABLE_LIMIT):
     job, meta = state.job, state.meta
     if progress is not None:
         shown = [("elements", progress.total), ("reused", progress.reused), ("succeeded", progress.succeeded),
-                 ("running", progress.running), ("pending", progress.pending), ("failed", progress.failed),
+                 ("running", progress.running), ("pending", progress.pending + progress.starting),
+                 ("failed", progress.failed),
                  ("retried", progress.retried), ("speculated", progress.speculated)]
         done_share = (progress.reused + progress.succeeded) / max(progress.total, 1)
     else:

@@ -7,6 +7,7 @@ ConfigurationError or BackendError that names the cause and the fix.
 
 import json
 import logging
+import re
 import threading
 import time
 
@@ -14,8 +15,14 @@ from ..errors import BackendError, ConfigurationError
 
 log = logging.getLogger(__name__)
 
-_TIMEOUT = (5, 30)  # (connect, read) seconds for ordinary calls: a stalled server must not hang the master
-WATCH_SECONDS = 60  # the server ends each watch after this; a bookmark or event arrives well before
+_TIMEOUT = (5, 15)  # (connect, read) seconds for ordinary calls: a stalled connection must not hang the master
+# What a master does in its namespace (docs/kubernetes-rbac.yaml grants exactly this).
+NEEDED_VERBS = ([("pods", verb) for verb in ("create", "get", "list", "watch", "delete")] + [("pods/log", "get")]
+                + [("secrets", verb) for verb in ("create", "update", "delete")])
+# The server ends each watch after this; a stream silent for WATCH_SECONDS + _WATCH_SLACK is a stalled
+# connection (a NAT or load balancer dropped it without a word): the client gives up on it and resumes.
+WATCH_SECONDS = 30
+_WATCH_SLACK = 5
 
 
 def load_api_client(settings):
@@ -65,8 +72,44 @@ def is_transient(error):
     if isinstance(error, ApiException):
         if error.status in (0, 408, 429, 500, 502, 503, 504):
             return True
-        return error.status == 403 and "exceeded quota" in str(error.body or "")
+        return error.status == 403 and "exceeded quota" in str(error.body or "") and not quota_never_fits(error)
     return isinstance(error, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, OSError))
+
+
+_QUOTA = re.compile(r"exceeded quota: ([^,]+), requested: (.*?), used: (.*?), limited: ([^\"]*)")
+_QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
+_UNITS = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+          "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60}
+
+
+def _quantity(text):
+    match = _QUANTITY.match(text.strip())
+    if not match or match.group(2) not in _UNITS:
+        return None
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _resources(text):
+    pairs = (item.split("=", 1) for item in text.split(",") if "=" in item)
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+def quota_never_fits(error):
+    """For `403 exceeded quota` where one pod asks more than the quota's hard limit: why, in words; else "".
+
+    A full quota frees up as pods end; a hard limit below one pod's request never admits it.
+    """
+    match = _QUOTA.search(str(getattr(error, "body", "") or ""))
+    if not match:
+        return ""
+    quota, requested, limited = match.group(1), _resources(match.group(2)), _resources(match.group(4))
+    for name, asked in requested.items():
+        want, hard = _quantity(asked), _quantity(limited.get(name, ""))
+        if want is not None and hard is not None and want > hard:
+            return ("the ResourceQuota %r allows %s=%s in the namespace, less than one pod requests (%s): no pod can "
+                    "ever be admitted. Lower the pod's request ([kubeface] cpu_request, memory_request, memory_limit) "
+                    "or raise the quota" % (quota, name, limited[name], asked))
+    return ""
 
 
 def describe(error):
@@ -116,6 +159,36 @@ class KubeApi:
                     raise BackendError("cannot reach the Kubernetes API server at %s: %s"
                                        % (self.client.configuration.host, describe(error))) from None
             time.sleep(2)
+
+    def check_permissions(self):
+        """Fail before launch when the master may not do what a job needs: one access review per verb.
+
+        Without watch the master hangs after the work is done; without delete finished pods hold the
+        cap; without list it waits for a list that never comes. An access review that cannot be made
+        (an old or unusual API server) is skipped: the calls themselves will tell.
+        """
+        from kubernetes import client
+
+        auth = client.AuthorizationV1Api(self.client)
+        missing = []
+        for resource, verb in NEEDED_VERBS:
+            resource, _, subresource = resource.partition("/")
+            body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                    "spec": {"resourceAttributes": {"namespace": self.namespace, "verb": verb, "resource": resource,
+                                                    "subresource": subresource}}}
+            try:
+                response = auth.create_self_subject_access_review(body, _preload_content=False,
+                                                                  _request_timeout=_TIMEOUT)
+            except Exception as error:  # noqa: BLE001 - see the docstring
+                log.info("could not check the master's permissions (%s); going on", describe(error))
+                return
+            if not (json.loads(response.data).get("status") or {}).get("allowed"):
+                missing.append("%s %s" % (verb, "/".join(filter(None, (resource, subresource)))))
+        if missing:
+            raise ConfigurationError(
+                "the master may not %s in namespace %r: bind it a Role that allows them (docs/kubernetes-rbac.yaml "
+                "is the least one: kubectl apply -n %s -f docs/kubernetes-rbac.yaml)"
+                % (", ".join(missing), self.namespace, self.namespace))
 
     def create_pod(self, body):
         self.core.create_namespaced_pod(self.namespace, body, _preload_content=False, _request_timeout=_TIMEOUT)
@@ -173,7 +246,7 @@ class KubeApi:
         return self.core.list_namespaced_pod(
             self.namespace, label_selector=selector, watch=True, resource_version=resource_version,
             allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS, _preload_content=False,
-            _request_timeout=(5, WATCH_SECONDS + 30))
+            _request_timeout=(5, WATCH_SECONDS + _WATCH_SLACK))
 
 
 def watch_events(response):

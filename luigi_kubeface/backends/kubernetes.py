@@ -8,20 +8,23 @@ deletes finished pods, and adopts the pods an earlier master of the same job lef
 
 import logging
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
 from ..errors import BackendError
 from . import AttemptEnd
-from .kube_api import KubeApi, PodWatch, describe, is_transient
-from .pod_spec import ATTEMPT_LABEL, ELEMENT_LABEL, build_pod, build_secret, job_selector, pod_name, secret_name
-from .pod_status import pod_end
+from .kube_api import KubeApi, PodWatch, describe, is_transient, quota_never_fits
+from .pod_spec import (ATTEMPT_LABEL, ELEMENT_LABEL, RUN_LABEL, build_pod, build_secret, job_selector, pod_name,
+                       secret_name)
+from .pod_status import pod_end, short_of_capacity
 
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 30.0
 _CANCEL_GRACE = 5  # seconds a cancelled pod gets to stop before it is killed
 _UNSEEN_LIMIT = 300.0  # a created pod the watch never showed is lost after this (watch healthy meanwhile)
+_UNBOUND_LIMIT = 20  # pods created and not yet placed by the scheduler: create more once it catches up
 
 
 @dataclass
@@ -30,6 +33,8 @@ class _Pod:
     body: dict = field(repr=False)
     created: bool = False
     since: float = 0.0  # monotonic time of creation (or of adoption)
+    sent: bool = False  # its create request went out: the pod may exist even if the call did not return
+    running_since: float = None  # monotonic time it was first seen running (or ended)
 
 
 class KubernetesBackend:
@@ -37,6 +42,7 @@ class KubernetesBackend:
         self.settings = settings
         self.api = api or KubeApi(settings)
         self.api.check_namespace()
+        self.api.check_permissions()
         self.job_id = None
         self.watch = None
         self._pods = {}  # attempt -> _Pod, for attempts the engine follows
@@ -48,11 +54,27 @@ class KubernetesBackend:
         self._backoff = 0.5
         self._waiting_since = None
         self._secret = None  # the job's Secret body, once created
+        self.run_id = uuid.uuid4().hex[:16]  # this master's pods carry it (RUN_LABEL)
+        self._ours = set()  # names of the pods this master created or adopted: the only ones it counts
+        self._doomed = {}  # pod name -> monotonic time after which a deleted pod no longer counts
+        self._foreign = set()  # pods with the job's labels that no master of this job created, once logged
+        self._progress_at = time.monotonic()  # last time a pod of the job started or ended
+        self._unlisted = False  # on the way out, this master's pods could not be listed
+        self._cut_short = False  # a pod's create request went out and never answered
 
     @property
     def timeout_slack(self):
         """The engine's element_timeout runs from launch; a pod's deadline only from its start on a node."""
-        return self.settings.unschedulable_patience + 60
+        return 60.0
+
+    def started(self, attempt):
+        """Monotonic time the attempt's pod started running, or None while it waits for a slot or a node.
+
+        The engine's element_timeout runs from here: an attempt whose pod never ran never times out
+        (pending pods have their own bounds, in pod_status).
+        """
+        pod = self._pods.get(attempt)
+        return pod.running_since if pod is not None else None
 
     @property
     def leaves_attempts_running(self):
@@ -75,11 +97,14 @@ class KubernetesBackend:
                 if element in live:  # a speculative duplicate: follow the newest only
                     self._deletes[self._pods.pop(live[element]).name] = _CANCEL_GRACE
                 live[element] = attempt
-                self._pods[attempt] = _Pod(meta["name"], {}, created=True, since=time.monotonic())
+                self._pods[attempt] = _Pod(meta["name"], {}, created=True, since=time.monotonic(),
+                                           running_since=time.monotonic() if phase == "Running" else None)
+                self._ours.add(meta["name"])
             elif phase == "Failed" and self.settings.keep_failed_pods:
                 self._kept.add(meta["name"])
             elif phase in ("Succeeded", "Failed"):
                 self._deletes[meta["name"]] = 0
+                self._ours.add(meta["name"])
         if live:
             log.info("job %s: adopted %d pods left running by an earlier master", job.id, len(live))
         return {element: attempt for element, attempt in live.items()}
@@ -88,7 +113,9 @@ class KubernetesBackend:
         self._follow(spec.job_id)
         if spec.secret_env and self._secret is None:
             self._apply_secret(build_secret(spec.job_id, spec.secret_env))
-        self._pods[spec.attempt] = _Pod(pod_name(spec), build_pod(spec, self.settings))
+        body = build_pod(spec, self.settings)
+        body["metadata"]["labels"][RUN_LABEL] = self.run_id
+        self._pods[spec.attempt] = _Pod(pod_name(spec), body)
         self._queue.append(spec.attempt)
         self._create_queued()
 
@@ -104,16 +131,20 @@ class KubernetesBackend:
             pods = {name: self.watch.pods.get(name) for name in followed}
             vanished = self.watch.vanished & set(followed)
             self.watch.vanished.clear()
+        held = self._held_seconds(now)
         for name, attempt in followed.items():
-            end = self._end_of(attempt, self._pods[attempt], pods.get(name), name in vanished, now)
+            end = self._end_of(attempt, self._pods[attempt], pods.get(name), name in vanished, now, held)
             if end is not None:
                 del self._pods[attempt]
                 ended.append(end)
+                self._progress_at = now
+        self._log_foreign()
         return ended
 
     def cancel(self, attempt):
         pod = self._pods.pop(attempt, None)
-        if pod is not None and pod.created:
+        if pod is not None and (pod.created or pod.sent):  # sent: a create cut short may have made it
+            self._cut_short |= not pod.created
             self._deletes[pod.name] = _CANCEL_GRACE
             self._send_deletes()
 
@@ -131,10 +162,12 @@ class KubernetesBackend:
             self._send_deletes(force=True)
             if self._deletes:
                 time.sleep(1)
-        if self._deletes:
+        if not leave and self.watch is not None:
+            self._delete_by_label(deadline)
+        if self._deletes or self._unlisted:
             log.warning("could not delete %d pods (%s); delete them with `kubectl delete pods -n %s -l %s`",
                         len(self._deletes), ", ".join(sorted(self._deletes)[:5]), self.settings.namespace,
-                        job_selector(self.job_id))
+                        self._run_selector())
         if self._secret is not None and not leave:
             try:
                 self.api.delete_secret(self._secret["metadata"]["name"])
@@ -142,6 +175,29 @@ class KubernetesBackend:
                 log.warning("could not delete Secret %s: %s", self._secret["metadata"]["name"], describe(error))
         if self.watch is not None:
             self.watch.stop()
+
+    def _run_selector(self):
+        return "%s,%s=%s" % (job_selector(self.job_id), RUN_LABEL, self.run_id)
+
+    def _delete_by_label(self, deadline):
+        """Pods of this master not known by name (a create cut short by Ctrl-C): found by RUN_LABEL."""
+        for _ in range(2 if self._cut_short else 1):  # a create still being processed shows up a moment later
+            try:
+                pods, _ = self.api.list_pods(self._run_selector())
+            except Exception as error:  # noqa: BLE001 - reported with the kubectl line below
+                log.warning("could not list this master's pods: %s", describe(error))
+                self._unlisted = True
+                return
+            for name, pod in pods.items():
+                if not pod["metadata"].get("deletionTimestamp"):
+                    self._deletes[name] = _CANCEL_GRACE
+            while self._deletes and time.monotonic() < deadline:
+                self._send_deletes(force=True)
+                if self._deletes:
+                    time.sleep(1)
+            if self._deletes or not self._cut_short:
+                return
+            time.sleep(2)
 
     # -- the books --------------------------------------------------------------------------
 
@@ -153,11 +209,51 @@ class KubernetesBackend:
             raise BackendError("a Kubernetes backend serves one job; open another for job %s" % job_id)
 
     def _existing(self):
-        """Pods of this job that exist now, as far as we know: the cap is on these."""
+        """Pods of this job that exist now and count against the cap, and whether to hold back.
+
+        Counted: pods this master created or adopted (not pods of someone else with the job's labels),
+        finished ones until deleted, deleted ones until their grace period and node_lost_timeout have
+        passed (a pod stuck Terminating on a lost node can no longer store anything new). Hold back
+        (back pressure) while pods wait for room the job's own pods hold, or for the scheduler.
+        """
+        now = time.monotonic()
         with self.watch.lock:
-            seen = set(self.watch.pods)
-        unseen = [p for p in self._pods.values() if p.created and p.name not in seen]
-        return len(seen - self._kept) + len(unseen)
+            seen = {name: pod for name, pod in self.watch.pods.items() if name in self._ours}
+        count = unbound = short = running = 0
+        for name, pod in seen.items():
+            meta, status = pod["metadata"], pod.get("status") or {}
+            if meta.get("deletionTimestamp"):
+                self._doomed.setdefault(name, now + (meta.get("deletionGracePeriodSeconds") or 0)
+                                        + self.settings.node_lost_timeout)
+            if name in self._kept or self._doomed.get(name, now + 1) <= now:
+                continue
+            count += 1
+            if status.get("phase") == "Running":
+                running += 1
+            elif status.get("phase") in ("Pending", None) and not (pod.get("spec") or {}).get("nodeName"):
+                unbound += 1
+                short += short_of_capacity(pod)
+        unseen = sum(1 for p in self._pods.values() if p.created and p.name not in seen)
+        held = short >= 1 + running // 10 or unbound + unseen >= _UNBOUND_LIMIT  # a few pending: autoscaler's cue
+        return count + unseen, held
+
+    def _held_seconds(self, now):
+        """Seconds without progress while pods of the job run (they hold the room), else None."""
+        with self.watch.lock:
+            running = any((pod.get("status") or {}).get("phase") == "Running" and name in self._ours
+                          for name, pod in self.watch.pods.items())
+        if not running:
+            return None
+        return 0.0 if self.watch.outage_since is not None else now - max(self._progress_at, self.watch.recovered_at)
+
+    def _log_foreign(self):
+        with self.watch.lock:
+            foreign = {name for name in self.watch.pods if name not in self._ours} - self._foreign
+        if foreign:
+            self._foreign |= foreign
+            log.warning("%d pods carry the labels of job %s but no master of this job created them (%s): they are "
+                        "not counted, followed nor deleted; remove them or their labels", len(foreign), self.job_id,
+                        ", ".join(sorted(foreign)[:5]))
 
     def _create_queued(self):
         while self._queue and time.monotonic() >= self._retry_at:
@@ -166,8 +262,11 @@ class KubernetesBackend:
             if pod is None:  # cancelled before its pod was created
                 self._queue.popleft()
                 continue
-            if self._existing() >= self.settings.cap:
+            existing, held = self._existing()
+            if existing >= self.settings.cap or held:
                 return
+            self._ours.add(pod.name)
+            pod.sent = True
             try:
                 self.api.create_pod(pod.body)
             except Exception as error:  # noqa: BLE001 - sorted below
@@ -179,10 +278,11 @@ class KubernetesBackend:
                 else:
                     self._queue.popleft()
                     del self._pods[attempt]
+                    quota = quota_never_fits(error)
                     self._ended.append(AttemptEnd(
-                        attempt, None, "Kubernetes refused the pod: %s. Fix the [kubeface] pod settings "
+                        attempt, None, quota or "Kubernetes refused the pod: %s. Fix the [kubeface] pod settings "
                         "(namespace, resources, service_account) or the master's permissions" % describe(error),
-                        error_type="PodRejected", retryable=False, fatal=True))
+                        error_type="QuotaTooSmall" if quota else "PodRejected", retryable=False, fatal=True))
                     continue
             self._queue.popleft()
             pod.created, pod.since = True, time.monotonic()
@@ -200,6 +300,7 @@ class KubernetesBackend:
                     return
                 log.warning("could not delete pod %s: %s", name, describe(error))
             del self._deletes[name]
+            self._doomed.setdefault(name, time.monotonic() + grace + self.settings.node_lost_timeout)
             self._api_ok()
 
     def _wait_for_api(self, doing, error):
@@ -227,7 +328,7 @@ class KubernetesBackend:
                                                                                      describe(error))) from None
                 time.sleep(2)
 
-    def _end_of(self, attempt, followed, pod, vanished, now):
+    def _end_of(self, attempt, followed, pod, vanished, now, held=None):
         """The AttemptEnd of a followed pod, or None while it runs; disposes of the ended pod."""
         if pod is None:
             if vanished:
@@ -243,7 +344,10 @@ class KubernetesBackend:
                               error_type="PodDeleted", interrupted=True)
         # Time pending counts only while the watch is healthy: during an outage nothing is seen to move.
         pending = 0.0 if self.watch.outage_since is not None else now - max(followed.since, self.watch.recovered_at)
-        end = pod_end(pod, pending, self.settings)
+        end = pod_end(pod, pending, self.settings, held)
+        if followed.running_since is None and (pod.get("status") or {}).get("phase") != "Pending":
+            followed.running_since = now
+            self._progress_at = now
         if end is None:
             return None
         tail = self.api.pod_log_tail(followed.name) if end.fetch_log else ""

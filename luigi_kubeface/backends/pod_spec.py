@@ -15,6 +15,7 @@ MANAGER = "luigi-kubeface"
 JOB_LABEL = "kubeface.io/job"
 ELEMENT_LABEL = "kubeface.io/element"
 ATTEMPT_LABEL = "kubeface.io/attempt"
+RUN_LABEL = "kubeface.io/run"  # which master created the pod: pods of the job's label made elsewhere are not ours
 JOB_ID_ANNOTATION = "kubeface.io/job-id"
 JOB_URL_ANNOTATION = "kubeface.io/job-url"
 PARAMS_ANNOTATION = "kubeface.io/params"

@@ -5,6 +5,7 @@ preempted, node lost: not the element's fault), fail the element (out of memory,
 deadline), stop the job (the image cannot be pulled: every pod would fail alike), or wait.
 """
 
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -40,8 +41,14 @@ def _condition(pod, kind):
     return None
 
 
-def pod_end(pod, pending_seconds, settings):
-    """The end of the pod's attempt, or None while it is still on its way (pending or running)."""
+def pod_end(pod, pending_seconds, settings, held_seconds=None):
+    """The end of the pod's attempt, or None while it is still on its way (pending or running).
+
+    held_seconds, given while other pods of the job run: how long the job has made no progress (no
+    pod of it started or ended). A pod short of capacity that those pods hold is back pressure, not
+    a failure, until no progress for element_timeout + unschedulable_patience (by then every
+    running pod must have ended).
+    """
     status = pod.get("status") or {}
     phase = status.get("phase")
     container = _container(pod)
@@ -53,7 +60,7 @@ def pod_end(pod, pending_seconds, settings):
         return PodEnd(None, "the pod's node stopped reporting (phase Unknown): the node was lost",
                       error_type="NodeLost", interrupted=True)
     if phase == "Pending" or phase is None:
-        return _pending(pod, container, pending_seconds, settings)
+        return _pending(pod, container, pending_seconds, settings, held_seconds)
     return None
 
 
@@ -84,7 +91,24 @@ def _failed(pod, status, container, settings):
                   error_type="PodFailed")
 
 
-def _pending(pod, container, pending_seconds, settings):
+def short_of_capacity(pod):
+    """Unschedulable only for want of free capacity on some node (cpu, memory, pod slots): may fit later."""
+    scheduled = _condition(pod, "PodScheduled")
+    if not (scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"):
+        return False
+    return _capacity_only_on_some_node(scheduled.get("message") or "")
+
+
+def _capacity_only_on_some_node(message):
+    """'0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint ...': some node lacks only room."""
+    reasons = message.split("preemption:")[0].partition(":")[2]
+    return any(_CAPACITY.match(part.strip().rstrip(".")) for part in reasons.split(","))
+
+
+_CAPACITY = re.compile(r"^\d+ (Insufficient \S+|Too many pods)$")
+
+
+def _pending(pod, container, pending_seconds, settings, held_seconds=None):
     waiting = (container.get("state") or {}).get("waiting") or {}
     reason, message = waiting.get("reason") or "", waiting.get("message") or ""
     if reason in _IMAGE_ERRORS:
@@ -102,6 +126,13 @@ def _pending(pod, container, pending_seconds, settings):
         return PodEnd(None, "the pod was bound to node %s but the node did not start it for %.0fs"
                       % ((pod.get("spec") or {}).get("nodeName"), pending_seconds),
                       error_type="PodNotStarted", interrupted=True)
+    if held_seconds is not None and short_of_capacity(pod):
+        if held_seconds <= settings.element_timeout + settings.unschedulable_patience:
+            return None  # the job's own pods fill the cluster: wait for one to end
+        return PodEnd(None, "no node had room for the pod while the job made no progress for %.0fs "
+                      "(element_timeout + unschedulable_patience): %s. Lower [kubeface] max_in_flight or "
+                      "cpu_request, or add nodes" % (held_seconds, scheduled.get("message")),
+                      error_type="Unschedulable", retryable=False)
     if (scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
             and pending_seconds > settings.unschedulable_patience):
         return PodEnd(None, "no node could run the pod for %.0fs (unschedulable_patience): %s. Lower [kubeface] "

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import cloudpickle
@@ -71,3 +72,89 @@ def start_master(settings, items, job_id, function=nap):
 
 def running_pods(cluster, namespace):
     return [p for p in pods(cluster, namespace) if p["status"].get("phase") == "Running"]
+
+
+class TcpProxy:
+    """A TCP proxy to the API server (TLS passes through): adds latency to requests, or stalls connections.
+
+    delay: seconds each chunk from the client waits before it is forwarded. stall(): the connections
+    open now stay open and carry nothing from then on, as behind a NAT or load balancer that dropped
+    them without a word; new connections work.
+    """
+
+    def __init__(self, target_url, delay=0.0):
+        import socket
+        import urllib.parse
+
+        parsed = urllib.parse.urlparse(target_url)
+        self.target = (parsed.hostname, parsed.port)
+        self.delay = delay
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self.url = "https://127.0.0.1:%d" % self._listener.getsockname()[1]
+        self._connections, self._closed = [], False  # [client, upstream, {"dead": bool}]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            state = {"dead": False}
+            self._connections.append((client, upstream, state))
+            threading.Thread(target=self._pump, args=(client, upstream, True, state), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False, state), daemon=True).start()
+
+    def _pump(self, source, sink, request, state):
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if request and self.delay:
+                    time.sleep(self.delay)
+                if not state["dead"]:
+                    sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            if not state["dead"] or self._closed:
+                for sock in (source, sink):
+                    try:
+                        sock.close()
+                    except OSError:
+                        pass
+
+    def stall(self):
+        """Stall every connection open now; returns how many."""
+        open_now = [c for c in self._connections if c[2]["dead"] is False]
+        for _, _, state in open_now:
+            state["dead"] = True
+        return len(open_now)
+
+    def kubeconfig(self, source, path):
+        """A copy of the kubeconfig at source whose server is this proxy."""
+        import yaml
+
+        config = yaml.safe_load(open(source))
+        for cluster in config["clusters"]:
+            cluster["cluster"]["server"] = self.url
+        with open(path, "w") as out:
+            yaml.safe_dump(config, out)
+        return str(path)
+
+    def close(self):
+        self._closed = True
+        self._listener.close()
+        for client, upstream, _ in self._connections:
+            for sock in (client, upstream):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
