@@ -113,3 +113,39 @@ def test_a_master_killed_five_times_leaves_every_result_once_and_nothing_running
         outcomes = [json.load(open(p)).get("outcome") for p in glob.glob(os.path.join(job, "attempts", element, "*"))]
         assert outcomes.count("success") == 1, (element, outcomes)
     assert not [d for d in os.listdir(tmp) if any(d.startswith("kubeface-local-%d-" % pid) for pid in killed)]
+
+
+def test_a_master_stopped_on_the_way_out_never_replaces_the_runners_record(tmp_path):
+    """The runner wrote success, the master had not seen the attempt end yet: its `cancelled` must not win."""
+    from luigi_kubeface import naming
+    from luigi_kubeface.backends.local import LocalBackend
+    from luigi_kubeface.engine import run_job
+    from luigi_kubeface.job import Job, elements_from_items
+    from luigi_kubeface.keys import KeyRing
+    from luigi_kubeface.settings import Settings
+
+    settings = Settings(storage_root=str(tmp_path / "s"), key_dir=str(tmp_path / "keys"), lease_seconds=5)
+    job = Job("records", settings.storage_root, abs, elements_from_items([-3]), keys=KeyRing(settings.key_dir))
+    job.prepare()
+    (element,) = job.elements
+
+    class Unseeing(LocalBackend):
+        """Reports no end, and the user presses Ctrl-C once the runner wrote its record."""
+
+        def poll(self):
+            return []
+
+        def wait(self, timeout):
+            time.sleep(timeout)
+            if job.storage.list(naming.attempts_prefix(element.key)):
+                raise KeyboardInterrupt
+
+    backend = Unseeing(settings)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_job(job, backend, settings)
+    finally:
+        backend.close()
+    (attempt,) = job.attempts(element.key)
+    record = job.attempt_record(element.key, attempt)
+    assert record["outcome"] == "success" and "recorded_by" not in record and record["host"]
