@@ -120,3 +120,37 @@ def test_cleanup_refuses_a_job_whose_lease_is_live_unless_forced(tmp_path, capsy
     code, out = _kubeface("cleanup", "job-1", "--storage-root", root, "--blobs", "--yes", "--force")
     assert code == 0 and not storage.exists("results/%s.pkl" % ("a" * 24)), out
     lease.release()
+
+
+def test_a_cancellation_written_by_another_master_is_not_the_elements_failure(tmp_path):
+    from luigi_kubeface.backends import AttemptEnd
+    from luigi_kubeface.backends.simulated import SimulatedBackend
+    from luigi_kubeface.engine import run_job
+    from luigi_kubeface.job import Job, elements_from_items
+    from luigi_kubeface.keys import KeyRing
+    from luigi_kubeface.settings import Settings
+
+    settings = Settings(storage_root=str(tmp_path / "s"), key_dir=str(tmp_path / "keys"), retries=0)
+    job = Job("adopted", settings.storage_root, abs, elements_from_items([-1, -2]), keys=KeyRing(settings.key_dir))
+    job.prepare()
+    adopted = "001-1-aaaaaaaaaaaa"
+
+    class Adopting(SimulatedBackend):
+        """Follows a pod an earlier master left, which that master then deletes and records cancelled."""
+
+        def adopt(self, job):
+            job.write_input(job.elements[0])  # as the earlier master did
+            return {job.elements[0].key: adopted}
+
+        def poll(self):
+            if adopted not in self.cancelled and not getattr(self, "told", False):
+                self.told = True
+                job.write_attempt_record(job.elements[0].key, adopted, {
+                    "outcome": "cancelled", "error_type": "Cancelled", "message": "the master stopped",
+                    "recorded_by": "master"})
+                return [AttemptEnd(adopted, None, "the pod was deleted", error_type="PodDeleted", interrupted=True)]
+            return super().poll()
+
+    backend = Adopting(settings)
+    report = run_job(job, backend, settings, clock=backend.clock, sleep=backend.sleep)
+    assert not report.failures and report.progress.succeeded == 2, report.failures
