@@ -45,7 +45,7 @@ def test_a_second_master_neither_adopts_from_a_live_one_nor_fails_on_its_cancell
 def test_cleanup_spares_a_running_job_and_a_forced_one_gets_its_secret_back(
         kube_cluster, kube_namespace, fake_gcs, gcs_root, tmp_path):
     settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, retries=0, lease_seconds=3)
-    master = start_master(settings, [5, 5.1, 5.2], "cleanup-live")
+    master = start_master(settings, [20, 20.1, 20.2], "cleanup-live")  # outlast both cleanups
     try:
         wait_until(lambda: len(running_pods(kube_cluster, kube_namespace)) == 3, 60, "3 running pods")
         refused = kubeface(["cleanup", "cleanup-live", "--storage-root", gcs_root, "--namespace", kube_namespace,
