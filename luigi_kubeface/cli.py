@@ -4,7 +4,7 @@
     kubeface status JOB                    counts, failed and slowest elements
     kubeface logs JOB ELEMENT [--attempt N] [--follow]
     kubeface reproduce JOB ELEMENT [--pdb] run one element here, in this Python
-    kubeface cleanup JOB | --older-than 7d [--blobs] [--yes]
+    kubeface cleanup JOB | --older-than 7d [--blobs] [--yes] [--force]
 
 `status` exits with 1 when elements failed, and every command with 2 on bad input (unknown job...).
 JOB is a job id under --storage-root (default: [kubeface] storage_root in luigi.cfg) or a job's
@@ -23,8 +23,10 @@ import tempfile
 import time
 import traceback
 
-from . import naming, serialization
-from .errors import BlobNotFoundError, ConfigurationError, KubefaceError, StorageError, UnreadableRecordError
+from . import lease, naming, serialization
+from .errors import (
+    BlobNotFoundError, ConfigurationError, JobRunningError, KubefaceError, StorageError, UnreadableRecordError,
+)
 from .job_state import JobState, open_job
 from .status_page import format_duration, page_url
 from .storage import open_storage
@@ -213,6 +215,9 @@ def cmd_status(args, out):
                                            "not run" if running is None else "pending")
                                  if s != "running" or running is not None),
         counts["attempts"]), file=out)
+    holder, _ = lease.read_lease(job.storage)
+    if holder is not None:
+        print("lease: %s" % lease.describe(holder), file=out)
     if state.live and not state.live.get("final"):
         live = state.live["counts"]
         age = time.time() - state.live.get("updated", 0)
@@ -406,6 +411,16 @@ def cmd_cleanup(args, out):
             return 0
     dry_run = not args.yes
     verb = "would delete" if dry_run else "deleted"
+    for job in list(jobs):
+        holder, _ = lease.read_lease(job.storage)
+        if holder is not None and not lease.lapsed(holder) and not args.force:
+            if args.job:
+                raise JobRunningError(
+                    "job %s is running: its lease is %s. Deleting its pods and Secret now would fail it; stop "
+                    "that master first (or wait for it), or add --force" % (job.id, lease.describe(holder)))
+            _warn("skipping job %s: a master runs it (%s); add --force to delete it anyway"
+                  % (job.id, lease.describe(holder)))
+            jobs.remove(job)
     for job in jobs:
         pods = cleanup_pods(job, dry_run, (args.namespace, args.kube_context))
         for pod in pods:
@@ -488,6 +503,7 @@ def parser():
     cmd.add_argument("--older-than", metavar="DURATION", help="every job not active for this long (30m, 12h, 7d)")
     cmd.add_argument("--blobs", action="store_true", help="delete the job's blobs too (results included)")
     cmd.add_argument("--yes", action="store_true", help="really delete (default: only print what would go)")
+    cmd.add_argument("--force", action="store_true", help="also a job whose master is running (its lease is live)")
     _cluster_flags(cmd)
     cmd.set_defaults(run=cmd_cleanup)
     return top

@@ -15,8 +15,9 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from . import naming
-from .backends import AttemptSpec
+from .backends import AttemptEnd, AttemptSpec
 from .errors import BlobNotFoundError, CorruptBlobError, UnreadableRecordError
+from .lease import JobLease
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,29 @@ def _readable_record(job, key, attempt):
         return None
 
 
-def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, sleep=time.sleep):
-    """Run every element of job that has no result yet; return a JobReport (never raises for element failures)."""
+def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, sleep=time.sleep, run_id=None):
+    """Run every element of job that has no result yet; return a JobReport (never raises for element failures).
+
+    Only the holder of the job's lease launches anything: a second master waits for the first, then
+    runs what is still missing (usually nothing), and adopts attempts only from a master whose lease lapsed.
+    """
+    if not set(e.key for e in job.elements) - job.finished():
+        return _run_leased(job, backend, settings, on_progress, clock, sleep, None)
+    lease = JobLease(job.storage, settings.lease_seconds, run_id)
+
+    def waiting(holder):
+        done = len(set(e.key for e in job.elements) & job.finished())
+        log.info("job %s: %d of %d elements done; run %s (%s, pid %s) is running the rest", job.id, done,
+                 len(job.elements), holder.get("run", "?"), holder.get("host", "?"), holder.get("pid", "?"))
+
+    lease.acquire(on_wait=waiting, sleep=sleep)
+    try:
+        return _run_leased(job, backend, settings, on_progress, clock, sleep, lease)
+    finally:
+        lease.release()
+
+
+def _run_leased(job, backend, settings, on_progress, clock, sleep, lease):
     progress = Progress(total=len(job.elements))
     versions = job.result_versions()
     finished = job.finished(versions)
@@ -183,13 +205,17 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
         except CorruptBlobError as error:  # moved aside by check_result: this element runs again
             refused = error
         record = None if timed_out else _readable_record(job, element.key, flight.attempt)
+        if record and record.get("outcome") == "cancelled" and record.get("recorded_by") == "master":
+            # Another master cancelled it (this one stops following what it cancels): not the element's failure.
+            record, end = None, AttemptEnd(flight.attempt, None, "cancelled by another master: %s"
+                                           % record.get("message", ""), error_type="Cancelled", interrupted=True)
         if (refused is None and record is None and end is not None and end.interrupted
                 and interruptions[element.key] < MAX_INTERRUPTIONS):
             interruptions[element.key] += 1  # not the element's fault: retry now, not counted as a retry
             job.write_attempt_record(element.key, flight.attempt, {
                 "element": element.key, "attempt": flight.attempt, "outcome": "interrupted",
                 "error_type": end.error_type or "Interrupted", "message": end.reason, "traceback": "",
-                "recorded_by": "master"})
+                "recorded_by": "master"}, if_absent=True)
             log.info("element %s attempt %d was interrupted (%s); running it again", element.key, flight.number, end.reason)
             progress.pending += 1
             todo.appendleft(element)
@@ -226,7 +252,7 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
             job.write_attempt_record(element.key, flight.attempt, {
                 "element": element.key, "attempt": flight.attempt, "outcome": "lost" if not timed_out else "timeout",
                 "error_type": failure.error_type, "message": failure.message, "traceback": "",
-                "started_by_master": flight.started, "recorded_by": "master"})
+                "started_by_master": flight.started, "recorded_by": "master"}, if_absent=True)
         if failure.fatal:
             fail_for_good(element, failure)
             report.stopped = "%s: %s" % (failure.error_type, failure.message)
@@ -276,7 +302,7 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
                     job.write_attempt_record(key, loser, {
                         "element": key, "attempt": loser, "outcome": "cancelled", "error_type": "Cancelled",
                         "message": "another attempt of this element finished first", "traceback": "",
-                        "recorded_by": "master"})
+                        "recorded_by": "master"}, if_absent=True)
                 except Exception as error:  # noqa: BLE001
                     log.warning("could not record the cancellation of attempt %s: %s", loser, error)
 
@@ -327,7 +353,7 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
                     attempt_over(flight, timed_out=True)
             if settings.speculation and not report.stopped:
                 speculate(now)
-            report.stopped = report.stopped or budget_spent()
+            report.stopped = report.stopped or budget_spent() or (lease and lease.lost)
             running = {a: f for a, f in in_flight.items() if not started_at or started_at(a) is not None}
             progress.running, progress.starting = len(running), len(in_flight) - len(running)
             wall_offset = time.time() - clock()
@@ -349,7 +375,7 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
                 job.write_attempt_record(flight.element.key, attempt, {
                     "element": flight.element.key, "attempt": attempt, "outcome": "cancelled",
                     "error_type": "Cancelled", "message": report.stopped or "the master stopped",
-                    "traceback": "", "recorded_by": "master"})
+                    "traceback": "", "recorded_by": "master"}, if_absent=True)
             except Exception as error:  # noqa: BLE001
                 log.warning("could not record the cancellation of attempt %s: %s", attempt, error)
         progress.running = progress.starting = 0

@@ -77,3 +77,7 @@ class EnvironmentMismatchError(VersionMismatchError):
 
 class UnsafePathError(UntrustedBlobError):
     """A local storage path is or passes through a symbolic link: never followed, so never unpickled or written."""
+
+
+class JobRunningError(KubefaceError):
+    """A master holds the job's lease: what would disturb it is refused."""

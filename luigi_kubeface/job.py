@@ -394,8 +394,13 @@ class Job:
     def attempt_record(self, key, attempt):
         return self.read_record(naming.attempt_record_key(key, attempt))
 
-    def write_attempt_record(self, key, attempt, record):
-        self.storage.write(naming.attempt_record_key(key, attempt), json.dumps(record, indent=1).encode())
+    def write_attempt_record(self, key, attempt, record, if_absent=False):
+        """if_absent: the master's own account (cancelled, lost) never replaces what the runner wrote."""
+        data = json.dumps(record, indent=1).encode()
+        if if_absent:
+            return self.storage.write_if_absent(naming.attempt_record_key(key, attempt), data)
+        self.storage.write(naming.attempt_record_key(key, attempt), data)
+        return True
 
     def attempts(self, key):
         """Attempt ids of an element, oldest first."""

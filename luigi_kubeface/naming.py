@@ -16,6 +16,8 @@ Layout of a job under ``<storage-root>/<job-id>/``::
     attempts/<element>/<attempt>.json   outcome of each attempt (error, traceback, timing)
     logs/<element>/<attempt>.log        stdout and stderr of each attempt
     dispatches/<run-id>.json       summary of each master run of the job
+    lease.json                     who runs the job now: host, pid, run id, since, last renewal
+                                   (written by compare-and-swap only, see lease.py)
     quarantine/<key>.<time>-<rand> blobs refused as truncated, altered or unsigned, kept for a look
 """
 
@@ -35,6 +37,7 @@ JOB_META = "job.json"
 ELEMENTS = "elements.json"
 STATUS_PAGE = "status.html"
 PROGRESS = "progress.json"
+LEASE = "lease.json"
 LOGS_PREFIX = "logs/"
 FUNCTION = "function.pkl"
 CODE_PREFIX = "code/"
@@ -132,7 +135,7 @@ def _canonical(value):
 
 
 _WRITTEN = re.compile(  # every key a job's prefix holds, as this module builds them
-    r"(job\.json|elements\.json|status\.html|progress\.json|function\.pkl"
+    r"(job\.json|elements\.json|status\.html|progress\.json|lease\.json|function\.pkl"
     r"|shared/[A-Za-z0-9_.-]+-[0-9a-f]{%(n)d}\.pkl|inputs/[0-9a-f]{%(n)d}\.pkl"
     r"|results/[0-9a-f]{%(n)d}(\.[0-9a-f]{16})?\.pkl|code/[0-9a-f]{%(n)d}\.zip"
     r"|attempts/[0-9a-f]{%(n)d}/[0-9A-Za-z-]+\.json|logs/[0-9a-f]{%(n)d}/[0-9A-Za-z-]+\.log"

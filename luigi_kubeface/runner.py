@@ -152,6 +152,49 @@ def _end_children():
                 time.sleep(0.01)
 
 
+# The local backend hands each runner the read end of a pipe whose write end only the master holds:
+# end of file means the master is gone (by any signal), and the attempt goes with it.
+MASTER_FD_ENV = "KUBEFACE_MASTER_FD"
+
+
+def _descendants(root):
+    """Every process below root (children, their children...), deepest last."""
+    children = {}
+    for pid, parent in _processes():
+        children.setdefault(parent, []).append(pid)
+    found, frontier = [], [root]
+    while frontier:
+        frontier = [c for p in frontier for c in children.get(p, [])]
+        found += frontier
+    return found
+
+
+def _die_with_master(fd):
+    """Block on the master's pipe; at its end, kill what the element started, then this runner's group.
+
+    A thread, not a signal handler: it runs while the element computes. An element that holds the
+    interpreter for long in C code delays it; the master's next run sweeps what is left (backends/local.py).
+    """
+    def watch():
+        try:
+            while os.read(fd, 1):
+                pass
+        except OSError:
+            pass
+        for pid in reversed(_descendants(os.getpid())):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        if os.getpgrp() == os.getpid():  # its own group (the local backend's start_new_session), never a shell's
+            with contextlib.suppress(OSError):
+                os.killpg(os.getpgrp(), signal.SIGKILL)
+        os._exit(137)
+
+    with contextlib.suppress(OSError):
+        os.set_inheritable(fd, False)
+
+    threading.Thread(target=watch, name="kubeface-master-watch", daemon=True).start()
+
+
 def _become_subreaper():
     """Orphans of the element's processes become this process's children, so _end_children finds them."""
     with contextlib.suppress(Exception):
@@ -327,6 +370,9 @@ def main(argv=None):
         print("usage: python -m luigi_kubeface.runner <job-url> <element> <attempt>", file=sys.stderr)
         return 64
     job_url, element, attempt = argv
+    master_fd = os.environ.pop(MASTER_FD_ENV, "")
+    if master_fd.isdigit():
+        _die_with_master(int(master_fd))
     key = signing_key_from_env(os.environ)
     storage = open_storage(job_url)
     log_path = open_attempt_log(tempfile.gettempdir(), element, attempt)  # $TMPDIR when it is usable

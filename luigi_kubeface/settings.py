@@ -25,6 +25,7 @@ class Settings:
     element_timeout: float = 86400.0  # seconds an attempt may run before it is killed
     poll_interval: float = 0.5
     storage_retry_deadline: float = 600.0  # how long transient storage errors are retried
+    lease_seconds: float = 60.0  # a master's hold on its job lapses this long after its last heartbeat
     key_dir: str = "~/.config/luigi-kubeface/keys"  # one signing key per job, never in the bucket
     signing_key_file: str = ""  # one key for every job instead (teams sharing results across machines)
     # -- Your code: shipped with each job (see code_package.py), and which results it may reuse ---
@@ -107,6 +108,7 @@ class Settings:
             ("element_timeout", self.element_timeout > 0, "more than 0 seconds"),
             ("poll_interval", 0 < self.poll_interval <= 60, "between 0 and 60 seconds"),
             ("storage_retry_deadline", self.storage_retry_deadline >= 0, "zero or more seconds"),
+            ("lease_seconds", self.lease_seconds > 0, "more than 0 seconds"),
             ("key_dir", bool(self.key_dir), "a private directory for the jobs' signing keys"),
             ("code_max_bytes", self.code_max_bytes > 0, "more than 0 bytes"),
             ("reuse_results", self.reuse_results in ("same_code", "any"),

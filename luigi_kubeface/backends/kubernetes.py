@@ -61,6 +61,7 @@ class KubernetesBackend:
         self._progress_at = time.monotonic()  # last time a pod of the job started or ended
         self._unlisted = False  # on the way out, this master's pods could not be listed
         self._cut_short = False  # a pod's create request went out and never answered
+        self._secret_restored_at = 0.0
 
     @property
     def timeout_slack(self):
@@ -328,6 +329,32 @@ class KubernetesBackend:
                                                                                      describe(error))) from None
                 time.sleep(2)
 
+    def _secret_missing(self, pod):
+        """The pod waits for the job's Secret (CreateContainerConfigError naming it): someone deleted it."""
+        if self._secret is None:
+            return False
+        name = self._secret["metadata"]["name"]
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") == "CreateContainerConfigError" and name in (waiting.get("message") or ""):
+                return True
+        return False
+
+    def _restore_secret(self):
+        """Create the job's Secret again (the kubelet retries the waiting pods), at most every few seconds."""
+        if time.monotonic() - self._secret_restored_at < 5:
+            return
+        self._secret_restored_at = time.monotonic()
+        name = self._secret["metadata"]["name"]
+        try:
+            self.api.apply_secret(self._secret)
+            log.warning("the job's Secret %s was deleted while the job ran (`kubeface cleanup --force`, or a "
+                        "person): created it again; its pods start once the kubelet retries", name)
+        except Exception as error:  # noqa: BLE001 - retried at the next look
+            log.warning("the job's Secret %s was deleted while the job ran and could not be created again (%s): "
+                        "retrying; the master needs create on secrets in namespace %s", name, describe(error),
+                        self.settings.namespace)
+
     def _end_of(self, attempt, followed, pod, vanished, now, held=None):
         """The AttemptEnd of a followed pod, or None while it runs; disposes of the ended pod."""
         if pod is None:
@@ -342,6 +369,9 @@ class KubernetesBackend:
             self._deletes[followed.name] = 0
             return AttemptEnd(attempt, None, "the pod is being deleted by the cluster (%s)" % _disruption(pod),
                               error_type="PodDeleted", interrupted=True)
+        if self._secret_missing(pod):  # the master's own Secret, deleted mid-job: not the user's settings
+            self._restore_secret()
+            return None
         # Time pending counts only while the watch is healthy: during an outage nothing is seen to move.
         pending = 0.0 if self.watch.outage_since is not None else now - max(followed.since, self.watch.recovered_at)
         end = pod_end(pod, pending, self.settings, held)

@@ -29,6 +29,76 @@ def _describe_exit(code):
     return "the process exited with code %d" % code
 
 
+_DIR_PREFIX = "kubeface-local-"
+
+
+def _start_time(pid):
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat), or None if it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _group_members(pgid):
+    members = []
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name) as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[2]) == pgid:
+                        members.append(int(name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return members
+
+
+def sweep_stale_dirs(parent=None):
+    """Remove what masters killed on this machine left: their runners' process groups, then their directories.
+
+    Each master's directory is named after its pid and lists its runners (pid and start time). A
+    runner normally dies with its master (runner._die_with_master); this catches the rest, so a
+    rerun never computes an element next to a runner still computing it. Returns the directories removed.
+    """
+    parent = parent or tempfile.gettempdir()
+    removed = []
+    try:
+        names = [n for n in os.listdir(parent) if n.startswith(_DIR_PREFIX)]
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(parent, name)
+        owner = name[len(_DIR_PREFIX):].split("-", 1)[0]
+        try:
+            mine = os.stat(path, follow_symlinks=False).st_uid == os.getuid()
+            with open(os.path.join(path, "master")) as f:
+                master, started = (int(v) for v in f.read().split())
+        except (OSError, ValueError):
+            continue  # another user's, or a master of an older version: not ours to judge
+        if not mine or str(master) != owner or _start_time(master) == started:
+            continue  # its master lives
+        try:
+            with open(os.path.join(path, "runners")) as f:
+                runners = [tuple(int(v) for v in line.split()) for line in f if line.strip()]
+        except (OSError, ValueError):
+            runners = []
+        for pid, runner_started in runners:
+            leader = _start_time(pid)
+            if leader is not None and leader != runner_started:
+                continue  # the pid now names another process: its group is not the runner's
+            for member in _group_members(pid):  # a group outlives its leader; its id is not reused meanwhile
+                try:
+                    os.kill(member, signal.SIGKILL)
+                except OSError:
+                    pass
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if removed:
+        log.info("removed %d directories (and their runners) left by local masters that were killed", len(removed))
+    return removed
+
+
 def _secret_pipe(secret_env):
     """A pipe holding the attempt's private environment: never in argv, nor in /proc/<pid>/environ."""
     read_end, write_end = os.pipe()
@@ -43,7 +113,13 @@ class LocalBackend:
         self._processes = {}  # attempt -> (Popen, output file path)
         self._pidfds = {}  # attempt -> pidfd (Linux)
         self._specs = {}  # attempt -> AttemptSpec, to upload the log of an attempt whose runner could not
-        self._dir = tempfile.mkdtemp(prefix="kubeface-local-")
+        sweep_stale_dirs()
+        self._dir = tempfile.mkdtemp(prefix="%s%d-" % (_DIR_PREFIX, os.getpid()))
+        with open(os.path.join(self._dir, "master"), "w") as f:
+            f.write("%d %d\n" % (os.getpid(), _start_time(os.getpid()) or 0))
+        # Each runner reads this pipe; only this process holds its write end, so its end (SIGKILL
+        # included) is end of file there, and the runner kills its element and itself.
+        self._alive_read, self._alive_write = os.pipe()
         self._env = {k: v for k, v in os.environ.items() if k != serialization.KEY_ENV}
         # As in a pod: the runner sees installed packages and luigi-kubeface, and the user's own modules
         # only as the job ships them (code_package.py), so what runs here runs on Kubernetes too.
@@ -61,8 +137,9 @@ class LocalBackend:
                 process = subprocess.Popen(
                     runner.command(spec.job_url, spec.element, spec.attempt, python=sys.executable),
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    env=dict(self._env, TMPDIR=tmpdir, **{serialization.SECRET_FD_ENV: str(secret)}),
-                    pass_fds=(secret,),  # the signing key: through a pipe, never argv or environ
+                    env=dict(self._env, TMPDIR=tmpdir, **{serialization.SECRET_FD_ENV: str(secret),
+                                                          runner.MASTER_FD_ENV: str(self._alive_read)}),
+                    pass_fds=(secret, self._alive_read),  # the signing key: through a pipe, never argv or environ
                     cwd=tmpdir,  # not the master's folder: its modules must come with the job's code
                     start_new_session=True,  # own process group: cancel kills children too
                 )
@@ -70,6 +147,8 @@ class LocalBackend:
             os.close(secret)
         self._processes[spec.attempt] = (process, output)
         self._specs[spec.attempt] = spec
+        with open(os.path.join(self._dir, "runners"), "a") as f:  # for the sweep, if this master is killed
+            f.write("%d %d\n" % (process.pid, _start_time(process.pid) or 0))
         try:  # a descriptor that becomes readable when the process exits, for wait()
             self._pidfds[spec.attempt] = os.pidfd_open(process.pid)
         except (AttributeError, OSError):
@@ -154,7 +233,10 @@ class LocalBackend:
     def close(self):
         for attempt in list(self._processes):
             self.cancel(attempt)
-        try:
-            os.rmdir(self._dir)
-        except OSError:
-            pass
+        for fd in (self._alive_read, self._alive_write):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._alive_read = self._alive_write = -1
+        shutil.rmtree(self._dir, ignore_errors=True)

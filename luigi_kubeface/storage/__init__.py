@@ -25,6 +25,15 @@ class Storage(Protocol):
     def write_if_absent(self, key: str, data: bytes) -> bool:
         """Create the blob atomically unless it exists; False if it existed (it is left untouched)."""
 
+    def read_generation(self, key: str) -> tuple:
+        """(bytes, generation): the generation names this version of the blob for write_if_generation."""
+
+    def write_if_generation(self, key: str, data: bytes, generation) -> bool:
+        """Replace the blob only if its generation is still `generation` (None: only if there is no blob).
+
+        A compare-and-swap: of two writers holding the same generation, exactly one wins; False for the other.
+        """
+
     def exists(self, key: str) -> bool: ...
 
     def list(self, prefix: str) -> list:
@@ -77,8 +86,8 @@ class RetryingStorage:
     should wait them out rather than lose an attempt.
     """
 
-    _METHODS = ("read", "write", "write_if_absent", "exists", "list", "children", "delete", "move",
-                "check_writable")
+    _METHODS = ("read", "write", "write_if_absent", "read_generation", "write_if_generation", "exists", "list",
+                "children", "delete", "move", "check_writable")
 
     def __init__(self, inner, deadline=600.0, first_delay=0.2, max_delay=10.0):
         self.inner = inner

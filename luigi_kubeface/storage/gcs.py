@@ -118,6 +118,40 @@ class GCSStorage:
 
         return self._call("write", key, upload)
 
+    def read_generation(self, key):
+        """The object's generation from its metadata, then its bytes only if that generation is still current."""
+        from google.api_core.exceptions import NotFound, PreconditionFailed
+
+        def fetch():
+            for _ in range(10):  # replaced between the two requests: read the new one
+                if self._bucket is None:
+                    self._blob(key)
+                meta = self._bucket.get_blob(self.prefix + key, **_CALL)
+                if meta is None:
+                    raise NotFound("no object")
+                try:
+                    return self._blob(key).download_as_bytes(if_generation_match=meta.generation, **_CALL), \
+                        str(meta.generation)
+                except (PreconditionFailed, NotFound):
+                    continue
+            raise TransientStorageError("read %s%s: replaced on every read" % (self.url, key))
+
+        return self._call("read", key, fetch)
+
+    def write_if_generation(self, key, data, generation):
+        """if_generation_match: GCS itself compares, so two masters on two machines cannot both win."""
+        from google.api_core.exceptions import NotFound, PreconditionFailed
+
+        def upload():
+            try:
+                self._blob(key).upload_from_string(data, content_type=_content_type(key),
+                                                   if_generation_match=int(generation or 0), **_CALL)
+                return True
+            except (PreconditionFailed, NotFound):
+                return False
+
+        return self._call("write", key, upload)
+
     def exists(self, key):
         return self._call("exists", key, lambda: self._blob(key).exists(**_CALL))
 

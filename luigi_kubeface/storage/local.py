@@ -7,6 +7,7 @@ in between), and a link anywhere below the root is refused (UnsafePathError), ne
 """
 
 import errno
+import fcntl
 import os
 import secrets
 import stat
@@ -140,6 +141,41 @@ class LocalStorage:
                 return False
             finally:
                 os.unlink(tmp, dir_fd=directory)
+        finally:
+            os.close(directory)
+
+    @staticmethod
+    def _generation(found):
+        """Each write is a new file (rename of a fresh temporary): its inode and change time name the version."""
+        return "%d.%d" % (found.st_ino, found.st_ctime_ns)
+
+    def read_generation(self, key):
+        try:
+            directory, name = self._in_dir(key)
+        except (FileNotFoundError, NotADirectoryError):
+            raise BlobNotFoundError("no blob %s under %s" % (key, self.root)) from None
+        try:
+            fcntl.flock(directory, fcntl.LOCK_SH)  # not between a swap's compare and its rename
+            found = self._lstat(directory, name)
+            if found is None:
+                raise BlobNotFoundError("no blob %s under %s" % (key, self.root))
+            data = self.read(key)
+            return data, self._generation(found)
+        finally:
+            os.close(directory)  # closing releases the lock
+
+    def write_if_generation(self, key, data, generation):
+        """Compare and rename under an exclusive lock on the blob's directory (every swapping process takes it)."""
+        if generation is None:
+            return self.write_if_absent(key, data)
+        directory, name = self._in_dir(key, create=True)
+        try:
+            fcntl.flock(directory, fcntl.LOCK_EX)
+            found = self._lstat(directory, name)
+            if found is None or self._generation(found) != generation:
+                return False
+            os.replace(self._temp(directory, data), name, src_dir_fd=directory, dst_dir_fd=directory)
+            return True
         finally:
             os.close(directory)
 

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -15,7 +16,7 @@ class Squares(KubefaceMapTask):
 
     n = luigi.IntParameter(default=6)
     # Insignificant: a rerun with the misbehaviour "fixed" is the same job, like a user's code fix.
-    mode = luigi.Parameter(default="ok", significant=False)  # raise | sleep | exit | kill | flaky | unpicklable
+    mode = luigi.Parameter(default="ok", significant=False)  # raise | sleep | child | exit | kill | flaky | unpicklable
     bad = luigi.ListParameter(default=[], significant=False)
     seconds = luigi.FloatParameter(default=30.0, significant=False)
     marker_dir = luigi.Parameter(default="", significant=False)
@@ -30,6 +31,8 @@ class Squares(KubefaceMapTask):
                 raise ValueError("x=%d is bad on purpose" % x)
             if self.mode == "sleep":
                 time.sleep(self.seconds)
+            if self.mode == "child":  # the element waits on a process of its own
+                subprocess.run(["sleep", str(self.seconds)], check=True)
             if self.mode == "exit":
                 sys.exit(3)
             if self.mode == "kill":

@@ -119,3 +119,37 @@ def test_move_renames_without_reading(storage):
     assert storage.read("quarantine/results/a.pkl.1-x") == b"refused"
     with pytest.raises(BlobNotFoundError):
         storage.move("results/a.pkl", "quarantine/again")
+
+
+def test_write_if_generation_is_a_compare_and_swap(storage):
+    with pytest.raises(BlobNotFoundError):
+        storage.read_generation("lease.json")
+    assert storage.write_if_generation("lease.json", b"one", None)
+    assert not storage.write_if_generation("lease.json", b"again", None)  # None: only when absent
+    data, first = storage.read_generation("lease.json")
+    assert data == b"one"
+    assert storage.write_if_generation("lease.json", b"two", first)
+    data, second = storage.read_generation("lease.json")
+    assert (data, second != first) == (b"two", True)
+    assert not storage.write_if_generation("lease.json", b"stale", first)  # someone wrote since
+    assert storage.read("lease.json") == b"two"
+    storage.write("lease.json", b"plain")  # a plain write is a new generation too
+    assert not storage.write_if_generation("lease.json", b"stale", second)
+
+
+def test_concurrent_write_if_generation_has_one_winner(storage):
+    storage.write("lease.json", b"start")
+    _, generation = storage.read_generation("lease.json")
+    outcomes = []
+
+    def swap(i):
+        outcomes.append((storage.write_if_generation("lease.json", b"writer %d" % i, generation), i))
+
+    threads = [threading.Thread(target=swap, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [i for won, i in outcomes if won]
+    assert len(winners) == 1
+    assert storage.read("lease.json") == b"writer %d" % winners[0]

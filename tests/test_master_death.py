@@ -1,0 +1,151 @@
+"""Element processes die with their master, whatever kills it, and a rerun never duplicates their work."""
+
+import glob
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from luigi_kubeface.backends.local import sweep_stale_dirs
+from support import REPO, TESTS
+
+
+def _master(root, tmp, n, seconds):
+    env = dict(os.environ, LUIGI_CONFIG_PATH=os.path.join(REPO, "luigi.cfg"), TMPDIR=tmp,
+               PYTHONPATH=os.pathsep.join([TESTS, REPO, os.environ.get("PYTHONPATH", "")]))
+    luigi = os.path.join(os.path.dirname(sys.executable), "luigi")
+    return subprocess.Popen([luigi, "--module", "pipelines.toy", "Squares", "--n", str(n), "--mode", "child",
+                             "--bad", json.dumps(list(range(n))), "--seconds", str(seconds), "--local-scheduler",
+                             "--kubeface-storage-root", root, "--kubeface-max-in-flight", "4",
+                             "--kubeface-poll-interval", "0.1", "--kubeface-lease-seconds", "2", "--no-lock"],
+                            cwd=os.path.dirname(root), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def _left_over(tmp):
+    """Processes started for this test's attempts: their TMPDIR is under tmp (runners and the elements' children)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != os.getpid():
+            try:
+                with open("/proc/%s/environ" % name, "rb") as f:
+                    environ = f.read().split(b"\0")
+            except OSError:
+                continue
+            if any(v.startswith(b"TMPDIR=" + tmp.encode() + b"/kubeface-local-") for v in environ):
+                found.append(int(name))
+    return found
+
+
+def _wait_until_gone(tmp, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while _left_over(tmp) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return _left_over(tmp)
+
+
+def test_runners_die_when_their_master_is_killed(tmp_path):
+    root, tmp = str(tmp_path / "storage"), str(tmp_path / "tmp")
+    os.makedirs(tmp)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        master = _master(root, tmp, 4, 60)
+        deadline = time.monotonic() + 60
+        while len(_left_over(tmp)) < 8 and time.monotonic() < deadline:  # 4 runners, each with its `sleep`
+            time.sleep(0.1)
+        assert len(_left_over(tmp)) >= 8
+        master.send_signal(sig)
+        master.communicate(timeout=30)
+        assert _wait_until_gone(tmp) == [], "runners outlived a master killed by %s" % sig.name
+    left = glob.glob(os.path.join(tmp, "kubeface-local-*"))
+    assert len(left) == 1  # the second master swept the first one's directory; the next one sweeps its
+    assert sweep_stale_dirs(tmp) == left and not os.listdir(tmp)
+
+
+def test_the_sweep_kills_runners_a_dead_master_left_and_spares_live_masters(tmp_path):
+    tmp = str(tmp_path)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = subprocess.Popen(["sleep", "60"], start_new_session=True)  # a runner whose watch never fired
+    stale = os.path.join(tmp, "kubeface-local-%d-abc" % dead.pid)
+    live = os.path.join(tmp, "kubeface-local-%d-def" % os.getpid())
+    for path, pid in ((stale, dead.pid), (live, os.getpid())):
+        os.mkdir(path)
+        with open(os.path.join(path, "master"), "w") as f:
+            f.write("%d %d\n" % (pid, _start(pid) if pid == os.getpid() else 1))
+    with open(os.path.join(stale, "runners"), "w") as f:
+        f.write("%d %d\n" % (orphan.pid, _start(orphan.pid)))
+    assert sweep_stale_dirs(tmp) == [stale]
+    assert orphan.wait(timeout=10) == -signal.SIGKILL
+    assert os.listdir(tmp) == [os.path.basename(live)]
+
+
+def _start(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().rsplit(")", 1)[1].split()[19])
+
+
+@pytest.mark.slow
+def test_a_master_killed_five_times_leaves_every_result_once_and_nothing_running(tmp_path):
+    root, tmp = str(tmp_path / "storage"), str(tmp_path / "tmp")
+    os.makedirs(tmp)
+    killed = []
+    rng = random.Random()
+    for _ in range(5):
+        master = _master(root, tmp, 40, 0.4)
+        time.sleep(rng.uniform(1.0, 5.0))  # before, during or after launching: wherever it falls
+        master.kill()
+        master.communicate(timeout=30)
+        killed.append(master.pid)
+        assert _wait_until_gone(tmp) == []
+    final = _master(root, tmp, 40, 0.4)
+    out = final.communicate(timeout=600)[0]
+    assert final.returncode == 0, out[-3000:]
+    assert _left_over(tmp) == []
+    (job,) = glob.glob(os.path.join(root, "Squares*"))
+    results = os.listdir(os.path.join(job, "results"))
+    assert len(results) == 40 and len({r.split(".")[0] for r in results}) == 40
+    for element in os.listdir(os.path.join(job, "attempts")):
+        outcomes = [json.load(open(p)).get("outcome") for p in glob.glob(os.path.join(job, "attempts", element, "*"))]
+        assert outcomes.count("success") == 1, (element, outcomes)
+    assert not [d for d in os.listdir(tmp) if any(d.startswith("kubeface-local-%d-" % pid) for pid in killed)]
+
+
+def test_a_master_stopped_on_the_way_out_never_replaces_the_runners_record(tmp_path):
+    """The runner wrote success, the master had not seen the attempt end yet: its `cancelled` must not win."""
+    from luigi_kubeface import naming
+    from luigi_kubeface.backends.local import LocalBackend
+    from luigi_kubeface.engine import run_job
+    from luigi_kubeface.job import Job, elements_from_items
+    from luigi_kubeface.keys import KeyRing
+    from luigi_kubeface.settings import Settings
+
+    settings = Settings(storage_root=str(tmp_path / "s"), key_dir=str(tmp_path / "keys"), lease_seconds=5)
+    job = Job("records", settings.storage_root, abs, elements_from_items([-3]), keys=KeyRing(settings.key_dir))
+    job.prepare()
+    (element,) = job.elements
+
+    class Unseeing(LocalBackend):
+        """Reports no end, and the user presses Ctrl-C once the runner wrote its record."""
+
+        def poll(self):
+            return []
+
+        def wait(self, timeout):
+            time.sleep(timeout)
+            if job.storage.list(naming.attempts_prefix(element.key)):
+                raise KeyboardInterrupt
+
+    backend = Unseeing(settings)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_job(job, backend, settings)
+    finally:
+        backend.close()
+    (attempt,) = job.attempts(element.key)
+    record = job.attempt_record(element.key, attempt)
+    assert record["outcome"] == "success" and "recorded_by" not in record and record["host"]
