@@ -353,7 +353,7 @@ def _run_leased(job, backend, settings, on_progress, clock, sleep, lease):
                     attempt_over(flight, timed_out=True)
             if settings.speculation and not report.stopped:
                 speculate(now)
-            report.stopped = report.stopped or budget_spent() or (lease and lease.lost)
+            report.stopped = report.stopped or budget_spent() or (lease.lost if lease else "")
             running = {a: f for a, f in in_flight.items() if not started_at or started_at(a) is not None}
             progress.running, progress.starting = len(running), len(in_flight) - len(running)
             wall_offset = time.time() - clock()
