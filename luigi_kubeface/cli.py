@@ -48,7 +48,7 @@ def follow_live(job, element, attempt, out, target=None):
         return False
     from .backends.kubernetes import stream_attempt_log
 
-    return stream_attempt_log(api, job.id, element, attempt, out)
+    return stream_attempt_log(api, job.url, element, attempt, out)
 
 
 def cleanup_pods(job, dry_run, target=None):
@@ -61,7 +61,7 @@ def cleanup_pods(job, dry_run, target=None):
         return []
     from .backends.kubernetes import delete_job_pods
 
-    return delete_job_pods(api, job.id, dry_run)
+    return delete_job_pods(api, job.url, dry_run)
 
 
 def kube_target(meta, settings, namespace=None, kube_context=None):

@@ -43,7 +43,7 @@ class KubernetesBackend:
         self.api = api or KubeApi(settings)
         self.api.check_namespace()
         self.api.check_permissions()
-        self.job_id = None
+        self.job_url = None
         self.watch = None
         self._pods = {}  # attempt -> _Pod, for attempts the engine follows
         self._queue = deque()  # attempts whose pod is not created yet (cap reached or API trouble)
@@ -85,7 +85,7 @@ class KubernetesBackend:
 
     def adopt(self, job):
         """Pods an earlier master of this job left running: the engine follows them, no duplicates."""
-        self._follow(job.id)
+        self._follow(job.url)
         if not self.watch.synced.wait(timeout=300):
             raise BackendError("could not list the pods of job %s for 300s: is the API server reachable?" % job.id)
         with self.watch.lock:
@@ -111,9 +111,9 @@ class KubernetesBackend:
         return {element: attempt for element, attempt in live.items()}
 
     def launch(self, spec):
-        self._follow(spec.job_id)
+        self._follow(spec.job_url)
         if spec.secret_env and self._secret is None:
-            self._apply_secret(build_secret(spec.job_id, spec.secret_env))
+            self._apply_secret(build_secret(spec.job_url, spec.secret_env))
         body = build_pod(spec, self.settings)
         body["metadata"]["labels"][RUN_LABEL] = self.run_id
         self._pods[spec.attempt] = _Pod(pod_name(spec), body)
@@ -178,7 +178,7 @@ class KubernetesBackend:
             self.watch.stop()
 
     def _run_selector(self):
-        return "%s,%s=%s" % (job_selector(self.job_id), RUN_LABEL, self.run_id)
+        return "%s,%s=%s" % (job_selector(self.job_url), RUN_LABEL, self.run_id)
 
     def _delete_by_label(self, deadline):
         """Pods of this master not known by name (a create cut short by Ctrl-C): found by RUN_LABEL."""
@@ -202,12 +202,12 @@ class KubernetesBackend:
 
     # -- the books --------------------------------------------------------------------------
 
-    def _follow(self, job_id):
+    def _follow(self, job_url):
         if self.watch is None:
-            self.job_id = job_id
-            self.watch = PodWatch(self.api, job_selector(job_id)).start()
-        elif job_id != self.job_id:
-            raise BackendError("a Kubernetes backend serves one job; open another for job %s" % job_id)
+            self.job_url = job_url
+            self.watch = PodWatch(self.api, job_selector(job_url)).start()
+        elif job_url != self.job_url:
+            raise BackendError("a Kubernetes backend serves one job; open another for job %s" % job_url)
 
     def _existing(self):
         """Pods of this job that exist now and count against the cap, and whether to hold back.
@@ -253,7 +253,7 @@ class KubernetesBackend:
         if foreign:
             self._foreign |= foreign
             log.warning("%d pods carry the labels of job %s but no master of this job created them (%s): they are "
-                        "not counted, followed nor deleted; remove them or their labels", len(foreign), self.job_id,
+                        "not counted, followed nor deleted; remove them or their labels", len(foreign), self.job_url,
                         ", ".join(sorted(foreign)[:5]))
 
     def _create_queued(self):
@@ -325,7 +325,7 @@ class KubernetesBackend:
                 return
             except Exception as error:  # noqa: BLE001
                 if not is_transient(error) or time.monotonic() > deadline:
-                    raise BackendError("could not create the job's Secret %s: %s" % (secret_name(self.job_id),
+                    raise BackendError("could not create the job's Secret %s: %s" % (secret_name(self.job_url),
                                                                                      describe(error))) from None
                 time.sleep(2)
 
@@ -401,9 +401,9 @@ def _disruption(pod):
 
 # -- for the `kubeface` command line: a job's pods, seen from any machine with cluster access -----
 
-def job_pods(api, job_id):
+def job_pods(api, job_url):
     """The job's pods, oldest attempt first."""
-    pods, _ = api.list_pods(job_selector(job_id))
+    pods, _ = api.list_pods(job_selector(job_url))
     return sorted(pods.values(), key=lambda p: p["metadata"]["labels"].get(ATTEMPT_LABEL, ""))
 
 
@@ -413,19 +413,19 @@ def describe_pod(pod):
                                                 labels.get(ATTEMPT_LABEL), status.get("phase", "Pending"))
 
 
-def delete_job_pods(api, job_id, dry_run=True):
+def delete_job_pods(api, job_url, dry_run=True):
     """Delete the job's pods and Secret (or only list the pods, on a dry run): descriptions of the pods."""
-    pods = job_pods(api, job_id)
+    pods = job_pods(api, job_url)
     if not dry_run:
         for pod in pods:
             api.delete_pod(pod["metadata"]["name"], _CANCEL_GRACE)
-        api.delete_secret(secret_name(job_id))
+        api.delete_secret(secret_name(job_url))
     return [describe_pod(p) for p in pods]
 
 
-def stream_attempt_log(api, job_id, element, attempt, out):
+def stream_attempt_log(api, job_url, element, attempt, out):
     """Copy a running pod's log to out until the pod ends; False when no pod of the element runs."""
-    running = [p for p in job_pods(api, job_id)
+    running = [p for p in job_pods(api, job_url)
                if p["metadata"]["labels"].get(ELEMENT_LABEL) == element
                and (attempt is None or p["metadata"]["labels"].get(ATTEMPT_LABEL) == attempt)
                and (p.get("status") or {}).get("phase") == "Running"]

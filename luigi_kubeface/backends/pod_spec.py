@@ -26,13 +26,14 @@ GCS_KEY_PATH = "/var/secrets/google"
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 
 
-def job_label(job_id):
-    """Label values are at most 63 characters; job ids up to 200: a digest names the job."""
-    return hashlib.sha256(job_id.encode()).hexdigest()[:20]
+def job_label(job_url):
+    """A digest of the job's full URL: label values are at most 63 characters, and two storage roots
+    holding the same job id in one namespace must not share pods or a Secret."""
+    return hashlib.sha256(job_url.encode()).hexdigest()[:20]
 
 
-def job_selector(job_id):
-    return "%s=%s,%s=%s" % (MANAGED_BY, MANAGER, JOB_LABEL, job_label(job_id))
+def job_selector(job_url):
+    return "%s=%s,%s=%s" % (MANAGED_BY, MANAGER, JOB_LABEL, job_label(job_url))
 
 
 def _slug(text, limit):
@@ -47,8 +48,8 @@ def pod_name(spec):
     return "kf-%s-%s-%s-%s" % (_slug(spec.job_id, 24), spec.element[:12], number, _slug(suffix, 8))
 
 
-def secret_name(job_id):
-    return "kf-%s-secrets" % job_label(job_id)
+def secret_name(job_url):
+    return "kf-%s-secrets" % job_label(job_url)
 
 
 def _resources(settings):
@@ -81,7 +82,7 @@ def _env(settings, spec):
     env = [{"name": k, "value": v} for k, v in sorted(settings.pod_env.items())]
     env.append({"name": "KUBEFACE_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}})
     for name in sorted(spec.secret_env):  # values live in the job's Secret, never in the pod spec
-        env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret_name(spec.job_id), "key": name}}})
+        env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret_name(spec.job_url), "key": name}}})
     if settings.gcs_key_secret:
         env.append({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": GCS_KEY_PATH + "/key.json"})
     return env
@@ -90,7 +91,7 @@ def _env(settings, spec):
 def build_pod(spec, settings):
     """The pod that runs one attempt: bare, restartPolicy Never (the engine owns retries), non-root."""
     labels = dict(settings.pod_labels)
-    labels.update({MANAGED_BY: MANAGER, JOB_LABEL: job_label(spec.job_id),
+    labels.update({MANAGED_BY: MANAGER, JOB_LABEL: job_label(spec.job_url),
                    ELEMENT_LABEL: spec.element, ATTEMPT_LABEL: spec.attempt})
     annotations = dict(settings.pod_annotations)
     annotations.update({JOB_ID_ANNOTATION: spec.job_id, JOB_URL_ANNOTATION: spec.job_url,
@@ -130,9 +131,9 @@ def build_pod(spec, settings):
             "spec": pod_spec}
 
 
-def build_secret(job_id, secret_env):
+def build_secret(job_url, secret_env):
     """The job's Secret: how secret_env reaches pods without appearing in any pod spec."""
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": secret_name(job_id),
-                         "labels": {MANAGED_BY: MANAGER, JOB_LABEL: job_label(job_id)}},
+            "metadata": {"name": secret_name(job_url),
+                         "labels": {MANAGED_BY: MANAGER, JOB_LABEL: job_label(job_url)}},
             "stringData": dict(secret_env)}

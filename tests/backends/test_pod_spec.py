@@ -1,5 +1,6 @@
 """The pod of an attempt, as built from settings (pure functions: no cluster needed)."""
 
+import dataclasses
 import json
 import re
 
@@ -27,11 +28,24 @@ def test_names_and_labels_are_valid_kubernetes_names():
     assert name == pod_name(SPEC) and name.startswith("kf-trainmodels-") and "-002-a1b2c3" in name
     labels = pod["metadata"]["labels"]
     assert all(len(v) <= 63 and LABEL_VALUE.match(v) for v in labels.values()), labels
-    assert labels["team"] == "ml" and labels["kubeface.io/job"] == job_label(SPEC.job_id)
+    assert labels["team"] == "ml" and labels["kubeface.io/job"] == job_label(SPEC.job_url)
     assert labels["kubeface.io/element"] == SPEC.element and labels["kubeface.io/attempt"] == SPEC.attempt
     annotations = pod["metadata"]["annotations"]
     assert annotations["kubeface.io/job-id"] == SPEC.job_id  # the long form lives in annotations
     assert annotations["kubeface.io/params"] == SPEC.label
+
+
+def test_one_job_id_under_two_storage_roots_shares_neither_pods_nor_the_secret():
+    """Labels and the Secret's name come from the job's full URL: staging/report and prod/report differ."""
+    staging = dataclasses.replace(SPEC, job_url="gs://b/staging/report", job_id="report")
+    prod = dataclasses.replace(SPEC, job_url="gs://b/prod/report", job_id="report")
+    pods = [build_pod(s, settings()) for s in (staging, prod)]
+    assert pods[0]["metadata"]["labels"]["kubeface.io/job"] != pods[1]["metadata"]["labels"]["kubeface.io/job"]
+    secrets = [build_secret(s.job_url, s.secret_env)["metadata"]["name"] for s in (staging, prod)]
+    assert secrets[0] != secrets[1]
+    refs = [[e["valueFrom"]["secretKeyRef"]["name"] for e in p["spec"]["containers"][0]["env"]
+             if "secretKeyRef" in e.get("valueFrom", {})] for p in pods]
+    assert refs == [[secrets[0]], [secrets[1]]]
 
 
 def test_pod_runs_the_task_runner_as_non_root_without_token_or_secret_in_clear():
@@ -45,7 +59,7 @@ def test_pod_runs_the_task_runner_as_non_root_without_token_or_secret_in_clear()
     assert "s3cr3t" not in json.dumps(pod)  # the key reaches the pod through the job's Secret
     key_env = [e for e in container["env"] if e["name"] == "KUBEFACE_SIGNING_KEY"]
     assert key_env[0]["valueFrom"]["secretKeyRef"]["key"] == "KUBEFACE_SIGNING_KEY"
-    assert build_secret(SPEC.job_id, SPEC.secret_env)["stringData"] == {"KUBEFACE_SIGNING_KEY": "s3cr3t"}
+    assert build_secret(SPEC.job_url, SPEC.secret_env)["stringData"] == {"KUBEFACE_SIGNING_KEY": "s3cr3t"}
     assert pod["metadata"]["annotations"]["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
 
 
