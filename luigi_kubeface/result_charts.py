@@ -31,8 +31,11 @@ def _fmt(value):
     return str(value)
 
 
+_INFINITIES = (float("inf"), float("-inf"))
+
+
 def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return type(value) in (int, float) and value == value and value not in _INFINITIES
 
 
 class Axis:
@@ -151,11 +154,14 @@ def slice_svg(name, points, metric, scale, width=300, height=210):
     axis = Axis([p for p, _ in points])
     left, right, top, bottom = 52, 12, 10, height - 40
     plot_w, plot_h = width - left - right, bottom - top
+    by_value = {}
+    for value, score in points:  # values repeat (a grid): group each distinct one once
+        by_value.setdefault(value if type(value) in (int, float, str, bool) else _fmt(value), []).append(score)
     groups = {}
-    for value, score in points:
+    for value, scores in by_value.items():
         group = axis.group(value)
         if group is not None:
-            groups.setdefault(group, []).append(score)
+            groups.setdefault(group, []).extend(scores)
     parts = ['<svg class="slice" data-param="%s" xmlns="http://www.w3.org/2000/svg" width="%d" height="%d">'
              % (_esc(name), width, height)]
     for where, label in scale.ticks():

@@ -14,6 +14,9 @@ from .errors import ConfigurationError
 _STATE_ORDER = {"done": 0, "failed": 1, "cancelled": 2, "unfinished": 3, "running": 4, "pending": 5, "not run": 6}
 
 
+_NUMBERS = (float, int, bool)
+
+
 @dataclass
 class ResultRow:
     index: int  # position in the grid
@@ -30,10 +33,9 @@ class ResultRow:
     def value(self, name):
         """A summary value as a float for ranking and charts, or None when it is absent or not a number."""
         value = self.values.get(name)
-        if isinstance(value, bool):
-            return float(value)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            return float(value)
+        if type(value) in _NUMBERS:  # JSON gives exactly these (an altered record may give anything)
+            value = float(value)
+            return value if math.isfinite(value) else None
         return None
 
 
@@ -42,9 +44,10 @@ def result_rows(elements):
     rows = []
     for element in elements:
         record = element.result_record if element.state == "done" else None
+        summary = (record or {}).get("summary")
         rows.append(ResultRow(element.index, element.key, element.label,
                               dict(element.params) if element.params else {"parameters": element.label},
-                              element.summary, element.state, element.duration,
+                              summary if isinstance(summary, dict) else {}, element.state, element.duration,
                               (record or {}).get("code_version", ""), (record or {}).get("result_type", ""),
                               element.error))
     return rows
@@ -83,13 +86,20 @@ def pick_metric(rows, wanted=""):
 
 def ranked(rows, metric, descending=True):
     """Rows best first on metric; done rows without it next, then the rest by state (failed first)."""
-    def order(row):
-        value = row.value(metric) if metric else None
-        if row.state == "done" and value is not None:
-            return (0, 0, -value if descending else value, row.index)
+    return [row for row, _ in scored(rows, metric, descending)]
+
+
+def scored(rows, metric, descending=True):
+    """(row, metric value or None) pairs, ordered as ranked() orders rows: each value computed once."""
+    sign = -1.0 if descending else 1.0
+
+    def order(pair):
+        row, value = pair
+        if value is not None and row.state == "done":
+            return (0, 0, sign * value, row.index)
         return (1, _STATE_ORDER.get(row.state, 9), 0.0, row.index)
 
-    return sorted(rows, key=order)
+    return sorted(((row, row.value(metric) if metric else None) for row in rows), key=order)
 
 
 def column_names(rows):

@@ -16,7 +16,7 @@ import time
 from . import naming
 from .job_state import FAILED_OUTCOMES, JobState
 from .result_charts import MetricScale, parallel_svg, slice_svg
-from .result_table import param_names, ranked, result_rows, value_names
+from .result_table import param_names, result_rows, scored, value_names
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ def results_section(state, elements, limit=RESULTS_LIMIT):
     wanted = state.meta.get("result_metric") or ""
     metric = wanted if wanted in names else names[0]
     descending = state.meta.get("result_direction") != "minimize"
-    best = [r for r in ranked(rows, metric, descending) if r.value(metric) is not None]
+    best = [(r, v) for r, v in scored(rows, metric, descending) if v is not None]
     params = [p for p in param_names(rows) if p != "parameters"] or ["parameters"]
     out = ['<h2>Results</h2><div class="note">%d result(s) with a value of <b>%s</b>, %s first%s%s</div>' % (
         len(best), _esc(metric), "highest" if descending else "lowest",
@@ -239,7 +239,7 @@ def results_section(state, elements, limit=RESULTS_LIMIT):
         "; %d attempt records not read yet" % state.unread if state.unread else "")]
     out.append('<table id="results"><thead><tr><th>rank</th><th>#</th>%s%s<th>duration</th></tr></thead><tbody>' % (
         "".join("<th>%s</th>" % _esc(p) for p in params), "".join("<th>%s</th>" % _esc(n) for n in names)))
-    for rank, row in enumerate(best[:limit], 1):
+    for rank, (row, _) in enumerate(best[:limit], 1):
         out.append('<tr class="result"><td class="num">%d</td><td class="num">%d</td>%s%s<td class="num">%s</td></tr>'
                    % (rank, row.index, "".join("<td>%s</td>" % _esc(_value_cell(row.params.get(p))) for p in params),
                       "".join('<td class="num%s">%s</td>' % (" metric" if n == metric else "",
@@ -250,13 +250,12 @@ def results_section(state, elements, limit=RESULTS_LIMIT):
         out.append('<div class="note">the best %d of %d: <code>kubeface results %s</code> lists them all</div>'
                    % (limit, len(best), _esc(state.job.id)))
     if best:
-        scale = MetricScale([r.value(metric) for r in best], descending)
-        charts = [slice_svg(p, [(r.params.get(p), r.value(metric)) for r in best if p in r.params], metric, scale)
-                  for p in params]
+        scale = MetricScale([v for _, v in best], descending)
+        charts = [slice_svg(p, [(r.params[p], v) for r, v in best if p in r.params], metric, scale) for p in params]
         out.append('<div class="charts">%s</div>' % "".join('<div class="chart">%s</div>' % c for c in charts))
         if len(params) >= 2:
             out.append('<div class="chart" style="display:inline-block">%s</div>' % parallel_svg(
-                params, [(r.params, r.value(metric)) for r in best], metric, scale, width=max(600, 160 * len(params))))
+                params, [(r.params, v) for r, v in best], metric, scale, width=max(600, 160 * len(params))))
     return "".join(out)
 
 
