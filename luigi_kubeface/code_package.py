@@ -231,7 +231,8 @@ def build(roots, include=(), exclude=(), max_bytes=64 << 20):
             continue  # optional imports (try: import x) the master does not have either
         origin = spec.origin if spec.has_location or spec.origin else None
         if not origin or origin in ("built-in", "frozen"):
-            if spec.submodule_search_locations and any(is_user_path(p) for p in spec.submodule_search_locations):
+            if spec.submodule_search_locations and any(is_user_path(os.path.join(p, "x"))
+                                                      for p in spec.submodule_search_locations):
                 modules.add(name)  # a namespace package of the user's: nothing to ship for itself
             continue
         if not is_user_path(origin):

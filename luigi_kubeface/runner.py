@@ -330,7 +330,7 @@ def main(argv=None):
     job_url, element, attempt = argv
     key = signing_key_from_env(os.environ)
     storage = open_storage(job_url)
-    log_path = open_attempt_log(os.environ.get("TMPDIR") or tempfile.gettempdir(), element, attempt)
+    log_path = open_attempt_log(tempfile.gettempdir(), element, attempt)  # $TMPDIR when it is usable
     code, record = EXIT_RUNNER_ERROR, None
     try:
         code, record = run_attempt(storage, element, attempt, log_path, key)
