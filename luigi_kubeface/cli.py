@@ -277,6 +277,7 @@ def cmd_results(args, out):
     descending = not args.ascending
     if not args.sort and state.meta.get("result_direction") == "minimize":
         descending = args.ascending  # the map task said lowest is best: --ascending has nothing to flip
+    total = len(rows)
     rows = ranked(rows, metric, descending)[: args.top if args.top else None]
     params, values = column_names(rows)
     if args.format == "json":
@@ -296,7 +297,8 @@ def cmd_results(args, out):
     text = [[_cell(v) for v in line[:-2]] + [format_duration(line[-2]), (line[-1] or "")[:12]] for line in table]
     widths = [min(30, max([len(h)] + [len(line[i]) for line in text])) for i, h in enumerate(header)]
     numeric = [i == 0 or i > len(params) and i < len(header) - 3 or i == len(header) - 2 for i in range(len(header))]
-    print("job %s: %d elements, %s" % (state.job.id, len(rows), "best first on %s (%s)" % (
+    print("job %s: %d elements%s, %s" % (state.job.id, total, "" if len(rows) == total else " (the first %d)" % len(rows),
+                                          "best first on %s (%s)" % (
         metric, "highest first" if descending else "lowest first") if metric else "no numeric results"), file=out)
     for line in [header] + text:
         print("  ".join((cell[:w].rjust(w) if right else cell[:w].ljust(w))
