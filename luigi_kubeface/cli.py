@@ -2,6 +2,7 @@
 
     kubeface list                          jobs under the storage root
     kubeface status JOB                    counts, failed and slowest elements
+    kubeface results JOB [--sort NAME] [--ascending] [--top N] [--format table|csv|json]
     kubeface logs JOB ELEMENT [--attempt N] [--follow]
     kubeface reproduce JOB ELEMENT [--pdb] run one element here, in this Python
     kubeface cleanup JOB | --older-than 7d [--blobs] [--yes] [--force]
@@ -14,6 +15,7 @@ characters of it), its parameters as `status` shows them (x=3), or @N for the N-
 
 import argparse
 import contextlib
+import csv
 import json
 import os
 import re
@@ -28,6 +30,7 @@ from .errors import (
     BlobNotFoundError, ConfigurationError, JobRunningError, KubefaceError, StorageError, UnreadableRecordError,
 )
 from .job_state import JobState, open_job
+from .result_table import column_names, pick_metric, ranked, result_rows
 from .status_page import format_duration, page_url
 from .storage import open_storage
 
@@ -265,6 +268,51 @@ def cmd_status(args, out):
     return 1 if failed else 0
 
 
+def _cell(value):
+    if isinstance(value, float):
+        return "%.6g" % value
+    return "" if value is None else str(value)
+
+
+def cmd_results(args, out):
+    state = _state(args)
+    rows = result_rows(state.elements(state.live_running()))
+    recorded = state.meta.get("result_metric") or ""
+    metric = pick_metric(rows, args.sort or (recorded if recorded in {n for r in rows for n in r.values} else ""))
+    descending = not args.ascending
+    if not args.sort and state.meta.get("result_direction") == "minimize":
+        descending = args.ascending  # the map task said lowest is best: --ascending has nothing to flip
+    total = len(rows)
+    rows = ranked(rows, metric, descending)[: args.top if args.top else None]
+    params, values = column_names(rows)
+    if args.format == "json":
+        json.dump([{"index": r.index, "element": r.key, "params": r.params, "summary": r.values, "state": r.state,
+                    "duration": r.duration, "code_version": r.code_version, "result_type": r.result_type,
+                    "error": r.error} for r in rows], out, indent=1)
+        out.write("\n")
+        return 0
+    header = ["#"] + params + [column for column, _ in values] + ["state", "duration", "code_version"]
+    table = [[str(r.index)] + [r.params.get(name) for name in params] + [r.values.get(name) for _, name in values]
+             + [r.state, r.duration, r.code_version] for r in rows]
+    if args.format == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows([["" if v is None else v for v in line] for line in table])
+        return 0
+    text = [[_cell(v) for v in line[:-2]] + [format_duration(line[-2]), (line[-1] or "")[:12]] for line in table]
+    widths = [min(30, max([len(h)] + [len(line[i]) for line in text])) for i, h in enumerate(header)]
+    numeric = [i == 0 or i > len(params) and i < len(header) - 3 or i == len(header) - 2 for i in range(len(header))]
+    print("job %s: %d elements%s, %s" % (state.job.id, total, "" if len(rows) == total else " (the first %d)" % len(rows),
+                                          "best first on %s (%s)" % (
+        metric, "highest first" if descending else "lowest first") if metric else "no numeric results"), file=out)
+    for line in [header] + text:
+        print("  ".join((cell[:w].rjust(w) if right else cell[:w].ljust(w))
+                        for cell, w, right in zip(line, widths, numeric)).rstrip(), file=out)
+    if state.unread:
+        print("(%d attempt records not read: raise --max-reads)" % state.unread, file=out)
+    return 0
+
+
 def _pick_attempt(state, element, wanted):
     if not element.attempts:
         return None
@@ -484,6 +532,15 @@ def parser():
     cmd.add_argument("--max-reads", type=int, default=5000,
                      help="attempt records read at most (those of unfinished elements first; default 5000)")
     cmd.set_defaults(run=cmd_status)
+    cmd = commands.add_parser("results", parents=[common], help="one row per element: parameters and result values")
+    cmd.add_argument("job")
+    cmd.add_argument("--sort", metavar="NAME", help="the result value to rank by, highest first (default: the map "
+                     "task's result_metric, else the first value)")
+    cmd.add_argument("--ascending", action="store_true", help="lowest first")
+    cmd.add_argument("--top", type=int, default=0, metavar="N", help="only the first N rows")
+    cmd.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    cmd.add_argument("--max-reads", type=int, default=10 ** 9, help=argparse.SUPPRESS)
+    cmd.set_defaults(run=cmd_results)
     cmd = commands.add_parser("logs", parents=[common], help="an attempt's stdout and stderr")
     cmd.add_argument("job")
     cmd.add_argument("element")

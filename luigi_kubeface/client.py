@@ -1,6 +1,7 @@
 """The engine without Luigi: `Client(...).map(fn, items)`, like the original Kubeface."""
 
 import hashlib
+import inspect
 import logging
 
 from . import naming
@@ -33,7 +34,7 @@ class Client:
         items = list(items)
         if not items:
             return []  # nothing to compute: no job, nothing in storage
-        elements = elements_from_items(items)
+        elements = elements_from_items(items, _argument_name(function))
         job = Job(job_id or "map", self.settings.storage_root, function, elements, shared,
                   retry_deadline=self.settings.storage_retry_deadline, keys=KeyRing.from_settings(self.settings),
                   settings=self.settings, pinned_version=code_version)
@@ -63,6 +64,16 @@ class Client:
         if report.failures or report.stopped:
             raise job_failure(job, report)
         return Results(job, [e.key for e in elements])
+
+
+def _argument_name(function):
+    """The name of the function's first argument, which names each item's value in results tables."""
+    try:
+        first = next(iter(inspect.signature(function).parameters.values()), None)
+    except (TypeError, ValueError):
+        return "item"
+    return first.name if first is not None and first.kind in (first.POSITIONAL_ONLY, first.POSITIONAL_OR_KEYWORD) \
+        else "item"
 
 
 def job_failure(job, report):

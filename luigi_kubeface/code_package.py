@@ -114,9 +114,10 @@ def _spec(name):
     if parent:
         parent_spec = _spec(parent)
         locations = parent_spec and parent_spec.submodule_search_locations
-        if not locations:
+        try:  # a namespace package's path recomputes itself from sys.modules: KeyError when it is not imported
+            return importlib.machinery.PathFinder.find_spec(name, list(locations)) if locations else None
+        except KeyError:
             return None
-        return importlib.machinery.PathFinder.find_spec(name, list(locations))
     try:
         return importlib.machinery.PathFinder.find_spec(name) or importlib.util.find_spec(name)
     except (ImportError, ValueError):

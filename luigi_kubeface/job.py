@@ -30,6 +30,34 @@ class Element:
     label: str  # the arguments, readable
     payload: bytes = field(repr=False)  # pickled (args, kwargs)
     names: frozenset = frozenset()  # keyword argument names
+    params: dict = field(default=None, repr=False, compare=False)  # the arguments, JSON-safe (plain_params)
+
+
+def _plain(value):
+    """A parameter value as JSON holds it: numbers, text, bools and None as they are, anything else its repr."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value if not isinstance(value, str) or len(value) <= _LABEL_LIMIT else value[: _LABEL_LIMIT - 3] + "..."
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else repr(value)
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a numpy scalar
+        return _plain(value.item())
+    text = repr(value)
+    return text if len(text) <= _LABEL_LIMIT else text[: _LABEL_LIMIT - 3] + "..."
+
+
+def plain_params(args, kwargs, item_name="item"):
+    """An element's parameters by name, JSON-safe, for results tables and charts (elements.json keeps them).
+
+    A Client.map item is named item_name (its function's argument), or spread when it is a dict of names.
+    """
+    if args and len(args) == 1 and not kwargs:
+        item = args[0]
+        if isinstance(item, Mapping) and item and all(isinstance(k, str) for k in item):
+            return {k: _plain(v) for k, v in item.items()}
+        return {item_name: _plain(item)}
+    params = {"arg%d" % i: _plain(a) for i, a in enumerate(args)}
+    params.update((k, _plain(v)) for k, v in kwargs.items())
+    return params
 
 
 def _label(args, kwargs):
@@ -38,7 +66,7 @@ def _label(args, kwargs):
     return text if len(text) <= _LABEL_LIMIT else text[: _LABEL_LIMIT - 3] + "..."
 
 
-def _element(index, args, kwargs, where):
+def _element(index, args, kwargs, where, item_name="item"):
     try:
         payload = cloudpickle.dumps((args, kwargs))
     except Exception as error:  # noqa: BLE001 - any pickling failure is the user's value
@@ -57,7 +85,7 @@ def _element(index, args, kwargs, where):
         key = naming.element_key(args, kwargs)
     except ConfigurationError as error:
         raise ConfigurationError("%s (%s): %s" % (where, _label(args, kwargs), error)) from None
-    return Element(index, key, _label(args, kwargs), payload, frozenset(kwargs))
+    return Element(index, key, _label(args, kwargs), payload, frozenset(kwargs), plain_params(args, kwargs, item_name))
 
 
 def _check_unique(elements, what):
@@ -115,9 +143,10 @@ def pickle_shared(shared):
     return payloads
 
 
-def elements_from_items(items):
-    """For Client.map: each item is the single positional argument of one call."""
-    return _check_unique([_element(i, (item,), {}, "item %d" % i) for i, item in enumerate(items)], "items")
+def elements_from_items(items, item_name="item"):
+    """For Client.map: each item is the single positional argument of one call (named item_name in tables)."""
+    return _check_unique([_element(i, (item,), {}, "item %d" % i, item_name) for i, item in enumerate(items)],
+                         "items")
 
 
 class Job:
@@ -271,9 +300,13 @@ class Job:
                     function=getattr(self.function, "__qualname__", repr(self.function)),
                     code_version=version, code=code,
                     reuse_results="any" if self.reuse_any else "same_code",
+                    result_metric=getattr(self.settings, "result_metric", ""),
+                    result_direction=getattr(self.settings, "result_direction", "maximize"),
                     shared=self._shared_keys, updated=time.time(), **(details or {}))
         self.storage.write(naming.JOB_META, json.dumps(meta, indent=1).encode())
-        index = {"keys": [e.key for e in self.elements], "labels": [e.label for e in self.elements]}
+        # Parameters as JSON values too: results tables and charts read them with the labels, in one read.
+        index = {"keys": [e.key for e in self.elements], "labels": [e.label for e in self.elements],
+                 "params": [e.params or {} for e in self.elements]}
         self.storage.write(naming.ELEMENTS, json.dumps(index, separators=(",", ":")).encode())
         self.storage.write(naming.FUNCTION, function_blob)
 

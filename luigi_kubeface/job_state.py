@@ -32,6 +32,8 @@ class ElementState:
     attempts: list = field(default_factory=list)  # attempt ids, oldest first (running ones last)
     records: dict = field(default_factory=dict)  # attempt id -> record, for those read so far
     running_since: float = 0.0  # wall time the running attempt started (live view only)
+    params: dict = field(default_factory=dict)  # the parameters by name, as elements.json keeps them
+    version: str = ""  # the code version whose result counts (its record's summary is the one shown)
 
     @property
     def last_record(self):
@@ -48,6 +50,24 @@ class ElementState:
         ok = [r for r in self.records.values() if r.get("outcome") == "success" and r.get("duration") is not None]
         record = ok[0] if ok else self.last_record
         return record.get("duration") if record else None
+
+    @property
+    def result_record(self):
+        """The record of the successful attempt that wrote the result that counts, if it is read.
+
+        That of the job's code version, the attempt that wrote the result first, newest first.
+        """
+        ok = [r for r in self.records.values() if r.get("outcome") == "success"]
+        ok.sort(key=lambda r: (r.get("code_version", "") == self.version, r.get("result_written", True) is not False,
+                               r.get("finished") or 0), reverse=True)
+        return ok[0] if ok else None
+
+    @property
+    def summary(self):
+        """The result's numbers as the runner summarised them ({} when none are known)."""
+        record = self.result_record if self.state == "done" else None
+        summary = (record or {}).get("summary")
+        return summary if isinstance(summary, dict) else {}
 
     @property
     def host(self):
@@ -99,7 +119,7 @@ class JobState:
         self.read_live = read_live  # the master's own view is fresher than what it last wrote
         self.live = None  # progress.json: the master's counts and running attempts, as last written
         self.meta = {}
-        self.keys, self.labels = [], []
+        self.keys, self.labels, self.params = [], [], []
         self.results = set()
         self.version_counts = Counter()  # code version -> results filed under it ("": before versions)
         self.attempts = {}  # element -> [attempt ids], oldest first
@@ -126,7 +146,11 @@ class JobState:
                     self.unreadable[naming.ELEMENTS] = "%s/%s lacks its keys and labels: it was altered" % (
                         self.job.url, naming.ELEMENTS)
                 keys, labels = [], []
+            params = index.get("params")  # absent in jobs written before parameters were kept
+            if not (isinstance(params, list) and len(params) == len(keys)):
+                params = [{}] * len(keys)
             self.keys, self.labels = keys, labels
+            self.params = [p if isinstance(p, dict) else {} for p in params]
             self._elements_stamp = stamp
         if self.read_live:
             try:
@@ -145,6 +169,7 @@ class JobState:
         if not self.keys:  # a job written before elements.json existed: what storage shows
             self.keys = sorted(set(self.attempts) | self.results)
             self.labels = list(self.keys)
+            self.params = [{}] * len(self.keys)
         missing = [(el, a) for el, ids in self.attempts.items() for a in ids
                    if (el, a) not in self.records and naming.attempt_record_key(el, a) not in self.unreadable]
         # States first (the last attempt of elements without a result), then the newest timings.
@@ -192,20 +217,23 @@ class JobState:
         runs = [run for run, summary in self.dispatches.items() if "started" in summary]
         return self.dispatches[max(runs)] if runs else None
 
-    def elements(self, running=None):
+    def elements(self, running=None, grid=None):
         """ElementState of every element in grid order.
 
         running: attempt -> (element, start) from a live master (None: no master runs the job now);
         with it, elements that have not run yet are "pending" rather than "not run".
+        grid: (keys, labels, params) to describe instead of the grid elements.json holds (a master's own).
         """
         live = {}
         for attempt, (key, started) in (running or {}).items():
             live.setdefault(key, (attempt, started))
         states = []
-        for index, (key, label) in enumerate(zip(self.keys, self.labels)):
+        version = self.meta.get("code_version", "")
+        for index, (key, label, params) in enumerate(zip(*(grid or (self.keys, self.labels, self.params)))):
             ids = list(self.attempts.get(key, []))
             records = {a: self.records[(key, a)] for a in ids if (key, a) in self.records}
-            element = ElementState(index, key, label, "not run" if running is None else "pending", ids, records)
+            element = ElementState(index, key, label, "not run" if running is None else "pending", ids, records,
+                                   params=params, version=version)
             last = records.get(ids[-1]) if ids else None
             if key in self.results:
                 element.state = "done"

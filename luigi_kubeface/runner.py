@@ -31,7 +31,7 @@ import traceback
 
 import cloudpickle
 
-from . import code_package, naming, serialization
+from . import code_package, naming, serialization, summary
 from .errors import BlobNotFoundError, CorruptBlobError, SigningKeyError, VersionMismatchError
 from .storage import open_storage
 
@@ -354,7 +354,8 @@ def execute_attempt(storage, element, attempt, key=None):
                 code = EXIT_ELEMENT_ERROR
             else:
                 won = storage.write_if_absent(naming.result_key(element, version), blob)
-                record.update(outcome="success", result_bytes=len(blob), result_written=won)
+                record.update(outcome="success", result_bytes=len(blob), result_written=won,
+                              **summary.describe(value))  # what results tables read
                 if not won:
                     print("result of element %s was already written by another attempt; kept it" % element)
     finally:

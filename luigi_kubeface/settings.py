@@ -33,6 +33,9 @@ class Settings:
     code_exclude: str = ""  # modules never shipped (they must be in the image), comma-separated
     code_max_bytes: int = 64 * 1024 * 1024  # refuse to ship more code than this
     reuse_results: str = "same_code"  # same_code: recompute results of other code; any: Luigi's "output exists"
+    # -- Results: which summary value ranks elements (`kubeface results`, the status page) ------
+    result_metric: str = ""  # a summary value's name (e.g. accuracy); empty: the first one
+    result_direction: str = "maximize"  # maximize: the highest value is best; minimize: the lowest
 
     # -- Kubernetes (backend = kubernetes): where and how each attempt's pod runs ------------
     image: str = ""  # the task runner's image (images/Dockerfile), e.g. us-docker.pkg.dev/p/r/kubeface:1
@@ -113,6 +116,8 @@ class Settings:
             ("code_max_bytes", self.code_max_bytes > 0, "more than 0 bytes"),
             ("reuse_results", self.reuse_results in ("same_code", "any"),
              "same_code (recompute results made by other code) or any (reuse every result, as Luigi does)"),
+            ("result_direction", self.result_direction in ("maximize", "minimize"),
+             "maximize (the highest result_metric is best) or minimize (the lowest is)"),
             ("gpus", 0 <= self.gpus <= 16, "between 0 and 16"),
             ("image_pull_policy", self.image_pull_policy in ("Always", "IfNotPresent", "Never"),
              "Always, IfNotPresent or Never"),

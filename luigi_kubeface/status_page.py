@@ -15,10 +15,13 @@ import time
 
 from . import naming
 from .job_state import FAILED_OUTCOMES, JobState
+from .result_charts import MetricScale, parallel_svg, slice_svg
+from .result_table import param_names, result_rows, scored, value_names
 
 log = logging.getLogger(__name__)
 
 TABLE_LIMIT = 500  # rows shown; failed, running and slowest first
+RESULTS_LIMIT = 50  # rows of the Results table: the best ones
 REFRESH_SECONDS = 15.0
 
 _COLOURS = {"done": "#2e7d32", "failed": "#c62828", "running": "#1565c0", "cancelled": "#8d6e63",
@@ -43,6 +46,7 @@ th{background:#f5f5f5;position:sticky;top:0} td.num{text-align:right;font-varian
 .err{color:#b71c1c;max-width:520px} details summary{cursor:pointer}
 pre{white-space:pre-wrap;font:11px ui-monospace,Menlo,Consolas,monospace;background:#fbe9e7;padding:6px;max-width:700px}
 .note{color:#616161;font-size:12px}
+#results{margin-bottom:12px} td.metric{font-weight:bold} .charts .chart svg{display:block}
 """
 
 
@@ -207,6 +211,54 @@ def _row(element):
                len(element.attempts), _esc(element.host), format_duration(element.duration), _attempt_links(element)))
 
 
+def _value_cell(value):
+    return "%.6g" % value if isinstance(value, float) else "" if value is None else str(value)
+
+
+def results_section(state, elements, limit=RESULTS_LIMIT):
+    """The Results section: the best elements on the metric, then charts of it against each parameter.
+
+    The metric and its direction are the map task's (result_metric, result_direction in job.json),
+    else the first summary value, highest best. Built from the records read so far, never from results.
+    """
+    rows = result_rows(e for e in elements if e.state == "done")
+    names = value_names(rows)
+    if not names:
+        kinds = sorted({r.result_type for r in rows if r.result_type})
+        return ('<h2>Results</h2><div class="note" id="results">%s</div>' % (
+            "no numeric results to compare: the elements returned %s (a number, or a dict or list of at most 32 "
+            "numbers, is summarised)" % _esc(", ".join(kinds)) if kinds else "no results with a summary yet"))
+    wanted = state.meta.get("result_metric") or ""
+    metric = wanted if wanted in names else names[0]
+    descending = state.meta.get("result_direction") != "minimize"
+    best = [(r, v) for r, v in scored(rows, metric, descending) if v is not None]
+    params = [p for p in param_names(rows) if p != "parameters"] or ["parameters"]
+    out = ['<h2>Results</h2><div class="note">%d result(s) with a value of <b>%s</b>, %s first%s%s</div>' % (
+        len(best), _esc(metric), "highest" if descending else "lowest",
+        "" if not wanted or wanted == metric else " (result_metric %s is in no summary)" % _esc(wanted),
+        "; %d attempt records not read yet" % state.unread if state.unread else "")]
+    out.append('<table id="results"><thead><tr><th>rank</th><th>#</th>%s%s<th>duration</th></tr></thead><tbody>' % (
+        "".join("<th>%s</th>" % _esc(p) for p in params), "".join("<th>%s</th>" % _esc(n) for n in names)))
+    for rank, (row, _) in enumerate(best[:limit], 1):
+        out.append('<tr class="result"><td class="num">%d</td><td class="num">%d</td>%s%s<td class="num">%s</td></tr>'
+                   % (rank, row.index, "".join("<td>%s</td>" % _esc(_value_cell(row.params.get(p))) for p in params),
+                      "".join('<td class="num%s">%s</td>' % (" metric" if n == metric else "",
+                                                             _esc(_value_cell(row.values.get(n)))) for n in names),
+                      format_duration(row.duration)))
+    out.append("</tbody></table>")
+    if len(best) > limit:
+        out.append('<div class="note">the best %d of %d: <code>kubeface results %s</code> lists them all</div>'
+                   % (limit, len(best), _esc(state.job.id)))
+    if best:
+        scale = MetricScale([v for _, v in best], descending)
+        charts = [slice_svg(p, [(r.params[p], v) for r, v in best if p in r.params], metric, scale) for p in params]
+        out.append('<div class="charts">%s</div>' % "".join('<div class="chart">%s</div>' % c for c in charts))
+        if len(params) >= 2:
+            out.append('<div class="chart" style="display:inline-block">%s</div>' % parallel_svg(
+                params, [(r.params, v) for r, v in best], metric, scale, width=max(600, 160 * len(params))))
+    return "".join(out)
+
+
 def render(state, progress=None, final=True, now=None, limit=TABLE_LIMIT):
     """The page's HTML from a refreshed JobState and, while the job runs, the engine's Progress."""
     now = now or time.time()
@@ -254,6 +306,7 @@ def render(state, progress=None, final=True, now=None, limit=TABLE_LIMIT):
             ("; stopped early: " + _esc(dispatch["stopped"])) if dispatch.get("stopped") else ""))
         if dispatch.get("errors"):
             body.append('<div class="err">%s</div>' % "<br>".join(_esc(e) for e in dispatch["errors"]))
+    body.append(results_section(state, elements))
     body.append('<div class="charts"><div class="chart"><h2>Durations</h2>%s</div><div class="chart"><h2>Attempts '
                 'running over time</h2>%s</div></div>' % (histogram_svg(ok, bad), timeline_svg(intervals, now)))
     if state.unread:

@@ -395,3 +395,54 @@ def test_cleanup_of_a_read_only_root_says_what_failed_and_the_fix(tmp_path):
     assert "kubeface cleanup: cannot delete %s/" % os.path.join(root, "ro") in run.stderr
     assert "0 of " in run.stderr and "Make the storage writable for this user" in run.stderr
     assert os.path.exists(os.path.join(root, "ro", "job.json"))
+
+
+def test_results_table_ranks_done_elements_and_lists_failed_ones_last(root):
+    code, out = kubeface("results", "odd", "--storage-root", root)
+    assert code == 0
+    lines = out.splitlines()
+    assert "best first on value (highest first)" in lines[0]
+    assert lines[1].split() == ["#", "x", "value", "state", "duration", "code_version"]
+    rows = [line.split() for line in lines[2:]]
+    assert [(r[0], r[1]) for r in rows] == [("4", "4"), ("2", "2"), ("0", "0"), ("1", "1"), ("3", "3"), ("5", "5")]
+    assert [r[2] for r in rows[:3]] == ["16", "4", "0"] and [r[2] for r in rows[3:]] == ["failed"] * 3
+    code, out = kubeface("results", "odd", "--storage-root", root, "--ascending", "--top", "2")
+    assert [line.split()[0] for line in out.splitlines()[2:]] == ["0", "2"]
+
+
+def test_results_as_csv_and_json(root):
+    import csv
+
+    code, out = kubeface("results", "odd", "--storage-root", root, "--format", "csv")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["x"], r["value"], r["state"]) for r in rows] == [
+        ("4", "16", "done"), ("2", "4", "done"), ("0", "0", "done"), ("1", "", "failed"), ("3", "", "failed"),
+        ("5", "", "failed")]
+    assert float(rows[0]["duration"]) >= 0 and len(rows[0]["code_version"]) >= 12 and rows[3]["duration"]
+    code, out = kubeface("results", "odd", "--storage-root", root, "--format", "json", "--sort", "value", "--top", "4")
+    rows = json.loads(out)
+    assert [(r["params"], r["summary"], r["state"]) for r in rows] == [
+        ({"x": 4}, {"value": 16}, "done"), ({"x": 2}, {"value": 4}, "done"), ({"x": 0}, {"value": 0}, "done"),
+        ({"x": 1}, {}, "failed")]
+    assert rows[3]["error"] == "ValueError: x=1 is odd" and len(rows[0]["element"]) == 24
+
+
+def test_results_sorted_on_an_unknown_value_names_the_known_ones(root, capsys):
+    code, _ = kubeface("results", "odd", "--storage-root", root, "--sort", "accuracy")
+    assert code == 2 and "no element's result has a value named 'accuracy': the results have value" \
+        in capsys.readouterr().err
+
+
+def minimize_me(params):
+    return {"loss": (params["lr"] - 0.1) ** 2, "steps": params["steps"]}
+
+
+def test_results_follow_the_metric_and_direction_the_job_names(tmp_path):
+    grid = [{"lr": lr, "steps": s} for lr in (0.01, 0.1, 1.0) for s in (10, 20)]
+    Client(storage_root=str(tmp_path), result_metric="loss", result_direction="minimize", **FAST).map(
+        minimize_me, grid, job_id="tuned")
+    code, out = kubeface("results", "tuned", "--storage-root", str(tmp_path), "--format", "json")
+    assert [r["params"]["lr"] for r in json.loads(out)][:2] == [0.1, 0.1]  # the lowest loss first
+    code, out = kubeface("results", "tuned", "--storage-root", str(tmp_path), "--format", "json", "--sort", "steps")
+    assert [r["summary"]["steps"] for r in json.loads(out)][:3] == [20, 20, 20]

@@ -120,3 +120,76 @@ def test_page_in_a_gcs_bucket_opens_in_the_browser(gcs_root):
     blob = storage.Client().bucket(bucket).get_blob(prefix + "/on-gcs/status.html")
     assert blob.content_type.startswith("text/html")  # rendered by the console, not downloaded
     assert re.findall(r'<tr class="element ([a-z-]+)"', blob.download_as_text()) == ["done", "done"]
+
+
+def train(params):
+    import math
+
+    base = {"logistic_regression": 0.95, "svm": 0.97, "random_forest": 0.94}[params["model"]]
+    if params["model"] == "random_forest" and params["c"] == 10.0:
+        raise ValueError("a failed element is not ranked")
+    return {"accuracy": base - 0.01 * abs(math.log10(params["c"])), "std": 0.01 + 0.002 * math.log10(params["c"]) ** 2}
+
+
+@pytest.mark.slow
+def test_results_section_ranks_and_charts_twelve_elements_in_chromium(tmp_path):
+    grid = [dict(model=m, c=c) for m in ("logistic_regression", "svm", "random_forest") for c in (0.01, 0.1, 1.0, 10.0)]
+    client = Client(storage_root=str(tmp_path / "s"), retries=0, failure_budget=1.0, result_metric="accuracy", **FAST)
+    with pytest.raises(JobFailedError):
+        client.map(train, grid, job_id="models")
+    page = tmp_path / "s" / "models" / "status.html"
+    screenshot = str(tmp_path / "results.png")
+    dom = chromium("file://" + str(page), str(tmp_path), screenshot=screenshot, size=(1400, 1300))
+    section = dom.split("<h2>Results</h2>")[1].split("<h2>Durations</h2>")[0]
+    assert "11 result(s) with a value of <b>accuracy</b>, highest first" in section
+    rows = re.findall(r'<tr class="result"><td class="num">(\d+)</td><td class="num">(\d+)</td><td>([a-z_]+)</td>'
+                      r'<td>([0-9.]+)</td><td class="num metric">([0-9.]+)</td>', section)
+    assert [int(r[0]) for r in rows] == list(range(1, 12))  # ranked, the failed element left out
+    scores = [float(r[4]) for r in rows]
+    assert scores == sorted(scores, reverse=True) and rows[0][2:4] == ("svm", "1")
+    assert re.findall(r'<svg class="slice" data-param="([a-z]+)"', section) == ["model", "c"]
+    assert "c (log scale)" in section and section.count('<g class="group">') == 3 + 4  # one per distinct value
+    assert re.search(r'<svg class="parallel"[^>]*>.*<path d="M', section, re.S)
+    assert "11 of 11 elements drawn" in section
+    assert len(png_colours(screenshot)) > 20
+
+
+def test_results_section_says_why_there_is_nothing_to_rank(finished_job, tmp_path):
+    state = JobState(Job("uneven", os.path.dirname(finished_job))).refresh()
+    assert '<svg class="slice" data-param="x"' in render(state)  # numbers: {"value": x}, one parameter
+    html = render(JobState(Job("uneven", os.path.dirname(finished_job))).refresh(max_reads=0))
+    assert "no results with a summary yet" in html  # records not read yet
+
+
+@pytest.mark.slow
+def test_results_section_at_fifty_thousand_elements_in_chromium(tmp_path):
+    import sys
+
+    from luigi_kubeface.result_charts import MAX_LINES, MAX_POINTS
+    from support import REPO
+
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from status_page_scale import build
+
+    job = build(str(tmp_path), 50000, results=True)
+    state = JobState(job).refresh(max_reads=100000)
+    began = time.process_time()
+    html = render(state)
+    print("render of 50,000 elements: %.2fs CPU, %d KB" % (time.process_time() - began, len(html) >> 10))
+    page = tmp_path / "status.html"
+    page.write_text(html)
+    began = time.perf_counter()
+    dom = chromium("file://" + str(page), str(tmp_path))
+    print("Chromium load and layout: %.2fs" % (time.perf_counter() - began))
+    section = dom.split("<h2>Results</h2>")[1].split("<h2>Durations</h2>")[0]
+    assert "49900 result(s) with a value of <b>accuracy</b>" in section  # 100 failed
+    assert "the best 50 of 49900" in section and section.count('<tr class="result">') == 50
+    scores = [float(s) for s in re.findall(r'<td class="num metric">([-0-9.e]+)</td>', section)]
+    assert scores == sorted(scores, reverse=True)
+    slices = re.findall(r'<svg class="slice" data-param="(\w+)".*?</svg>', section, re.S)
+    assert slices == ["learning_rate", "depth", "optimizer"]
+    for chart in re.findall(r'<svg class="slice".*?</svg>', section, re.S):
+        assert sum(d.count("h0") for d in re.findall(r'<path d="([^"]*)"', chart)) <= MAX_POINTS
+    assert section.count('<g class="group">') == 40 + 12 + 3  # binned learning rates, depths, optimizers
+    assert "%d of 49900 elements drawn" % MAX_LINES in section
+    assert len(html) < 1 << 20  # the page stays small

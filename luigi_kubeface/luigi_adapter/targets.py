@@ -77,5 +77,12 @@ class CollectedResults(luigi.Target):
     def load(self):
         return Results(self.job, self.keys)
 
+    def records(self):
+        """Each element's parameters and result summary, from the attempt records (see Results.records)."""
+        return self.load().records()
+
+    def to_pandas(self):
+        return self.load().to_pandas()
+
     def __str__(self):
         return "%s (%d results)" % (self.job.url, len(self.keys))
