@@ -339,6 +339,12 @@ class _Window(io.RawIOBase):
         return n
 
 
+def header_digest(header):
+    """What a shared input's key addresses: its signed header, which holds the payload's sha256 and the
+    signature, so neither other content nor the same content signed with another key passes for it."""
+    return hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()
+
+
 def read_head(head, total_size, where="blob", key=None, expect=None, fix=_FIX, storage_crc32c=None):
     """Check a blob from its first bytes (at most HEAD_LIMIT) and its size: (header, payload offset).
 
