@@ -1,6 +1,5 @@
 """The engine without Luigi: `Client(...).map(fn, items)`, like the original Kubeface."""
 
-import hashlib
 import inspect
 import logging
 
@@ -39,7 +38,7 @@ class Client:
                   retry_deadline=self.settings.storage_retry_deadline, keys=KeyRing.from_settings(self.settings),
                   settings=self.settings, pinned_version=code_version)
         if job_id is None:  # the same items with other code or other shared inputs are another job
-            shared_digests = sorted((n, hashlib.sha256(p).hexdigest()) for n, p in job.shared_payloads().items())
+            shared_digests = sorted((n, p.sha256) for n, p in job.shared_pickles().items())
             identity = (tuple(e.key for e in elements), job.code_version, tuple(map(tuple, shared_digests)))
             job = job.renamed("%s-%s" % (getattr(function, "__name__", "map").strip("<>") or "map",
                                          naming.element_key((identity,), {})[:12]))

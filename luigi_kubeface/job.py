@@ -5,7 +5,6 @@ questions about the job from storage (what is done, what each attempt did).
 """
 
 import copy
-import hashlib
 import json
 import sys
 import time
@@ -15,7 +14,9 @@ from dataclasses import dataclass, field
 import cloudpickle
 
 from . import code_package, naming, serialization
-from .errors import BlobNotFoundError, ConfigurationError, CorruptBlobError, SigningKeyError, UnreadableRecordError
+from .errors import (
+    BlobNotFoundError, ConfigurationError, CorruptBlobError, SigningKeyError, StorageError, UnreadableRecordError,
+)
 from .keys import KeyRing
 from .storage import open_storage
 
@@ -131,16 +132,19 @@ def elements_from_grid(grid):
 
 
 def pickle_shared(shared):
-    """Each shared input pickled once: {name: payload}. Its digest is part of Client.map's job id."""
-    payloads = {}
+    """Each shared input pickled once for streaming: {name: serialization.Pickled}. Its pickle stream
+    waits in a temporary file and its large buffers stay in the value itself: no second copy in memory."""
+    pickles = {}
     for name, value in shared.items():
         try:
-            payloads[name] = cloudpickle.dumps(value)
+            pickles[name] = serialization.Pickled(value)
         except Exception as error:  # noqa: BLE001
+            for done in pickles.values():
+                done.close()
             raise ConfigurationError(
                 "shared input %r cannot be pickled: %s: %s" % (name, type(error).__name__, error)
             ) from None
-    return payloads
+    return pickles
 
 
 def elements_from_items(items, item_name="item"):
@@ -164,7 +168,7 @@ class Job:
         self.elements = list(elements)
         self.shared = dict(shared or {})
         self._shared_keys = {}
-        self._shared_payloads = None
+        self._shared_pickles = None
         self.keys = keys or KeyRing()
         self._key = None
         self.settings = settings
@@ -198,13 +202,16 @@ class Job:
                 ) from None
         return self._function_payload
 
-    def shared_payloads(self):
-        if self._shared_payloads is None:
-            self._shared_payloads = pickle_shared(self.shared)
-        return self._shared_payloads
+    def shared_pickles(self):
+        if self._shared_pickles is None:
+            self._shared_pickles = pickle_shared(self.shared)
+        return self._shared_pickles
 
-    def _build_code(self, payloads):
+    def _build_code(self, payloads, pickles=()):
         roots = code_package.referenced_modules(b"".join(payloads))
+        for pickled in pickles:  # module names are short: chunks overlapping by 300 bytes miss none
+            for chunk in pickled.stream_chunks(overlap=300):
+                roots += [name for name in code_package.referenced_modules(bytes(chunk)) if name not in roots]
         module = getattr(self.function, "__module__", None)
         if module in sys.modules and module != "__main__":
             roots.append(module)
@@ -279,20 +286,22 @@ class Job:
         open_storage(self.storage_root).check_writable()
         signing = self._create_key()
         version = self.code_version  # of the function and the inputs' code: known before shared inputs are
-        shared = self.shared_payloads()
+        shared = self.shared_pickles()
         # What ships also covers classes only shared inputs use (they do not change the version).
-        package = self._build_code([self.function_payload()] + [e.payload for e in self.elements]
-                                   + list(shared.values())) if shared else self.code()
+        package = self._build_code([self.function_payload()] + [e.payload for e in self.elements],
+                                   list(shared.values())) if shared else self.code()
         code_key = naming.code_key(package.digest)
         self.storage.write(code_key, serialization.envelope(
             package.archive(), "code", {"job": self.id, "digest": package.digest, "modules": list(package.modules),
                                         "requirements": package.requirements}, signing))
         function_blob = serialization.envelope(self.function_payload(), "function",
                                                {"job": self.id, "code": code_key, "code_version": version}, signing)
-        for name, payload in shared.items():
-            blob = serialization.envelope(payload, "shared", {"name": name, "job": self.id}, signing)
-            key = naming.shared_key(name, hashlib.sha256(blob).hexdigest())
-            self.storage.write_if_absent(key, blob)  # content-addressed: upload once, ever
+        for name, pickled in shared.items():
+            extra = {"name": name, "job": self.id}
+            key = naming.shared_key(name, serialization.header_digest(pickled.header("shared", extra, signing)))
+            if not self.storage.exists(key):  # content-addressed: upload once, ever, streamed
+                blob = pickled.blob("shared", extra, signing)
+                self.storage.write_stream_if_absent(key, blob, blob.size)
             self._shared_keys[name] = key
         code = {"digest": package.digest, "modules": list(package.modules), "bytes": package.size,
                 "requirements": package.requirements, "pinned": self.pinned_version}
@@ -356,34 +365,48 @@ class Job:
     def has_result(self, key):
         return self.storage.exists(naming.result_key(key, self.result_version(key)))
 
-    def check_result(self, key):
-        """Read a result and verify signature, place and digest without unpickling: (header, payload).
-
-        BlobNotFoundError if there is none. A refused result is moved aside (naming.quarantine_key)
-        so that the next run recomputes it, and CorruptBlobError (or UntrustedBlobError) says so.
-        """
+    def _result_place(self, key):
+        """(blob key, description, the header fields it must carry) of the result that counts."""
         version = self.result_version(key)
         name = naming.result_key(key, version)
-        where = "the result of element %s (%s/%s)" % (key, self.url, name)
         expect = {"kind": "result", "job": self.id, "element": key}
         if version:  # a result filed under a code version must say so in its signed header
             expect["code_version"] = version
-        blob = None
-        try:
-            blob = self.storage.read(name)
-            return serialization.read_header(blob, where, self.signing_key(), expect, fix="")
-        except CorruptBlobError as error:
-            aside = naming.quarantine_key(name)
-            self.storage.move(name, aside)  # renamed, never rewritten from bytes read
-            raise type(error)("%s%s; it was moved aside to %s/%s: rerun the job to recompute it"
-                              % (str(error).rstrip("; "), self._team_key_note(blob), self.url, aside)) from None
+        return name, "the result of element %s (%s/%s)" % (key, self.url, name), expect
 
-    def _team_key_note(self, blob):
+    def _refuse(self, name, error):
+        """Move a refused result aside (renamed, never rewritten from bytes read) so the next run recomputes it."""
+        try:
+            head = self.storage.head(name, serialization.HEAD_LIMIT).data
+        except StorageError:  # gone, or a link (never followed): no note
+            head = None
+        aside = naming.quarantine_key(name)
+        self.storage.move(name, aside)
+        return type(error)("%s%s; it was moved aside to %s/%s: rerun the job to recompute it"
+                           % (str(error).rstrip("; "), self._team_key_note(head), self.url, aside))
+
+    def check_result(self, key):
+        """Check a result from its first megabyte without unpickling it: its signed header.
+
+        The signature, place and size are verified, and on GCS the payload against the crc32c GCS
+        computed itself; the payload's sha256 is checked by load_result, before it unpickles.
+        BlobNotFoundError if there is none. A refused result is moved aside (naming.quarantine_key)
+        so that the next run recomputes it, and CorruptBlobError (or UntrustedBlobError) says so.
+        """
+        name, where, expect = self._result_place(key)
+        try:
+            head = self.storage.head(name, serialization.HEAD_LIMIT)
+            return serialization.read_head(head.data, head.size, where, self.signing_key(), expect, fix="",
+                                           storage_crc32c=head.crc32c)[0]
+        except CorruptBlobError as error:
+            raise self._refuse(name, error) from None
+
+    def _team_key_note(self, head):
         """Say so when a refused blob is signed with the team key itself, as before keys were bound to job URLs."""
-        if blob is None or not self.keys.signing_key_file:
+        if head is None or not self.keys.signing_key_file:
             return ""
         try:
-            serialization.read_header(blob, "", self.keys.stored_key(self.url))
+            serialization.read_header(head, "", self.keys.stored_key(self.url), check_payload=False)
         except (CorruptBlobError, SigningKeyError):
             return ""
         return (" (it is signed with the team key itself, as luigi-kubeface did before each job's key was "
@@ -391,9 +414,13 @@ class Job:
                 "storage root, so they are refused and recomputed)")
 
     def load_result(self, key):
-        header, payload = self.check_result(key)
-        serialization.check_versions(header, "the result of element %s" % key)
-        return cloudpickle.loads(payload)
+        """Stream the result in (GCS: through a temporary file), check it whole, then unpickle it once."""
+        name, where, expect = self._result_place(key)
+        try:
+            with self.storage.open_read(name) as f:
+                return serialization.load_stream(f, where, self.signing_key(), expect, fix="")[1]
+        except CorruptBlobError as error:
+            raise self._refuse(name, error) from None
 
     def sweep_results(self, keys):
         """Check results after one was refused, so one rerun recomputes every damaged one: refused keys."""

@@ -17,7 +17,6 @@ it and signs the result with it.
 """
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -262,19 +261,27 @@ def load_call(storage, element, key, code_dir=None):
             "function")
     job = naming.job_id_from_url(storage.url)
 
-    def verified(blob_key, where, addressed=False, **expect):
+    def verified(blob_key, where, **expect):
         where = "%s (%s/%s)" % (where, storage.url.rstrip("/"), blob_key)
         blob = storage.read(blob_key)
-        # Content-addressed: an older signed blob copied over this name must not pass for it.
-        if addressed and not hashlib.sha256(blob).hexdigest().startswith(naming.shared_digest(blob_key)):
-            raise CorruptBlobError("%s does not hold the content its name addresses: it was replaced in storage "
-                                   "and was not unpickled; delete it and rerun to upload it again" % where)
         return serialization.read_header(blob, where, key, dict(expect, job=job)), where
 
     def unpickle(header_payload, where):
         header, payload = header_payload
         serialization.check_versions(header, where)
         return cloudpickle.loads(payload)
+
+    def streamed(blob_key, where, addressed=False, **expect):
+        """Inputs and shared inputs: streamed from storage, checked whole, unpickled once."""
+        where = "%s (%s/%s)" % (where, storage.url.rstrip("/"), blob_key)
+
+        def address(header):  # content-addressed: an older signed blob copied over this name must not pass for it
+            if addressed and not serialization.header_digest(header).startswith(naming.shared_digest(blob_key)):
+                raise CorruptBlobError("%s does not hold the content its name addresses: it was replaced in storage "
+                                       "and was not unpickled; delete it and rerun to upload it again" % where)
+
+        with storage.open_read(blob_key) as f:
+            return serialization.load_stream(f, where, key, dict(expect, job=job), check=address)
 
     stage = "function"
     try:
@@ -286,12 +293,10 @@ def load_call(storage, element, key, code_dir=None):
             code_package.install(bytes(archive), code_dir or tempfile.mkdtemp(prefix="kubeface-code-"))
         function = unpickle((header, payload), where)
         stage = "input"
-        (input_header, input_payload), where = verified(naming.input_key(element), "the input of element %s"
-                                                        % element, kind="input", element=element)
-        args, kwargs = unpickle((input_header, input_payload), where)
+        input_header, (args, kwargs) = streamed(naming.input_key(element), "the input of element %s" % element,
+                                                kind="input", element=element)
         for name, shared in input_header.get("shared", {}).items():
-            kwargs[name] = unpickle(*verified(shared, "shared input %r" % name, addressed=True,
-                                                    kind="shared", name=name))
+            kwargs[name] = streamed(shared, "shared input %r" % name, addressed=True, kind="shared", name=name)[1]
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as error:  # noqa: BLE001 - whatever stops the call from loading is reported
@@ -344,8 +349,8 @@ def execute_attempt(storage, element, attempt, key=None):
             extra = {"element": element, "attempt": attempt, "job": job}
             if version:
                 extra["code_version"] = version
-            try:
-                blob = serialization.dumps(value, "result", extra, key)
+            try:  # streamed: the pickle stream through a temporary file, large buffers straight from the value
+                pickled = serialization.Pickled(value)
             except Exception as error:  # noqa: BLE001 - unpicklable results are user errors
                 record.update(outcome="error", error_type="UnpicklableResult",
                               message="the element returned a %s that cannot be pickled (%s): return "
@@ -353,8 +358,10 @@ def execute_attempt(storage, element, attempt, key=None):
                               traceback=traceback.format_exc())
                 code = EXIT_ELEMENT_ERROR
             else:
-                won = storage.write_if_absent(naming.result_key(element, version), blob)
-                record.update(outcome="success", result_bytes=len(blob), result_written=won,
+                with pickled:
+                    blob = pickled.blob("result", extra, key)
+                    won = storage.write_stream_if_absent(naming.result_key(element, version), blob, blob.size)
+                record.update(outcome="success", result_bytes=blob.size, result_written=won,
                               **summary.describe(value))  # what results tables read
                 if not won:
                     print("result of element %s was already written by another attempt; kept it" % element)

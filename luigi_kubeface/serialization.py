@@ -8,8 +8,12 @@ payload's digest, so a blob written by someone without the key is refused before
 
 import hashlib
 import hmac
+import io
 import json
+import os
+import pickle
 import platform
+import tempfile
 
 import cloudpickle
 
@@ -53,7 +57,7 @@ def dumps(obj, kind, extra=None, key=None):
     return envelope(cloudpickle.dumps(obj), kind, extra, key)
 
 
-def read_header(blob, where="blob", key=None, expect=None, fix=_FIX):
+def read_header(blob, where="blob", key=None, expect=None, fix=_FIX, check_payload=True):
     """Split an envelope into (header, payload) after checking its signature, place, size and digest.
 
     With a key, the header must carry a valid HMAC and the fields in expect (kind, job, element),
@@ -85,6 +89,8 @@ def read_header(blob, where="blob", key=None, expect=None, fix=_FIX):
                     "%s is signed but belongs elsewhere (%s %r, expected %r): it was copied within the "
                     "bucket and was not unpickled; %s" % (where, name, header.get(name), value, fix))
     payload = memoryview(blob)[end + 1 :]
+    if not check_payload:
+        return header, payload
     if len(payload) != header.get("size"):
         raise CorruptBlobError("%s is truncated or altered (%d bytes, expected %s); %s"
                                % (where, len(payload), header.get("size"), fix))
@@ -116,3 +122,294 @@ def loads_with_header(blob, where="blob", key=None, expect=None):
 
 def loads(blob, where="blob", key=None, expect=None):
     return loads_with_header(blob, where, key, expect)[1]
+
+
+# -- streaming: blobs of gigabytes through files, each held in memory once ----------------------
+#
+# The envelope stays MAGIC + JSON header + newline + payload, so blobs written before are read as
+# they are. A streamed blob's payload is the pickle stream (protocol 5) followed by its large
+# out-of-band buffers (NumPy arrays and other PickleBuffer producers), listed in the signed header
+# as "buffers": [[bytes, readonly], ...] with "pickle_size"; the header also holds the payload's
+# crc32c, which lets a storage that computes the object's crc32c itself vouch for the payload
+# without anyone reading it (crc32c_combine). bytes and bytearray stay in the pickle stream: the C
+# pickler writes large ones straight to the file and the unpickler reads them straight into the
+# new object (readinto), so neither is copied in memory either.
+
+HEAD_LIMIT = 1 << 20  # a header (and so everything a check reads of a blob) fits in its first 1 MB
+OUT_OF_BAND_MIN = 1 << 20  # smaller buffers stay in the pickle stream
+_CHUNK = 8 << 20
+
+
+def _crc32c(crc, data):
+    import google_crc32c
+
+    return google_crc32c.extend(crc, data if isinstance(data, bytes) else bytes(data))  # it takes no memoryview
+
+
+def _gf2_times(matrix, vector):
+    total, row = 0, 0
+    while vector:
+        if vector & 1:
+            total ^= matrix[row]
+        vector >>= 1
+        row += 1
+    return total
+
+
+def _gf2_square(matrix):
+    return [_gf2_times(matrix, matrix[n]) for n in range(32)]
+
+
+def crc32c_combine(crc1, crc2, length2):
+    """crc32c(a + b) from crc32c(a), crc32c(b) and len(b) (zlib's crc32_combine, Castagnoli polynomial)."""
+    if length2 <= 0:
+        return crc1
+    odd = [0x82F63B78] + [1 << n for n in range(31)]  # the operator of one zero bit
+    even = _gf2_square(odd)
+    odd = _gf2_square(even)
+    while True:
+        even = _gf2_square(odd)
+        if length2 & 1:
+            crc1 = _gf2_times(even, crc1)
+        length2 >>= 1
+        if not length2:
+            break
+        odd = _gf2_square(even)
+        if length2 & 1:
+            crc1 = _gf2_times(odd, crc1)
+        length2 >>= 1
+        if not length2:
+            break
+    return crc1 ^ crc2
+
+
+def _pread_into(fd, view, offset):
+    """Fill view from fd at offset (a short read means the file ended early: CorruptBlobError by the caller)."""
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done : done + (256 << 20)]], offset + done)
+        if n <= 0:
+            break
+        done += n
+    return done
+
+
+class Pickled:
+    """An object pickled for upload: the pickle stream spooled to a private temporary file, the large
+    buffers left in the object's own memory. Digests are computed once; close() drops the file."""
+
+    def __init__(self, obj, tmpdir=None):
+        self.file = tempfile.TemporaryFile(dir=tmpdir)
+        self.buffers = []  # (memoryview of bytes, readonly)
+
+        def out_of_band(buffer):
+            try:
+                view = buffer.raw()
+            except (BufferError, ValueError):
+                return True  # not contiguous: in the stream
+            if view.nbytes < OUT_OF_BAND_MIN:
+                return True
+            self.buffers.append((view, view.readonly))
+            return False
+
+        try:
+            cloudpickle.dump(obj, self.file, protocol=5, buffer_callback=out_of_band)
+            self.file.flush()
+        except BaseException:
+            self.close()
+            raise
+        self.pickle_size = self.file.tell()
+        self.size = self.pickle_size + sum(v.nbytes for v, _ in self.buffers)
+        sha, crc = hashlib.sha256(), 0
+        for chunk in self.chunks():
+            sha.update(chunk)
+            crc = _crc32c(crc, chunk)
+        self.sha256, self.crc32c = sha.hexdigest(), crc
+
+    def stream_chunks(self, size=_CHUNK, overlap=0):
+        """The pickle stream in chunks (each starting overlap bytes before the previous one's end)."""
+        buffer = bytearray(size)
+        offset = 0
+        while offset < self.pickle_size:
+            n = _pread_into(self.file.fileno(), memoryview(buffer)[: min(size, self.pickle_size - offset)], offset)
+            yield memoryview(buffer)[:n]
+            if offset + n >= self.pickle_size:
+                return
+            offset += max(1, n - overlap)
+
+    def chunks(self):
+        """The payload: the pickle stream, then each out-of-band buffer."""
+        yield from self.stream_chunks()
+        for view, _ in self.buffers:
+            for start in range(0, view.nbytes, _CHUNK):
+                yield view[start : start + _CHUNK]
+
+    def header(self, kind, extra=None, key=None):
+        header = dict(versions(), kind=kind, size=self.size, sha256=self.sha256, crc32c=self.crc32c)
+        if self.buffers:
+            header.update(pickle_size=self.pickle_size, buffers=[[v.nbytes, ro] for v, ro in self.buffers])
+        if extra:
+            header.update(extra)
+        if key is not None:
+            header["hmac"] = _mac(key, header)
+        return header
+
+    def blob(self, kind, extra=None, key=None):
+        """A readable stream of the whole envelope (header, then payload), for Storage.write_stream."""
+        head = MAGIC + json.dumps(self.header(kind, extra, key), sort_keys=True).encode() + b"\n"
+        if len(head) > HEAD_LIMIT:
+            raise CorruptBlobError("a %s header of %d bytes is over the %d byte limit: too many large buffers"
+                                   % (kind, len(head), HEAD_LIMIT))
+        return BlobStream([memoryview(head), (self.file.fileno(), self.pickle_size)] + [v for v, _ in self.buffers])
+
+    def close(self):
+        self.buffers = []
+        self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class BlobStream(io.RawIOBase):
+    """A read-only, rewindable stream over parts: memoryviews and (file descriptor, length) spans."""
+
+    def __init__(self, parts):
+        super().__init__()
+        self.parts = parts
+        self.lengths = [p[1] if isinstance(p, tuple) else p.nbytes for p in parts]
+        self.size = sum(self.lengths)
+        self.position = 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def tell(self):
+        return self.position
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(0, min(self.size, base + offset))
+        return self.position
+
+    def readinto(self, target):
+        target = memoryview(target).cast("B")
+        done, start = 0, 0
+        for part, length in zip(self.parts, self.lengths):
+            if done == len(target):
+                break
+            end = start + length
+            if self.position < end:
+                inner = self.position - start
+                n = min(length - inner, len(target) - done)
+                if isinstance(part, tuple):
+                    n = _pread_into(part[0], target[done : done + n], inner)
+                    if n == 0:
+                        break
+                else:
+                    target[done : done + n] = part[inner : inner + n]
+                done += n
+                self.position += n
+            start = end
+        return done
+
+
+class _Window(io.RawIOBase):
+    """length bytes of a file descriptor from offset, read with pread: what the unpickler reads."""
+
+    def __init__(self, fd, offset, length):
+        super().__init__()
+        self.fd, self.offset, self.length, self.position = fd, offset, length, 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, target):
+        target = memoryview(target).cast("B")
+        n = min(len(target), self.length - self.position)
+        if n <= 0:
+            return 0
+        n = _pread_into(self.fd, target[:n], self.offset + self.position)
+        self.position += n
+        return n
+
+
+def header_digest(header):
+    """What a shared input's key addresses: its signed header, which holds the payload's sha256 and the
+    signature, so neither other content nor the same content signed with another key passes for it."""
+    return hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()
+
+
+def read_head(head, total_size, where="blob", key=None, expect=None, fix=_FIX, storage_crc32c=None):
+    """Check a blob from its first bytes (at most HEAD_LIMIT) and its size: (header, payload offset).
+
+    The signature, place and size are checked as read_header does; the payload itself is checked
+    only against the crc32c the storage computed of the whole object, when it gives one (GCS).
+    Nothing is unpickled; load_stream checks the payload's sha256 before it unpickles.
+    """
+    end = head.find(b"\n", len(MAGIC)) if head.startswith(MAGIC) else -1
+    if head.startswith(MAGIC) and end < 0 and len(head) >= HEAD_LIMIT:
+        raise CorruptBlobError("%s has no end of header within its first %d bytes; %s" % (where, HEAD_LIMIT, fix))
+    header, _ = read_header(head[: end + 1] if end >= 0 else head, where, key, expect, fix, check_payload=False)
+    offset = end + 1
+    if total_size - offset != header.get("size"):
+        raise CorruptBlobError("%s is truncated or altered (%d bytes, expected %s); %s"
+                               % (where, total_size - offset, header.get("size"), fix))
+    if storage_crc32c is not None and isinstance(header.get("crc32c"), int):
+        whole = crc32c_combine(_crc32c(0, head[:offset]), header["crc32c"], header["size"])
+        if whole != storage_crc32c:
+            raise CorruptBlobError("%s is altered (its size is as recorded, but the storage's crc32c of it "
+                                   "differs from the recorded one); %s" % (where, fix))
+    return header, offset
+
+
+def load_stream(file, where="blob", key=None, expect=None, fix=_FIX, check=None):
+    """Verify and unpickle a blob from a file (a real one: it is read with pread): (header, object).
+
+    The header is checked first (read_head), then the whole payload's sha256 in one pass of small
+    reads, then check(header) if given (e.g. a content address), and only then is it unpickled,
+    each out-of-band buffer read straight into the memory it will keep.
+    """
+    fd = file.fileno()
+    total = os.fstat(fd).st_size
+    head = bytearray(min(HEAD_LIMIT, total))
+    head = bytes(head[: _pread_into(fd, memoryview(head), 0)])
+    header, offset = read_head(head, total, where, key, expect, fix)
+    sha, buffer = hashlib.sha256(), bytearray(_CHUNK)
+    position = offset
+    while position < total:
+        n = _pread_into(fd, memoryview(buffer)[: min(_CHUNK, total - position)], position)
+        if n == 0:
+            break
+        sha.update(memoryview(buffer)[:n])
+        position += n
+    del buffer
+    if position != total or sha.hexdigest() != header.get("sha256"):
+        raise CorruptBlobError("%s is altered (%d bytes as recorded, but its sha256 differs from the recorded "
+                               "digest); %s" % (where, header.get("size"), fix))
+    if check is not None:
+        check(header)
+    check_versions(header, where)
+    layout = header.get("buffers") or []
+    pickle_size = header.get("pickle_size", header["size"]) if layout else header["size"]
+    if (not isinstance(pickle_size, int) or not all(isinstance(b, list) and len(b) == 2 and isinstance(b[0], int)
+                                                    for b in layout)
+            or pickle_size + sum(b[0] for b in layout) != header["size"]):
+        raise CorruptBlobError("%s has an inconsistent buffer layout in its header; %s" % (where, fix))
+
+    def buffers():
+        position = offset + pickle_size
+        for length, _ in layout:
+            target = bytearray(length)  # READONLY_BUFFER in the stream makes it read-only again
+            if _pread_into(fd, memoryview(target), position) != length:
+                raise CorruptBlobError("%s ended inside a buffer; %s" % (where, fix))
+            position += length
+            yield target
+
+    stream = io.BufferedReader(_Window(fd, offset, pickle_size), buffer_size=1 << 16)
+    return header, pickle.load(stream, buffers=buffers())

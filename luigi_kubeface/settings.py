@@ -49,6 +49,7 @@ class Settings:
     memory_request: str = "1Gi"
     cpu_limit: str = ""  # empty: no CPU limit
     memory_limit: str = ""  # empty: the memory request (a pod over it is OOMKilled, not the node)
+    ephemeral_storage_request: str = ""  # local disk for blobs streamed through files (README); empty: none
     gpus: int = 0  # nvidia.com/gpu per pod
     node_selector: dict = field(default_factory=dict)
     tolerations: list = field(default_factory=list)  # Kubernetes toleration objects

@@ -53,7 +53,9 @@ def secret_name(job_url):
 
 
 def _resources(settings):
-    requests = {"cpu": settings.cpu_request, "memory": settings.memory_request}
+    # Blobs pass through temporary files (serialization.Pickled, GCS downloads): disk, not memory.
+    requests = {"cpu": settings.cpu_request, "memory": settings.memory_request,
+                "ephemeral-storage": settings.ephemeral_storage_request}
     limits = {"memory": settings.memory_limit or settings.memory_request}
     if settings.cpu_limit:
         limits["cpu"] = settings.cpu_limit

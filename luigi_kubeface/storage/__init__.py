@@ -6,11 +6,17 @@ Every storage is scoped to a base URL (a job's prefix, usually) and speaks in ke
 import logging
 import random
 import time
-from typing import Protocol
+from typing import NamedTuple, Optional, Protocol
 
 from ..errors import ConfigurationError, TransientStorageError
 
 log = logging.getLogger(__name__)
+
+
+class Head(NamedTuple):
+    data: bytes  # the first bytes of a blob
+    size: int  # the blob's whole size
+    crc32c: Optional[int]  # of the whole blob, computed by the storage itself (GCS), else None
 
 
 class Storage(Protocol):
@@ -33,6 +39,20 @@ class Storage(Protocol):
 
         A compare-and-swap: of two writers holding the same generation, exactly one wins; False for the other.
         """
+
+    def write_stream(self, key: str, stream, size: int) -> None:
+        """write() from a readable, seekable binary stream of size bytes, never held in memory at once."""
+
+    def write_stream_if_absent(self, key: str, stream, size: int) -> bool:
+        """write_if_absent() from a stream (GCS: a resumable upload with if_generation_match=0)."""
+
+    def open_read(self, key: str):
+        """The blob as a readable binary file with a descriptor (a local file, or a private temporary
+        file it was streamed into), to be closed by the caller; BlobNotFoundError if there is none."""
+
+    def head(self, key: str, limit: int) -> "Head":
+        """The blob's first limit bytes, its size and the crc32c the storage computed of it (None if it
+        computes none); BlobNotFoundError if there is none. Reads no more than limit bytes."""
 
     def exists(self, key: str) -> bool: ...
 
@@ -86,8 +106,10 @@ class RetryingStorage:
     should wait them out rather than lose an attempt.
     """
 
-    _METHODS = ("read", "write", "write_if_absent", "read_generation", "write_if_generation", "exists", "list",
-                "children", "delete", "move", "check_writable")
+    _METHODS = ("read", "write", "write_if_absent", "write_stream", "write_stream_if_absent", "open_read", "head",
+                "read_generation", "write_if_generation", "exists", "list", "children", "delete", "move",
+                "check_writable")
+    _STREAMING = ("write_stream", "write_stream_if_absent")
 
     def __init__(self, inner, deadline=600.0, first_delay=0.2, max_delay=10.0):
         self.inner = inner
@@ -104,8 +126,12 @@ class RetryingStorage:
         def call(*args, **kwargs):
             give_up = time.monotonic() + self.deadline
             delay = self.first_delay
+            stream = args[1] if name in self._STREAMING else None
+            start = stream.tell() if stream is not None else 0
             while True:
                 try:
+                    if stream is not None:  # a retried upload starts from the stream's beginning again
+                        stream.seek(start)
                     return target(*args, **kwargs)
                 except TransientStorageError as error:
                     if time.monotonic() + delay > give_up:

@@ -10,11 +10,14 @@ import errno
 import fcntl
 import os
 import secrets
+import shutil
 import stat
 
 from ..errors import BlobNotFoundError, ConfigurationError, StorageError, UnsafePathError
+from . import Head
 
 _TMP_PREFIX = ".tmp-"
+_COPY_CHUNK = 8 << 20
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -86,7 +89,8 @@ class LocalStorage:
         parts = self._parts(key)
         return self._open_dir(parts[:-1], create), parts[-1]
 
-    def read(self, key):
+    def _open_file(self, key):
+        """The blob opened for reading, never through a link, a FIFO or a device."""
         try:
             directory, name = self._in_dir(key)
         except (FileNotFoundError, NotADirectoryError):
@@ -101,18 +105,34 @@ class LocalStorage:
             raise
         finally:
             os.close(directory)
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise self._unsafe(self._parts(key))
+        f = os.fdopen(fd, "rb")
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            f.close()
+            raise self._unsafe(self._parts(key))
+        return f
+
+    def read(self, key):
+        with self._open_file(key) as f:
             return f.read()
 
+    def open_read(self, key):
+        return self._open_file(key)
+
+    def head(self, key, limit):
+        with self._open_file(key) as f:
+            return Head(f.read(limit), os.fstat(f.fileno()).st_size, None)
+
     def _temp(self, directory, data):
-        """A new file (mode 0600, O_EXCL) in the directory holding data, flushed to disk: its name."""
+        """A new file (mode 0600, O_EXCL) in the directory holding data (bytes, or a stream read in
+        chunks), flushed to disk: its name."""
         name = _TMP_PREFIX + secrets.token_hex(8)
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=directory)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                if isinstance(data, (bytes, bytearray, memoryview)):
+                    f.write(data)
+                else:
+                    shutil.copyfileobj(data, f, _COPY_CHUNK)
                 f.flush()
                 os.fsync(f.fileno())
         except BaseException:
@@ -126,6 +146,12 @@ class LocalStorage:
             os.replace(self._temp(directory, data), name, src_dir_fd=directory, dst_dir_fd=directory)
         finally:
             os.close(directory)
+
+    def write_stream(self, key, stream, size):
+        self.write(key, stream)
+
+    def write_stream_if_absent(self, key, stream, size):
+        return self.write_if_absent(key, stream)
 
     def write_if_absent(self, key, data):
         """A hard link is created atomically and fails if the name exists: no overwrite race."""

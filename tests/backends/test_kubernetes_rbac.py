@@ -1,6 +1,5 @@
 """The master checks its permissions before launch (issue 16, item 5): a ServiceAccount without one verb."""
 
-import base64
 import json
 
 import pytest

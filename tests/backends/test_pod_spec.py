@@ -63,6 +63,12 @@ def test_pod_runs_the_task_runner_as_non_root_without_token_or_secret_in_clear()
     assert pod["metadata"]["annotations"]["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
 
 
+def test_ephemeral_storage_is_requested_for_blobs_streamed_through_files():
+    assert "ephemeral-storage" not in build_pod(SPEC, settings())["spec"]["containers"][0]["resources"]["requests"]
+    pod = build_pod(SPEC, settings(ephemeral_storage_request="3Gi"))
+    assert pod["spec"]["containers"][0]["resources"]["requests"]["ephemeral-storage"] == "3Gi"
+
+
 def test_resources_gpus_spot_and_scheduling_settings():
     pod = build_pod(SPEC, settings(cpu_request="2", memory_request="4Gi", cpu_limit="3", gpus=1, spot=True,
                                    node_selector={"pool": "big"}, service_account="kubeface-runner",

@@ -153,3 +153,34 @@ def test_concurrent_write_if_generation_has_one_winner(storage):
     winners = [i for won, i in outcomes if won]
     assert len(winners) == 1
     assert storage.read("lease.json") == b"writer %d" % winners[0]
+
+
+def test_streams_write_and_read_without_whole_bytes(storage, tmp_path):
+    import io
+    import os
+
+    data = os.urandom((9 << 20) + 17)  # over 8 MiB: GCS takes the resumable upload
+    storage.write_stream("shared/big.pkl", io.BytesIO(data), len(data))
+    with storage.open_read("shared/big.pkl") as f:
+        assert f.fileno() >= 0  # a real file: the unpickler reads it with pread
+        assert f.read() == data
+    head = storage.head("shared/big.pkl", 1000)
+    assert head.data == data[:1000] and head.size == len(data)
+    if head.crc32c is not None:  # GCS computes it itself
+        import google_crc32c
+
+        assert head.crc32c == google_crc32c.value(data)
+    assert storage.head("shared/big.pkl", 10 << 20).data == data
+
+
+def test_streamed_write_if_absent_never_overwrites(storage):
+    import io
+
+    first, second = b"1" * (9 << 20), b"2" * (9 << 20)  # resumable uploads on GCS
+    assert storage.write_stream_if_absent("results/s.pkl", io.BytesIO(first), len(first))
+    assert not storage.write_stream_if_absent("results/s.pkl", io.BytesIO(second), len(second))
+    assert storage.read("results/s.pkl") == first
+    with pytest.raises(BlobNotFoundError):
+        storage.open_read("results/none.pkl")
+    with pytest.raises(BlobNotFoundError):
+        storage.head("results/none.pkl", 10)
