@@ -20,7 +20,7 @@ def test_truncated_or_altered_blob_is_detected(damage):
 def test_altered_blob_of_the_recorded_size_says_its_digest_differs():
     blob = serialization.dumps(list(range(100)), "result")
     with pytest.raises(CorruptBlobError, match=r"is altered \(\d+ bytes as recorded, but its sha256 differs from "
-                       "the recorded digest\); delete it and rerun"):
+                       r"the recorded digest\); delete it and rerun"):
         serialization.loads(blob[:-1] + bytes([blob[-1] ^ 1]))
     with pytest.raises(CorruptBlobError, match=r"is truncated or altered \(\d+ bytes, expected \d+\)"):
         serialization.loads(blob[:-3])

@@ -70,6 +70,35 @@ def start_master(settings, items, job_id, function=nap):
     return master
 
 
+class PodCounter:
+    """Samples the namespace's pods from the API server while a job runs: the cap, seen from outside."""
+
+    def __init__(self, cluster, namespace):
+        self.cluster, self.namespace, self.most, self._stop = cluster, namespace, 0, threading.Event()
+        self.requests = 0  # its own LIST requests, to tell them from the master's
+        self.most_active = 0  # pods not yet Succeeded or Failed: what a ResourceQuota on pods counts
+        self.most_running = 0  # pods Running at once
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            now = pods(self.cluster, self.namespace)
+            self.most = max(self.most, len(now))
+            self.most_active = max(self.most_active, sum(p["status"].get("phase") not in ("Succeeded", "Failed")
+                                                         for p in now))
+            self.most_running = max(self.most_running, sum(p["status"].get("phase") == "Running" for p in now))
+            self.requests += 1
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
 def running_pods(cluster, namespace):
     return [p for p in pods(cluster, namespace) if p["status"].get("phase") == "Running"]
 

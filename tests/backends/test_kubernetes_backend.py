@@ -15,7 +15,7 @@ import pytest
 from luigi_kubeface import Client
 from luigi_kubeface.errors import ConfigurationError, JobFailedError
 from luigi_kubeface.job import Job
-from kube_support import kube_settings, nap, pods, running_pods, start_master, wait_until
+from kube_support import PodCounter, kube_settings, nap, pods, running_pods, start_master, wait_until
 from support import run_luigi
 
 pytestmark = pytest.mark.slow
@@ -23,33 +23,6 @@ pytestmark = pytest.mark.slow
 
 def square(x):
     return x * x
-
-
-class PodCounter:
-    """Samples the namespace's pods from the API server while a job runs: the cap, seen from outside."""
-
-    def __init__(self, cluster, namespace):
-        self.cluster, self.namespace, self.most, self._stop = cluster, namespace, 0, threading.Event()
-        self.requests = 0  # its own LIST requests, to tell them from the master's
-        self.most_active = 0  # pods not yet Succeeded or Failed: what a ResourceQuota on pods counts
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            now = pods(self.cluster, self.namespace)
-            self.most = max(self.most, len(now))
-            self.most_active = max(self.most_active, sum(p["status"].get("phase") not in ("Succeeded", "Failed")
-                                                         for p in now))
-            self.requests += 1
-            time.sleep(0.05)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def master_requests(cluster):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from kube_support import TcpProxy, kube_settings, nap, pods, running_pods, start_master, wait_until
+from kube_support import PodCounter, TcpProxy, kube_settings, nap, pods, running_pods, start_master, wait_until
 from luigi_kubeface import Client
 from luigi_kubeface.backends.pod_spec import JOB_LABEL, MANAGED_BY, MANAGER, job_label
 from luigi_kubeface.errors import JobFailedError
@@ -21,28 +21,6 @@ from test_kubernetes_faults import assert_each_result_once, second_node  # noqa:
 from tests.cluster.fixtures import pod_body
 
 pytestmark = pytest.mark.slow
-
-
-class RunningCounter:
-    """The most pods Running at once in the namespace, sampled from the API server."""
-
-    def __init__(self, cluster, namespace):
-        self.cluster, self.namespace, self.most = cluster, namespace, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.most = max(self.most, len(running_pods(self.cluster, self.namespace)))
-            time.sleep(0.1)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def run_in_thread(function, timeout):
@@ -67,10 +45,10 @@ def test_cap_above_what_the_cluster_holds_queues_instead_of_failing(kube_cluster
     settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, cpu_request="2", max_in_flight=12,
                              unschedulable_patience=3, element_timeout=120)
     items = [4 + i / 1000 for i in range(12)]
-    with RunningCounter(kube_cluster, kube_namespace) as counter:
+    with PodCounter(kube_cluster, kube_namespace) as counter:
         results = Client(settings).map(nap, items, job_id="over-cap")
     assert list(results) == items
-    assert 0 < counter.most <= 4
+    assert 0 < counter.most_running <= 4
     assert_each_result_once(gcs_root, "over-cap", items)
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "pods to be deleted")
 
@@ -107,7 +85,7 @@ def test_pods_of_someone_else_with_the_jobs_labels_are_not_counted(kube_cluster,
                                                                    caplog):
     """Item 6: two foreign pods carry the job's labels and fill a cap of 2: the job runs anyway, leaves them be."""
     core = kube_cluster.core()
-    labels = {MANAGED_BY: MANAGER, JOB_LABEL: job_label("foreign")}
+    labels = {MANAGED_BY: MANAGER, JOB_LABEL: job_label(gcs_root + "/foreign")}  # the job's URL names it
     names = ["someone-else-%d" % i for i in range(2)]
     for name in names:
         body = pod_body(name, kube_cluster.image, ["python", "-c", "import time; time.sleep(600)"])
@@ -247,7 +225,7 @@ def test_soak_200_elements_cap_50_on_room_for_10_with_evictions(kube_cluster, ku
 
     thread = threading.Thread(target=chaos, daemon=True)
     started = time.monotonic()
-    with RunningCounter(kube_cluster, kube_namespace) as counter:
+    with PodCounter(kube_cluster, kube_namespace) as counter:
         thread.start()
         try:
             results = Client(settings).map(nap, items, job_id="soak")
@@ -256,8 +234,8 @@ def test_soak_200_elements_cap_50_on_room_for_10_with_evictions(kube_cluster, ku
             thread.join()
     assert list(results) == items
     print("soak: 200 elements in %.0fs, %d evictions, at most %d pods running"
-          % (time.monotonic() - started, len(evicted), counter.most))
-    assert 0 < counter.most <= 10 and evicted
+          % (time.monotonic() - started, len(evicted), counter.most_running))
+    assert 0 < counter.most_running <= 10 and evicted
     # Every result once; an eviction between a runner's result and its record leaves no success record.
     job = Job("soak", gcs_root)
     keys = job.finished()
