@@ -13,7 +13,9 @@ _clients = {}
 # RetryingStorage is the one place that retries; the SDK's own retries would stack under it.
 _CALL = {"retry": None, "timeout": 120}
 _clients_lock = threading.Lock()
-_UPLOAD_CHUNK = 100 << 20  # the SDK's own default: fewer round trips; an upload holds about three chunks in memory
+# The SDK's own default: fewer round trips. An upload holds two chunks in memory: the one it sent
+# (its response keeps it) and the one it reads (made with one copy: BlobStream.read).
+_UPLOAD_CHUNK = 100 << 20
 
 
 def _client():
