@@ -9,7 +9,7 @@ Two tables, each with its peer measured in the same run:
    resumable upload with if_generation_match=0, streamed download, sha256 checked before unpickling)
    beside google-cloud-storage's own upload_from_filename / download_to_filename of the same bytes.
 
-    python benchmarks/bench_big_blobs.py [--sizes 200,1024,2048] [--count 10] [--before /work/main]
+    python benchmarks/bench_big_blobs.py [--sizes 200,1024,2048] [--count 10] [--before PATH-TO-AN-OLDER-CHECKOUT]
 """
 
 import argparse
