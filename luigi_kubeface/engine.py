@@ -126,8 +126,9 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
     Only the holder of the job's lease launches anything: a second master waits for the first, then
     runs what is still missing (usually nothing), and adopts attempts only from a master whose lease lapsed.
     """
-    if not set(e.key for e in job.elements) - job.finished():
-        return _run_leased(job, backend, settings, on_progress, clock, sleep, None)
+    versions = job.result_versions()  # one listing serves this check and the run, unless we waited
+    if not set(e.key for e in job.elements) - job.finished(versions):
+        return _run_leased(job, backend, settings, on_progress, clock, sleep, None, versions)
     lease = JobLease(job.storage, settings.lease_seconds, run_id)
 
     def waiting(holder):
@@ -135,16 +136,16 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
         log.info("job %s: %d of %d elements done; run %s (%s, pid %s) is running the rest", job.id, done,
                  len(job.elements), holder.get("run", "?"), holder.get("host", "?"), holder.get("pid", "?"))
 
-    lease.acquire(on_wait=waiting, sleep=sleep)
-    try:
-        return _run_leased(job, backend, settings, on_progress, clock, sleep, lease)
+    waited = lease.acquire(on_wait=waiting, sleep=sleep)
+    try:  # after a wait, the other master's results are in: list again
+        return _run_leased(job, backend, settings, on_progress, clock, sleep, lease, None if waited else versions)
     finally:
         lease.release()
 
 
-def _run_leased(job, backend, settings, on_progress, clock, sleep, lease):
+def _run_leased(job, backend, settings, on_progress, clock, sleep, lease, versions=None):
     progress = Progress(total=len(job.elements))
-    versions = job.result_versions()
+    versions = job.result_versions() if versions is None else versions
     finished = job.finished(versions)
     todo = deque(e for e in job.elements if e.key not in finished)
     progress.reused = progress.total - len(todo)

@@ -38,20 +38,21 @@ def test_write_if_absent_never_overwrites(storage):
     assert storage.read("results/x.pkl") == b"first"
 
 
-def test_concurrent_write_if_absent_has_one_winner(storage):
+def race(storage, key, write, writers=6):
+    """write(i) from several threads at once; the one that won (exactly one must), and what key then holds."""
     outcomes = []
-
-    def write(i):
-        outcomes.append((storage.write_if_absent("results/race.pkl", b"writer %d" % i), i))
-
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(6)]
+    threads = [threading.Thread(target=lambda i=i: outcomes.append((write(i), i))) for i in range(writers)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     winners = [i for won, i in outcomes if won]
     assert len(winners) == 1
-    assert storage.read("results/race.pkl") == b"writer %d" % winners[0]
+    assert storage.read(key) == b"writer %d" % winners[0]
+
+
+def test_concurrent_write_if_absent_has_one_winner(storage):
+    race(storage, "results/race.pkl", lambda i: storage.write_if_absent("results/race.pkl", b"writer %d" % i))
 
 
 def test_list_prefix(storage):
@@ -140,19 +141,7 @@ def test_write_if_generation_is_a_compare_and_swap(storage):
 def test_concurrent_write_if_generation_has_one_winner(storage):
     storage.write("lease.json", b"start")
     _, generation = storage.read_generation("lease.json")
-    outcomes = []
-
-    def swap(i):
-        outcomes.append((storage.write_if_generation("lease.json", b"writer %d" % i, generation), i))
-
-    threads = [threading.Thread(target=swap, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    winners = [i for won, i in outcomes if won]
-    assert len(winners) == 1
-    assert storage.read("lease.json") == b"writer %d" % winners[0]
+    race(storage, "lease.json", lambda i: storage.write_if_generation("lease.json", b"writer %d" % i, generation))
 
 
 def test_streams_write_and_read_without_whole_bytes(storage, tmp_path):
