@@ -115,8 +115,14 @@ def run_luigi(args, cwd, env=None, timeout=600):
                     PYTHONPATH=os.pathsep.join([TESTS, REPO, os.environ.get("PYTHONPATH", "")]))
     full_env.update(env or {})
     luigi = os.path.join(os.path.dirname(sys.executable), "luigi")
-    return subprocess.run([luigi] + list(args), cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+    try:
+        return subprocess.run([luigi] + list(args), cwd=cwd, env=full_env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as error:  # keep what it said: it is what finding a hang needs
+        said = [part.decode(errors="replace") if isinstance(part, bytes) else part or ""
+                for part in (error.stdout, error.stderr)]
+        raise AssertionError("luigi %s ran over %ss; its last output:\n%s" % (
+            " ".join(args[:3]), timeout, (said[0] + said[1])[-6000:])) from None
 
 
 def _find_chromium():
