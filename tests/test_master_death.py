@@ -79,9 +79,14 @@ def test_the_sweep_kills_runners_a_dead_master_left_and_spares_live_masters(tmp_
             f.write("%d %d\n" % (pid, _start(pid) if pid == os.getpid() else 1))
     with open(os.path.join(stale, "runners"), "w") as f:
         f.write("%d %d\n" % (orphan.pid, _start(orphan.pid)))
-    assert sweep_stale_dirs(tmp) == [stale]
+    # Killed between creating its directory and recording itself: swept when its pid is gone.
+    unrecorded = os.path.join(tmp, "kubeface-local-%d-ghi" % dead.pid)
+    recording = os.path.join(tmp, "kubeface-local-%d-jkl" % os.getpid())
+    os.mkdir(unrecorded)
+    os.mkdir(recording)
+    assert sorted(sweep_stale_dirs(tmp)) == sorted([stale, unrecorded])
     assert orphan.wait(timeout=10) == -signal.SIGKILL
-    assert os.listdir(tmp) == [os.path.basename(live)]
+    assert sorted(os.listdir(tmp)) == sorted([os.path.basename(live), os.path.basename(recording)])
 
 
 def _start(pid):
@@ -112,6 +117,10 @@ def test_a_master_killed_five_times_leaves_every_result_once_and_nothing_running
     for element in os.listdir(os.path.join(job, "attempts")):
         outcomes = [json.load(open(p)).get("outcome") for p in glob.glob(os.path.join(job, "attempts", element, "*"))]
         assert outcomes.count("success") == 1, (element, outcomes)
+    # A master that had nothing left to run opened no backend and swept nothing: what the killed
+    # masters left must still be removable by the next one that does.
+    left = [os.path.join(tmp, d) for d in os.listdir(tmp) if any(d.startswith("kubeface-local-%d-" % pid) for pid in killed)]
+    assert sorted(sweep_stale_dirs(tmp)) == sorted(left)
     assert not [d for d in os.listdir(tmp) if any(d.startswith("kubeface-local-%d-" % pid) for pid in killed)]
 
 

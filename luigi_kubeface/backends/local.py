@@ -71,12 +71,16 @@ def sweep_stale_dirs(parent=None):
         path = os.path.join(parent, name)
         owner = name[len(_DIR_PREFIX):].split("-", 1)[0]
         try:
-            mine = os.stat(path, follow_symlinks=False).st_uid == os.getuid()
+            if os.stat(path, follow_symlinks=False).st_uid != os.getuid():
+                continue  # another user's: not ours to judge
             with open(os.path.join(path, "master")) as f:
                 master, started = (int(v) for v in f.read().split())
         except (OSError, ValueError):
-            continue  # another user's, or a master of an older version: not ours to judge
-        if not mine or str(master) != owner or _start_time(master) == started:
+            # Killed between creating its directory and recording itself: no runner started yet.
+            if not owner.isdigit() or _start_time(int(owner)) is not None:
+                continue  # its master may live
+            master, started = int(owner), -1
+        if str(master) != owner or _start_time(master) == started:
             continue  # its master lives
         try:
             with open(os.path.join(path, "runners")) as f:
