@@ -173,11 +173,10 @@ def _run_leased(job, backend, settings, on_progress, clock, sleep, lease, versio
     retry_at = []  # heap of (time, sequence, element)
     sequence = 0
     last_progress = None
-    timeout = settings.element_timeout + getattr(backend, "timeout_slack", 0)
-    started_at = getattr(backend, "started", None)  # when an attempt began to run, if not at launch
+    timeout = settings.element_timeout + backend.timeout_slack
 
-    if hasattr(backend, "adopt"):  # attempts an earlier master left running: follow, do not duplicate
-        adopted = backend.adopt(job)
+    adopted = backend.adopt(job)  # attempts an earlier master left running: follow, do not duplicate
+    if adopted:
         for element in [e for e in todo if e.key in adopted]:
             attempt = adopted.pop(element.key)
             attempts[element.key] = naming.attempt_number(attempt)
@@ -347,7 +346,7 @@ def _run_leased(job, backend, settings, on_progress, clock, sleep, lease, versio
                     attempt_over(flight, end)
             now = clock()
             for attempt, flight in list(in_flight.items()):
-                began = started_at(attempt) if started_at else flight.started  # None: never ran, never times out
+                began = backend.started(attempt, flight.started)  # None: never ran, never times out
                 if began is not None and now - began > timeout:
                     backend.cancel(attempt)
                     del in_flight[attempt]
@@ -355,7 +354,7 @@ def _run_leased(job, backend, settings, on_progress, clock, sleep, lease, versio
             if settings.speculation and not report.stopped:
                 speculate(now)
             report.stopped = report.stopped or budget_spent() or (lease.lost if lease else "")
-            running = {a: f for a, f in in_flight.items() if not started_at or started_at(a) is not None}
+            running = {a: f for a, f in in_flight.items() if backend.started(a, f.started) is not None}
             progress.running, progress.starting = len(running), len(in_flight) - len(running)
             wall_offset = time.time() - clock()
             progress.running_attempts = {a: (f.element.key, f.started + wall_offset) for a, f in running.items()}
@@ -365,9 +364,9 @@ def _run_leased(job, backend, settings, on_progress, clock, sleep, lease, versio
                 last_progress = snapshot
             if not ended and not report.stopped:
                 # A backend that can wake on an attempt's end (local processes) waits for it instead.
-                getattr(backend, "wait", sleep)(settings.poll_interval)
+                backend.wait(settings.poll_interval)
     finally:
-        if in_flight and getattr(backend, "leaves_attempts_running", False) and not report.stopped:
+        if in_flight and backend.leaves_attempts_running and not report.stopped:
             log.warning("job %s: leaving %d attempts running for a later rerun to adopt", job.id, len(in_flight))
             in_flight.clear()
         for attempt, flight in list(in_flight.items()):

@@ -5,8 +5,9 @@ cancels on request. It knows nothing of elements' results: the engine reads thos
 """
 
 import os
+import time
 from dataclasses import dataclass, field
-from typing import Optional, Protocol
+from typing import Optional
 
 from ..errors import ConfigurationError
 
@@ -47,20 +48,45 @@ class AttemptEnd:
     interrupted: bool = False
 
 
-class Backend(Protocol):
-    def launch(self, spec: AttemptSpec) -> None: ...
+class Backend:
+    """What every backend does (launch, poll, cancel, close) and the optional parts, with their defaults.
+
+    The engine calls only what is declared here; a backend overrides an optional part to change
+    how the engine treats its attempts. tests/backends/test_backend_contract.py runs one suite of
+    checks against every backend.
+    """
+
+    # Seconds added to element_timeout: a backend whose attempts start late (pods) allows for it.
+    timeout_slack = 0.0
+    # True: on a stop without failure (Ctrl-C), leave attempts running for a later master to adopt.
+    leaves_attempts_running = False
+
+    def launch(self, spec: AttemptSpec) -> None:
+        raise NotImplementedError
 
     def poll(self) -> list:
         """Attempts that ended since the last call (AttemptEnd), without blocking for long."""
+        raise NotImplementedError
 
     def cancel(self, attempt: str) -> None:
         """Stop an attempt; it is not reported by poll afterwards."""
+        raise NotImplementedError
 
     def close(self) -> None:
         """Cancel what still runs and release resources."""
 
-    # Optional: adopt(job) -> {element key: attempt id} of attempts an earlier master left running,
-    # which the engine then follows instead of launching duplicates.
+    def wait(self, seconds: float) -> None:
+        """Block until an attempt may have ended, at most seconds (a backend that can wake early does)."""
+        time.sleep(seconds)
+
+    def started(self, attempt: str, launched: float) -> Optional[float]:
+        """When the attempt began to run (engine's clock; launched: when the engine launched it), or None
+        while it still waits for room: element_timeout runs from here, and a waiting attempt never times out."""
+        return launched
+
+    def adopt(self, job) -> dict:
+        """{element key: attempt id} of attempts an earlier master left running, for the engine to follow."""
+        return {}
 
 
 def _local(settings):

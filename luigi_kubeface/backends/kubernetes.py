@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from ..errors import BackendError
-from . import AttemptEnd
+from . import AttemptEnd, Backend
 from .kube_api import KubeApi, PodWatch, describe, is_transient, quota_never_fits
 from .pod_spec import (ATTEMPT_LABEL, ELEMENT_LABEL, RUN_LABEL, build_pod, build_secret, job_selector, pod_name,
                        secret_name)
@@ -37,7 +37,9 @@ class _Pod:
     running_since: float = None  # monotonic time it was first seen running (or ended)
 
 
-class KubernetesBackend:
+class KubernetesBackend(Backend):
+    timeout_slack = 60.0  # element_timeout runs from launch in the engine; a pod's deadline from its start on a node
+
     def __init__(self, settings, api=None):
         self.settings = settings
         self.api = api or KubeApi(settings)
@@ -63,12 +65,7 @@ class KubernetesBackend:
         self._cut_short = False  # a pod's create request went out and never answered
         self._secret_restored_at = 0.0
 
-    @property
-    def timeout_slack(self):
-        """The engine's element_timeout runs from launch; a pod's deadline only from its start on a node."""
-        return 60.0
-
-    def started(self, attempt):
+    def started(self, attempt, launched):
         """Monotonic time the attempt's pod started running, or None while it waits for a slot or a node.
 
         The engine's element_timeout runs from here: an attempt whose pod never ran never times out

@@ -13,7 +13,7 @@ import time
 
 from .. import code_package, naming, runner, serialization
 from ..storage import open_storage
-from . import AttemptEnd
+from . import AttemptEnd, Backend
 
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def _secret_pipe(secret_env):
     return read_end
 
 
-class LocalBackend:
+class LocalBackend(Backend):
     def __init__(self, settings):
         self.settings = settings
         self._processes = {}  # attempt -> (Popen, output file path)

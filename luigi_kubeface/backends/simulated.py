@@ -9,10 +9,10 @@ import json
 
 from .. import naming, runner
 from ..storage import open_storage
-from . import AttemptEnd
+from . import AttemptEnd, Backend
 
 
-class SimulatedBackend:
+class SimulatedBackend(Backend):
     """duration(spec) -> seconds of virtual time for that attempt (0: instant).
 
     `launched`, `cancelled` and `timeline` (virtual time, attempts running) record what happened,
@@ -36,6 +36,9 @@ class SimulatedBackend:
         """Virtual sleep that wakes early when an attempt ends, as a watch on real pods would."""
         ends = [end for end, _ in self._running.values()]
         self.now = min([self.now + seconds] + [max(end, self.now) for end in ends])
+
+    def wait(self, seconds):
+        self.sleep(seconds)
 
     def launch(self, spec):
         self.launched.append(spec)
