@@ -24,7 +24,7 @@ import uuid
 from common import REPO, table
 
 sys.path.insert(0, os.path.join(REPO, "tests"))
-from support import FakeGCS  # noqa: E402
+from infra.servers import FakeGCS  # noqa: E402
 
 PROBE = os.path.join(REPO, "tests", "big_blobs_probe.py")
 

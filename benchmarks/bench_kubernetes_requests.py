@@ -3,7 +3,7 @@
     python benchmarks/bench_kubernetes_requests.py [ELEMENTS] [--peer-tasks 100] [--peer-workers 10]
         [--peer-poll-interval 5] [--max-in-flight 50] [--skip-ours] [--skip-peer]
 
-Starts the real local control plane of tests/cluster (etcd, kube-apiserver, scheduler, controller
+Starts the real local control plane of tests/infra/cluster (etcd, kube-apiserver, scheduler, controller
 manager, and the node agent that runs each pod as a local process with this Python) and a
 fake-gcs-server, then:
 
@@ -39,8 +39,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
-from support import FakeGCS  # noqa: E402
-from tests.cluster.fixtures import start_cluster, stop_cluster  # noqa: E402
+from infra.servers import FakeGCS  # noqa: E402
+from infra.cluster.fixtures import start_cluster, stop_cluster  # noqa: E402
 
 Kind = namedtuple("Kind", "verb group resource subresource scope code")
 _LABELS = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')

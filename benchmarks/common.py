@@ -17,7 +17,7 @@ REPO = os.path.dirname(BENCH)
 sys.path.insert(0, REPO)  # this checkout's luigi_kubeface, not an installed one
 sys.path.insert(1, os.path.join(REPO, "tests"))
 
-from support import Luigid as TestLuigid  # noqa: E402 - the servers the tests start, started the same way
+from infra.servers import Luigid as TestLuigid  # noqa: E402 - the servers the tests start, started the same way
 
 
 def scratch(prefix):

@@ -1,9 +1,13 @@
+"""Fixtures shared by every test: the real servers, each started once per session when a test asks for it."""
+
 import os
 import uuid
 
 import pytest
 
-from support import FakeGCS, Luigid
+from infra.cluster.fixtures import kube_cluster, kube_namespace  # noqa: F401 - the test Kubernetes cluster
+from infra.servers import FakeGCS, Luigid
+from luigi_kubeface.storage import gcs
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +29,19 @@ def gcs_root(fake_gcs):
     bucket = "test-" + uuid.uuid4().hex[:12]
     fake_gcs.create_bucket(bucket)
     return "gs://%s/jobs" % bucket
+
+
+@pytest.fixture
+def own_gcs(tmp_path, monkeypatch):
+    """A fake-gcs-server of this test's own, holding the bucket `outage`, for a test that stops and starts it
+    (its filesystem backend keeps the data across a restart). The master and every runner talk to it."""
+    server = FakeGCS(str(tmp_path / "own-gcs")).start()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
+    gcs.forget_client()  # a client is bound to the emulator address it was made for
+    server.create_bucket("outage")
+    yield server
+    server.stop()
+    gcs.forget_client()
 
 
 @pytest.fixture(scope="session")

@@ -17,12 +17,10 @@ import pytest
 from luigi_kubeface import Client, serialization
 from luigi_kubeface.errors import ConfigurationError, JobFailedError
 from support import REPO
+from elements import square
 
 FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 
-
-def square(x):
-    return x * x
 
 
 def client(tmp_path, **values):

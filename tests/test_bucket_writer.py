@@ -11,12 +11,10 @@ from luigi_kubeface import Client, naming, serialization
 from luigi_kubeface.errors import CorruptBlobError, KubefaceError, UntrustedBlobError
 from luigi_kubeface.keys import KeyRing
 from support import Bomb
+from elements import square
 
 FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 
-
-def square(x):
-    return x * x
 
 
 def regular_files(root):

@@ -13,6 +13,7 @@ from luigi_kubeface.cli import main
 from luigi_kubeface.errors import ConfigurationError
 from luigi_kubeface.settings import Settings
 from support import REPO, TESTS
+from elements import square
 
 FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 
@@ -23,9 +24,6 @@ def kubeface(*argv):
     out = io.StringIO()
     return main(list(argv), out=out), out.getvalue()
 
-
-def square(x):
-    return x * x
 
 
 def test_reproduce_quotes_its_docker_line_and_ignores_job_data_that_would_inject(tmp_path, capsys):

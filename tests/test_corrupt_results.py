@@ -12,6 +12,7 @@ from luigi_kubeface import Client, naming, serialization
 from luigi_kubeface.errors import CorruptBlobError
 from luigi_kubeface.storage import open_storage
 from support import Bomb, run_luigi
+from elements import square
 
 FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 
@@ -40,9 +41,6 @@ def damage_two(storage, marker):
 def attempts_by_element(storage):
     return sorted(k.split("/")[1] for k in storage.list(naming.ATTEMPTS_PREFIX))
 
-
-def square(x):
-    return x * x
 
 
 @pytest.mark.parametrize("where", ["local", "gcs"])

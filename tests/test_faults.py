@@ -1,4 +1,4 @@
-"""Faults in the middle of a job: nothing lost, nothing hangs. (Kubernetes faults live in tests/cluster/.)"""
+"""Faults in the middle of a job: nothing lost, nothing hangs. (Kubernetes faults live in tests/backends/.)"""
 
 import os
 import threading
@@ -8,24 +8,9 @@ import pytest
 
 from luigi_kubeface import Client, naming
 from luigi_kubeface.storage import open_storage
-from support import FakeGCS
 
 OUTAGE = 30.0
 DEADLINE = 240.0  # the whole test, outage included; a hang fails the test instead of blocking CI
-
-
-@pytest.fixture
-def own_gcs(tmp_path, monkeypatch):
-    """A fake-gcs-server of this test's own (filesystem backend: its data survives a restart)."""
-    server = FakeGCS(str(tmp_path / "gcs")).start()
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)  # the master and every runner
-    from luigi_kubeface.storage import gcs
-
-    gcs._clients.clear()
-    server.create_bucket("outage")
-    yield server
-    server.stop()
-    gcs._clients.clear()
 
 
 def slow_square(x):

@@ -8,12 +8,10 @@ import pytest
 from luigi_kubeface import Client, naming, serialization
 from luigi_kubeface.errors import SigningKeyError, UntrustedBlobError
 from luigi_kubeface.keys import KeyRing
+from elements import square
 
 FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 
-
-def square(x):
-    return x * x
 
 
 def plus_thousand(x):

@@ -7,6 +7,7 @@ import pytest
 
 from luigi_kubeface import Client
 from luigi_kubeface.errors import ConfigurationError
+from elements import square
 
 FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 
@@ -14,9 +15,6 @@ FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 def train(params):
     return {"accuracy": 0.9 + params["c"] / 100 - (params["model"] == "svm") * 0.01, "c": params["c"] * 2}
 
-
-def square(x):
-    return x * x
 
 
 def blob(x):

@@ -18,6 +18,7 @@ from luigi_kubeface.job import Job, elements_from_items
 from luigi_kubeface.keys import KeyRing, job_key
 from luigi_kubeface.settings import Settings
 from support import Bomb, REPO
+from elements import square
 
 KEY = bytes(range(32))
 FAST = dict(poll_interval=0.05, retry_backoff=0.1)
@@ -86,9 +87,6 @@ def test_team_key_file_must_exist_and_hold_a_key(tmp_path):
     assert KeyRing(signing_key_file=str(team)).stored_key("gs://b/j") == bytes([0xAB]) * 32
     assert KeyRing(signing_key_file=str(team)).load("gs://b/j") == job_key(bytes([0xAB]) * 32, "gs://b/j")
 
-
-def square(x):
-    return x * x
 
 
 def test_rerun_without_the_key_file_says_how_to_recover(tmp_path):

@@ -12,7 +12,7 @@ from luigi_kubeface import Client, JobFailedError
 from luigi_kubeface.job import Job
 from luigi_kubeface.job_state import JobState
 from luigi_kubeface.status_page import render
-from support import chromium, png_colours
+from infra.browser import chromium, png_colours
 
 FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 
@@ -163,13 +163,8 @@ def test_results_section_says_why_there_is_nothing_to_rank(finished_job, tmp_pat
 
 @pytest.mark.slow
 def test_results_section_at_fifty_thousand_elements_in_chromium(tmp_path):
-    import sys
-
     from luigi_kubeface.result_charts import MAX_LINES, MAX_POINTS
-    from support import REPO
-
-    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-    from status_page_scale import build
+    from status_page_scale import build  # benchmarks/: pytest.ini puts it on the path
 
     job = build(str(tmp_path), 50000, results=True)
     state = JobState(job).refresh(max_reads=100000)

@@ -36,6 +36,12 @@ def _client():
         return _clients["client"]
 
 
+def forget_client():
+    """Drop this process's client: the next call makes one for the endpoint the environment names now."""
+    with _clients_lock:
+        _clients.clear()
+
+
 def _translate(error, what):
     """Map SDK and transport errors to ours: transient ones are retried by RetryingStorage."""
     from google.api_core import exceptions as api

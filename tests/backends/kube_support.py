@@ -1,4 +1,4 @@
-"""Helpers for tests that run jobs on the test Kubernetes cluster (tests/cluster) with fake-gcs-server."""
+"""Helpers for tests that run jobs on the test Kubernetes cluster (tests/infra/cluster) with fake-gcs-server."""
 
 import json
 import os

@@ -1,6 +1,6 @@
 """The Kubernetes backend against a real kube-apiserver, scheduler and controller manager.
 
-Pods are run by the test node agent (tests/cluster) as local processes with this Python; all data
+Pods are run by the test node agent (tests/infra/cluster) as local processes with this Python; all data
 goes through fake-gcs-server. Each test gets its own namespace.
 """
 
@@ -17,12 +17,10 @@ from luigi_kubeface.errors import ConfigurationError, JobFailedError
 from luigi_kubeface.job import Job
 from kube_support import PodCounter, kube_settings, nap, pods, running_pods, start_master, wait_until
 from support import run_luigi
+from elements import square
 
 pytestmark = pytest.mark.slow
 
-
-def square(x):
-    return x * x
 
 
 def master_requests(cluster):

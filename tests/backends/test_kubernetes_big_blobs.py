@@ -1,6 +1,6 @@
 """A pod sized for its work holds a 1 GB result once (issue 13), on the test cluster.
 
-The node agent (tests/cluster/node_agent.py) kills a pod whose processes' RSS exceeds its
+The node agent (tests/infra/cluster/node_agent.py) kills a pod whose processes' RSS exceeds its
 limits.memory, as the kubelet's cgroup does (reason OOMKilled). Before results streamed through
 files, a 1 GB result took about 3 GB in the element and its pod was OOMKilled at 1400Mi. Storage is
 fake-gcs-server, so the result goes up by the GCS client's resumable upload. The agent samples RSS

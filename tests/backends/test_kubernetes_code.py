@@ -1,4 +1,4 @@
-"""Code shipping on the real cluster: pods hold only the stock image (tests/cluster/image.py)."""
+"""Code shipping on the real cluster: pods hold only the stock image (tests/infra/cluster/image.py)."""
 
 import json
 import os

@@ -19,9 +19,9 @@ from kube_support import kube_settings, nap, pods, running_pods, wait_until
 from luigi_kubeface import Client, naming
 from luigi_kubeface.job import Job
 from luigi_kubeface.storage import open_storage
-from support import REPO, TESTS, FakeGCS, run_luigi
-from tests.cluster.fixtures import TEST_IMAGE
-from tests.cluster.node_agent import NodeAgent, NodeSpec
+from support import REPO, TESTS, run_luigi
+from infra.cluster.fixtures import TEST_IMAGE
+from infra.cluster.node_agent import NodeAgent, NodeSpec
 
 pytestmark = pytest.mark.slow
 
@@ -150,30 +150,16 @@ def test_pods_killed_and_a_node_lost_mid_job(kube_cluster, kube_namespace, fake_
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "pods to be deleted")
 
 
-@pytest.fixture
-def own_gcs(tmp_path, monkeypatch):
-    """A fake-gcs-server of this test's own (filesystem backend: its data survives a restart)."""
-    server = FakeGCS(str(tmp_path / "gcs")).start()
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
-    from luigi_kubeface.storage import gcs
-
-    gcs._clients.clear()  # the master's client must talk to this server
-    server.create_bucket("bucket-outage")
-    yield server
-    server.stop()
-    gcs._clients.clear()
-
-
 def test_bucket_down_for_30s_mid_job(kube_cluster, kube_namespace, own_gcs):
     """Pods and the master wait out the bucket's outage (or the pod is run again): nothing lost."""
-    root = "gs://bucket-outage/jobs"
+    root = "gs://outage/jobs"
     settings = kube_settings(kube_cluster, kube_namespace, own_gcs, root, max_in_flight=8, retries=2)
-    storage = open_storage(root + "/bucket-outage", retry_deadline=60)
+    storage = open_storage(root + "/outage", retry_deadline=60)
     items = [1.5 + i / 1000 for i in range(24)]
-    run_through_an_outage(settings, items, "bucket-outage",
+    run_through_an_outage(settings, items, "outage",
                           started=lambda: len(storage.list(naming.RESULTS_PREFIX)) >= 4,
                           stop=own_gcs.stop, start=own_gcs.start)
-    assert_each_result_once(root, "bucket-outage", items)
+    assert_each_result_once(root, "outage", items)
     assert not storage.list(naming.QUARANTINE_PREFIX)
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "pods to be deleted")
 

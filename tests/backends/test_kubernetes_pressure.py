@@ -18,7 +18,7 @@ from luigi_kubeface.backends.pod_spec import JOB_LABEL, MANAGED_BY, MANAGER, job
 from luigi_kubeface.errors import JobFailedError
 from luigi_kubeface.job import Job
 from test_kubernetes_faults import assert_each_result_once, second_node  # noqa: F401
-from tests.cluster.fixtures import pod_body
+from infra.cluster.fixtures import pod_body
 
 pytestmark = pytest.mark.slow
 

@@ -7,20 +7,6 @@ import pytest
 
 from luigi_kubeface.errors import TransientStorageError
 from luigi_kubeface.storage import open_storage
-from support import FakeGCS
-
-
-@pytest.fixture
-def own_gcs(tmp_path, monkeypatch):
-    server = FakeGCS(str(tmp_path)).start()
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
-    from luigi_kubeface.storage import gcs
-
-    gcs._clients.clear()  # the client is bound to the emulator address it was created with
-    server.create_bucket("outage")
-    yield server
-    server.stop()
-    gcs._clients.clear()
 
 
 def test_outage_is_waited_out(own_gcs):

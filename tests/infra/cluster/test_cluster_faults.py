@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tests.cluster.fixtures import container_state, pod_body
+from .fixtures import container_state, pod_body
 
 pytestmark = pytest.mark.slow
 

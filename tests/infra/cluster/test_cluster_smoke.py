@@ -7,7 +7,7 @@ import time
 import pytest
 from kubernetes.client.rest import ApiException
 
-from tests.cluster.fixtures import container_state, pod_body
+from .fixtures import container_state, pod_body
 
 pytestmark = pytest.mark.slow
 

@@ -44,8 +44,7 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from controlplane import Reaper, self_signed_cert  # noqa: E402
+from .controlplane import Reaper, self_signed_cert
 
 log = logging.getLogger("luigi_kubeface.tests.node_agent")
 

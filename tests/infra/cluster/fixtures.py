@@ -1,8 +1,7 @@
 """Pytest fixtures for a real local Kubernetes cluster (control plane + node agent).
 
-Import them into a conftest to use them::
-
-    from tests.cluster.fixtures import kube_cluster, kube_namespace  # noqa: F401
+tests/conftest.py imports them, so every test can ask for them; the cluster starts
+only when a test does.
 
 ``kube_cluster`` (session scope) builds the binaries if needed (``build.sh``,
 minutes on the first run, then cached), starts the control plane and a node
@@ -13,7 +12,6 @@ namespace (with its ``default`` ServiceAccount ready) and deletes it afterwards.
 from __future__ import annotations
 
 import json
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,13 +19,11 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import controlplane  # noqa: E402
-from controlplane import ControlPlane, build_binaries  # noqa: E402
-from image import build_test_image  # noqa: E402
-from node_agent import NodeAgent, NodeSpec  # noqa: E402
+from .controlplane import ControlPlane, build_binaries
+from .image import build_test_image
+from .node_agent import NodeAgent, NodeSpec
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 TEST_IMAGE = "luigi-kubeface:test"
 
 
@@ -51,7 +47,7 @@ class KubeCluster:
 
     control_plane: ControlPlane
     agent: NodeAgent
-    image_bin: str = ""  # the bin directory of the image's virtualenv (tests/cluster/image.py)
+    image_bin: str = ""  # the bin directory of the image's virtualenv (tests/infra/cluster/image.py)
     namespaces: list = field(default_factory=list)
     _client: object = field(default=None, repr=False)
 
@@ -67,7 +63,7 @@ class KubeCluster:
     @property
     def image(self) -> str:
         """The image name the node agent runs with a bare virtualenv: luigi-kubeface from a wheel of
-        the checkout and third-party packages, nothing of the repository (tests/cluster/image.py)."""
+        the checkout and third-party packages, nothing of the repository (tests/infra/cluster/image.py)."""
         return TEST_IMAGE
 
     def new_api_client(self):
@@ -206,28 +202,14 @@ def stop_cluster(cluster: KubeCluster):
         cluster.control_plane.stop()
 
 
-# Kept in the controlplane module (always imported under that one name, see the sys.path
-# line above) so that this module imported as tests.cluster.fixtures, cluster.fixtures or
-# fixtures still shares one cluster per session.
-_shared = controlplane.__dict__.setdefault("SESSION_CLUSTER", {"cluster": None, "users": 0})
-
-
 @pytest.fixture(scope="session")
 def kube_cluster(tmp_path_factory):
-    """A real kube-apiserver/scheduler/controller-manager/etcd plus the fake kubelet.
-
-    Reference-counted: if several conftests import this fixture, one session
-    still starts one cluster."""
-    if _shared["cluster"] is None:
-        _shared["cluster"] = start_cluster(tmp_path_factory.mktemp("kube"))
-    _shared["users"] += 1
+    """A real kube-apiserver/scheduler/controller-manager/etcd plus the fake kubelet, once per session."""
+    cluster = start_cluster(tmp_path_factory.mktemp("kube"))
     try:
-        yield _shared["cluster"]
+        yield cluster
     finally:
-        _shared["users"] -= 1
-        if _shared["users"] == 0:
-            cluster, _shared["cluster"] = _shared["cluster"], None
-            stop_cluster(cluster)
+        stop_cluster(cluster)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CACHE = Path(os.environ.get("LUIGI_KUBEFACE_CACHE", Path.home() / ".cache" / "luigi-kubeface"))
 EXTRAS = "examples,test"  # what the tests' pipelines import (scikit-learn, pytest, requests ...)
 
