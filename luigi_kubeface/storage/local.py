@@ -11,12 +11,26 @@ import fcntl
 import os
 import secrets
 import shutil
+import socket
 import stat
 
 from ..errors import BlobNotFoundError, ConfigurationError, StorageError, UnsafePathError
 from . import Head
 
 _TMP_PREFIX = ".tmp-"
+_HOST = socket.gethostname().replace("-", "_")  # in temporary names: whose writer (host, pid) may be judged dead
+
+
+def _writer_died(name):
+    """A temporary file whose writer, a process of this host, is gone (killed mid-write): nobody will finish it."""
+    try:
+        host, pid, _ = name[len(_TMP_PREFIX):].rsplit("-", 2)
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return host == _HOST
+    except (ValueError, OSError):
+        pass
+    return False
 _COPY_CHUNK = 8 << 20
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -125,7 +139,7 @@ class LocalStorage:
     def _temp(self, directory, data):
         """A new file (mode 0600, O_EXCL) in the directory holding data (bytes, or a stream read in
         chunks), flushed to disk: its name."""
-        name = _TMP_PREFIX + secrets.token_hex(8)
+        name = "%s%s-%d-%s" % (_TMP_PREFIX, _HOST, os.getpid(), secrets.token_hex(8))
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=directory)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -225,9 +239,21 @@ class LocalStorage:
         return found is not None and not stat.S_ISDIR(found.st_mode)
 
     def _entries(self, directory):
-        """(name, is a real directory) of every entry but temporary files; links are never directories."""
+        """(name, is a real directory) of every entry but temporary files; links are never directories.
+
+        A temporary file whose writer was killed is removed on the way: a 2 GB result cut short
+        would otherwise stay on disk for good."""
+        found = []
         with os.scandir(directory) as entries:
-            return [(e.name, e.is_dir(follow_symlinks=False)) for e in entries if not e.name.startswith(_TMP_PREFIX)]
+            for e in entries:
+                if not e.name.startswith(_TMP_PREFIX):
+                    found.append((e.name, e.is_dir(follow_symlinks=False)))
+                elif _writer_died(e.name):
+                    try:
+                        os.unlink(e.name, dir_fd=directory)
+                    except OSError:
+                        pass
+        return found
 
     def _walk(self, fd, rel, keys):
         for name, is_dir in self._entries(fd):
