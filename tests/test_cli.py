@@ -4,6 +4,7 @@ import io
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import threading
@@ -277,6 +278,7 @@ def test_cleanup_older_than_spares_a_job_whose_master_is_alive(tmp_path):
     meta_path = os.path.join(root, "long", "job.json")
     meta = json.load(open(meta_path))
     json.dump(dict(meta, updated=time.time() - 5 * 86400), open(meta_path, "w"))  # dispatched 5 days ago
+    shutil.rmtree(os.path.join(root, "long", "dispatches"))  # as while its master runs: no run summary yet
     code, out = kubeface("cleanup", "--older-than", "1d", "--storage-root", root)
     assert "no job under" in out  # its progress.json was written just now
     os.unlink(os.path.join(root, "long", "progress.json"))
@@ -297,6 +299,7 @@ def test_malformed_records_are_skipped_and_named_everything_else_shown(tmp_path,
     torn = os.path.join(job_dir, "attempts", odd, record)
     text = open(torn).read()
     open(torn, "w").write(text[: len(text) // 2])  # cut short, as by a writer killed mid-write
+    shutil.rmtree(os.path.join(job_dir, "dispatches"))  # Client.map's own run summary: this test writes its runs
     os.makedirs(os.path.join(job_dir, "dispatches"))
     json.dump({"run": "20240101T000000Z-good", "started": 1, "finished": 2, "succeeded": 2},
               open(os.path.join(job_dir, "dispatches", "20240101T000000Z-good.json"), "w"))
