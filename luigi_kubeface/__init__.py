@@ -1,7 +1,8 @@
 """luigi-kubeface: run each element of a parameter grid as its own pod (or local process), from Luigi.
 
 The layers, imported top to bottom only:
-    luigi_adapter  ->  client  ->  engine  ->  job  ->  storage, backends  ->  runner, serialization, naming
+    luigi_adapter, client  ->  dispatch  ->  engine  ->  job  ->  job_store  ->  storage, backends
+        ->  runner, records, serialization, naming
 
 Exports are loaded lazily so that the task runner (what every pod starts) imports only what it uses.
 """

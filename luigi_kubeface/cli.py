@@ -29,10 +29,10 @@ from . import lease, naming, serialization
 from .errors import (
     BlobNotFoundError, ConfigurationError, JobRunningError, KubefaceError, StorageError, UnreadableRecordError,
 )
-from .job_state import JobState, open_job
+from .job_state import JobState
+from .job_store import JobStore, list_jobs, open_job
 from .result_table import column_names, pick_metric, ranked, result_rows
 from .status_page import format_duration, page_url
-from .storage import open_storage
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -121,13 +121,9 @@ def _state(args):
     from .keys import KeyRing
     from .luigi_adapter.config import load_settings
 
-    job = open_job(args.job, args.storage_root or _root_if_needed(args.job))
-    job.keys = KeyRing.from_settings(load_settings())  # key_dir, signing_key_file: as the master had them
-    return JobState(job, max_reads=args.max_reads if hasattr(args, "max_reads") else 2000).refresh()
-
-
-def _root_if_needed(job_ref):
-    return None if ("://" in job_ref or "/" in job_ref or job_ref.startswith(".")) else default_storage_root()
+    store = open_job(args.job, args.storage_root or default_storage_root)
+    store.keys = KeyRing.from_settings(load_settings())  # key_dir, signing_key_file: as the master had them
+    return JobState(store, max_reads=args.max_reads if hasattr(args, "max_reads") else 2000).refresh()
 
 
 def _root(args):
@@ -135,47 +131,9 @@ def _root(args):
     return root if "://" in root else os.path.abspath(os.path.expanduser(root))
 
 
-def _job_time(job_storage):
-    """When the job last did something: job.json (each dispatch), its last dispatch, or its live progress.
-
-    A running master rewrites progress.json every few seconds, so a job that runs for days is never
-    "older than" a day.
-    """
-    try:
-        meta = json.loads(job_storage.read(naming.JOB_META))
-    except ValueError:
-        meta = None
-    if not isinstance(meta, dict):  # a job all the same: list it, and say what is wrong (cleanup skips it)
-        meta = {"function": "? (its %s is not a valid JSON record)" % naming.JOB_META, "unreadable": True}
-    latest = float(meta.get("updated") or 0)
-    dispatches = job_storage.list(naming.DISPATCHES_PREFIX)  # run ids start with their UTC time
-    for key, field in ([(max(dispatches), "finished")] if dispatches else []) + [(naming.PROGRESS, "updated")]:
-        try:
-            latest = max(latest, float(json.loads(job_storage.read(key)).get(field) or 0))
-        except (BlobNotFoundError, ValueError, TypeError, AttributeError):
-            pass
-    return meta, latest
-
-
 def _jobs(root):
-    """(job id, meta, last activity) of every job directly under root; links and malformed jobs are skipped."""
-    storage = open_storage(root, retry_deadline=30.0)
-    jobs = []
-    for name in storage.children(""):
-        if not name.endswith("/"):
-            continue  # a blob, or a link (never followed: it may point anywhere)
-        job_id = name[:-1]
-        try:
-            naming.check_job_id(job_id)
-            job_storage = open_storage(root.rstrip("/") + "/" + job_id, retry_deadline=30.0)
-            meta, latest = _job_time(job_storage)
-        except BlobNotFoundError:
-            continue  # not a job: no job.json
-        except (ValueError, TypeError, AttributeError, KubefaceError) as error:
-            _warn("skipping %s/%s: not a usable job (%s)" % (root.rstrip("/"), job_id, error))
-            continue
-        jobs.append((job_id, meta, latest))
-    return jobs
+    """(job id, JobMeta, last activity) of every job directly under root; links and malformed jobs are skipped."""
+    return list_jobs(root, on_skip=_warn)
 
 
 def _warn(text):
@@ -196,10 +154,60 @@ def cmd_list(args, out):
         return 0
     print("%-40s %9s %9s  %-16s  %s" % ("JOB", "ELEMENTS", "DONE", "LAST ACTIVE (UTC)", "FUNCTION"), file=out)
     for job_id, meta, latest in sorted(jobs, key=lambda j: -j[2]):
-        done = len(open_job(root.rstrip("/") + "/" + job_id).finished())
+        done = len(JobStore.at(root, job_id, retry_deadline=30.0).finished())
         print("%-40s %9s %9d  %-16s  %s" % (job_id, meta.get("elements", "?"), done, _when(latest),
                                              meta.get("function", "?")), file=out)
     return 0
+
+
+def _print_runs(state, out):
+    """The lease, the live master's counts, the last run and the results by code version."""
+    holder = state.store.lease_holder()
+    if holder is not None:
+        print("lease: %s" % lease.describe(holder), file=out)
+    live = state.live
+    if live and not live.final:
+        age = time.time() - live.updated
+        print("running now (master's counts %s ago%s): %d reused, %d succeeded, %d running, %d pending, %d failed, "
+              "%d retried, %d speculated" % (
+                  (format_duration(age), "; it may have stopped" if age > 300 else "")
+                  + tuple(live.counts.get(n, 0) for n in ("reused", "succeeded", "running", "pending", "failed",
+                                                          "retried", "speculated"))), file=out)
+    run = state.last_dispatch
+    if run:
+        print("last run %s (%s to %s UTC): %d reused, %d succeeded, %d failed, %d retried, %d speculated%s" % (
+            (run.run, _when(run.started), _when(run.finished))
+            + tuple(run.count(n) for n in ("reused", "succeeded", "failed", "retried", "speculated"))
+            + ("; stopped early: %s" % run.stopped if run.stopped else "",)), file=out)
+    if state.version_counts:
+        current = state.store.code_version
+        print("results by code version: %s" % ", ".join(
+            "%s%s %d" % (version or "(before code versions)", " (current)" if version == current else "", n)
+            for version, n in sorted(state.version_counts.items(), key=lambda vn: (vn[0] != current, vn[0]))),
+            file=out)
+
+
+def _print_elements(elements, running, limit, out):
+    """Failed elements, running ones (longest first) and the slowest done; whether any failed."""
+    failed = [e for e in elements if e.state == "failed"]
+    if failed:
+        print("\nfailed elements (%d):" % len(failed), file=out)
+        for e in failed[:limit]:
+            print("  @%-5d %s  %-30s %d attempt(s)  %s" % (e.index, e.key, e.label, len(e.attempts), e.error), file=out)
+        if len(failed) > limit:
+            print("  ... %d more" % (len(failed) - limit), file=out)
+    if running:
+        longest = sorted((e for e in elements if e.state == "running"), key=lambda e: -e.duration)
+        print("\nrunning elements (%d), longest first:" % len(longest), file=out)
+        for e in longest[:limit]:
+            print("  @%-5d %s  %-30s %8s  attempt %s" % (e.index, e.key, e.label, format_duration(e.duration),
+                                                        e.attempts[-1]), file=out)
+    timed = sorted((e for e in elements if e.state == "done" and e.duration is not None), key=lambda e: -e.duration)
+    if timed:
+        print("\nslowest elements:", file=out)
+        for e in timed[:limit]:
+            print("  @%-5d %s  %-30s %8s  %s" % (e.index, e.key, e.label, format_duration(e.duration), e.host), file=out)
+    return bool(failed)
 
 
 def cmd_status(args, out):
@@ -207,8 +215,8 @@ def cmd_status(args, out):
     running = state.live_running()
     elements = state.elements(running)
     counts = state.counts(elements)
-    job = state.job
-    print("job %s  (%s)" % (job.id, job.url), file=out)
+    store = state.store
+    print("job %s  (%s)" % (store.id, store.url), file=out)
     print("function %s, Python %s, cloudpickle %s, last dispatched %s UTC" % (
         state.meta.get("function", "?"), state.meta.get("python", "?"), state.meta.get("cloudpickle", "?"),
         _when(state.meta.get("updated"))), file=out)
@@ -218,53 +226,13 @@ def cmd_status(args, out):
                                            "not run" if running is None else "pending")
                                  if s != "running" or running is not None),
         counts["attempts"]), file=out)
-    holder, _ = lease.read_lease(job.storage)
-    if holder is not None:
-        print("lease: %s" % lease.describe(holder), file=out)
-    if state.live and not state.live.get("final"):
-        live = state.live["counts"]
-        age = time.time() - state.live.get("updated", 0)
-        print("running now (master's counts %s ago%s): %d reused, %d succeeded, %d running, %d pending, %d failed, "
-              "%d retried, %d speculated" % (
-                  format_duration(age), "; it may have stopped" if age > 300 else "", live.get("reused", 0),
-                  live.get("succeeded", 0), live.get("running", 0), live.get("pending", 0), live.get("failed", 0),
-                  live.get("retried", 0), live.get("speculated", 0)), file=out)
-    dispatch = state.last_dispatch
-    if dispatch:
-        print("last run %s (%s to %s UTC): %d reused, %d succeeded, %d failed, %d retried, %d speculated%s" % (
-            dispatch.get("run"), _when(dispatch.get("started")), _when(dispatch.get("finished")),
-            dispatch.get("reused", 0), dispatch.get("succeeded", 0), dispatch.get("failed", 0),
-            dispatch.get("retried", 0), dispatch.get("speculated", 0),
-            "; stopped early: %s" % dispatch["stopped"] if dispatch.get("stopped") else ""), file=out)
-    if state.version_counts:
-        current = job.code_version
-        print("results by code version: %s" % ", ".join(
-            "%s%s %d" % (version or "(before code versions)", " (current)" if version == current else "", n)
-            for version, n in sorted(state.version_counts.items(), key=lambda vn: (vn[0] != current, vn[0]))),
-            file=out)
+    _print_runs(state, out)
     if state.unread:
         print("(%d older attempt records not read: raise --max-reads)" % state.unread, file=out)
     for key, why in sorted(state.unreadable.items()):
         print("skipped %s: %s" % (key, why), file=out)
-    failed = [e for e in elements if e.state == "failed"]
-    if failed:
-        print("\nfailed elements (%d):" % len(failed), file=out)
-        for e in failed[: args.limit]:
-            print("  @%-5d %s  %-30s %d attempt(s)  %s" % (e.index, e.key, e.label, len(e.attempts), e.error), file=out)
-        if len(failed) > args.limit:
-            print("  ... %d more" % (len(failed) - args.limit), file=out)
-    if running:
-        longest = sorted((e for e in elements if e.state == "running"), key=lambda e: -e.duration)
-        print("\nrunning elements (%d), longest first:" % len(longest), file=out)
-        for e in longest[: args.limit]:
-            print("  @%-5d %s  %-30s %8s  attempt %s" % (e.index, e.key, e.label, format_duration(e.duration),
-                                                        e.attempts[-1]), file=out)
-    timed = sorted((e for e in elements if e.state == "done" and e.duration is not None), key=lambda e: -e.duration)
-    if timed:
-        print("\nslowest elements:", file=out)
-        for e in timed[: args.limit]:
-            print("  @%-5d %s  %-30s %8s  %s" % (e.index, e.key, e.label, format_duration(e.duration), e.host), file=out)
-    print("\nstatus page: %s" % page_url(job), file=out)
+    failed = _print_elements(elements, running, args.limit, out)
+    print("\nstatus page: %s" % page_url(store), file=out)
     return 1 if failed else 0
 
 
@@ -339,7 +307,7 @@ def cmd_logs(args, out):
     while True:
         if attempt is not None:
             try:
-                text = job.storage.read(naming.log_key(element.key, attempt))
+                text = job.read_log(element.key, attempt)
             except BlobNotFoundError:
                 try:
                     record = job.attempt_record(element.key, attempt)
@@ -441,10 +409,8 @@ def cmd_cleanup(args, out):
     if bool(args.job) == bool(args.older_than):
         raise ConfigurationError("cleanup takes a JOB or --older-than DURATION (e.g. 7d), not both or neither")
     if args.job:
-        jobs = [open_job(args.job, args.storage_root or _root_if_needed(args.job))]
+        jobs = [open_job(args.job, args.storage_root or default_storage_root)]
     else:
-        from .job import Job
-
         age = parse_duration(args.older_than)
         root = _root(args)
         cutoff = time.time() - age
@@ -452,7 +418,7 @@ def cmd_cleanup(args, out):
         for job_id, meta, _ in found:
             if meta.get("unreadable"):
                 _warn("skipping %s/%s: its %s is not a valid JSON record" % (root.rstrip("/"), job_id, naming.JOB_META))
-        jobs = [Job(job_id, root, retry_deadline=30.0) for job_id, meta, latest in found
+        jobs = [JobStore.at(root, job_id, retry_deadline=30.0) for job_id, meta, latest in found
                 if latest < cutoff and not meta.get("unreadable")]
         if not jobs:
             print("no job under %s was active in the last %s" % (root, args.older_than), file=out)

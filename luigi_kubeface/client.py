@@ -4,15 +4,14 @@ import inspect
 import logging
 
 from . import naming
-from .backends import open_backend
-from .engine import run_job
+from .dispatch import dispatch
 from .errors import ElementFailedError, JobFailedError
 from .job import Job, elements_from_items
 from .keys import KeyRing
 from .progress_bar import ProgressBar
 from .results import Results
 from .settings import Settings
-from .status_page import StatusPageWriter, page_url
+from .status_page import page_url
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +41,20 @@ class Client:
             identity = (tuple(e.key for e in elements), job.code_version, tuple(map(tuple, shared_digests)))
             job = job.renamed("%s-%s" % (getattr(function, "__name__", "map").strip("<>") or "map",
                                          naming.element_key((identity,), {})[:12]))
-        job.prepare(details=self.settings.job_details())
-        page = StatusPageWriter(job)
-        log.info("job %s: status page %s", job.id, page.url)
-        bar = ProgressBar(len(elements), job.id, enabled=progress)
+        bars = []  # shown once the job is prepared, as its status page is
 
         def show(current):
-            page.update(current)
-            bar.update(current)
+            for bar in bars:
+                bar.update(current)
             if on_progress:
                 on_progress(current)
 
-        backend = open_backend(self.settings)
         try:
-            report = run_job(job, backend, self.settings, on_progress=show)
+            report = dispatch(job, self.settings, on_progress=show,
+                              on_page=lambda url: bars.append(ProgressBar(len(elements), job.id, enabled=progress)))
         finally:
-            backend.close()
-            bar.close()
-            page.close()
+            for bar in bars:
+                bar.close()
         if report.failures or report.stopped:
             raise job_failure(job, report)
         return Results(job, [e.key for e in elements])

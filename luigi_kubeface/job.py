@@ -1,11 +1,10 @@
 """A job: a function, its elements and its shared inputs, living under one storage prefix.
 
-This module turns user input into validated elements, uploads what the runner needs, and answers
-questions about the job from storage (what is done, what each attempt did).
+This module turns user input into validated elements and defines the job; job_store.py reads and
+writes what its prefix holds.
 """
 
 import copy
-import json
 import sys
 import time
 from collections.abc import Mapping
@@ -14,9 +13,8 @@ from dataclasses import dataclass, field
 import cloudpickle
 
 from . import code_package, naming, serialization
-from .errors import (
-    BlobNotFoundError, ConfigurationError, CorruptBlobError, SigningKeyError, StorageError, UnreadableRecordError,
-)
+from .errors import ConfigurationError
+from .job_store import JobStore
 from .keys import KeyRing
 from .storage import open_storage
 
@@ -154,39 +152,86 @@ def elements_from_items(items, item_name="item"):
 
 
 class Job:
-    """settings gives what shapes the shipped code and reuse (code_include, code_exclude,
-    code_max_bytes, reuse_results); pinned_version replaces the computed code version."""
+    """A job's definition: its function, elements, shared inputs, code and settings. What its
+    storage prefix holds is read and written by its store (job.store, a JobStore).
+
+    settings gives what shapes the shipped code and reuse (code_include, code_exclude,
+    code_max_bytes, reuse_results); pinned_version replaces the computed code version.
+    """
 
     def __init__(self, job_id, storage_root, function=None, elements=(), shared=None, retry_deadline=600.0,
                  keys=None, settings=None, pinned_version=None):
-        self.id = naming.check_job_id(job_id)
         self.storage_root = storage_root
-        self.url = naming.job_url(storage_root, job_id)
         self.retry_deadline = retry_deadline
-        self.storage = open_storage(self.url, retry_deadline=retry_deadline)
         self.function = function
         self.elements = list(elements)
         self.shared = dict(shared or {})
         self._shared_keys = {}
         self._shared_pickles = None
-        self.keys = keys or KeyRing()
-        self._key = None
         self.settings = settings
         self.pinned_version = pinned_version
         self._function_payload = None
         self._code = None
         self._code_version = None
-        self._reuse_any = None if function is None else getattr(settings, "reuse_results", "same_code") == "any"
-        self._versions = None  # element -> code versions of its results, as last listed
+        self.store = self._open_store(naming.check_job_id(job_id), keys or KeyRing())
+
+    def _open_store(self, job_id, keys):
+        """Results of this function's code count (a job with no function reads job.json's version)."""
+        defined = self.function is not None
+        return JobStore.at(self.storage_root, job_id, keys=keys, retry_deadline=self.retry_deadline,
+                           code_version=(lambda: self.code_version) if defined else None,
+                           reuse_any=getattr(self.settings, "reuse_results", "same_code") == "any" if defined else None)
 
     def renamed(self, job_id):
         """The same job under another id, keeping what was computed (Client.map names a job by its code)."""
         other = copy.copy(self)
-        other.id = naming.check_job_id(job_id)
-        other.url = naming.job_url(self.storage_root, job_id)
-        other.storage = open_storage(other.url, retry_deadline=self.retry_deadline)
-        other._key, other._versions = None, None
+        other.store = other._open_store(naming.check_job_id(job_id), self.store.keys)
         return other
+
+    # -- what the engine asks of a job (its store answers) -----------------------------------
+
+    @property
+    def id(self):
+        return self.store.id
+
+    @property
+    def url(self):
+        return self.store.url
+
+    @property
+    def storage(self):
+        return self.store.storage
+
+    @property
+    def keys(self):
+        return self.store.keys
+
+    def secret_env(self):
+        return self.store.secret_env()
+
+    def write_input(self, element):
+        self.store.write_input(element, self._shared_keys)
+
+    def result_versions(self):
+        return self.store.result_versions()
+
+    def finished(self, versions=None):
+        return self.store.finished(versions)
+
+    def check_result(self, key):
+        return self.store.check_result(key)
+
+    def has_result(self, key):
+        return self.store.has_result(key)
+
+    def drop_other_versions(self, key):
+        self.store.drop_other_versions(key)
+
+    def attempt_record(self, key, attempt):
+        return self.store.attempt_record(key, attempt)
+
+    def write_attempt_record(self, key, attempt, record, if_absent=False):
+        return self.store.write_attempt_record(key, attempt, record, if_absent)
 
     # -- the code: what ships, and the version results are filed under ----------------------
 
@@ -228,50 +273,18 @@ class Job:
 
     @property
     def code_version(self):
-        """This job's code version: computed from its function, else (a job opened to be read) the
+        """This job's code version: computed from its function, else (a job with no function) the
         version its last master recorded in job.json."""
+        if self.function is None:
+            return self.store.code_version
         if self._code_version is None:
-            if self.function is not None:
-                self._code_version = code_package.code_version(self.function, self.code(), self.pinned_version)
-            else:
-                self._code_version = self.meta().get("code_version", "")
+            self._code_version = code_package.code_version(self.function, self.code(), self.pinned_version)
         return self._code_version
 
     @property
     def reuse_any(self):
         """Luigi's semantics ("the output exists") instead of results of this code only."""
-        if self._reuse_any is None:  # a job read from storage: as its master recorded it; any result if unknown
-            meta = self.meta()
-            self._reuse_any = meta.get("reuse_results") == "any" or "code_version" not in meta
-        return self._reuse_any
-
-    def meta(self):
-        """job.json as the last master wrote it ({} if there is none or it cannot be read)."""
-        try:
-            meta = json.loads(self.storage.read(naming.JOB_META))
-        except (BlobNotFoundError, ValueError):
-            return {}
-        return meta if isinstance(meta, dict) else {}
-
-    def signing_key(self):
-        """The job's key (from the master's key file); SigningKeyError with the fix if it is not here."""
-        if self._key is None:
-            self._key = self.keys.load(self.url)
-        return self._key
-
-    def _create_key(self):
-        """Before the first launch: reuse the job's key, or make one if no result needs the old one."""
-        try:
-            return self.signing_key()
-        except SigningKeyError:
-            if self.keys.signing_key_file or self.finished():
-                raise
-        self._key = self.keys.create(self.url)
-        return self._key
-
-    def secret_env(self):
-        """What each attempt needs privately (backends hand it over by a pipe or a Secret, never in argv or specs)."""
-        return {serialization.KEY_ENV: self.signing_key().hex()}
+        return self.store.reuse_any
 
     def prepare(self, details=None):
         """Everything that can fail before launch fails here: storage, function, shared inputs.
@@ -284,192 +297,24 @@ class Job:
                 "shared input name(s) %s are also grid parameters: rename one of them" % ", ".join(clash)
             )
         open_storage(self.storage_root).check_writable()
-        signing = self._create_key()
+        store = self.store
+        store.create_key()
         version = self.code_version  # of the function and the inputs' code: known before shared inputs are
         shared = self.shared_pickles()
         # What ships also covers classes only shared inputs use (they do not change the version).
         package = self._build_code([self.function_payload()] + [e.payload for e in self.elements],
                                    list(shared.values())) if shared else self.code()
-        code_key = naming.code_key(package.digest)
-        self.storage.write(code_key, serialization.envelope(
-            package.archive(), "code", {"job": self.id, "digest": package.digest, "modules": list(package.modules),
-                                        "requirements": package.requirements}, signing))
-        function_blob = serialization.envelope(self.function_payload(), "function",
-                                               {"job": self.id, "code": code_key, "code_version": version}, signing)
+        code_key = store.write_code(package)
         for name, pickled in shared.items():
-            extra = {"name": name, "job": self.id}
-            key = naming.shared_key(name, serialization.header_digest(pickled.header("shared", extra, signing)))
-            if not self.storage.exists(key):  # content-addressed: upload once, ever, streamed
-                blob = pickled.blob("shared", extra, signing)
-                self.storage.write_stream_if_absent(key, blob, blob.size)
-            self._shared_keys[name] = key
+            self._shared_keys[name] = store.write_shared(name, pickled)
         code = {"digest": package.digest, "modules": list(package.modules), "bytes": package.size,
                 "requirements": package.requirements, "pinned": self.pinned_version}
-        meta = dict(serialization.versions(), job=self.id, elements=len(self.elements),
-                    function=getattr(self.function, "__qualname__", repr(self.function)),
-                    code_version=version, code=code,
-                    reuse_results="any" if self.reuse_any else "same_code",
-                    result_metric=getattr(self.settings, "result_metric", ""),
-                    result_direction=getattr(self.settings, "result_direction", "maximize"),
-                    shared=self._shared_keys, updated=time.time(), **(details or {}))
-        self.storage.write(naming.JOB_META, json.dumps(meta, indent=1).encode())
-        # Parameters as JSON values too: results tables and charts read them with the labels, in one read.
-        index = {"keys": [e.key for e in self.elements], "labels": [e.label for e in self.elements],
-                 "params": [e.params or {} for e in self.elements]}
-        self.storage.write(naming.ELEMENTS, json.dumps(index, separators=(",", ":")).encode())
-        self.storage.write(naming.FUNCTION, function_blob)
-
-    def write_input(self, element):
-        blob = serialization.envelope(element.payload, "input",
-                                      {"element": element.key, "job": self.id, "shared": self._shared_keys},
-                                      self.signing_key())
-        self.storage.write(naming.input_key(element.key), blob)
-
-    def result_versions(self):
-        """element -> code versions of its results, from one listing ("": written before versions)."""
-        versions = {}
-        for name in self.storage.list(naming.RESULTS_PREFIX):
-            found = naming.result_from_key(name)
-            if found:
-                versions.setdefault(found[0], set()).add(found[1])
-        self._versions = versions
-        return versions
-
-    def finished(self, versions=None):
-        """Elements with a result of this code (of any code with reuse_results = any), from one listing
-        (or from versions, a result_versions() just taken)."""
-        versions = self.result_versions() if versions is None else versions
-        if self.reuse_any:
-            return set(versions)
-        current = self.code_version
-        return {k for k, found in versions.items() if current in found}
-
-    def result_version(self, key):
-        """Which of an element's results counts: this code's, or with reuse any, one that exists."""
-        current = self.code_version
-        if not self.reuse_any:
-            return current
-        found = (self._versions or {}).get(key)
-        if not found:
-            found = {v for k, v in filter(None, map(naming.result_from_key,
-                                                    self.storage.list(naming.result_key(key, "")[:-len(".pkl")])))
-                     if k == key}
-        return current if current in found or not found else max(found)
-
-    def drop_other_versions(self, key):
-        """Delete an element's results of other code once this code's result is in (storage stays bounded)."""
-        for version in (self._versions or {}).get(key, ()):
-            if version != self.code_version:
-                self.storage.delete(naming.result_key(key, version))
-
-    def has_result(self, key):
-        return self.storage.exists(naming.result_key(key, self.result_version(key)))
-
-    def _result_place(self, key):
-        """(blob key, description, the header fields it must carry) of the result that counts."""
-        version = self.result_version(key)
-        name = naming.result_key(key, version)
-        expect = {"kind": "result", "job": self.id, "element": key}
-        if version:  # a result filed under a code version must say so in its signed header
-            expect["code_version"] = version
-        return name, "the result of element %s (%s/%s)" % (key, self.url, name), expect
-
-    def _refuse(self, name, error):
-        """Move a refused result aside (renamed, never rewritten from bytes read) so the next run recomputes it."""
-        try:
-            head = self.storage.head(name, serialization.HEAD_LIMIT).data
-        except StorageError:  # gone, or a link (never followed): no note
-            head = None
-        aside = naming.quarantine_key(name)
-        self.storage.move(name, aside)
-        return type(error)("%s%s; it was moved aside to %s/%s: rerun the job to recompute it"
-                           % (str(error).rstrip("; "), self._team_key_note(head), self.url, aside))
-
-    def check_result(self, key):
-        """Check a result from its first megabyte without unpickling it: its signed header.
-
-        The signature, place and size are verified, and on GCS the payload against the crc32c GCS
-        computed itself; the payload's sha256 is checked by load_result, before it unpickles.
-        BlobNotFoundError if there is none. A refused result is moved aside (naming.quarantine_key)
-        so that the next run recomputes it, and CorruptBlobError (or UntrustedBlobError) says so.
-        """
-        name, where, expect = self._result_place(key)
-        try:
-            head = self.storage.head(name, serialization.HEAD_LIMIT)
-            return serialization.read_head(head.data, head.size, where, self.signing_key(), expect, fix="",
-                                           storage_crc32c=head.crc32c)[0]
-        except CorruptBlobError as error:
-            raise self._refuse(name, error) from None
-
-    def _team_key_note(self, head):
-        """Say so when a refused blob is signed with the team key itself, as before keys were bound to job URLs."""
-        if head is None or not self.keys.signing_key_file:
-            return ""
-        try:
-            serialization.read_header(head, "", self.keys.stored_key(self.url), check_payload=False)
-        except (CorruptBlobError, SigningKeyError):
-            return ""
-        return (" (it is signed with the team key itself, as luigi-kubeface did before each job's key was "
-                "derived from the team key and the job's URL: such results could be replayed from another "
-                "storage root, so they are refused and recomputed)")
-
-    def load_result(self, key):
-        """Stream the result in (GCS: through a temporary file), check it whole, then unpickle it once."""
-        name, where, expect = self._result_place(key)
-        try:
-            with self.storage.open_read(name) as f:
-                return serialization.load_stream(f, where, self.signing_key(), expect, fix="")[1]
-        except CorruptBlobError as error:
-            raise self._refuse(name, error) from None
-
-    def sweep_results(self, keys):
-        """Check results after one was refused, so one rerun recomputes every damaged one: refused keys."""
-        refused = []
-        for key in keys:
-            try:
-                self.check_result(key)
-            except BlobNotFoundError:
-                pass
-            except CorruptBlobError:
-                refused.append(key)
-        return refused
-
-    def read_record(self, key):
-        """A JSON record of the job: None if absent, UnreadableRecordError (naming it) if it does not parse."""
-        try:
-            data = self.storage.read(key)
-        except BlobNotFoundError:
-            return None
-        try:
-            record = json.loads(data)
-        except ValueError as error:
-            raise UnreadableRecordError(
-                "%s/%s is not valid JSON (%s): it was cut short or altered. It is skipped; delete it if it "
-                "stays (a rerun writes job.json and elements.json again)" % (self.url, key, error)) from None
-        if not isinstance(record, dict):
-            raise UnreadableRecordError("%s/%s holds a JSON %s, not a record: it was altered; delete it"
-                                        % (self.url, key, type(record).__name__))
-        return record
-
-    def attempt_record(self, key, attempt):
-        return self.read_record(naming.attempt_record_key(key, attempt))
-
-    def write_attempt_record(self, key, attempt, record, if_absent=False):
-        """if_absent: the master's own account (cancelled, lost) never replaces what the runner wrote."""
-        data = json.dumps(record, indent=1).encode()
-        if if_absent:
-            return self.storage.write_if_absent(naming.attempt_record_key(key, attempt), data)
-        self.storage.write(naming.attempt_record_key(key, attempt), data)
-        return True
-
-    def attempts(self, key):
-        """Attempt ids of an element, oldest first."""
-        names = self.storage.list(naming.attempts_prefix(key))
-        return sorted(n.rsplit("/", 1)[1][: -len(".json")] for n in names if n.endswith(".json"))
-
-    def write_dispatch(self, run_id, summary):
-        self.storage.write(naming.dispatch_key(run_id), json.dumps(summary, indent=1).encode())
-
-    def read_dispatch(self, run_id):
-        return self.read_record(naming.dispatch_key(run_id))
-
+        store.write_meta(dict(serialization.versions(), job=self.id, elements=len(self.elements),
+                              function=getattr(self.function, "__qualname__", repr(self.function)),
+                              code_version=version, code=code,
+                              reuse_results="any" if self.reuse_any else "same_code",
+                              result_metric=getattr(self.settings, "result_metric", ""),
+                              result_direction=getattr(self.settings, "result_direction", "maximize"),
+                              shared=self._shared_keys, updated=time.time(), **(details or {})))
+        store.write_elements(self.elements)
+        store.write_function(self.function_payload(), code_key, version)

@@ -6,20 +6,16 @@ and cached, at most `max_reads` per refresh (those that decide an element's stat
 newest): a job of 50,000 elements does not read 50,000 records every time its page is redrawn.
 """
 
-import json
-import os
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import naming
-from .errors import (BlobNotFoundError, ConfigurationError, ElementNotFoundError, JobNotFoundError,
-                     UnreadableRecordError)
-from .job import Job
+from .errors import BlobNotFoundError, ElementNotFoundError, UnreadableRecordError
+from .job_store import open_job  # noqa: F401 - where reading tools found it before the store existed
+from .records import FAILED, ElementIndex, JobMeta, Outcome, outcome_of
 
-# Outcomes of an attempt, as recorded by the runner or (when the runner could not) the master.
-FAILED_OUTCOMES = ("error", "unusable_input", "lost", "timeout")
 READ_THREADS = 8
 
 
@@ -47,7 +43,7 @@ class ElementState:
         """Seconds of the successful attempt, else of the last attempt (so far, if running)."""
         if self.state == "running" and self.running_since:
             return max(0.0, time.time() - self.running_since)
-        ok = [r for r in self.records.values() if r.get("outcome") == "success" and r.get("duration") is not None]
+        ok = [r for r in self.records.values() if outcome_of(r) is Outcome.SUCCESS and r.get("duration") is not None]
         record = ok[0] if ok else self.last_record
         return record.get("duration") if record else None
 
@@ -57,7 +53,7 @@ class ElementState:
 
         That of the job's code version, the attempt that wrote the result first, newest first.
         """
-        ok = [r for r in self.records.values() if r.get("outcome") == "success"]
+        ok = [r for r in self.records.values() if outcome_of(r) is Outcome.SUCCESS]
         ok.sort(key=lambda r: (r.get("code_version", "") == self.version, r.get("result_written", True) is not False,
                                r.get("finished") or 0), reverse=True)
         return ok[0] if ok else None
@@ -78,124 +74,91 @@ class ElementState:
     def error(self):
         """'ErrorType: first line of the message' of the last failed attempt, if it failed."""
         record = self.last_record
-        if not record or record.get("outcome") not in FAILED_OUTCOMES:
+        if outcome_of(record) not in FAILED:
             return ""
         message = (record.get("message") or "").strip()
         return "%s: %s" % (record.get("error_type", "Error"), message.splitlines()[0] if message else "")
 
 
-def open_job(job_ref, storage_root=None):
-    """A Job for a job id under storage_root, or for a job URL (gs://bucket/prefix/job, a directory)."""
-    if "://" in job_ref or "/" in job_ref or job_ref.startswith("."):
-        root, _, job_id = job_ref.rstrip("/").rpartition("/")
-        if "://" not in job_ref:
-            path = os.path.abspath(job_ref.rstrip("/"))
-            root, job_id = os.path.dirname(path), os.path.basename(path)
-    else:
-        if not storage_root:
-            raise JobNotFoundError("job %r is an id but no storage root is set: pass --storage-root or set "
-                                   "[kubeface] storage_root in luigi.cfg, or give the job's full URL" % job_ref)
-        root, job_id = storage_root, job_ref
-        if "://" not in root:
-            root = os.path.abspath(os.path.expanduser(root))
-    try:
-        naming.check_job_id(job_id)
-    except ConfigurationError as error:  # an unusable id is a job that cannot exist
-        raise JobNotFoundError("%r does not name a job: %s" % (job_ref, error)) from None
-    job = Job(job_id, root, retry_deadline=30.0)
-    if not job.storage.exists(naming.JOB_META):
-        raise JobNotFoundError(
-            "no job %s: %s has no %s. Run `kubeface list --storage-root %s` to see the jobs there"
-            % (job_id, job.url, naming.JOB_META, root))
-    return job
-
-
 class JobState:
-    """A job as storage shows it; refresh() rereads listings and only records not read before."""
+    """A read-only view of a job as its store shows it; refresh() rereads listings and only records
+    not read before. job: a JobStore (a Job gives its own)."""
 
     def __init__(self, job, max_reads=2000, read_live=True):
-        self.job = job
+        self.store = getattr(job, "store", job)
         self.max_reads = max_reads
         self.read_live = read_live  # the master's own view is fresher than what it last wrote
-        self.live = None  # progress.json: the master's counts and running attempts, as last written
-        self.meta = {}
+        self.live = None  # the LiveProgress its master last wrote (progress.json)
+        self.meta = JobMeta()
         self.keys, self.labels, self.params = [], [], []
         self.results = set()
         self.version_counts = Counter()  # code version -> results filed under it ("": before versions)
         self.attempts = {}  # element -> [attempt ids], oldest first
-        self.records = {}  # (element, attempt) -> record (cached: records never change)
-        self.dispatches = {}  # run id -> summary
+        self.records = {}  # (element, attempt) -> AttemptRecord (cached: records never change)
+        self.dispatches = {}  # run id -> RunSummary
         self.unread = 0  # records listed but not read yet (over max_reads)
         self.unreadable = {}  # storage key -> why it cannot be read (skipped: everything else is shown)
         self._elements_stamp = None
         self.refreshed = 0.0
 
+    @property
+    def job(self):
+        """The store viewed (what pages and commands name the job by: id, url)."""
+        return self.store
+
     def refresh(self, max_reads=None):
-        storage = self.job.storage
-        self.meta = self._read(naming.JOB_META)
-        if self.meta is None:
-            if naming.JOB_META not in self.unreadable:
-                raise BlobNotFoundError("%s/%s is gone: the job was deleted" % (self.job.url, naming.JOB_META))
-            self.meta = {}
-        stamp = self.meta.get("updated")
-        if stamp != self._elements_stamp or not stamp:  # the grid is rewritten by each dispatch only
-            index = self._read(naming.ELEMENTS) or {}
-            keys, labels = index.get("keys"), index.get("labels")
-            if not (isinstance(keys, list) and isinstance(labels, list) and len(keys) == len(labels)):
-                if index:
-                    self.unreadable[naming.ELEMENTS] = "%s/%s lacks its keys and labels: it was altered" % (
-                        self.job.url, naming.ELEMENTS)
-                keys, labels = [], []
-            params = index.get("params")  # absent in jobs written before parameters were kept
-            if not (isinstance(params, list) and len(params) == len(keys)):
-                params = [{}] * len(keys)
-            self.keys, self.labels = keys, labels
-            self.params = [p if isinstance(p, dict) else {} for p in params]
-            self._elements_stamp = stamp
+        self._refresh_meta()
         if self.read_live:
-            try:
-                self.live = json.loads(storage.read(naming.PROGRESS))
-            except (BlobNotFoundError, ValueError):
-                self.live = None
-        versions = self.job.result_versions()
-        self.results = self.job.finished(versions)
+            self.live = self.store.progress()
+        versions = self.store.result_versions()
+        self.results = self.store.finished(versions)
         self.version_counts = Counter(v for found in versions.values() for v in found)
-        attempts = {}
-        for key in storage.list(naming.ATTEMPTS_PREFIX):
-            found = naming.attempt_from_record_key(key)
-            if found:
-                attempts.setdefault(found[0], []).append(found[1])
-        self.attempts = {k: sorted(v) for k, v in attempts.items()}
+        self.attempts = self.store.all_attempts()
         if not self.keys:  # a job written before elements.json existed: what storage shows
             self.keys = sorted(set(self.attempts) | self.results)
             self.labels = list(self.keys)
             self.params = [{}] * len(self.keys)
-        missing = [(el, a) for el, ids in self.attempts.items() for a in ids
-                   if (el, a) not in self.records and naming.attempt_record_key(el, a) not in self.unreadable]
-        # States first (the last attempt of elements without a result), then the newest timings.
-        missing.sort(key=lambda ea: (ea[0] not in self.results and ea[1] == self.attempts[ea[0]][-1],
-                                     ea[1] == self.attempts[ea[0]][-1], naming.attempt_time(ea[1])), reverse=True)
-        limit = self.max_reads if max_reads is None else max_reads
-        chosen = missing[:limit]
-        with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:  # reads are latency-bound on GCS
-            read = pool.map(lambda ea: self._read(naming.attempt_record_key(*ea)), chosen)
-            for (element, attempt), record in zip(chosen, read):
-                if record is not None:
-                    self.records[(element, attempt)] = record
-        self.unread = max(0, len(missing) - limit)
-        for key in storage.list(naming.DISPATCHES_PREFIX):
-            run = key[len(naming.DISPATCHES_PREFIX):-len(".json")]
-            if run not in self.dispatches and key not in self.unreadable:
-                summary = self._read(key)
+        self._read_records(self.max_reads if max_reads is None else max_reads)
+        for run in self.store.run_ids():
+            if run not in self.dispatches:
+                summary = self._read(naming.dispatch_key(run), self.store.run_summary, run)
                 if summary is not None:
                     self.dispatches[run] = summary
         self.refreshed = time.time()
         return self
 
-    def _read(self, key):
-        """A record, or None if it is absent or unreadable (then named in self.unreadable)."""
+    def _refresh_meta(self):
+        """job.json, and the grid when a dispatch rewrote it (each one stamps job.json)."""
+        meta = self._read(naming.JOB_META, self.store.read_meta)
+        if meta is None and naming.JOB_META not in self.unreadable:
+            raise BlobNotFoundError("%s/%s is gone: the job was deleted" % (self.store.url, naming.JOB_META))
+        self.meta = meta or JobMeta()
+        stamp = self.meta.get("updated")
+        if stamp != self._elements_stamp or not stamp:  # the grid is rewritten by each dispatch only
+            index = self._read(naming.ELEMENTS, self.store.read_elements) or ElementIndex([], [], [])
+            self.keys, self.labels, self.params = index.keys, index.labels, index.params
+            self._elements_stamp = stamp
+
+    def _read_records(self, limit):
+        """Attempt records not read yet, at most limit: those that decide a state first, then the newest."""
+        missing = [(el, a) for el, ids in self.attempts.items() for a in ids
+                   if (el, a) not in self.records and naming.attempt_record_key(el, a) not in self.unreadable]
+        # States first (the last attempt of elements without a result), then the newest timings.
+        missing.sort(key=lambda ea: (ea[0] not in self.results and ea[1] == self.attempts[ea[0]][-1],
+                                     ea[1] == self.attempts[ea[0]][-1], naming.attempt_time(ea[1])), reverse=True)
+        chosen = missing[:limit]
+        with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:  # reads are latency-bound on GCS
+            read = pool.map(lambda ea: self._read(naming.attempt_record_key(*ea), self.store.attempt_record, *ea),
+                            chosen)
+            for (element, attempt), record in zip(chosen, read):
+                if record is not None:
+                    self.records[(element, attempt)] = record
+        self.unread = max(0, len(missing) - limit)
+
+    def _read(self, key, read, *args):
+        """read(*args): a record, or None if it is absent or unreadable (then named in self.unreadable)."""
         try:
-            record = self.job.read_record(key)
+            record = read(*args)
         except UnreadableRecordError as error:
             self.unreadable[key] = str(error)
             return None
@@ -207,14 +170,12 @@ class JobState:
 
         A master refreshes it every few seconds; one silent for max_age has probably stopped.
         """
-        if not self.live or self.live.get("final") or time.time() - self.live.get("updated", 0) > max_age:
-            return None
-        return {attempt: tuple(value) for attempt, value in self.live.get("running", {}).items()}
+        return self.live.running_now(max_age) if self.live else None
 
     @property
     def last_dispatch(self):
-        """The summary of the last master run that ran the job (Luigi's bookkeeping-only records are not runs)."""
-        runs = [run for run, summary in self.dispatches.items() if "started" in summary]
+        """The RunSummary of the last master run that ran the job (Luigi's bookkeeping-only records are not runs)."""
+        runs = [run for run, summary in self.dispatches.items() if summary.is_run]
         return self.dispatches[max(runs)] if runs else None
 
     def elements(self, running=None, grid=None):
@@ -243,9 +204,9 @@ class JobState:
                 if attempt not in ids:
                     element.attempts.append(attempt)
             elif last is not None:
-                outcome = last.get("outcome")
-                element.state = ("failed" if outcome in FAILED_OUTCOMES else
-                                 "cancelled" if outcome == "cancelled" else "unfinished")
+                outcome = outcome_of(last)
+                element.state = ("failed" if outcome in FAILED else
+                                 "cancelled" if outcome is Outcome.CANCELLED else "unfinished")
             elif ids:
                 element.state = "unfinished"  # its record is not read yet
             states.append(element)
@@ -272,15 +233,15 @@ class JobState:
             if index < len(elements):
                 return elements[index]
             raise ElementNotFoundError("job %s has %d elements: @%d is out of range (use @0 to @%d)"
-                                       % (self.job.id, len(elements), index, len(elements) - 1))
+                                       % (self.store.id, len(elements), index, len(elements) - 1))
         matches = [e for e in elements if e.key.startswith(name)] if len(name) >= 4 else []
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1 or len(labelled) > 1:
             found = labelled or matches
             raise ElementNotFoundError("%r matches %d elements of job %s (%s): give more of the key"
-                                       % (name, len(found), self.job.id, ", ".join(e.key for e in found[:5])))
+                                       % (name, len(found), self.store.id, ", ".join(e.key for e in found[:5])))
         raise ElementNotFoundError(
             "job %s has no element %r: name one by its key (or 4+ leading characters), its exact parameters "
             "as `kubeface status` shows them (e.g. %r), or @N for the N-th element of the grid"
-            % (self.job.id, name, elements[0].label if elements else "x=1"))
+            % (self.store.id, name, elements[0].label if elements else "x=1"))

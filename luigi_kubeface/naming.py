@@ -15,7 +15,9 @@ Layout of a job under ``<storage-root>/<job-id>/``::
                                    code versions existed
     attempts/<element>/<attempt>.json   outcome of each attempt (error, traceback, timing)
     logs/<element>/<attempt>.log        stdout and stderr of each attempt
-    dispatches/<run-id>.json       summary of each master run of the job
+    dispatches/<run-id>.json       summary of each master run of the job (records.RunSummary)
+    luigi/<run-id>.json            the map task showed the run's elements to Luigi (before this key
+                                   existed, an "elements_shown" field of the run's summary said so)
     lease.json                     who runs the job now: host, pid, run id, since, last renewal
                                    (written by compare-and-swap only, see lease.py)
     quarantine/<key>.<time>-<rand> blobs refused as truncated, altered or unsigned, kept for a look
@@ -45,6 +47,7 @@ RESULTS_PREFIX = "results/"
 ATTEMPTS_PREFIX = "attempts/"
 INPUTS_PREFIX = "inputs/"
 DISPATCHES_PREFIX = "dispatches/"
+LUIGI_PREFIX = "luigi/"
 QUARANTINE_PREFIX = "quarantine/"
 
 _KEY_LENGTH = 24  # hex characters of sha256: 96 bits, collision-free at any realistic grid size
@@ -139,7 +142,7 @@ _WRITTEN = re.compile(  # every key a job's prefix holds, as this module builds 
     r"|shared/[A-Za-z0-9_.-]+-[0-9a-f]{%(n)d}\.pkl|inputs/[0-9a-f]{%(n)d}\.pkl"
     r"|results/[0-9a-f]{%(n)d}(\.[0-9a-f]{16})?\.pkl|code/[0-9a-f]{%(n)d}\.zip"
     r"|attempts/[0-9a-f]{%(n)d}/[0-9A-Za-z-]+\.json|logs/[0-9a-f]{%(n)d}/[0-9A-Za-z-]+\.log"
-    r"|dispatches/[0-9A-Za-z-]+\.json|quarantine/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*)" % {"n": _KEY_LENGTH})
+    r"|dispatches/[0-9A-Za-z-]+\.json|luigi/[0-9A-Za-z-]+\.json|quarantine/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*)" % {"n": _KEY_LENGTH})
 
 
 def is_job_key(key):
@@ -234,6 +237,17 @@ def log_key(element, attempt):
 
 def dispatch_key(run_id):
     return DISPATCHES_PREFIX + run_id + ".json"
+
+
+def run_from_dispatch_key(key):
+    """The run id of a dispatches/<run>.json key found in a listing, else None."""
+    if key.startswith(DISPATCHES_PREFIX) and key.endswith(".json") and "/" not in key[len(DISPATCHES_PREFIX):]:
+        return key[len(DISPATCHES_PREFIX):-len(".json")]
+    return None
+
+
+def luigi_flag_key(run_id):
+    return LUIGI_PREFIX + run_id + ".json"
 
 
 def quarantine_key(key):

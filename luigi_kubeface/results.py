@@ -26,9 +26,9 @@ class Results(Sequence):
         if isinstance(index, slice):
             return Results(self.job, self.keys[index])
         try:
-            return self.job.load_result(self.keys[index])
+            return self.job.store.load_result(self.keys[index])
         except CorruptBlobError as error:  # rare: check the others now so that one rerun repairs all
-            others = self.job.sweep_results(k for k in self.keys if k != self.keys[index])
+            others = self.job.store.sweep_results(k for k in self.keys if k != self.keys[index])
             if not others:
                 raise
             raise type(error)("%s\n%d more damaged result(s) of this job were moved aside too (elements %s): "

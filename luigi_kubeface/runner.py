@@ -32,6 +32,7 @@ import cloudpickle
 
 from . import code_package, naming, serialization, summary
 from .errors import BlobNotFoundError, CorruptBlobError, SigningKeyError, VersionMismatchError
+from .records import AttemptRecord, Outcome
 from .storage import open_storage
 
 EXIT_OK, EXIT_ELEMENT_ERROR, EXIT_UNUSABLE_INPUT, EXIT_RUNNER_ERROR = 0, 1, 2, 3
@@ -313,9 +314,9 @@ def run_attempt(storage, element, attempt, log_path, key=None):
 
 def execute_attempt(storage, element, attempt, key=None):
     """The attempt itself, without the log tee: also what in-process backends call."""
-    record = {"element": element, "attempt": attempt, "host": socket.gethostname(),
-              "node": os.environ.get("KUBEFACE_NODE_NAME", ""),  # the Kubernetes backend sets it
-              "pid": os.getpid(), "started": time.time(), **serialization.versions()}
+    record = AttemptRecord.begin(element, attempt, host=socket.gethostname(),
+                                 node=os.environ.get("KUBEFACE_NODE_NAME", ""),  # the Kubernetes backend sets it
+                                 pid=os.getpid(), started=time.time(), **serialization.versions())
     code = EXIT_OK
     job = naming.job_id_from_url(storage.url)
     code_dir = tempfile.mkdtemp(prefix="kubeface-code-")
@@ -326,8 +327,7 @@ def execute_attempt(storage, element, attempt, key=None):
         known = isinstance(error, (VersionMismatchError, CorruptBlobError, BlobNotFoundError, SigningKeyError))
         fields = _error_fields(error)
         fields["message"] += "" if known else module_hint(error)
-        record.update(outcome="unusable_input", stage=unusable.stage, **fields,
-                      traceback="" if known else unusable.trace)
+        record.end(Outcome.UNUSABLE_INPUT, stage=unusable.stage, **fields, traceback="" if known else unusable.trace)
         print("kubeface: the %s could not be loaded: %s: %s" % (unusable.stage, fields["error_type"], fields["message"]),
               file=sys.stderr)
         if not known:
@@ -342,7 +342,7 @@ def execute_attempt(storage, element, attempt, key=None):
                 raise
             fields = _error_fields(error)
             fields["message"] += module_hint(error)
-            record.update(outcome="error", **fields, traceback=traceback.format_exc())
+            record.end(Outcome.ERROR, **fields, traceback=traceback.format_exc())
             traceback.print_exc()
             code = EXIT_ELEMENT_ERROR
         else:
@@ -352,17 +352,17 @@ def execute_attempt(storage, element, attempt, key=None):
             try:  # streamed: the pickle stream through a temporary file, large buffers straight from the value
                 pickled = serialization.Pickled(value)
             except Exception as error:  # noqa: BLE001 - unpicklable results are user errors
-                record.update(outcome="error", error_type="UnpicklableResult",
-                              message="the element returned a %s that cannot be pickled (%s): return "
-                              "plain data (numbers, lists, dicts, arrays)" % (type(value).__name__, error),
-                              traceback=traceback.format_exc())
+                record.end(Outcome.ERROR, error_type="UnpicklableResult",
+                           message="the element returned a %s that cannot be pickled (%s): return "
+                           "plain data (numbers, lists, dicts, arrays)" % (type(value).__name__, error),
+                           traceback=traceback.format_exc())
                 code = EXIT_ELEMENT_ERROR
             else:
                 with pickled:
                     blob = pickled.blob("result", extra, key)
                     won = storage.write_stream_if_absent(naming.result_key(element, version), blob, blob.size)
-                record.update(outcome="success", result_bytes=blob.size, result_written=won,
-                              **summary.describe(value))  # what results tables read
+                record.end(Outcome.SUCCESS, result_bytes=blob.size, result_written=won,
+                           **summary.describe(value))  # what results tables read
                 if not won:
                     print("result of element %s was already written by another attempt; kept it" % element)
     finally:
@@ -388,9 +388,9 @@ def main(argv=None):
     try:
         code, record = run_attempt(storage, element, attempt, log_path, key)
     except BaseException as error:  # the runner itself failed (full disk, storage down): say so in the bucket
-        record = {"element": element, "attempt": attempt, "host": socket.gethostname(), "outcome": "error",
-                  "error_type": "RunnerError", "message": "the task runner failed: %s: %s" % (type(error).__name__, error),
-                  "traceback": traceback.format_exc(), "finished": time.time(), **serialization.versions()}
+        record = AttemptRecord.begin(element, attempt, host=socket.gethostname()).end(
+            Outcome.ERROR, error_type="RunnerError", message="the task runner failed: %s: %s" % (type(error).__name__, error),
+            traceback=traceback.format_exc(), finished=time.time(), **serialization.versions())
         traceback.print_exc()
         if isinstance(error, KeyboardInterrupt):
             code = 130
@@ -401,7 +401,7 @@ def main(argv=None):
         except Exception as error:  # noqa: BLE001 - the record matters more than the log
             print("kubeface: could not upload the attempt's log: %s" % error, file=sys.stderr)
         try:
-            storage.write(naming.attempt_record_key(element, attempt), json.dumps(record, indent=1).encode())
+            storage.write(naming.attempt_record_key(element, attempt), record.to_json())
         except Exception as error:  # noqa: BLE001
             print("kubeface: could not write the attempt's record: %s" % error, file=sys.stderr)
             code = EXIT_RUNNER_ERROR

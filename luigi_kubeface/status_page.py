@@ -1,24 +1,19 @@
 """A job's status page: one self-contained HTML file (inline CSS and SVG) next to its blobs.
 
-It is written to `<job>/status.html` and refreshed while the job runs, so it opens from the Cloud
+It is written to `<job>/status.html` (status_writer.py) and refreshed while the job runs, so it opens from the Cloud
 console or as a local file with no network and no server. Links to logs are relative, so they
 resolve wherever the job's prefix is browsed.
 """
 
 import datetime
 import html
-import json
-import logging
 import math
-import threading
 import time
 
 from . import naming
-from .job_state import FAILED_OUTCOMES, JobState
+from .records import FAILED, Outcome, outcome_of
 from .result_charts import MetricScale, parallel_svg, slice_svg
 from .result_table import param_names, result_rows, scored, value_names
-
-log = logging.getLogger(__name__)
 
 TABLE_LIMIT = 500  # rows shown; failed, running and slowest first
 RESULTS_LIMIT = 50  # rows of the Results table: the best ones
@@ -248,7 +243,7 @@ def results_section(state, elements, limit=RESULTS_LIMIT):
     out.append("</tbody></table>")
     if len(best) > limit:
         out.append('<div class="note">the best %d of %d: <code>kubeface results %s</code> lists them all</div>'
-                   % (limit, len(best), _esc(state.job.id)))
+                   % (limit, len(best), _esc(state.store.id)))
     if best:
         scale = MetricScale([v for _, v in best], descending)
         charts = [slice_svg(p, [(r.params[p], v) for r, v in best if p in r.params], metric, scale) for p in params]
@@ -259,13 +254,9 @@ def results_section(state, elements, limit=RESULTS_LIMIT):
     return "".join(out)
 
 
-def render(state, progress=None, final=True, now=None, limit=TABLE_LIMIT):
-    """The page's HTML from a refreshed JobState and, while the job runs, the engine's Progress."""
-    now = now or time.time()
-    running = dict(progress.running_attempts) if progress is not None and not final else None
-    elements = state.elements(running)
-    counts = state.counts(elements)
-    job, meta = state.job, state.meta
+def _page_head(state, progress, final, now, elements, counts):
+    """The title, job line, counts and bar: the engine's live counts while it runs, else storage's."""
+    job, meta = state.store, state.meta
     if progress is not None:
         shown = [("elements", progress.total), ("reused", progress.reused), ("succeeded", progress.succeeded),
                  ("running", progress.running), ("pending", progress.pending + progress.starting),
@@ -280,13 +271,6 @@ def render(state, progress=None, final=True, now=None, limit=TABLE_LIMIT):
     bar = "".join('<div style="width:%.3f%%;background:%s" title="%d %s"></div>'
                   % (100.0 * counts.get(s, 0) / total, _COLOURS[s], counts.get(s, 0), s)
                   for s in ("done", "running", "unfinished", "failed", "cancelled") if counts.get(s))
-    ok = [r["duration"] for r in state.records.values() if r.get("outcome") == "success" and r.get("duration") is not None]
-    bad = [r["duration"] for r in state.records.values()
-           if r.get("outcome") in FAILED_OUTCOMES and r.get("duration") is not None]
-    intervals = [(r.get("started"), r.get("finished")) for r in state.records.values() if r.get("started")]
-    intervals += [(started, None) for _, started in (running or {}).values()]
-    rows = sorted(elements, key=_row_order)
-    dispatch = state.last_dispatch
     head = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
             '<meta http-equiv="refresh" content="%d">' % REFRESH_SECONDS if not final else "",
             "<title>%s %s: kubeface job %s</title>" % ("%.0f%%" % (100 * done_share), "running" if not final else "",
@@ -300,27 +284,64 @@ def render(state, progress=None, final=True, now=None, limit=TABLE_LIMIT):
             '<div class="counts">%s</div>' % "".join('<div class="count" id="count-%s"><b>%d</b><span>%s</span></div>'
                                                     % (name.replace(" ", "-"), value, name) for name, value in shown),
             '<div class="bar">%s</div><div class="note">%.0f%% done</div>' % (bar, 100 * done_share)]
-    if dispatch:
-        body.append('<div class="note">last run %s: %s to %s%s</div>' % (
-            _esc(dispatch.get("run", "")), _when(dispatch.get("started")), _when(dispatch.get("finished")),
-            ("; stopped early: " + _esc(dispatch["stopped"])) if dispatch.get("stopped") else ""))
-        if dispatch.get("errors"):
-            body.append('<div class="err">%s</div>' % "<br>".join(_esc(e) for e in dispatch["errors"]))
-    body.append(results_section(state, elements))
-    body.append('<div class="charts"><div class="chart"><h2>Durations</h2>%s</div><div class="chart"><h2>Attempts '
-                'running over time</h2>%s</div></div>' % (histogram_svg(ok, bad), timeline_svg(intervals, now)))
+    return head, body
+
+
+def _last_run(summary):
+    """The last run's times, stop reason and distinct errors."""
+    if not summary:
+        return []
+    parts = ['<div class="note">last run %s: %s to %s%s</div>' % (
+        _esc(summary.run), _when(summary.started), _when(summary.finished),
+        ("; stopped early: " + _esc(summary.stopped)) if summary.stopped else "")]
+    if summary.errors:
+        parts.append('<div class="err">%s</div>' % "<br>".join(_esc(e) for e in summary.errors))
+    return parts
+
+
+def _charts(state, running, now):
+    """Durations of finished attempts (succeeded and failed) and how many ran at each moment."""
+    records = state.records.values()
+    ok = [r["duration"] for r in records if outcome_of(r) is Outcome.SUCCESS and r.get("duration") is not None]
+    bad = [r["duration"] for r in records if outcome_of(r) in FAILED and r.get("duration") is not None]
+    intervals = [(r.get("started"), r.get("finished")) for r in records if r.get("started")]
+    intervals += [(started, None) for _, started in (running or {}).values()]
+    return ('<div class="charts"><div class="chart"><h2>Durations</h2>%s</div><div class="chart"><h2>Attempts '
+            'running over time</h2>%s</div></div>' % (histogram_svg(ok, bad), timeline_svg(intervals, now)))
+
+
+def _skipped(state):
+    """Notes on records not read yet (over max_reads) and on those that could not be read."""
+    parts = []
     if state.unread:
-        body.append('<div class="note">%d older attempt records not read yet: charts show the newest</div>'
-                    % state.unread)
+        parts.append('<div class="note">%d older attempt records not read yet: charts show the newest</div>'
+                     % state.unread)
     if state.unreadable:
         skipped = sorted(state.unreadable.items())
-        body.append('<div class="err" id="unreadable">%d records could not be read and were skipped:<br>%s%s</div>' % (
+        parts.append('<div class="err" id="unreadable">%d records could not be read and were skipped:<br>%s%s</div>' % (
             len(skipped), "<br>".join(_esc(why) for _, why in skipped[:10]),
             "<br>... and %d more" % (len(skipped) - 10) if len(skipped) > 10 else ""))
+    return parts
+
+
+def render(state, progress=None, final=True, now=None, limit=TABLE_LIMIT):
+    """The page's HTML from a refreshed JobState and, while the job runs, the engine's Progress.
+
+    Pure: it reads nothing and writes nothing (status_writer.py writes the page).
+    """
+    now = now or time.time()
+    running = dict(progress.running_attempts) if progress is not None and not final else None
+    elements = state.elements(running)
+    head, body = _page_head(state, progress, final, now, elements, state.counts(elements))
+    body += _last_run(state.last_dispatch)
+    body.append(results_section(state, elements))
+    body.append(_charts(state, running, now))
+    body += _skipped(state)
+    rows = sorted(elements, key=_row_order)
     body.append("<h2>Elements</h2>")
     if len(rows) > limit:
         body.append('<div class="note">showing %d of %d elements: failed, running and slowest first '
-                    '(<code>kubeface status %s</code> lists them all)</div>' % (limit, len(rows), _esc(job.id)))
+                    '(<code>kubeface status %s</code> lists them all)</div>' % (limit, len(rows), _esc(state.store.id)))
     body.append('<table id="elements"><thead><tr><th>#</th><th>key</th><th>parameters</th><th>state</th>'
                 "<th>attempts</th><th>node</th><th>duration</th><th>logs</th></tr></thead><tbody>")
     body.extend(_row(e) for e in rows[:limit])
@@ -336,63 +357,3 @@ def page_url(job):
     if url.startswith("file://"):
         return url
     return "file://" + url
-
-
-def write_page(state, progress=None, final=True, max_reads=None):
-    state.refresh(max_reads=max_reads)
-    storage = state.job.storage
-    if progress is not None:  # for `kubeface status` and `logs --follow` on other machines
-        live = {"updated": time.time(), "final": final, "counts": progress.counts(),
-                "running": {} if final else {a: list(v) for a, v in progress.running_attempts.items()}}
-        storage.write(naming.PROGRESS, json.dumps(live, separators=(",", ":")).encode())
-    storage.write(naming.STATUS_PAGE, render(state, progress, final=final).encode())
-
-
-class StatusPageWriter:
-    """Keeps a job's page fresh from a background thread, never slowing or failing the job.
-
-    update(progress) hands over the engine's live Progress (cheap, called on every change);
-    the page is written at once, then at most every `interval` seconds; close() writes the final one.
-    """
-
-    def __init__(self, job, interval=REFRESH_SECONDS, max_reads=2000):
-        self.state = JobState(job, max_reads=max_reads, read_live=False)
-        self.interval = interval
-        self.url = page_url(job)
-        self._progress = None
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()  # one write at a time: the thread's and close()'s
-        self._thread = None
-        self._warned = False
-
-    def update(self, progress):
-        self._progress = progress
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="kubeface-status-page", daemon=True)
-            self._thread.start()
-
-    def _loop(self):
-        while not self._stop.is_set():
-            self._write(final=False)
-            self._stop.wait(self.interval)
-
-    def _write(self, final):
-        with self._lock:
-            try:
-                write_page(self.state, self._progress, final=final)
-            except Exception as error:  # noqa: BLE001 - the page is a view: the job goes on without it
-                if not self._warned:
-                    log.warning("could not write the status page %s: %s", self.url, error)
-                    self._warned = True
-
-    def close(self, progress=None):
-        """Stop refreshing and write the final page."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=120)
-        elif progress is None:
-            return  # nothing ran: the page of the last run still tells the truth
-        if progress is not None:
-            self._progress = progress
-        self._write(final=True)

@@ -4,6 +4,7 @@ import io
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import threading
@@ -277,6 +278,7 @@ def test_cleanup_older_than_spares_a_job_whose_master_is_alive(tmp_path):
     meta_path = os.path.join(root, "long", "job.json")
     meta = json.load(open(meta_path))
     json.dump(dict(meta, updated=time.time() - 5 * 86400), open(meta_path, "w"))  # dispatched 5 days ago
+    shutil.rmtree(os.path.join(root, "long", "dispatches"))  # as while its master runs: no run summary yet
     code, out = kubeface("cleanup", "--older-than", "1d", "--storage-root", root)
     assert "no job under" in out  # its progress.json was written just now
     os.unlink(os.path.join(root, "long", "progress.json"))
@@ -286,7 +288,7 @@ def test_cleanup_older_than_spares_a_job_whose_master_is_alive(tmp_path):
 
 def test_malformed_records_are_skipped_and_named_everything_else_shown(tmp_path, capsys):
     from luigi_kubeface.job_state import JobState, open_job
-    from luigi_kubeface.status_page import write_page
+    from luigi_kubeface.status_writer import write_page
 
     root = str(tmp_path)
     with pytest.raises(JobFailedError):
@@ -297,6 +299,7 @@ def test_malformed_records_are_skipped_and_named_everything_else_shown(tmp_path,
     torn = os.path.join(job_dir, "attempts", odd, record)
     text = open(torn).read()
     open(torn, "w").write(text[: len(text) // 2])  # cut short, as by a writer killed mid-write
+    shutil.rmtree(os.path.join(job_dir, "dispatches"))  # Client.map's own run summary: this test writes its runs
     os.makedirs(os.path.join(job_dir, "dispatches"))
     json.dump({"run": "20240101T000000Z-good", "started": 1, "finished": 2, "succeeded": 2},
               open(os.path.join(job_dir, "dispatches", "20240101T000000Z-good.json"), "w"))
@@ -336,11 +339,12 @@ def test_status_after_a_rerun_that_found_every_result_names_the_run_that_compute
     assert run.returncode == 0, run.stderr[-3000:]
     (job_id,) = os.listdir(root)
     # A later master whose map task found every result (another master computed them) dispatches
-    # nothing: its only record is the map task's bookkeeping, written exactly as tasks.py does.
+    # nothing: its only record is the map task's bookkeeping, written as tasks.py did before that
+    # flag had its own key (luigi/<run>.json): such buckets must still read.
     from luigi_kubeface import naming
-    from luigi_kubeface.job import Job
 
-    Job(job_id, root).write_dispatch(naming.new_run_id().replace("T", "T9", 1), {"elements_shown": True})
+    with open(os.path.join(root, job_id, naming.dispatch_key(naming.new_run_id().replace("T", "T9", 1))), "w") as f:
+        json.dump({"elements_shown": True}, f, indent=1)
     assert len(os.listdir(os.path.join(root, job_id, "dispatches"))) == 2
     code, out = kubeface("status", job_id, "--storage-root", root)
     assert code == 0 and "last run None" not in out

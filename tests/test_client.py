@@ -249,3 +249,25 @@ def test_output_is_kept_whatever_ends_the_attempt(tmp_path, function, settings, 
         client.map(function, [7], job_id="evidence")
     (log,) = glob.glob(str(tmp_path / "evidence" / "logs" / "*" / "*.log"))
     assert ("last words of 7" if function is last_words_then_exit else "still working on 7") in open(log).read()
+
+
+def odd_fails(x):
+    if x % 2:
+        raise ValueError("x=%d is odd" % x)
+    return x
+
+
+def test_map_writes_a_run_summary_as_luigi_runs_do(tmp_path):
+    """Client.map and KubefaceJob share one dispatch sequence: each run leaves dispatches/<run>.json."""
+    client = Client(storage_root=str(tmp_path), retries=0, failure_budget=1.0, **FAST)
+    with pytest.raises(JobFailedError):
+        client.map(odd_fails, range(4), job_id="summed")
+    (first,) = glob.glob(os.path.join(str(tmp_path), "summed", "dispatches", "*.json"))
+    summary = json.load(open(first))
+    assert summary["run"] == os.path.basename(first)[: -len(".json")] and summary["started"] <= summary["finished"]
+    assert (summary["total"], summary["succeeded"], summary["failed"]) == (4, 2, 2)
+    assert re.fullmatch(r"2 x ValueError: x=\d is odd", *summary["errors"]) and summary["stopped"] == ""
+    with pytest.raises(JobFailedError):
+        client.map(odd_fails, range(4), job_id="summed")  # a rerun is another run with its own summary
+    runs = sorted(glob.glob(os.path.join(str(tmp_path), "summed", "dispatches", "*.json")))
+    assert len(runs) == 2 and json.load(open(runs[-1]))["reused"] == 2

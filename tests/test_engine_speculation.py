@@ -40,7 +40,7 @@ def check_every_result_once(job, n):
     keys = [e.key for e in job.elements]
     assert job.finished() == set(keys)
     assert len(job.storage.list(naming.RESULTS_PREFIX)) == n
-    assert [job.load_result(k) for k in keys] == [x * x for x in range(n)]
+    assert [job.store.load_result(k) for k in keys] == [x * x for x in range(n)]
 
 
 def test_backup_of_a_straggler_wins_and_the_straggler_is_cancelled(tmp_path):

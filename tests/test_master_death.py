@@ -155,6 +155,6 @@ def test_a_master_stopped_on_the_way_out_never_replaces_the_runners_record(tmp_p
             run_job(job, backend, settings)
     finally:
         backend.close()
-    (attempt,) = job.attempts(element.key)
+    (attempt,) = job.store.attempts(element.key)
     record = job.attempt_record(element.key, attempt)
     assert record["outcome"] == "success" and "recorded_by" not in record and record["host"]

@@ -33,7 +33,7 @@ def test_a_planted_log_link_is_not_followed_and_the_log_is_private(tmp_path):
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert victim.read_text() == "precious\n"
-    seen = job.load_result(element.key)
+    seen = job.store.load_result(element.key)
     (log,) = [name for name in seen if not name.startswith(("kubeface-%s" % element.key, "kubeface-code-"))]
     assert seen[log] == "0o600" and element.key not in log
     assert os.listdir(tmp) == ["kubeface-%s-%s.log" % (element.key, attempt)]  # only the planted link is left

@@ -164,7 +164,7 @@ def test_result_of_other_code_renamed_as_this_codes_is_refused(tmp_path):
     storage.write(naming.result_key(key, new_version.code_version), old_blob)
     with pytest.raises(CorruptBlobError, match="belongs elsewhere \\(code_version '%s', expected '%s'\\)"
                        % (old.job.code_version, new_version.code_version)):
-        new_version.load_result(key)
+        new_version.store.load_result(key)
 
 
 def test_result_from_another_element_is_refused(tmp_path):

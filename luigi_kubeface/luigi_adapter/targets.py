@@ -28,7 +28,7 @@ class ResultIndex:
         with cls._lock:
             taken, keys = cls._snapshots.get(where, (0.0, None))
         if keys is None or time.monotonic() - taken > max_age:
-            taken, keys = time.monotonic(), job.finished()
+            taken, keys = time.monotonic(), job.store.finished()
             with cls._lock:
                 cls._snapshots[where] = (taken, keys)
         return keys
@@ -57,7 +57,7 @@ class ResultTarget(luigi.Target):
         return ResultIndex.has(self.job, self.key, self.max_age)
 
     def load(self):
-        return self.job.load_result(self.key)
+        return self.job.store.load_result(self.key)
 
     def __str__(self):
         return self.job.url + "/" + naming.result_key(self.key)

@@ -13,18 +13,16 @@ is one HTTP request). A rerun skips elements whose result exists, from one listi
 """
 
 import logging
-import time
 
 import luigi
 from luigi.task import DynamicRequirements
 
 from .. import naming
-from ..backends import open_backend
-from ..engine import run_job
+from ..dispatch import dispatch
 from ..errors import ConfigurationError, ElementFailedError, KubefaceError
 from ..job import Job, elements_from_grid
 from ..keys import KeyRing
-from ..status_page import StatusPageWriter
+from ..records import Outcome
 from .config import load_settings
 from .targets import CollectedResults, ResultIndex, ResultTarget
 
@@ -72,12 +70,11 @@ class KubefaceMapTask(luigi.Task):
 
     def run(self):
         job = self.kubeface_job()
-        dispatch = job.read_dispatch(RUN_ID) or {}
-        if not dispatch.get("elements_shown"):
+        if not job.store.elements_shown(RUN_ID):
             # Once per run: Luigi adds the elements (all of a small job, those without a result of a
             # large one): DONE if the result exists, else the element runs and fails with its
             # traceback, so luigid lists each one. Then Luigi runs this task again.
-            job.write_dispatch(RUN_ID, dict(dispatch, elements_shown=True))
+            job.store.mark_elements_shown(RUN_ID)
             shown = self._elements_for_luigid()
             if shown:
                 yield DynamicRequirements([self._element_task(e) for e in shown], lambda complete: False)
@@ -182,7 +179,7 @@ class KubefaceJob(_JobPart):
             job = self._map().kubeface_job()
             finished = ResultIndex.finished(job, max_age=2.0)
             self._dispatched = (all(e.key in finished for e in job.elements)
-                                or job.read_dispatch(self.run_id) is not None)
+                                or job.store.run_summary(self.run_id) is not None)
         return self._dispatched
 
     def run(self):
@@ -191,24 +188,12 @@ class KubefaceJob(_JobPart):
         settings = task.kubeface_settings()
         job = task.kubeface_job()
         job.shared = task.shared_inputs()
-        started = time.time()
-        job.prepare(details=settings.job_details())
-        self._status_page = StatusPageWriter(job)
-        self.set_tracking_url(self._status_page.url)
-        backend = open_backend(settings)
         try:
-            report = run_job(job, backend, settings, on_progress=self._show_progress)
-        except BaseException:
-            self._status_page.close()
-            raise
+            report = dispatch(job, settings, on_progress=self._show_progress, run_id=self.run_id,
+                              on_page=self.set_tracking_url)
         finally:
-            backend.close()
             ResultIndex.forget(job)
         progress = report.progress
-        summary = {"run": self.run_id, "started": started, "finished": time.time(), "stopped": report.stopped,
-                   "errors": report.summary(), **progress.counts()}
-        job.write_dispatch(self.run_id, summary)
-        self._status_page.close(progress)
         self._dispatched = True
         if progress.reused == progress.total:
             log.info("job %s: all %d elements already had results; nothing ran", job.id, progress.total)
@@ -216,7 +201,6 @@ class KubefaceJob(_JobPart):
             self.set_status_message("stopped early: %s\n%s" % (report.stopped, progress.describe()))
 
     def _show_progress(self, progress):
-        self._status_page.update(progress)
         self.set_status_message(progress.describe())
         self.set_progress_percentage(round(100.0 * progress.done / max(progress.total, 1), 1))
 
@@ -238,16 +222,16 @@ class KubefaceElement(_JobPart):
         job = self._map().kubeface_job()
         if self.element in ResultIndex.finished(job, max_age=float("inf")) or job.has_result(self.element):
             return  # a cached "missing" may predate the job's run (in another process): ask storage
-        attempts = job.attempts(self.element)
-        record = job.attempt_record(self.element, attempts[-1]) if attempts else None
-        if record is None or record.get("outcome") == "cancelled":
-            dispatch = job.read_dispatch(RUN_ID) or {}
-            reason = dispatch.get("stopped") or "the job ended before this element ran"
+        attempts = job.store.attempts(self.element)
+        record = job.store.attempt_record(self.element, attempts[-1]) if attempts else None
+        if record is None or record.outcome is Outcome.CANCELLED:
+            summary = job.store.run_summary(RUN_ID)
+            reason = (summary.stopped if summary else "") or "the job ended before this element ran"
             raise KubefaceError(
                 "element %s was not run: the job stopped early (%s). Fix the failures shown on the failed "
                 "elements and rerun: finished results are kept" % (self.params, reason)
             )
-        if record.get("outcome") == "success":
+        if record.outcome is Outcome.SUCCESS:
             raise KubefaceError("element %s: its last attempt (%s) reported success but its result is not in %s "
                                 "(deleted?): rerun to compute it again" % (self.params, attempts[-1], job.url))
         raise ElementFailedError(self.params, record.get("error_type", "Error"), record.get("message", ""),

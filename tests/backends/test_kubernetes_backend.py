@@ -136,7 +136,7 @@ def test_evicted_pod_is_retried_without_using_a_retry(kube_cluster, kube_namespa
     results = Client(settings).map(nap, [3], job_id="evicted")
     thread.join()
     assert list(results) == [3] and evicted
-    job = Job("evicted", settings.storage_root)
+    job = Job("evicted", settings.storage_root).store
     key = job.finished().pop()
     outcomes = [job.attempt_record(key, a)["outcome"] for a in job.attempts(key)]
     assert outcomes == ["interrupted", "success"]
@@ -202,7 +202,7 @@ def test_a_rerun_adopts_pods_an_earlier_master_left_running(kube_cluster, kube_n
     results = Client(settings).map(nap, [6, 7, 8], job_id="adopt")
     assert list(results) == [6, 7, 8]
     assert kube_cluster.control_plane.request_counts(resource="pods", verb="POST", scope="namespace") == creates
-    job = Job("adopt", settings.storage_root)
+    job = Job("adopt", settings.storage_root).store
     assert all(len(job.attempts(key)) == 1 for key in job.finished())  # one attempt each: nothing duplicated
     assert len(names) == 3
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 30, "adopted pods to be deleted")

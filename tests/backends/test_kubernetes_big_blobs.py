@@ -56,7 +56,7 @@ def test_a_1gb_result_fits_a_1400mi_pod(kube_cluster, kube_namespace, fake_gcs, 
     results = Client(settings).map(big_array, [7], job_id="one-gb", shared={"report": str(report)})
     master_mb = peak_mb() - before_mb
 
-    job = Job("one-gb", settings.storage_root)
+    job = Job("one-gb", settings.storage_root).store
     key = job.finished().pop()
     records = [job.attempt_record(key, a) for a in job.attempts(key)]
     assert [r["outcome"] for r in records] == ["success"], records

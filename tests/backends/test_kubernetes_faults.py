@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 def assert_each_result_once(storage_root, job_id, values):
     """All results load (signature and digest checked), and each element succeeded exactly once."""
-    job = Job(job_id, storage_root)
+    job = Job(job_id, storage_root).store
     keys = job.finished()
     assert len(keys) == len(values)
     assert sorted(job.load_result(k) for k in keys) == sorted(values)
@@ -185,7 +185,7 @@ def test_straggler_gets_a_backup_pod_and_the_first_result_wins(kube_cluster, kub
                                    job_id="straggler", on_progress=lambda p: seen.update(speculated=p.speculated))
     assert time.monotonic() - started < 60  # the backup finished before the straggler would have (a bound)
     assert list(results) == ["attempt that finished first"] * 12 and seen["speculated"] == 1
-    job = Job("straggler", gcs_root)
+    job = Job("straggler", gcs_root).store
     (key,) = [k for k in job.finished() if len(job.attempts(k)) == 2]
     outcomes = sorted(job.attempt_record(key, a)["outcome"] for a in job.attempts(key))
     assert outcomes == ["cancelled", "success"]  # the straggler's pod was deleted before it could upload

@@ -34,7 +34,7 @@ def test_a_second_master_neither_adopts_from_a_live_one_nor_fails_on_its_cancell
             second.kill()
     assert "MASTER DONE" not in first_output
     assert "MASTER DONE" in output, output[-3000:]  # retries=0: one cancellation counted as a failure fails it
-    job = Job("two-masters", settings.storage_root)
+    job = Job("two-masters", settings.storage_root).store
     assert len(job.finished()) == 9
     for key in job.finished():  # the first master's attempts cancelled, then one success by the second
         outcomes = [job.attempt_record(key, a).get("outcome") for a in job.attempts(key)]

@@ -237,7 +237,7 @@ def test_soak_200_elements_cap_50_on_room_for_10_with_evictions(kube_cluster, ku
           % (time.monotonic() - started, len(evicted), counter.most_running))
     assert 0 < counter.most_running <= 10 and evicted
     # Every result once; an eviction between a runner's result and its record leaves no success record.
-    job = Job("soak", gcs_root)
+    job = Job("soak", gcs_root).store
     keys = job.finished()
     assert sorted(job.load_result(k) for k in keys) == sorted(items)
     assert all(sum(job.attempt_record(k, a)["outcome"] == "success" for a in job.attempts(k)) <= 1 for k in keys)

@@ -1,0 +1,49 @@
+"""One master run of a job, the same for Client.map and for Luigi's KubefaceJob.
+
+prepare (upload what the runner needs), keep the status page fresh, open the backend, run the
+engine, close the backend, write the run's summary (dispatches/<run>.json), write the final page.
+"""
+
+import logging
+import time
+
+from . import naming
+from .backends import open_backend
+from .engine import run_job
+from .records import RunSummary
+from .status_writer import StatusPageWriter
+
+log = logging.getLogger(__name__)
+
+
+def dispatch(job, settings, on_progress=None, run_id=None, on_page=None):
+    """Run every unfinished element of job; returns the engine's JobReport (element failures are in it).
+
+    on_progress(progress) is called with the engine's live Progress after the status page has it.
+    run_id names the run (its summary's key and the lease's holder); a new one by default.
+    on_page(url) is told where the status page is, once the job is prepared.
+    """
+    run_id = run_id or naming.new_run_id()
+    started = time.time()
+    job.prepare(details=settings.job_details())
+    page = StatusPageWriter(job)
+    log.info("job %s: status page %s", job.id, page.url)
+    if on_page:
+        on_page(page.url)
+
+    def show(progress):
+        page.update(progress)
+        if on_progress:
+            on_progress(progress)
+
+    backend = open_backend(settings)
+    try:
+        report = run_job(job, backend, settings, on_progress=show, run_id=run_id)
+    except BaseException:
+        page.close()
+        raise
+    finally:
+        backend.close()
+    job.store.write_run_summary(RunSummary.of_report(run_id, started, report))
+    page.close(report.progress)
+    return report
