@@ -348,11 +348,8 @@ class KubernetesBackend(Backend):
                 return AttemptEnd(attempt, None, "the pod was created but the API server never showed it",
                                   error_type="PodLost", interrupted=True)
             return None
-        if pod["metadata"].get("deletionTimestamp"):  # someone else is deleting it (eviction, node lost)
-            self._deletes[followed.name] = 0
-            return AttemptEnd(attempt, None, "the pod is being deleted by the cluster (%s)" % _disruption(pod),
-                              error_type="PodDeleted", interrupted=True)
-        if self._secret_missing(pod):  # the master's own Secret, deleted mid-job: not the user's settings
+        deleting = bool(pod["metadata"].get("deletionTimestamp"))  # by someone else (eviction, node lost)
+        if not deleting and self._secret_missing(pod):  # the master's own Secret, deleted mid-job: not a setting
             self._restore_secret()
             return None
         # Time pending counts only while the watch is healthy: during an outage nothing is seen to move.
@@ -364,7 +361,7 @@ class KubernetesBackend(Backend):
         if end is None:
             return None
         tail = self.api.pod_log_tail(followed.name) if end.fetch_log else ""
-        if end.exit_code != 0 and self.settings.keep_failed_pods:
+        if end.exit_code != 0 and self.settings.keep_failed_pods and not deleting:
             self._kept.add(followed.name)
             log.info("kept failed pod %s for debugging (kubectl describe pod -n %s %s)",
                      followed.name, self.settings.namespace, followed.name)
@@ -372,10 +369,3 @@ class KubernetesBackend(Backend):
             self._deletes[followed.name] = 0
         return AttemptEnd(attempt, end.exit_code, end.reason, end.fatal, tail, end.error_type, end.retryable,
                           end.interrupted)
-
-
-def _disruption(pod):
-    for condition in (pod.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "DisruptionTarget":
-            return "%s: %s" % (condition.get("reason"), condition.get("message"))
-    return "no reason given"
