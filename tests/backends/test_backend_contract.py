@@ -4,7 +4,7 @@ and Kubernetes pods (on the test cluster, tests/cluster: slow).
 What the engine relies on (backends/__init__.py Backend): launch then poll reports each ended
 attempt once, with its exit code; a cancelled attempt is never reported; started() is None or a
 time at or after launch, and known once the attempt runs; adopt() finds nothing for a new job;
-close() leaves nothing running.
+close() leaves nothing running. A backend serves one job.
 """
 
 import os
@@ -22,8 +22,11 @@ from kube_support import kube_settings, nap, pods, wait_until
 LONG = 120  # seconds an attempt meant to be cancelled or closed would run
 
 
-def fail(seconds):
-    raise ValueError("element %s fails on purpose" % seconds)
+def nap_or_fail(seconds):
+    """Sleeps that long; a negative number fails, as an element that raises does."""
+    if seconds < 0:
+        raise ValueError("element %s fails on purpose" % seconds)
+    return nap(seconds)
 
 
 class Harness:
@@ -131,8 +134,7 @@ def poll_until(backend, done, timeout, ends=None):
 def test_an_ended_attempt_is_reported_once_with_its_exit_code(harness):
     backend = harness.open()
     assert backend.poll() == []
-    _, (done,) = harness.job(nap, [0.1], "ok")
-    _, (failed,) = harness.job(fail, [0.2], "fails")
+    _, (done, failed) = harness.job(nap_or_fail, [0.1, -1])  # a backend serves one job
     backend.launch(done)
     backend.launch(failed)
     ends = poll_until(backend, lambda ends: len(ends) >= 2, harness.timeout)
