@@ -26,6 +26,7 @@ import time
 import traceback
 
 from . import lease, naming, serialization
+from .backends import all_backend_tools, backend_tools
 from .errors import (
     BlobNotFoundError, ConfigurationError, JobRunningError, KubefaceError, StorageError, UnreadableRecordError,
 )
@@ -37,68 +38,41 @@ from .status_page import format_duration, page_url
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-# -- hooks for backends with live state (the Kubernetes backend fills these) ---------------------
+# -- the tools of the backend a job ran on (backends/__init__.py BackendTools): live state --------
 
-def follow_live(job, element, attempt, out, target=None):
+def _job_tools(job):
+    """(the tools of the backend the job ran on, its job.json) or (None, None): the local backend has none."""
+    try:
+        meta = json.loads(job.storage.read(naming.JOB_META))
+    except (BlobNotFoundError, ValueError):
+        return None, None
+    tools = backend_tools(meta.get("backend")) if isinstance(meta, dict) else None
+    return (tools, meta) if tools is not None else (None, None)
+
+
+def follow_live(job, element, attempt, out, args):
     """Stream a running attempt's log from where it runs (a pod) to out until it ends.
 
     attempt is the running attempt's id when the master's progress.json names one, else None
     ("the element's running attempt"). Returns False when no live source is known, so the caller
-    waits for the log in storage instead. The local backend has none.
+    waits for the log in storage instead.
     """
-    api = _kube_api(job, target)
-    if api is None:
+    tools, meta = _job_tools(job)
+    if tools is None:
         return False
-    from .backends.kubernetes import stream_attempt_log
-
-    return stream_attempt_log(api, job.url, element, attempt, out)
-
-
-def cleanup_pods(job, dry_run, target=None):
-    """Delete (or, on a dry run, list) the job's pods still in the cluster; returns their descriptions.
-
-    The local backend has none: its processes end with the master.
-    """
-    api = _kube_api(job, target)
-    if api is None:
-        return []
-    from .backends.kubernetes import delete_job_pods
-
-    return delete_job_pods(api, job.url, dry_run)
-
-
-def kube_target(meta, settings, namespace=None, kube_context=None):
-    """The namespace and context to act in: the configured ones (flags over [kubeface]), never job.json's alone.
-
-    job.json is unsigned: a bucket writer must not point `cleanup --yes` at another namespace's pods.
-    When it names another cluster place than the settings, the user has to pass it explicitly.
-    """
-    wanted = (namespace or settings.namespace, settings.kube_context if kube_context is None else kube_context)
-    recorded = (meta.get("namespace") or wanted[0], meta.get("kube_context") or wanted[1])
-    if recorded != wanted:
-        raise ConfigurationError(
-            "job.json says the job ran in namespace %r (context %r), but the settings say %r (context %r); "
-            "job.json is not signed, so kubeface does not act on its word alone: pass --namespace %s%s to "
-            "use that place, or set [kubeface] namespace / kube_context"
-            % (recorded[0], recorded[1] or "current", wanted[0], wanted[1] or "current", recorded[0],
-               " --kube-context %s" % recorded[1] if recorded[1] != wanted[1] else ""))
-    return wanted
-
-
-def _kube_api(job, target=None):
-    """The cluster of a job that ran on Kubernetes (namespace and context: see kube_target), else None."""
-    try:
-        meta = json.loads(job.storage.read(naming.JOB_META))
-    except (BlobNotFoundError, ValueError):
-        return None
-    if not isinstance(meta, dict) or meta.get("backend") != "kubernetes":
-        return None
-    from .backends.kube_api import KubeApi
     from .luigi_adapter.config import load_settings
 
-    settings = load_settings()
-    namespace, context = kube_target(meta, settings, *(target or (None, None)))
-    return KubeApi(settings.replace(namespace=namespace, kube_context=context))
+    return tools.follow_log(job, meta, load_settings(), args, element, attempt, out)
+
+
+def cleanup_running(job, dry_run, args):
+    """Delete (or, on a dry run, list) what the job left running (pods); returns their descriptions."""
+    tools, meta = _job_tools(job)
+    if tools is None:
+        return []
+    from .luigi_adapter.config import load_settings
+
+    return tools.cleanup(job, meta, load_settings(), args, dry_run)
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -301,8 +275,7 @@ def cmd_logs(args, out):
     known = set(element.attempts)
     live = [a for a, (key, _) in sorted((state.live_running() or {}).items()) if key == element.key]
     attempt = live[-1] if live and args.attempt is None else _pick_attempt(state, element, args.attempt)
-    if args.follow and args.attempt is None and follow_live(job, element.key, live[-1] if live else None, out,
-                                                            (args.namespace, args.kube_context)):
+    if args.follow and args.attempt is None and follow_live(job, element.key, live[-1] if live else None, out, args):
         return 0  # the element's attempt was running and its live log was streamed to the end
     while True:
         if attempt is not None:
@@ -436,7 +409,7 @@ def cmd_cleanup(args, out):
                   % (job.id, lease.describe(holder)))
             jobs.remove(job)
     for job in jobs:
-        pods = cleanup_pods(job, dry_run, (args.namespace, args.kube_context))
+        pods = cleanup_running(job, dry_run, args)
         for pod in pods:
             print("%s pod %s" % (verb, pod), file=out)
         if args.blobs:
@@ -478,9 +451,10 @@ def _prune_empty_directories(url):
 
 # -- entry point ---------------------------------------------------------------------------------
 
-def _cluster_flags(cmd):
-    cmd.add_argument("--namespace", help="where the job's pods are (default: [kubeface] namespace)")
-    cmd.add_argument("--kube-context", help="the kubeconfig context (default: [kubeface] kube_context)")
+def _backend_flags(cmd):
+    """Flags the backends' tools read (where a cluster is), on the commands that use those tools."""
+    for tools in all_backend_tools():
+        tools.add_arguments(cmd)
 
 
 def parser():
@@ -513,7 +487,7 @@ def parser():
     cmd.add_argument("--attempt", help="attempt number (1, 2, ...) or id; default: the last one")
     cmd.add_argument("--follow", "-f", action="store_true", help="wait for a running attempt's log")
     cmd.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
-    _cluster_flags(cmd)
+    _backend_flags(cmd)
     cmd.set_defaults(run=cmd_logs)
     cmd = commands.add_parser("reproduce", parents=[common], help="run one element in this Python")
     cmd.add_argument("job")
@@ -527,7 +501,7 @@ def parser():
     cmd.add_argument("--blobs", action="store_true", help="delete the job's blobs too (results included)")
     cmd.add_argument("--yes", action="store_true", help="really delete (default: only print what would go)")
     cmd.add_argument("--force", action="store_true", help="also a job whose master is running (its lease is live)")
-    _cluster_flags(cmd)
+    _backend_flags(cmd)
     cmd.set_defaults(run=cmd_cleanup)
     return top
 

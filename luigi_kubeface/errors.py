@@ -81,3 +81,11 @@ class UnsafePathError(UntrustedBlobError):
 
 class JobRunningError(KubefaceError):
     """A master holds the job's lease: what would disturb it is refused."""
+
+
+def check_ranges(settings, checks):
+    """checks: (setting, ok, what it must be); the first one not ok is refused, naming what it must be."""
+    for name, ok, expected in checks:
+        if not ok:
+            raise ConfigurationError(
+                "[kubeface] %s = %r is out of range: it must be %s" % (name, getattr(settings, name), expected))

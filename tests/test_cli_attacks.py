@@ -59,17 +59,17 @@ def test_reproduce_quotes_its_docker_line_and_ignores_job_data_that_would_inject
 
 
 def test_cleanup_acts_in_the_configured_namespace_not_the_one_job_json_names():
-    from luigi_kubeface.cli import kube_target  # the decision, tested without a cluster
+    from luigi_kubeface.backends.kubernetes.tools import cluster_target  # the decision, tested without a cluster
 
     settings = Settings(namespace="team")
-    assert kube_target({"namespace": "team"}, settings) == ("team", "")
-    assert kube_target({}, settings) == ("team", "")
+    assert cluster_target({"namespace": "team"}, settings) == ("team", "")
+    assert cluster_target({}, settings) == ("team", "")
     with pytest.raises(ConfigurationError, match="job.json says the job ran in namespace 'kube-system' .* settings "
                        "say 'team' .*not signed.*pass --namespace kube-system"):
-        kube_target({"namespace": "kube-system"}, settings)
+        cluster_target({"namespace": "kube-system"}, settings)
     with pytest.raises(ConfigurationError, match="--kube-context prod"):
-        kube_target({"namespace": "team", "kube_context": "prod"}, settings)
-    assert kube_target({"namespace": "kube-system"}, settings, "kube-system") == ("kube-system", "")
+        cluster_target({"namespace": "team", "kube_context": "prod"}, settings)
+    assert cluster_target({"namespace": "kube-system"}, settings, "kube-system") == ("kube-system", "")
 
 
 def test_cleanup_follows_no_link_skips_malformed_jobs_and_deletes_only_its_own_keys(tmp_path, capsys):

@@ -4,12 +4,14 @@ A backend launches attempts (each one runs the task runner), reports the ones th
 cancels on request. It knows nothing of elements' results: the engine reads those from storage.
 """
 
+import importlib
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional, Protocol
 
 from ..errors import ConfigurationError
+from .kubernetes import settings as _kubernetes_settings
 
 
 @dataclass(frozen=True)
@@ -96,13 +98,68 @@ def _local(settings):
 
 
 def _kubernetes(settings):
-    from .kubernetes import KubernetesBackend
+    from .kubernetes.backend import KubernetesBackend
 
     return KubernetesBackend(settings)
 
 
-# Adding a backend means adding one module and one line here.
-REGISTRY = {"local": _local, "kubernetes": _kubernetes}
+def _nothing(settings):
+    return None
+
+
+def _no_details(settings):
+    return {}
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """What the rest of the code knows of a backend, found by its name: nothing outside it names one.
+
+    settings: a frozen dataclass of the backend's own [kubeface] keys (Settings carries them, flat).
+    check(settings) refuses other settings a job on it cannot use; job_details(settings) goes into
+    job.json. tools: the module of its command-line tools (a BackendTools), imported when used.
+    """
+
+    open: Callable
+    max_in_flight: int = 200  # the cap when [kubeface] max_in_flight is 0
+    settings: Optional[type] = None
+    check: Callable = _nothing
+    job_details: Callable = _no_details
+    tools: str = ""
+
+
+class BackendTools(Protocol):
+    """What `kubeface` asks of the backend a job ran on: live state outside storage.
+
+    Each call gets the job, its job.json (meta: a hint, unsigned), the configured settings and the
+    command's parsed arguments (with the flags add_arguments added).
+    """
+
+    def add_arguments(self, command) -> None:
+        """Add the flags the tools read (e.g. where the cluster is) to a `logs` or `cleanup` command."""
+
+    def follow_log(self, job, meta, settings, args, element, attempt, out) -> bool:
+        """Stream a running attempt's log to out until it ends; False when none runs (the caller then waits
+        for the log in storage). attempt: the running attempt's id if known, else None."""
+
+    def cleanup(self, job, meta, settings, args, dry_run) -> list:
+        """Delete (or on a dry run, only find) what the job left running; a description of each thing."""
+
+
+# Adding a backend means adding one module (or package) and one entry here.
+REGISTRY = {
+    "local": BackendEntry(_local, max_in_flight=os.cpu_count() or 1),  # processes share this machine's cores
+    "kubernetes": BackendEntry(_kubernetes, max_in_flight=200,  # pods: capped where Kubernetes copes
+                               settings=_kubernetes_settings.KubernetesSettings, check=_kubernetes_settings.check_job,
+                               job_details=_kubernetes_settings.job_details, tools="kubernetes.tools"),
+}
+
+
+def backend_entry(name):
+    """The registry's entry for name (a bare function settings -> backend is an entry with defaults)."""
+    check_backend_name(name)
+    entry = REGISTRY[name]
+    return entry if isinstance(entry, BackendEntry) else BackendEntry(entry)
 
 
 def check_backend_name(name):
@@ -114,10 +171,29 @@ def check_backend_name(name):
 
 
 def open_backend(settings):
-    check_backend_name(settings.backend)
-    return REGISTRY[settings.backend](settings)
+    return backend_entry(settings.backend).open(settings)
 
 
 def default_max_in_flight(name):
-    """Local processes share this machine's cores; pods are capped where Kubernetes copes."""
-    return (os.cpu_count() or 1) if name == "local" else 200
+    return backend_entry(name).max_in_flight
+
+
+def settings_classes():
+    """Each backend's own settings class: Settings carries their keys beside its own."""
+    classes = []
+    for name in REGISTRY:
+        keys = backend_entry(name).settings
+        if keys is not None and keys not in classes:
+            classes.append(keys)
+    return tuple(classes)
+
+
+def backend_tools(name):
+    """The command-line tools (BackendTools) of the named backend, or None for a backend without any."""
+    if name not in REGISTRY or not backend_entry(name).tools:
+        return None
+    return importlib.import_module("%s.%s" % (__name__, backend_entry(name).tools))
+
+
+def all_backend_tools():
+    return [tools for tools in (backend_tools(name) for name in REGISTRY) if tools is not None]

@@ -14,7 +14,7 @@ import pytest
 
 from kube_support import PodCounter, TcpProxy, kube_settings, nap, pods, running_pods, start_master, wait_until
 from luigi_kubeface import Client
-from luigi_kubeface.backends.pod_spec import JOB_LABEL, MANAGED_BY, MANAGER, job_label
+from luigi_kubeface.backends.kubernetes.pod_spec import JOB_LABEL, MANAGED_BY, MANAGER, job_label
 from luigi_kubeface.errors import JobFailedError
 from luigi_kubeface.job import Job
 from test_kubernetes_faults import assert_each_result_once, second_node  # noqa: F401

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from luigi_kubeface.backends import AttemptSpec
-from luigi_kubeface.backends.pod_spec import build_pod, build_secret, job_label, pod_name
+from luigi_kubeface.backends.kubernetes.pod_spec import build_pod, build_secret, job_label, pod_name
 from luigi_kubeface.errors import ConfigurationError
 from luigi_kubeface.settings import Settings
 

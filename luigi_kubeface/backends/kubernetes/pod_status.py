@@ -52,6 +52,9 @@ def pod_end(pod, pending_seconds, settings, held_seconds=None):
     status = pod.get("status") or {}
     phase = status.get("phase")
     container = _container(pod)
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):  # whatever its phase: someone else deletes it
+        return PodEnd(None, "the pod is being deleted by the cluster (%s)" % _disruption(pod),
+                      error_type="PodDeleted", interrupted=True)
     if phase == "Succeeded":
         return PodEnd(0, "the pod succeeded")
     if phase == "Failed":
@@ -89,6 +92,13 @@ def _failed(pod, status, container, settings):
         return PodEnd(code, words, fetch_log=code not in (0, 1, 2))  # 1 and 2: the runner wrote a record
     return PodEnd(None, "the pod failed before its container ran (%s)" % (message or reason or "no reason given"),
                   error_type="PodFailed")
+
+
+def _disruption(pod):
+    condition = _condition(pod, "DisruptionTarget")
+    if condition is not None:
+        return "%s: %s" % (condition.get("reason"), condition.get("message"))
+    return "no reason given"
 
 
 def short_of_capacity(pod):

@@ -1,17 +1,17 @@
-"""Talking to the Kubernetes API: configuration, the few calls the backend makes, and one pod watch.
+"""Talking to the Kubernetes API: configuration, the few calls the backend makes, and the one retry policy.
 
 Errors are sorted once, here: transient ones (5xx, 429, timeouts, connection refused, `403 ...
-exceeded quota`) are the caller's cue to wait and try again; anything else becomes a
-ConfigurationError or BackendError that names the cause and the fix.
+exceeded quota`) are waited out with one Backoff (Metaflow's k8s_retry idea: one policy at the API
+boundary, not a loop per call); anything else becomes a ConfigurationError or BackendError that
+names the cause and the fix.
 """
 
 import json
 import logging
 import re
-import threading
 import time
 
-from ..errors import BackendError, ConfigurationError
+from ...errors import BackendError, ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,54 @@ NEEDED_VERBS = ([("pods", verb) for verb in ("create", "get", "list", "watch", "
 # connection (a NAT or load balancer dropped it without a word): the client gives up on it and resumes.
 WATCH_SECONDS = 30
 _WATCH_SLACK = 5
+CANCEL_GRACE = 5  # seconds a cancelled pod gets to stop before it is killed
+START_DEADLINE = 60.0  # seconds a call made before any pod runs waits out an unreachable API server
+
+
+class Backoff:
+    """The one retry policy for the API server: wait 0.5s after a transient error, doubling up to 10s.
+
+    Calls made before the job's pods exist (the namespace check, the job's Secret) give up after
+    START_DEADLINE: a master that cannot reach its cluster says so. Calls made while pods run (creates,
+    deletes, the watch) never give up: the pods go on meanwhile, and the master waits the outage out.
+    since: monotonic time of the first failure of the current outage, None while calls succeed.
+    """
+
+    FIRST = 0.5
+    CEILING = 10.0
+
+    def __init__(self, deadline=None):
+        self.deadline = deadline
+        self.since = None
+        self._delay = self.FIRST
+
+    def failed(self):
+        """Record a failed call; seconds to wait before the next one."""
+        if self.since is None:
+            self.since = time.monotonic()
+        delay, self._delay = self._delay, min(self._delay * 2, self.CEILING)
+        return delay
+
+    def expired(self):
+        return self.deadline is not None and self.since is not None and time.monotonic() - self.since > self.deadline
+
+    def succeeded(self):
+        """Record a call that went through; the seconds the outage lasted, or None if there was none."""
+        lasted = None if self.since is None else time.monotonic() - self.since
+        self.since, self._delay = None, self.FIRST
+        return lasted
+
+
+def retried(call, deadline=START_DEADLINE, sleep=time.sleep):
+    """call() until it returns, waiting out transient errors with a Backoff; the last error once the deadline passed."""
+    backoff = Backoff(deadline)
+    while True:
+        try:
+            return call()
+        except Exception as error:  # noqa: BLE001 - sorted by is_transient; the rest goes to the caller
+            if not is_transient(error) or backoff.expired():
+                raise
+            sleep(backoff.failed())
 
 
 def load_api_client(settings):
@@ -136,29 +184,24 @@ class KubeApi:
         self.client = api_client or load_api_client(settings)
         self.core = client.CoreV1Api(self.client)
 
-    def check_namespace(self, deadline=60.0):
+    def check_namespace(self, deadline=START_DEADLINE):
         """Fail before launch when the namespace is missing; wait out an API server that is down."""
         from kubernetes.client.rest import ApiException
 
-        give_up = time.monotonic() + deadline
-        while True:
-            try:
-                self.core.read_namespace(self.namespace, _preload_content=False, _request_timeout=_TIMEOUT)
-                return
-            except ApiException as error:
-                if error.status == 404:
-                    raise ConfigurationError(
-                        "namespace %r does not exist in the cluster: create it (kubectl create namespace %s) "
-                        "or set [kubeface] namespace" % (self.namespace, self.namespace)) from None
-                if error.status == 403:
-                    return  # may not read namespaces; creating pods will tell
-                if not is_transient(error) or time.monotonic() > give_up:
-                    raise BackendError("cannot reach the Kubernetes API server: %s" % describe(error)) from None
-            except Exception as error:  # noqa: BLE001 - transport errors
-                if not is_transient(error) or time.monotonic() > give_up:
-                    raise BackendError("cannot reach the Kubernetes API server at %s: %s"
-                                       % (self.client.configuration.host, describe(error))) from None
-            time.sleep(2)
+        try:
+            retried(lambda: self.core.read_namespace(self.namespace, _preload_content=False,
+                                                     _request_timeout=_TIMEOUT), deadline)
+        except ApiException as error:
+            if error.status == 404:
+                raise ConfigurationError(
+                    "namespace %r does not exist in the cluster: create it (kubectl create namespace %s) "
+                    "or set [kubeface] namespace" % (self.namespace, self.namespace)) from None
+            if error.status == 403:
+                return  # may not read namespaces; creating pods will tell
+            raise BackendError("cannot reach the Kubernetes API server: %s" % describe(error)) from None
+        except Exception as error:  # noqa: BLE001 - transport errors
+            raise BackendError("cannot reach the Kubernetes API server at %s: %s"
+                               % (self.client.configuration.host, describe(error))) from None
 
     def check_permissions(self):
         """Fail before launch when the master may not do what a job needs: one access review per verb.
@@ -213,6 +256,16 @@ class KubeApi:
         except Exception:  # noqa: BLE001 - logs are a courtesy: the attempt's log is in storage
             return ""
 
+    def follow_pod_log(self, name, out):
+        """Copy a pod's log to out as it is written, until the pod ends."""
+        response = self.core.read_namespaced_pod_log(name, self.namespace, follow=True, _preload_content=False)
+        try:
+            for chunk in response.stream(4096):
+                out.write(chunk.decode(errors="replace"))
+                out.flush()
+        finally:
+            response.release_conn()
+
     def apply_secret(self, body):
         """Create the job's Secret, or replace it when an earlier master left one."""
         from kubernetes.client.rest import ApiException
@@ -247,126 +300,3 @@ class KubeApi:
             self.namespace, label_selector=selector, watch=True, resource_version=resource_version,
             allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS, _preload_content=False,
             _request_timeout=(5, WATCH_SECONDS + _WATCH_SLACK))
-
-
-def watch_events(response):
-    """Watch events as dicts, until the watch ends or its connection drops."""
-    from kubernetes.watch.watch import iter_resp_lines
-
-    try:
-        for line in iter_resp_lines(response):
-            if line:
-                yield json.loads(line)
-    finally:
-        response.release_conn()
-
-
-class GoneError(Exception):
-    """The watch's resourceVersion is too old (410 Gone): list again."""
-
-
-class PodWatch:
-    """The pods of one job as the API server last told: one list, then one watch, resumed forever.
-
-    On `410 Gone` it lists again; on a dropped connection or an API server outage it waits and
-    resumes from the last resourceVersion, so no pod's end is missed.
-    """
-
-    def __init__(self, api, selector):
-        self.api = api
-        self.selector = selector
-        self.pods = {}  # name -> pod dict
-        self.vanished = set()  # names deleted since the watch started
-        self.lock = threading.Lock()
-        self.synced = threading.Event()  # the first list arrived
-        self.outage_since = None  # monotonic time of the first failed call of a running outage
-        self.recovered_at = 0.0  # monotonic time the last outage ended: what was seen before is stale
-        self._stop = threading.Event()
-        self._response = None  # the open watch, closed by stop() so the thread ends at once
-        self._thread = threading.Thread(target=self._run, name="kubeface-pod-watch", daemon=True)
-
-    def start(self):
-        self._thread.start()
-        return self
-
-    def stop(self):
-        self._stop.set()
-        response = self._response
-        if response is not None:
-            try:
-                response.shutdown() if hasattr(response, "shutdown") else response.close()
-            except Exception:  # noqa: BLE001 - closing a dead connection may fail; the thread ends anyway
-                pass
-        self._thread.join(timeout=10)
-
-    def _relist(self):
-        pods, version = self.api.list_pods(self.selector)
-        with self.lock:
-            self.vanished.update(set(self.pods) - set(pods))
-            self.pods = pods
-        self.synced.set()
-        return version
-
-    def _apply(self, event, version):
-        kind, obj = event.get("type"), event.get("object") or {}
-        if kind == "ERROR":
-            if obj.get("code") == 410:
-                raise GoneError()
-            raise BackendError("pod watch error: %s" % obj.get("message"))
-        version = (obj.get("metadata") or {}).get("resourceVersion") or version
-        if kind == "BOOKMARK":
-            return version
-        name = obj["metadata"]["name"]
-        with self.lock:
-            if kind == "DELETED":
-                self.pods.pop(name, None)
-                self.vanished.add(name)
-            else:
-                self.pods[name] = obj
-        return version
-
-    def _run(self):
-        from kubernetes.client.rest import ApiException
-
-        version, backoff = None, 0.5
-        while not self._stop.is_set():
-            try:
-                if version is None:
-                    version = self._relist()
-                started = time.monotonic()
-                self._response = self.api.watch_pods(self.selector, version)
-                if self._stop.is_set():
-                    return
-                self._connected()
-                backoff = 0.5
-                for event in watch_events(self._response):
-                    version = self._apply(event, version)
-                    if self._stop.is_set():
-                        return
-                if time.monotonic() - started < 1:  # a watch that ends at once must not spin
-                    self._stop.wait(0.5)
-            except GoneError:
-                version = None
-            except ApiException as error:
-                if error.status == 410:
-                    version = None
-                    continue
-                self._wait(error, backoff)
-                backoff = min(backoff * 2, 10)
-            except Exception as error:  # noqa: BLE001 - dropped connections, outages: wait and resume
-                if self._stop.is_set():
-                    return
-                self._wait(error, backoff)
-                backoff = min(backoff * 2, 10)
-
-    def _connected(self):
-        if self.outage_since is not None:
-            log.info("pod watch resumed after %.0fs", time.monotonic() - self.outage_since)
-            self.recovered_at = time.monotonic()
-            self.outage_since = None
-
-    def _wait(self, error, backoff):
-        if self.outage_since is None:
-            self.outage_since = time.monotonic()
-            log.warning("pod watch interrupted (%s); resuming", describe(error))
-        self._stop.wait(backoff)

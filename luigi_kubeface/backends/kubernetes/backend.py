@@ -12,17 +12,16 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
-from ..errors import BackendError
-from . import AttemptEnd, Backend
-from .kube_api import KubeApi, PodWatch, describe, is_transient, quota_never_fits
+from ...errors import BackendError
+from .. import AttemptEnd, Backend
+from .api import CANCEL_GRACE, Backoff, KubeApi, describe, is_transient, quota_never_fits, retried
 from .pod_spec import (ATTEMPT_LABEL, ELEMENT_LABEL, RUN_LABEL, build_pod, build_secret, job_selector, pod_name,
                        secret_name)
 from .pod_status import pod_end, short_of_capacity
+from .watch import PodWatch
 
 log = logging.getLogger(__name__)
 
-_MAX_BACKOFF = 30.0
-_CANCEL_GRACE = 5  # seconds a cancelled pod gets to stop before it is killed
 _UNSEEN_LIMIT = 300.0  # a created pod the watch never showed is lost after this (watch healthy meanwhile)
 _UNBOUND_LIMIT = 20  # pods created and not yet placed by the scheduler: create more once it catches up
 
@@ -52,9 +51,8 @@ class KubernetesBackend(Backend):
         self._deletes = {}  # pod name -> grace seconds, sent as soon as the API server takes them
         self._kept = set()  # failed pods kept for debugging: they no longer count toward the cap
         self._ended = []  # ends found while creating (pod refused)
-        self._retry_at = 0.0
-        self._backoff = 0.5
-        self._waiting_since = None
+        self._retry_at = 0.0  # creates and deletes wait for the API server until then
+        self._backoff = Backoff()  # the API's one retry policy; never gives up while pods run
         self._secret = None  # the job's Secret body, once created
         self.run_id = uuid.uuid4().hex[:16]  # this master's pods carry it (RUN_LABEL)
         self._ours = set()  # names of the pods this master created or adopted: the only ones it counts
@@ -83,17 +81,16 @@ class KubernetesBackend(Backend):
     def adopt(self, job):
         """Pods an earlier master of this job left running: the engine follows them, no duplicates."""
         self._follow(job.url)
-        if not self.watch.synced.wait(timeout=300):
+        if not self.watch.wait_synced(300):
             raise BackendError("could not list the pods of job %s for 300s: is the API server reachable?" % job.id)
-        with self.watch.lock:
-            pods = list(self.watch.pods.values())
+        pods = list(self.watch.snapshot().values())
         live = {}
         for pod in sorted(pods, key=lambda p: p["metadata"]["labels"].get(ATTEMPT_LABEL, "")):
             meta, phase = pod["metadata"], (pod.get("status") or {}).get("phase")
             element, attempt = meta["labels"].get(ELEMENT_LABEL), meta["labels"].get(ATTEMPT_LABEL)
             if phase in ("Pending", "Running", None) and not meta.get("deletionTimestamp") and element and attempt:
                 if element in live:  # a speculative duplicate: follow the newest only
-                    self._deletes[self._pods.pop(live[element]).name] = _CANCEL_GRACE
+                    self._deletes[self._pods.pop(live[element]).name] = CANCEL_GRACE
                 live[element] = attempt
                 self._pods[attempt] = _Pod(meta["name"], {}, created=True, since=time.monotonic(),
                                            running_since=time.monotonic() if phase == "Running" else None)
@@ -125,10 +122,9 @@ class KubernetesBackend(Backend):
             return ended
         now = time.monotonic()
         followed = {p.name: attempt for attempt, p in self._pods.items() if p.created}
-        with self.watch.lock:
-            pods = {name: self.watch.pods.get(name) for name in followed}
-            vanished = self.watch.vanished & set(followed)
-            self.watch.vanished.clear()
+        seen = self.watch.snapshot()
+        pods = {name: seen.get(name) for name in followed}
+        vanished = self.watch.take_vanished() & set(followed)
         held = self._held_seconds(now)
         for name, attempt in followed.items():
             end = self._end_of(attempt, self._pods[attempt], pods.get(name), name in vanished, now, held)
@@ -143,7 +139,7 @@ class KubernetesBackend(Backend):
         pod = self._pods.pop(attempt, None)
         if pod is not None and (pod.created or pod.sent):  # sent: a create cut short may have made it
             self._cut_short |= not pod.created
-            self._deletes[pod.name] = _CANCEL_GRACE
+            self._deletes[pod.name] = CANCEL_GRACE
             self._send_deletes()
 
     def close(self):
@@ -188,7 +184,7 @@ class KubernetesBackend(Backend):
                 return
             for name, pod in pods.items():
                 if not pod["metadata"].get("deletionTimestamp"):
-                    self._deletes[name] = _CANCEL_GRACE
+                    self._deletes[name] = CANCEL_GRACE
             while self._deletes and time.monotonic() < deadline:
                 self._send_deletes(force=True)
                 if self._deletes:
@@ -215,8 +211,7 @@ class KubernetesBackend(Backend):
         (back pressure) while pods wait for room the job's own pods hold, or for the scheduler.
         """
         now = time.monotonic()
-        with self.watch.lock:
-            seen = {name: pod for name, pod in self.watch.pods.items() if name in self._ours}
+        seen = {name: pod for name, pod in self.watch.snapshot().items() if name in self._ours}
         count = unbound = short = running = 0
         for name, pod in seen.items():
             meta, status = pod["metadata"], pod.get("status") or {}
@@ -237,16 +232,14 @@ class KubernetesBackend(Backend):
 
     def _held_seconds(self, now):
         """Seconds without progress while pods of the job run (they hold the room), else None."""
-        with self.watch.lock:
-            running = any((pod.get("status") or {}).get("phase") == "Running" and name in self._ours
-                          for name, pod in self.watch.pods.items())
+        running = any((pod.get("status") or {}).get("phase") == "Running" and name in self._ours
+                      for name, pod in self.watch.snapshot().items())
         if not running:
             return None
-        return 0.0 if self.watch.outage_since is not None else now - max(self._progress_at, self.watch.recovered_at)
+        return now - self.watch.fresh_since(self._progress_at) if self.watch.healthy else 0.0
 
     def _log_foreign(self):
-        with self.watch.lock:
-            foreign = {name for name in self.watch.pods if name not in self._ours} - self._foreign
+        foreign = {name for name in self.watch.snapshot() if name not in self._ours} - self._foreign
         if foreign:
             self._foreign |= foreign
             log.warning("%d pods carry the labels of job %s but no master of this job created them (%s): they are "
@@ -302,29 +295,22 @@ class KubernetesBackend(Backend):
             self._api_ok()
 
     def _wait_for_api(self, doing, error):
-        if self._waiting_since is None:
-            self._waiting_since = time.monotonic()
+        if self._backoff.since is None:
             log.warning("%s waits: %s; retrying with backoff", doing, describe(error))
-        self._retry_at = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
+        self._retry_at = time.monotonic() + self._backoff.failed()
 
     def _api_ok(self):
-        if self._waiting_since is not None:
-            log.info("the API server takes requests again after %.0fs", time.monotonic() - self._waiting_since)
-        self._waiting_since, self._backoff = None, 0.5
+        lasted = self._backoff.succeeded()
+        if lasted is not None:
+            log.info("the API server takes requests again after %.0fs", lasted)
 
     def _apply_secret(self, body):
-        deadline = time.monotonic() + self.settings.unschedulable_patience
-        while True:
-            try:
-                self.api.apply_secret(body)
-                self._secret = body
-                return
-            except Exception as error:  # noqa: BLE001
-                if not is_transient(error) or time.monotonic() > deadline:
-                    raise BackendError("could not create the job's Secret %s: %s" % (secret_name(self.job_url),
-                                                                                     describe(error))) from None
-                time.sleep(2)
+        try:
+            retried(lambda: self.api.apply_secret(body))
+        except Exception as error:  # noqa: BLE001 - not transient, or the API server stayed away
+            raise BackendError("could not create the job's Secret %s: %s" % (secret_name(self.job_url),
+                                                                             describe(error))) from None
+        self._secret = body
 
     def _secret_missing(self, pod):
         """The pod waits for the job's Secret (CreateContainerConfigError naming it): someone deleted it."""
@@ -358,19 +344,16 @@ class KubernetesBackend(Backend):
             if vanished:
                 return AttemptEnd(attempt, None, "the pod was deleted before it finished (by a person, a "
                                   "controller, or its namespace's deletion)", error_type="PodDeleted", interrupted=True)
-            if now - followed.since > _UNSEEN_LIMIT and self.watch.outage_since is None:
+            if now - followed.since > _UNSEEN_LIMIT and self.watch.healthy:
                 return AttemptEnd(attempt, None, "the pod was created but the API server never showed it",
                                   error_type="PodLost", interrupted=True)
             return None
-        if pod["metadata"].get("deletionTimestamp"):  # someone else is deleting it (eviction, node lost)
-            self._deletes[followed.name] = 0
-            return AttemptEnd(attempt, None, "the pod is being deleted by the cluster (%s)" % _disruption(pod),
-                              error_type="PodDeleted", interrupted=True)
-        if self._secret_missing(pod):  # the master's own Secret, deleted mid-job: not the user's settings
+        deleting = bool(pod["metadata"].get("deletionTimestamp"))  # by someone else (eviction, node lost)
+        if not deleting and self._secret_missing(pod):  # the master's own Secret, deleted mid-job: not a setting
             self._restore_secret()
             return None
         # Time pending counts only while the watch is healthy: during an outage nothing is seen to move.
-        pending = 0.0 if self.watch.outage_since is not None else now - max(followed.since, self.watch.recovered_at)
+        pending = now - self.watch.fresh_since(followed.since) if self.watch.healthy else 0.0
         end = pod_end(pod, pending, self.settings, held)
         if followed.running_since is None and (pod.get("status") or {}).get("phase") != "Pending":
             followed.running_since = now
@@ -378,7 +361,7 @@ class KubernetesBackend(Backend):
         if end is None:
             return None
         tail = self.api.pod_log_tail(followed.name) if end.fetch_log else ""
-        if end.exit_code != 0 and self.settings.keep_failed_pods:
+        if end.exit_code != 0 and self.settings.keep_failed_pods and not deleting:
             self._kept.add(followed.name)
             log.info("kept failed pod %s for debugging (kubectl describe pod -n %s %s)",
                      followed.name, self.settings.namespace, followed.name)
@@ -386,54 +369,3 @@ class KubernetesBackend(Backend):
             self._deletes[followed.name] = 0
         return AttemptEnd(attempt, end.exit_code, end.reason, end.fatal, tail, end.error_type, end.retryable,
                           end.interrupted)
-
-
-def _disruption(pod):
-    for condition in (pod.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "DisruptionTarget":
-            return "%s: %s" % (condition.get("reason"), condition.get("message"))
-    return "no reason given"
-
-
-
-# -- for the `kubeface` command line: a job's pods, seen from any machine with cluster access -----
-
-def job_pods(api, job_url):
-    """The job's pods, oldest attempt first."""
-    pods, _ = api.list_pods(job_selector(job_url))
-    return sorted(pods.values(), key=lambda p: p["metadata"]["labels"].get(ATTEMPT_LABEL, ""))
-
-
-def describe_pod(pod):
-    labels, status = pod["metadata"]["labels"], pod.get("status") or {}
-    return "%s (element %s, attempt %s, %s)" % (pod["metadata"]["name"], labels.get(ELEMENT_LABEL),
-                                                labels.get(ATTEMPT_LABEL), status.get("phase", "Pending"))
-
-
-def delete_job_pods(api, job_url, dry_run=True):
-    """Delete the job's pods and Secret (or only list the pods, on a dry run): descriptions of the pods."""
-    pods = job_pods(api, job_url)
-    if not dry_run:
-        for pod in pods:
-            api.delete_pod(pod["metadata"]["name"], _CANCEL_GRACE)
-        api.delete_secret(secret_name(job_url))
-    return [describe_pod(p) for p in pods]
-
-
-def stream_attempt_log(api, job_url, element, attempt, out):
-    """Copy a running pod's log to out until the pod ends; False when no pod of the element runs."""
-    running = [p for p in job_pods(api, job_url)
-               if p["metadata"]["labels"].get(ELEMENT_LABEL) == element
-               and (attempt is None or p["metadata"]["labels"].get(ATTEMPT_LABEL) == attempt)
-               and (p.get("status") or {}).get("phase") == "Running"]
-    if not running:
-        return False
-    response = api.core.read_namespaced_pod_log(running[-1]["metadata"]["name"], api.namespace, follow=True,
-                                                _preload_content=False)
-    try:
-        for chunk in response.stream(4096):
-            out.write(chunk.decode(errors="replace"))
-            out.flush()
-    finally:
-        response.release_conn()
-    return True

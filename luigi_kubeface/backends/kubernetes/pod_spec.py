@@ -8,7 +8,7 @@ import hashlib
 import math
 import re
 
-from .. import runner
+from ... import runner
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "luigi-kubeface"
