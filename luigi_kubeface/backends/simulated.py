@@ -22,9 +22,11 @@ from . import AttemptEnd, AttemptSpec, Backend
 
 @dataclass(frozen=True)
 class Run:
-    """Run the task runner, as a process would; corrupt_result: then spoil the result it wrote."""
+    """Run the task runner, as a process would; corrupt_result: then spoil the result it wrote;
+    exit_late: then never report the end (the result is in, the process hangs on its way out)."""
 
     corrupt_result: bool = False
+    exit_late: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,11 @@ class SimulatedBackend(Backend):
             if running.ends > self.now:
                 continue
             del self._running[attempt]
-            ended.append(self._end(running.spec, running.script))
+            end = self._end(running.spec, running.script)
+            if isinstance(running.script, Run) and running.script.exit_late:
+                self._running[attempt] = _Attempt(running.spec, math.inf, Hang())
+            else:
+                ended.append(end)
         if ended:
             self._mark()
         return ended

@@ -28,8 +28,13 @@ def run(tmp_path, script=None, n=1, duration=None, adopted=(), leaves=False, on_
     settings = Settings(**options)
     job = Job("table", settings.storage_root, square, elements_from_items(range(n)))
     job.prepare()
-    table = script if callable(script) else dict(script or {})
-    scripted = table if callable(table) else (lambda spec, number: table.get((int(spec.label) if spec.label.isdigit() else spec.label, number)))
+    table = dict(script or {}) if not callable(script) else None
+
+    def scripted(spec, number):
+        if table is None:
+            return script(spec, number)
+        return table.get((int(spec.label) if spec.label.isdigit() else spec.label, number))
+
     backend = SimulatedBackend(settings, duration, scripted, adopted=adopted(job) if callable(adopted) else adopted,
                                leaves_attempts_running=leaves)
     report = run_job(job, backend, settings, on_progress=on_progress, clock=backend.clock, sleep=backend.sleep)
@@ -320,3 +325,23 @@ def test_adopted_attempts_of_elements_done_or_gone_are_cancelled(tmp_path):
     job, backend, report = run(tmp_path, {}, n=2, adopted=adopted)
     assert sorted(backend.cancelled) == ["001-1-aaaaaaaaaaaa", "001-1-bbbbbbbbbbbb"]
     assert report.progress.reused == 1 and counts(report) == (1, 0, 0)
+
+
+def test_siblings_timing_out_together_after_the_result_came_end_once(tmp_path):
+    # The straggler wrote its result but never exits; its backup hangs. Both time out in one round
+    # (a backend that counts their time from one start): the first wins and cancels the second,
+    # which must not be timed out again.
+    class OneStart(SimulatedBackend):
+        def started(self, attempt, launched):
+            return 0.0
+
+    settings = Settings(storage_root=str(tmp_path), max_in_flight=4, retries=0, poll_interval=0.1, speculation=True,
+                        speculation_min_done=0.5, speculation_multiple=3, element_timeout=20.0)
+    job = Job("table", settings.storage_root, square, elements_from_items(range(4)))
+    job.prepare()
+    script = {(3, 1): Run(exit_late=True), (3, 2): Hang()}
+    backend = OneStart(settings, lambda spec: 5.0 if spec.label == "3" else 1.0,
+                       lambda spec, number: script.get((int(spec.label), number)))
+    report = run_job(job, backend, settings, clock=backend.clock, sleep=backend.sleep)
+    assert counts(report) == (4, 0, 0) and report.progress.speculated == 1
+    assert records(job, 3) == [("success", "runner", ""), ("cancelled", "master", "Cancelled")]
