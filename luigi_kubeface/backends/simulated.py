@@ -65,7 +65,7 @@ def unusable_record(stage="input", error_type="CorruptBlobError", message="could
 
 
 def cancelled_by_master(message="the master stopped"):
-    """What another master writes for an attempt it cancelled."""
+    """What another master writes for an attempt it cancelled (the ids are filled in as it is written)."""
     return master_record("", "", "cancelled", "Cancelled", message)
 
 
@@ -123,7 +123,8 @@ class SimulatedBackend(Backend):
 
     def _start(self, spec):
         script = self.script(spec, naming.attempt_number(spec.attempt)) or Run()
-        ends = math.inf if isinstance(script, Hang) else self.now + float(self.duration(spec))
+        duration = float(self.duration(spec))
+        ends = math.inf if isinstance(script, Hang) else self.now + duration
         self._running[spec.attempt] = _Attempt(spec, ends, script)
         self._mark()
 
