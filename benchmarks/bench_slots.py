@@ -61,7 +61,7 @@ def run(n, slots, straggle, speculation, root, min_done, multiple):
     backend = SimulatedBackend(settings, duration)
     report = run_job(job, backend, settings, clock=backend.clock, sleep=backend.sleep)
     assert report.progress.succeeded == n and not report.failures, report.progress.describe()
-    assert job.finished() == {e.key for e in job.elements}
+    assert job.store.finished() == {e.key for e in job.elements}
     makespan = backend.now
     queue_empty = max(first_launch.values())
     stragglers = sum(1 for spec in backend.launched if draw(spec, straggle) >= 10.0)

@@ -24,7 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from luigi_kubeface import naming  # noqa: E402
-from luigi_kubeface.job import Job  # noqa: E402
+from luigi_kubeface.job_store import JobStore  # noqa: E402
 from luigi_kubeface.job_state import JobState  # noqa: E402
 from luigi_kubeface.status_page import render  # noqa: E402
 
@@ -44,7 +44,7 @@ def grid_summary(params, i):
 
 def build(root, count, results=False):
     """A finished job of count elements; results: with parameters in elements.json and summaries in records."""
-    job = Job("scale", root)
+    job = JobStore.at(root, "scale")
     params = [grid_params(i) if results else {"i": i} for i in range(count)]
     keys = [naming.element_key((), p) for p in params]
     labels = [", ".join("%s=%r" % kv for kv in p.items()) for p in params]

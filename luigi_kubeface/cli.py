@@ -42,11 +42,8 @@ DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 def _job_tools(job):
     """(the tools of the backend the job ran on, its job.json) or (None, None): the local backend has none."""
-    try:
-        meta = json.loads(job.storage.read(naming.JOB_META))
-    except (BlobNotFoundError, ValueError):
-        return None, None
-    tools = backend_tools(meta.get("backend")) if isinstance(meta, dict) else None
+    meta = job.meta()
+    tools = backend_tools(meta.get("backend"))
     return (tools, meta) if tools is not None else (None, None)
 
 

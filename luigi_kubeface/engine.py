@@ -22,8 +22,6 @@ from . import naming
 from .backends import AttemptSpec
 from .errors import BlobNotFoundError, CorruptBlobError, UnreadableRecordError
 from .judge import Requeue, Succeeded, budget_spent, judge, retry_delay
-# Their home was here; callers still import them from the engine.
-from .judge import ALL_FAILED_STOP, FATAL_RUNNER_ERRORS, MAX_INTERRUPTIONS, Failure, failure_from_record  # noqa: F401
 from .lease import JobLease
 from .records import Outcome, master_record
 
@@ -102,7 +100,7 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
     versions = store.result_versions()  # one listing serves this check and the run, unless we waited
     if not set(e.key for e in job.elements) - store.finished(versions):
         return JobRun(job, backend, settings, on_progress, clock, None, versions).run()
-    lease = JobLease(job.storage, settings.lease_seconds, run_id)
+    lease = JobLease(job.store.storage, settings.lease_seconds, run_id)
 
     def waiting(holder):
         done = len(set(e.key for e in job.elements) & store.finished())
@@ -123,44 +121,44 @@ class RunStorage:
     """
 
     def __init__(self, job):
-        self.job = job
+        self.job, self.store = job, job.store
 
     def result_versions(self):
-        return self.job.result_versions()
+        return self.store.result_versions()
 
     def finished(self, versions=None):
-        return self.job.finished(versions)
+        return self.store.finished(versions)
 
     def check_result(self, key):
         """True when the element's result checks out, False when there is none; CorruptBlobError when refused."""
         try:
-            self.job.check_result(key)
+            self.store.check_result(key)
             return True
         except BlobNotFoundError:
             return False
 
     def has_result(self, key):
-        return self.job.has_result(key)
+        return self.store.has_result(key)
 
     def drop_other_versions(self, key):
-        self.job.drop_other_versions(key)
+        self.store.drop_other_versions(key)
 
     def write_input(self, element):
-        self.job.write_input(element)
+        self.store.write_input(element, self.job.shared_keys)
 
     def secret_env(self):
-        return self.job.secret_env()
+        return self.store.secret_env()
 
     def record(self, key, attempt):
         """The attempt's record, or None when there is none or it does not parse (the master writes its own)."""
         try:
-            return self.job.attempt_record(key, attempt)
+            return self.store.attempt_record(key, attempt)
         except UnreadableRecordError as error:
             log.warning("%s", error)
             return None
 
     def write_record(self, key, attempt, record, if_absent=False):
-        self.job.write_attempt_record(key, attempt, record, if_absent=if_absent)
+        self.store.write_attempt_record(key, attempt, record, if_absent=if_absent)
 
     def write_cancelled(self, key, attempt, message):
         """Best effort, as on the way out: a storage error must not hide what stopped the run."""

@@ -188,8 +188,6 @@ class Job:
         other.store = other._open_store(naming.check_job_id(job_id), self.store.keys)
         return other
 
-    # -- what the engine asks of a job (its store answers) -----------------------------------
-
     @property
     def id(self):
         return self.store.id
@@ -199,39 +197,9 @@ class Job:
         return self.store.url
 
     @property
-    def storage(self):
-        return self.store.storage
-
-    @property
-    def keys(self):
-        return self.store.keys
-
-    def secret_env(self):
-        return self.store.secret_env()
-
-    def write_input(self, element):
-        self.store.write_input(element, self._shared_keys)
-
-    def result_versions(self):
-        return self.store.result_versions()
-
-    def finished(self, versions=None):
-        return self.store.finished(versions)
-
-    def check_result(self, key):
-        return self.store.check_result(key)
-
-    def has_result(self, key):
-        return self.store.has_result(key)
-
-    def drop_other_versions(self, key):
-        self.store.drop_other_versions(key)
-
-    def attempt_record(self, key, attempt):
-        return self.store.attempt_record(key, attempt)
-
-    def write_attempt_record(self, key, attempt, record, if_absent=False):
-        return self.store.write_attempt_record(key, attempt, record, if_absent)
+    def shared_keys(self):
+        """Shared input name -> its key in storage, known once prepare() uploaded them."""
+        return dict(self._shared_keys)
 
     # -- the code: what ships, and the version results are filed under ----------------------
 

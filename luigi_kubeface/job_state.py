@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 from . import naming
 from .errors import BlobNotFoundError, ElementNotFoundError, UnreadableRecordError
-from .job_store import open_job  # noqa: F401 - where reading tools found it before the store existed
 from .records import FAILED, ElementIndex, JobMeta, Outcome, outcome_of
 
 READ_THREADS = 8

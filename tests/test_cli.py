@@ -287,7 +287,8 @@ def test_cleanup_older_than_spares_a_job_whose_master_is_alive(tmp_path):
 
 
 def test_malformed_records_are_skipped_and_named_everything_else_shown(tmp_path, capsys):
-    from luigi_kubeface.job_state import JobState, open_job
+    from luigi_kubeface.job_state import JobState
+    from luigi_kubeface.job_store import open_job
     from luigi_kubeface.status_writer import write_page
 
     root = str(tmp_path)

@@ -139,13 +139,13 @@ def test_a_cancellation_written_by_another_master_is_not_the_elements_failure(tm
         """Follows a pod an earlier master left, which that master then deletes and records cancelled."""
 
         def adopt(self, job):
-            job.write_input(job.elements[0])  # as the earlier master did
+            job.store.write_input(job.elements[0], job.shared_keys)  # as the earlier master did
             return {job.elements[0].key: adopted}
 
         def poll(self):
             if adopted not in self.cancelled and not getattr(self, "told", False):
                 self.told = True
-                job.write_attempt_record(job.elements[0].key, adopted, {
+                job.store.write_attempt_record(job.elements[0].key, adopted, {
                     "outcome": "cancelled", "error_type": "Cancelled", "message": "the master stopped",
                     "recorded_by": "master"})
                 return [AttemptEnd(adopted, None, "the pod was deleted", error_type="PodDeleted", interrupted=True)]

@@ -146,7 +146,7 @@ def test_a_master_stopped_on_the_way_out_never_replaces_the_runners_record(tmp_p
 
         def wait(self, timeout):
             time.sleep(timeout)
-            if job.storage.list(naming.attempts_prefix(element.key)):
+            if job.store.storage.list(naming.attempts_prefix(element.key)):
                 raise KeyboardInterrupt
 
     backend = Unseeing(settings)
@@ -156,5 +156,5 @@ def test_a_master_stopped_on_the_way_out_never_replaces_the_runners_record(tmp_p
     finally:
         backend.close()
     (attempt,) = job.store.attempts(element.key)
-    record = job.attempt_record(element.key, attempt)
+    record = job.store.attempt_record(element.key, attempt)
     assert record["outcome"] == "success" and "recorded_by" not in record and record["host"]

@@ -21,14 +21,14 @@ def test_a_planted_log_link_is_not_followed_and_the_log_is_private(tmp_path):
     job = Job("log", str(tmp_path / "s"), temp_files, elements_from_items([1]), keys=keys)
     job.prepare()
     (element,) = job.elements
-    job.write_input(element)
+    job.store.write_input(element, job.shared_keys)
     attempt = "001-1-aaaaaaaaaaaa"
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
     os.symlink(victim, tmp / ("kubeface-%s-%s.log" % (element.key, attempt)))  # the old, predictable name
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, TESTS]), TMPDIR=str(tmp), **job.secret_env())
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, TESTS]), TMPDIR=str(tmp), **job.store.secret_env())
     done = subprocess.run([sys.executable, "-m", "luigi_kubeface.runner", job.url, element.key, attempt],
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -120,8 +120,8 @@ def test_pods_refuse_a_tampered_function(tmp_path):
                         failure_budget=1.0, **FAST)
     job = Job("tamper", settings.storage_root, square, elements_from_items([1, 2]), keys=KeyRing.from_settings(settings))
     job.prepare()
-    header, _ = split(job.storage.read(naming.FUNCTION))
-    job.storage.write(naming.FUNCTION, rewrap(header, pickle.dumps(Bomb(str(marker)))))
+    header, _ = split(job.store.storage.read(naming.FUNCTION))
+    job.store.storage.write(naming.FUNCTION, rewrap(header, pickle.dumps(Bomb(str(marker)))))
     backend = LocalBackend(settings)
     try:
         report = run_job(job, backend, settings)
@@ -139,16 +139,16 @@ def test_attempt_without_the_key_exits_2_and_stops_the_job(tmp_path):
     job = Job("nokey", settings.storage_root, square, elements_from_items([5]), keys=KeyRing.from_settings(settings))
     job.prepare()
     (element,) = job.elements
-    job.write_input(element)
+    job.store.write_input(element, job.shared_keys)
     env = {k: v for k, v in os.environ.items() if k != serialization.KEY_ENV}
     env["PYTHONPATH"] = REPO
     done = subprocess.run([sys.executable, "-m", "luigi_kubeface.runner", job.url, element.key, "001-1-aaaaaa"],
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    record = job.attempt_record(element.key, "001-1-aaaaaa")
+    record = job.store.attempt_record(element.key, "001-1-aaaaaa")
     assert record["outcome"] == "unusable_input" and record["error_type"].endswith("SigningKeyError")
     assert "no signing key in its environment (KUBEFACE_SIGNING_KEY): the backend must hand" in record["message"]
-    from luigi_kubeface.engine import failure_from_record
+    from luigi_kubeface.judge import failure_from_record
 
     assert failure_from_record(record).fatal  # every element would fail alike: the job stops
 
@@ -158,7 +158,7 @@ def test_result_of_other_code_renamed_as_this_codes_is_refused(tmp_path):
     client = Client(storage_root=str(tmp_path / "s"), key_dir=str(tmp_path / "keys"), **FAST)
     old = client.map(square, [2], job_id="versions", code_version="old")
     (key,) = old.keys
-    storage = old.job.storage
+    storage = old.job.store.storage
     old_blob = storage.read(naming.result_key(key, old.job.code_version))
     new_version = client.map(square, [2], job_id="versions", code_version="new").job
     storage.write(naming.result_key(key, new_version.code_version), old_blob)
@@ -172,7 +172,7 @@ def test_result_from_another_element_is_refused(tmp_path):
     client = Client(storage_root=str(tmp_path / "s"), key_dir=str(tmp_path / "keys"), **FAST)
     results = client.map(square, [2, 3], job_id="swap")
     a, b = results.keys
-    storage, version = results.job.storage, results.job.code_version
+    storage, version = results.job.store.storage, results.job.code_version
     storage.write(naming.result_key(b, version), storage.read(naming.result_key(a, version)))
     assert results[0] == 4
     with pytest.raises(CorruptBlobError, match="belongs elsewhere \\(element '%s', expected '%s'\\)" % (a, b)):

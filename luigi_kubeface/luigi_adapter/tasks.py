@@ -220,7 +220,7 @@ class KubefaceElement(_JobPart):
 
     def run(self):
         job = self._map().kubeface_job()
-        if self.element in ResultIndex.finished(job, max_age=float("inf")) or job.has_result(self.element):
+        if self.element in ResultIndex.finished(job, max_age=float("inf")) or job.store.has_result(self.element):
             return  # a cached "missing" may predate the job's run (in another process): ask storage
         attempts = job.store.attempts(self.element)
         record = job.store.attempt_record(self.element, attempts[-1]) if attempts else None

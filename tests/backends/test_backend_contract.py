@@ -51,9 +51,9 @@ class Harness:
         job.prepare(details=self.settings.job_details())
         specs = []
         for element in job.elements:
-            job.write_input(element)
+            job.store.write_input(element, job.shared_keys)
             specs.append(AttemptSpec(job.id, job.url, element.key, naming.new_attempt_id(1), element.label,
-                                     secret_env=job.secret_env()))
+                                     secret_env=job.store.secret_env()))
         return job, specs
 
 

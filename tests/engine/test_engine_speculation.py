@@ -9,10 +9,8 @@ from luigi_kubeface.backends.simulated import SimulatedBackend
 from luigi_kubeface.engine import run_job
 from luigi_kubeface.job import Job, elements_from_items
 from luigi_kubeface.settings import Settings
+from elements import square
 
-
-def square(x):
-    return x * x
 
 
 def durations(slow):
@@ -38,8 +36,8 @@ def launches_of(backend, label):
 
 def check_every_result_once(job, n):
     keys = [e.key for e in job.elements]
-    assert job.finished() == set(keys)
-    assert len(job.storage.list(naming.RESULTS_PREFIX)) == n
+    assert job.store.finished() == set(keys)
+    assert len(job.store.storage.list(naming.RESULTS_PREFIX)) == n
     assert [job.store.load_result(k) for k in keys] == [x * x for x in range(n)]
 
 
@@ -50,8 +48,8 @@ def test_backup_of_a_straggler_wins_and_the_straggler_is_cancelled(tmp_path):
     straggler, backup = launches_of(backend, "11")
     assert backend.cancelled == [straggler]
     key = job.elements[11].key
-    assert job.attempt_record(key, straggler)["outcome"] == "cancelled"
-    assert job.attempt_record(key, backup)["outcome"] == "success"
+    assert job.store.attempt_record(key, straggler)["outcome"] == "cancelled"
+    assert job.store.attempt_record(key, backup)["outcome"] == "success"
     assert all(len(launches_of(backend, str(x))) == 1 for x in range(11))
     assert backend.now < 1000.0  # the job did not wait for the straggler
     check_every_result_once(job, 12)
@@ -63,8 +61,8 @@ def test_original_that_finishes_first_wins_and_its_backup_is_cancelled(tmp_path)
     original, backup = launches_of(backend, "11")
     assert backend.cancelled == [backup]
     key = job.elements[11].key
-    assert job.attempt_record(key, original)["result_written"] is True
-    assert job.attempt_record(key, backup)["outcome"] == "cancelled"
+    assert job.store.attempt_record(key, original)["result_written"] is True
+    assert job.store.attempt_record(key, backup)["outcome"] == "cancelled"
     check_every_result_once(job, 12)
 
 
@@ -94,7 +92,7 @@ def test_speculation_settings_are_range_checked(tmp_path, name, value):
 def test_cancelled_record_is_json(tmp_path):
     job, backend, report = run(tmp_path, {("3", 1): 1000.0})
     (cancelled,) = backend.cancelled
-    raw = job.storage.read(naming.attempt_record_key(job.elements[3].key, cancelled))
+    raw = job.store.storage.read(naming.attempt_record_key(job.elements[3].key, cancelled))
     assert json.loads(raw)["message"] == "another attempt of this element finished first"
 
 

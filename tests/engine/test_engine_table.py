@@ -11,13 +11,12 @@ from luigi_kubeface import naming
 from luigi_kubeface.backends import AttemptSpec
 from luigi_kubeface.backends.simulated import (End, Hang, Run, SimulatedBackend, cancelled_by_master, error_record,
                                                success_record, unusable_record)
-from luigi_kubeface.engine import ALL_FAILED_STOP, MAX_INTERRUPTIONS, run_job
+from luigi_kubeface.engine import run_job
+from luigi_kubeface.judge import ALL_FAILED_STOP, MAX_INTERRUPTIONS
 from luigi_kubeface.job import Job, elements_from_items
 from luigi_kubeface.settings import Settings
+from elements import square
 
-
-def square(x):
-    return x * x
 
 
 def run(tmp_path, script=None, n=1, duration=None, adopted=(), leaves=False, on_progress=None, **overrides):
@@ -44,7 +43,7 @@ def run(tmp_path, script=None, n=1, duration=None, adopted=(), leaves=False, on_
 def records(job, item=0):
     """(outcome, who wrote it, error_type) of each attempt of the item's element, oldest first."""
     key = job.elements[item].key
-    found = [job.attempt_record(key, attempt) for attempt in job.attempts(key)]
+    found = [job.store.attempt_record(key, attempt) for attempt in job.store.attempts(key)]
     return [(r["outcome"], r.get("recorded_by", "runner"), r.get("error_type", "")) for r in found]
 
 
@@ -132,20 +131,20 @@ def test_how_an_attempt_ends(tmp_path, name):
     assert records(job) == expected_records
     assert not report.stopped
     if error_type is None:
-        assert not report.failures and job.load_result(job.elements[0].key) == 0
+        assert not report.failures and job.store.load_result(job.elements[0].key) == 0
     else:
         assert failure(report, job).error_type == error_type
-        assert job.finished() == set()
+        assert job.store.finished() == set()
 
 
 def test_a_refused_result_is_moved_aside_and_its_record_keeps_the_runners_fields(tmp_path):
     job, backend, report = run(tmp_path, {(0, 1): Run(corrupt_result=True)})
     key = job.elements[0].key
-    (attempt,) = job.attempts(key)
-    record = job.attempt_record(key, attempt)
+    (attempt,) = job.store.attempts(key)
+    record = job.store.attempt_record(key, attempt)
     assert record["result_written"] is True and record["outcome"] == "result_refused"
     assert "moved aside" in record["message"] and record["message"] == failure(report, job).message
-    assert job.storage.list(naming.QUARANTINE_PREFIX)
+    assert job.store.storage.list(naming.QUARANTINE_PREFIX)
 
 
 def test_over_the_interruptions_the_message_counts_them_and_the_failure_follows_the_end(tmp_path):
@@ -161,7 +160,7 @@ def test_the_log_tail_of_an_attempt_that_ended_without_a_record_is_in_its_failur
     job, backend, report = run(tmp_path, {(0, 1): End(137, "the process was killed", log_tail="  last words\n")})
     assert failure(report, job).message == "the process was killed before reporting an outcome; last output:\nlast words"
     key = job.elements[0].key
-    record = job.attempt_record(key, job.attempts(key)[0])
+    record = job.store.attempt_record(key, job.store.attempts(key)[0])
     assert record["message"] == failure(report, job).message and "started_by_master" in record
 
     (tmp_path / "b").mkdir()
@@ -173,7 +172,7 @@ def test_the_log_tail_of_an_attempt_that_ended_without_a_record_is_in_its_failur
 def test_a_timeout_message_names_the_setting(tmp_path):
     job, backend, report = run(tmp_path, {(0, 1): Hang()}, element_timeout=5.0)
     assert "element_timeout=5s" in failure(report, job).message
-    assert backend.cancelled == [job.attempts(job.elements[0].key)[0]]
+    assert backend.cancelled == [job.store.attempts(job.elements[0].key)[0]]
 
 
 def test_runner_error_failure_carries_its_record(tmp_path):
@@ -216,7 +215,7 @@ def test_a_stop_cancels_what_still_runs_and_records_why(tmp_path):
     assert sorted(backend.cancelled) == sorted(s.attempt for s in backend.launched[1:])
     for item in (1, 2):
         key = job.elements[item].key
-        record = job.attempt_record(key, job.attempts(key)[0])
+        record = job.store.attempt_record(key, job.store.attempts(key)[0])
         assert record["outcome"] == "cancelled" and record["message"] == report.stopped
 
 
@@ -254,7 +253,7 @@ def test_speculation_the_backup_wins_and_the_loser_is_recorded_cancelled(tmp_pat
     job, backend, report = speculating(tmp_path, {}, {(3, 1): 100.0})
     assert counts(report) == (4, 0, 0) and report.progress.speculated == 1
     assert records(job, 3) == [("cancelled", "master", "Cancelled"), ("success", "runner", "")]
-    assert backend.cancelled == [job.attempts(job.elements[3].key)[0]]
+    assert backend.cancelled == [job.store.attempts(job.elements[3].key)[0]]
 
 
 def test_speculation_a_sibling_without_a_result_leaves_the_decision_to_the_other(tmp_path):
@@ -296,16 +295,16 @@ def test_ctrl_c_cancels_attempts_unless_the_backend_leaves_them_for_a_rerun(tmp_
     else:
         assert found == [[("cancelled", "master", "Cancelled")]] * 2
         key = job.elements[0].key
-        assert job.attempt_record(key, job.attempts(key)[0])["message"] == "the master stopped"
+        assert job.store.attempt_record(key, job.store.attempts(key)[0])["message"] == "the master stopped"
 
 
 # --- adoption ----------------------------------------------------------------------------------------
 
 def test_adopted_attempts_are_followed_not_launched_again(tmp_path):
     def adopted(job):
-        job.write_input(job.elements[0])  # as the earlier master did
+        job.store.write_input(job.elements[0], job.shared_keys)  # as the earlier master did
         return [AttemptSpec(job.id, job.url, job.elements[0].key, "002-1-aaaaaaaaaaaa", "0",
-                            secret_env=job.secret_env())]
+                            secret_env=job.store.secret_env())]
 
     job, backend, report = run(tmp_path, {(0, 2): End(1, record=error_record())}, n=2, adopted=adopted, retries=1)
     assert counts(report) == (2, 0, 1)
@@ -317,8 +316,8 @@ def test_adopted_attempts_are_followed_not_launched_again(tmp_path):
 def test_adopted_attempts_of_elements_done_or_gone_are_cancelled(tmp_path):
     def adopted(job):
         done = job.elements[0]
-        job.write_input(done)
-        job.storage.write(naming.result_key(done.key, job.code_version), b"")  # listed as done
+        job.store.write_input(done, job.shared_keys)
+        job.store.storage.write(naming.result_key(done.key, job.code_version), b"")  # listed as done
         return [AttemptSpec(job.id, job.url, done.key, "001-1-aaaaaaaaaaaa", "0"),
                 AttemptSpec(job.id, job.url, "f" * 24, "001-1-bbbbbbbbbbbb", "gone")]
 
