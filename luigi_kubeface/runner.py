@@ -366,6 +366,10 @@ def execute_attempt(storage, element, attempt, key=None):
                 if not won:
                     print("result of element %s was already written by another attempt; kept it" % element)
     finally:
+        # A process runs one attempt; an in-process backend (simulated) runs thousands: sys.path must not
+        # grow by one entry each (every import and metadata lookup scans it all).
+        while code_dir in sys.path:
+            sys.path.remove(code_dir)
         shutil.rmtree(code_dir, ignore_errors=True)
     record["finished"] = time.time()
     record["duration"] = record["finished"] - record["started"]

@@ -22,7 +22,6 @@ from elements import square
 FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 
 
-
 def client(tmp_path, **values):
     return Client(storage_root=str(tmp_path / "s"), key_dir=str(tmp_path / "keys"), **dict(FAST, **values))
 

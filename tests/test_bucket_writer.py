@@ -16,7 +16,6 @@ from elements import square
 FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 
 
-
 def regular_files(root):
     """Every plain file under root, without following links (what a bucket reader can fetch)."""
     for directory, _, names in os.walk(root):

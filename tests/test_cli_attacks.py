@@ -25,7 +25,6 @@ def kubeface(*argv):
     return main(list(argv), out=out), out.getvalue()
 
 
-
 def test_reproduce_quotes_its_docker_line_and_ignores_job_data_that_would_inject(tmp_path, capsys):
     root = tmp_path / "my bucket"  # a space: every part of the line must be quoted
     Client(storage_root=str(root), **FAST).map(square, [2, 3], job_id="inj")

@@ -17,7 +17,6 @@ from elements import square
 FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 
 
-
 def records(root, job_id):
     return [json.load(open(p)) for p in glob.glob(os.path.join(root, job_id, "attempts", "*", "*.json"))]
 

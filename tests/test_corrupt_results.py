@@ -42,7 +42,6 @@ def attempts_by_element(storage):
     return sorted(k.split("/")[1] for k in storage.list(naming.ATTEMPTS_PREFIX))
 
 
-
 @pytest.mark.parametrize("where", ["local", "gcs"])
 def test_damaged_results_are_refused_and_recomputed_by_the_next_run(tmp_path, request, where):
     root = str(tmp_path / "s") if where == "local" else request.getfixturevalue("gcs_root")

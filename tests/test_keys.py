@@ -13,7 +13,6 @@ from elements import square
 FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 
 
-
 def plus_thousand(x):
     return x + 1000
 

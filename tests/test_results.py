@@ -16,7 +16,6 @@ def train(params):
     return {"accuracy": 0.9 + params["c"] / 100 - (params["model"] == "svm") * 0.01, "c": params["c"] * 2}
 
 
-
 def blob(x):
     return "text %d" % x
 

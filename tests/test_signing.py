@@ -88,7 +88,6 @@ def test_team_key_file_must_exist_and_hold_a_key(tmp_path):
     assert KeyRing(signing_key_file=str(team)).load("gs://b/j") == job_key(bytes([0xAB]) * 32, "gs://b/j")
 
 
-
 def test_rerun_without_the_key_file_says_how_to_recover(tmp_path):
     root, keys = str(tmp_path / "s"), tmp_path / "keys"
     client = Client(storage_root=root, key_dir=str(keys), **FAST)

@@ -22,7 +22,6 @@ from elements import square
 pytestmark = pytest.mark.slow
 
 
-
 def master_requests(cluster):
     """Requests of the kinds only the master makes (the node agent watches cluster-wide, patches status,
     and its own deletes of pods the master already deleted answer 404)."""

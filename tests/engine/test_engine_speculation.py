@@ -12,7 +12,6 @@ from luigi_kubeface.settings import Settings
 from elements import square
 
 
-
 def durations(slow):
     """Attempt durations in virtual seconds: 1 for most, slow[(item, attempt number)] for the listed ones."""
     def duration(spec):
@@ -105,3 +104,13 @@ def test_every_element_runs_once_even_when_attempt_ids_clash(tmp_path, monkeypat
     assert report.progress.succeeded == 4
     assert sorted(s.attempt for s in backend.launched) == ["001-1-aaaaaa", "001-1-bbbbbb", "001-1-cccccc", "001-1-dddddd"]
     check_every_result_once(job, 4)
+
+
+def test_in_process_attempts_leave_sys_path_as_they_found_it(tmp_path):
+    """Each attempt puts the job's code first on sys.path; thousands in one process must not pile up
+    (every import and metadata lookup scans the whole path: 50 ms per element at 2,000 elements)."""
+    import sys
+
+    before = list(sys.path)
+    run(tmp_path, {}, speculation=False, n=20)
+    assert sys.path == before

@@ -18,7 +18,6 @@ from luigi_kubeface.settings import Settings
 from elements import square
 
 
-
 def run(tmp_path, script=None, n=1, duration=None, adopted=(), leaves=False, on_progress=None, **overrides):
     """Run a job of n elements (items 0..n-1); script: {(item, attempt number): Run/End/Hang} or a function."""
     options = dict(storage_root=str(tmp_path / "storage"), max_in_flight=4, retries=0, retry_backoff=1.0,
