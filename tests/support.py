@@ -11,6 +11,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
+def process_argvs():
+    """(pid, argv as bytes) of every process on this machine that can still be read."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                yield int(pid), f.read().split(b"\0")
+        except OSError:
+            continue
+
+
 def run_luigi(args, cwd, env=None, timeout=600):
     """Run the real `luigi` command with the repository's luigi.cfg, as a user would."""
     full_env = dict(os.environ, LUIGI_CONFIG_PATH=os.path.join(REPO, "luigi.cfg"),

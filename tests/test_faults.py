@@ -1,6 +1,5 @@
 """Faults in the middle of a job: nothing lost, nothing hangs. (Kubernetes faults live in tests/backends/.)"""
 
-import os
 import threading
 import time
 
@@ -8,6 +7,7 @@ import pytest
 
 from luigi_kubeface import Client, naming
 from luigi_kubeface.storage import open_storage
+from support import process_argvs
 
 OUTAGE = 30.0
 DEADLINE = 240.0  # the whole test, outage included; a hang fails the test instead of blocking CI
@@ -20,16 +20,7 @@ def slow_square(x):
 
 def runner_processes(job_url):
     """Runner processes of this job still alive (the local backend's 'pods')."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"luigi_kubeface.runner" in argv and job_url.encode() in argv:
-            found.append(int(pid))
-    return found
+    return [pid for pid, argv in process_argvs() if b"luigi_kubeface.runner" in argv and job_url.encode() in argv]
 
 
 @pytest.mark.slow

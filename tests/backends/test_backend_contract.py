@@ -7,7 +7,6 @@ time at or after launch, and known once the attempt runs; adopt() finds nothing 
 close() leaves nothing running. A backend serves one job.
 """
 
-import os
 import time
 
 import pytest
@@ -18,6 +17,7 @@ from luigi_kubeface.job import Job, elements_from_items
 from luigi_kubeface.keys import KeyRing
 from luigi_kubeface.settings import Settings
 from kube_support import kube_settings, nap, pods, wait_until
+from support import process_argvs
 
 LONG = 120  # seconds an attempt meant to be cancelled or closed would run
 
@@ -65,15 +65,7 @@ class LocalHarness(Harness):
 
     def running(self, job, backend, specs):
         """Attempts whose runner process still exists (its argv names the attempt)."""
-        alive = set()
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open("/proc/%s/cmdline" % pid, "rb") as f:
-                    argv = f.read().split(b"\0")
-            except OSError:
-                continue
-            alive.update(s.attempt for s in specs if s.attempt.encode() in argv)
-        return alive
+        return {s.attempt for _, argv in process_argvs() for s in specs if s.attempt.encode() in argv}
 
 
 class SimulatedHarness(Harness):
