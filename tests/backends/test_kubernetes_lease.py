@@ -62,6 +62,6 @@ def test_cleanup_spares_a_running_job_and_a_forced_one_gets_its_secret_back(
     # Its pods were deleted (retried as interruptions) and its Secret too: the master made it again.
     assert "MASTER DONE" in output, output[-3000:]
     assert "created it again" in output and "[kubeface]" not in output.split("created it again")[0][-400:]
-    assert len(Job("cleanup-live", settings.storage_root).finished()) == 3
+    assert len(Job("cleanup-live", settings.storage_root).store.finished()) == 3
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 30, "no pod left")
 

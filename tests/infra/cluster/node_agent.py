@@ -771,6 +771,10 @@ class NodeAgent:
         cwd = c.get("workingDir") or str(w.logdir / "home")
         Path(env["HOME"]).mkdir(parents=True, exist_ok=True)
         Path(cwd).mkdir(parents=True, exist_ok=True)
+        # A container's /tmp is its own and goes with it: not the machine's /tmp, where a killed pod's
+        # files would pile up.
+        env = dict(env, TMPDIR=env.get("TMPDIR") or str(w.logdir / "tmp"))
+        Path(env["TMPDIR"]).mkdir(parents=True, exist_ok=True)
         last_state = None
         backoff = self.restart_backoff
         while True:
