@@ -174,8 +174,9 @@ class JobState:
     @property
     def last_dispatch(self):
         """The RunSummary of the last master run that ran the job (Luigi's bookkeeping-only records are not runs)."""
-        runs = [run for run, summary in self.dispatches.items() if summary.is_run]
-        return self.dispatches[max(runs)] if runs else None
+        runs = [summary for summary in self.dispatches.values() if summary.is_run]
+        # By start time: run ids of one second do not sort by time.
+        return max(runs, key=lambda summary: (summary.started, summary.run)) if runs else None
 
     def elements(self, running=None, grid=None):
         """ElementState of every element in grid order.

@@ -104,6 +104,16 @@ def test_a_run_summary_round_trips_through_the_store(tmp_path):
         store.run_summary("20300101T000000Z-cc")
 
 
+def test_the_last_run_is_the_one_that_started_last_even_within_one_second(tmp_path):
+    store = JobStore.at(str(tmp_path), "j")
+    store.write_meta({"job": "j", "elements": 1})
+    store.write_elements([])
+    later, earlier = "20300101T000000Z-00aa", "20300101T000000Z-ffbb"  # ids of one second sort by chance
+    store.write_run_summary(RunSummary(earlier, 10.0, 11.0, counts={"total": 1, "failed": 1}))
+    store.write_run_summary(RunSummary(later, 10.5, 11.5, counts={"total": 1, "succeeded": 1}))
+    assert JobState(store).refresh().last_dispatch.run == later
+
+
 def test_resolve_tells_urls_from_ids(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert resolve("gs://bucket/prefix/job", None) == ("gs://bucket/prefix", "job")
