@@ -370,6 +370,7 @@ def execute_attempt(storage, element, attempt, key=None):
         # grow by one entry each (every import and metadata lookup scans it all).
         while code_dir in sys.path:
             sys.path.remove(code_dir)
+        sys.path_importer_cache.pop(code_dir, None)  # its finder holds the folder's listing
         shutil.rmtree(code_dir, ignore_errors=True)
     record["finished"] = time.time()
     record["duration"] = record["finished"] - record["started"]

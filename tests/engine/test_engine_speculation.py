@@ -111,6 +111,7 @@ def test_in_process_attempts_leave_sys_path_as_they_found_it(tmp_path):
     (every import and metadata lookup scans the whole path: 50 ms per element at 2,000 elements)."""
     import sys
 
-    before = list(sys.path)
+    before, finders = list(sys.path), set(sys.path_importer_cache)
     run(tmp_path, {}, speculation=False, n=20)
     assert sys.path == before
+    assert not [p for p in set(sys.path_importer_cache) - finders if "kubeface-code-" in p]  # nor their finders
