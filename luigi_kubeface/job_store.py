@@ -349,12 +349,17 @@ class JobStore:
         A running master rewrites progress.json every few seconds, so a job that runs for days is never
         "older than" a day.
         """
+        runs = self.run_ids()
+        try:
+            last_run = self.run_summary(runs[-1]) if runs else None
+        except UnreadableRecordError:
+            last_run = None
+        live = self.progress()
         latest = meta.updated
-        runs = self.storage.list(naming.DISPATCHES_PREFIX)  # run ids start with their UTC time
-        for key, field in ([(max(runs), "finished")] if runs else []) + [(naming.PROGRESS, "updated")]:
+        for seen in ((last_run and last_run.finished), (live and live.updated)):
             try:
-                latest = max(latest, float(json.loads(self.storage.read(key)).get(field) or 0))
-            except (BlobNotFoundError, ValueError, TypeError, AttributeError):
+                latest = max(latest, float(seen or 0))
+            except (ValueError, TypeError):  # an altered record: it says nothing of when
                 pass
         return latest
 
