@@ -351,7 +351,7 @@ class JobRun:
         elif verdict.master_outcome is not None:
             self.store.write_record(element.key, flight.attempt, master_record(
                 element.key, flight.attempt, verdict.master_outcome, failure.error_type, failure.message,
-                started_by_master=flight.started), if_absent=True)
+                started_by_master=flight.started), if_absent=verdict.runner_record is None)
         if failure.fatal:
             self.fail_for_good(element, failure)
             self.report.stopped = "%s: %s" % (failure.error_type, failure.message)

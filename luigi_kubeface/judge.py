@@ -52,7 +52,8 @@ class Failed:
     """The attempt failed; the element is retried, fails for good, or stops the job (failure.fatal).
 
     master_outcome: the record the master writes for it (None: the runner's record stands);
-    runner_record: the runner's record, whose fields a RESULT_REFUSED record keeps.
+    runner_record: the runner's record, whose fields a RESULT_REFUSED record keeps, or the runner's
+    "stopped by SIGTERM" record that the master's account replaces.
     """
 
     failure: Failure
@@ -78,6 +79,11 @@ def cancelled_by_another_master(record):
     return outcome_of(record) is Outcome.CANCELLED and record.get("recorded_by") == "master"
 
 
+def stopped_by_sigterm(record):
+    """The runner's own record that a SIGTERM stopped it: it knows no more, the infrastructure's end tells why."""
+    return outcome_of(record) is Outcome.INTERRUPTED and record.get("recorded_by") != "master"
+
+
 def judge(end, record, settings, checked=False, refused=None, timed_out=False, interruptions=0):
     """The verdict on one attempt of an element.
 
@@ -91,13 +97,16 @@ def judge(end, record, settings, checked=False, refused=None, timed_out=False, i
         # Another master cancelled it (this one stops following what it cancels): not the element's failure.
         record, end = None, AttemptEnd(end.attempt if end else "", None, "cancelled by another master: %s"
                                        % record.get("message", ""), error_type="Cancelled", interrupted=True)
+    stopped = record if stopped_by_sigterm(record) else None
+    if stopped is not None:
+        record = None
     if refused is None and record is None and end is not None and end.interrupted and interruptions < MAX_INTERRUPTIONS:
         return Requeue(end.error_type or "Interrupted", end.reason)
     failure = _failure(end, record, refused, timed_out, interruptions, settings)
     if refused is not None:  # the runner's record said success: the master's verdict goes over it
         return Failed(failure, Outcome.RESULT_REFUSED, record)
-    if record is None:  # the runner could not write one: the master keeps its account in storage
-        return Failed(failure, Outcome.TIMEOUT if timed_out else Outcome.LOST)
+    if record is None:  # the runner could not write one (or only that SIGTERM stopped it): the master's account
+        return Failed(failure, Outcome.TIMEOUT if timed_out else Outcome.LOST, stopped)
     return Failed(failure)
 
 

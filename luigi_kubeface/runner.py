@@ -30,12 +30,24 @@ import traceback
 
 import cloudpickle
 
-from . import code_package, naming, serialization, summary
+from . import code_package, container_init, naming, serialization, summary
 from .errors import BlobNotFoundError, CorruptBlobError, SigningKeyError, VersionMismatchError
 from .records import AttemptRecord, Outcome
 from .storage import open_storage
 
 EXIT_OK, EXIT_ELEMENT_ERROR, EXIT_UNUSABLE_INPUT, EXIT_RUNNER_ERROR = 0, 1, 2, 3
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM reached the runner (its pod is deleted or evicted, or a master cancelled it): the attempt
+    stops where it is, writes no result, and records that the infrastructure stopped it."""
+
+
+def _on_sigterm(signum, _frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the record and log still have to be written
+    raise Terminated("the attempt was stopped by SIGTERM before it finished (its pod was deleted or "
+                     "evicted, or a master cancelled it)")
 
 
 def attempt_log_path(tmpdir, element, attempt):
@@ -298,7 +310,7 @@ def load_call(storage, element, key, code_dir=None):
                                                 kind="input", element=element)
         for name, shared in input_header.get("shared", {}).items():
             kwargs[name] = streamed(shared, "shared input %r" % name, addressed=True, kind="shared", name=name)[1]
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit, Terminated):
         raise
     except BaseException as error:  # noqa: BLE001 - whatever stops the call from loading is reported
         raise UnusableCall(error, stage, traceback.format_exc()) from error
@@ -338,7 +350,7 @@ def execute_attempt(storage, element, attempt, key=None):
         try:
             value = function(*args, **kwargs)
         except BaseException as error:  # noqa: BLE001 - the element's own failure, reported in full
-            if isinstance(error, KeyboardInterrupt):
+            if isinstance(error, (KeyboardInterrupt, Terminated)):
                 raise
             fields = _error_fields(error)
             fields["message"] += module_hint(error)
@@ -382,6 +394,14 @@ def main(argv=None):
     if len(argv) != 3:
         print("usage: python -m luigi_kubeface.runner <job-url> <element> <attempt>", file=sys.stderr)
         return 64
+    if container_init.is_init():  # PID 1 of a container: an init in front of the attempt
+        return container_init.run_as_init(lambda: run_main(argv))
+    return run_main(argv)
+
+
+def run_main(argv):
+    """One attempt, from the command line's three arguments to its record and log in the bucket."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
     job_url, element, attempt = argv
     master_fd = os.environ.pop(MASTER_FD_ENV, "")
     if master_fd.isdigit():
@@ -392,6 +412,11 @@ def main(argv=None):
     code, record = EXIT_RUNNER_ERROR, None
     try:
         code, record = run_attempt(storage, element, attempt, log_path, key)
+    except Terminated as stopped:
+        record = AttemptRecord.begin(element, attempt, host=socket.gethostname()).end(
+            Outcome.INTERRUPTED, error_type="Terminated", message=str(stopped), finished=time.time(),
+            **serialization.versions())
+        code = EXIT_TERMINATED
     except BaseException as error:  # the runner itself failed (full disk, storage down): say so in the bucket
         record = AttemptRecord.begin(element, attempt, host=socket.gethostname()).end(
             Outcome.ERROR, error_type="RunnerError", message="the task runner failed: %s: %s" % (type(error).__name__, error),
@@ -406,7 +431,10 @@ def main(argv=None):
         except Exception as error:  # noqa: BLE001 - the record matters more than the log
             print("kubeface: could not upload the attempt's log: %s" % error, file=sys.stderr)
         try:
-            storage.write(naming.attempt_record_key(element, attempt), record.to_json())
+            if code == EXIT_TERMINATED:  # a master's account of why it stopped the attempt goes first
+                storage.write_if_absent(naming.attempt_record_key(element, attempt), record.to_json())
+            else:
+                storage.write(naming.attempt_record_key(element, attempt), record.to_json())
         except Exception as error:  # noqa: BLE001
             print("kubeface: could not write the attempt's record: %s" % error, file=sys.stderr)
             code = EXIT_RUNNER_ERROR

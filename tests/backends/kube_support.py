@@ -16,7 +16,7 @@ from support import REPO, TESTS
 
 def kube_settings(cluster, namespace, fake_gcs, storage_root, **values):
     base = dict(backend="kubernetes", storage_root=storage_root, image=cluster.image, namespace=namespace,
-                kubeconfig=cluster.kubeconfig, cpu_request="50m", memory_request="64Mi", memory_limit="2Gi",
+                kubeconfig=cluster.master_kubeconfig, cpu_request="50m", memory_request="64Mi", memory_limit="2Gi",
                 pod_env={"STORAGE_EMULATOR_HOST": fake_gcs.url, "GOOGLE_CLOUD_PROJECT": "test"},
                 poll_interval=0.2, retry_backoff=0.5, unschedulable_patience=30)
     base.update(values)

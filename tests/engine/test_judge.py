@@ -14,6 +14,7 @@ SETTINGS = Settings(storage_root="/tmp", element_timeout=7.0, retry_backoff=10.0
                     failure_budget=0.2)
 EVICTED = AttemptEnd("a", None, "evicted", error_type="Evicted", interrupted=True)
 ANOTHER_MASTER = {"outcome": "cancelled", "recorded_by": "master", "message": "stopped"}
+SIGTERMED = {"outcome": "interrupted", "error_type": "Terminated", "message": "stopped by SIGTERM"}  # the runner's
 
 ROWS = [  # (end, record, keywords) -> (verdict type, error_type, master outcome, retryable, fatal)
     (None, None, {"checked": True}, (Succeeded, None, None, None, None)),
@@ -26,6 +27,11 @@ ROWS = [  # (end, record, keywords) -> (verdict type, error_type, master outcome
     (AttemptEnd("a", 137), ANOTHER_MASTER, {"interruptions": MAX_INTERRUPTIONS},
      (Failed, "Cancelled", Outcome.LOST, True, False)),
     (None, None, {"timed_out": True}, (Failed, "Timeout", Outcome.TIMEOUT, True, False)),
+    # A runner stopped by SIGTERM knows only that: the infrastructure's end or the master's clock says why.
+    (EVICTED, SIGTERMED, {}, (Requeue, "Evicted", None, None, None)),
+    (None, SIGTERMED, {"timed_out": True}, (Failed, "Timeout", Outcome.TIMEOUT, True, False)),
+    (AttemptEnd("a", 143, "deadline", error_type="DeadlineExceeded"), SIGTERMED, {},
+     (Failed, "DeadlineExceeded", Outcome.LOST, True, False)),
     (AttemptEnd("a", 1), {"outcome": "error", "error_type": "ValueError"}, {}, (Failed, "ValueError", None, True, False)),
     (AttemptEnd("a", 2), {"outcome": "unusable_input", "stage": "input", "error_type": "E"}, {},
      (Failed, "E", None, False, False)),

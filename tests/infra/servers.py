@@ -39,19 +39,23 @@ def fake_gcs_binary():
 
 
 class FakeGCS:
-    """fake-gcs-server with the filesystem backend, so it can be stopped and restarted with its data."""
+    """fake-gcs-server with the filesystem backend, so it can be stopped and restarted with its data.
 
-    def __init__(self, workdir, port=None):
+    host: where it listens; the real node's pods reach only the pod network's gateway (pod_network.py).
+    """
+
+    def __init__(self, workdir, port=None, host="127.0.0.1"):
         self.workdir = workdir
         self.port = port or free_port()
-        self.url = "http://127.0.0.1:%d" % self.port
+        self.host = host
+        self.url = "http://%s:%d" % (host, self.port)
         self.process = None
 
     def start(self):
         os.makedirs(os.path.join(self.workdir, "data"), exist_ok=True)
         self.log = open(os.path.join(self.workdir, "fake-gcs.log"), "ab")
         self.process = subprocess.Popen(
-            [fake_gcs_binary(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port),
+            [fake_gcs_binary(), "-scheme", "http", "-host", self.host, "-port", str(self.port),
              "-backend", "filesystem", "-filesystem-root", os.path.join(self.workdir, "data"),
              "-external-url", self.url, "-log-level", "warn"],
             stdout=self.log, stderr=subprocess.STDOUT)

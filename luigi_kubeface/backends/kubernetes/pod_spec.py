@@ -109,6 +109,7 @@ def build_pod(spec, settings):
         "env": _env(settings, spec),
         "resources": _resources(settings),
         "securityContext": {"runAsNonRoot": True, "runAsUser": settings.run_as_user,
+                            "runAsGroup": settings.run_as_group,
                             "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
     pod_spec = {
@@ -117,7 +118,10 @@ def build_pod(spec, settings):
         "activeDeadlineSeconds": max(1, math.ceil(settings.element_timeout)),
         "terminationGracePeriodSeconds": 10,
         "automountServiceAccountToken": settings.mount_service_account_token,
+        # runAsGroup: without it the runtime keeps group 0 whatever the image's USER says; fsGroup
+        # makes mounted volumes (the gcs_key_secret) the pod group's.
         "securityContext": {"runAsNonRoot": True, "runAsUser": settings.run_as_user,
+                            "runAsGroup": settings.run_as_group, "fsGroup": settings.run_as_group,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "tolerations": tolerations,
     }

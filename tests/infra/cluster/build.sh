@@ -17,7 +17,7 @@ ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 CACHE_ROOT="${LUIGI_KUBEFACE_CACHE:-$HOME/.cache/luigi-kubeface}"
 OUT="$CACHE_ROOT/k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}"
 BIN="$OUT/bin"
-BINARIES=(etcd kube-apiserver kube-scheduler kube-controller-manager)
+BINARIES=(etcd kube-apiserver kube-scheduler kube-controller-manager kubelet)
 
 all_built() {
   local b
@@ -77,6 +77,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 EOF
   (cd "$dir" && go mod tidy -e >/dev/null 2>"$dir/tidy.log" || { cat "$dir/tidy.log" >&2; exit 1; })
@@ -84,7 +85,7 @@ EOF
   ldflags+=" -X k8s.io/component-base/version.gitMajor=$major -X k8s.io/component-base/version.gitMinor=$minor"
   ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
   local cmd
-  for cmd in kube-apiserver kube-scheduler kube-controller-manager; do
+  for cmd in kube-apiserver kube-scheduler kube-controller-manager kubelet; do
     [[ -x "$BIN/$cmd" ]] && continue
     echo "building $cmd $K8S_VERSION ..." >&2
     (cd "$dir" && go build -trimpath -ldflags "$ldflags" -o "$BIN/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd")

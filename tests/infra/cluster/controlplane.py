@@ -44,6 +44,12 @@ HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build.sh"
 
 
+MASTER_USER = "kubeface-master"
+# Every request, without bodies: the audit log tells whose requests they were (requests_of).
+AUDIT_POLICY = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+                "rules": [{"level": "Metadata"}]}
+
+
 class ControlPlaneError(RuntimeError):
     """A component failed to start or become healthy (see its log file)."""
 
@@ -153,21 +159,30 @@ def self_signed_cert(cn: str = "localhost", ips=("127.0.0.1",)):
 # --------------------------------------------------------------------------- processes
 
 _REAPER_SCRIPT = r"""
-import os, signal, sys
-groups = set()
+import json, os, signal, subprocess, sys
+groups, cleanups = set(), {}
 for line in sys.stdin:
-    op, pgid = line[0], int(line[1:])
-    (groups.add if op == "+" else groups.discard)(pgid)
+    op, arg = line[0], line[1:].strip()
+    if op in "+-":
+        (groups.add if op == "+" else groups.discard)(int(arg))
+    elif op == "!":
+        key, argv = json.loads(arg)
+        cleanups[key] = argv
+    elif op == "?":
+        cleanups.pop(arg, None)
 for pgid in groups:  # stdin closed: the test process is gone, however it died
     try:
         os.killpg(pgid, signal.SIGKILL)
     except OSError:
         pass
+for argv in cleanups.values():  # then undo what they changed on the machine
+    subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 """
 
 
 class Reaper:
-    """A watchdog process killing registered process groups when this process dies.
+    """A watchdog process killing registered process groups when this process dies, then running the
+    registered clean-up commands (a real node's: real_node.py).
 
     Why: atexit does not run on SIGKILL/SIGTERM of the test runner; without
     this, etcd, the API server and pod processes would outlive it.
@@ -200,15 +215,24 @@ class Reaper:
     def forget(cls, pgid: int):
         cls._send("-%d" % pgid)
 
+    @classmethod
+    def on_death(cls, key: str, argv: list):
+        """Run argv once this process is gone (after the groups are killed), unless cancelled first."""
+        cls._send("!" + json.dumps([key, [str(a) for a in argv]]))
+
+    @classmethod
+    def cancel(cls, key: str):
+        cls._send("?" + key)
 
 
 class Component:
     """One child process in its own process group, its output in a log file."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path):
+    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict | None = None):
         self.name = name
         self.argv = argv
         self.log_path = log_path
+        self.env = env
         self.proc: subprocess.Popen | None = None
         self.probe = None  # () -> bool, set by ControlPlane: "healthy"
 
@@ -221,7 +245,7 @@ class Component:
             # Ctrl-C in the test runner from racing our orderly shutdown.
             self.proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, env=self.env,
             )
         Reaper.watch(self.proc.pid)
 
@@ -291,6 +315,7 @@ class ControlPlane:
         extra_apiserver_args: list[str] | None = None,
         extra_controller_manager_args: list[str] | None = None,
         verbosity: int = 1,
+        kubelet_tls: bool = False,
     ):
         self.workdir = Path(workdir).resolve()
         self.bin_dir = Path(bin_dir) if bin_dir else None
@@ -298,6 +323,9 @@ class ControlPlane:
         self.extra_apiserver_args = list(extra_apiserver_args or [])
         self.extra_controller_manager_args = list(extra_controller_manager_args or [])
         self.verbosity = verbosity
+        # A real kubelet (real_node.py): the API server calls it with a client certificate and
+        # verifies its serving certificate against the cluster CA (logs, exec).
+        self.kubelet_tls = kubelet_tls
         self.components: dict[str, Component] = {}
         self.etcd_url: str | None = None
         self.apiserver_port: int | None = None
@@ -317,6 +345,15 @@ class ControlPlane:
     def kubeconfig(self) -> Path:
         """Admin kubeconfig (client cert with O=system:masters)."""
         return self.workdir / "admin.kubeconfig"
+
+    @property
+    def master_kubeconfig(self) -> Path:
+        """A kubeconfig of its own for luigi-kubeface's master (user MASTER_USER, O=system:masters)."""
+        return self.workdir / "master.kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.logs / "audit.log"
 
     @property
     def url(self) -> str:
@@ -437,10 +474,15 @@ class ControlPlane:
         )
         for name, cn, orgs in (
             ("admin", "kubernetes-admin", ["system:masters"]),
+            # The identity luigi-kubeface's master uses in tests: its requests are told apart in the audit log.
+            ("master", MASTER_USER, ["system:masters"]),
             ("scheduler", "system:kube-scheduler", []),
             ("controller-manager", "system:kube-controller-manager", []),
         ):
             files[name + ".crt"], files[name + ".key"] = ca.issue(cn, orgs=orgs, client=True)
+        if self.kubelet_tls:
+            files["apiserver-kubelet-client.crt"], files["apiserver-kubelet-client.key"] = ca.issue(
+                "kube-apiserver-kubelet-client", orgs=["system:masters"], client=True)
         # Front-proxy (request header) CA: without it the scheduler and controller-manager
         # log errors forever about a missing requestheader client CA.
         fp = CertAuthority("luigi-kubeface-front-proxy-ca")
@@ -458,6 +500,27 @@ class ControlPlane:
             p.write_bytes(data)
             if fname.endswith(".key"):
                 p.chmod(0o600)
+
+    def _kubelet_tls_args(self) -> list[str]:
+        if not self.kubelet_tls:
+            return []
+        return ["--kubelet-client-certificate=%s" % (self.pki / "apiserver-kubelet-client.crt"),
+                "--kubelet-client-key=%s" % (self.pki / "apiserver-kubelet-client.key"),
+                "--kubelet-certificate-authority=%s" % self.ca_file]
+
+    def issue_cert(self, name: str, cn: str, orgs=(), server_names=(), server_ips=(), client=False, server=False):
+        """A certificate from the cluster CA, written as pki/<name>.crt and .key (e.g. a kubelet's);
+        returns (cert path, key path). Call after start()."""
+        cert, key = self._ca.issue(cn, orgs=orgs, server_names=server_names, server_ips=server_ips,
+                                   client=client, server=server)
+        (self.pki / (name + ".crt")).write_bytes(cert)
+        (self.pki / (name + ".key")).write_bytes(key)
+        (self.pki / (name + ".key")).chmod(0o600)
+        return self.pki / (name + ".crt"), self.pki / (name + ".key")
+
+    def write_kubeconfig(self, path: Path, name: str):
+        """A kubeconfig for the client certificate pki/<name>.crt (see issue_cert)."""
+        self._write_kubeconfig(Path(path), name)
 
     def _write_kubeconfig(self, path: Path, user: str):
         def b64(f):
@@ -479,6 +542,7 @@ class ControlPlane:
 
     def _write_kubeconfigs(self):
         self._write_kubeconfig(self.kubeconfig, "admin")
+        self._write_kubeconfig(self.master_kubeconfig, "master")
         for user in ("scheduler", "controller-manager"):
             self._write_kubeconfig(self.workdir / (user + ".kubeconfig"), user)
 
@@ -511,6 +575,8 @@ class ControlPlane:
     def _start_apiserver(self, timeout):
         self.apiserver_port = free_port()
         pki = self.pki
+        policy = self.workdir / "audit-policy.json"
+        policy.write_text(json.dumps(AUDIT_POLICY))
         comp = self._launch("kube-apiserver", [
             str(self.bin_dir / "kube-apiserver"),
             "--etcd-servers=%s" % self.etcd_url,
@@ -540,7 +606,11 @@ class ControlPlane:
             "--proxy-client-key-file=%s" % (pki / "front-proxy-client.key"),
             # The node agent's log server is reached by InternalIP with a self-signed cert.
             "--kubelet-preferred-address-types=InternalIP",
+            *self._kubelet_tls_args(),
             "--allow-privileged=true",
+            "--audit-policy-file=%s" % policy,
+            "--audit-log-path=%s" % self.audit_log,
+            "--audit-log-maxsize=0",
             "--v=%d" % self.verbosity,
         ] + self.extra_apiserver_args)
         comp.probe = lambda: self.api_get("/readyz", timeout=2) == "ok"
@@ -641,3 +711,27 @@ class ControlPlane:
             if all(labels.get(k) == str(v) for k, v in label_filter.items()):
                 total += float(value)
         return total
+
+    def requests_of(self, user: str = MASTER_USER, **match) -> int:
+        """How many requests ``user`` made, from the audit log; ``match`` filters on the event's verb
+        ("create", "list", "watch" ...), resource, subresource, namespace and code (the response's).
+
+        Why the audit log: the API server's metrics count every client alike, and a real kubelet makes
+        about ten pod requests of its own per pod.
+        """
+        seen = set()
+        try:
+            with open(self.audit_log) as f:
+                for line in f:
+                    event = json.loads(line)
+                    if event.get("user", {}).get("username") != user or event["auditID"] in seen:
+                        continue
+                    ref, status = event.get("objectRef") or {}, event.get("responseStatus") or {}
+                    fields = {"verb": event.get("verb"), "resource": ref.get("resource"),
+                              "subresource": ref.get("subresource", ""), "namespace": ref.get("namespace"),
+                              "code": status.get("code")}
+                    if all(fields.get(k) == v for k, v in match.items()):
+                        seen.add(event["auditID"])
+        except FileNotFoundError:
+            return 0
+        return len(seen)

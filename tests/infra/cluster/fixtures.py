@@ -1,27 +1,40 @@
-"""Pytest fixtures for a real local Kubernetes cluster (control plane + node agent).
+"""Pytest fixtures for a real local Kubernetes cluster.
 
-tests/conftest.py imports them, so every test can ask for them; the cluster starts
+tests/conftest.py imports them, so every test can ask for them; a cluster starts
 only when a test does.
 
-``kube_cluster`` (session scope) builds the binaries if needed (``build.sh``,
-minutes on the first run, then cached), starts the control plane and a node
-agent, and yields a ``KubeCluster``. ``kube_namespace`` gives each test a fresh
-namespace (with its ``default`` ServiceAccount ready) and deletes it afterwards.
+``kube_cluster`` (session scope): the control plane and a real node (kubelet,
+containerd, runc: real_node.py) running the image images/Dockerfile builds
+(node_image.py). Binaries and images are built on a machine's first run, then
+cached under ~/.cache/luigi-kubeface. Every Kubernetes test uses it.
+
+``stand_in_cluster`` (session scope): a control plane of its own with the stand-in
+kubelet (node_agent.py), only for what a real node cannot do cheaply here:
+several nodes, a node partition, stopped heartbeats. Each test using it says why.
+
+``kube_namespace`` / ``stand_in_namespace`` give a test a fresh namespace (with its
+``default`` ServiceAccount ready) and delete it afterwards. ``pod_network`` is the
+bridge whose gateway address the real node's pods reach (and nothing else).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from .controlplane import ControlPlane, build_binaries
+from .controlplane import ControlPlane, Reaper, build_binaries
 from .image import build_test_image
 from .node_agent import NodeAgent, NodeSpec
+from .node_image import build_images
+from .pod_network import PodNetwork
+from .real_node import RealNode
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TEST_IMAGE = "luigi-kubeface:test"
@@ -46,8 +59,8 @@ class KubeCluster:
     """Handle on the running cluster given to tests."""
 
     control_plane: ControlPlane
-    agent: NodeAgent
-    image_bin: str = ""  # the bin directory of the image's virtualenv (tests/infra/cluster/image.py)
+    node: object  # a RealNode, or the stand-in's NodeAgent
+    image_bin: str = ""  # the stand-in's image: the bin directory of a virtualenv (tests/infra/cluster/image.py)
     namespaces: list = field(default_factory=list)
     _client: object = field(default=None, repr=False)
 
@@ -57,14 +70,37 @@ class KubeCluster:
         return str(self.control_plane.kubeconfig)
 
     @property
+    def master_kubeconfig(self) -> str:
+        """The kubeconfig luigi-kubeface's master uses in tests: its requests are counted apart (requests_of)."""
+        return str(self.control_plane.master_kubeconfig)
+
+    @property
     def url(self) -> str:
         return self.control_plane.url
 
     @property
+    def real(self) -> bool:
+        return isinstance(self.node, RealNode)
+
+    @property
+    def agent(self):
+        """The stand-in kubelet (stand_in_cluster only)."""
+        assert not self.real, "a real node has no stand-in agent: use kube_cluster.node"
+        return self.node
+
+    @property
     def image(self) -> str:
-        """The image name the node agent runs with a bare virtualenv: luigi-kubeface from a wheel of
-        the checkout and third-party packages, nothing of the repository (tests/infra/cluster/image.py)."""
+        """The image pods run: images/Dockerfile's build with the test extras and a wheel of the checkout on a
+        real node; on the stand-in, a bare virtualenv as that image holds it. Never the repository."""
         return TEST_IMAGE
+
+    def evict_pod(self, namespace: str, name: str):
+        """Evict a pod: through the Eviction API on a real node (its kubelet then stops it gracefully), as
+        the kubelet's own eviction (phase Failed, reason Evicted) on the stand-in."""
+        if not self.real:
+            return self.node.evict_pod(namespace, name)
+        body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}
+        self.core().create_namespaced_pod_eviction(name, namespace, body, _preload_content=False)
 
     def new_api_client(self):
         """A new kubernetes.client.ApiClient for the admin user (close it when done)."""
@@ -172,7 +208,7 @@ class KubeCluster:
 
 
 def start_cluster(workdir, images: dict | None = None, nodes=None, **agent_kwargs) -> KubeCluster:
-    """Start a control plane and a node agent under ``workdir`` (for custom setups)."""
+    """A control plane and the stand-in node agent under ``workdir`` (for custom setups)."""
     workdir = Path(workdir)
     image_bin = build_test_image(workdir / "image") if images is None else ""
     cp = ControlPlane(workdir / "controlplane", build_binaries())
@@ -192,20 +228,68 @@ def start_cluster(workdir, images: dict | None = None, nodes=None, **agent_kwarg
     return KubeCluster(cp, agent, image_bin)
 
 
+# Images beside the test image, for tests that need them (built over it, cached like it).
+ROOT_IMAGE = "docker.io/library/luigi-kubeface:root"
+EXTRA_IMAGES = ((ROOT_IMAGE, "FROM {base}\nUSER root\n"),)
+
+
+def start_real_cluster(workdir, network) -> KubeCluster:
+    """A control plane and a real node under ``workdir``, pods on ``network``."""
+    workdir = Path(workdir)
+    images = build_images(workdir / "images", EXTRA_IMAGES)
+    cp = ControlPlane(workdir / "controlplane", build_binaries(), kubelet_tls=True)
+    cp.start()
+    try:
+        node = RealNode(cp, workdir / "node", network, images).start()
+    except BaseException:
+        cp.stop()
+        raise
+    return KubeCluster(cp, node)
+
+
 def stop_cluster(cluster: KubeCluster):
     if cluster._client is not None:
         cluster._client.close()
         cluster._client = None
     try:
-        cluster.agent.stop(delete_nodes=False)
+        if cluster.real:
+            cluster.node.stop()
+        else:
+            cluster.node.stop(delete_nodes=False)
     finally:
         cluster.control_plane.stop()
 
 
 @pytest.fixture(scope="session")
-def kube_cluster(tmp_path_factory):
-    """A real kube-apiserver/scheduler/controller-manager/etcd plus the fake kubelet, once per session."""
-    cluster = start_cluster(tmp_path_factory.mktemp("kube"))
+def pod_network():
+    """The real node's bridge (made once per session, removed at its end, even after a crash); without root,
+    a stand-in on loopback so that tests which need no real node still run."""
+    if os.geteuid() != 0:
+        yield SimpleNamespace(gateway="127.0.0.1", bridge=None)
+        return
+    network = PodNetwork().up()
+    Reaper.on_death("bridge:" + network.bridge, ["ip", "link", "delete", network.bridge])
+    try:
+        yield network
+    finally:
+        network.down()
+        Reaper.cancel("bridge:" + network.bridge)
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory, pod_network):
+    """A real kube-apiserver/scheduler/controller-manager/etcd plus a real node, once per session."""
+    cluster = start_real_cluster(tmp_path_factory.mktemp("kube"), pod_network)
+    try:
+        yield cluster
+    finally:
+        stop_cluster(cluster)
+
+
+@pytest.fixture(scope="session")
+def stand_in_cluster(tmp_path_factory):
+    """A control plane with the stand-in kubelet: several nodes, partitions and stopped heartbeats."""
+    cluster = start_cluster(tmp_path_factory.mktemp("kube-stand-in"))
     try:
         yield cluster
     finally:
@@ -218,3 +302,10 @@ def kube_namespace(kube_cluster):
     ns = kube_cluster.create_namespace("t")
     yield ns
     kube_cluster.delete_namespace(ns, wait=False)
+
+
+@pytest.fixture
+def stand_in_namespace(stand_in_cluster):
+    ns = stand_in_cluster.create_namespace("t")
+    yield ns
+    stand_in_cluster.delete_namespace(ns, wait=False)

@@ -1,4 +1,5 @@
-"""Fault injection and the less common kubelet behaviours of the node agent."""
+"""Fault injection and the less common kubelet behaviours, on the real node (and on the stand-in kubelet for
+what only it can fake: a node-pressure eviction, stopped heartbeats)."""
 
 import json
 import time
@@ -14,23 +15,37 @@ def conditions(obj):
     return {c["type"]: c for c in obj.get("status", {}).get("conditions") or []}
 
 
-def test_evicted_pod(kube_cluster, kube_namespace):
-    core = kube_cluster.core()
-    core.create_namespaced_pod(kube_namespace, pod_body("ev", kube_cluster.image, ["sleep", "60"]))
-    kube_cluster.wait_pod_phase(kube_namespace, "ev", "Running")
-    kube_cluster.agent.evict_pod(kube_namespace, "ev")
-    pod = kube_cluster.wait_pod_phase(kube_namespace, "ev")
+def test_evicted_pod(stand_in_cluster, stand_in_namespace):
+    """Stand-in: a node-pressure eviction by the kubelet (phase Failed, reason Evicted) cannot be caused on
+    demand on a real node without starving the machine."""
+    cluster, namespace = stand_in_cluster, stand_in_namespace
+    core = cluster.core()
+    core.create_namespaced_pod(namespace, pod_body("ev", cluster.image, ["sleep", "60"]))
+    cluster.wait_pod_phase(namespace, "ev", "Running")
+    cluster.evict_pod(namespace, "ev")
+    pod = cluster.wait_pod_phase(namespace, "ev")
     assert pod["status"]["phase"] == "Failed" and pod["status"]["reason"] == "Evicted"
     assert conditions(pod)["DisruptionTarget"]["status"] == "True"
 
 
+def test_eviction_api_stops_the_pod_gracefully(kube_cluster, kube_namespace):
+    core = kube_cluster.core()
+    core.create_namespaced_pod(kube_namespace, pod_body("ev", kube_cluster.image, ["sleep", "60"]))
+    kube_cluster.wait_pod_phase(kube_namespace, "ev", "Running")
+    kube_cluster.evict_pod(kube_namespace, "ev")
+    kube_cluster.wait_pod_gone(kube_namespace, "ev", timeout=30)
+
+
 def test_on_failure_restarts_and_previous_logs(kube_cluster, kube_namespace):
     core = kube_cluster.core()
-    script = ("import os, sys; p = os.path.join(os.environ['HOME'], 'n'); "
+    # A restarted container gets a fresh filesystem: the count lives in the pod's emptyDir.
+    script = ("import os, sys; p = '/state/n'; "
               "n = int(open(p).read()) if os.path.exists(p) else 0; open(p, 'w').write(str(n + 1)); "
               "print('attempt', n); sys.exit(0 if n >= 1 else 1)")
-    core.create_namespaced_pod(kube_namespace, pod_body("flaky", kube_cluster.image, ["python", "-c", script],
-                                                        restartPolicy="OnFailure"))
+    core.create_namespaced_pod(kube_namespace, pod_body(
+        "flaky", kube_cluster.image, ["python", "-c", script], restartPolicy="OnFailure",
+        volumes=[{"name": "state", "emptyDir": {}}], securityContext={"fsGroup": 65532},
+        container={"volumeMounts": [{"name": "state", "mountPath": "/state"}]}))
     pod = kube_cluster.wait_pod_phase(kube_namespace, "flaky", timeout=60)
     status = pod["status"]["containerStatuses"][0]
     assert pod["status"]["phase"] == "Succeeded" and status["restartCount"] == 1
@@ -80,9 +95,10 @@ def test_job_completes_and_gc_removes_pods(kube_cluster, kube_namespace):
         time.sleep(0.3)
 
 
-def test_node_not_ready_and_heartbeat_loss(kube_cluster):
-    agent, node = kube_cluster.agent, "node-1"
-    core = kube_cluster.core()
+def test_node_not_ready_and_heartbeat_loss(stand_in_cluster):
+    """Stand-in: a Ready=False report from a live kubelet, and heartbeats stopped while it runs on."""
+    agent, node = stand_in_cluster.agent, "node-1"
+    core = stand_in_cluster.core()
 
     def ready_status():
         n = json.loads(core.read_node(node, _preload_content=False).data)

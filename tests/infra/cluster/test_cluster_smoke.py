@@ -94,13 +94,13 @@ def test_oom_deadline_kill_and_delete(kube_cluster, kube_namespace):
     assert pod["status"]["phase"] == "Failed" and pod["status"]["reason"] == "DeadlineExceeded"
 
     kube_cluster.wait_pod_phase(kube_namespace, "victim", "Running")
-    kube_cluster.agent.pod_pid(kube_namespace, "victim")
-    kube_cluster.agent.kill_pod_process(kube_namespace, "victim", signal.SIGKILL)
+    kube_cluster.node.pod_pid(kube_namespace, "victim")
+    kube_cluster.node.kill_pod_process(kube_namespace, "victim", signal.SIGKILL)
     pod = kube_cluster.wait_pod_phase(kube_namespace, "victim")
     assert container_state(pod)["terminated"]["exitCode"] == 137
 
     kube_cluster.wait_pod_phase(kube_namespace, "doomed", "Running")
-    core.delete_namespaced_pod("doomed", kube_namespace)  # graceful: the agent kills, then deletes
+    core.delete_namespaced_pod("doomed", kube_namespace)  # graceful: the kubelet kills, then deletes
     kube_cluster.wait_pod_gone(kube_namespace, "doomed", timeout=30)
 
 
