@@ -80,6 +80,10 @@ func main() {
 GO
 (cd "$src" && go build -trimpath -ldflags "-s -w" -o "$src/pause" .)
 store="$OUT/buildah"
+# buildah makes these whatever --root says (a CNI lock, a blob-info cache): remove them if it made them.
+traces=()
+for p in /etc/cni /var/lib/containers /run/containers; do [[ -e "$p" ]] || traces+=("$p"); done
+trap 'rm -rf "${traces[@]}"' EXIT
 b=(buildah --root "$store/root" --runroot "$store/run" --storage-driver vfs)
 ctr="$("${b[@]}" from --pull=never scratch)"
 "${b[@]}" copy "$ctr" "$src/pause" /pause >/dev/null

@@ -13,6 +13,7 @@ goes into it, so a code edit rebuilds only the last one:
 Each image leaves as a docker-archive file that the node's containerd imports (real_node.py).
 """
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -183,7 +184,7 @@ def build_images(workdir, extra_images=()):
     extra_images: (name, Containerfile over the test image) pairs, e.g. an image whose user is root.
     """
     STORE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / "node-images.lock", "w") as lock:
+    with open(CACHE / "node-images.lock", "w") as lock, _leaving_no_trace():
         fcntl.flock(lock, fcntl.LOCK_EX)
         from_name = dockerfile_from(REPO / "images" / "Dockerfile")
         base = _base(from_name)
@@ -196,6 +197,20 @@ def build_images(workdir, extra_images=()):
             images[name] = archive(tag, name)
         _prune_archives(set(images.values()))
     return images
+
+
+# buildah makes these whatever its --root says (a CNI lock, a blob-info cache): gone again if it made them.
+BUILDAH_TRACES = ("/etc/cni", "/var/lib/containers", "/run/containers")
+
+
+@contextlib.contextmanager
+def _leaving_no_trace():
+    made = [p for p in BUILDAH_TRACES if not os.path.lexists(p)]
+    try:
+        yield
+    finally:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _prune_archives(keep):

@@ -162,6 +162,7 @@ class RealNode:
             "  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]",
             "    SystemdCgroup = false",
             "    BinaryName = '/usr/sbin/runc'",
+            "    Root = %s" % json.dumps(str(root / "runc")),
             "",
         ])
 
