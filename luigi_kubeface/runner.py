@@ -286,14 +286,33 @@ class VerifiedCall:
         self.function_where = self.where("the job's function", naming.FUNCTION)
         self.header, self.payload = self.verified(naming.FUNCTION, "the job's function", kind="function")
         self.code = self.verified(self.header["code"], "the job's code", kind="code") if self.header.get("code") else None
+        if self.code is not None:
+            self.check_code_address()
         self.version = self.header.get("code_version", "")
         self.stage = "input"
         self.input = self.copied(naming.input_key(self.element), "the input of element %s" % self.element,
                                  kind="input", element=self.element)
+        if self.input.header.get("code_version", self.version) != self.version:  # inputs of earlier releases: none
+            raise CorruptBlobError(
+                "%s was written for code version %r, but the job's function is of version %r: one of them is an "
+                "older blob copied back in storage, and neither was unpickled; rerun the job to write both again"
+                % (self.input.where, self.input.header.get("code_version"), self.version))
         for name, shared in self.input.header.get("shared", {}).items():
             self.shared[name] = self.copied(shared, "shared input %r" % name, addressed=True, kind="shared", name=name)
         self.key = None  # from here on nothing needs it
         return self
+
+    def check_code_address(self):
+        """The archive's sources must be the ones its name and the function's header address: a signed
+        archive of the job's older code copied over the new name is refused, never unpacked."""
+        header, archive = self.code
+        digest = code_package.archive_digest(bytes(archive))
+        wanted = self.header.get("code_digest") or header.get("digest")
+        if naming.code_key(digest) != self.header["code"] or digest != header.get("digest") or digest != wanted:
+            raise CorruptBlobError(
+                "%s does not hold the code its name addresses (its sources' digest is %s): an older archive was "
+                "copied over it in storage, and it was not unpacked; rerun the job to upload it again"
+                % (self.where("the job's code", self.header["code"]), digest[:12]))
 
     def load(self, code_dir=None):
         """Unpack the code, then unpickle the function and the input: (function, args, kwargs)."""
