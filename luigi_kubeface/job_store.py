@@ -264,7 +264,7 @@ class JobStore:
     def attempts(self, key):
         """Attempt ids of an element, oldest first."""
         names = self.storage.list(naming.attempts_prefix(key))
-        return sorted(n.rsplit("/", 1)[1][: -len(".json")] for n in names if n.endswith(".json"))
+        return sorted(pair[1] for pair in map(naming.attempt_from_record_key, names) if pair and pair[0] == key)
 
     def all_attempts(self):
         """element -> its attempt ids, oldest first, from one listing."""
