@@ -31,6 +31,7 @@ from .errors import (
     BlobNotFoundError, ConfigurationError, JobRunningError, KubefaceError, StorageError, UnreadableRecordError,
 )
 from .job_state import JobState
+from .terminal import strip_controls
 from .job_store import JobStore, list_jobs, open_job
 from .result_table import column_names, pick_metric, ranked, result_rows
 from .status_page import format_duration, page_url
@@ -503,10 +504,6 @@ def parser():
     return top
 
 
-# C0 and C1 controls but tab and newline, DEL, and bidirectional overrides: what can drive a terminal.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
 class TerminalText:
     """A terminal stream that drops control characters: labels, errors and logs come from the unsigned bucket."""
 
@@ -514,7 +511,7 @@ class TerminalText:
         self.stream = stream
 
     def write(self, text):
-        return self.stream.write(_CONTROL.sub("", text))
+        return self.stream.write(strip_controls(text))
 
     def __getattr__(self, name):
         return getattr(self.stream, name)
