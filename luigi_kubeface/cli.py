@@ -33,7 +33,7 @@ from .errors import (
 from .job_state import JobState
 from .terminal import strip_controls
 from .job_store import JobStore, list_jobs, open_job
-from .result_table import column_names, pick_metric, ranked, result_rows
+from .result_table import column_names, csv_cell, pick_metric, ranked, result_rows
 from .status_page import format_duration, page_url
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -236,8 +236,8 @@ def cmd_results(args, out):
              + [r.state, r.duration, r.code_version] for r in rows]
     if args.format == "csv":
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows([["" if v is None else v for v in line] for line in table])
+        writer.writerow([csv_cell(v) for v in header])
+        writer.writerows([[csv_cell(v) for v in line] for line in table])
         return 0
     text = [[_cell(v) for v in line[:-2]] + [format_duration(line[-2]), (line[-1] or "")[:12]] for line in table]
     widths = [min(30, max([len(h)] + [len(line[i]) for line in text])) for i, h in enumerate(header)]
