@@ -31,8 +31,9 @@ from .errors import (
     BlobNotFoundError, ConfigurationError, JobRunningError, KubefaceError, StorageError, UnreadableRecordError,
 )
 from .job_state import JobState
+from .terminal import strip_controls
 from .job_store import JobStore, list_jobs, open_job
-from .result_table import column_names, pick_metric, ranked, result_rows
+from .result_table import column_names, csv_cell, pick_metric, ranked, result_rows
 from .status_page import format_duration, page_url
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -235,8 +236,8 @@ def cmd_results(args, out):
              + [r.state, r.duration, r.code_version] for r in rows]
     if args.format == "csv":
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows([["" if v is None else v for v in line] for line in table])
+        writer.writerow([csv_cell(v) for v in header])
+        writer.writerows([[csv_cell(v) for v in line] for line in table])
         return 0
     text = [[_cell(v) for v in line[:-2]] + [format_duration(line[-2]), (line[-1] or "")[:12]] for line in table]
     widths = [min(30, max([len(h)] + [len(line[i]) for line in text])) for i, h in enumerate(header)]
@@ -503,10 +504,6 @@ def parser():
     return top
 
 
-# C0 and C1 controls but tab and newline, DEL, and bidirectional overrides: what can drive a terminal.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
 class TerminalText:
     """A terminal stream that drops control characters: labels, errors and logs come from the unsigned bucket."""
 
@@ -514,7 +511,7 @@ class TerminalText:
         self.stream = stream
 
     def write(self, text):
-        return self.stream.write(_CONTROL.sub("", text))
+        return self.stream.write(strip_controls(text))
 
     def __getattr__(self, name):
         return getattr(self.stream, name)

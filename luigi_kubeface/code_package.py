@@ -480,6 +480,13 @@ def check_environment(requirements):
     return warnings
 
 
+def archive_digest(archive):
+    """The digest of an archive's sources, as CodePackage.digest has it: what its name and the function's
+    header address, so an older archive copied over a newer one's name is told apart."""
+    with zipfile.ZipFile(io.BytesIO(archive)) as package:
+        return _digest({name: package.read(name) for name in package.namelist()})
+
+
 def install(archive, directory):
     """Unpack the signed archive into directory and put it first on sys.path."""
     with zipfile.ZipFile(io.BytesIO(archive)) as package:

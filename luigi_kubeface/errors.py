@@ -57,6 +57,10 @@ class ElementFailedError(KubefaceError):
     """One element failed for good; carries the remote exception and traceback."""
 
     def __init__(self, label, error_type, message, remote_traceback=""):
+        from .terminal import strip_controls  # the record it comes from is unsigned: Luigi prints this
+
+        label, error_type, message, remote_traceback = map(strip_controls, (label, error_type, message,
+                                                                           remote_traceback))
         self.label = label
         self.error_type = error_type
         self.remote_message = message

@@ -285,4 +285,4 @@ class Job:
                               result_direction=getattr(self.settings, "result_direction", "maximize"),
                               shared=self._shared_keys, updated=time.time(), **(details or {})))
         store.write_elements(self.elements)
-        store.write_function(self.function_payload(), code_key, version)
+        store.write_function(self.function_payload(), code_key, version, package.digest)

@@ -93,9 +93,11 @@ class JobStore:
                                         "requirements": package.requirements}, self.signing_key()))
         return key
 
-    def write_function(self, payload, code_key, code_version):
+    def write_function(self, payload, code_key, code_version, code_digest=""):
+        """code_digest: the shipped sources' full digest, which the runner checks the archive against."""
         self.storage.write(naming.FUNCTION, serialization.envelope(
-            payload, "function", {"job": self.id, "code": code_key, "code_version": code_version}, self.signing_key()))
+            payload, "function", {"job": self.id, "code": code_key, "code_version": code_version,
+                                  "code_digest": code_digest}, self.signing_key()))
 
     def write_shared(self, name, pickled):
         """A shared input (serialization.Pickled), uploaded once ever, streamed; returns its key."""
@@ -107,9 +109,10 @@ class JobStore:
         return key
 
     def write_input(self, element, shared_keys):
+        """Signed with the code version it is for: the runner refuses it beside another version's function."""
         blob = serialization.envelope(element.payload, "input",
-                                      {"element": element.key, "job": self.id, "shared": shared_keys},
-                                      self.signing_key())
+                                      {"element": element.key, "job": self.id, "shared": shared_keys,
+                                       "code_version": self.code_version}, self.signing_key())
         self.storage.write(naming.input_key(element.key), blob)
 
     # -- results ----------------------------------------------------------------------------------
@@ -261,7 +264,7 @@ class JobStore:
     def attempts(self, key):
         """Attempt ids of an element, oldest first."""
         names = self.storage.list(naming.attempts_prefix(key))
-        return sorted(n.rsplit("/", 1)[1][: -len(".json")] for n in names if n.endswith(".json"))
+        return sorted(pair[1] for pair in map(naming.attempt_from_record_key, names) if pair and pair[0] == key)
 
     def all_attempts(self):
         """element -> its attempt ids, oldest first, from one listing."""

@@ -12,6 +12,7 @@ from typing import Optional, Union
 
 from .backends import AttemptEnd
 from .records import Outcome, outcome_of
+from .terminal import strip_controls
 
 # If this many elements failed for good and none succeeded yet, the function is broken: stop.
 ALL_FAILED_STOP = 10
@@ -32,6 +33,10 @@ class Failure:
     traceback: str = ""
     retryable: bool = True
     fatal: bool = False  # stops the whole job: every element would fail alike
+
+    def __post_init__(self):  # from an unsigned record or an attempt's output: the master logs and raises it
+        self.error_type, self.message, self.traceback = map(strip_controls, (self.error_type, self.message,
+                                                                             self.traceback))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ Key files and key_dir must belong to this user and be private to it. See docs/se
 
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import stat
@@ -38,6 +39,26 @@ def _parse(text, path):
 def job_key(team_key, job_url):
     """The key a job signs with under a team key: bound to the job's full URL, not just its id."""
     return hmac.new(team_key, b"luigi-kubeface job key\n" + job_url.rstrip("/").encode(), hashlib.sha256).digest()
+
+
+ATTEMPT_SIGNER = "attempt"  # a header's "signer" when an attempt key, not the job's key, signed it
+
+
+def attempt_key(job_key_bytes, job, element, code_version, attempt):
+    """The key one attempt signs its result with, derived before it unpickles anything.
+
+    It signs a result of this element, code version and attempt only (serialization refuses it for
+    any other kind or place), so code that reaches it inside the attempt can forge nothing the
+    attempt could not return anyway; the job's key itself is wiped first (runner.py).
+    """
+    scope = json.dumps([job, element, code_version, attempt]).encode()
+    return hmac.new(job_key_bytes, b"luigi-kubeface attempt key\n" + scope, hashlib.sha256).digest()
+
+
+def forget(key):
+    """Overwrite a key held in a bytearray (the runner's own copy): every reference to it sees zeros."""
+    if isinstance(key, bytearray):
+        key[:] = bytes(len(key))
 
 
 def _check_private_dir(path):

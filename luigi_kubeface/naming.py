@@ -263,6 +263,14 @@ def new_attempt_id(number):
     return "%03d-%d-%s" % (number, int(time.time()), os.urandom(6).hex())
 
 
+_ATTEMPT_ID = re.compile(r"[0-9]{3,9}-[0-9]{1,12}-(?:[0-9a-f]{6}|[0-9a-f]{12})")  # 6 hex: ids of earlier releases
+
+
+def is_attempt_id(text):
+    """Exactly what new_attempt_id returns: a name planted under attempts/ (markup, say) is no attempt."""
+    return isinstance(text, str) and bool(_ATTEMPT_ID.fullmatch(text))
+
+
 def attempt_number(attempt_id):
     return int(attempt_id.split("-", 1)[0])
 
@@ -276,7 +284,8 @@ def attempt_time(attempt_id):
 def attempt_from_record_key(key):
     """(element, attempt) for an attempts/<element>/<attempt>.json key found in a listing, else None."""
     parts = key.split("/")
-    if len(parts) == 3 and key.startswith(ATTEMPTS_PREFIX) and parts[2].endswith(".json"):
+    if (len(parts) == 3 and key.startswith(ATTEMPTS_PREFIX) and parts[2].endswith(".json")
+            and is_element_key(parts[1]) and is_attempt_id(parts[2][: -len(".json")])):
         return parts[1], parts[2][: -len(".json")]
     return None
 

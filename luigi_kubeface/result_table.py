@@ -115,3 +115,20 @@ def record(row, columns=None):
     out = {name: row.params[name] for name in params if name in row.params}
     out.update((column, row.values[name]) for column, name in values if name in row.values)
     return out
+
+
+# What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A value as a CSV cell a spreadsheet never evaluates: parameters, names and (forged) summaries come from
+    the unsigned bucket, so text starting like a formula (=HYPERLINK(...), =cmd|...) gets a leading
+    single quote, as OWASP advises; numbers stay numbers (a negative one is no formula)."""
+    if value is None:
+        return ""
+    if isinstance(value, (bool, int, float)):
+        return value
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+

@@ -12,8 +12,10 @@ function, code or input could not be used (retrying will not help), 3 the runner
 
 The job's signing key arrives through a pipe (the local backend names its descriptor in
 serialization.SECRET_FD_ENV) or the environment (serialization.KEY_ENV, from the Kubernetes
-Secret); the runner takes it out before the element runs, verifies the function and inputs with
-it and signs the result with it.
+Secret); the runner takes it out before the element runs and verifies the function and inputs
+with it. Then, before anything is unpickled, it derives this attempt's own result key
+(keys.attempt_key: it signs only a result of this element, code version and attempt), and wipes
+the job's key, so that no code the attempt runs can reach the key that signs inputs.
 """
 
 import contextlib
@@ -30,7 +32,8 @@ import traceback
 
 import cloudpickle
 
-from . import code_package, container_init, naming, serialization, summary
+from . import code_package, container_init, keys, naming, serialization, summary
+from .private_copy import private_copy
 from .errors import BlobNotFoundError, CorruptBlobError, SigningKeyError, VersionMismatchError
 from .records import AttemptRecord, Outcome
 from .storage import open_storage
@@ -234,8 +237,8 @@ def signing_key_from_env(environ):
                 text = json.loads(pipe.read()).get(serialization.KEY_ENV, "")
         except (OSError, ValueError, AttributeError):
             text = ""
-    try:
-        return bytes.fromhex(text) if text else None
+    try:  # a bytearray: _prepare wipes it before anything is unpickled
+        return bytearray.fromhex(text) if text else None
     except ValueError:
         return None
 
@@ -259,62 +262,137 @@ def module_hint(error):
     return ""
 
 
-def load_call(storage, element, key, code_dir=None):
-    """The job's function and one element's arguments, shared inputs included: (function, args, kwargs, version).
+class VerifiedCall:
+    """The function, code, input and shared inputs of one element, every one verified and held privately
+    (bytes in memory, or private copies: private_copy.py), nothing unpickled yet."""
 
-    What every attempt runs, and what `kubeface reproduce` runs in the user's own Python. Every blob's
-    signature is checked before it is unpickled; the job's shipped code is checked against this
-    environment and put first on sys.path (unpacked into code_dir) before the function is unpickled.
-    Raises UnusableCall when the function, its code or the input cannot be used.
-    """
-    if not key:
-        raise UnusableCall(SigningKeyError(
-            "the attempt got no signing key in its environment (%s): the backend must hand the job's "
-            "key to every attempt (local: a pipe; kubernetes: the job's Secret)" % serialization.KEY_ENV),
-            "function")
-    job = naming.job_id_from_url(storage.url)
+    def __init__(self, storage, element, key):
+        self.storage, self.element, self.key = storage, element, key
+        self.job = naming.job_id_from_url(storage.url)
+        self.shared = {}  # name -> private_copy.Copy
+        self.input = None
 
-    def verified(blob_key, where, **expect):
-        where = "%s (%s/%s)" % (where, storage.url.rstrip("/"), blob_key)
-        blob = storage.read(blob_key)
-        return serialization.read_header(blob, where, key, dict(expect, job=job)), where
+    def where(self, what, blob_key):
+        return "%s (%s/%s)" % (what, self.storage.url.rstrip("/"), blob_key)
 
-    def unpickle(header_payload, where):
-        header, payload = header_payload
-        serialization.check_versions(header, where)
-        return cloudpickle.loads(payload)
+    def verified(self, blob_key, what, **expect):
+        """A small blob, read once into memory and verified: (header, payload)."""
+        return serialization.read_header(self.storage.read(blob_key), self.where(what, blob_key), self.key,
+                                         dict(expect, job=self.job))
 
-    def streamed(blob_key, where, addressed=False, **expect):
-        """Inputs and shared inputs: streamed from storage, checked whole, unpickled once."""
-        where = "%s (%s/%s)" % (where, storage.url.rstrip("/"), blob_key)
+    def copied(self, blob_key, what, addressed=False, **expect):
+        """Inputs and shared inputs: copied once out of storage, checked whole on the way (private_copy)."""
+        where = self.where(what, blob_key)
 
         def address(header):  # content-addressed: an older signed blob copied over this name must not pass for it
             if addressed and not serialization.header_digest(header).startswith(naming.shared_digest(blob_key)):
                 raise CorruptBlobError("%s does not hold the content its name addresses: it was replaced in storage "
                                        "and was not unpickled; delete it and rerun to upload it again" % where)
 
-        with storage.open_read(blob_key) as f:
-            return serialization.load_stream(f, where, key, dict(expect, job=job), check=address)
+        with self.storage.open_read(blob_key) as f:
+            return private_copy(f, where, self.key, dict(expect, job=self.job), check=address)
 
-    stage = "function"
-    try:
-        (header, payload), where = verified(naming.FUNCTION, "the job's function", kind="function")
-        if header.get("code"):
-            (code_header, archive), _ = verified(header["code"], "the job's code", kind="code")
-            for warning in code_package.check_environment(code_header.get("requirements") or {}):
+    def fetch(self):
+        """Verify everything the call needs with the job's key (the "function" stage, then "input")."""
+        self.stage = "function"
+        self.function_where = self.where("the job's function", naming.FUNCTION)
+        self.header, self.payload = self.verified(naming.FUNCTION, "the job's function", kind="function")
+        self.code = self.verified(self.header["code"], "the job's code", kind="code") if self.header.get("code") else None
+        if self.code is not None:
+            self.check_code_address()
+        self.version = self.header.get("code_version", "")
+        self.stage = "input"
+        self.input = self.copied(naming.input_key(self.element), "the input of element %s" % self.element,
+                                 kind="input", element=self.element)
+        if self.input.header.get("code_version", self.version) != self.version:  # inputs of earlier releases: none
+            raise CorruptBlobError(
+                "%s was written for code version %r, but the job's function is of version %r: one of them is an "
+                "older blob copied back in storage, and neither was unpickled; rerun the job to write both again"
+                % (self.input.where, self.input.header.get("code_version"), self.version))
+        for name, shared in self.input.header.get("shared", {}).items():
+            self.shared[name] = self.copied(shared, "shared input %r" % name, addressed=True, kind="shared", name=name)
+        self.key = None  # from here on nothing needs it
+        return self
+
+    def check_code_address(self):
+        """The archive's sources must be the ones its name and the function's header address: a signed
+        archive of the job's older code copied over the new name is refused, never unpacked."""
+        header, archive = self.code
+        digest = code_package.archive_digest(bytes(archive))
+        wanted = self.header.get("code_digest") or header.get("digest")
+        if naming.code_key(digest) != self.header["code"] or digest != header.get("digest") or digest != wanted:
+            raise CorruptBlobError(
+                "%s does not hold the code its name addresses (its sources' digest is %s): an older archive was "
+                "copied over it in storage, and it was not unpacked; rerun the job to upload it again"
+                % (self.where("the job's code", self.header["code"]), digest[:12]))
+
+    def load(self, code_dir=None):
+        """Unpack the code, then unpickle the function and the input: (function, args, kwargs)."""
+        self.stage = "function"
+        if self.code is not None:
+            for warning in code_package.check_environment(self.code[0].get("requirements") or {}):
                 print("kubeface: %s" % warning, flush=True)
-            code_package.install(bytes(archive), code_dir or tempfile.mkdtemp(prefix="kubeface-code-"))
-        function = unpickle((header, payload), where)
-        stage = "input"
-        input_header, (args, kwargs) = streamed(naming.input_key(element), "the input of element %s" % element,
-                                                kind="input", element=element)
-        for name, shared in input_header.get("shared", {}).items():
-            kwargs[name] = streamed(shared, "shared input %r" % name, addressed=True, kind="shared", name=name)[1]
+            code_package.install(bytes(self.code[1]), code_dir or tempfile.mkdtemp(prefix="kubeface-code-"))
+        serialization.check_versions(self.header, self.function_where)
+        function = cloudpickle.loads(self.payload)
+        self.stage = "input"
+        args, kwargs = self.input.load()
+        for name, copy in self.shared.items():
+            kwargs[name] = copy.load()
+        self.close()
+        return function, args, kwargs
+
+    def close(self):
+        for copy in [self.input] + list(self.shared.values()):
+            if copy is not None:
+                copy.close()
+
+
+def _unusable(call, step):
+    """Run one step of a VerifiedCall; whatever stops it is an UnusableCall naming the stage."""
+    try:
+        return step()
     except (KeyboardInterrupt, SystemExit, Terminated):
+        call.close()
         raise
     except BaseException as error:  # noqa: BLE001 - whatever stops the call from loading is reported
-        raise UnusableCall(error, stage, traceback.format_exc()) from error
-    return function, args, kwargs, header.get("code_version", "")
+        call.close()
+        raise UnusableCall(error, getattr(call, "stage", "function"), traceback.format_exc()) from error
+
+
+def fetch_call(storage, element, key):
+    """The element's call, verified with the job's key and held privately, not yet unpickled (VerifiedCall)."""
+    if not key:
+        raise UnusableCall(SigningKeyError(
+            "the attempt got no signing key in its environment (%s): the backend must hand the job's "
+            "key to every attempt (local: a pipe; kubernetes: the job's Secret)" % serialization.KEY_ENV),
+            "function")
+    call = VerifiedCall(storage, element, key)
+    return _unusable(call, call.fetch)
+
+
+def load_call(storage, element, key, code_dir=None):
+    """The job's function and one element's arguments, shared inputs included: (function, args, kwargs, version).
+
+    What `kubeface reproduce` runs in the user's own Python. Every blob is verified before anything
+    is unpickled, and what is unpickled is the private copy that was verified; the job's shipped code
+    is checked against this environment and put first on sys.path (unpacked into code_dir) before
+    the function is unpickled. Raises UnusableCall when the function, its code or the input cannot be used.
+    """
+    call = fetch_call(storage, element, key)
+    return _unusable(call, lambda: call.load(code_dir)) + (call.version,)
+
+
+def _prepare(storage, element, attempt, key, code_dir):
+    """Verify the call, derive this attempt's result key, wipe the job's key, and only then unpickle:
+    (function, args, kwargs, code version, result key). Code the input runs cannot reach the job's key."""
+    try:
+        call = fetch_call(storage, element, key)
+        signer = keys.attempt_key(key, call.job, element, call.version, attempt)
+    finally:
+        keys.forget(key)  # the runner's own copy (a bytearray): zeroed wherever it is referenced
+        key = None
+    return _unusable(call, lambda: call.load(code_dir)) + (call.version, signer)
 
 
 def run_attempt(storage, element, attempt, log_path, key=None):
@@ -333,7 +411,8 @@ def execute_attempt(storage, element, attempt, key=None):
     job = naming.job_id_from_url(storage.url)
     code_dir = tempfile.mkdtemp(prefix="kubeface-code-")
     try:
-        function, args, kwargs, version = load_call(storage, element, key, code_dir)
+        function, args, kwargs, version, signer = _prepare(storage, element, attempt, key, code_dir)
+        key = None
     except UnusableCall as unusable:
         error = unusable.error
         known = isinstance(error, (VersionMismatchError, CorruptBlobError, BlobNotFoundError, SigningKeyError))
@@ -358,7 +437,7 @@ def execute_attempt(storage, element, attempt, key=None):
             traceback.print_exc()
             code = EXIT_ELEMENT_ERROR
         else:
-            extra = {"element": element, "attempt": attempt, "job": job}
+            extra = {"element": element, "attempt": attempt, "job": job, "signer": keys.ATTEMPT_SIGNER}
             if version:
                 extra["code_version"] = version
             try:  # streamed: the pickle stream through a temporary file, large buffers straight from the value
@@ -371,7 +450,7 @@ def execute_attempt(storage, element, attempt, key=None):
                 code = EXIT_ELEMENT_ERROR
             else:
                 with pickled:
-                    blob = pickled.blob("result", extra, key)
+                    blob = pickled.blob("result", extra, signer)
                     won = storage.write_stream_if_absent(naming.result_key(element, version), blob, blob.size)
                 record.end(Outcome.SUCCESS, result_bytes=blob.size, result_written=won,
                            **summary.describe(value))  # what results tables read

@@ -11,12 +11,12 @@ import hmac
 import io
 import json
 import os
-import pickle
 import platform
 import tempfile
 
 import cloudpickle
 
+from . import keys
 from .errors import CorruptBlobError, UntrustedBlobError, VersionMismatchError
 
 MAGIC = b"KUBEFACE-BLOB-1\n"
@@ -25,7 +25,7 @@ KEY_ENV = "KUBEFACE_SIGNING_KEY"
 # The local backend writes the runner's private environment (JSON) into a pipe and names its descriptor
 # here instead: what a process got in its environment stays readable in /proc/<pid>/environ.
 SECRET_FD_ENV = "KUBEFACE_SECRET_FD"
-_FIX = "delete it and rerun to recompute it"
+FIX = "delete it and rerun to recompute it"
 
 
 def versions():
@@ -40,6 +40,17 @@ def _mac(key, header):
     """HMAC-SHA256 of the header without its own signature; the header holds the payload's sha256 and size."""
     text = json.dumps({k: v for k, v in header.items() if k != "hmac"}, sort_keys=True).encode()
     return hmac.new(key, text, hashlib.sha256).hexdigest()
+
+
+def _verifying_key(key, header):
+    """The job's key, or for a result an attempt signed, that attempt's key (keys.attempt_key) derived from it;
+    None when the header claims an attempt's signature for anything but a result."""
+    if header.get("signer") is None:
+        return key
+    if header.get("signer") != keys.ATTEMPT_SIGNER or header.get("kind") != "result":
+        return None
+    return keys.attempt_key(key, header.get("job"), header.get("element"), header.get("code_version", ""),
+                            header.get("attempt"))
 
 
 def envelope(payload, kind, extra=None, key=None):
@@ -57,7 +68,7 @@ def dumps(obj, kind, extra=None, key=None):
     return envelope(cloudpickle.dumps(obj), kind, extra, key)
 
 
-def read_header(blob, where="blob", key=None, expect=None, fix=_FIX, check_payload=True):
+def read_header(blob, where="blob", key=None, expect=None, fix=FIX, check_payload=True):
     """Split an envelope into (header, payload) after checking its signature, place, size and digest.
 
     With a key, the header must carry a valid HMAC and the fields in expect (kind, job, element),
@@ -78,7 +89,8 @@ def read_header(blob, where="blob", key=None, expect=None, fix=_FIX, check_paylo
         signature = header.get("hmac")
         # Bytes: compare_digest raises TypeError on non-ASCII str, which would crash the master every run.
         given = signature.encode("utf-8", "surrogatepass") if isinstance(signature, str) else b""
-        if not hmac.compare_digest(given, _mac(key, header).encode()):
+        signer = _verifying_key(key, header)
+        if signer is None or not hmac.compare_digest(given, _mac(signer, header).encode()):
             raise UntrustedBlobError(
                 "%s is not signed with this job's key (%s): it was altered in storage or written by "
                 "someone without the key, and was not unpickled; %s"
@@ -183,7 +195,7 @@ def crc32c_combine(crc1, crc2, length2):
     return crc1 ^ crc2
 
 
-def _pread_into(fd, view, offset):
+def pread_into(fd, view, offset):
     """Fill view from fd at offset (a short read means the file ended early: CorruptBlobError by the caller)."""
     done = 0
     while done < len(view):
@@ -231,7 +243,7 @@ class Pickled:
         buffer = bytearray(size)
         offset = 0
         while offset < self.pickle_size:
-            n = _pread_into(self.file.fileno(), memoryview(buffer)[: min(size, self.pickle_size - offset)], offset)
+            n = pread_into(self.file.fileno(), memoryview(buffer)[: min(size, self.pickle_size - offset)], offset)
             yield memoryview(buffer)[:n]
             if offset + n >= self.pickle_size:
                 return
@@ -341,7 +353,7 @@ class BlobStream(io.RawIOBase):
                 inner = self.position - start
                 n = min(length - inner, len(target) - done)
                 if isinstance(part, tuple):
-                    n = _pread_into(part[0], target[done : done + n], inner)
+                    n = pread_into(part[0], target[done : done + n], inner)
                     if n == 0:
                         break
                 else:
@@ -352,38 +364,18 @@ class BlobStream(io.RawIOBase):
         return done
 
 
-class _Window(io.RawIOBase):
-    """length bytes of a file descriptor from offset, read with pread: what the unpickler reads."""
-
-    def __init__(self, fd, offset, length):
-        super().__init__()
-        self.fd, self.offset, self.length, self.position = fd, offset, length, 0
-
-    def readable(self):
-        return True
-
-    def readinto(self, target):
-        target = memoryview(target).cast("B")
-        n = min(len(target), self.length - self.position)
-        if n <= 0:
-            return 0
-        n = _pread_into(self.fd, target[:n], self.offset + self.position)
-        self.position += n
-        return n
-
-
 def header_digest(header):
     """What a shared input's key addresses: its signed header, which holds the payload's sha256 and the
     signature, so neither other content nor the same content signed with another key passes for it."""
     return hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()
 
 
-def read_head(head, total_size, where="blob", key=None, expect=None, fix=_FIX, storage_crc32c=None):
+def read_head(head, total_size, where="blob", key=None, expect=None, fix=FIX, storage_crc32c=None):
     """Check a blob from its first bytes (at most HEAD_LIMIT) and its size: (header, payload offset).
 
     The signature, place and size are checked as read_header does; the payload itself is checked
     only against the crc32c the storage computed of the whole object, when it gives one (GCS).
-    Nothing is unpickled; load_stream checks the payload's sha256 before it unpickles.
+    Nothing is unpickled; private_copy checks the payload's sha256 as it copies it, before anything unpickles.
     """
     end = head.find(b"\n", len(MAGIC)) if head.startswith(MAGIC) else -1
     if head.startswith(MAGIC) and end < 0 and len(head) >= HEAD_LIMIT:
@@ -401,48 +393,10 @@ def read_head(head, total_size, where="blob", key=None, expect=None, fix=_FIX, s
     return header, offset
 
 
-def load_stream(file, where="blob", key=None, expect=None, fix=_FIX, check=None):
-    """Verify and unpickle a blob from a file (a real one: it is read with pread): (header, object).
+def load_stream(file, where="blob", key=None, expect=None, fix=FIX, check=None):
+    """Verify and unpickle a blob from a file: (header, object). See private_copy: the bytes unpickled
+    are the bytes verified, and the file is read once."""
+    from .private_copy import private_copy  # it builds on this module
 
-    The header is checked first (read_head), then the whole payload's sha256 in one pass of small
-    reads, then check(header) if given (e.g. a content address), and only then is it unpickled,
-    each out-of-band buffer read straight into the memory it will keep.
-    """
-    fd = file.fileno()
-    total = os.fstat(fd).st_size
-    head = bytearray(min(HEAD_LIMIT, total))
-    head = bytes(head[: _pread_into(fd, memoryview(head), 0)])
-    header, offset = read_head(head, total, where, key, expect, fix)
-    sha, buffer = hashlib.sha256(), bytearray(_CHUNK)
-    position = offset
-    while position < total:
-        n = _pread_into(fd, memoryview(buffer)[: min(_CHUNK, total - position)], position)
-        if n == 0:
-            break
-        sha.update(memoryview(buffer)[:n])
-        position += n
-    del buffer
-    if position != total or sha.hexdigest() != header.get("sha256"):
-        raise CorruptBlobError("%s is altered (%d bytes as recorded, but its sha256 differs from the recorded "
-                               "digest); %s" % (where, header.get("size"), fix))
-    if check is not None:
-        check(header)
-    check_versions(header, where)
-    layout = header.get("buffers") or []
-    pickle_size = header.get("pickle_size", header["size"]) if layout else header["size"]
-    if (not isinstance(pickle_size, int) or not all(isinstance(b, list) and len(b) == 2 and isinstance(b[0], int)
-                                                    for b in layout)
-            or pickle_size + sum(b[0] for b in layout) != header["size"]):
-        raise CorruptBlobError("%s has an inconsistent buffer layout in its header; %s" % (where, fix))
-
-    def buffers():
-        position = offset + pickle_size
-        for length, _ in layout:
-            target = bytearray(length)  # READONLY_BUFFER in the stream makes it read-only again
-            if _pread_into(fd, memoryview(target), position) != length:
-                raise CorruptBlobError("%s ended inside a buffer; %s" % (where, fix))
-            position += length
-            yield target
-
-    stream = io.BufferedReader(_Window(fd, offset, pickle_size), buffer_size=1 << 16)
-    return header, pickle.load(stream, buffers=buffers())
+    with private_copy(file, where, key, expect, fix, check) as copy:
+        return copy.header, copy.load()

@@ -183,10 +183,10 @@ def _attempt_links(element):
         number = attempt.split("-", 1)[0].lstrip("0") or "0"
         outcome = record.get("outcome", "") if record else ("running" if element.state == "running" else "")
         if record is None or record.get("recorded_by") == "master":  # no log in storage (yet)
-            links.append('<span title="%s %s">#%s</span>' % (_esc(attempt), _esc(outcome), number))
+            links.append('<span title="%s %s">#%s</span>' % (_esc(attempt), _esc(outcome), _esc(number)))
         else:
             links.append('<a href="%s" title="%s: %s">#%s</a>'
-                         % (_esc(naming.log_key(element.key, attempt)), _esc(attempt), _esc(outcome), number))
+                         % (_esc(naming.log_key(element.key, attempt)), _esc(attempt), _esc(outcome), _esc(number)))
     return " ".join(links)
 
 
@@ -201,9 +201,10 @@ def _row(element):
     return ("<tr class=\"element %s\"><td class=\"num\">%d</td><td><code title=\"%s\">%s</code></td><td>%s%s</td>"
             "<td><span class=\"state\" style=\"background:%s\">%s</span></td><td class=\"num\">%d</td><td>%s</td>"
             "<td class=\"num\">%s</td><td>%s</td></tr>"
-            % (element.state.replace(" ", "-"), element.index, _esc(element.key), _esc(element.key[:10]),
+            % (_esc(element.state.replace(" ", "-")), element.index, _esc(element.key), _esc(element.key[:10]),
                _esc(element.label), error, _COLOURS.get(element.state, "#9e9e9e"), _esc(element.state),
-               len(element.attempts), _esc(element.host), format_duration(element.duration), _attempt_links(element)))
+               len(element.attempts), _esc(element.host), _esc(format_duration(element.duration)),
+               _attempt_links(element)))
 
 
 def _value_cell(value):
@@ -239,7 +240,7 @@ def results_section(state, elements, limit=RESULTS_LIMIT):
                    % (rank, row.index, "".join("<td>%s</td>" % _esc(_value_cell(row.params.get(p))) for p in params),
                       "".join('<td class="num%s">%s</td>' % (" metric" if n == metric else "",
                                                              _esc(_value_cell(row.values.get(n)))) for n in names),
-                      format_duration(row.duration)))
+                      _esc(format_duration(row.duration))))
     out.append("</tbody></table>")
     if len(best) > limit:
         out.append('<div class="note">the best %d of %d: <code>kubeface results %s</code> lists them all</div>'

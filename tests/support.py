@@ -3,6 +3,7 @@
 The servers the tests start live in tests/infra/; the functions jobs map live in tests/elements.py.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -35,6 +36,23 @@ def run_luigi(args, cwd, env=None, timeout=600):
                 for part in (error.stdout, error.stderr)]
         raise AssertionError("luigi %s ran over %ss; its last output:\n%s" % (
             " ".join(args[:3]), timeout, (said[0] + said[1])[-6000:])) from None
+
+
+def run_runner(job_url, element, attempt, key, cwd):
+    """The real task runner, `python -m luigi_kubeface.runner`, with the key in a pipe as the local backend
+    hands it (never in argv or the environment)."""
+    from luigi_kubeface import runner, serialization
+
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "wb") as pipe:
+        pipe.write(json.dumps({serialization.KEY_ENV: key.hex()}).encode())
+    try:
+        env = dict(os.environ, TMPDIR=str(cwd), **{serialization.SECRET_FD_ENV: str(read_end)})
+        env.pop(serialization.KEY_ENV, None)
+        return subprocess.run(runner.command(job_url, element, attempt, python=sys.executable), env=env,
+                              pass_fds=(read_end,), cwd=str(cwd), capture_output=True, timeout=120)
+    finally:
+        os.close(read_end)
 
 
 class Bomb:

@@ -141,3 +141,24 @@ def test_escape_sequences_from_the_bucket_never_reach_a_terminal(tmp_path):
                             str(root)], capture_output=True, text=True, cwd=REPO,
                            env=dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, TESTS])), timeout=60)
     assert "\x1b]52;c;ZXZpbA==\x07 hello from 0" in piped.stdout  # a pipe or file gets the log as it is
+
+
+def negative_length(text):
+    return -len(text)
+
+
+def test_results_as_csv_never_hold_a_formula_a_spreadsheet_would_run(tmp_path):
+    """Item 7 of the attack review: parameter or summary values starting with =, +, -, @ were written as they are."""
+    import csv
+    import io
+
+    root = tmp_path / "s"
+    items = ['=HYPERLINK("http://evil.example","x")', "=cmd|' /C calc'!A0", "@SUM(1+1)", "+1+1", "-1+1", "\tx", "plain"]
+    Client(storage_root=str(root), **FAST).map(negative_length, items, job_id="csv")
+    code, out = kubeface("results", "csv", "--storage-root", str(root), "--format", "csv")
+    assert code == 0, out
+    cells = [cell for row in csv.reader(io.StringIO(out)) for cell in row]
+    formulas = [c for c in cells if c[:1] in ("=", "+", "@", "\t", "\r") or c[:1] == "-" and not c[1:].isdigit()]
+    assert not formulas, formulas
+    assert "'=HYPERLINK(\"http://evil.example\",\"x\")" in cells and "plain" in cells
+    assert str(-len(items[0])) in cells  # numbers stay numbers, negative ones too

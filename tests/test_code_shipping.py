@@ -276,3 +276,67 @@ def test_the_environment_check_names_the_package_both_versions_and_the_dockerfil
     major, minor, *_ = __import__("pytest").__version__.split(".")
     warnings = code_package.check_environment({"pytest": "%s.%s.999" % (major, minor)})
     assert warnings and "patch level" in warnings[0]
+
+
+def _replay_setup(tmp_path, monkeypatch):
+    """A job run with x*10, then its module edited to x*100 and the job prepared again (not launched):
+    (job, the first run's code archive and function blob, key)."""
+    import importlib
+
+    from luigi_kubeface import naming
+    from luigi_kubeface.job import Job, elements_from_items
+    from luigi_kubeface.keys import KeyRing
+
+    project, root, keys = tmp_path / "project", tmp_path / "s", str(tmp_path / "keys")
+    project.mkdir()
+    (project / "replayed_scale.py").write_text("def scale(x):\n    return x * 10\n")
+    monkeypatch.syspath_prepend(str(project))
+    monkeypatch.delitem(sys.modules, "replayed_scale", raising=False)  # each test imports its own
+    import replayed_scale
+
+    client = Client(storage_root=str(root), key_dir=keys, retries=0, **FAST)
+    assert list(client.map(replayed_scale.scale, [1, 2], job_id="replay")) == [10, 20]
+    old_code = {p.name: p.read_bytes() for p in (root / "replay" / "code").iterdir()}
+    old_function = (root / "replay" / naming.FUNCTION).read_bytes()
+    (project / "replayed_scale.py").write_text("def scale(x):\n    return x * 100\n")
+    importlib.reload(replayed_scale)
+    job = Job("replay", str(root), replayed_scale.scale, elements_from_items([1, 2], "x"), None,
+              keys=KeyRing(keys), settings=client.settings)
+    job.prepare()
+    return job, old_code, old_function, KeyRing(keys).load(job.url)
+
+
+def test_an_older_code_archive_copied_over_the_new_name_is_refused(tmp_path, monkeypatch):
+    """Item 3 of the attack review: the old archive is validly signed for this job; only its content tells."""
+    from luigi_kubeface import naming, runner
+    from support import run_runner
+
+    job, old_code, _, key = _replay_setup(tmp_path, monkeypatch)
+    code = tmp_path / "s" / "replay" / "code"
+    (new_name,) = [p for p in code.iterdir() if p.name not in old_code]
+    new_name.write_bytes(next(iter(old_code.values())))  # the replay, between prepare and launch
+    element = job.elements[0]
+    job.store.write_input(element, job.shared_keys)
+    attempt = naming.new_attempt_id(2)
+    done = run_runner(job.url, element.key, attempt, key, tmp_path)
+    result = tmp_path / "s" / "replay" / naming.result_key(element.key, job.code_version)
+    assert not result.exists(), "the old code's result was filed under the new code version"
+    assert done.returncode == runner.EXIT_UNUSABLE_INPUT
+    record = job.store.attempt_record(element.key, attempt)
+    assert "does not hold the code its name addresses" in record["message"]
+
+
+def test_an_older_function_copied_back_is_refused_beside_the_new_input(tmp_path, monkeypatch):
+    """The input is signed with the code version it is for: an old function.pkl (and its old archive) does not run it."""
+    from luigi_kubeface import naming, runner
+    from support import run_runner
+
+    job, _, old_function, key = _replay_setup(tmp_path, monkeypatch)
+    (tmp_path / "s" / "replay" / naming.FUNCTION).write_bytes(old_function)
+    element = job.elements[0]
+    job.store.write_input(element, job.shared_keys)
+    attempt = naming.new_attempt_id(2)
+    done = run_runner(job.url, element.key, attempt, key, tmp_path)
+    assert done.returncode == runner.EXIT_UNUSABLE_INPUT, (done.stdout + done.stderr).decode()[-3000:]
+    record = job.store.attempt_record(element.key, attempt)
+    assert "was written for code version" in record["message"]

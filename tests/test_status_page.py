@@ -188,3 +188,22 @@ def test_results_section_at_fifty_thousand_elements_in_chromium(tmp_path):
     assert section.count('<g class="group">') == 40 + 12 + 3  # binned learning rates, depths, optimizers
     assert "%d of 49900 elements drawn" % MAX_LINES in section
     assert len(html) < 1 << 20  # the page stays small
+
+
+@pytest.mark.slow
+def test_a_planted_attempt_name_is_no_attempt_and_no_markup_in_chromium(tmp_path):
+    """Item 4 of the attack review: attempts/<element>/<img src=x onerror=...>.json put the raw tag on the page."""
+    root = str(tmp_path / "s")
+    client = Client(storage_root=root, **FAST)
+    results = client.map(uneven, [1, 2], job_id="planted")
+    attempts = os.path.join(root, "planted", "attempts", results.keys[0])
+    planted = '<img src=x onerror="document.title=\'PWNED\'">'
+    with open(os.path.join(attempts, planted + ".json"), "w") as f:
+        json.dump({"outcome": "success", "finished": time.time()}, f)
+    page = tmp_path / "page.html"
+    page.write_text(render(JobState(Job("planted", root)).refresh(), final=True))
+    html = page.read_text()
+    assert "<img" not in html and "onerror" not in html
+    assert planted not in Job("planted", root).store.attempts(results.keys[0])  # not an attempt id: no attempt
+    dom = chromium("file://%s" % page, str(tmp_path))
+    assert "PWNED" not in dom

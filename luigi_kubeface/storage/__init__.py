@@ -48,7 +48,9 @@ class Storage(Protocol):
 
     def open_read(self, key: str):
         """The blob as a readable binary file with a descriptor (a local file, or a private temporary
-        file it was streamed into), to be closed by the caller; BlobNotFoundError if there is none."""
+        file it was streamed into, which has `private = True`), to be closed by the caller;
+        BlobNotFoundError if there is none. A file without `private` may change while it is read:
+        read it once (private_copy), never verify it and then read it again."""
 
     def head(self, key: str, limit: int) -> "Head":
         """The blob's first limit bytes, its size and the crc32c the storage computed of it (None if it

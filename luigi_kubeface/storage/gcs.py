@@ -146,7 +146,7 @@ class GCSStorage:
         return self._call("write", key, upload)
 
     def open_read(self, key):
-        """Streamed (checksummed by the SDK) into a private temporary file: memory stays flat."""
+        """Streamed (checksummed by the SDK) into a private temporary file (marked `private`): memory stays flat."""
 
         def download():
             f = tempfile.TemporaryFile()
@@ -154,6 +154,7 @@ class GCSStorage:
                 self._blob(key).download_to_file(f, **_CALL)
                 f.flush()
                 f.seek(0)
+                f.private = True  # nobody else can open it: private_copy unpickles it without a second copy
                 return f
             except BaseException:
                 f.close()

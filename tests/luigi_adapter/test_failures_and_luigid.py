@@ -129,3 +129,24 @@ def test_rerun_with_two_workers_reports_recomputed_element_as_done(tmp_path):
     assert result.returncode == 0, output[-3000:]
     assert "7 already done, 1 to run" in output
     assert (tmp_path / "sum-8.txt").read_text() == str(sum(x * x for x in range(8)))
+
+
+def test_escape_sequences_in_a_forged_record_never_reach_luigis_terminal(tmp_path):
+    """Item 5 of the attack review: a forged newest attempt record wrote OSC 52 (clipboard) and OSC 0 (title)."""
+    import json
+    import time
+
+    failing = ("SumSquares", "--Squares-mode", "raise", "--Squares-bad", "[4]", "--kubeface-retries", "0",
+               "--kubeface-failure-budget", "0.5")
+    result, output = luigi_toy(tmp_path, *failing)
+    assert "element x=4 failed" in output
+    (attempts,) = [d for d in glob.glob(str(tmp_path / "storage" / "*" / "attempts" / "*"))
+                   if len(os.listdir(d)) == 1 and "ValueError" in open(glob.glob(d + "/*.json")[0]).read()]
+    forged = {"outcome": "error", "error_type": "ValueError\x1b]0;owned\x07",
+              "message": "copy this \x1b]52;c;ZWNobyBvd25lZA==\x07 \x1b[2J\u202etxt.exe",
+              "traceback": "Traceback\n\x1b]52;c;cm0gLXJmIH4=\x07", "finished": time.time() + 3600}
+    with open(os.path.join(attempts, "999-%d-%s.json" % (time.time(), "ab" * 6)), "w") as f:
+        json.dump(forged, f)
+    result, output = luigi_toy(tmp_path, *failing)
+    assert "copy this" in output  # the forged record is the one shown, without what drives a terminal
+    assert "\x1b" not in output and "\x07" not in output and "\u202e" not in output
