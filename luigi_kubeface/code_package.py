@@ -7,7 +7,7 @@ distributions against its image, unpacks the archive and puts it first on `sys.p
 unpickles anything, so functions and classes stay pickled by reference: the same module names,
 the same classes on both sides.
 
-Only Python sources of modules outside the standard library, site-packages and virtualenvs ship;
+Only Python sources of modules outside the standard library and site-packages ship;
 luigi-kubeface itself comes from the image. Data files ship only when named in `code_include`.
 """
 
@@ -79,17 +79,11 @@ def _installed_roots():
 _INSTALLED = _installed_roots()
 
 
-def _in_virtualenv(path):
-    directory = os.path.dirname(path)
-    while directory and directory != os.path.dirname(directory):
-        if os.path.exists(os.path.join(directory, "pyvenv.cfg")):
-            return True
-        directory = os.path.dirname(directory)
-    return False
-
-
 def is_user_path(path):
-    """A source file of the user's own project: not the standard library, site-packages or a virtualenv."""
+    """A source file of the user's own project: not under the interpreter's standard library or
+    site-packages (sysconfig, site), nor in any folder named site-packages or dist-packages (another
+    environment's, added to sys.path). A pyvenv.cfg in a parent folder says nothing: projects often
+    live inside their virtualenv's folder (`python -m venv .`, a .venv beside the sources)."""
     return _is_user_directory(os.path.dirname(os.path.abspath(path)))
 
 
@@ -97,9 +91,7 @@ def is_user_path(path):
 def _is_user_directory(directory):
     real = os.path.realpath(directory) + os.sep
     parts = set(real.split(os.sep))
-    if "site-packages" in parts or "dist-packages" in parts or real.startswith(_INSTALLED):
-        return False
-    return not _in_virtualenv(os.path.join(real, "x"))
+    return not ("site-packages" in parts or "dist-packages" in parts or real.startswith(_INSTALLED))
 
 
 def _spec(name):
