@@ -246,7 +246,10 @@ class Job:
         if self.function is None:
             return self.store.code_version
         if self._code_version is None:
-            self._code_version = code_package.code_version(self.function, self.code(), self.pinned_version)
+            inputs = code_package.referenced_modules(b"".join(e.payload for e in self.elements))
+            self._code_version = code_package.code_version(
+                self.function, self.code(), self.pinned_version, inputs,
+                getattr(self.settings, "code_include_list", ()), getattr(self.settings, "code_exclude_list", ()))
         return self._code_version
 
     @property
