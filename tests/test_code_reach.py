@@ -123,3 +123,92 @@ def test_a_star_import_counts_the_whole_module(tmp_path, monkeypatch):
     main = MAIN.replace("from proj_help import twice", "from proj_help import *")
     before = version(str(tmp_path), monkeypatch, main)
     assert version(str(tmp_path), monkeypatch, main.replace("OTHER = 7", "OTHER = 8")) != before
+
+
+PIPELINE = '''
+import luigi
+from luigi_kubeface import KubefaceMapTask
+import scoring
+import report_format
+
+SCALE = 10
+
+
+def helper(i):
+    return i * SCALE
+
+
+class Train(KubefaceMapTask):
+    def grid(self):
+        return [dict(i=i) for i in range(3)]
+
+    def run_element(self, i):
+        return helper(i) + scoring.bonus(i)
+
+
+class Other(KubefaceMapTask):
+    def grid(self):
+        return [dict(j=j) for j in range(2)]
+
+    def run_element(self, j):
+        return j + 1
+
+
+class Report(luigi.Task):
+    def requires(self):
+        return [Train(), Other()]
+
+    def output(self):
+        return luigi.LocalTarget("report.txt")
+
+    def run(self):
+        train, other = self.input()
+        with self.output().open("w") as f:
+            f.write(report_format.line(list(train.load()) + list(other.load())))
+'''
+PROJECT = {
+    "reach_pipeline.py": PIPELINE,
+    "scoring.py": "from constants import BONUS\n\n\ndef bonus(i):\n    return BONUS\n",
+    "constants.py": "BONUS = 100\n",
+    "report_format.py": "def line(values):\n    return ' '.join(str(round(v, 4)) for v in values)\n",
+}
+
+
+def report(folder, storage, edit=None):
+    """Apply an edit (file, old, new), run the pipeline through `luigi`; (report, attempts per map task)."""
+    if edit:
+        path = os.path.join(folder, edit[0])
+        with open(path) as f:
+            text = f.read()
+        assert edit[1] in text
+        make_project(folder, {edit[0]: text.replace(edit[1], edit[2])})
+        shutil.rmtree(os.path.join(folder, "__pycache__"), ignore_errors=True)
+    flags = ["--local-scheduler", "--workers", "1", "--kubeface-storage-root", storage,
+             "--kubeface-key-dir", os.path.join(folder, "keys"), "--kubeface-poll-interval", "0.05"]
+    done = run_luigi(["--module", "reach_pipeline", "Report"] + flags, cwd=folder, env={"PYTHONPATH": folder})
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(os.path.join(folder, "report.txt")) as f:
+        text = f.read()
+    os.unlink(os.path.join(folder, "report.txt"))
+    return text, {task: len(glob.glob(os.path.join(storage, task + "*", "attempts", "*", "*.json")))
+                  for task in ("Train", "Other")}
+
+
+@pytest.mark.slow
+def test_through_luigi_only_edits_run_element_reaches_recompute(tmp_path):
+    folder, storage = str(tmp_path / "project"), str(tmp_path / "storage")
+    make_project(folder, PROJECT)
+    assert report(folder, storage) == ("100 110 120 1 2", {"Train": 3, "Other": 2})
+    # A module only the downstream task's run() imports, and that run() itself: nothing recomputes.
+    assert report(folder, storage, ("report_format.py", "round(v, 4)", "round(v, 3)")) == (
+        "100 110 120 1 2", {"Train": 3, "Other": 2})
+    assert report(folder, storage, ("reach_pipeline.py", "list(other.load())", "list(other.load())[::-1]")) == (
+        "100 110 120 2 1", {"Train": 3, "Other": 2})
+    # Another map task's run_element: that task only.
+    assert report(folder, storage, ("reach_pipeline.py", "return j + 1", "return j + 5")) == (
+        "100 110 120 6 5", {"Train": 3, "Other": 4})
+    # What Train.run_element reaches: a constant it uses, a helper's constant two imports away.
+    assert report(folder, storage, ("reach_pipeline.py", "SCALE = 10", "SCALE = 20")) == (
+        "100 120 140 6 5", {"Train": 6, "Other": 4})
+    assert report(folder, storage, ("constants.py", "BONUS = 100", "BONUS = 7")) == (
+        "7 27 47 6 5", {"Train": 9, "Other": 4})
