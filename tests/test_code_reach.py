@@ -3,14 +3,17 @@ it cannot reach (another task's run(), a helper only a downstream task imports) 
 where the analysis cannot be sure (getattr, exec, globals()...) the whole module counts."""
 
 import glob
+import io
 import os
 import shutil
+import subprocess
 import sys
+import tarfile
 
 import pytest
 
 from luigi_kubeface import code_package
-from support import run_luigi
+from support import REPO, run_luigi
 from test_code_shipping import make_project
 
 HELP = '''
@@ -212,3 +215,62 @@ def test_through_luigi_only_edits_run_element_reaches_recompute(tmp_path):
         "100 120 140 6 5", {"Train": 6, "Other": 4})
     assert report(folder, storage, ("constants.py", "BONUS = 100", "BONUS = 7")) == (
         "7 27 47 6 5", {"Train": 9, "Other": 4})
+
+
+MAIN_COMMIT = "8190ff3"  # main before the code version followed what run_element reaches
+
+
+def main_release(tmp_path):
+    """luigi_kubeface as main had it, unpacked from the repository's history, to put first on PYTHONPATH."""
+    release = tmp_path / "main-release"
+    archive = subprocess.run(["git", "-C", REPO, "archive", MAIN_COMMIT, "luigi_kubeface"], capture_output=True)
+    if archive.returncode:
+        pytest.skip("needs the repository's history: git archive %s failed" % MAIN_COMMIT)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(release)
+    return release
+
+
+MAP = """
+import glob, sys
+from luigi_kubeface import Client
+import mapped
+print(list(Client(storage_root=sys.argv[1], key_dir=sys.argv[2], poll_interval=0.05).map(mapped.f, [1, 2])))
+print(len(glob.glob(sys.argv[1] + "/f-*/attempts/*/*.json")))
+"""
+
+
+def test_client_map_finds_the_job_main_named_by_its_code(tmp_path):
+    release = main_release(tmp_path)
+    folder, storage = str(tmp_path / "project"), str(tmp_path / "storage")
+    make_project(folder, {"mapped.py": "def f(x):\n    return x * 3\n"})
+    args = [sys.executable, "-c", MAP, storage, str(tmp_path / "keys")]
+    for path, attempts in ((os.pathsep.join([folder, str(release)]), 2), (folder, 2)):
+        done = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=folder,
+                              env=dict(os.environ, PYTHONPATH=path))
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.split("\n")[:2] == ["[3, 6]", str(attempts)]
+
+
+@pytest.mark.slow
+def test_results_main_computed_count_for_the_same_code(tmp_path):
+    """A bucket written by main's release: rerun with this one and unchanged code, nothing recomputes."""
+    release = main_release(tmp_path)
+    folder, storage = str(tmp_path / "project"), str(tmp_path / "storage")
+    make_project(folder, PROJECT)
+    flags = ["--local-scheduler", "--workers", "1", "--kubeface-storage-root", storage,
+             "--kubeface-key-dir", os.path.join(folder, "keys"), "--kubeface-poll-interval", "0.05"]
+    by_main = run_luigi(["--module", "reach_pipeline", "Report"] + flags, cwd=folder,
+                        env={"PYTHONPATH": os.pathsep.join([folder, str(release)])})
+    assert by_main.returncode == 0, by_main.stderr[-3000:]
+    os.unlink(os.path.join(folder, "report.txt"))
+    assert report(folder, storage) == ("100 110 120 1 2", {"Train": 3, "Other": 2})  # this release: all reused
+    status = subprocess.run([sys.executable, "-m", "luigi_kubeface.cli", "status",
+                             glob.glob(os.path.join(storage, "Train*"))[0]], capture_output=True, text=True, timeout=120)
+    assert "(current) 3" in status.stdout, status.stdout
+    # The first edit after the upgrade: what Train.run_element reaches recomputes Train; Other's results of
+    # main's version counted only while every shipped source was main's (README: Changing your code).
+    assert report(folder, storage, ("constants.py", "BONUS = 100", "BONUS = 1")) == (
+        "1 11 21 1 2", {"Train": 6, "Other": 4})
+    assert report(folder, storage, ("constants.py", "BONUS = 1", "BONUS = 2")) == (
+        "2 12 22 1 2", {"Train": 9, "Other": 4})
