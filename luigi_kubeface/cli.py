@@ -152,9 +152,9 @@ def _print_runs(state, out):
             + tuple(run.count(n) for n in ("reused", "succeeded", "failed", "retried", "speculated"))
             + ("; stopped early: %s" % run.stopped if run.stopped else "",)), file=out)
     if state.version_counts:
-        current = state.store.code_version
+        current, counted = state.store.code_version, state.store.counted_versions
         print("results by code version: %s" % ", ".join(
-            "%s%s %d" % (version or "(before code versions)", " (current)" if version == current else "", n)
+            "%s%s %d" % (version or "(before code versions)", " (current)" if version in counted else "", n)
             for version, n in sorted(state.version_counts.items(), key=lambda vn: (vn[0] != current, vn[0]))),
             file=out)
 

@@ -37,10 +37,7 @@ class Client:
                   retry_deadline=self.settings.storage_retry_deadline, keys=KeyRing.from_settings(self.settings),
                   settings=self.settings, pinned_version=code_version)
         if job_id is None:  # the same items with other code or other shared inputs are another job
-            shared_digests = sorted((n, p.sha256) for n, p in job.shared_pickles().items())
-            identity = (tuple(e.key for e in elements), job.code_version, tuple(map(tuple, shared_digests)))
-            job = job.renamed("%s-%s" % (getattr(function, "__name__", "map").strip("<>") or "map",
-                                         naming.element_key((identity,), {})[:12]))
+            job = _named_by_identity(job, function, elements)
         bars = []  # shown once the job is prepared, as its status page is
 
         def show(current):
@@ -83,3 +80,23 @@ def job_failure(job, report):
     lines.append("Every failed element: `kubeface status %s`, or the status page %s" % (job.url, page_url(job)))
     lines.append("Finished results are kept: fix the cause and rerun to compute only what is missing.")
     return JobFailedError("\n".join(lines))
+
+
+def _named_by_identity(job, function, elements):
+    """The default job id: a digest of the items, the code version and the shared inputs. The id the
+    same call had before the code version followed what the function reaches (legacy_code_version)
+    is kept when that job exists and this one does not, so its results count after an upgrade."""
+    shared_digests = tuple(tuple(d) for d in sorted((n, p.sha256) for n, p in job.shared_pickles().items()))
+    keys = tuple(e.key for e in elements)
+    prefix = getattr(function, "__name__", "map").strip("<>") or "map"
+
+    def named(version):
+        return job.renamed("%s-%s" % (prefix, naming.element_key(((keys, version, shared_digests),), {})[:12]))
+
+    current = named(job.code_version)
+    legacy = job.legacy_code_version
+    if legacy and legacy != job.code_version and not current.store.storage.exists(naming.JOB_META):
+        earlier = named(legacy)
+        if earlier.store.storage.exists(naming.JOB_META):
+            return earlier
+    return current

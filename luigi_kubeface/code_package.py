@@ -7,7 +7,7 @@ distributions against its image, unpacks the archive and puts it first on `sys.p
 unpickles anything, so functions and classes stay pickled by reference: the same module names,
 the same classes on both sides.
 
-Only Python sources of modules outside the standard library, site-packages and virtualenvs ship;
+Only Python sources of modules outside the standard library and site-packages ship;
 luigi-kubeface itself comes from the image. Data files ship only when named in `code_include`.
 """
 
@@ -27,6 +27,7 @@ import types
 import zipfile
 from dataclasses import dataclass, field
 
+from . import code_reach
 from .errors import ConfigurationError, EnvironmentMismatchError
 
 NEVER_SHIPPED = ("luigi_kubeface",)  # the runner itself: always the image's
@@ -79,17 +80,11 @@ def _installed_roots():
 _INSTALLED = _installed_roots()
 
 
-def _in_virtualenv(path):
-    directory = os.path.dirname(path)
-    while directory and directory != os.path.dirname(directory):
-        if os.path.exists(os.path.join(directory, "pyvenv.cfg")):
-            return True
-        directory = os.path.dirname(directory)
-    return False
-
-
 def is_user_path(path):
-    """A source file of the user's own project: not the standard library, site-packages or a virtualenv."""
+    """A source file of the user's own project: not under the interpreter's standard library or
+    site-packages (sysconfig, site), nor in any folder named site-packages or dist-packages (another
+    environment's, added to sys.path). A pyvenv.cfg in a parent folder says nothing: projects often
+    live inside their virtualenv's folder (`python -m venv .`, a .venv beside the sources)."""
     return _is_user_directory(os.path.dirname(os.path.abspath(path)))
 
 
@@ -97,9 +92,7 @@ def is_user_path(path):
 def _is_user_directory(directory):
     real = os.path.realpath(directory) + os.sep
     parts = set(real.split(os.sep))
-    if "site-packages" in parts or "dist-packages" in parts or real.startswith(_INSTALLED):
-        return False
-    return not _in_virtualenv(os.path.join(real, "x"))
+    return not ("site-packages" in parts or "dist-packages" in parts or real.startswith(_INSTALLED))
 
 
 def _spec(name):
@@ -434,14 +427,56 @@ def _plain_text(value):
     return "<%s.%s>" % (type(value).__module__, type(value).__qualname__)
 
 
-def code_version(function, package, pinned=None):
-    """The short tag results are filed under: a digest of the function and the shipped code, or of
-    the version the user pinned by hand (code_version() on a map task, code_version= on Client.map)."""
+def code_version(function, package, pinned=None, inputs=(), include=(), exclude=()):
+    """The short tag results are filed under: a digest of what the function can reach (code_reach.py),
+    of the whole modules the element inputs name (inputs) and of what code_include ships, or of the
+    version the user pinned by hand (code_version() on a map task, code_version= on Client.map)."""
     if pinned is not None:
         basis = {"pinned": str(pinned)}
     else:
-        basis = {"function": function_identity(function), "code": package.digest}
+        whole = _whole_digests(package, exclude)
+        basis = {"function": function_identity(function),
+                 "reach": code_reach.Reach(lambda name: _is_installed(name, exclude), whole).digest(function),
+                 "inputs": sorted(whole(name) for name in set(inputs)),
+                 "include": build([], include, exclude).digest if include else ""}
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def legacy_code_version(function, package):
+    """The version main filed results under before code_reach (the function's name and every shipped
+    source): results of that version count while the code is the same, so an upgrade recomputes nothing."""
+    basis = {"function": function_identity(function), "code": package.digest}
+    return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _whole_digests(package, exclude):
+    """module name -> the digest of its sources and of the user's modules it imports, transitively
+    (what a module counts with when the analysis is unsure); the whole package for __main__."""
+    cache = {}
+
+    def whole(name):
+        if name not in cache:
+            shippable = name and name != "__main__" and _spec(name) is not None
+            cache[name] = build([name], (), exclude).digest if shippable else package.digest
+        return cache[name]
+
+    return whole
+
+
+def _is_installed(name, exclude):
+    """Code counted by name only: the standard library, installed packages, luigi-kubeface, code_exclude."""
+    if not name or name == "__main__":
+        return False
+    top = name.split(".")[0]
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names or _excluded(name, exclude):
+        return True
+    spec = _spec(name)
+    if spec is None:
+        return name not in sys.modules  # a module made by hand (no spec) is the user's
+    origin = spec.origin if spec.origin not in (None, "built-in", "frozen") else None
+    if origin:
+        return not is_user_path(origin)
+    return not any(is_user_path(os.path.join(p, "x")) for p in spec.submodule_search_locations or ())
 
 
 # -- in the runner ------------------------------------------------------------------------------

@@ -180,6 +180,7 @@ class Job:
         defined = self.function is not None
         return JobStore.at(self.storage_root, job_id, keys=keys, retry_deadline=self.retry_deadline,
                            code_version=(lambda: self.code_version) if defined else None,
+                           legacy_version=(lambda: self.legacy_code_version) if defined else None,
                            reuse_any=getattr(self.settings, "reuse_results", "same_code") == "any" if defined else None)
 
     def renamed(self, job_id):
@@ -246,8 +247,21 @@ class Job:
         if self.function is None:
             return self.store.code_version
         if self._code_version is None:
-            self._code_version = code_package.code_version(self.function, self.code(), self.pinned_version)
+            inputs = code_package.referenced_modules(b"".join(e.payload for e in self.elements))
+            self._code_version = code_package.code_version(
+                self.function, self.code(), self.pinned_version, inputs,
+                getattr(self.settings, "code_include_list", ()), getattr(self.settings, "code_exclude_list", ()))
         return self._code_version
+
+    @property
+    def legacy_code_version(self):
+        """The same code's version as releases before the reach analysis tagged it (their results count)."""
+        if self.function is None:
+            counted = self.store.counted_versions
+            return counted[1] if len(counted) > 1 else None
+        if self.pinned_version is not None:
+            return None  # a pinned version was tagged the same way then
+        return code_package.legacy_code_version(self.function, self.code())
 
     @property
     def reuse_any(self):
@@ -279,7 +293,7 @@ class Job:
                 "requirements": package.requirements, "pinned": self.pinned_version}
         store.write_meta(dict(serialization.versions(), job=self.id, elements=len(self.elements),
                               function=getattr(self.function, "__qualname__", repr(self.function)),
-                              code_version=version, code=code,
+                              code_version=version, legacy_code_version=self.legacy_code_version, code=code,
                               reuse_results="any" if self.reuse_any else "same_code",
                               result_metric=getattr(self.settings, "result_metric", ""),
                               result_direction=getattr(self.settings, "result_direction", "maximize"),

@@ -23,9 +23,12 @@ from .storage import open_storage
 
 class JobStore:
     """One job's prefix. code_version and reuse_any say which results count: a job's definition
-    passes its own (a value, or a function computing it when first asked); None takes job.json's."""
+    passes its own (a value, or a function computing it when first asked); None takes job.json's.
+    legacy_version (likewise) is the same code's version as releases before code_package.code_reach
+    computed it: its results count too, so an upgrade recomputes nothing."""
 
-    def __init__(self, url, keys=None, retry_deadline=30.0, code_version=None, reuse_any=None):
+    def __init__(self, url, keys=None, retry_deadline=30.0, code_version=None, reuse_any=None,
+                 legacy_version=None):
         self.url = url
         self.id = naming.check_job_id(naming.job_id_from_url(url))
         self.storage_root = url.rstrip("/").rsplit("/", 1)[0]
@@ -34,6 +37,7 @@ class JobStore:
         self.keys = keys or KeyRing()
         self._key = None
         self._code_version = code_version
+        self._legacy_version = legacy_version
         self._reuse_any = reuse_any
         self._versions = None  # element -> code versions of its results, as last listed
 
@@ -53,6 +57,17 @@ class JobStore:
         if self._code_version is None:
             self._code_version = self.meta().code_version
         return self._code_version
+
+    @property
+    def counted_versions(self):
+        """The code versions whose results count: this code's, and the same code's as tagged before."""
+        legacy = self._legacy_version
+        if callable(legacy):
+            legacy = legacy()
+        elif legacy is None and not callable(self._code_version):  # a tool's view: as job.json says
+            legacy = self._legacy_version = self.meta().get("legacy_code_version") or ""
+        current = self.code_version
+        return (current, legacy) if legacy and legacy != current else (current,)
 
     @property
     def reuse_any(self):
@@ -133,25 +148,30 @@ class JobStore:
         versions = self.result_versions() if versions is None else versions
         if self.reuse_any:
             return set(versions)
-        current = self.code_version
-        return {k for k, found in versions.items() if current in found}
+        counted = set(self.counted_versions)
+        return {k for k, found in versions.items() if counted & found}
 
     def result_version(self, key):
         """Which of an element's results counts: this code's, or with reuse any, one that exists."""
-        current = self.code_version
-        if not self.reuse_any:
+        current, *legacy = self.counted_versions
+        if not self.reuse_any and not legacy:
             return current
         found = (self._versions or {}).get(key)
         if not found:
             found = {v for k, v in filter(None, map(naming.result_from_key,
                                                     self.storage.list(naming.result_key(key, "")[:-len(".pkl")])))
                      if k == key}
-        return current if current in found or not found else max(found)
+        if current in found or not found:
+            return current
+        if not self.reuse_any:
+            return legacy[0] if legacy[0] in found else current
+        return max(found)
 
     def drop_other_versions(self, key):
         """Delete an element's results of other code once this code's result is in (storage stays bounded)."""
+        counted = self.counted_versions
         for version in (self._versions or {}).get(key, ()):
-            if version != self.code_version:
+            if version not in counted:
                 self.storage.delete(naming.result_key(key, version))
 
     def has_result(self, key):

@@ -22,14 +22,16 @@ def process_argvs():
             continue
 
 
-def run_luigi(args, cwd, env=None, timeout=600):
-    """Run the real `luigi` command with the repository's luigi.cfg, as a user would."""
+def run_luigi(args, cwd, env=None, timeout=600, python=None):
+    """Run the real `luigi` command with the repository's luigi.cfg, as a user would (python: run it
+    as `python -m luigi` with that interpreter instead, e.g. a virtualenv's)."""
     full_env = dict(os.environ, LUIGI_CONFIG_PATH=os.path.join(REPO, "luigi.cfg"),
                     PYTHONPATH=os.pathsep.join([TESTS, REPO, os.environ.get("PYTHONPATH", "")]))
     full_env.update(env or {})
     luigi = os.path.join(os.path.dirname(sys.executable), "luigi")
     try:
-        return subprocess.run([luigi] + list(args), cwd=cwd, env=full_env, capture_output=True, text=True,
+        command = [python, "-m", "luigi"] if python else [luigi]
+        return subprocess.run(command + list(args), cwd=cwd, env=full_env, capture_output=True, text=True,
                               timeout=timeout)
     except subprocess.TimeoutExpired as error:  # keep what it said: it is what finding a hang needs
         said = [part.decode(errors="replace") if isinstance(part, bytes) else part or ""

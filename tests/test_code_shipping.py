@@ -340,3 +340,97 @@ def test_an_older_function_copied_back_is_refused_beside_the_new_input(tmp_path,
     assert done.returncode == runner.EXIT_UNUSABLE_INPUT, (done.stdout + done.stderr).decode()[-3000:]
     record = job.store.attempt_record(element.key, attempt)
     assert "was written for code version" in record["message"]
+
+
+VENV_PIPELINE = '''
+import luigi
+import labunits
+from luigi_kubeface import KubefaceMapTask
+from lab_helpers import score
+
+
+class Scores(KubefaceMapTask):
+    def grid(self):
+        return [dict(i=i) for i in range(4)]
+
+    def run_element(self, i):
+        return score(i) + labunits.UNIT * FACTOR
+
+
+FACTOR = 1
+
+
+class Report(luigi.Task):
+    def requires(self):
+        return Scores()
+
+    def output(self):
+        return luigi.LocalTarget("report.txt")
+
+    def run(self):
+        with self.output().open("w") as f:
+            f.write(" ".join(map(str, self.input().load())))
+'''
+
+
+def make_venv(where):
+    """A real virtualenv (no pip: quick) whose interpreter also sees this test run's packages, through a
+    .pth file in its own site-packages, where a genuinely installed distribution lives too."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", where], check=True, timeout=300)
+    python = os.path.join(where, "bin", "python")
+    site_packages = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                   capture_output=True, text=True, check=True).stdout.strip()
+    ours = [p for p in sys.path if p.endswith("site-packages") and os.path.isdir(os.path.join(p, "luigi"))][0]
+    make_project(site_packages, {
+        "kubeface_tests.pth": "import site; site.addsitedir(%r)\n" % ours,
+        "labunits/__init__.py": "UNIT = 1000\n",
+        "labunits-2.3.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: labunits\nVersion: 2.3.0\n",
+        "labunits-2.3.0.dist-info/top_level.txt": "labunits\n",
+        "labunits-2.3.0.dist-info/RECORD": "labunits/__init__.py,,\n",
+    })
+    return python
+
+
+def report_in(folder, storage, python):
+    flags = ["--local-scheduler", "--workers", "1", "--kubeface-storage-root", storage,
+             "--kubeface-key-dir", os.path.join(folder, "keys"), "--kubeface-poll-interval", "0.05"]
+    done = run_luigi(["--module", "venv_pipeline", "Report"] + flags, cwd=folder, env={"PYTHONPATH": folder},
+                     python=python)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(os.path.join(folder, "report.txt")) as f:
+        values = [int(v) for v in f.read().split()]
+    os.unlink(os.path.join(folder, "report.txt"))
+    return values
+
+
+@pytest.mark.slow
+def test_a_project_inside_its_virtualenv_folder_ships_and_its_edits_recompute(tmp_path):
+    """python3 -m venv x && mkdir x/analysis: the pyvenv.cfg above the project does not make it "installed"."""
+    venv = str(tmp_path / "x")
+    python = make_venv(venv)
+    folder, storage = os.path.join(venv, "analysis"), str(tmp_path / "storage")
+    make_project(folder, {"venv_pipeline.py": VENV_PIPELINE,
+                          "lab_helpers.py": "def score(i):\n    return i * 10\n"})
+    assert report_in(folder, storage, python) == [1000, 1010, 1020, 1030]
+    (job_dir,) = glob.glob(os.path.join(storage, "Scores*"))
+    code = json.load(open(os.path.join(job_dir, "job.json")))["code"]
+    assert {"venv_pipeline", "lab_helpers"} <= set(code["modules"])
+    # The distribution installed in the virtualenv's site-packages is the image's, not shipped.
+    assert code["requirements"].get("labunits") == "2.3.0"
+    assert not any(m.startswith(("labunits", "luigi")) for m in code["modules"])
+
+    make_project(folder, {"lab_helpers.py": "def score(i):\n    return i * 20\n"})  # the helper
+    assert report_in(folder, storage, python) == [1000, 1020, 1040, 1060]
+    with open(os.path.join(folder, "venv_pipeline.py")) as f:
+        source = f.read()
+    make_project(folder, {"venv_pipeline.py": source.replace("UNIT * FACTOR", "UNIT * FACTOR + 1")})  # run_element
+    assert report_in(folder, storage, python) == [1001, 1021, 1041, 1061]
+
+
+def test_only_the_interpreters_own_paths_are_installed(tmp_path):
+    venv = tmp_path / "env"
+    make_project(str(venv), {"pyvenv.cfg": "home = /usr/bin\n", "analysis/mine.py": "X = 1\n"})
+    assert code_package.is_user_path(str(venv / "analysis" / "mine.py"))
+    assert not code_package.is_user_path(str(venv / "lib" / "python3" / "site-packages" / "dep.py"))
+    assert not code_package.is_user_path(__import__("luigi").__file__)
+    assert not code_package.is_user_path(json.__file__)

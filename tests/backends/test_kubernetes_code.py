@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -40,6 +42,25 @@ def test_a_pipeline_with_a_helper_runs_on_pods_and_an_edit_reaches_them(kube_clu
     assert second.returncode == 0, second.stderr[-4000:]
     assert total(folder) == sum(i * 10 + 7000 for i in range(6))
     assert "6 of them have results of other code" in second.stderr
+    wait_until(lambda: not pods(kube_cluster, kube_namespace), 30, "finished pods to be deleted")
+
+
+def test_a_project_inside_a_virtualenv_folder_ships_to_the_pods(kube_cluster, kube_namespace, fake_gcs, gcs_root,
+                                                                 tmp_path):
+    """python3 -m venv x && mkdir x/analysis: the pods have only what the job ships, so it must ship."""
+    venv = str(tmp_path / "x")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True, timeout=300)
+    folder = os.path.join(venv, "analysis")
+    write_pipeline(folder, offset=0)
+    first = luigi_on_cluster(kube_cluster, kube_namespace, fake_gcs, gcs_root, folder)
+    assert first.returncode == 0, first.stderr[-4000:]
+    assert total(folder) == sum(i * 10 for i in range(6))
+
+    write_pipeline(folder, offset=300)
+    os.unlink(os.path.join(folder, "total-6.txt"))
+    second = luigi_on_cluster(kube_cluster, kube_namespace, fake_gcs, gcs_root, folder)
+    assert second.returncode == 0, second.stderr[-4000:]
+    assert total(folder) == sum(i * 10 + 300 for i in range(6))
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 30, "finished pods to be deleted")
 
 
