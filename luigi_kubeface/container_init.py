@@ -12,9 +12,12 @@ SIGHUP to the child's process group, reaps every zombie, kills what is left once
 with the child's status, as tini and Docker's --init do.
 """
 
+import atexit
 import contextlib
 import os
 import signal
+import sys
+import traceback
 
 # Seconds PID 1 gives the attempt after forwarding a SIGTERM (the pods' grace period is 10 s).
 KILL_AFTER = 5
@@ -35,7 +38,13 @@ def run_as_init(child_main):
         code = 3
         try:
             code = child_main()
+        except BaseException:  # noqa: BLE001 - the child must never return into PID 1's code
+            traceback.print_exc()
         finally:
+            with contextlib.suppress(BaseException):
+                atexit._run_exitfuncs()  # as a normal exit of the runner would
+                sys.stdout.flush()
+                sys.stderr.flush()
             os._exit(code if isinstance(code, int) else 3)
     with contextlib.suppress(OSError):
         os.setpgid(child, child)  # no race with the child's own setpgid: whichever runs first wins

@@ -75,7 +75,7 @@ def test_api_server_down_for_30s_mid_job(kube_cluster, kube_namespace, fake_gcs,
 def test_master_killed_then_the_same_luigi_command_adopts_and_finishes(kube_cluster, kube_namespace, fake_gcs,
                                                                         gcs_root, tmp_path):
     env = {"STORAGE_EMULATOR_HOST": fake_gcs.url, "GOOGLE_CLOUD_PROJECT": "test"}
-    pod_env = dict(env, PYTHONPATH=os.pathsep.join([REPO, TESTS]))  # pods import tests/pipelines/toy.py
+    pod_env = dict(env)  # pods get tests/pipelines/toy.py as the job ships it
     n = 16
     command = ["--module", "pipelines.toy", "SumSquares", "--n", str(n), "--local-scheduler",
                "--Squares-mode", "sleep", "--Squares-bad", "[%s]" % ",".join(map(str, range(n))),
@@ -108,9 +108,9 @@ def test_master_killed_then_the_same_luigi_command_adopts_and_finishes(kube_clus
 
 
 @pytest.fixture
-def second_node(kube_cluster, tmp_path):
-    """node-2, run by its own node agent, so that it can go NotReady while node-1 carries on."""
-    agent = NodeAgent(kube_cluster.kubeconfig, images={TEST_IMAGE: kube_cluster.image_bin},
+def second_node(stand_in_cluster, tmp_path):
+    """node-2, run by its own stand-in agent, so that it can go NotReady while node-1 carries on."""
+    agent = NodeAgent(stand_in_cluster.kubeconfig, images={TEST_IMAGE: stand_in_cluster.image_bin},
                       workdir=tmp_path / "agent-2", nodes=[NodeSpec("node-2", cpu="8", memory="16Gi", pods=110)])
     agent.start()
     agent.wait_nodes_schedulable(60)
@@ -119,26 +119,36 @@ def second_node(kube_cluster, tmp_path):
     agent.stop(delete_nodes=True)
 
 
-def test_pods_killed_and_a_node_lost_mid_job(kube_cluster, kube_namespace, fake_gcs, gcs_root, second_node):
-    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, max_in_flight=20, retries=2,
+def kill_some_pods(cluster, namespace, count, nodes=None):
+    """SIGKILL the first process of `count` running pods' containers, one every 0.7 s; their names."""
+    rng, killed = random.Random(7), []
+    wait_until(lambda: len(running_pods(cluster, namespace)) >= 10, 180, "10 running pods")
+    while len(killed) < count:
+        running = running_pods(cluster, namespace)
+        if running:
+            pod = rng.choice(running)
+            try:
+                node = nodes[pod["spec"]["nodeName"]] if nodes else cluster.node
+                node.kill_pod_process(namespace, pod["metadata"]["name"])
+                killed.append(pod["metadata"]["name"])
+            except (KeyError, LookupError, ProcessLookupError):
+                pass
+        time.sleep(0.7)
+    return killed
+
+
+def test_a_node_lost_while_another_carries_on(stand_in_cluster, stand_in_namespace, fake_gcs, gcs_root,
+                                              second_node):
+    """Stand-in: several nodes, one of them NotReady while the other carries on (a real node is one here)."""
+    cluster, namespace = stand_in_cluster, stand_in_namespace
+    settings = kube_settings(cluster, namespace, fake_gcs, gcs_root, max_in_flight=20, retries=2,
                              node_lost_timeout=3, unschedulable_patience=120)
-    agents = {"node-1": kube_cluster.agent, "node-2": second_node}
     items = [3 + i / 1000 for i in range(40)]
     killed = []
 
     def chaos():
-        rng = random.Random(7)
-        wait_until(lambda: len(running_pods(kube_cluster, kube_namespace)) >= 10, 120, "10 running pods")
-        while len(killed) < len(items) // 10:  # 10% of the elements lose a pod
-            running = running_pods(kube_cluster, kube_namespace)
-            if running:
-                pod = rng.choice(running)
-                try:
-                    agents[pod["spec"]["nodeName"]].kill_pod_process(kube_namespace, pod["metadata"]["name"])
-                    killed.append(pod["metadata"]["name"])
-                except (KeyError, LookupError):
-                    pass
-            time.sleep(0.7)
+        killed.extend(kill_some_pods(cluster, namespace, len(items) // 10,
+                                     nodes={"node-1": cluster.agent, "node-2": second_node}))
         second_node.set_node_ready("node-2", False)  # its pods are evicted after node_lost_timeout
 
     thread = threading.Thread(target=chaos, daemon=True)
@@ -147,6 +157,52 @@ def test_pods_killed_and_a_node_lost_mid_job(kube_cluster, kube_namespace, fake_
     thread.join()
     assert list(results) == items and len(killed) == 4
     assert_each_result_once(gcs_root, "chaos", items)
+    wait_until(lambda: not pods(cluster, namespace), 60, "pods to be deleted")
+
+
+def test_pods_killed_and_the_kubelet_stopped_mid_job(kube_cluster, kube_namespace, fake_gcs, gcs_root):
+    """Real node: 4 containers' first process SIGKILLed, then the kubelet dies: the node goes NotReady, its
+    pods are given up after node_lost_timeout; once a kubelet is back every element has its result once."""
+    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, max_in_flight=12, retries=2,
+                             node_lost_timeout=3, unschedulable_patience=300)
+    items = [3 + i / 1000 for i in range(24)]
+    seen = {}
+
+    def chaos():
+        seen["killed"] = kill_some_pods(kube_cluster, kube_namespace, 4)
+        kube_cluster.node.stop_kubelet()
+        try:
+            wait_until(lambda: not kube_cluster.node.ready(), 60, "the node to go NotReady")
+            seen["not_ready"] = True
+            time.sleep(5)  # past node_lost_timeout
+        finally:
+            kube_cluster.node.start_kubelet()
+
+    thread = threading.Thread(target=chaos, daemon=True)
+    thread.start()
+    results = Client(settings).map(nap, items, job_id="chaos-real")
+    thread.join()
+    assert list(results) == items and len(seen["killed"]) == 4 and seen["not_ready"]
+    assert_each_result_once(gcs_root, "chaos-real", items)
+    wait_until(lambda: not pods(kube_cluster, kube_namespace), 90, "pods to be deleted")
+
+
+def test_containerd_restarted_mid_job(kube_cluster, kube_namespace, fake_gcs, gcs_root):
+    """Real node: containerd restarts (an upgrade, a crash) while pods run: their containers live on, the job ends
+    with every result once."""
+    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, max_in_flight=8, retries=2)
+    items = [4 + i / 1000 for i in range(16)]
+
+    def restart():
+        wait_until(lambda: len(running_pods(kube_cluster, kube_namespace)) >= 4, 120, "4 running pods")
+        kube_cluster.node.restart_containerd()
+
+    thread = threading.Thread(target=restart, daemon=True)
+    thread.start()
+    results = Client(settings).map(nap, items, job_id="containerd-restart")
+    thread.join()
+    assert list(results) == items
+    assert_each_result_once(gcs_root, "containerd-restart", items)
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "pods to be deleted")
 
 
@@ -164,11 +220,10 @@ def test_bucket_down_for_30s_mid_job(kube_cluster, kube_namespace, own_gcs):
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "pods to be deleted")
 
 
-def slow_the_first_time(x, marker_dir):
-    """Element 0's first attempt straggles (60 s); every other attempt takes a second."""
-    marker = os.path.join(marker_dir, "straggled-%d" % x)
-    if x == 0 and not os.path.exists(marker):
-        open(marker, "w").close()
+def slow_the_first_time(x, marker_url):
+    """Element 0's first attempt straggles (60 s); every other attempt takes a second. The marker is in the
+    bucket: pods share nothing else with the test."""
+    if x == 0 and open_storage(marker_url).write_if_absent("straggled-0", b"1"):
         time.sleep(60)
         return "straggler"
     time.sleep(1)
@@ -181,7 +236,7 @@ def test_straggler_gets_a_backup_pod_and_the_first_result_wins(kube_cluster, kub
                              speculation_min_done=0.5, speculation_multiple=3)
     seen = {}
     started = time.monotonic()
-    results = Client(settings).map(functools.partial(slow_the_first_time, marker_dir=str(tmp_path)), range(12),
+    results = Client(settings).map(functools.partial(slow_the_first_time, marker_url=gcs_root + "/markers"), range(12),
                                    job_id="straggler", on_progress=lambda p: seen.update(speculated=p.speculated))
     assert time.monotonic() - started < 60  # the backup finished before the straggler would have (a bound)
     assert list(results) == ["attempt that finished first"] * 12 and seen["speculated"] == 1

@@ -96,12 +96,22 @@ def test_resources_gpus_spot_and_scheduling_settings():
     (dict(node_selector="pool=big"), "must be a JSON object"),
     (dict(pod_env={"N": 3}), "quote numbers"),
     (dict(tolerations={"key": "x"}), "JSON list of toleration objects"),
-    (dict(run_as_user=0), "non-root"),
+    (dict(run_as_user=-1), "non-root"),
+    (dict(run_as_group=0), "other than root's"),
 ])
 def test_bad_kubernetes_settings_are_refused_with_the_fix(values, words):
     values = {"storage_root": "gs://b/jobs", "image": "r/kubeface:1", **values}
     with pytest.raises(ConfigurationError, match=re.escape(words)):
         Settings(backend="kubernetes", **values)
+
+
+def test_pods_run_as_the_user_and_group_of_the_settings_or_the_images_own_user():
+    pod = build_pod(SPEC, settings())["spec"]
+    assert pod["securityContext"]["runAsUser"] == 65532 and pod["securityContext"]["runAsGroup"] == 65532
+    assert pod["securityContext"]["fsGroup"] == 65532 and pod["containers"][0]["securityContext"]["runAsGroup"] == 65532
+    own = build_pod(SPEC, settings(run_as_user=0))["spec"]
+    assert "runAsUser" not in own["securityContext"] and own["securityContext"]["runAsNonRoot"] is True
+    assert "runAsUser" not in own["containers"][0]["securityContext"]
 
 
 def test_params_annotation_can_be_turned_off():

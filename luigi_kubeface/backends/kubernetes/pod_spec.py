@@ -90,6 +90,11 @@ def _env(settings, spec):
     return env
 
 
+def _user(settings):
+    """runAsUser, unless run_as_user = 0: then the image's own USER, which runAsNonRoot refuses if it is root."""
+    return {"runAsUser": settings.run_as_user} if settings.run_as_user else {}
+
+
 def build_pod(spec, settings):
     """The pod that runs one attempt: bare, restartPolicy Never (the engine owns retries), non-root."""
     labels = dict(settings.pod_labels)
@@ -108,8 +113,7 @@ def build_pod(spec, settings):
         "command": runner.command(spec.job_url, spec.element, spec.attempt),
         "env": _env(settings, spec),
         "resources": _resources(settings),
-        "securityContext": {"runAsNonRoot": True, "runAsUser": settings.run_as_user,
-                            "runAsGroup": settings.run_as_group,
+        "securityContext": {"runAsNonRoot": True, **_user(settings), "runAsGroup": settings.run_as_group,
                             "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
     pod_spec = {
@@ -120,7 +124,7 @@ def build_pod(spec, settings):
         "automountServiceAccountToken": settings.mount_service_account_token,
         # runAsGroup: without it the runtime keeps group 0 whatever the image's USER says; fsGroup
         # makes mounted volumes (the gcs_key_secret) the pod group's.
-        "securityContext": {"runAsNonRoot": True, "runAsUser": settings.run_as_user,
+        "securityContext": {"runAsNonRoot": True, **_user(settings),
                             "runAsGroup": settings.run_as_group, "fsGroup": settings.run_as_group,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "tolerations": tolerations,

@@ -53,6 +53,10 @@ def pod_end(pod, pending_seconds, settings, held_seconds=None):
     phase = status.get("phase")
     container = _container(pod)
     if (pod.get("metadata") or {}).get("deletionTimestamp"):  # whatever its phase: someone else deletes it
+        disruption = _condition(pod, "DisruptionTarget")
+        if disruption and disruption.get("status") == "True":  # the Eviction API (a drain, the autoscaler), preemption
+            return PodEnd(None, "the pod is being evicted by the cluster (%s)" % _disruption(pod),
+                          error_type="PodEvicted", interrupted=True)
         return PodEnd(None, "the pod is being deleted by the cluster (%s)" % _disruption(pod),
                       error_type="PodDeleted", interrupted=True)
     if phase == "Succeeded":
@@ -126,6 +130,10 @@ def _pending(pod, container, pending_seconds, settings, held_seconds=None):
                       "pushed, and that the cluster's nodes may pull from its registry"
                       % (settings.image, reason, message or "no message"),
                       error_type="ImagePullError", retryable=False, fatal=True)
+    if reason in _CONFIG_ERRORS and "runAsNonRoot" in message:
+        return PodEnd(None, "the image runs as root, and pods never do (%s: %s): give the image a non-root user "
+                      "(images/Dockerfile has `USER 65532:65532`), or set [kubeface] run_as_user to a non-root uid"
+                      % (reason, message), error_type="ContainerConfigError", retryable=False, fatal=True)
     if reason in _CONFIG_ERRORS:
         return PodEnd(None, "the pod's container cannot be created (%s: %s): check the pod settings in "
                       "[kubeface] (env, secrets, service_account)" % (reason, message or "no message"),

@@ -36,7 +36,7 @@ class KubernetesSettings:
     pod_params_annotation: bool = True  # each pod's element parameters as an annotation (readable by pod readers)
     image_pull_policy: str = "IfNotPresent"
     safe_to_evict: bool = False  # let the cluster autoscaler evict running pods to scale down
-    run_as_user: int = 65532  # pods never run as root (the image's user)
+    run_as_user: int = 65532  # pods never run as root; 0: the image's own USER, which runAsNonRoot checks
     run_as_group: int = 65532  # and never with group 0: without it the runtime drops the image's group
     unschedulable_patience: float = 600.0  # seconds a pod may wait for a node before its element fails
     node_lost_timeout: float = 300.0  # seconds a pod stays bound to a NotReady node before it is retried
@@ -64,7 +64,7 @@ class KubernetesSettings:
             ("gpus", 0 <= self.gpus <= 16, "between 0 and 16"),
             ("image_pull_policy", self.image_pull_policy in ("Always", "IfNotPresent", "Never"),
              "Always, IfNotPresent or Never"),
-            ("run_as_user", self.run_as_user > 0, "a non-root user id (more than 0)"),
+            ("run_as_user", self.run_as_user >= 0, "a non-root user id, or 0 for the image's own (non-root) USER"),
             ("run_as_group", self.run_as_group > 0, "a group id other than root's (more than 0)"),
             ("unschedulable_patience", self.unschedulable_patience > 0, "more than 0 seconds"),
             ("node_lost_timeout", self.node_lost_timeout >= 0, "zero or more seconds"),
