@@ -429,13 +429,18 @@ def execute_attempt(storage, element, attempt, key=None):
         try:
             value = function(*args, **kwargs)
         except BaseException as error:  # noqa: BLE001 - the element's own failure, reported in full
-            if isinstance(error, (KeyboardInterrupt, Terminated)):
+            if isinstance(error, KeyboardInterrupt):
                 raise
-            fields = _error_fields(error)
-            fields["message"] += module_hint(error)
-            record.end(Outcome.ERROR, **fields, traceback=traceback.format_exc())
-            traceback.print_exc()
-            code = EXIT_ELEMENT_ERROR
+            if isinstance(error, Terminated):  # not the element's failure: the infrastructure stopped it
+                record.end(Outcome.INTERRUPTED, error_type="Terminated", message=str(error))
+                print("kubeface: %s" % error, file=sys.stderr)
+                code = EXIT_TERMINATED
+            else:
+                fields = _error_fields(error)
+                fields["message"] += module_hint(error)
+                record.end(Outcome.ERROR, **fields, traceback=traceback.format_exc())
+                traceback.print_exc()
+                code = EXIT_ELEMENT_ERROR
         else:
             extra = {"element": element, "attempt": attempt, "job": job, "signer": keys.ATTEMPT_SIGNER}
             if version:

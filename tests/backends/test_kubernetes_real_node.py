@@ -7,11 +7,11 @@ Each runs on the test cluster's real node (kubelet, containerd, runc) from the i
 import json
 import os
 import signal
-import threading
+import time
 
 import pytest
 
-from kube_support import kube_settings, nap, pods, running_pods, start_master, wait_until
+from kube_support import chatty_nap, kube_settings, nap, pods, running_pods, start_master, wait_until
 from luigi_kubeface import Client
 from luigi_kubeface.errors import JobFailedError
 from luigi_kubeface.job import Job
@@ -20,33 +20,22 @@ from infra.cluster.fixtures import ROOT_IMAGE
 pytestmark = pytest.mark.slow
 
 
-class LastStates:
-    """Watches a namespace's pods and keeps each one's last container state, even past its deletion."""
+def last_state_until_gone(cluster, namespace, name, timeout=60):
+    """Poll a pod being deleted until it is gone: the last terminated state of its container (or None)."""
+    from kubernetes.client.rest import ApiException
 
-    def __init__(self, cluster, namespace):
-        from kubernetes import watch
-
-        self.states, self.deleted = {}, set()
-        self._watch = watch.Watch()
-        self._core, self._namespace = cluster.core(), namespace
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        for event in self._watch.stream(self._core.list_namespaced_pod, self._namespace, timeout_seconds=300):
-            pod = event["object"]
-            name = pod.metadata.name
-            for status in (pod.status.container_statuses or []) if pod.status else []:
-                if status.state and status.state.terminated:
-                    self.states[name] = status.state.terminated
-            if event["type"] == "DELETED":
-                self.deleted.add(name)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._watch.stop()
+    core, last, deadline = cluster.core(), None, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pod = json.loads(core.read_namespaced_pod(name, namespace, _preload_content=False).data)
+        except ApiException as error:
+            if error.status == 404:
+                return last
+            raise
+        for status in pod.get("status", {}).get("containerStatuses") or []:
+            last = (status.get("state") or {}).get("terminated") or last
+        time.sleep(0.05)
+    raise AssertionError("pod %s/%s still there after %ss" % (namespace, name, timeout))
 
 
 def test_a_deleted_pod_ends_its_runner_through_sigterm_not_the_grace_periods_sigkill(
@@ -55,25 +44,27 @@ def test_a_deleted_pod_ends_its_runner_through_sigterm_not_the_grace_periods_sig
     until the kubelet's SIGKILL at the end of the grace period (exit 137). It now ends its element, writes its
     record and log, and exits with 143."""
     settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root)
-    with LastStates(kube_cluster, kube_namespace) as watched:
-        master = start_master(settings, [120], "sigterm", function=nap)
-        try:
-            (pod,) = wait_until(lambda: running_pods(kube_cluster, kube_namespace), 120, "a running pod")
-            name = pod["metadata"]["name"]
-            kube_cluster.core().delete_namespaced_pod(name, kube_namespace)  # graceful: SIGTERM to PID 1
-            wait_until(lambda: name in watched.deleted, 60, "the deleted pod to go")
-        finally:
-            master.send_signal(signal.SIGINT)
-            master.wait(timeout=60)
-            master.kill()
-    assert watched.states[name].exit_code == 143, watched.states[name]  # not 137: SIGKILL after the grace period
+    master = start_master(settings, [120], "sigterm", function=chatty_nap)
+    try:
+        (pod,) = wait_until(lambda: running_pods(kube_cluster, kube_namespace), 120, "a running pod")
+        name = pod["metadata"]["name"]
+        time.sleep(2)  # the runner is into its element
+        kube_cluster.core().delete_namespaced_pod(name, kube_namespace)  # graceful: SIGTERM to PID 1
+        last = last_state_until_gone(kube_cluster, kube_namespace, name)
+    finally:
+        master.send_signal(signal.SIGINT)
+        master.wait(timeout=60)
+        master.kill()
+    if last is not None:  # the kubelet may delete the pod before anyone sees its last status
+        assert last["exitCode"] == 143, last  # not 137: the kubelet's SIGKILL after the grace period
     store = Job("sigterm", gcs_root).store
     element = pod["metadata"]["labels"]["kubeface.io/element"]
     attempt = pod["metadata"]["labels"]["kubeface.io/attempt"]
     attempts = store.attempts(element)
     assert attempt in attempts
     assert store.attempt_record(element, attempt)["outcome"] == "interrupted"
-    assert store.read_log(element, attempt) is not None  # the runner uploaded its log on the way out
+    # The runner uploaded its log on its way out: killed at the end of the grace period, it never did.
+    assert b"napping for 120" in (store.read_log(element, attempt) or b"")
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "the pods of the stopped master to go")
 
 
