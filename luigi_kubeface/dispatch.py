@@ -16,16 +16,17 @@ from .status_writer import StatusPageWriter
 log = logging.getLogger(__name__)
 
 
-def dispatch(job, settings, on_progress=None, run_id=None, on_page=None):
+def dispatch(job, settings, on_progress=None, run_id=None, on_page=None, details=None):
     """Run every unfinished element of job; returns the engine's JobReport (element failures are in it).
 
     on_progress(progress) is called with the engine's live Progress after the status page has it.
     run_id names the run (its summary's key and the lease's holder); a new one by default.
     on_page(url) is told where the status page is, once the job is prepared.
+    details: more for job.json (Luigi: the map task's name, which tells its jobs apart).
     """
     run_id = run_id or naming.new_run_id()
     started = time.time()
-    job.prepare(details=settings.job_details())
+    job.prepare(details=dict(settings.job_details(), **(details or {})))
     page = StatusPageWriter(job)
     log.info("job %s: status page %s", job.id, page.url)
     if on_page:

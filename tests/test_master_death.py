@@ -111,7 +111,7 @@ def test_a_master_killed_five_times_leaves_every_result_once_and_nothing_running
     out = final.communicate(timeout=600)[0]
     assert final.returncode == 0, out[-3000:]
     assert _left_over(tmp) == []
-    (job,) = glob.glob(os.path.join(root, "Squares*"))
+    (job,) = glob.glob(os.path.join(root, "*Squares*"))
     results = os.listdir(os.path.join(job, "results"))
     assert len(results) == 40 and len({r.split(".")[0] for r in results}) == 40
     for element in os.listdir(os.path.join(job, "attempts")):

@@ -24,6 +24,7 @@ from ..job import Job, elements_from_grid
 from ..keys import KeyRing
 from ..records import Outcome
 from .config import load_settings
+from .job_ids import default_job_id, task_name
 from .targets import CollectedResults, ResultIndex, ResultTarget
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,11 @@ class KubefaceMapTask(luigi.Task):
         return {}
 
     def job_id(self):
-        return naming.job_id_from_task_id(self.task_id)
+        """The storage prefix: the task's module and task id (a job of an older master's id is kept, see job_ids)."""
+        if "_kubeface_job_id" not in self.__dict__:
+            settings = self.kubeface_settings()
+            self._kubeface_job_id = default_job_id(self, settings.storage_root, settings.storage_retry_deadline)
+        return self._kubeface_job_id
 
     def code_version(self):
         return None
@@ -190,7 +195,7 @@ class KubefaceJob(_JobPart):
         job.shared = task.shared_inputs()
         try:
             report = dispatch(job, settings, on_progress=self._show_progress, run_id=self.run_id,
-                              on_page=self.set_tracking_url)
+                              on_page=self.set_tracking_url, details={"task": task_name(task)})
         finally:
             ResultIndex.forget(job)
         progress = report.progress
