@@ -23,6 +23,7 @@ from ..errors import ConfigurationError, ElementFailedError, KubefaceError
 from ..job import Job, elements_from_grid
 from ..keys import KeyRing
 from ..records import Outcome
+from ..signals import die_with_parent
 from .config import load_settings
 from .job_ids import default_job_id, task_name
 from .targets import AwaitingInputs, CollectedResults, ResultIndex, ResultTarget
@@ -242,7 +243,8 @@ class KubefaceJob(_JobPart):
         job.shared = task.shared_inputs()
         try:
             report = dispatch(job, settings, on_progress=self._show_progress, run_id=self.run_id,
-                              on_page=self.set_tracking_url, details={"task": task_name(task)})
+                              on_page=self.set_tracking_url, details={"task": task_name(task)},
+                              stop_when=die_with_parent())  # a forked worker dies with its luigi
         finally:
             ResultIndex.forget(job)
         progress = report.progress
