@@ -18,7 +18,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from . import naming
+from . import naming, signals
 from .backends import AttemptSpec
 from .errors import BlobNotFoundError, CorruptBlobError, UnreadableRecordError
 from .judge import Requeue, Succeeded, budget_spent, judge, retry_delay
@@ -90,11 +90,14 @@ class _Flight:
 
 
 
-def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, sleep=time.sleep, run_id=None):
+def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, sleep=time.sleep, run_id=None,
+            stop_when=None):
     """Run every element of job that has no result yet; return a JobReport (never raises for element failures).
 
     Only the holder of the job's lease launches anything: a second master waits for the first, then
     runs what is still missing (usually nothing), and adopts attempts only from a master whose lease lapsed.
+    stop_when() is asked on every round: a reason ends the run early (a forked worker whose luigi is gone).
+    Ctrl-C (or SIGTERM, see signals.py) ends it too, cleaned up: the KeyboardInterrupt carries the report.
     """
     store = RunStorage(job)
     versions = store.result_versions()  # one listing serves this check and the run, unless we waited
@@ -109,7 +112,8 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
 
     waited = lease.acquire(on_wait=waiting, sleep=sleep)
     try:  # after a wait, the other master's results are in: list again
-        return JobRun(job, backend, settings, on_progress, clock, lease, None if waited else versions).run()
+        return JobRun(job, backend, settings, on_progress, clock, lease, None if waited else versions,
+                      stop_when).run()
     finally:
         lease.release()
 
@@ -177,7 +181,7 @@ class JobRun:
     budget) until nothing is left or the job stops, then shutdown() cancels what still runs.
     """
 
-    def __init__(self, job, backend, settings, on_progress, clock, lease, versions=None):
+    def __init__(self, job, backend, settings, on_progress, clock, lease, versions=None, stop_when=None):
         self.job, self.backend, self.settings = job, backend, settings
         self.on_progress, self.clock, self.lease = on_progress, clock, lease
         self.store = RunStorage(job)
@@ -198,6 +202,7 @@ class JobRun:
         self.sequence = itertools.count(1)
         self.last_progress = None
         self.timeout = settings.element_timeout + backend.timeout_slack
+        self.stop_when = stop_when  # asked every round: a reason to stop ("" to go on)
 
     def run(self):
         if not self.todo:
@@ -210,9 +215,24 @@ class JobRun:
                 if not ended and not self.report.stopped:
                     # A backend that can wake on an attempt's end (local processes) waits for it instead.
                     self.backend.wait(self.settings.poll_interval)
-        finally:
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: clean up, then let it stop the command
+            self.interrupted(stop)
+            raise
+        except BaseException:
             self.shutdown()
+            raise
+        self.shutdown()
         return self.finish()
+
+    def interrupted(self, stop):
+        """Cancel and record what runs, and hand the report to whoever writes the run's summary."""
+        self.shutdown(signals.why(stop))
+        self.report.stopped = signals.why(stop)
+        try:
+            stop.report = self.finish()
+        except Exception as error:  # noqa: BLE001 - storage trouble on the way out must not hide the stop
+            log.warning("job %s: could not list what finished before the stop: %s", self.job.id, error)
+            stop.report = self.report
 
     def log_start(self):
         job, todo = self.job, self.todo
@@ -261,7 +281,8 @@ class JobRun:
         if self.settings.speculation and not self.report.stopped:
             self.speculate(now)
         self.report.stopped = (self.report.stopped or budget_spent(self.progress, self.settings)
-                               or (self.lease.lost if self.lease else ""))
+                               or (self.lease.lost if self.lease else "")
+                               or (self.stop_when() if self.stop_when else ""))
         self.show_progress()
         return ended
 
@@ -403,7 +424,7 @@ class JobRun:
             self.on_progress(progress)
             self.last_progress = snapshot
 
-    def shutdown(self):
+    def shutdown(self, why=""):
         """Cancel what still runs and record why, unless the backend leaves it for a rerun to adopt (Ctrl-C)."""
         if self.in_flight and self.backend.leaves_attempts_running and not self.report.stopped:
             log.warning("job %s: leaving %d attempts running for a later rerun to adopt", self.job.id,
@@ -411,7 +432,7 @@ class JobRun:
             self.in_flight.clear()
         for attempt, flight in list(self.in_flight.items()):
             self.backend.cancel(attempt)
-            self.store.write_cancelled(flight.element.key, attempt, self.report.stopped or "the master stopped")
+            self.store.write_cancelled(flight.element.key, attempt, self.report.stopped or why or "the master stopped")
         self.progress.running = self.progress.starting = 0
         self.progress.running_attempts = {}
 

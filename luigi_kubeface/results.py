@@ -42,6 +42,8 @@ class Results(Sequence):
         """
         from .job_state import JobState  # the job's view from storage: elements.json and attempt records
 
+        if not self.keys:
+            return []  # a map over nothing: no job in storage to read
         state = JobState(self.job, max_reads=ALL_RECORDS, read_live=False).refresh()
         mine = {e.key: e for e in self.job.elements}  # the master's own grid, else elements.json's
         stored = dict(zip(state.keys, zip(state.labels, state.params)))

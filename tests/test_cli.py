@@ -260,7 +260,7 @@ def test_commands_on_a_luigi_map_task(tmp_path, capsys):
     assert run.returncode == 30, run.stderr[-3000:]
     code, out = kubeface("list", "--storage-root", root)
     (job_id,) = [line.split()[0] for line in out.splitlines()[1:]]
-    assert job_id.startswith("Squares")
+    assert job_id.startswith("pipelines.toy.Squares_4_")  # the module, then the task id
     code, out = kubeface("status", job_id, "--storage-root", root)
     assert "4 elements: 3 done, 1 failed" in out and "ValueError: x=2 is bad on purpose" in out
     assert "last run " in out and "3 succeeded, 1 failed" in out

@@ -77,7 +77,7 @@ def luigi_in(folder, storage, *args):
 
 
 def runs(storage):
-    return len(glob.glob(os.path.join(storage, "Grid*", "attempts", "*", "*.json")))
+    return len(glob.glob(os.path.join(storage, "*Grid*", "attempts", "*", "*.json")))
 
 
 def total(folder):
@@ -92,7 +92,7 @@ def test_a_pipeline_of_its_own_folder_ships_and_an_edit_recomputes(tmp_path):
     first = luigi_in(folder, storage)
     assert first.returncode == 0, first.stderr[-3000:]
     assert total(folder) == sum(i * 10 for i in range(6)) and runs(storage) == 6
-    (job_dir,) = glob.glob(os.path.join(storage, "Grid*"))
+    (job_dir,) = glob.glob(os.path.join(storage, "*Grid*"))
     meta = json.load(open(os.path.join(job_dir, "job.json")))
     assert {"grid_pipeline", "grid_helpers", "grid_helpers.scoring", "grid_helpers.constants"} <= set(
         meta["code"]["modules"])

@@ -21,7 +21,6 @@ def test_grid_elements_keep_order_and_stable_keys():
     ([{"not valid": 1}], "not valid argument names"),
     ([dict(a=1), dict(a=2), dict(a=1)], "grid elements 0 and 2 are identical \\(a=1\\)"),
     ([dict(a=threading.Lock())], "grid element 0 \\(a=<unlocked _thread.lock.*cannot be pickled"),
-    ([], "the grid is empty"),
     ([dict(self=1, a=2)], "grid element 0 has a key named 'self', .*rename that parameter"),
     ([dict(a=1), dict(a=lambda x: x)], "grid element 1 \\(a=<function <lambda>.*\\): a value of type "
      "builtins.function cannot be encoded into a stable element key: .*Define functions and classes at module level"),
@@ -29,6 +28,10 @@ def test_grid_elements_keep_order_and_stable_keys():
 def test_bad_grids_are_refused(grid, message):
     with pytest.raises(ConfigurationError, match=message):
         elements_from_grid(grid)
+
+
+def test_an_empty_grid_is_a_map_over_nothing():
+    assert elements_from_grid([]) == [] and elements_from_grid(iter(())) == []
 
 
 def test_oversized_arguments_point_to_shared_inputs():

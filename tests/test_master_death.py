@@ -15,16 +15,18 @@ from luigi_kubeface.backends.local import sweep_stale_dirs
 from support import REPO, TESTS
 
 
-def _master(root, tmp, n, seconds):
+def _master(root, tmp, n, seconds, *more):
+    """The real `luigi` command in a session of its own, as a terminal runs it (SIGINT at its default)."""
     env = dict(os.environ, LUIGI_CONFIG_PATH=os.path.join(REPO, "luigi.cfg"), TMPDIR=tmp,
                PYTHONPATH=os.pathsep.join([TESTS, REPO, os.environ.get("PYTHONPATH", "")]))
     luigi = os.path.join(os.path.dirname(sys.executable), "luigi")
     return subprocess.Popen([luigi, "--module", "pipelines.toy", "Squares", "--n", str(n), "--mode", "child",
                              "--bad", json.dumps(list(range(n))), "--seconds", str(seconds), "--local-scheduler",
                              "--kubeface-storage-root", root, "--kubeface-max-in-flight", "4",
-                             "--kubeface-poll-interval", "0.1", "--kubeface-lease-seconds", "2", "--no-lock"],
-                            cwd=os.path.dirname(root), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                             "--kubeface-poll-interval", "0.1", "--kubeface-lease-seconds", "2", "--no-lock"]
+                            + list(more), cwd=os.path.dirname(root), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _left_over(tmp):
@@ -111,7 +113,7 @@ def test_a_master_killed_five_times_leaves_every_result_once_and_nothing_running
     out = final.communicate(timeout=600)[0]
     assert final.returncode == 0, out[-3000:]
     assert _left_over(tmp) == []
-    (job,) = glob.glob(os.path.join(root, "Squares*"))
+    (job,) = glob.glob(os.path.join(root, "*Squares*"))
     results = os.listdir(os.path.join(job, "results"))
     assert len(results) == 40 and len({r.split(".")[0] for r in results}) == 40
     for element in os.listdir(os.path.join(job, "attempts")):
@@ -158,3 +160,72 @@ def test_a_master_stopped_on_the_way_out_never_replaces_the_runners_record(tmp_p
     (attempt,) = job.store.attempts(element.key)
     record = job.store.attempt_record(element.key, attempt)
     assert record["outcome"] == "success" and "recorded_by" not in record and record["host"]
+
+
+def _luigi_processes(tmp):
+    """The `luigi` command and the workers it forked (their TMPDIR is tmp itself)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != os.getpid():
+            try:
+                with open("/proc/%s/environ" % name, "rb") as f:
+                    environ = f.read().split(b"\0")
+            except OSError:
+                continue
+            if b"TMPDIR=" + tmp.encode() in environ:
+                found.append(int(name))
+    return found
+
+
+def _wait_for_runners(tmp, count):
+    deadline = time.monotonic() + 60
+    while len(_left_over(tmp)) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(_left_over(tmp)) >= count
+
+
+def _stopped_cleanly(root):
+    """What a run stopped by Ctrl-C leaves: lease released, its summary, its attempts recorded, final progress."""
+    (job,) = glob.glob(os.path.join(root, "*Squares*"))
+    assert json.load(open(os.path.join(job, "lease.json"))).get("released"), "the lease was not released"
+    (summary,) = [json.load(open(p)) for p in glob.glob(os.path.join(job, "dispatches", "*.json"))]
+    assert summary["stopped"].startswith("interrupted: the master received SIG"), summary
+    records = [json.load(open(p)) for p in glob.glob(os.path.join(job, "attempts", "*", "*.json"))]
+    assert len(records) == 4 and {r["outcome"] for r in records} == {"cancelled"}, records
+    assert all("interrupted: the master received" in r["message"] for r in records), records
+    progress = json.load(open(os.path.join(job, "progress.json")))
+    assert progress["final"] and not progress.get("running"), progress
+    return summary
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers,how", [("1", "SIGTERM"), ("2", "SIGTERM"), ("2", "Ctrl-C")])
+def test_sigterm_or_ctrl_c_ends_a_run_cleaned_up(tmp_path, workers, how):
+    root, tmp = str(tmp_path / "storage"), str(tmp_path / "tmp")
+    os.makedirs(tmp)
+    master = _master(root, tmp, 4, 120, "--workers", workers)
+    _wait_for_runners(tmp, 8)  # 4 runners, each with its `sleep`
+    if how == "Ctrl-C":  # a terminal sends SIGINT to the whole foreground group: luigi and its workers
+        os.killpg(master.pid, signal.SIGINT)
+    else:
+        master.send_signal(signal.SIGTERM)
+    output = master.communicate(timeout=120)[0]
+    assert _wait_until_gone(tmp) == [], output[-3000:]
+    assert _luigi_processes(tmp) == [], "a forked worker outlived luigi"
+    _stopped_cleanly(root)
+
+
+@pytest.mark.slow
+def test_a_forked_worker_dies_with_its_luigi_killed_by_sigkill(tmp_path):
+    root, tmp = str(tmp_path / "storage"), str(tmp_path / "tmp")
+    os.makedirs(tmp)
+    master = _master(root, tmp, 4, 120, "--workers", "2")
+    _wait_for_runners(tmp, 8)
+    master.kill()
+    master.communicate(timeout=30)
+    deadline = time.monotonic() + 30
+    while _luigi_processes(tmp) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _luigi_processes(tmp) == [], "the forked worker outlived its luigi and runs the job"
+    assert _wait_until_gone(tmp) == []
+    assert "SIGTERM" in _stopped_cleanly(root)["stopped"]  # it stopped as for Ctrl-C

@@ -7,6 +7,7 @@ import time
 import luigi
 
 from .. import naming
+from ..errors import KubefaceError
 from ..results import Results
 
 
@@ -86,3 +87,33 @@ class CollectedResults(luigi.Target):
 
     def __str__(self):
         return "%s (%d results)" % (self.job.url, len(self.keys))
+
+
+class AwaitingInputs(luigi.Target):
+    """A map task's results while its requirements are incomplete: its grid may read their outputs,
+    so it is not asked for yet. Missing until they are complete; then the CollectedResults it names."""
+
+    def __init__(self, task):
+        self.task = task
+
+    def _results(self):
+        if not self.task.inputs_ready():
+            raise KubefaceError("the results of %s are not known yet: its requirements (%s) are incomplete, and "
+                                "its grid may read their outputs. Require %s from a task that runs after it"
+                                % (self.task, ", ".join(map(str, self.task.incomplete_inputs())), self.task))
+        return self.task.output()
+
+    def exists(self):
+        return self.task.inputs_ready() and self._results().exists()
+
+    def load(self):
+        return self._results().load()
+
+    def records(self):
+        return self._results().records()
+
+    def to_pandas(self):
+        return self._results().to_pandas()
+
+    def __str__(self):
+        return "%s (awaiting its requirements)" % self.task

@@ -23,8 +23,10 @@ from ..errors import ConfigurationError, ElementFailedError, KubefaceError
 from ..job import Job, elements_from_grid
 from ..keys import KeyRing
 from ..records import Outcome
+from ..signals import die_with_parent
 from .config import load_settings
-from .targets import CollectedResults, ResultIndex, ResultTarget
+from .job_ids import default_job_id, task_name
+from .targets import AwaitingInputs, CollectedResults, ResultIndex, ResultTarget
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +34,35 @@ log = logging.getLogger(__name__)
 RUN_ID = naming.new_run_id()
 
 
+# What luigi-kubeface defines for every map task, and what to do instead of overriding it.
+_OURS = {
+    "output": "its output is its elements' results in the bucket (downstream: self.input().load(), "
+              ".records()). Remove output(); to write a file of the results, add a downstream task "
+              "that requires this one and writes it in its run()",
+    "run": "its run() runs the job. Remove run(): compute one element in run_element(**params), and "
+           "work on all results in a downstream task that requires this one",
+}
+
+
 class KubefaceMapTask(luigi.Task):
-    """Subclass it: `grid()` lists the elements, `run_element(**params)` computes one, remotely.
+    """Subclass it: `grid()` lists the elements (it may read self.input(): it is asked only once the
+    requirements are complete), `run_element(**params)` computes one, remotely. output() and run()
+    are the map task's own: a subclass that defines them is refused.
 
     Optional: `shared_inputs()` (large data uploaded once and passed to every element as keyword
     arguments), `kubeface_overrides()` (per-task settings), `job_id()` (the storage prefix; by
-    default the task id, so tasks with other significant parameters never share results),
+    default the module and task id, so other tasks or parameters never share results),
     `code_version()` (a version pinned by hand: results of another version are recomputed, and
     edits that keep it are not; None: a digest of run_element and the code shipped with it).
     """
+
+    def __init_subclass__(cls, **kwargs):
+        """Refuse, when the class is defined, what would break the map task later (and unclearly)."""
+        super().__init_subclass__(**kwargs)
+        for name, why in _OURS.items():
+            if name in cls.__dict__:
+                raise ConfigurationError("%s.%s defines %s(), which a KubefaceMapTask must not: %s"
+                                         % (cls.__module__, cls.__qualname__, name, why))
 
     def grid(self):
         raise NotImplementedError("%s must define grid(): a list of dicts, one per element" % type(self).__name__)
@@ -55,7 +77,11 @@ class KubefaceMapTask(luigi.Task):
         return {}
 
     def job_id(self):
-        return naming.job_id_from_task_id(self.task_id)
+        """The storage prefix: the task's module and task id (a job of an older master's id is kept, see job_ids)."""
+        if "_kubeface_job_id" not in self.__dict__:
+            settings = self.kubeface_settings()
+            self._kubeface_job_id = default_job_id(self, settings.storage_root, settings.storage_retry_deadline)
+        return self._kubeface_job_id
 
     def code_version(self):
         return None
@@ -66,10 +92,26 @@ class KubefaceMapTask(luigi.Task):
         return super()._requires() + [self._dispatch_task()]
 
     def output(self):
+        if not self.inputs_ready():
+            return AwaitingInputs(self)  # missing, without asking grid(): it may read self.input()
         return CollectedResults(self.kubeface_job(), [e.key for e in self.kubeface_job().elements])
+
+    def incomplete_inputs(self):
+        """The requirements (of requires(), the user's) whose outputs are not all there."""
+        return [t for t in luigi.task.flatten(self.requires()) if not t.complete()]
+
+    def inputs_ready(self):
+        """Whether every requirement is complete, so grid() may read self.input(). A "yes" is kept: outputs
+        are not removed while Luigi runs; a "no" is asked again, as the upstream may have run since."""
+        if not self.__dict__.get("_kubeface_inputs_ready"):
+            self._kubeface_inputs_ready = not self.incomplete_inputs()
+        return self._kubeface_inputs_ready
 
     def run(self):
         job = self.kubeface_job()
+        if not job.elements:
+            log.info("%s: the grid is empty: no results, nothing stored", self)
+            return
         if not job.store.elements_shown(RUN_ID):
             # Once per run: Luigi adds the elements (all of a small job, those without a result of a
             # large one): DONE if the result exists, else the element runs and fails with its
@@ -92,6 +134,10 @@ class KubefaceMapTask(luigi.Task):
     def kubeface_job(self):
         """The job behind this task (grid validated, nothing uploaded), built once per instance."""
         if "_kubeface_job" not in self.__dict__:
+            if not self.inputs_ready():  # a grid read now could be a placeholder: never build (nor run) it
+                raise KubefaceError("%s: grid() is asked only once its requirements are complete, and %s are not: "
+                                    "let Luigi run them first (require this task, or yield it from a run())"
+                                    % (self, ", ".join(map(str, self.incomplete_inputs()))))
             settings = self.kubeface_settings()
             self._kubeface_job = Job(self.job_id(), settings.storage_root, self.run_element,
                                      elements_from_grid(self.grid()), retry_deadline=settings.storage_retry_deadline,
@@ -109,7 +155,9 @@ class KubefaceMapTask(luigi.Task):
         return [e for e in job.elements if e.key not in finished][:limit]
 
     def _dispatch_task(self):
-        task = KubefaceJob(job=self.kubeface_job().id, run_id=RUN_ID)
+        """Named by the job id alone: known before the requirements ran, unlike the grid."""
+        _MAP_TASKS[self.job_id()] = self
+        task = KubefaceJob(job=self.job_id(), run_id=RUN_ID)
         task._map_task = self
         return task
 
@@ -175,6 +223,8 @@ class KubefaceJob(_JobPart):
         return self._map().requires()  # the map task's own upstream tasks, before any element runs
 
     def complete(self):
+        if not self._map().inputs_ready():
+            return False  # runs after the map task's requirements, which its grid may read
         if not self.__dict__.get("_dispatched"):
             job = self._map().kubeface_job()
             finished = ResultIndex.finished(job, max_age=2.0)
@@ -187,10 +237,14 @@ class KubefaceJob(_JobPart):
         task = self._map()
         settings = task.kubeface_settings()
         job = task.kubeface_job()
+        if not job.elements:  # a map over nothing, as Client.map([]): no job in storage
+            self._dispatched = True
+            return
         job.shared = task.shared_inputs()
         try:
             report = dispatch(job, settings, on_progress=self._show_progress, run_id=self.run_id,
-                              on_page=self.set_tracking_url)
+                              on_page=self.set_tracking_url, details={"task": task_name(task)},
+                              stop_when=die_with_parent())  # a forked worker dies with its luigi
         finally:
             ResultIndex.forget(job)
         progress = report.progress

@@ -101,7 +101,7 @@ def test_master_killed_then_the_same_luigi_command_adopts_and_finishes(kube_clus
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (tmp_path / ("sum-%d.txt" % n)).read_text() == str(sum(x * x for x in range(n)))
     assert left_running > 0 and "adopted" in result.stderr + result.stdout
-    (job_id,) = [c.rstrip("/") for c in open_storage(gcs_root).children("") if c.startswith("Squares")]
+    (job_id,) = [c.rstrip("/") for c in open_storage(gcs_root).children("") if c.startswith("pipelines.toy.Squares")]
     job = assert_each_result_once(gcs_root, job_id, [x * x for x in range(n)])
     assert all(len(job.attempts(k)) == 1 for k in job.finished())  # reused or adopted: nothing ran twice
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "pods to be deleted")

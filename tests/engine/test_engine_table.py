@@ -285,8 +285,9 @@ def interrupt_when_running(progress):
 
 @pytest.mark.parametrize("leaves", [False, True])
 def test_ctrl_c_cancels_attempts_unless_the_backend_leaves_them_for_a_rerun(tmp_path, leaves):
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as stop:
         run(tmp_path, lambda spec, number: Hang(), n=2, leaves=leaves, on_progress=interrupt_when_running)
+    assert stop.value.report.stopped == "interrupted: the master received SIGINT (Ctrl-C)"  # for the run's summary
     job = Job("table", str(tmp_path / "storage"), square, elements_from_items(range(2)))
     found = [records(job, i) for i in (0, 1)]
     if leaves:
@@ -294,7 +295,7 @@ def test_ctrl_c_cancels_attempts_unless_the_backend_leaves_them_for_a_rerun(tmp_
     else:
         assert found == [[("cancelled", "master", "Cancelled")]] * 2
         key = job.elements[0].key
-        assert job.store.attempt_record(key, job.store.attempts(key)[0])["message"] == "the master stopped"
+        assert job.store.attempt_record(key, job.store.attempts(key)[0])["message"] == "interrupted: the master received SIGINT (Ctrl-C)"
 
 
 # --- adoption ----------------------------------------------------------------------------------------
