@@ -297,6 +297,7 @@ class VerifiedCall:
         self.stage = "function"
         self.function_where = self.where("the job's function", naming.FUNCTION)
         self.header, self.payload = self.verified(naming.FUNCTION, "the job's function", kind="function")
+        serialization.check_versions(self.header, self.function_where)  # before anything else: the likeliest cause
         self.code = self.verified(self.header["code"], "the job's code", kind="code") if self.header.get("code") else None
         if self.code is not None:
             self.check_code_address()
@@ -333,7 +334,6 @@ class VerifiedCall:
             for warning in code_package.check_environment(self.code[0].get("requirements") or {}):
                 print("kubeface: %s" % warning, flush=True)
             code_package.install(bytes(self.code[1]), code_dir or tempfile.mkdtemp(prefix="kubeface-code-"))
-        serialization.check_versions(self.header, self.function_where)
         function = cloudpickle.loads(self.payload)
         self.stage = "input"
         args, kwargs = self.input.load()
