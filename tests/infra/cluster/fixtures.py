@@ -267,7 +267,7 @@ def pod_network():
     if os.geteuid() != 0:
         yield SimpleNamespace(gateway="127.0.0.1", bridge=None)
         return
-    network = PodNetwork().up()
+    network = PodNetwork.allocate()
     Reaper.on_death("bridge:" + network.bridge, ["ip", "link", "delete", network.bridge])
     try:
         yield network

@@ -15,6 +15,7 @@ from pathlib import Path
 
 DEFAULT_BRIDGE = "kubeface0"
 DEFAULT_SUBNET = "10.244.0.0/24"
+SUBNETS = 64  # kubeface<N> on 10.244.<N>.0/24: each test session takes one of its own
 
 
 class PodNetwork:
@@ -22,6 +23,21 @@ class PodNetwork:
         self.bridge = bridge
         self.subnet = ipaddress.ip_network(subnet)
         self.gateway = str(self.subnet.network_address + 1)
+
+    @classmethod
+    def allocate(cls):
+        """A bridge of this session's own: test sessions that run at once never share (nor delete) one."""
+        for n in range(SUBNETS):
+            network = cls("kubeface%d" % n, "10.244.%d.0/24" % n)
+            if network.exists():
+                continue
+            try:
+                _ip("link", "add", network.bridge, "type", "bridge")  # atomic: one session wins a name
+            except RuntimeError:
+                continue
+            return network.up()
+        raise RuntimeError("no free pod network among kubeface0..%d: remove stale bridges (ip link delete ...)"
+                           % (SUBNETS - 1))
 
     def exists(self):
         return Path("/sys/class/net", self.bridge).exists()
