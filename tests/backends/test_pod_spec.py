@@ -111,6 +111,7 @@ def test_pods_run_as_the_user_and_group_of_the_settings_or_the_images_own_user()
     assert pod["securityContext"]["fsGroup"] == 65532 and pod["containers"][0]["securityContext"]["runAsGroup"] == 65532
     own = build_pod(SPEC, settings(run_as_user=0))["spec"]
     assert "runAsUser" not in own["securityContext"] and own["securityContext"]["runAsNonRoot"] is True
+    assert "runAsGroup" not in own["securityContext"]  # containerd refuses a group without a user
     assert "runAsUser" not in own["containers"][0]["securityContext"]
 
 

@@ -91,8 +91,11 @@ def _env(settings, spec):
 
 
 def _user(settings):
-    """runAsUser, unless run_as_user = 0: then the image's own USER, which runAsNonRoot refuses if it is root."""
-    return {"runAsUser": settings.run_as_user} if settings.run_as_user else {}
+    """runAsUser and runAsGroup, unless run_as_user = 0: then the image's own USER (and group), which runAsNonRoot
+    refuses if it is root. (containerd refuses a group without a user.)"""
+    if not settings.run_as_user:
+        return {}
+    return {"runAsUser": settings.run_as_user, "runAsGroup": settings.run_as_group}
 
 
 def build_pod(spec, settings):
@@ -113,7 +116,7 @@ def build_pod(spec, settings):
         "command": runner.command(spec.job_url, spec.element, spec.attempt),
         "env": _env(settings, spec),
         "resources": _resources(settings),
-        "securityContext": {"runAsNonRoot": True, **_user(settings), "runAsGroup": settings.run_as_group,
+        "securityContext": {"runAsNonRoot": True, **_user(settings),
                             "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
     pod_spec = {
@@ -124,8 +127,7 @@ def build_pod(spec, settings):
         "automountServiceAccountToken": settings.mount_service_account_token,
         # runAsGroup: without it the runtime keeps group 0 whatever the image's USER says; fsGroup
         # makes mounted volumes (the gcs_key_secret) the pod group's.
-        "securityContext": {"runAsNonRoot": True, **_user(settings),
-                            "runAsGroup": settings.run_as_group, "fsGroup": settings.run_as_group,
+        "securityContext": {"runAsNonRoot": True, **_user(settings), "fsGroup": settings.run_as_group,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "tolerations": tolerations,
     }

@@ -139,6 +139,13 @@ def _pending(pod, container, pending_seconds, settings, held_seconds=None):
                       "[kubeface] (env, secrets, service_account)" % (reason, message or "no message"),
                       error_type="ContainerConfigError", retryable=False, fatal=True)
     scheduled = _condition(pod, "PodScheduled")
+    if reason == "ContainerCreating" and pending_seconds > settings.unschedulable_patience + settings.node_lost_timeout:
+        # The node keeps failing to make the pod's sandbox (its events say why, e.g. FailedCreatePodSandBox).
+        return PodEnd(None, "node %s could not create the pod's container for %.0fs (still ContainerCreating): "
+                      "`kubectl describe pod %s` shows the node's errors"
+                      % ((pod.get("spec") or {}).get("nodeName"), pending_seconds,
+                         (pod.get("metadata") or {}).get("name", "")),
+                      error_type="PodNotStarted", interrupted=True)
     if (scheduled and scheduled.get("status") == "True" and not container  # the node never reported on it
             and pending_seconds > settings.unschedulable_patience + settings.node_lost_timeout):
         return PodEnd(None, "the pod was bound to node %s but the node did not start it for %.0fs"

@@ -146,16 +146,19 @@ def remove_cgroups(name):
             time.sleep(0.1)
 
 
-def kill_processes_of(binaries):
-    """Processes running one of these executables (containerd's shims outlive containerd by design)."""
+def kill_processes_of(binaries, marker):
+    """Processes running one of these executables with marker (the node's folder) in their command line:
+    containerd's shims outlive containerd by design; another node's shims are left alone."""
     targets = {os.path.realpath(b) for b in binaries}
     for name in os.listdir("/proc"):
         if name.isdigit() and int(name) != os.getpid():
             try:
                 exe = os.path.realpath("/proc/%s/exe" % name)
+                with open("/proc/%s/cmdline" % name, "rb") as f:
+                    cmdline = f.read().decode(errors="replace")
             except OSError:
                 continue
-            if exe in targets:
+            if exe in targets and marker in cmdline:
                 try:
                     os.kill(int(name), 9)
                 except OSError:
@@ -178,7 +181,8 @@ def restore(path):
             state = json.load(f)
     except (OSError, ValueError):
         return
-    kill_processes_of(state.get("binaries", []))
+    for folder in state.get("folders", []):
+        kill_processes_of(state.get("binaries", []), folder)
     for folder in state.get("folders", []):
         unmount_under(folder)
     if state.get("cgroup"):
