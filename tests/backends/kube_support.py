@@ -187,3 +187,13 @@ class TcpProxy:
                     sock.close()
                 except OSError:
                     pass
+
+
+def log_or_nothing(store, key, attempt):
+    """An attempt's log as its runner uploaded it, b"" if it uploaded none (killed before it could)."""
+    from luigi_kubeface.errors import BlobNotFoundError
+
+    try:
+        return store.read_log(key, attempt)
+    except BlobNotFoundError:
+        return b""

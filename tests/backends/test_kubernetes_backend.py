@@ -16,7 +16,7 @@ import pytest
 from luigi_kubeface import Client
 from luigi_kubeface.errors import ConfigurationError, JobFailedError
 from luigi_kubeface.job import Job
-from kube_support import PodCounter, kube_settings, nap, pods, running_pods, start_master, wait_until
+from kube_support import PodCounter, chatty_nap, kube_settings, log_or_nothing, nap, pods, running_pods, start_master, wait_until
 from support import run_luigi
 from elements import square
 
@@ -169,10 +169,13 @@ def test_missing_namespace_and_unknown_context_are_refused_before_launch(kube_cl
 
 
 def test_ctrl_c_deletes_the_pods_in_flight(kube_cluster, kube_namespace, fake_gcs, gcs_root):
+    """Every pod goes, and through its runner's SIGTERM handler, not the kubelet's SIGKILL at the end of the grace
+    period: each attempt's log was uploaded by its runner on the way out."""
     settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root)
-    master = start_master(settings, [20, 21, 22], "ctrl-c")
+    master = start_master(settings, [20, 21, 22], "ctrl-c", function=chatty_nap)
     try:
         wait_until(lambda: len(running_pods(kube_cluster, kube_namespace)) == 3, 60, "3 running pods")
+        time.sleep(2)  # the runners are into their elements
         master.send_signal(signal.SIGINT)
         output = master.stdout.read()
         master.wait(timeout=60)
@@ -180,6 +183,10 @@ def test_ctrl_c_deletes_the_pods_in_flight(kube_cluster, kube_namespace, fake_gc
         master.kill()
     assert "MASTER DONE" not in output
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 30, "the pods of the interrupted master to go")
+    store = Job("ctrl-c", gcs_root).store
+    logs = [log_or_nothing(store, key, attempt) for key, attempts in store.all_attempts().items()
+            for attempt in attempts]
+    assert len(logs) == 3 and all(b"napping for" in log for log in logs), logs
 
 
 def test_a_rerun_adopts_pods_an_earlier_master_left_running(kube_cluster, kube_namespace, fake_gcs, gcs_root):

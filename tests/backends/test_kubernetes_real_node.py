@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from kube_support import chatty_nap, kube_settings, nap, pods, running_pods, start_master, wait_until
+from kube_support import chatty_nap, kube_settings, log_or_nothing, nap, pods, running_pods, start_master, wait_until
 from luigi_kubeface import Client
 from luigi_kubeface.errors import JobFailedError
 from luigi_kubeface.job import Job
@@ -64,7 +64,7 @@ def test_a_deleted_pod_ends_its_runner_through_sigterm_not_the_grace_periods_sig
     assert attempt in attempts
     assert store.attempt_record(element, attempt)["outcome"] == "interrupted"
     # The runner uploaded its log on its way out: killed at the end of the grace period, it never did.
-    assert b"napping for 120" in (store.read_log(element, attempt) or b"")
+    assert b"napping for 120" in log_or_nothing(store, element, attempt)
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "the pods of the stopped master to go")
 
 
