@@ -225,6 +225,8 @@ def cmd_results(args, out):
     total = len(rows)
     rows = ranked(rows, metric, descending)[: args.top if args.top else None]
     params, values = column_names(rows)
+    for note in state.summary_notes():  # on stderr: csv and json stay parseable
+        _warn(note)
     if args.format == "json":
         json.dump([{"index": r.index, "element": r.key, "params": r.params, "summary": r.values, "state": r.state,
                     "duration": r.duration, "code_version": r.code_version, "result_type": r.result_type,
