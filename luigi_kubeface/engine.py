@@ -100,7 +100,7 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
     versions = store.result_versions()  # one listing serves this check and the run, unless we waited
     if not set(e.key for e in job.elements) - store.finished(versions):
         return JobRun(job, backend, settings, on_progress, clock, None, versions).run()
-    lease = JobLease(job.store.storage, settings.lease_seconds, run_id)
+    lease = JobLease(job.store.storage, settings.lease_seconds, run_id, key=job.store.signing_key())
 
     def waiting(holder):
         done = len(set(e.key for e in job.elements) & store.finished())
