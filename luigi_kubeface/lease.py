@@ -257,6 +257,9 @@ class JobLease:
         if self._lost or self._generation is None:
             return
         try:
-            self._swap(self._generation, self._record(released=self._now()))
+            if not self._swap(self._generation, self._record(released=self._now())):
+                holder, generation = read_lease(self.storage)
+                if self._not_a_takeover(holder):  # a forged record since the last beat: free the lease all the same
+                    self._swap(generation, self._record(released=self._now()))
         except Exception as error:  # noqa: BLE001 - it lapses on its own after lease_seconds
             log.warning("could not release the job's lease (it lapses in %.0fs): %s", self.seconds, error)
