@@ -129,10 +129,11 @@ class RunStorage:
     def finished(self, versions=None):
         return self.store.finished(versions)
 
-    def check_result(self, key):
-        """True when the element's result checks out, False when there is none; CorruptBlobError when refused."""
+    def check_result(self, key, whole=False):
+        """True when the element's result checks out, False when there is none; CorruptBlobError when refused.
+        whole: its payload too, as before superseded results are deleted for it."""
         try:
-            self.store.check_result(key)
+            self.store.check_result(key, whole)
             return True
         except BlobNotFoundError:
             return False
@@ -312,7 +313,7 @@ class JobRun:
         key = flight.element.key
         refused = None
         try:  # also after a timeout: the result may be written, the exit late
-            if self.store.check_result(key):
+            if self.store.check_result(key, whole=bool(self.versions.get(key))):  # on_success deletes those
                 return Succeeded()
         except CorruptBlobError as error:  # moved aside by check_result: this element runs again
             refused = error
