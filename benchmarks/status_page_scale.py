@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from luigi_kubeface import naming  # noqa: E402
+from luigi_kubeface import keys as signing, naming, summary_seal  # noqa: E402
 from luigi_kubeface.job_store import JobStore  # noqa: E402
 from luigi_kubeface.job_state import JobState  # noqa: E402
 from luigi_kubeface.status_page import render  # noqa: E402
@@ -44,7 +44,8 @@ def grid_summary(params, i):
 
 def build(root, count, results=False):
     """A finished job of count elements; results: with parameters in elements.json and summaries in records."""
-    job = JobStore.at(root, "scale")
+    job = JobStore.at(root, "scale", keys=signing.KeyRing(os.path.join(root, "scale-keys")))
+    job_key = job.create_key()  # the runner signs its summaries: an unsigned one would be refused
     params = [grid_params(i) if results else {"i": i} for i in range(count)]
     keys = [naming.element_key((), p) for p in params]
     labels = [", ".join("%s=%r" % kv for kv in p.items()) for p in params]
@@ -63,6 +64,7 @@ def build(root, count, results=False):
         record["duration"] = record["finished"] - record["started"]
         if results and not failed:
             record.update(result_type="dict", result_size=2, summary=grid_summary(params[i], i))
+            summary_seal.seal(record, signing.attempt_key(job_key, "scale", key, "", attempt), "scale", key, attempt)
         path = os.path.join(root, "scale", naming.attempt_record_key(key, attempt))
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:

@@ -225,6 +225,8 @@ def cmd_results(args, out):
     total = len(rows)
     rows = ranked(rows, metric, descending)[: args.top if args.top else None]
     params, values = column_names(rows)
+    for note in state.summary_notes():  # on stderr: csv and json stay parseable
+        _warn(note)
     if args.format == "json":
         json.dump([{"index": r.index, "element": r.key, "params": r.params, "summary": r.values, "state": r.state,
                     "duration": r.duration, "code_version": r.code_version, "result_type": r.result_type,
@@ -397,14 +399,13 @@ def cmd_cleanup(args, out):
     dry_run = not args.yes
     verb = "would delete" if dry_run else "deleted"
     for job in list(jobs):
-        holder, _ = lease.read_lease(job.storage)
-        if holder is not None and not lease.lapsed(holder) and not args.force:
+        why = _may_be_running(job)
+        if why and not args.force:
             if args.job:
                 raise JobRunningError(
-                    "job %s is running: its lease is %s. Deleting its pods and Secret now would fail it; stop "
-                    "that master first (or wait for it), or add --force" % (job.id, lease.describe(holder)))
-            _warn("skipping job %s: a master runs it (%s); add --force to delete it anyway"
-                  % (job.id, lease.describe(holder)))
+                    "job %s %s. Deleting its pods and Secret now would fail it; stop that master first (or wait "
+                    "for it), or add --force" % (job.id, why))
+            _warn("skipping job %s: it %s; add --force to delete it anyway" % (job.id, why))
             jobs.remove(job)
     for job in jobs:
         pods = cleanup_running(job, dry_run, args)
@@ -437,14 +438,62 @@ def cmd_cleanup(args, out):
     return 0
 
 
+def _may_be_running(job):
+    """Why a master may run the job ("" when its lease is signed and says it is free).
+
+    lease.json is in the bucket: a lease that says "released" (or old activity times, for
+    --older-than) counts only when it is signed with the job's key, which must be on this machine.
+    """
+    from .keys import KeyRing
+    from .luigi_adapter.config import load_settings
+
+    holder, _ = lease.read_lease(job.storage)
+    if holder is None:
+        return ""
+    if not lease.lapsed(holder):
+        return "is running: its lease is %s" % lease.describe(holder)
+    try:
+        key = KeyRing.from_settings(load_settings()).load(job.url)
+    except KubefaceError:
+        key = None
+    if not lease.verified(holder, key):
+        return ("may be running: its lease says it is free, but it is not signed by this job's key (forged in "
+                "storage, written by an earlier release, or the key is not on this machine)")
+    return ""
+
+
 def _prune_empty_directories(url):
+    """Remove the job's empty directories bottom up, through directory descriptors opened without following
+    links: a directory swapped for a link is never entered, and nothing outside the job is removed."""
     if "://" in url or os.path.islink(url):
         return  # buckets have no directories; links are never followed
-    for directory, _, _ in sorted(os.walk(url), key=lambda d: -len(d[0])):  # os.walk follows no inner link
-        try:
-            os.rmdir(directory)
-        except OSError:
-            pass
+    parent, name = os.path.split(url.rstrip("/"))
+    try:
+        parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        _prune_in(parent_fd, name)
+    finally:
+        os.close(parent_fd)
+
+
+def _prune_in(parent_fd, name):
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+    except OSError:
+        return  # gone, or a link (never followed)
+    try:
+        with os.scandir(fd) as entries:
+            children = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+        for child in children:
+            _prune_in(fd, child)
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(name, dir_fd=parent_fd)  # rmdir never follows a link: a link swapped in here is not removed
+    except OSError:
+        pass
 
 
 # -- entry point ---------------------------------------------------------------------------------

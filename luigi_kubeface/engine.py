@@ -103,7 +103,7 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
     versions = store.result_versions()  # one listing serves this check and the run, unless we waited
     if not set(e.key for e in job.elements) - store.finished(versions):
         return JobRun(job, backend, settings, on_progress, clock, None, versions).run()
-    lease = JobLease(job.store.storage, settings.lease_seconds, run_id)
+    lease = JobLease(job.store.storage, settings.lease_seconds, run_id, key=job.store.signing_key())
 
     def waiting(holder):
         done = len(set(e.key for e in job.elements) & store.finished())
@@ -133,10 +133,11 @@ class RunStorage:
     def finished(self, versions=None):
         return self.store.finished(versions)
 
-    def check_result(self, key):
-        """True when the element's result checks out, False when there is none; CorruptBlobError when refused."""
+    def check_result(self, key, whole=False):
+        """True when the element's result checks out, False when there is none; CorruptBlobError when refused.
+        whole: its payload too, as before superseded results are deleted for it."""
         try:
-            self.store.check_result(key)
+            self.store.check_result(key, whole)
             return True
         except BlobNotFoundError:
             return False
@@ -333,7 +334,7 @@ class JobRun:
         key = flight.element.key
         refused = None
         try:  # also after a timeout: the result may be written, the exit late
-            if self.store.check_result(key):
+            if self.store.check_result(key, whole=bool(self.versions.get(key))):  # on_success deletes those
                 return Succeeded()
         except CorruptBlobError as error:  # moved aside by check_result: this element runs again
             refused = error

@@ -11,8 +11,8 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import naming
-from .errors import BlobNotFoundError, ElementNotFoundError, UnreadableRecordError
+from . import naming, summary_seal
+from .errors import BlobNotFoundError, ElementNotFoundError, SigningKeyError, UnreadableRecordError
 from .records import FAILED, ElementIndex, JobMeta, Outcome, outcome_of
 
 READ_THREADS = 8
@@ -29,6 +29,7 @@ class ElementState:
     running_since: float = 0.0  # wall time the running attempt started (live view only)
     params: dict = field(default_factory=dict)  # the parameters by name, as elements.json keeps them
     version: str = ""  # the code version whose result counts (its record's summary is the one shown)
+    trusted: set = field(default_factory=set)  # attempts whose summary verified (or counts as an earlier release's)
 
     @property
     def last_record(self):
@@ -51,8 +52,9 @@ class ElementState:
         """The record of the successful attempt that wrote the result that counts, if it is read.
 
         That of the job's code version, the attempt that wrote the result first, newest first.
+        Only records whose summary verified (summary_seal.py) are candidates: an unsigned record decides nothing.
         """
-        ok = [r for r in self.records.values() if outcome_of(r) is Outcome.SUCCESS]
+        ok = [r for a, r in self.records.items() if outcome_of(r) is Outcome.SUCCESS and a in self.trusted]
         ok.sort(key=lambda r: (r.get("code_version", "") == self.version, r.get("result_written", True) is not False,
                                r.get("finished") or 0), reverse=True)
         return ok[0] if ok else None
@@ -97,6 +99,8 @@ class JobState:
         self.dispatches = {}  # run id -> RunSummary
         self.unread = 0  # records listed but not read yet (over max_reads)
         self.unreadable = {}  # storage key -> why it cannot be read (skipped: everything else is shown)
+        self.summary_verdicts = {}  # (element, attempt) -> summary_seal verdict, for successful attempts
+        self._summary_key = None  # the job's key, once loaded; its SigningKeyError's text if not on this machine
         self._elements_stamp = None
         self.refreshed = 0.0
 
@@ -152,7 +156,45 @@ class JobState:
             for (element, attempt), record in zip(chosen, read):
                 if record is not None:
                     self.records[(element, attempt)] = record
+                    if outcome_of(record) is Outcome.SUCCESS:
+                        self.summary_verdicts[(element, attempt)] = summary_seal.verdict(
+                            record, self._job_key(), self.store.id, element, attempt, self._current_version())
         self.unread = max(0, len(missing) - limit)
+
+    def _job_key(self):
+        """The key that verifies summaries, None when it is not on this machine (then none verifies)."""
+        if self._summary_key is None:
+            try:
+                self._summary_key = self.store.signing_key()
+            except SigningKeyError as error:
+                self._summary_key = str(error)
+        return self._summary_key if isinstance(self._summary_key, bytes) else None
+
+    def _current_version(self):
+        try:
+            return self.store.code_version or ""
+        except Exception:  # noqa: BLE001 - a tool's view of an altered job.json: no version is current
+            return self.meta.get("code_version", "")
+
+    def summary_notes(self):
+        """One line per kind of summary refused (or counted unverified), for the reader to see: [] when all verified."""
+        by_verdict = {}
+        for (element, _), verdict in sorted(self.summary_verdicts.items()):
+            if verdict != summary_seal.VERIFIED:
+                by_verdict.setdefault(verdict, []).append(element)
+        notes = []
+        for verdict, elements in sorted(by_verdict.items()):
+            shown = ", ".join(sorted(set(elements))[:5]) + (", ..." if len(set(elements)) > 5 else "")
+            if verdict == summary_seal.EARLIER:
+                notes.append("%d summaries counted unverified: written by an earlier release, unsigned (elements %s); "
+                             "anyone who may write the bucket could have altered them" % (len(elements), shown))
+            elif verdict == summary_seal.NO_KEY:
+                notes.append("%d summaries refused: %s (%s) (elements %s)"
+                             % (len(elements), verdict, self._summary_key, shown))
+            else:
+                notes.append("%d summaries refused: %s (forged or altered in storage; elements %s)"
+                             % (len(elements), verdict, shown))
+        return notes
 
     def _read(self, key, read, *args):
         """read(*args): a record, or None if it is absent or unreadable (then named in self.unreadable)."""
@@ -193,8 +235,10 @@ class JobState:
         for index, (key, label, params) in enumerate(zip(*(grid or (self.keys, self.labels, self.params)))):
             ids = list(self.attempts.get(key, []))
             records = {a: self.records[(key, a)] for a in ids if (key, a) in self.records}
+            trusted = {a for a in ids if self.summary_verdicts.get((key, a)) in (summary_seal.VERIFIED,
+                                                                                 summary_seal.EARLIER)}
             element = ElementState(index, key, label, "not run" if running is None else "pending", ids, records,
-                                   params=params, version=version)
+                                   params=params, version=version, trusted=trusted)
             last = records.get(ids[-1]) if ids else None
             if key in self.results:
                 element.state = "done"

@@ -6,6 +6,7 @@ itself with the same two modules). Reading tools (`kubeface`, status pages, resu
 JobStore alone: a job's definition (its function) is not needed to read what it did.
 """
 
+import hashlib
 import json
 import os
 from collections import namedtuple
@@ -168,7 +169,9 @@ class JobStore:
         return max(found)
 
     def drop_other_versions(self, key):
-        """Delete an element's results of other code once this code's result is in (storage stays bounded)."""
+        """Delete an element's results of other code once this code's result is in (storage stays bounded).
+
+        Called only once that result was checked whole (check_result(whole=True)), never on its header alone."""
         counted = self.counted_versions
         for version in (self._versions or {}).get(key, ()):
             if version not in counted:
@@ -209,8 +212,9 @@ class JobStore:
                 "derived from the team key and the job's URL: such results could be replayed from another "
                 "storage root, so they are refused and recomputed)")
 
-    def check_result(self, key):
-        """Check a result from its first megabyte without unpickling it: its signed header.
+    def check_result(self, key, whole=False):
+        """Check a result from its first megabyte without unpickling it: its signed header; whole: its payload too
+        (before a superseded result is deleted for it: a replacement altered after its write must not cost both).
 
         The signature, place and size are verified, and on GCS the payload against the crc32c GCS
         computed itself; the payload's sha256 is checked by load_result, before it unpickles.
@@ -220,10 +224,23 @@ class JobStore:
         name, where, expect = self._result_place(key)
         try:
             head = self.storage.head(name, serialization.HEAD_LIMIT)
-            return serialization.read_head(head.data, head.size, where, self.signing_key(), expect, fix="",
-                                           storage_crc32c=head.crc32c)[0]
+            header, offset = serialization.read_head(head.data, head.size, where, self.signing_key(), expect, fix="",
+                                                     storage_crc32c=head.crc32c)
+            if whole and head.crc32c is None:  # no storage vouched for the payload (local): read it once, hash it
+                self._check_payload(name, where, header, offset)
+            return header
         except CorruptBlobError as error:
             raise self._quarantine(name, error) from None
+
+    def _check_payload(self, name, where, header, offset):
+        """The payload's sha256 against the signed header, streamed: nothing is unpickled or kept."""
+        digest = hashlib.sha256()
+        with self.storage.open_read(name) as f:
+            f.seek(offset)
+            for chunk in iter(lambda: f.read(8 << 20), b""):
+                digest.update(chunk)
+        if digest.hexdigest() != header.get("sha256"):
+            raise CorruptBlobError("%s is altered (its sha256 differs from the signed header's)" % where)
 
     def load_result(self, key):
         """Stream the result in (GCS: through a temporary file), check it whole, then unpickle it once."""

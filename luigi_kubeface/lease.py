@@ -7,8 +7,16 @@ lease (naming.LEASE) is only ever written by compare-and-swap on the blob's gene
 exactly one holds it. The holder renews it every lease_seconds / 3; a master that finds it held
 waits, and takes it once it is released, once it was not renewed for lease_seconds, or at once
 when its holder ran on this machine and its process is gone.
+
+lease.json is in the bucket, so anyone who may write it could forge it. Each record is signed
+with the job's key and carries a term, which every acquisition raises (at least to the time in
+seconds). A waiting master treats a record that is not signed as no lease; a holder that finds
+one, or a signed record of a lower (term, run) (an old one copied back), or none, puts its own back
+and keeps running: only a signed record of a higher term means another master took the job over.
 """
 
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -37,6 +45,29 @@ def read_lease(storage):
     except ValueError:
         holder = {}
     return (holder if isinstance(holder, dict) else {}), generation
+
+
+def _mac(key, record):
+    text = json.dumps({k: v for k, v in record.items() if k != "hmac"}, sort_keys=True).encode()
+    return hmac.new(bytes(key), b"luigi-kubeface lease\n" + text, hashlib.sha256).hexdigest()
+
+
+def signed(record, key):
+    """The record with its signature (the job's key)."""
+    return dict(record, hmac=_mac(key, record))
+
+
+def verified(holder, key):
+    """Whether a lease record is signed with the job's key (False without a key: it cannot tell)."""
+    given = (holder or {}).get("hmac")
+    return key is not None and isinstance(given, str) and hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), _mac(key, holder).encode())
+
+
+def _rank(holder):
+    """What orders two signed records: the higher term (then run id) is the later acquisition."""
+    term = holder.get("term")
+    return (term if isinstance(term, (int, float)) else 0, str(holder.get("run", "")))
 
 
 def _pid_gone(pid):
@@ -80,8 +111,10 @@ def describe(holder, now=None):
 class JobLease:
     """This master's hold on one job: acquire() before launching, renewed in the background, release() at the end."""
 
-    def __init__(self, storage, seconds, run_id=None, now=time.time, clock=time.monotonic):
+    def __init__(self, storage, seconds, run_id=None, now=time.time, clock=time.monotonic, key=None):
         self.storage, self.seconds = storage, float(seconds)
+        self.key = key  # the job's key: records are signed and checked with it (None: unsigned, as before)
+        self.term = 0
         self.run_id = run_id or naming.new_run_id()
         self._now, self._clock = now, clock
         self._generation = None
@@ -93,8 +126,19 @@ class JobLease:
 
     def _record(self, **extra):
         now = self._now()
-        return dict({"host": socket.gethostname(), "pid": os.getpid(), "run": self.run_id, "since": self.since or now,
-                     "renewed": now, "seconds": self.seconds}, **extra)
+        record = dict({"host": socket.gethostname(), "pid": os.getpid(), "run": self.run_id, "since": self.since or now,
+                       "renewed": now, "seconds": self.seconds, "term": self.term}, **extra)
+        return signed(record, self.key) if self.key is not None else record
+
+    def _forged(self, holder):
+        """Why a record found in lease.json is no master's ("" when it may be one's)."""
+        if self.key is None or holder is None or verified(holder, self.key):
+            return ""
+        return "not signed by this job's key"
+
+    def _next_term(self, holder):
+        previous = _rank(holder)[0] if holder and not self._forged(holder) else 0
+        return max(int(previous) + 1, int(self._now()))
 
     def _swap(self, generation, record):
         """Write by compare-and-swap; a retried write that did land (its reply lost) counts as ours."""
@@ -110,9 +154,14 @@ class JobLease:
     def try_acquire(self):
         """Take the lease if it is free: None when taken, else the holder's record."""
         holder, generation = read_lease(self.storage)
-        if holder is not None and holder.get("run") != self.run_id and not lapsed(holder, self._now()):
+        forged = self._forged(holder)
+        if holder is not None and holder.get("run") != self.run_id and not lapsed(holder, self._now()) and not forged:
             return holder
+        if forged:
+            log.warning("the job's lease.json is %s (forged in storage, or written by an earlier release): "
+                        "taking the lease", forged)
         self.since = self._now()
+        self.term = self._next_term(holder)
         if self._swap(generation, self._record()):
             self._renewed_at = self._clock()
             if holder and not holder.get("released"):
@@ -137,6 +186,7 @@ class JobLease:
                 seen, seen_at = holder, self._clock()
             elif self._clock() - seen_at > self.seconds:
                 holder_now, generation = read_lease(self.storage)
+                self.since, self.term = self._now(), self._next_term(holder_now)
                 if holder_now == seen and self._swap(generation, self._record()):
                     self._renewed_at = self._clock()
                     log.warning("took over the job's lease from run %s: unchanged for %.0fs", seen.get("run"),
@@ -167,7 +217,13 @@ class JobLease:
             if self._swap(self._generation, self._record()):
                 self._renewed_at = self._clock()
                 return
-            holder, _ = read_lease(self.storage)
+            holder, generation = read_lease(self.storage)
+            why = self._not_a_takeover(holder)
+            if why:
+                log.warning("the job's lease.json was replaced by a record that is %s: putting this master's back", why)
+                if self._swap(generation, self._record()):
+                    self._renewed_at = self._clock()
+                return  # a failed swap: the next beat looks again
             self._lost = "another master took the job over: %s" % describe(holder, self._now())
         except Exception as error:  # noqa: BLE001 - storage trouble: retried at the next beat
             log.warning("could not renew the job's lease: %s", error)
@@ -175,6 +231,18 @@ class JobLease:
                 self._lost = "the lease could not be renewed for %.0fs (%s)" % (self.seconds, error)
         if self._lost:
             log.error("job lease lost: %s", self._lost)
+
+    def _not_a_takeover(self, holder):
+        """Why the record now in lease.json does not take the job from this master ("" when it does)."""
+        if self.key is None:
+            return ""
+        if holder is None:
+            return "gone (deleted)"
+        if self._forged(holder):
+            return self._forged(holder)
+        if _rank(holder) <= _rank(self._record()):
+            return "an older signed record (term %s) copied back" % holder.get("term")
+        return ""
 
     @property
     def lost(self):
@@ -189,6 +257,9 @@ class JobLease:
         if self._lost or self._generation is None:
             return
         try:
-            self._swap(self._generation, self._record(released=self._now()))
+            if not self._swap(self._generation, self._record(released=self._now())):
+                holder, generation = read_lease(self.storage)
+                if self._not_a_takeover(holder):  # a forged record since the last beat: free the lease all the same
+                    self._swap(generation, self._record(released=self._now()))
         except Exception as error:  # noqa: BLE001 - it lapses on its own after lease_seconds
             log.warning("could not release the job's lease (it lapses in %.0fs): %s", self.seconds, error)

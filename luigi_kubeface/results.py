@@ -4,12 +4,15 @@ Their parameters and numbers (records(), to_pandas()) come from the attempt reco
 the runner summarised each result (summary.py): comparing 50,000 elements reads no result.
 """
 
+import logging
 from collections.abc import Sequence
 
 from .errors import ConfigurationError, CorruptBlobError
 from .result_table import column_names, record, result_rows
 
 ALL_RECORDS = 10 ** 9
+
+log = logging.getLogger(__name__)
 
 
 class Results(Sequence):
@@ -18,6 +21,7 @@ class Results(Sequence):
     def __init__(self, job, keys):
         self.job = job
         self.keys = list(keys)
+        self.summary_notes = []  # what the last records() refused or counted unverified (also logged)
 
     def __len__(self):
         return len(self.keys)
@@ -39,6 +43,8 @@ class Results(Sequence):
 
         A result that is a number is {"value": x}; a dict of numbers gives its entries; a result with no
         numeric summary gives the parameters alone. A value named like a parameter becomes result.<name>.
+        Only summaries the runner signed and that verify count (summary_seal.py); each kind refused is
+        logged and kept in summary_notes, and such an element gives its parameters alone.
         """
         from .job_state import JobState  # the job's view from storage: elements.json and attempt records
 
@@ -54,6 +60,9 @@ class Results(Sequence):
             labels.append(label)
             params.append(values)
         rows = result_rows(state.elements(grid=(self.keys, labels, params)))
+        self.summary_notes = state.summary_notes()
+        for note in self.summary_notes:
+            log.warning("job %s: %s", self.job.id, note)
         columns = column_names(rows)
         return [record(row, columns) for row in rows]
 

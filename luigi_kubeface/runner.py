@@ -32,7 +32,7 @@ import traceback
 
 import cloudpickle
 
-from . import code_package, container_init, keys, naming, serialization, summary
+from . import code_package, container_init, keys, naming, serialization, summary, summary_seal
 from .private_copy import private_copy
 from .errors import BlobNotFoundError, CorruptBlobError, SigningKeyError, VersionMismatchError
 from .records import AttemptRecord, Outcome
@@ -459,6 +459,7 @@ def execute_attempt(storage, element, attempt, key=None):
                     won = storage.write_stream_if_absent(naming.result_key(element, version), blob, blob.size)
                 record.end(Outcome.SUCCESS, result_bytes=blob.size, result_written=won,
                            **summary.describe(value))  # what results tables read
+                summary_seal.seal(record, signer, job, element, attempt)  # what ranks elements: signed
                 if not won:
                     print("result of element %s was already written by another attempt; kept it" % element)
     finally:

@@ -219,11 +219,12 @@ def results_section(state, elements, limit=RESULTS_LIMIT):
     """
     rows = result_rows(e for e in elements if e.state == "done")
     names = value_names(rows)
+    notes = "".join('<div class="note err refused">%s</div>' % _esc(n) for n in state.summary_notes())
     if not names:
         kinds = sorted({r.result_type for r in rows if r.result_type})
         return ('<h2>Results</h2><div class="note" id="results">%s</div>' % (
             "no numeric results to compare: the elements returned %s (a number, or a dict or list of at most 32 "
-            "numbers, is summarised)" % _esc(", ".join(kinds)) if kinds else "no results with a summary yet"))
+            "numbers, is summarised)" % _esc(", ".join(kinds)) if kinds else "no results with a summary yet")) + notes
     wanted = state.meta.get("result_metric") or ""
     metric = wanted if wanted in names else names[0]
     descending = state.meta.get("result_direction") != "minimize"
@@ -232,7 +233,7 @@ def results_section(state, elements, limit=RESULTS_LIMIT):
     out = ['<h2>Results</h2><div class="note">%d result(s) with a value of <b>%s</b>, %s first%s%s</div>' % (
         len(best), _esc(metric), "highest" if descending else "lowest",
         "" if not wanted or wanted == metric else " (result_metric %s is in no summary)" % _esc(wanted),
-        "; %d attempt records not read yet" % state.unread if state.unread else "")]
+        "; %d attempt records not read yet" % state.unread if state.unread else ""), notes]
     out.append('<table id="results"><thead><tr><th>rank</th><th>#</th>%s%s<th>duration</th></tr></thead><tbody>' % (
         "".join("<th>%s</th>" % _esc(p) for p in params), "".join("<th>%s</th>" % _esc(n) for n in names)))
     for rank, (row, _) in enumerate(best[:limit], 1):

@@ -162,3 +162,62 @@ def test_results_as_csv_never_hold_a_formula_a_spreadsheet_would_run(tmp_path):
     assert not formulas, formulas
     assert "'=HYPERLINK(\"http://evil.example\",\"x\")" in cells and "plain" in cells
     assert str(-len(items[0])) in cells  # numbers stay numbers, negative ones too
+
+
+def test_a_forged_released_lease_or_old_activity_does_not_let_cleanup_touch_a_running_job(tmp_path, capsys):
+    """Hardening (issue 25): a forged "released" lease, or forged activity times, let cleanup act on a running job."""
+    from luigi_kubeface import naming
+    from luigi_kubeface.job_store import JobStore
+    from luigi_kubeface.lease import JobLease, read_lease
+
+    root = tmp_path / "s"
+    Client(storage_root=str(root), **FAST).map(square, [2], job_id="live")
+    store = JobStore.at(str(root), "live")
+    running = JobLease(store.storage, 30, "run-live", key=store.signing_key())  # a master runs the job now
+    running.acquire()
+    try:
+        holder = read_lease(store.storage)[0]
+        store.storage.write(naming.LEASE, json.dumps(dict(holder, released=1.0)).encode())  # forged: "released"
+        for path in [root / "live" / "job.json", root / "live" / "progress.json",
+                     *(root / "live" / "dispatches").iterdir()]:  # forged activity: long ago
+            if path.exists():
+                path.write_text(json.dumps(dict(json.loads(path.read_text()), updated=1.0, finished=1.0)))
+        code, _ = kubeface("cleanup", "live", "--blobs", "--yes", "--storage-root", str(root))
+        assert code == 2 and "not signed by this job's key" in capsys.readouterr().err
+        code, out = kubeface("cleanup", "--older-than", "1d", "--blobs", "--yes", "--storage-root", str(root))
+        assert code == 0 and "skipping job live" in capsys.readouterr().err
+        assert (root / "live" / "job.json").exists() and list((root / "live" / "results").iterdir())
+    finally:
+        running.release()
+    code, out = kubeface("cleanup", "live", "--blobs", "--yes", "--storage-root", str(root))  # signed, released
+    assert code == 0 and not (root / "live" / "job.json").exists()
+
+
+def test_cleanup_removes_no_directory_through_a_link_swapped_in_while_it_prunes(tmp_path):
+    """Hardening (issue 25): cleanup removed empty directories by path, so a directory swapped for a link got
+    directories outside the job removed. A real process swaps logs/ for a link to outside/ over and over."""
+    from luigi_kubeface.cli import _prune_empty_directories
+
+    job, outside = tmp_path / "s" / "job", tmp_path / "outside"
+    names = ["e%03d" % i for i in range(200)]
+    for name in names:
+        (outside / name).mkdir(parents=True)
+    code = ("import os, sys\nlogs, real, outside = sys.argv[1:]\nwhile True:\n"
+            "    try:\n        os.rename(logs, real); os.symlink(outside, logs); os.unlink(logs); os.rename(real, logs)\n"
+            "    except OSError:\n        pass\n")
+    for _ in range(15):
+        for name in names:
+            (job / "logs" / name).mkdir(parents=True, exist_ok=True)
+        swapper = subprocess.Popen([sys.executable, "-c", code, str(job / "logs"), str(job / "logs-real"),
+                                    str(outside)])
+        try:
+            _prune_empty_directories(str(job))
+        finally:
+            swapper.kill()
+            swapper.wait()
+        if (job / "logs-real").exists() and not (job / "logs").exists():
+            os.rename(job / "logs-real", job / "logs")
+        if (job / "logs").is_symlink():
+            os.unlink(job / "logs")
+        assert sorted(p.name for p in outside.iterdir()) == names, "a directory outside the job was removed"
+        job.mkdir(parents=True, exist_ok=True)

@@ -128,3 +128,42 @@ def test_toy_pipeline_recomputes_damaged_results(tmp_path):
         new.remove(key)
     assert sorted(new) == sorted(damaged)
     assert not os.path.exists(marker)
+
+
+_FLIPPER = """
+import os, sys, time
+folder, done = sys.argv[1:]
+before = set(os.listdir(folder))
+while True:
+    names = [n for n in os.listdir(folder) if n.endswith(".pkl") and n not in before]
+    if names:
+        path = os.path.join(folder, names[0])
+        with open(path, "r+b") as f:
+            f.seek(-1, 2)
+            last = f.read(1)
+            f.seek(-1, 2)
+            f.write(bytes([last[0] ^ 1]))  # one payload bit, right after the runner wrote it
+        open(done, "w").close()
+        break
+    time.sleep(0.0005)
+"""
+
+
+def test_a_superseded_result_is_kept_until_its_replacement_is_verified_whole(tmp_path):
+    """Hardening (issue 25): one payload bit flipped right after the runner wrote a new result still gave success;
+    the superseded version's result was deleted, and loading refused the altered one: no result at all."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "s"
+    client = Client(storage_root=str(root), retries=1, **FAST)
+    assert list(client.map(square, [3], job_id="flip", code_version="v1")) == [9]
+    done = tmp_path / "flipped"
+    flipper = subprocess.Popen([sys.executable, "-c", _FLIPPER, str(root / "flip" / "results"), str(done)])
+    try:
+        results = client.map(square, [3], job_id="flip", code_version="v2")
+        flipper.wait(timeout=60)
+    finally:
+        flipper.kill()
+    assert done.exists()
+    assert list(results) == [9]  # refused whole at the attempt's end, retried; or the earlier result kept

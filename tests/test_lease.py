@@ -154,3 +154,90 @@ def test_a_cancellation_written_by_another_master_is_not_the_elements_failure(tm
     backend = Adopting(settings)
     report = run_job(job, backend, settings, clock=backend.clock, sleep=backend.sleep)
     assert not report.failures and report.progress.succeeded == 2, report.failures
+
+
+def _hold_flock(path):
+    """Another process holding flock(LOCK_EX) on path until killed (what any local user can do to a 0755 dir)."""
+    code = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); "
+            "print('locked', flush=True); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_lock_held_on_the_job_directory_does_not_hang_the_master(tmp_path):
+    """Hardening (issue 25): job directories are 0755, so any local user could flock one and hang every lease read."""
+    import threading
+
+    storage = open_storage(str(tmp_path / "job"))
+    JobLease(storage, 30, "run-a").acquire()
+    (tmp_path / "job").chmod(0o755)
+    holder = _hold_flock(tmp_path / "job")
+    try:
+        done = []
+        lease = JobLease(storage, 30, "run-b")
+        thread = threading.Thread(target=lambda: done.append(lease.try_acquire()), daemon=True)
+        thread.start()
+        thread.join(120)  # a hang detector, not a timing: with the directory locked it never returned
+        assert done and done[0]["run"] == "run-a"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert os.stat(tmp_path / "job" / naming.LEASE).st_mode & 0o777 == 0o600  # only its owner can open, so lock, it
+
+
+def test_a_lock_held_on_the_lease_itself_is_an_error_after_a_bound_not_a_hang(tmp_path):
+    from luigi_kubeface.errors import StorageError
+
+    storage = open_storage(str(tmp_path / "job"))
+    lease = JobLease(storage, 30, "run-a")
+    lease.acquire()
+    holder = _hold_flock(tmp_path / "job" / naming.LEASE)
+    storage.lock_wait = 0.3
+    try:
+        _, generation = read_lease(storage)
+        with pytest.raises(StorageError, match="stayed locked by another process"):
+            storage.write_if_generation(naming.LEASE, b"{}", generation)
+    finally:
+        holder.kill()
+        holder.wait()
+    lease.release()
+
+
+KEY = b"k" * 32
+
+
+def _forge(storage, record):
+    storage.write(naming.LEASE, json.dumps(record).encode())  # a bucket writer: no compare-and-swap, no key
+
+
+def test_a_forged_lease_does_not_stop_the_running_master_nor_stall_a_waiting_one(tmp_path):
+    """Hardening (issue 25): a forged lease.json stopped a running job at its next heartbeat."""
+    storage = open_storage(str(tmp_path / "job"))
+    running = JobLease(storage, 30, "run-a", key=KEY)
+    running.acquire()
+    genuine = read_lease(storage)[0]
+    _forge(storage, dict(genuine, run="run-evil", term=10 ** 12, hmac="0" * 64))  # unsigned, a huge term
+    running.renew()
+    assert not running.lost and read_lease(storage)[0]["run"] == "run-a"  # put back
+    storage.delete(naming.LEASE)
+    running.renew()
+    assert not running.lost and read_lease(storage)[0]["run"] == "run-a"
+    running.release()
+    old_released = read_lease(storage)[0]  # a genuine record, signed: released
+    again = JobLease(storage, 30, "run-c", key=KEY)
+    again.acquire()
+    _forge(storage, old_released)  # an older signed record copied back
+    again.renew()
+    assert not again.lost and read_lease(storage)[0]["run"] == "run-c"
+    again.release()
+    _forge(storage, dict(genuine, run="run-evil", renewed=time.time() + 10 ** 6))  # "held" for ever, unsigned
+    waiting = JobLease(storage, 30, "run-d", key=KEY)
+    assert waiting.try_acquire() is None  # not signed: no master's; taken at once
+    taker = JobLease(storage, 0.5, "run-e", key=KEY)  # a genuine takeover still stops the holder
+    waiting._stop.set()
+    waiting._thread = None
+    assert taker.acquire(sleep=time.sleep) is True
+    waiting.renew()
+    assert "another master took the job over" in waiting.lost
+    taker.release()

@@ -13,6 +13,7 @@ import secrets
 import shutil
 import socket
 import stat
+import time
 
 from ..errors import BlobNotFoundError, ConfigurationError, StorageError, UnsafePathError
 from . import Head
@@ -190,34 +191,53 @@ class LocalStorage:
         return "%d.%d" % (found.st_ino, found.st_ctime_ns)
 
     def read_generation(self, key):
-        try:
-            directory, name = self._in_dir(key)
-        except (FileNotFoundError, NotADirectoryError):
-            raise BlobNotFoundError("no blob %s under %s" % (key, self.root)) from None
-        try:
-            fcntl.flock(directory, fcntl.LOCK_SH)  # not between a swap's compare and its rename
-            found = self._lstat(directory, name)
-            if found is None:
-                raise BlobNotFoundError("no blob %s under %s" % (key, self.root))
-            data = self.read(key)
-            return data, self._generation(found)
-        finally:
-            os.close(directory)  # closing releases the lock
+        """The data and generation of one file, read through one descriptor: no lock, no window between them."""
+        with self._open_file(key) as f:
+            return f.read(), self._generation(os.fstat(f.fileno()))
+
+    lock_wait = 10.0  # seconds a compare-and-swap waits for the lock before it gives up (never unbounded)
+
+    def _lock(self, fd, key):
+        """flock the blob being replaced, polling up to lock_wait: a holder that never lets go is an error."""
+        deadline = time.monotonic() + self.lock_wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StorageError(
+                        "%s stayed locked by another process for %.0fs: a compare-and-swap holds it for "
+                        "milliseconds, so something else holds it (fuser %s shows who); stop it and rerun"
+                        % (os.path.join(self.root, key), self.lock_wait, os.path.join(self.root, key))) from None
+                time.sleep(0.05)
 
     def write_if_generation(self, key, data, generation):
-        """Compare and rename under an exclusive lock on the blob's directory (every swapping process takes it)."""
+        """Compare and rename under an exclusive lock on the file being replaced.
+
+        Each write is a new file (mode 0600), so only its owner can open, hence lock, it: unlike the
+        blob's directory (0755), another local user cannot hold the lock. Two writers expecting the
+        same generation lock the same file; the second then finds another file at the name, and fails.
+        """
         if generation is None:
             return self.write_if_absent(key, data)
+        try:
+            current = self._open_file(key)
+        except BlobNotFoundError:
+            return False
         directory, name = self._in_dir(key, create=True)
         try:
-            fcntl.flock(directory, fcntl.LOCK_EX)
+            self._lock(current.fileno(), key)
             found = self._lstat(directory, name)
-            if found is None or self._generation(found) != generation:
+            mine = os.fstat(current.fileno())
+            if found is None or (found.st_ino, found.st_dev) != (mine.st_ino, mine.st_dev) \
+                    or self._generation(mine) != generation:
                 return False
             os.replace(self._temp(directory, data), name, src_dir_fd=directory, dst_dir_fd=directory)
             return True
         finally:
             os.close(directory)
+            current.close()  # closing releases the lock
 
     @staticmethod
     def _lstat(directory, name):
