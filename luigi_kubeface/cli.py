@@ -322,7 +322,7 @@ def docker_command(job_url, storage_root, element, attempt, image, env_file):
 def cmd_reproduce(args, out):
     from .keys import KeyRing
     from .luigi_adapter.config import load_settings
-    from .runner import UnusableCall, load_call, module_hint
+    from .runner import UnusableCall, load_call, module_hint, working_folder
 
     state = _state(args)
     element = state.find(args.element)
@@ -361,7 +361,8 @@ def cmd_reproduce(args, out):
               file=out)
         out.flush()
         try:
-            value = function(*call_args, **kwargs)
+            with working_folder(code_dir):  # the project's root as the job ships it, as in a pod
+                value = function(*call_args, **kwargs)
         except Exception:  # noqa: BLE001 - the element's own failure, shown or debugged here
             if args.pdb:
                 import pdb
