@@ -258,12 +258,12 @@ def _pick_attempt(state, element, wanted):
         return None
     if wanted is None:
         return element.attempts[-1]
-    for attempt in element.attempts:
-        if attempt == wanted or (wanted.isdigit() and naming.attempt_number(attempt) == int(wanted)):
+    numbered = naming.numbered_attempts(element.attempts)  # the numbers the status page shows, "#N"
+    for number, attempt in numbered:
+        if attempt == wanted or (wanted.isdigit() and number == int(wanted)):
             return attempt
     raise KubefaceError("element %s has no attempt %s: its attempts are %s"
-                        % (element.key, wanted, ", ".join("%d (%s)" % (naming.attempt_number(a), a)
-                                                          for a in element.attempts)))
+                        % (element.key, wanted, ", ".join("%d (%s)" % pair for pair in numbered)))
 
 
 def cmd_logs(args, out):
@@ -333,7 +333,7 @@ def cmd_reproduce(args, out):
     settings = load_settings()
     job.keys = KeyRing.from_settings(settings)
     image = args.image or settings.image  # not job.json's: it is unsigned
-    attempt = naming.new_attempt_id(len(element.attempts) + 1)
+    attempt = naming.new_attempt_id(naming.next_attempt_number(element.attempts))
     print("# the same element in the job's image, as a pod runs it (writes an attempt record and log):", file=out)
     if not image:
         print("# replace IMAGE with the job's image (or pass --image, or set [kubeface] image)", file=out)

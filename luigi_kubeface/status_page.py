@@ -178,9 +178,8 @@ def _row_order(element):
 
 def _attempt_links(element):
     links = []
-    for attempt in element.attempts:
+    for number, attempt in naming.numbered_attempts(element.attempts):  # as `kubeface logs --attempt N` counts
         record = element.records.get(attempt)
-        number = attempt.split("-", 1)[0].lstrip("0") or "0"
         outcome = record.get("outcome", "") if record else ("running" if element.state == "running" else "")
         if record is None or record.get("recorded_by") == "master":  # no log in storage (yet)
             links.append('<span title="%s %s">#%s</span>' % (_esc(attempt), _esc(outcome), _esc(number)))

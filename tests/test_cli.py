@@ -93,6 +93,65 @@ def test_logs_errors_name_the_fix(root, capsys):
     assert "has no attempt 2: its attempts are 1 (001-" in capsys.readouterr().err
 
 
+def fails_marked(x):
+    print("failing in", os.environ.get("RUN_MARK"))
+    raise ValueError("x=%d fails" % x)
+
+
+def attempt_files(root, job_id):
+    folder = os.path.join(root, job_id, "attempts")
+    return sorted(name for element in os.listdir(folder) for name in os.listdir(os.path.join(folder, element)))
+
+
+def fail_three_runs(root, job_id, monkeypatch):
+    for run in (1, 2, 3):
+        monkeypatch.setenv("RUN_MARK", "run-%d" % run)  # the local backend's runners inherit the master's environment
+        with pytest.raises(JobFailedError):
+            Client(storage_root=root, retries=0, **FAST).map(fails_marked, [5], job_id=job_id)
+
+
+def test_attempts_are_numbered_across_runs_and_logs_takes_the_third(tmp_path, monkeypatch, capsys):
+    root = str(tmp_path / "s")
+    fail_three_runs(root, "thrice", monkeypatch)
+    assert [name.split("-")[0] for name in attempt_files(root, "thrice")] == ["001", "002", "003"]
+    code, out = kubeface("logs", "thrice", "@0", "--attempt", "3", "--storage-root", root)
+    assert code == 0 and "failing in run-3" in out, out
+    assert "attempt 003-" in capsys.readouterr().err
+    code, out = kubeface("logs", "thrice", "@0", "--attempt", "1", "--storage-root", root)
+    assert code == 0 and "failing in run-1" in out
+    page = open(os.path.join(root, "thrice", "status.html")).read()
+    assert [">#%d</a>" % n in page for n in (1, 2, 3)] == [True] * 3
+
+
+def test_attempts_of_a_bucket_that_restarted_at_1_every_run_count_on_and_the_next_run_follows(tmp_path, monkeypatch,
+                                                                                              capsys):
+    """Main numbered every run's first attempt 1: its ids parse, list in time order as 1, 2, 3, and logs follows."""
+    root = str(tmp_path / "s")
+    fail_three_runs(root, "old", monkeypatch)
+    for folder in ("attempts", "logs"):  # the bucket as main wrote it: 001-<time>-<hex> on every run
+        for element in os.listdir(os.path.join(root, "old", folder)):
+            where = os.path.join(root, "old", folder, element)
+            for name in os.listdir(where):
+                number, launched, suffix = name.split("-")
+                os.rename(os.path.join(where, name), os.path.join(where, "001-%d-%s" % (int(launched) - 10 + int(number),
+                                                                                          suffix)))
+    assert [name.split("-")[0] for name in attempt_files(root, "old")] == ["001"] * 3
+    code, out = kubeface("logs", "old", "@0", "--attempt", "3", "--storage-root", root)
+    assert code == 0 and "failing in run-3" in out, out
+    code, out = kubeface("logs", "old", "@0", "--attempt", "2", "--storage-root", root)
+    assert code == 0 and "failing in run-2" in out, out
+    code, out = kubeface("status", "old", "--storage-root", root)
+    assert "3 attempt(s)" in out
+    monkeypatch.setenv("RUN_MARK", "run-4")
+    with pytest.raises(JobFailedError):
+        Client(storage_root=root, retries=0, **FAST).map(fails_marked, [5], job_id="old")
+    assert [name.split("-")[0] for name in attempt_files(root, "old")] == ["001"] * 3 + ["004"]
+    code, out = kubeface("logs", "old", "@0", "--attempt", "4", "--storage-root", root)
+    assert code == 0 and "failing in run-4" in out, out
+    page = open(os.path.join(root, "old", "status.html")).read()
+    assert [">#%d</a>" % n in page for n in (1, 2, 3, 4)] == [True] * 4
+
+
 def wait_for(x, marker):
     import os
     import time
