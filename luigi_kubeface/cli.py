@@ -33,7 +33,7 @@ from .errors import (
 from .job_state import JobState
 from .terminal import strip_controls
 from .job_store import JobStore, list_jobs, open_job
-from .result_table import column_names, csv_cell, pick_metric, ranked, result_rows
+from .result_table import csv_cell, pick_metric, ranked, result_rows, table_columns
 from .status_page import format_duration, page_url
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -224,14 +224,14 @@ def cmd_results(args, out):
         descending = args.ascending  # the map task said lowest is best: --ascending has nothing to flip
     total = len(rows)
     rows = ranked(rows, metric, descending)[: args.top if args.top else None]
-    params, values = column_names(rows)
+    params, values, own = table_columns(rows, ("#", "state", "duration", "code_version"))
     if args.format == "json":
         json.dump([{"index": r.index, "element": r.key, "params": r.params, "summary": r.values, "state": r.state,
                     "duration": r.duration, "code_version": r.code_version, "result_type": r.result_type,
                     "error": r.error} for r in rows], out, indent=1)
         out.write("\n")
         return 0
-    header = ["#"] + params + [column for column, _ in values] + ["state", "duration", "code_version"]
+    header = own[:1] + params + [column for column, _ in values] + own[1:]  # unique: a parameter keeps its name
     table = [[str(r.index)] + [r.params.get(name) for name in params] + [r.values.get(name) for _, name in values]
              + [r.state, r.duration, r.code_version] for r in rows]
     if args.format == "csv":

@@ -13,7 +13,7 @@ import time
 from . import naming
 from .records import FAILED, Outcome, outcome_of
 from .result_charts import MetricScale, parallel_svg, slice_svg
-from .result_table import param_names, result_rows, scored, value_names
+from .result_table import param_names, result_rows, scored, table_columns, value_names
 
 TABLE_LIMIT = 500  # rows shown; failed, running and slowest first
 RESULTS_LIMIT = 50  # rows of the Results table: the best ones
@@ -228,12 +228,14 @@ def results_section(state, elements, limit=RESULTS_LIMIT):
     descending = state.meta.get("result_direction") != "minimize"
     best = [(r, v) for r, v in scored(rows, metric, descending) if v is not None]
     params = [p for p in param_names(rows) if p != "parameters"] or ["parameters"]
+    _, columns, own = table_columns(rows, ("rank", "#", "duration"))  # headers as `kubeface results` names them
     out = ['<h2>Results</h2><div class="note">%d result(s) with a value of <b>%s</b>, %s first%s%s</div>' % (
         len(best), _esc(metric), "highest" if descending else "lowest",
         "" if not wanted or wanted == metric else " (result_metric %s is in no summary)" % _esc(wanted),
         "; %d attempt records not read yet" % state.unread if state.unread else "")]
-    out.append('<table id="results"><thead><tr><th>rank</th><th>#</th>%s%s<th>duration</th></tr></thead><tbody>' % (
-        "".join("<th>%s</th>" % _esc(p) for p in params), "".join("<th>%s</th>" % _esc(n) for n in names)))
+    out.append('<table id="results"><thead><tr><th>%s</th><th>%s</th>%s%s<th>%s</th></tr></thead><tbody>' % (
+        _esc(own[0]), _esc(own[1]), "".join("<th>%s</th>" % _esc(p) for p in params),
+        "".join("<th>%s</th>" % _esc(column) for column, _ in columns), _esc(own[2])))
     for rank, (row, _) in enumerate(best[:limit], 1):
         out.append('<tr class="result"><td class="num">%d</td><td class="num">%d</td>%s%s<td class="num">%s</td></tr>'
                    % (rank, row.index, "".join("<td>%s</td>" % _esc(_value_cell(row.params.get(p))) for p in params),

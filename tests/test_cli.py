@@ -492,6 +492,37 @@ def test_results_as_csv_and_json(root):
     assert rows[3]["error"] == "ValueError: x=1 is odd" and len(rows[0]["element"]) == 24
 
 
+def timed(duration, state, code_version, k):
+    return {"score": k * 1.5, "duration": duration * 2}
+
+
+def test_results_columns_are_unique_in_every_format_and_parameters_keep_their_names(tmp_path):
+    """Parameters named like the tool's own columns (state, duration, code_version), a value named like one."""
+    import csv
+
+    root = str(tmp_path)
+    grid = [dict(duration=d, state=s, code_version="v%d" % d, k=d + 10) for d, s in ((1, "fresh"), (2, "stale"))]
+    Client(storage_root=root, **FAST).map(lambda kw: timed(**kw), grid, job_id="clash")
+    code, out = kubeface("results", "clash", "--storage-root", root, "--format", "csv")
+    assert code == 0
+    header = next(csv.reader(io.StringIO(out)))
+    assert header == ["#", "duration", "state", "code_version", "k", "score", "result.duration", "element.state",
+                      "element.duration", "element.code_version"]
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["duration"], r["state"], r["code_version"], r["result.duration"], r["element.state"]) for r in rows] == [
+        ("2", "stale", "v2", "4", "done"), ("1", "fresh", "v1", "2", "done")]
+    assert all(len(r["element.code_version"]) >= 12 for r in rows)
+    code, out = kubeface("results", "clash", "--storage-root", root)
+    (table_header,) = [line.split() for line in out.splitlines() if line.startswith("#")]
+    assert table_header == header
+    code, out = kubeface("results", "clash", "--storage-root", root, "--format", "json")
+    assert [(r["params"]["state"], r["summary"]["duration"], r["state"]) for r in json.loads(out)] == [
+        ("stale", 4, "done"), ("fresh", 2, "done")]
+    page = open(os.path.join(root, "clash", "status.html")).read()  # its Results table names them alike
+    assert "<th>duration</th><th>state</th><th>code_version</th><th>k</th><th>score</th><th>result.duration</th>" \
+        "<th>element.duration</th>" in page
+
+
 def test_results_sorted_on_an_unknown_value_names_the_known_ones(root, capsys):
     code, _ = kubeface("results", "odd", "--storage-root", root, "--sort", "accuracy")
     assert code == 2 and "no element's result has a value named 'accuracy': the results have value" \
