@@ -393,7 +393,10 @@ def cmd_cleanup(args, out):
         jobs = [JobStore.at(root, job_id, retry_deadline=30.0) for job_id, meta, latest in found
                 if latest < cutoff and not meta.get("unreadable")]
         if not jobs:
-            print("no job under %s was active in the last %s" % (root, args.older_than), file=out)
+            readable = sum(1 for _, meta, _ in found if not meta.get("unreadable"))
+            print("no job under %s has been idle for %s or longer%s: nothing to clean up" % (
+                root, args.older_than, " (%d job%s, each active within the last %s)" % (
+                    readable, "" if readable == 1 else "s", args.older_than) if readable else ""), file=out)
             return 0
     dry_run = not args.yes
     verb = "would delete" if dry_run else "deleted"

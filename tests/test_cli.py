@@ -237,9 +237,20 @@ def test_cleanup_is_a_dry_run_until_yes(tmp_path):
     assert code == 0 and "deleted" in out and not os.path.exists(os.path.join(root, "old"))
     assert "old" not in kubeface("list", "--storage-root", root)[1]
     code, out = kubeface("cleanup", "--older-than", "1h", "--blobs", "--yes", "--storage-root", root)
-    assert "no job under %s was active in the last 1h" % root in out and os.path.exists(os.path.join(root, "kept"))
+    assert "no job under %s has been idle for 1h or longer" % root in out and os.path.exists(os.path.join(root, "kept"))
     code, out = kubeface("cleanup", "--older-than", "0s", "--blobs", "--storage-root", root)
     assert "would delete" in out and "job kept" in out
+
+
+def test_cleanup_older_than_with_only_recent_jobs_says_none_has_been_idle_that_long(tmp_path):
+    root = str(tmp_path)
+    for job_id in ("monday", "tuesday"):
+        Client(storage_root=root, **FAST).map(odd_fails, [0], job_id=job_id)
+    code, out = kubeface("cleanup", "--older-than", "7d", "--blobs", "--yes", "--storage-root", root)
+    assert code == 0 and out.strip() == (
+        "no job under %s has been idle for 7d or longer (2 jobs, each active within the last 7d): nothing to clean up"
+        % root)
+    assert os.path.exists(os.path.join(root, "monday", "job.json"))
 
 
 def test_durations_and_argument_errors(capsys):
