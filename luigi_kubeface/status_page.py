@@ -12,7 +12,7 @@ import time
 
 from . import naming
 from .records import FAILED, Outcome, outcome_of
-from .result_charts import MetricScale, parallel_svg, slice_svg
+from .result_charts import MetricScale, not_charted, parallel_svg, slice_svg
 from .result_table import param_names, result_rows, scored, table_columns, value_names
 
 TABLE_LIMIT = 500  # rows shown; failed, running and slowest first
@@ -247,12 +247,23 @@ def results_section(state, elements, limit=RESULTS_LIMIT):
         out.append('<div class="note">the best %d of %d: <code>kubeface results %s</code> lists them all</div>'
                    % (limit, len(best), _esc(state.store.id)))
     if best:
-        scale = MetricScale([v for _, v in best], descending)
-        charts = [slice_svg(p, [(r.params[p], v) for r, v in best if p in r.params], metric, scale) for p in params]
+        out.append(_result_charts(params, best, metric, MetricScale([v for _, v in best], descending)))
+    return "".join(out)
+
+
+def _result_charts(params, best, metric, scale):
+    """A slice chart per parameter and the parallel coordinates of them; a parameter no chart can label
+    (result_charts.not_charted) gets one line saying why instead, and its column in the table above."""
+    why = {p: not_charted([r.params.get(p) for r, _ in best]) for p in params}
+    charted = [p for p in params if not why[p]]
+    out = ['<div class="note not-charted" data-param="%s">%s: %s</div>' % (_esc(p), _esc(p), _esc(why[p]))
+           for p in params if why[p]]
+    charts = [slice_svg(p, [(r.params[p], v) for r, v in best if p in r.params], metric, scale) for p in charted]
+    if charts:
         out.append('<div class="charts">%s</div>' % "".join('<div class="chart">%s</div>' % c for c in charts))
-        if len(params) >= 2:
-            out.append('<div class="chart" style="display:inline-block">%s</div>' % parallel_svg(
-                params, [(r.params, v) for r, v in best], metric, scale, width=max(600, 160 * len(params))))
+    if len(charted) >= 2:
+        out.append('<div class="chart" style="display:inline-block">%s</div>' % parallel_svg(
+            charted, [(r.params, v) for r, v in best], metric, scale, width=max(600, 160 * len(charted))))
     return "".join(out)
 
 
