@@ -33,7 +33,7 @@ from .errors import (
 from .job_state import JobState
 from .terminal import strip_controls
 from .job_store import JobStore, list_jobs, open_job
-from .result_table import column_names, csv_cell, pick_metric, ranked, result_rows
+from .result_table import csv_cell, pick_metric, ranked, result_rows, table_columns
 from .status_page import format_duration, page_url
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -224,7 +224,7 @@ def cmd_results(args, out):
         descending = args.ascending  # the map task said lowest is best: --ascending has nothing to flip
     total = len(rows)
     rows = ranked(rows, metric, descending)[: args.top if args.top else None]
-    params, values = column_names(rows)
+    params, values, own = table_columns(rows, ("#", "state", "duration", "code_version"))
     for note in state.summary_notes():  # on stderr: csv and json stay parseable
         _warn(note)
     if args.format == "json":
@@ -233,7 +233,7 @@ def cmd_results(args, out):
                     "error": r.error} for r in rows], out, indent=1)
         out.write("\n")
         return 0
-    header = ["#"] + params + [column for column, _ in values] + ["state", "duration", "code_version"]
+    header = own[:1] + params + [column for column, _ in values] + own[1:]  # unique: a parameter keeps its name
     table = [[str(r.index)] + [r.params.get(name) for name in params] + [r.values.get(name) for _, name in values]
              + [r.state, r.duration, r.code_version] for r in rows]
     if args.format == "csv":
@@ -260,12 +260,12 @@ def _pick_attempt(state, element, wanted):
         return None
     if wanted is None:
         return element.attempts[-1]
-    for attempt in element.attempts:
-        if attempt == wanted or (wanted.isdigit() and naming.attempt_number(attempt) == int(wanted)):
+    numbered = naming.numbered_attempts(element.attempts)  # the numbers the status page shows, "#N"
+    for number, attempt in numbered:
+        if attempt == wanted or (wanted.isdigit() and number == int(wanted)):
             return attempt
     raise KubefaceError("element %s has no attempt %s: its attempts are %s"
-                        % (element.key, wanted, ", ".join("%d (%s)" % (naming.attempt_number(a), a)
-                                                          for a in element.attempts)))
+                        % (element.key, wanted, ", ".join("%d (%s)" % pair for pair in numbered)))
 
 
 def cmd_logs(args, out):
@@ -324,7 +324,7 @@ def docker_command(job_url, storage_root, element, attempt, image, env_file):
 def cmd_reproduce(args, out):
     from .keys import KeyRing
     from .luigi_adapter.config import load_settings
-    from .runner import UnusableCall, load_call, module_hint
+    from .runner import UnusableCall, load_call, module_hint, working_folder
 
     state = _state(args)
     element = state.find(args.element)
@@ -335,7 +335,7 @@ def cmd_reproduce(args, out):
     settings = load_settings()
     job.keys = KeyRing.from_settings(settings)
     image = args.image or settings.image  # not job.json's: it is unsigned
-    attempt = naming.new_attempt_id(len(element.attempts) + 1)
+    attempt = naming.new_attempt_id(naming.next_attempt_number(element.attempts))
     print("# the same element in the job's image, as a pod runs it (writes an attempt record and log):", file=out)
     if not image:
         print("# replace IMAGE with the job's image (or pass --image, or set [kubeface] image)", file=out)
@@ -363,7 +363,8 @@ def cmd_reproduce(args, out):
               file=out)
         out.flush()
         try:
-            value = function(*call_args, **kwargs)
+            with working_folder(code_dir):  # the project's root as the job ships it, as in a pod
+                value = function(*call_args, **kwargs)
         except Exception:  # noqa: BLE001 - the element's own failure, shown or debugged here
             if args.pdb:
                 import pdb
@@ -394,7 +395,10 @@ def cmd_cleanup(args, out):
         jobs = [JobStore.at(root, job_id, retry_deadline=30.0) for job_id, meta, latest in found
                 if latest < cutoff and not meta.get("unreadable")]
         if not jobs:
-            print("no job under %s was active in the last %s" % (root, args.older_than), file=out)
+            readable = sum(1 for _, meta, _ in found if not meta.get("unreadable"))
+            print("no job under %s has been idle for %s or longer%s: nothing to clean up" % (
+                root, args.older_than, " (%d job%s, each active within the last %s)" % (
+                    readable, "" if readable == 1 else "s", args.older_than) if readable else ""), file=out)
             return 0
     dry_run = not args.yes
     verb = "would delete" if dry_run else "deleted"

@@ -151,6 +151,11 @@ class RunStorage:
     def write_input(self, element):
         self.store.write_input(element, self.job.shared_keys)
 
+    def last_attempt_numbers(self):
+        """element -> the number of its last attempt in earlier runs, from one listing of attempts/: numbers
+        go on across runs, so each attempt's record, log and "#N" stay its own."""
+        return {key: naming.next_attempt_number(ids) - 1 for key, ids in self.store.all_attempts().items()}
+
     def secret_env(self):
         return self.store.secret_env()
 
@@ -196,7 +201,9 @@ class JobRun:
         self.to_run = len(self.todo)
         self.in_flight = {}  # attempt id -> _Flight
         self.running_of = {}  # element key -> its attempts in flight (two while a backup runs)
+        # attempts: the number of each element's last attempt (earlier runs' too, from run()); failed_attempts: this run's
         self.attempts, self.interruptions, self.failed_attempts = Counter(), Counter(), Counter()
+        self.inputs_written = set()  # elements whose input this run wrote (or an adopted attempt reads)
         self.backed_up, self.won = set(), set()  # elements given a backup; elements whose result came this run
         self.durations = []  # sorted durations of the successful attempts, for the median
         self.retry_at = []  # heap of (time, sequence, element)
@@ -209,6 +216,7 @@ class JobRun:
         if not self.todo:
             return self.report
         self.log_start()
+        self.attempts.update(self.store.last_attempt_numbers())  # numbers go on from earlier runs'
         self.adopt()
         try:
             while (self.todo or self.retry_at or self.in_flight) and not self.report.stopped:
@@ -254,7 +262,8 @@ class JobRun:
             return
         for element in [e for e in self.todo if e.key in adopted]:
             attempt = adopted.pop(element.key)
-            self.attempts[element.key] = naming.attempt_number(attempt)
+            self.attempts[element.key] = max(self.attempts[element.key], naming.attempt_number(attempt))
+            self.inputs_written.add(element.key)
             self.in_flight[attempt] = _Flight(element, attempt, self.attempts[element.key], self.clock())
             self.running_of[element.key] = {attempt}
         followed = {f.element.key for f in self.in_flight.values()}
@@ -292,8 +301,9 @@ class JobRun:
         attempt = naming.new_attempt_id(self.attempts[element.key])
         while attempt in self.in_flight:  # ids are per element; a clash with another element's would lose it
             attempt = naming.new_attempt_id(self.attempts[element.key])
-        if self.attempts[element.key] == 1:
+        if element.key not in self.inputs_written:  # once per run: bound to this run's code version
             self.store.write_input(element)
+            self.inputs_written.add(element.key)
         self.backend.launch(AttemptSpec(self.job.id, self.job.url, element.key, attempt, element.label,
                                         secret_env=self.store.secret_env()))
         self.in_flight[attempt] = _Flight(element, attempt, number, self.clock())

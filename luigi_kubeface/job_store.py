@@ -301,7 +301,8 @@ class JobStore:
     def attempts(self, key):
         """Attempt ids of an element, oldest first."""
         names = self.storage.list(naming.attempts_prefix(key))
-        return sorted(pair[1] for pair in map(naming.attempt_from_record_key, names) if pair and pair[0] == key)
+        return sorted((pair[1] for pair in map(naming.attempt_from_record_key, names) if pair and pair[0] == key),
+                      key=naming.attempt_order)
 
     def all_attempts(self):
         """element -> its attempt ids, oldest first, from one listing."""
@@ -310,7 +311,7 @@ class JobStore:
             pair = naming.attempt_from_record_key(key)
             if pair:
                 found.setdefault(pair[0], []).append(pair[1])
-        return {k: sorted(v) for k, v in found.items()}
+        return {k: sorted(v, key=naming.attempt_order) for k, v in found.items()}
 
     def read_log(self, key, attempt):
         """An attempt's stdout and stderr (BlobNotFoundError while it runs, or if it left none)."""

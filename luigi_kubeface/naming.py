@@ -256,7 +256,8 @@ def quarantine_key(key):
 
 
 def new_attempt_id(number):
-    """Attempt ids sort by attempt number, then time; the suffix keeps concurrent masters apart.
+    """Attempt ids sort by attempt number (per element, across runs: next_attempt_number), then time;
+    the suffix keeps concurrent masters apart.
 
     48 random bits: thousands of launches a second must not draw the same id twice.
     """
@@ -279,6 +280,27 @@ def attempt_time(attempt_id):
     """When the attempt was launched (seconds since the epoch), from its id; 0 if the id has none."""
     parts = attempt_id.split("-")
     return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
+
+
+def attempt_order(attempt_id):
+    """Sort key of an element's attempts, oldest first: by number (not as text: 1000 follows 999), then time."""
+    return attempt_number(attempt_id), attempt_time(attempt_id), attempt_id
+
+
+def numbered_attempts(ids):
+    """(number, id) of an element's attempts, oldest first: the number each id carries, except where ids
+    share one (buckets of earlier releases restarted at 1 on every run), which count on from the one before."""
+    numbered, last = [], 0
+    for attempt in sorted(ids, key=attempt_order):
+        last = max(attempt_number(attempt), last + 1)
+        numbered.append((last, attempt))
+    return numbered
+
+
+def next_attempt_number(ids):
+    """The number of an element's next attempt: after the highest of those it has (numbered_attempts)."""
+    numbered = numbered_attempts(ids)
+    return numbered[-1][0] + 1 if numbered else 1
 
 
 def attempt_from_record_key(key):

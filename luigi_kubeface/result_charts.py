@@ -93,6 +93,17 @@ class Axis:
         return [(i / (count - 1), _fmt(self._value_at(i / (count - 1)))) for i in range(count)]
 
 
+def not_charted(values):
+    """Why a parameter gets no chart ("" if it gets one): text values with more distinct ones than an axis has
+    bands to label (MAX_GROUPS), such as protein IDs, would be one unlabelled smear and an "other" band."""
+    texts = {_fmt(v) for v in values if v is not None and not _is_number(v)}
+    distinct = len({_fmt(v) for v in values if v is not None})
+    if not texts or distinct <= MAX_GROUPS:
+        return ""
+    return ("%d distinct values, more than a chart can label (%d): not charted as a category; the table lists "
+            "them" % (distinct, MAX_GROUPS))
+
+
 def _numeric_text(text):
     try:
         float(text)

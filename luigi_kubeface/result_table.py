@@ -103,10 +103,30 @@ def scored(rows, metric, descending=True):
 
 
 def column_names(rows):
-    """(parameter columns, summary columns): a summary value named like a parameter becomes result.<name>."""
-    params = param_names(rows)
-    taken = set(params)
-    return params, [("result.%s" % name if name in taken else name, name) for name in value_names(rows)]
+    """(parameter columns, summary columns as (column, value name)): a value named like a parameter becomes
+    result.<name>."""
+    params, values, _ = table_columns(rows)
+    return params, values
+
+
+def table_columns(rows, own=()):
+    """(parameter columns, summary columns as (column, value name), columns of own), every one unique, so a
+    csv.DictReader loses nothing: parameters keep their names; a summary value named like one becomes
+    result.<name>; a column of the tool's own (own: "state", "duration"...) named like either becomes
+    element.<name>; a name still taken gets a number (result.x.2)."""
+    taken = set()
+
+    def claim(name, prefix):
+        column = prefix + name if name in taken else name
+        number = 2
+        while column in taken:
+            column, number = "%s%s.%d" % (prefix, name, number), number + 1
+        taken.add(column)
+        return column
+
+    params = [claim(name, "") for name in param_names(rows)]  # dict keys: unique, kept as they are
+    values = [(claim(name, "result."), name) for name in value_names(rows)]
+    return params, values, [claim(name, "element.") for name in own]
 
 
 def record(row, columns=None):

@@ -255,11 +255,27 @@ class UnusableCall(Exception):
 
 
 def module_hint(error):
+    """What to do about a module or a data file the attempt lacks: both ship only as the job ships them."""
     if isinstance(error, ModuleNotFoundError) and error.name:
         return ("; module %r is neither installed in the image nor shipped with your code. If it is your own "
                 "module, add it to [kubeface] code_include (the analysis follows import statements only); if it "
                 "is a package, install it in the image (images/Dockerfile)" % error.name)
+    if isinstance(error, FileNotFoundError):
+        return _file_hint(error.filename)
     return ""
+
+
+def _file_hint(filename):
+    """Elements run in the shipped project's root (run_attempt), where only the files code_include names are."""
+    name = os.fsdecode(filename) if isinstance(filename, (str, bytes)) else ""
+    if name and os.path.isabs(name):
+        return ("; %r is a path of one machine, not of the attempt's: ship the file with [kubeface] code_include "
+                "and open it by its path relative to your project's root (elements run there), or pass its "
+                "content as a shared input" % name)
+    what = "%r is not in the element's working folder" % name if name else "a file is missing"
+    return ("; %s, the root of your project as the job ships it (where your pipeline module is imported from): "
+            "data files ship only when named in [kubeface] code_include (e.g. code_include = data/proteins.txt, "
+            "relative to that root)" % what)
 
 
 class VerifiedCall:
@@ -396,14 +412,32 @@ def _prepare(storage, element, attempt, key, code_dir):
 
 
 def run_attempt(storage, element, attempt, log_path, key=None):
-    """Run one attempt against a job-scoped storage; returns (exit code, outcome record)."""
+    """Run one attempt against a job-scoped storage; returns (exit code, outcome record).
+
+    The element runs in the unpacked project's root, so relative paths of the files shipped with
+    code_include open as they do on the master (run from that root), locally and in pods alike."""
     _become_subreaper()
     with _tee_output(log_path):
-        return execute_attempt(storage, element, attempt, key)
+        return execute_attempt(storage, element, attempt, key, in_project=True)
 
 
-def execute_attempt(storage, element, attempt, key=None):
-    """The attempt itself, without the log tee: also what in-process backends call."""
+@contextlib.contextmanager
+def working_folder(path):
+    """Work in path, then where the process was (the code folder is removed after the attempt)."""
+    try:
+        before = os.getcwd()
+    except OSError:  # the process's folder was removed under it
+        before = tempfile.gettempdir()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def execute_attempt(storage, element, attempt, key=None, in_project=False):
+    """The attempt itself, without the log tee: also what in-process backends call (they keep their
+    working folder, in_project=False: it belongs to the whole master process)."""
     record = AttemptRecord.begin(element, attempt, host=socket.gethostname(),
                                  node=os.environ.get("KUBEFACE_NODE_NAME", ""),  # the Kubernetes backend sets it
                                  pid=os.getpid(), started=time.time(), **serialization.versions())
@@ -427,7 +461,8 @@ def execute_attempt(storage, element, attempt, key=None):
     else:
         record["code_version"] = version
         try:
-            value = function(*args, **kwargs)
+            with working_folder(code_dir) if in_project else contextlib.nullcontext():
+                value = function(*args, **kwargs)
         except BaseException as error:  # noqa: BLE001 - the element's own failure, reported in full
             if isinstance(error, KeyboardInterrupt):
                 raise

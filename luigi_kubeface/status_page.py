@@ -12,8 +12,8 @@ import time
 
 from . import naming
 from .records import FAILED, Outcome, outcome_of
-from .result_charts import MetricScale, parallel_svg, slice_svg
-from .result_table import param_names, result_rows, scored, value_names
+from .result_charts import MetricScale, not_charted, parallel_svg, slice_svg
+from .result_table import param_names, result_rows, scored, table_columns, value_names
 
 TABLE_LIMIT = 500  # rows shown; failed, running and slowest first
 RESULTS_LIMIT = 50  # rows of the Results table: the best ones
@@ -178,9 +178,8 @@ def _row_order(element):
 
 def _attempt_links(element):
     links = []
-    for attempt in element.attempts:
+    for number, attempt in naming.numbered_attempts(element.attempts):  # as `kubeface logs --attempt N` counts
         record = element.records.get(attempt)
-        number = attempt.split("-", 1)[0].lstrip("0") or "0"
         outcome = record.get("outcome", "") if record else ("running" if element.state == "running" else "")
         if record is None or record.get("recorded_by") == "master":  # no log in storage (yet)
             links.append('<span title="%s %s">#%s</span>' % (_esc(attempt), _esc(outcome), _esc(number)))
@@ -230,12 +229,14 @@ def results_section(state, elements, limit=RESULTS_LIMIT):
     descending = state.meta.get("result_direction") != "minimize"
     best = [(r, v) for r, v in scored(rows, metric, descending) if v is not None]
     params = [p for p in param_names(rows) if p != "parameters"] or ["parameters"]
+    _, columns, own = table_columns(rows, ("rank", "#", "duration"))  # headers as `kubeface results` names them
     out = ['<h2>Results</h2><div class="note">%d result(s) with a value of <b>%s</b>, %s first%s%s</div>' % (
         len(best), _esc(metric), "highest" if descending else "lowest",
         "" if not wanted or wanted == metric else " (result_metric %s is in no summary)" % _esc(wanted),
         "; %d attempt records not read yet" % state.unread if state.unread else ""), notes]
-    out.append('<table id="results"><thead><tr><th>rank</th><th>#</th>%s%s<th>duration</th></tr></thead><tbody>' % (
-        "".join("<th>%s</th>" % _esc(p) for p in params), "".join("<th>%s</th>" % _esc(n) for n in names)))
+    out.append('<table id="results"><thead><tr><th>%s</th><th>%s</th>%s%s<th>%s</th></tr></thead><tbody>' % (
+        _esc(own[0]), _esc(own[1]), "".join("<th>%s</th>" % _esc(p) for p in params),
+        "".join("<th>%s</th>" % _esc(column) for column, _ in columns), _esc(own[2])))
     for rank, (row, _) in enumerate(best[:limit], 1):
         out.append('<tr class="result"><td class="num">%d</td><td class="num">%d</td>%s%s<td class="num">%s</td></tr>'
                    % (rank, row.index, "".join("<td>%s</td>" % _esc(_value_cell(row.params.get(p))) for p in params),
@@ -247,12 +248,23 @@ def results_section(state, elements, limit=RESULTS_LIMIT):
         out.append('<div class="note">the best %d of %d: <code>kubeface results %s</code> lists them all</div>'
                    % (limit, len(best), _esc(state.store.id)))
     if best:
-        scale = MetricScale([v for _, v in best], descending)
-        charts = [slice_svg(p, [(r.params[p], v) for r, v in best if p in r.params], metric, scale) for p in params]
+        out.append(_result_charts(params, best, metric, MetricScale([v for _, v in best], descending)))
+    return "".join(out)
+
+
+def _result_charts(params, best, metric, scale):
+    """A slice chart per parameter and the parallel coordinates of them; a parameter no chart can label
+    (result_charts.not_charted) gets one line saying why instead, and its column in the table above."""
+    why = {p: not_charted([r.params.get(p) for r, _ in best]) for p in params}
+    charted = [p for p in params if not why[p]]
+    out = ['<div class="note not-charted" data-param="%s">%s: %s</div>' % (_esc(p), _esc(p), _esc(why[p]))
+           for p in params if why[p]]
+    charts = [slice_svg(p, [(r.params[p], v) for r, v in best if p in r.params], metric, scale) for p in charted]
+    if charts:
         out.append('<div class="charts">%s</div>' % "".join('<div class="chart">%s</div>' % c for c in charts))
-        if len(params) >= 2:
-            out.append('<div class="chart" style="display:inline-block">%s</div>' % parallel_svg(
-                params, [(r.params, v) for r, v in best], metric, scale, width=max(600, 160 * len(params))))
+    if len(charted) >= 2:
+        out.append('<div class="chart" style="display:inline-block">%s</div>' % parallel_svg(
+            charted, [(r.params, v) for r, v in best], metric, scale, width=max(600, 160 * len(charted))))
     return "".join(out)
 
 

@@ -93,6 +93,65 @@ def test_logs_errors_name_the_fix(root, capsys):
     assert "has no attempt 2: its attempts are 1 (001-" in capsys.readouterr().err
 
 
+def fails_marked(x):
+    print("failing in", os.environ.get("RUN_MARK"))
+    raise ValueError("x=%d fails" % x)
+
+
+def attempt_files(root, job_id):
+    folder = os.path.join(root, job_id, "attempts")
+    return sorted(name for element in os.listdir(folder) for name in os.listdir(os.path.join(folder, element)))
+
+
+def fail_three_runs(root, job_id, monkeypatch):
+    for run in (1, 2, 3):
+        monkeypatch.setenv("RUN_MARK", "run-%d" % run)  # the local backend's runners inherit the master's environment
+        with pytest.raises(JobFailedError):
+            Client(storage_root=root, retries=0, **FAST).map(fails_marked, [5], job_id=job_id)
+
+
+def test_attempts_are_numbered_across_runs_and_logs_takes_the_third(tmp_path, monkeypatch, capsys):
+    root = str(tmp_path / "s")
+    fail_three_runs(root, "thrice", monkeypatch)
+    assert [name.split("-")[0] for name in attempt_files(root, "thrice")] == ["001", "002", "003"]
+    code, out = kubeface("logs", "thrice", "@0", "--attempt", "3", "--storage-root", root)
+    assert code == 0 and "failing in run-3" in out, out
+    assert "attempt 003-" in capsys.readouterr().err
+    code, out = kubeface("logs", "thrice", "@0", "--attempt", "1", "--storage-root", root)
+    assert code == 0 and "failing in run-1" in out
+    page = open(os.path.join(root, "thrice", "status.html")).read()
+    assert [">#%d</a>" % n in page for n in (1, 2, 3)] == [True] * 3
+
+
+def test_attempts_of_a_bucket_that_restarted_at_1_every_run_count_on_and_the_next_run_follows(tmp_path, monkeypatch,
+                                                                                              capsys):
+    """Main numbered every run's first attempt 1: its ids parse, list in time order as 1, 2, 3, and logs follows."""
+    root = str(tmp_path / "s")
+    fail_three_runs(root, "old", monkeypatch)
+    for folder in ("attempts", "logs"):  # the bucket as main wrote it: 001-<time>-<hex> on every run
+        for element in os.listdir(os.path.join(root, "old", folder)):
+            where = os.path.join(root, "old", folder, element)
+            for name in os.listdir(where):
+                number, launched, suffix = name.split("-")
+                os.rename(os.path.join(where, name), os.path.join(where, "001-%d-%s" % (int(launched) - 10 + int(number),
+                                                                                          suffix)))
+    assert [name.split("-")[0] for name in attempt_files(root, "old")] == ["001"] * 3
+    code, out = kubeface("logs", "old", "@0", "--attempt", "3", "--storage-root", root)
+    assert code == 0 and "failing in run-3" in out, out
+    code, out = kubeface("logs", "old", "@0", "--attempt", "2", "--storage-root", root)
+    assert code == 0 and "failing in run-2" in out, out
+    code, out = kubeface("status", "old", "--storage-root", root)
+    assert "3 attempt(s)" in out
+    monkeypatch.setenv("RUN_MARK", "run-4")
+    with pytest.raises(JobFailedError):
+        Client(storage_root=root, retries=0, **FAST).map(fails_marked, [5], job_id="old")
+    assert [name.split("-")[0] for name in attempt_files(root, "old")] == ["001"] * 3 + ["004"]
+    code, out = kubeface("logs", "old", "@0", "--attempt", "4", "--storage-root", root)
+    assert code == 0 and "failing in run-4" in out, out
+    page = open(os.path.join(root, "old", "status.html")).read()
+    assert [">#%d</a>" % n in page for n in (1, 2, 3, 4)] == [True] * 4
+
+
 def wait_for(x, marker):
     import os
     import time
@@ -178,9 +237,20 @@ def test_cleanup_is_a_dry_run_until_yes(tmp_path):
     assert code == 0 and "deleted" in out and not os.path.exists(os.path.join(root, "old"))
     assert "old" not in kubeface("list", "--storage-root", root)[1]
     code, out = kubeface("cleanup", "--older-than", "1h", "--blobs", "--yes", "--storage-root", root)
-    assert "no job under %s was active in the last 1h" % root in out and os.path.exists(os.path.join(root, "kept"))
+    assert "no job under %s has been idle for 1h or longer" % root in out and os.path.exists(os.path.join(root, "kept"))
     code, out = kubeface("cleanup", "--older-than", "0s", "--blobs", "--storage-root", root)
     assert "would delete" in out and "job kept" in out
+
+
+def test_cleanup_older_than_with_only_recent_jobs_says_none_has_been_idle_that_long(tmp_path):
+    root = str(tmp_path)
+    for job_id in ("monday", "tuesday"):
+        Client(storage_root=root, **FAST).map(odd_fails, [0], job_id=job_id)
+    code, out = kubeface("cleanup", "--older-than", "7d", "--blobs", "--yes", "--storage-root", root)
+    assert code == 0 and out.strip() == (
+        "no job under %s has been idle for 7d or longer (2 jobs, each active within the last 7d): nothing to clean up"
+        % root)
+    assert os.path.exists(os.path.join(root, "monday", "job.json"))
 
 
 def test_durations_and_argument_errors(capsys):
@@ -431,6 +501,37 @@ def test_results_as_csv_and_json(root):
         ({"x": 4}, {"value": 16}, "done"), ({"x": 2}, {"value": 4}, "done"), ({"x": 0}, {"value": 0}, "done"),
         ({"x": 1}, {}, "failed")]
     assert rows[3]["error"] == "ValueError: x=1 is odd" and len(rows[0]["element"]) == 24
+
+
+def timed(duration, state, code_version, k):
+    return {"score": k * 1.5, "duration": duration * 2}
+
+
+def test_results_columns_are_unique_in_every_format_and_parameters_keep_their_names(tmp_path):
+    """Parameters named like the tool's own columns (state, duration, code_version), a value named like one."""
+    import csv
+
+    root = str(tmp_path)
+    grid = [dict(duration=d, state=s, code_version="v%d" % d, k=d + 10) for d, s in ((1, "fresh"), (2, "stale"))]
+    Client(storage_root=root, **FAST).map(lambda kw: timed(**kw), grid, job_id="clash")
+    code, out = kubeface("results", "clash", "--storage-root", root, "--format", "csv")
+    assert code == 0
+    header = next(csv.reader(io.StringIO(out)))
+    assert header == ["#", "duration", "state", "code_version", "k", "score", "result.duration", "element.state",
+                      "element.duration", "element.code_version"]
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["duration"], r["state"], r["code_version"], r["result.duration"], r["element.state"]) for r in rows] == [
+        ("2", "stale", "v2", "4", "done"), ("1", "fresh", "v1", "2", "done")]
+    assert all(len(r["element.code_version"]) >= 12 for r in rows)
+    code, out = kubeface("results", "clash", "--storage-root", root)
+    (table_header,) = [line.split() for line in out.splitlines() if line.startswith("#")]
+    assert table_header == header
+    code, out = kubeface("results", "clash", "--storage-root", root, "--format", "json")
+    assert [(r["params"]["state"], r["summary"]["duration"], r["state"]) for r in json.loads(out)] == [
+        ("stale", 4, "done"), ("fresh", 2, "done")]
+    page = open(os.path.join(root, "clash", "status.html")).read()  # its Results table names them alike
+    assert "<th>duration</th><th>state</th><th>code_version</th><th>k</th><th>score</th><th>result.duration</th>" \
+        "<th>element.duration</th>" in page
 
 
 def test_results_sorted_on_an_unknown_value_names_the_known_ones(root, capsys):

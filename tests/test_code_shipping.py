@@ -434,3 +434,69 @@ def test_only_the_interpreters_own_paths_are_installed(tmp_path):
     assert not code_package.is_user_path(str(venv / "lib" / "python3" / "site-packages" / "dep.py"))
     assert not code_package.is_user_path(__import__("luigi").__file__)
     assert not code_package.is_user_path(json.__file__)
+
+
+DATA_PIPELINE = '''
+import luigi
+from luigi_kubeface import KubefaceMapTask
+
+
+class Lengths(KubefaceMapTask):
+    def grid(self):
+        return [dict(i=i) for i in range(3)]
+
+    def run_element(self, i):
+        with open("data/proteins.txt") as f:  # relative to the project's root, as on the master
+            return len(f.read().split()[i])
+
+
+class LengthReport(luigi.Task):
+    def requires(self):
+        return Lengths()
+
+    def output(self):
+        return luigi.LocalTarget("lengths.txt")
+
+    def run(self):
+        with self.output().open("w") as f:
+            f.write(" ".join(map(str, self.input().load())))
+'''
+
+
+def lengths_in(folder, storage, *args):
+    flags = ["--local-scheduler", "--workers", "1", "--kubeface-storage-root", storage, "--kubeface-retries", "0",
+             "--kubeface-key-dir", os.path.join(folder, "keys"), "--kubeface-poll-interval", "0.05"]
+    return run_luigi(["--module", "data_pipeline", "LengthReport"] + flags + list(args), cwd=folder,
+                     env={"PYTHONPATH": folder})
+
+
+@pytest.mark.slow
+def test_an_element_runs_in_the_projects_root_and_opens_a_shipped_data_file_by_its_relative_path(tmp_path):
+    """open("data/proteins.txt") in run_element, with code_include = data/proteins.txt, through luigi."""
+    folder, storage = str(tmp_path / "project"), str(tmp_path / "storage")
+    make_project(folder, {"data_pipeline.py": DATA_PIPELINE, "data/proteins.txt": "P1 Q22 R333\n"})
+    done = lengths_in(folder, storage, "--kubeface-code-include", "data/proteins.txt")
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(os.path.join(folder, "lengths.txt")) as f:
+        assert f.read() == "2 3 4"
+
+
+@pytest.mark.slow
+def test_a_data_file_not_shipped_fails_with_a_hint_naming_code_include(tmp_path):
+    folder, storage = str(tmp_path / "project"), str(tmp_path / "storage")
+    make_project(folder, {"data_pipeline.py": DATA_PIPELINE, "data/proteins.txt": "P1 Q22 R333\n"})
+    failed = lengths_in(folder, storage)
+    assert failed.returncode != 0 and not os.path.exists(os.path.join(folder, "lengths.txt"))
+    records = [json.load(open(p)) for p in glob.glob(os.path.join(storage, "Lengths*", "attempts", "*", "*.json"))]
+    (message, *_) = [r["message"] for r in records if r["error_type"] == "FileNotFoundError"]  # others: cancelled
+    assert "'data/proteins.txt'" in message and "code_include = data/proteins.txt" in message, message
+    assert "code_include" in failed.stderr, failed.stderr[-3000:]
+
+    # `kubeface reproduce`, run from the project's folder, meets the pods' failure: it too runs in the code shipped.
+    config = os.path.join(folder, "reproduce.cfg")
+    with open(config, "w") as f:
+        f.write("[kubeface]\nkey_dir = %s\nstorage_root = %s\n" % (os.path.join(folder, "keys"), storage))
+    (job_dir,) = glob.glob(os.path.join(storage, "Lengths*"))
+    again = subprocess.run([sys.executable, "-m", "luigi_kubeface.cli", "reproduce", job_dir, "@1"], cwd=folder,
+                           env=dict(os.environ, LUIGI_CONFIG_PATH=config), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "FileNotFoundError" in again.stderr + again.stdout, again.stderr[-3000:]

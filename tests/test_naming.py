@@ -125,3 +125,13 @@ def test_values_plain_pickle_refuses_are_refused_with_the_fix():
         with pytest.raises(ConfigurationError, match="cannot be encoded into a stable element key: plain pickle "
                            "refuses it .*Define functions and classes at module level .*shared input"):
             key(value)
+
+
+def test_attempt_numbers_go_on_across_runs_and_ids_of_main_count_on():
+    ids = ["001-1700000003-aaaaaaaaaaaa", "001-1700000001-bbbbbbbbbbbb", "001-1700000002-cccccccccccc"]  # main's
+    assert [n for n, _ in naming.numbered_attempts(ids)] == [1, 2, 3]
+    assert [a for _, a in naming.numbered_attempts(ids)] == sorted(ids)  # oldest first
+    assert naming.next_attempt_number(ids) == 4 and naming.next_attempt_number([]) == 1
+    late = ["999-1700000001-aaaaaaaaaaaa", "1000-1700000002-bbbbbbbbbbbb"]
+    assert [n for n, _ in naming.numbered_attempts(late)] == [999, 1000]  # numbers, not text: 1000 follows 999
+    assert all(naming.is_attempt_id(naming.new_attempt_id(n)) for n in (1, 1000))

@@ -154,6 +154,30 @@ def test_results_section_ranks_and_charts_twelve_elements_in_chromium(tmp_path):
     assert len(png_colours(screenshot)) > 20
 
 
+def score_protein(params):
+    return {"score": params["window"] * 10 + params["depth"] + int(params["protein"][1:]) / 100}
+
+
+@pytest.mark.slow
+def test_an_id_like_parameter_is_not_charted_as_a_category_and_says_why_in_chromium(tmp_path):
+    """60 protein IDs, more than a chart labels (MAX_GROUPS): no band chart, no parallel axis; one line; the table keeps them."""
+    from luigi_kubeface.result_charts import MAX_GROUPS
+
+    grid = [dict(protein="P%05d" % i, window=1 + i % 3, depth=2 + 2 * (i % 2)) for i in range(MAX_GROUPS + 20)]
+    Client(storage_root=str(tmp_path / "s"), **FAST).map(score_protein, grid, job_id="proteome")
+    page = tmp_path / "s" / "proteome" / "status.html"
+    dom = chromium("file://" + str(page), str(tmp_path), size=(1400, 1300))
+    section = dom.split("<h2>Results</h2>")[1].split("<h2>Durations</h2>")[0]
+    assert re.findall(r'<div class="note not-charted" data-param="(\w+)">([^<]*)</div>', section) == [
+        ("protein", "protein: 60 distinct values, more than a chart can label (40): not charted as a category; the "
+                    "table lists them")]
+    assert re.findall(r'<svg class="slice" data-param="(\w+)"', section) == ["window", "depth"]
+    (parallel,) = re.findall(r'<svg class="parallel".*?</svg>', section, re.S)
+    assert ">window</text>" in parallel and ">depth</text>" in parallel and "protein" not in parallel
+    assert "P000" not in parallel and "other" not in section.split('<svg class="slice"', 1)[1]
+    assert "<th>protein</th>" in section and "<td>P00059</td>" in section  # the best, in the table
+
+
 def test_results_section_says_why_there_is_nothing_to_rank(finished_job, tmp_path):
     state = JobState(Job("uneven", os.path.dirname(finished_job))).refresh()
     assert '<svg class="slice" data-param="x"' in render(state)  # numbers: {"value": x}, one parameter
