@@ -123,7 +123,9 @@ def kill_some_pods(cluster, namespace, count, nodes=None):
     """SIGKILL the first process of `count` running pods' containers, one every 0.7 s; their names."""
     rng, killed = random.Random(7), []
     wait_until(lambda: len(running_pods(cluster, namespace)) >= 10, 180, "10 running pods")
+    deadline = time.monotonic() + 120
     while len(killed) < count:
+        assert time.monotonic() < deadline, "killed only %s" % killed
         running = running_pods(cluster, namespace)
         if running:
             pod = rng.choice(running)

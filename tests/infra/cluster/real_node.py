@@ -266,11 +266,11 @@ class RealNode:
         return conditions.get("Ready") == "True" and not node.get("spec", {}).get("unschedulable")
 
     # -- faults on pods
-    def pod_pid(self, namespace, name, container="main"):
-        """The host pid of the pod container's first process (its PID 1)."""
+    def pod_pid(self, namespace, name, container=None):
+        """The host pid of the pod container's first process (its PID 1); container: its name, else the first."""
         pod = json.loads(self.cp.api_get("/api/v1/namespaces/%s/pods/%s" % (namespace, name)))
         for status in pod.get("status", {}).get("containerStatuses", []):
-            if status["name"] == container and status.get("containerID"):
+            if container in (None, status["name"]) and status.get("containerID"):
                 cid = status["containerID"].split("://", 1)[1]
                 info = self.ctr("task", "ls", check=True).stdout
                 for line in info.splitlines()[1:]:
