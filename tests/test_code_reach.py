@@ -193,7 +193,7 @@ def report(folder, storage, edit=None):
     with open(os.path.join(folder, "report.txt")) as f:
         text = f.read()
     os.unlink(os.path.join(folder, "report.txt"))
-    return text, {task: len(glob.glob(os.path.join(storage, task + "*", "attempts", "*", "*.json")))
+    return text, {task: len(glob.glob(os.path.join(storage, "*" + task + "_*", "attempts", "*", "*.json")))
                   for task in ("Train", "Other")}
 
 

@@ -412,7 +412,7 @@ def test_a_project_inside_its_virtualenv_folder_ships_and_its_edits_recompute(tm
     make_project(folder, {"venv_pipeline.py": VENV_PIPELINE,
                           "lab_helpers.py": "def score(i):\n    return i * 10\n"})
     assert report_in(folder, storage, python) == [1000, 1010, 1020, 1030]
-    (job_dir,) = glob.glob(os.path.join(storage, "Scores*"))
+    (job_dir,) = glob.glob(os.path.join(storage, "*Scores*"))
     code = json.load(open(os.path.join(job_dir, "job.json")))["code"]
     assert {"venv_pipeline", "lab_helpers"} <= set(code["modules"])
     # The distribution installed in the virtualenv's site-packages is the image's, not shipped.
@@ -487,7 +487,7 @@ def test_a_data_file_not_shipped_fails_with_a_hint_naming_code_include(tmp_path)
     make_project(folder, {"data_pipeline.py": DATA_PIPELINE, "data/proteins.txt": "P1 Q22 R333\n"})
     failed = lengths_in(folder, storage)
     assert failed.returncode != 0 and not os.path.exists(os.path.join(folder, "lengths.txt"))
-    records = [json.load(open(p)) for p in glob.glob(os.path.join(storage, "Lengths*", "attempts", "*", "*.json"))]
+    records = [json.load(open(p)) for p in glob.glob(os.path.join(storage, "*Lengths*", "attempts", "*", "*.json"))]
     (message, *_) = [r["message"] for r in records if r["error_type"] == "FileNotFoundError"]  # others: cancelled
     assert "'data/proteins.txt'" in message and "code_include = data/proteins.txt" in message, message
     assert "code_include" in failed.stderr, failed.stderr[-3000:]
@@ -496,7 +496,7 @@ def test_a_data_file_not_shipped_fails_with_a_hint_naming_code_include(tmp_path)
     config = os.path.join(folder, "reproduce.cfg")
     with open(config, "w") as f:
         f.write("[kubeface]\nkey_dir = %s\nstorage_root = %s\n" % (os.path.join(folder, "keys"), storage))
-    (job_dir,) = glob.glob(os.path.join(storage, "Lengths*"))
+    (job_dir,) = glob.glob(os.path.join(storage, "*Lengths*"))
     again = subprocess.run([sys.executable, "-m", "luigi_kubeface.cli", "reproduce", job_dir, "@1"], cwd=folder,
                            env=dict(os.environ, LUIGI_CONFIG_PATH=config), capture_output=True, text=True, timeout=120)
     assert again.returncode == 1 and "FileNotFoundError" in again.stderr + again.stdout, again.stderr[-3000:]
