@@ -529,6 +529,9 @@ def main(argv=None, out=None, terminal=None):
     out = _for_terminal(out or sys.stdout, terminal)
     with contextlib.redirect_stderr(_for_terminal(sys.stderr, terminal)):
         try:
+            from .luigi_adapter.config import load_settings
+
+            load_settings()  # storages are opened with luigi.cfg's options (s3_endpoint_url ...), as pipelines do
             code = args.run(args, out)
             out.flush()  # here, not at exit: a closed pipe is answered below
             return code

@@ -93,10 +93,36 @@ def _on_aws(endpoint_url):
 
 
 def _crc(data):
-    """CRC32C as S3's x-amz-checksum-crc32c header wants it (big-endian, base64)."""
+    """CRC32C as S3's x-amz-checksum-crc32c header wants it (big-endian, base64); a part is read in slices
+    (google_crc32c takes only bytes), so no second copy of it is made."""
     import google_crc32c
 
-    return base64.b64encode(google_crc32c.value(bytes(data)).to_bytes(4, "big")).decode()
+    if isinstance(data, bytes):
+        value = google_crc32c.value(data)
+    else:
+        view, value = memoryview(data), 0
+        for start in range(0, len(view), _READ_CHUNK):
+            value = google_crc32c.extend(value, bytes(view[start:start + _READ_CHUNK]))
+    return base64.b64encode(value.to_bytes(4, "big")).decode()
+
+
+def _read_part(stream, size, what):
+    """size bytes of the stream in one new bytearray (readinto: a stream's read() may join pieces, a second copy)."""
+    if not hasattr(stream, "readinto"):
+        data = stream.read(size)
+    else:
+        data, done = bytearray(size), 0
+        view = memoryview(data)
+        while done < size:
+            n = stream.readinto(view[done:])
+            if not n:
+                break
+            done += n
+        del view
+        data = data if done == size else data[:done]
+    if len(data) != size:
+        raise StorageError("write %s: the stream ended %d bytes early" % (what, size - len(data)))
+    return data
 
 
 def _code(error):
@@ -277,10 +303,7 @@ class S3Storage:
 
     def _upload(self, client, name, stream, size, conditions):
         if size <= PART:
-            data = stream.read(size)
-            if len(data) != size:
-                raise StorageError("write %s%s: the stream ended after %d of %d bytes" % (self.url, name, len(data), size))
-            self._put(client, name, data, **conditions)
+            self._put(client, name, _read_part(stream, size, self.url + name), **conditions)
         else:
             self._multipart(client, name, stream, size, conditions)
 
@@ -294,9 +317,7 @@ class S3Storage:
         try:
             parts, done = [], 0
             while done < size:
-                data = stream.read(min(PART, size - done))
-                if not data:
-                    raise StorageError("write %s: the stream ended after %d of %d bytes" % (name, done, size))
+                data = _read_part(stream, min(PART, size - done), self.url + name)
                 crc = _crc(data)
                 etag = client.upload_part(Bucket=self.bucket, Key=name, UploadId=upload, PartNumber=len(parts) + 1,
                                           Body=data, ChecksumAlgorithm="CRC32C", ChecksumCRC32C=crc)["ETag"]
