@@ -31,6 +31,7 @@ from .errors import (
     BlobNotFoundError, ConfigurationError, JobRunningError, KubefaceError, StorageError, UnreadableRecordError,
 )
 from .job_state import JobState
+from .storage import storage_class
 from .terminal import strip_controls
 from .job_store import JobStore, list_jobs, open_job
 from .result_table import csv_cell, pick_metric, ranked, result_rows, table_columns
@@ -314,7 +315,7 @@ def cmd_logs(args, out):
 def docker_command(job_url, storage_root, element, attempt, image, env_file):
     """The `docker run` line that runs one attempt as a pod would: every part quoted, the key only in a file."""
     parts = ["docker", "run", "--rm"]
-    if "://" not in job_url:
+    if not storage_class(job_url).remote:
         parts += ["-v", "%s:%s" % (storage_root, storage_root)]
     parts += ["--env-file", env_file, image or "IMAGE", "python", "-m", "luigi_kubeface.runner", job_url, element,
               attempt]
@@ -341,8 +342,8 @@ def cmd_reproduce(args, out):
         print("# replace IMAGE with the job's image (or pass --image, or set [kubeface] image)", file=out)
     env_file = job.keys.env_file(job.url, serialization.KEY_ENV)  # mode 0600: the key is never in argv
     print(docker_command(job.url, job.storage_root, element.key, attempt, image, env_file), file=out)
-    if job.url.startswith("gs://"):
-        print("# the container needs Google credentials, e.g. -v ~/.config/gcloud:/tmp/.config/gcloud:ro", file=out)
+    if job.storage.container_hint():
+        print(job.storage.container_hint(), file=out)
     if os.getcwd() not in sys.path:  # the pipeline's module is usually importable from here
         sys.path.insert(0, os.getcwd())
     with tempfile.TemporaryDirectory(prefix="kubeface-code-") as code_dir:  # the code the pods ran
@@ -581,6 +582,9 @@ def main(argv=None, out=None, terminal=None):
     out = _for_terminal(out or sys.stdout, terminal)
     with contextlib.redirect_stderr(_for_terminal(sys.stderr, terminal)):
         try:
+            from .luigi_adapter.config import load_settings
+
+            load_settings()  # storages are opened with luigi.cfg's options (s3_endpoint_url ...), as pipelines do
             code = args.run(args, out)
             out.flush()  # here, not at exit: a closed pipe is answered below
             return code

@@ -3,7 +3,7 @@
 import inspect
 import logging
 
-from . import naming
+from . import naming, storage
 from .dispatch import dispatch
 from .errors import ElementFailedError, JobFailedError
 from .job import Job, elements_from_items
@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 class Client:
     def __init__(self, settings=None, **values):
         self.settings = (settings or Settings()).replace(**values)
+        storage.configure(self.settings)
 
     def map(self, function, items, job_id=None, shared=None, on_progress=None, progress=None, code_version=None):
         """Call function(item) for every item, each in its own process or pod; results in item order.

@@ -196,6 +196,10 @@ class Job:
         return self.store.url
 
     @property
+    def storage(self):
+        return self.store.storage
+
+    @property
     def shared_keys(self):
         """Shared input name -> its key in storage, known once prepare() uploaded them."""
         return dict(self._shared_keys)

@@ -12,13 +12,15 @@ from dataclasses import dataclass
 
 from .backends import settings_classes
 from .errors import ConfigurationError, check_ranges
+from .storage import settings_classes as storage_settings_classes
 
 MAX_IN_FLIGHT_CEILING = 400  # Kubernetes misbehaves above roughly this many pods at once
 BACKEND_SETTINGS = settings_classes()
+STORAGE_SETTINGS = storage_settings_classes()  # each storage's own keys (s3_endpoint_url, gcs_key_secret)
 
 
 @dataclass(frozen=True)
-class Settings(*BACKEND_SETTINGS):
+class Settings(*BACKEND_SETTINGS, *STORAGE_SETTINGS):
     backend: str = "local"
     storage_root: str = "kubeface-storage"
     max_in_flight: int = 0  # 0: the backend's default (local: cores, kubernetes: 200)
@@ -51,11 +53,12 @@ class Settings(*BACKEND_SETTINGS):
 
         check_backend_name(self.backend)
         if not self.storage_root:
-            raise ConfigurationError("[kubeface] storage_root is empty: set a directory or gs://bucket/prefix")
+            raise ConfigurationError("[kubeface] storage_root is empty: set a directory, gs://bucket/prefix or s3://bucket/prefix")
         if "://" not in self.storage_root:  # local paths are made absolute once, for every process
             object.__setattr__(self, "storage_root", os.path.abspath(os.path.expanduser(self.storage_root)))
-        for keys in BACKEND_SETTINGS:  # each backend checks its own keys, whichever backend runs
-            keys.__post_init__(self)
+        for keys in BACKEND_SETTINGS + STORAGE_SETTINGS:  # each checks its own keys, whichever is used
+            if hasattr(keys, "__post_init__"):
+                keys.__post_init__(self)
         backend_entry(self.backend).check(self)
         check_ranges(self, [
             ("max_in_flight", 0 <= self.max_in_flight <= MAX_IN_FLIGHT_CEILING,

@@ -364,10 +364,5 @@ def render(state, progress=None, final=True, now=None, limit=TABLE_LIMIT):
 
 
 def page_url(job):
-    """Where a browser opens the page: a file:// URL, or the Cloud console's authenticated URL."""
-    url = job.url.rstrip("/") + "/" + naming.STATUS_PAGE
-    if url.startswith("gs://"):
-        return "https://storage.cloud.google.com/" + url[len("gs://"):]
-    if url.startswith("file://"):
-        return url
-    return "file://" + url
+    """Where a browser opens the page, as the job's storage says: a file:// URL, a bucket's console."""
+    return job.storage.browse_url(naming.STATUS_PAGE)

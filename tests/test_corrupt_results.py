@@ -42,9 +42,8 @@ def attempts_by_element(storage):
     return sorted(k.split("/")[1] for k in storage.list(naming.ATTEMPTS_PREFIX))
 
 
-@pytest.mark.parametrize("where", ["local", "gcs"])
-def test_damaged_results_are_refused_and_recomputed_by_the_next_run(tmp_path, request, where):
-    root = str(tmp_path / "s") if where == "local" else request.getfixturevalue("gcs_root")
+def test_damaged_results_are_refused_and_recomputed_by_the_next_run(tmp_path, storage_root):
+    root = storage_root
     marker = str(tmp_path / "the-master-unpickled-it")
     client = Client(storage_root=root, key_dir=str(tmp_path / "keys"), **FAST)
     items, expected = list(range(8)), [x * x for x in range(8)]

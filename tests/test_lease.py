@@ -16,11 +16,9 @@ from luigi_kubeface.storage import open_storage
 from support import REPO, TESTS
 
 
-@pytest.fixture(params=["local", "gcs"])
-def storage(request, tmp_path):
-    if request.param == "local":
-        return open_storage(str(tmp_path / "root" / "job"))
-    return open_storage(request.getfixturevalue("gcs_root") + "/job")
+@pytest.fixture
+def storage(storage_root):
+    return open_storage(storage_root + "/job")
 
 
 def test_one_holder_at_a_time_and_a_released_lease_is_taken_at_once(storage):

@@ -112,10 +112,10 @@ def test_team_key_lets_another_machine_trust_the_results(tmp_path):
     assert len(os.listdir(os.path.join(root, "t", "attempts"))) == 2  # reused, not recomputed
 
 
-def test_pods_refuse_a_tampered_function(tmp_path):
-    """A bucket writer who replaces function.pkl gets no code run in the attempts either."""
+def test_pods_refuse_a_tampered_function(tmp_path, storage_root):
+    """A bucket writer who replaces function.pkl gets no code run in the attempts either (every storage)."""
     marker = tmp_path / "ran-in-a-pod"
-    settings = Settings(storage_root=str(tmp_path / "s"), key_dir=str(tmp_path / "keys"), retries=0,
+    settings = Settings(storage_root=storage_root, key_dir=str(tmp_path / "keys"), retries=0,
                         failure_budget=1.0, **FAST)
     job = Job("tamper", settings.storage_root, square, elements_from_items([1, 2]), keys=KeyRing.from_settings(settings))
     job.prepare()
@@ -152,9 +152,9 @@ def test_attempt_without_the_key_exits_2_and_stops_the_job(tmp_path):
     assert failure_from_record(record).fatal  # every element would fail alike: the job stops
 
 
-def test_result_of_other_code_renamed_as_this_codes_is_refused(tmp_path):
+def test_result_of_other_code_renamed_as_this_codes_is_refused(tmp_path, storage_root):
     """A result filed under another code version cannot pass for this code's: the version is signed."""
-    client = Client(storage_root=str(tmp_path / "s"), key_dir=str(tmp_path / "keys"), **FAST)
+    client = Client(storage_root=storage_root, key_dir=str(tmp_path / "keys"), **FAST)
     old = client.map(square, [2], job_id="versions", code_version="old")
     (key,) = old.keys
     storage = old.job.store.storage
@@ -166,9 +166,9 @@ def test_result_of_other_code_renamed_as_this_codes_is_refused(tmp_path):
         new_version.store.load_result(key)
 
 
-def test_result_from_another_element_is_refused(tmp_path):
+def test_result_from_another_element_is_refused(tmp_path, storage_root):
     """Copying a valid signed result over another element's is caught by the signed element key."""
-    client = Client(storage_root=str(tmp_path / "s"), key_dir=str(tmp_path / "keys"), **FAST)
+    client = Client(storage_root=storage_root, key_dir=str(tmp_path / "keys"), **FAST)
     results = client.map(square, [2, 3], job_id="swap")
     a, b = results.keys
     storage, version = results.job.store.storage, results.job.code_version

@@ -11,7 +11,8 @@ import pytest
 from luigi_kubeface import Client, JobFailedError
 from luigi_kubeface.job import Job
 from luigi_kubeface.job_state import JobState
-from luigi_kubeface.status_page import render
+from luigi_kubeface.job_store import JobStore
+from luigi_kubeface.status_page import page_url, render
 from infra.browser import chromium, png_colours
 
 FAST = dict(poll_interval=0.05, retry_backoff=0.1)
@@ -231,3 +232,14 @@ def test_a_planted_attempt_name_is_no_attempt_and_no_markup_in_chromium(tmp_path
     assert planted not in Job("planted", root).store.attempts(results.keys[0])  # not an attempt id: no attempt
     dom = chromium("file://%s" % page, str(tmp_path))
     assert "PWNED" not in dom
+
+
+def test_page_in_an_s3_bucket_links_to_the_bucket_not_to_a_file(s3_root, moto_s3):
+    """The storage says where a browser opens its page (once file://s3://...)."""
+    Client(storage_root=s3_root, **FAST).map(uneven, [0, 1], job_id="on-s3")
+    bucket, prefix = s3_root[len("s3://"):].split("/", 1)
+    job = JobStore.at(s3_root, "on-s3")
+    assert page_url(job) == "%s/%s/%s/on-s3/status.html" % (moto_s3.url, bucket, prefix)
+    page = moto_s3.client().get_object(Bucket=bucket, Key=prefix + "/on-s3/status.html")
+    assert page["ContentType"].startswith("text/html")
+    assert re.findall(r'<tr class="element ([a-z-]+)"', page["Body"].read().decode()) == ["done", "done"]

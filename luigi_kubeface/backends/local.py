@@ -116,6 +116,7 @@ class LocalBackend(Backend):
         self.settings = settings
         self._processes = {}  # attempt -> (Popen, output file path)
         self._pidfds = {}  # attempt -> pidfd (Linux)
+        self._storage_envs = {}  # job URL -> the storage's runner_environment()
         self._specs = {}  # attempt -> AttemptSpec, to upload the log of an attempt whose runner could not
         sweep_stale_dirs()
         self._dir = tempfile.mkdtemp(prefix="%s%d-" % (_DIR_PREFIX, os.getpid()))
@@ -131,6 +132,12 @@ class LocalBackend(Backend):
         self._env["PYTHONPATH"] = os.pathsep.join(
             [ours] + [p for p in sys.path if p and p != ours and not code_package.is_user_path(os.path.join(p, "x"))])
 
+    def _storage_env(self, job_url):
+        """What the runner needs to reach the job's storage as this master does (its s3_endpoint_url ...)."""
+        if job_url not in self._storage_envs:
+            self._storage_envs[job_url] = open_storage(job_url).runner_environment()
+        return self._storage_envs[job_url]
+
     def launch(self, spec):
         output = os.path.join(self._dir, spec.attempt + ".out")
         tmpdir = os.path.join(self._dir, spec.attempt)  # the attempt's own TMPDIR, where the runner logs
@@ -141,8 +148,8 @@ class LocalBackend(Backend):
                 process = subprocess.Popen(
                     runner.command(spec.job_url, spec.element, spec.attempt, python=sys.executable),
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    env=dict(self._env, TMPDIR=tmpdir, **{serialization.SECRET_FD_ENV: str(secret),
-                                                          runner.MASTER_FD_ENV: str(self._alive_read)}),
+                    env=dict(self._env, **self._storage_env(spec.job_url), TMPDIR=tmpdir,
+                             **{serialization.SECRET_FD_ENV: str(secret), runner.MASTER_FD_ENV: str(self._alive_read)}),
                     pass_fds=(secret, self._alive_read),  # the signing key: through a pipe, never argv or environ
                     cwd=tmpdir,  # not the master's folder: its modules must come with the job's code
                     start_new_session=True,  # own process group: cancel kills children too

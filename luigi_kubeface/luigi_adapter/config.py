@@ -7,6 +7,7 @@ import dataclasses
 
 import luigi
 
+from .. import storage
 from ..settings import Settings
 
 _PARAMETER_TYPES = {"str": luigi.Parameter, "int": luigi.IntParameter, "float": luigi.FloatParameter,
@@ -31,4 +32,6 @@ def load_settings(overrides=None):
     """Settings from luigi.cfg and flags, with per-task overrides on top."""
     config = kubeface()
     settings = Settings(**{f.name: getattr(config, f.name) for f in dataclasses.fields(Settings)})
-    return settings.replace(**overrides) if overrides else settings
+    settings = settings.replace(**overrides) if overrides else settings
+    storage.configure(settings)  # the storage options (s3_endpoint_url ...) of every storage this process opens
+    return settings

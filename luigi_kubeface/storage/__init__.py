@@ -1,10 +1,15 @@
 """One small storage interface, chosen by URL scheme; transient errors are retried here, once.
 
 Every storage is scoped to a base URL (a job's prefix, usually) and speaks in keys relative to it.
+Callers ask a storage what they need (can pods reach it, where a browser opens a blob, what a pod
+needs for credentials) instead of testing its URL's scheme.
 """
 
+import importlib
+import inspect
 import logging
 import random
+import threading
 import time
 from typing import NamedTuple, Optional, Protocol
 
@@ -16,11 +21,42 @@ log = logging.getLogger(__name__)
 class Head(NamedTuple):
     data: bytes  # the first bytes of a blob
     size: int  # the blob's whole size
-    crc32c: Optional[int]  # of the whole blob, computed by the storage itself (GCS), else None
+    crc32c: Optional[int]  # of the whole blob, computed by the storage itself (GCS, S3 single-part), else None
+
+
+# Pages, records and logs open in the browser from a bucket's console instead of downloading.
+_TEXT_TYPES = {".html": "text/html; charset=utf-8", ".json": "application/json", ".log": "text/plain; charset=utf-8"}
+
+
+def content_type(key):
+    return _TEXT_TYPES.get(key[key.rfind("."):], "application/octet-stream") if "." in key else "application/octet-stream"
+
+
+class PodAccess(NamedTuple):
+    """What a pod needs to reach a storage: environment entries, volumes and their mounts (Kubernetes JSON)."""
+
+    env: tuple = ()
+    volumes: tuple = ()
+    mounts: tuple = ()
 
 
 class Storage(Protocol):
     url: str
+    remote: bool  # pods on other machines can reach it (a bucket), unlike a local directory
+    checksum: Optional[str]  # the checksum the storage computes of a whole blob itself (Head.crc32c), or None
+
+    def browse_url(self, key: str) -> str:
+        """Where a browser opens the blob (file://, the cloud console): the status page's link."""
+
+    def pod_access(self, settings) -> "PodAccess":
+        """The environment, Secret references and volumes a pod needs to reach this storage (never a secret's value)."""
+
+    def runner_environment(self) -> dict:
+        """Environment (no secrets) that tells a task runner of this machine how to reach the storage as the
+        master does (e.g. an endpoint set in [kubeface]); pods get it through pod_access."""
+
+    def container_hint(self) -> str:
+        """A line for `kubeface reproduce`: what a container needs to reach the storage ("" if nothing)."""
 
     def read(self, key: str) -> bytes:
         """The blob's bytes; BlobNotFoundError if there is none."""
@@ -74,31 +110,56 @@ class Storage(Protocol):
         """Raise ConfigurationError naming the fix if the storage cannot be used at all."""
 
 
-def _local(url):
-    from .local import LocalStorage
+# The methods that talk to the storage: RetryingStorage retries these (and only these) on TransientStorageError.
+# The other members (remote, checksum, browse_url, pod_access, runner_environment, container_hint) describe it.
+IO_METHODS = ("read", "write", "write_if_absent", "write_stream", "write_stream_if_absent", "open_read", "head",
+              "read_generation", "write_if_generation", "exists", "list", "children", "delete", "move",
+              "check_writable")
+DESCRIPTIVE = ("browse_url", "pod_access", "runner_environment", "container_hint")
 
-    return LocalStorage(url)
+# Adding a storage means adding one module and one line here: (scheme, "module:Class"), imported when used.
+REGISTRY = {"file": ".local:LocalStorage", "gs": ".gcs:GCSStorage", "s3": ".s3:S3Storage"}
+# Each storage's own [kubeface] keys (a dataclass of light imports), composed into Settings.
+SETTINGS = (".gcs:GCSSettings", ".s3:S3Settings")
+
+_configured = {"settings": None}
+_configured_lock = threading.Lock()
 
 
-def _gcs(url):
-    from .gcs import GCSStorage
-
-    return GCSStorage(url)
-
-
-# Adding a storage means adding one module and one line here.
-REGISTRY = {"file": _local, "gs": _gcs}
+def _load(dotted):
+    module, _, name = dotted.partition(":")
+    return getattr(importlib.import_module(module, __name__), name)
 
 
-def open_storage(url, retry_deadline=600.0):
-    """The storage for a URL (`gs://bucket/prefix`, `file:///dir` or a plain path), with retries."""
-    scheme = url.split("://", 1)[0] if "://" in url else "file"
+def settings_classes():
+    return tuple(_load(dotted) for dotted in SETTINGS)
+
+
+def configure(settings):
+    """The settings storages of this process are opened with (endpoints, regions): set where Settings are
+    loaded (the Luigi config, a Client), so every open_storage of the master sees the same ones."""
+    with _configured_lock:
+        _configured["settings"] = settings
+
+
+def scheme_of(url):
+    return url.split("://", 1)[0] if "://" in url else "file"
+
+
+def storage_class(url):
+    """The class that serves a URL, without opening anything: for what a storage is (remote, pod_access)."""
+    scheme = scheme_of(url)
     if scheme not in REGISTRY:
         raise ConfigurationError(
             "storage URL %r has the unknown scheme %r: use one of %s, or a local directory path"
             % (url, scheme, ", ".join(s + "://" for s in sorted(REGISTRY)))
         )
-    return RetryingStorage(REGISTRY[scheme](url), deadline=retry_deadline)
+    return _load(REGISTRY[scheme])
+
+
+def open_storage(url, retry_deadline=600.0):
+    """The storage for a URL (`gs://bucket/prefix`, `s3://bucket/prefix`, `file:///dir` or a plain path), with retries."""
+    return RetryingStorage(storage_class(url)(url, _configured["settings"]), deadline=retry_deadline)
 
 
 class RetryingStorage:
@@ -107,11 +168,6 @@ class RetryingStorage:
     A deadline rather than a count: outages of GCS last tens of seconds, and a job of ten hours
     should wait them out rather than lose an attempt.
     """
-
-    _METHODS = ("read", "write", "write_if_absent", "write_stream", "write_stream_if_absent", "open_read", "head",
-                "read_generation", "write_if_generation", "exists", "list", "children", "delete", "move",
-                "check_writable")
-    _STREAMING = ("write_stream", "write_stream_if_absent")
 
     def __init__(self, inner, deadline=600.0, first_delay=0.2, max_delay=10.0):
         self.inner = inner
@@ -122,13 +178,14 @@ class RetryingStorage:
 
     def __getattr__(self, name):
         target = getattr(self.inner, name)
-        if name not in self._METHODS:
+        if name not in IO_METHODS:
             return target
+        takes_stream = "stream" in inspect.signature(target).parameters
 
         def call(*args, **kwargs):
             give_up = time.monotonic() + self.deadline
             delay = self.first_delay
-            stream = args[1] if name in self._STREAMING else None
+            stream = inspect.signature(target).bind(*args, **kwargs).arguments["stream"] if takes_stream else None
             start = stream.tell() if stream is not None else 0
             while True:
                 try:

@@ -1,13 +1,32 @@
 """Google Cloud Storage through google-cloud-storage; errors are mapped to luigi-kubeface's own."""
 
 import base64
+import os
 import tempfile
 import threading
+from dataclasses import dataclass
 
 from ..errors import (
     BlobNotFoundError, ConfigurationError, KubefaceError, StorageError, TransientStorageError,
 )
-from . import Head
+from . import Head, PodAccess, content_type
+
+KEY_PATH = "/var/secrets/google"  # where a pod mounts the gcs_key_secret
+# Set by the tests (and by whoever runs fake-gcs-server): the SDK sends every request to this emulator.
+EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+
+
+@dataclass(frozen=True)
+class GCSSettings:
+    """The GCS storage's own [kubeface] keys."""
+
+    gcs_key_secret: str = ""  # a Secret with key.json, mounted for GCS credentials when Workload Identity is not used
+
+
+def emulator_workarounds(environ):
+    """Whether to work around fake-gcs-server (its issue 1967: a resumable upload ignores
+    if_generation_match=0): only when the SDK talks to the emulator, never to GCS itself."""
+    return bool(environ.get(EMULATOR_ENV))
 
 _clients = {}
 # RetryingStorage is the one place that retries; the SDK's own retries would stack under it.
@@ -65,16 +84,11 @@ def _translate(error, what):
     return StorageError("%s: %s" % (what, error))
 
 
-# Pages, records and logs open in the browser from the Cloud console instead of downloading.
-_TEXT_TYPES = {".html": "text/html; charset=utf-8", ".json": "application/json", ".log": "text/plain; charset=utf-8"}
-
-
-def _content_type(key):
-    return _TEXT_TYPES.get(key[key.rfind("."):], "application/octet-stream") if "." in key else "application/octet-stream"
-
-
 class GCSStorage:
-    def __init__(self, url):
+    remote = True
+    checksum = "crc32c"  # GCS computes every object's crc32c itself (Head.crc32c)
+
+    def __init__(self, url, settings=None):
         rest = url[len("gs://") :]
         self.bucket_name, _, prefix = rest.partition("/")
         if not self.bucket_name:
@@ -82,6 +96,27 @@ class GCSStorage:
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.url = "gs://%s/%s" % (self.bucket_name, self.prefix)
         self._bucket = None
+        self._check_before_create = emulator_workarounds(os.environ)
+
+    def browse_url(self, key):
+        """The Cloud console's authenticated URL: it opens pages, records and logs in the browser."""
+        return "https://storage.cloud.google.com/%s/%s%s" % (self.bucket_name, self.prefix, key)
+
+    @staticmethod
+    def pod_access(settings):
+        """Workload Identity needs nothing here; else the gcs_key_secret's key.json, mounted read-only."""
+        if not settings.gcs_key_secret:
+            return PodAccess()
+        return PodAccess(
+            env=({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": KEY_PATH + "/key.json"},),
+            volumes=({"name": "gcs-key", "secret": {"secretName": settings.gcs_key_secret}},),
+            mounts=({"name": "gcs-key", "mountPath": KEY_PATH, "readOnly": True},))
+
+    def runner_environment(self):
+        return {}
+
+    def container_hint(self):
+        return "# the container needs Google credentials, e.g. -v ~/.config/gcloud:/tmp/.config/gcloud:ro"
 
     def _blob(self, key):
         if self._bucket is None:
@@ -115,7 +150,7 @@ class GCSStorage:
 
     def write(self, key, data):
         self._call("write", key, lambda: self._blob(key).upload_from_string(
-            data, content_type=_content_type(key), **_CALL))
+            data, content_type=content_type(key), **_CALL))
 
     def _streamed(self, key):
         blob = self._blob(key)
@@ -124,18 +159,18 @@ class GCSStorage:
 
     def write_stream(self, key, stream, size):
         self._call("write", key, lambda: self._streamed(key).upload_from_file(
-            stream, size=size, content_type=_content_type(key), **_CALL))
+            stream, size=size, content_type=content_type(key), **_CALL))
 
     def write_stream_if_absent(self, key, stream, size):
         """A resumable upload that only creates: 412 if any generation exists, and results stay write-once.
 
-        GCS checks the precondition when the upload completes; fake-gcs-server before its fix of issue
-        1967 ignores it on resumable uploads, so an existing blob is also looked for first (one request).
+        GCS checks the precondition when the upload completes; fake-gcs-server ignores it on resumable
+        uploads (its issue 1967), so against the emulator only an existing blob is looked for first.
         """
         from google.api_core.exceptions import PreconditionFailed
 
         def upload():
-            if self._blob(key).exists(**_CALL):
+            if self._check_before_create and self._blob(key).exists(**_CALL):
                 return False
             try:
                 self._streamed(key).upload_from_file(stream, size=size, if_generation_match=0, **_CALL)
@@ -219,7 +254,7 @@ class GCSStorage:
 
         def upload():
             try:
-                self._blob(key).upload_from_string(data, content_type=_content_type(key),
+                self._blob(key).upload_from_string(data, content_type=content_type(key),
                                                    if_generation_match=int(generation or 0), **_CALL)
                 return True
             except (PreconditionFailed, NotFound):

@@ -16,7 +16,7 @@ import stat
 import time
 
 from ..errors import BlobNotFoundError, ConfigurationError, StorageError, UnsafePathError
-from . import Head
+from . import Head, PodAccess
 
 _TMP_PREFIX = ".tmp-"
 _HOST = socket.gethostname().replace("-", "_")  # in temporary names: whose writer (host, pid) may be judged dead
@@ -37,10 +37,26 @@ _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class LocalStorage:
-    def __init__(self, url):
+    remote = False  # a directory of this machine: pods elsewhere cannot reach it
+    checksum = None
+
+    def __init__(self, url, settings=None):
         path = url[len("file://") :] if url.startswith("file://") else url
         self.root = os.path.abspath(os.path.expanduser(path))
         self.url = self.root
+
+    def browse_url(self, key):
+        return "file://" + os.path.join(self.root, key)
+
+    @staticmethod
+    def pod_access(settings):
+        return PodAccess()
+
+    def runner_environment(self):
+        return {}
+
+    def container_hint(self):
+        return ""
 
     @staticmethod
     def _parts(key, blob=True):

@@ -119,3 +119,18 @@ def test_params_annotation_can_be_turned_off():
     assert build_pod(SPEC, settings())["metadata"]["annotations"]["kubeface.io/params"] == SPEC.label
     annotations = build_pod(SPEC, settings(pod_params_annotation=False))["metadata"]["annotations"]
     assert "kubeface.io/params" not in annotations and SPEC.label not in json.dumps(annotations)
+
+
+def test_pods_of_an_s3_job_get_the_storages_endpoint_and_key_secret_by_reference():
+    """pod_spec asks the job's storage what its pods need; the s3_key_secret's values never enter the spec."""
+    spec = dataclasses.replace(SPEC, job_url="s3://b/jobs/TrainModels_x")
+    pod = build_pod(spec, Settings(backend="kubernetes", storage_root="s3://b/jobs", image="r/kubeface:1",
+                                   s3_endpoint_url="http://seaweed:8333", s3_key_secret="s3-key"))
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["KUBEFACE_S3_ENDPOINT_URL"]["value"] == "http://seaweed:8333"
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "s3-key"
+    assert "GOOGLE_APPLICATION_CREDENTIALS" not in env and "volumes" not in pod["spec"]
+
+
+def test_an_s3_bucket_is_storage_pods_can_reach():
+    assert Settings(backend="kubernetes", storage_root="s3://b/jobs", image="r/kubeface:1").storage_root == "s3://b/jobs"

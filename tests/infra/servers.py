@@ -1,4 +1,4 @@
-"""Real servers for the tests, started on 127.0.0.1: fake-gcs-server and luigid."""
+"""Real servers for the tests, started on 127.0.0.1: fake-gcs-server, an S3 server (moto) and luigid."""
 
 import json
 import os
@@ -73,6 +73,45 @@ class FakeGCS:
                                          data=json.dumps({"name": name}).encode(),
                                          headers={"Content-Type": "application/json"})
         urllib.request.urlopen(request, timeout=10).close()
+
+
+class MotoS3:
+    """moto's S3 in server mode (`moto_server`), a process of its own: real HTTP, real boto3 requests.
+
+    It keeps objects in memory, so a stop loses them. host: as for FakeGCS, the pod network's gateway
+    for a real node's pods.
+    """
+
+    def __init__(self, workdir, port=None, host="127.0.0.1"):
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.host = host
+        self.url = "http://%s:%d" % (host, self.port)
+        self.process = None
+
+    def start(self):
+        os.makedirs(self.workdir, exist_ok=True)
+        server = shutil.which("moto_server") or os.path.join(os.path.dirname(sys.executable), "moto_server")
+        self.log = open(os.path.join(self.workdir, "moto.log"), "ab")
+        self.process = subprocess.Popen([server, "-H", self.host, "-p", str(self.port)],
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for_http(self.url + "/moto-api/", self.process, what="moto_server")
+        return self
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1", aws_access_key_id="testing",
+                            aws_secret_access_key="testing")
+
+    def create_bucket(self, name):
+        self.client().create_bucket(Bucket=name)
 
 
 class Luigid:

@@ -1,4 +1,5 @@
-"""One contract, every storage: the local directory and GCS (against a real fake-gcs-server)."""
+"""One contract, every storage in the registry: the local directory, GCS (a real fake-gcs-server) and S3
+(moto's server)."""
 
 import threading
 
@@ -8,11 +9,9 @@ from luigi_kubeface.errors import BlobNotFoundError, ConfigurationError
 from luigi_kubeface.storage import open_storage
 
 
-@pytest.fixture(params=["local", "gcs"])
-def storage(request, tmp_path):
-    if request.param == "local":
-        return open_storage(str(tmp_path / "root" / "job"))
-    return open_storage(request.getfixturevalue("gcs_root") + "/job")
+@pytest.fixture
+def storage(storage_root):
+    return open_storage(storage_root + "/job")
 
 
 def test_write_read_exists_delete(storage):
@@ -101,8 +100,8 @@ def test_missing_bucket_is_refused(fake_gcs):
 
 
 def test_unknown_scheme_is_refused():
-    with pytest.raises(ConfigurationError, match="unknown scheme 's3'"):
-        open_storage("s3://bucket/prefix")
+    with pytest.raises(ConfigurationError, match="unknown scheme 'az'.*file://, gs://, s3://"):
+        open_storage("az://bucket/prefix")
 
 
 def test_children_lists_one_level(storage):

@@ -9,6 +9,7 @@ import math
 import re
 
 from ... import runner
+from ...storage import storage_class
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "luigi-kubeface"
@@ -21,7 +22,6 @@ JOB_URL_ANNOTATION = "kubeface.io/job-url"
 PARAMS_ANNOTATION = "kubeface.io/params"
 SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 CONTAINER = "runner"
-GCS_KEY_PATH = "/var/secrets/google"
 
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 
@@ -80,13 +80,12 @@ def _scheduling(settings):
     return selector, tolerations
 
 
-def _env(settings, spec):
+def _env(settings, spec, access):
     env = [{"name": k, "value": v} for k, v in sorted(settings.pod_env.items())]
     env.append({"name": "KUBEFACE_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}})
     for name in sorted(spec.secret_env):  # values live in the job's Secret, never in the pod spec
         env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret_name(spec.job_url), "key": name}}})
-    if settings.gcs_key_secret:
-        env.append({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": GCS_KEY_PATH + "/key.json"})
+    env.extend(dict(e) for e in access.env)  # what the storage needs: its endpoint, credentials' Secret or file
     return env
 
 
@@ -109,12 +108,13 @@ def build_pod(spec, settings):
     if settings.pod_params_annotation:  # off when parameters are confidential: whoever lists pods reads them
         annotations[PARAMS_ANNOTATION] = spec.label[:1000]
     selector, tolerations = _scheduling(settings)
+    access = storage_class(spec.job_url).pod_access(settings)
     container = {
         "name": CONTAINER,
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": runner.command(spec.job_url, spec.element, spec.attempt),
-        "env": _env(settings, spec),
+        "env": _env(settings, spec, access),
         "resources": _resources(settings),
         "securityContext": {"runAsNonRoot": True, **_user(settings),
                             "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
@@ -126,7 +126,7 @@ def build_pod(spec, settings):
         "terminationGracePeriodSeconds": 10,
         "automountServiceAccountToken": settings.mount_service_account_token,
         # runAsGroup: without it the runtime keeps group 0 whatever the image's USER says; fsGroup
-        # makes mounted volumes (the gcs_key_secret) the pod group's.
+        # makes mounted volumes (a storage's key Secret) the pod group's.
         "securityContext": {"runAsNonRoot": True, **_user(settings), "fsGroup": settings.run_as_group,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "tolerations": tolerations,
@@ -135,9 +135,9 @@ def build_pod(spec, settings):
         pod_spec["nodeSelector"] = selector
     if settings.service_account:
         pod_spec["serviceAccountName"] = settings.service_account
-    if settings.gcs_key_secret:
-        pod_spec["volumes"] = [{"name": "gcs-key", "secret": {"secretName": settings.gcs_key_secret}}]
-        container["volumeMounts"] = [{"name": "gcs-key", "mountPath": GCS_KEY_PATH, "readOnly": True}]
+    if access.volumes:
+        pod_spec["volumes"] = [dict(v) for v in access.volumes]
+        container["volumeMounts"] = [dict(m) for m in access.mounts]
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": pod_name(spec), "labels": labels, "annotations": annotations},
             "spec": pod_spec}

@@ -8,6 +8,7 @@ sub-section. This module declares them, checks them, and says what a job needs o
 from dataclasses import dataclass, field
 
 from ...errors import ConfigurationError, check_ranges
+from ...storage import storage_class
 
 _STRING_MAPS = ("node_selector", "pod_env", "pod_labels", "pod_annotations")
 
@@ -18,9 +19,8 @@ class KubernetesSettings:
     namespace: str = "default"
     kubeconfig: str = ""  # empty: $KUBECONFIG or ~/.kube/config, else the in-cluster service account
     kube_context: str = ""  # empty: the kubeconfig's current context
-    service_account: str = ""  # for Workload Identity (GCS access without keys); empty: the default one
+    service_account: str = ""  # for Workload Identity (GCS) or IRSA (S3): bucket access without keys; empty: the default one
     mount_service_account_token: bool = False  # pods do not need to talk to the API server
-    gcs_key_secret: str = ""  # a Secret with key.json, mounted for GCS credentials when Workload Identity is not used
     cpu_request: str = "1"
     memory_request: str = "1Gi"
     cpu_limit: str = ""  # empty: no CPU limit
@@ -77,10 +77,11 @@ def check_job(settings):
         raise ConfigurationError(
             "[kubeface] image is not set: the kubernetes backend needs the task runner's image "
             "(build and push images/Dockerfile, see the README) in luigi.cfg or --kubeface-image")
-    if not settings.storage_root.startswith("gs://"):
+    if not storage_class(settings.storage_root).remote:
         raise ConfigurationError(
             "[kubeface] storage_root = %r is a local directory, which pods cannot reach: "
-            "use a bucket, gs://bucket/prefix, with the kubernetes backend" % settings.storage_root)
+            "use a bucket (gs://bucket/prefix or s3://bucket/prefix) with the kubernetes backend"
+            % settings.storage_root)
 
 
 def job_details(settings):

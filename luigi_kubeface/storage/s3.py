@@ -1,0 +1,473 @@
+"""Amazon S3 and S3-compatible stores (Ceph, SeaweedFS, MinIO) through boto3; errors mapped to ours.
+
+Write-once and the lease's compare-and-swap are the server's own conditional writes (If-None-Match: *
+and If-Match: <ETag> on PutObject and CompleteMultipartUpload); blobs of any size stream through
+multipart uploads and ranged GETs, one part in memory at a time. boto3 is an optional extra:
+`pip install "luigi-kubeface[s3]"`.
+"""
+
+import base64
+import tempfile
+import threading
+import urllib.parse
+from dataclasses import dataclass
+
+from ..errors import (
+    BlobNotFoundError, ConfigurationError, KubefaceError, StorageError, TransientStorageError, check_ranges,
+)
+from . import Head, PodAccess, content_type
+
+# How a task runner learns the master's [kubeface] s3_* settings (runner_environment, pod_access).
+ENV = {"s3_endpoint_url": "KUBEFACE_S3_ENDPOINT_URL", "s3_region": "KUBEFACE_S3_REGION",
+       "s3_addressing_style": "KUBEFACE_S3_ADDRESSING_STYLE"}
+PART = 64 << 20  # one multipart part (and one ranged GET): what an upload or download holds in memory
+COPY_LIMIT = 5 << 30  # CopyObject's own limit; larger blobs are moved with UploadPartCopy
+COPY_PART = 1 << 30
+_READ_CHUNK = 1 << 20
+# Codes S3 (and compatible stores) answer when a retry later will do: throttling, overload, races.
+_TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
+                    "RequestTimeout", "InternalError", "ServiceUnavailable", "OperationAborted",
+                    "ConditionalRequestConflict"}
+_STYLES = ("auto", "path", "virtual")
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """The S3 storage's own [kubeface] keys; empty ones leave the choice to boto3's usual chain."""
+
+    s3_endpoint_url: str = ""  # e.g. http://minio.lab:9000 for Ceph, SeaweedFS or MinIO; empty: AWS (or AWS_ENDPOINT_URL_S3)
+    s3_region: str = ""  # empty: boto3's (AWS_REGION, the profile), else us-east-1
+    s3_addressing_style: str = "auto"  # auto: path-style for an s3_endpoint_url, virtual-hosted on AWS; path; virtual
+    s3_key_secret: str = ""  # a Secret holding AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for pods, when IRSA is not used
+
+    def __post_init__(self):
+        check_ranges(self, [("s3_addressing_style", self.s3_addressing_style in _STYLES, "auto, path or virtual")])
+
+
+def options(settings=None, environ=None):
+    """(endpoint, region, addressing style): the master's settings, else what its runner was handed (ENV)."""
+    found = []
+    for name, env in ENV.items():
+        value = getattr(settings, name, "") if settings is not None else ""
+        found.append(value or (environ or {}).get(env, ""))
+    endpoint, region, style = found[0], found[1], found[2] or "auto"
+    if style not in _STYLES:
+        raise ConfigurationError("%s = %r: use auto, path or virtual" % (ENV["s3_addressing_style"], style))
+    return endpoint, region, style
+
+
+_clients = {}
+_clients_lock = threading.Lock()
+
+
+def _client(endpoint, region, style):
+    """One client per process and endpoint: it holds the connection pool; boto3's own retries are off."""
+    key = (endpoint, region, style)
+    with _clients_lock:
+        if key not in _clients:
+            import boto3
+            from botocore.config import Config
+
+            def make(addressing):
+                config = Config(retries={"total_max_attempts": 1}, max_pool_connections=32,
+                                connect_timeout=20, read_timeout=120, s3={"addressing_style": addressing},
+                                request_checksum_calculation="when_required",  # we send our own CRC32C
+                                response_checksum_validation="when_required")
+                return boto3.session.Session().client("s3", endpoint_url=endpoint or None,
+                                                      region_name=region or None, config=config)
+
+            client = make("virtual" if style == "virtual" else "path" if style == "path" else "auto")
+            if style == "auto" and not _on_aws(client.meta.endpoint_url):
+                client = make("path")  # Ceph, SeaweedFS, MinIO and emulators rarely serve virtual hosts
+            _clients[key] = client
+        return _clients[key]
+
+
+def forget_clients():
+    with _clients_lock:
+        _clients.clear()
+
+
+def _on_aws(endpoint_url):
+    return urllib.parse.urlsplit(endpoint_url).hostname.endswith(".amazonaws.com")
+
+
+def _crc(data):
+    """CRC32C as S3's x-amz-checksum-crc32c header wants it (big-endian, base64); a part is read in slices
+    (google_crc32c takes only bytes), so no second copy of it is made."""
+    import google_crc32c
+
+    if isinstance(data, bytes):
+        value = google_crc32c.value(data)
+    else:
+        view, value = memoryview(data), 0
+        for start in range(0, len(view), _READ_CHUNK):
+            value = google_crc32c.extend(value, bytes(view[start:start + _READ_CHUNK]))
+    return base64.b64encode(value.to_bytes(4, "big")).decode()
+
+
+def _read_part(stream, size, what):
+    """size bytes of the stream in one new bytearray (readinto: a stream's read() may join pieces, a second copy)."""
+    if not hasattr(stream, "readinto"):
+        data = stream.read(size)
+    else:
+        data, done = bytearray(size), 0
+        view = memoryview(data)
+        while done < size:
+            n = stream.readinto(view[done:])
+            if not n:
+                break
+            done += n
+        del view
+        data = data if done == size else data[:done]
+    if len(data) != size:
+        raise StorageError("write %s: the stream ended %d bytes early" % (what, size - len(data)))
+    return data
+
+
+def _code(error):
+    from botocore.exceptions import ClientError
+
+    if not isinstance(error, ClientError):
+        return None, None
+    return error.response.get("Error", {}).get("Code"), error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
+def _translate(error, what):
+    """Map botocore errors to ours: transient ones are retried by RetryingStorage."""
+    from botocore import exceptions as boto
+
+    if isinstance(error, (boto.NoCredentialsError, boto.PartialCredentialsError)):
+        return ConfigurationError(
+            "%s: no AWS credentials found (%s): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile "
+            "(AWS_PROFILE), or use IRSA / EKS Pod Identity (or [kubeface] s3_key_secret) in the cluster" % (what, error))
+    code, status = _code(error)
+    if code in ("NoSuchKey", "404", "NotFound"):
+        return BlobNotFoundError("%s: not found" % what)
+    if code == "NoSuchBucket":
+        return ConfigurationError("%s: the bucket does not exist: create it (aws s3 mb s3://BUCKET) or fix "
+                                  "[kubeface] storage_root" % what)
+    if code in _TRANSIENT_CODES or (status or 0) >= 500 or status == 429:
+        return TransientStorageError("%s: %s" % (what, error))
+    if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return StorageError("%s: permission denied (%s): grant the credentials s3:GetObject, s3:PutObject, "
+                            "s3:DeleteObject and s3:ListBucket on the bucket" % (what, error))
+    transport = (boto.ConnectionError, boto.HTTPClientError, boto.ResponseStreamingError, ConnectionError,
+                 TimeoutError)
+    if isinstance(error, transport):
+        return TransientStorageError("%s: %s" % (what, error))
+    return StorageError("%s: %s" % (what, error))
+
+
+class _Refused(Exception):
+    """A precondition did not hold (412): the write did not happen."""
+
+
+class S3Storage:
+    remote = True
+    checksum = "crc32c"  # every upload carries its CRC32C; the server keeps it whole for single-part objects
+
+    def __init__(self, url, settings=None, environ=None):
+        import os
+
+        rest = url[len("s3://"):]
+        self.bucket, _, prefix = rest.partition("/")
+        if not self.bucket:
+            raise ConfigurationError("S3 URL %r names no bucket: use s3://BUCKET/PREFIX" % url)
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.url = "s3://%s/%s" % (self.bucket, self.prefix)
+        self.endpoint, self.region, self.style = options(settings, os.environ if environ is None else environ)
+        self.copy_limit, self.copy_part = COPY_LIMIT, COPY_PART
+
+    # -- what callers ask of a storage ----------------------------------------------------------
+
+    def browse_url(self, key):
+        """The S3 console on AWS; elsewhere the object's path-style URL on the endpoint."""
+        endpoint = self._client().meta.endpoint_url
+        if _on_aws(endpoint):
+            return "https://s3.console.aws.amazon.com/s3/object/%s?prefix=%s" % (
+                self.bucket, urllib.parse.quote(self.prefix + key))
+        return "%s/%s/%s" % (endpoint.rstrip("/"), self.bucket, urllib.parse.quote(self.prefix + key))
+
+    @staticmethod
+    def pod_access(settings):
+        """The endpoint settings, and the s3_key_secret's keys as Secret references (never their values)."""
+        endpoint, region, style = options(settings)
+        env = [{"name": ENV[name], "value": value} for name, value in
+               (("s3_endpoint_url", endpoint), ("s3_region", region)) if value]
+        if style != "auto":
+            env.append({"name": ENV["s3_addressing_style"], "value": style})
+        for name, optional in (("AWS_ACCESS_KEY_ID", False), ("AWS_SECRET_ACCESS_KEY", False), ("AWS_SESSION_TOKEN", True)):
+            if settings.s3_key_secret:
+                env.append({"name": name, "valueFrom": {"secretKeyRef": {
+                    "name": settings.s3_key_secret, "key": name, "optional": optional}}})
+        return PodAccess(env=tuple(env))
+
+    def runner_environment(self):
+        values = {"s3_endpoint_url": self.endpoint, "s3_region": self.region,
+                  "s3_addressing_style": "" if self.style == "auto" else self.style}
+        return {ENV[name]: value for name, value in values.items() if value}
+
+    def container_hint(self):
+        hint = "# the container needs AWS credentials, e.g. -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY"
+        for name, value in sorted(self.runner_environment().items()):
+            hint += " -e %s=%s" % (name, value)
+        return hint
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _client(self):
+        return _client(self.endpoint, self.region, self.style)
+
+    def _call(self, what, key, fn):
+        try:
+            return fn(self._client(), self.prefix + key)
+        except KubefaceError:
+            raise
+        except Exception as error:  # noqa: BLE001 - every SDK error is translated, none leaks
+            mapped = _translate(error, "%s %s%s" % (what, self.url, key))
+            if isinstance(mapped, BlobNotFoundError) and what != "read":
+                mapped = self._missing_bucket_error() or mapped
+            raise mapped from error
+
+    def _missing_bucket_error(self):
+        try:
+            self._client().head_bucket(Bucket=self.bucket)
+        except Exception as error:  # noqa: BLE001 - a diagnosis only
+            if _code(error)[0] in ("404", "NoSuchBucket", "NotFound"):
+                return ConfigurationError(
+                    "bucket s3://%s does not exist: create it (aws s3 mb s3://%s) or fix [kubeface] storage_root"
+                    % (self.bucket, self.bucket))
+        return None
+
+    def _put(self, client, name, data, **conditions):
+        """One PutObject with its CRC32C; _Refused when a condition (If-None-Match, If-Match) did not hold."""
+        try:
+            return client.put_object(Bucket=self.bucket, Key=name, Body=data, ContentType=content_type(name),
+                                     ChecksumAlgorithm="CRC32C", ChecksumCRC32C=_crc(data), **conditions)
+        except Exception as error:  # noqa: BLE001
+            code, status = _code(error)
+            if status == 412 or code == "PreconditionFailed":
+                raise _Refused() from None
+            if conditions.get("IfMatch") and code in ("NoSuchKey", "404"):
+                raise _Refused() from None  # the blob was deleted since: the swap's generation is gone
+            raise
+
+    def _conditional(self, what, key, data, conditions):
+        def put(client, name):
+            try:
+                self._put(client, name, data, **conditions)
+                return True
+            except _Refused:
+                return False
+
+        return self._call(what, key, put)
+
+    # -- the storage protocol -----------------------------------------------------------------------
+
+    def read(self, key):
+        return self._call("read", key, lambda c, name: c.get_object(Bucket=self.bucket, Key=name)["Body"].read())
+
+    def write(self, key, data):
+        self._call("write", key, lambda c, name: self._put(c, name, data))
+
+    def write_if_absent(self, key, data):
+        """If-None-Match: * (412: the key exists; a 409 conflict is transient and retried, then 412)."""
+        return self._conditional("write", key, data, {"IfNoneMatch": "*"})
+
+    def read_generation(self, key):
+        """One GetObject: the bytes and the ETag of the same version."""
+        def fetch(client, name):
+            response = client.get_object(Bucket=self.bucket, Key=name)
+            return response["Body"].read(), response["ETag"]
+
+        return self._call("read", key, fetch)
+
+    def write_if_generation(self, key, data, generation):
+        """If-Match on the ETag: the server compares, so of two masters exactly one wins."""
+        conditions = {"IfNoneMatch": "*"} if generation is None else {"IfMatch": generation}
+        return self._conditional("write", key, data, conditions)
+
+    def write_stream(self, key, stream, size):
+        self._call("write", key, lambda c, name: self._upload(c, name, stream, size, {}))
+
+    def write_stream_if_absent(self, key, stream, size):
+        def upload(client, name):
+            try:
+                self._upload(client, name, stream, size, {"IfNoneMatch": "*"})
+                return True
+            except _Refused:
+                return False
+
+        return self._call("write", key, upload)
+
+    def _upload(self, client, name, stream, size, conditions):
+        if size <= PART:
+            self._put(client, name, _read_part(stream, size, self.url + name), **conditions)
+        else:
+            self._multipart(client, name, stream, size, conditions)
+
+    def _multipart(self, client, name, stream, size, conditions):
+        """Parts of PART bytes, each with its CRC32C, read one at a time; the condition is checked at completion.
+
+        Any failure aborts the upload: a 409 conflict is transient, so RetryingStorage restarts it from the
+        stream's beginning; a 412 means the key exists and nothing is written."""
+        upload = client.create_multipart_upload(Bucket=self.bucket, Key=name, ContentType=content_type(name),
+                                                ChecksumAlgorithm="CRC32C")["UploadId"]
+        try:
+            parts, done = [], 0
+            while done < size:
+                data = _read_part(stream, min(PART, size - done), self.url + name)
+                crc = _crc(data)
+                etag = client.upload_part(Bucket=self.bucket, Key=name, UploadId=upload, PartNumber=len(parts) + 1,
+                                          Body=data, ChecksumAlgorithm="CRC32C", ChecksumCRC32C=crc)["ETag"]
+                parts.append({"PartNumber": len(parts) + 1, "ETag": etag, "ChecksumCRC32C": crc})
+                done += len(data)
+                del data
+            try:
+                client.complete_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload,
+                                                 MultipartUpload={"Parts": parts}, **conditions)
+            except Exception as error:  # noqa: BLE001
+                if _code(error)[1] == 412 or _code(error)[0] == "PreconditionFailed":
+                    raise _Refused() from None
+                raise
+        except BaseException:
+            try:
+                client.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload)
+            except Exception:  # noqa: BLE001 - the bucket's lifecycle rule removes what is left (README)
+                pass
+            raise
+
+    def _meta(self, client, name):
+        """(size, ETag, crc32c or None): the CRC32C only when the server holds it for the whole object.
+
+        A multipart object's checksum is of its parts' checksums (ETag "...-N"), not of its bytes."""
+        meta = client.head_object(Bucket=self.bucket, Key=name, ChecksumMode="ENABLED")
+        etag, crc = meta["ETag"], meta.get("ChecksumCRC32C")
+        whole = crc and "-" not in etag and "-" not in crc and meta.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT"
+        return meta["ContentLength"], etag, int.from_bytes(base64.b64decode(crc), "big") if whole else None
+
+    def _range(self, client, name, etag, start, end):
+        """A ranged GET of that very version (If-Match); replaced meanwhile: transient, read again."""
+        try:
+            return client.get_object(Bucket=self.bucket, Key=name, Range="bytes=%d-%d" % (start, end),
+                                     IfMatch=etag)["Body"]
+        except Exception as error:  # noqa: BLE001
+            if _code(error)[1] == 412:
+                raise TransientStorageError("read %s%s: replaced while it was read" % (self.url, name)) from None
+            raise
+
+    def head(self, key, limit):
+        """Metadata (size, ETag, CRC32C), then a ranged read of the first bytes of that version."""
+        def first_bytes(client, name):
+            size, etag, crc = self._meta(client, name)
+            data = self._range(client, name, etag, 0, min(limit, size) - 1).read() if size and limit > 0 else b""
+            return Head(data, size, crc)
+
+        return self._call("read", key, first_bytes)
+
+    def open_read(self, key):
+        """Ranged GETs of one version into a private temporary file (marked `private`): memory stays flat."""
+        def download(client, name):
+            size, etag, _ = self._meta(client, name)
+            f = tempfile.TemporaryFile()
+            try:
+                for start in range(0, size, PART):
+                    body = self._range(client, name, etag, start, min(start + PART, size) - 1)
+                    for chunk in body.iter_chunks(_READ_CHUNK):
+                        f.write(chunk)
+                f.flush()
+                if f.tell() != size:
+                    raise TransientStorageError("read %s%s: %d of %d bytes arrived" % (self.url, name, f.tell(), size))
+                f.seek(0)
+                f.private = True  # nobody else can open it: private_copy unpickles it without a second copy
+                return f
+            except BaseException:
+                f.close()
+                raise
+
+        return self._call("read", key, download)
+
+    def exists(self, key):
+        def look(client, name):
+            try:
+                client.head_object(Bucket=self.bucket, Key=name)
+                return True
+            except Exception as error:  # noqa: BLE001
+                if _code(error)[0] in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
+
+        return self._call("exists", key, look)
+
+    def _pages(self, client, prefix, **delimiter):
+        """ListObjectsV2, every page (1,000 keys each)."""
+        return client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix, **delimiter)
+
+    def list(self, prefix):
+        def names(client, full):
+            skip = len(self.prefix)
+            return sorted(o["Key"][skip:] for page in self._pages(client, full) for o in page.get("Contents", ()))
+
+        return self._call("list", prefix, names)
+
+    def children(self, prefix):
+        prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+
+        def names(client, full):
+            skip, found = len(full), []
+            for page in self._pages(client, full, Delimiter="/"):
+                found += [o["Key"][skip:] for o in page.get("Contents", ())]
+                found += [p["Prefix"][skip:] for p in page.get("CommonPrefixes", ())]
+            return sorted(found)
+
+        return self._call("list", prefix, names)
+
+    def delete(self, key):
+        self._call("delete", key, lambda c, name: c.delete_object(Bucket=self.bucket, Key=name))
+
+    def move(self, key, new_key):
+        """S3 has no rename: a server-side copy of that version (UploadPartCopy above 5 GB), then a delete."""
+        def rename(client, name):
+            size, etag, _ = self._meta(client, name)
+            target = self.prefix + new_key
+            source = {"Bucket": self.bucket, "Key": name}
+            if size <= self.copy_limit:
+                client.copy_object(Bucket=self.bucket, Key=target, CopySource=source, CopySourceIfMatch=etag)
+            else:
+                self._copy_parts(client, source, etag, size, target)
+            client.delete_object(Bucket=self.bucket, Key=name)
+
+        self._call("read", key, rename)
+
+    def _copy_parts(self, client, source, etag, size, target):
+        upload = client.create_multipart_upload(Bucket=self.bucket, Key=target)["UploadId"]
+        try:
+            parts = []
+            for start in range(0, size, self.copy_part):
+                end = min(start + self.copy_part, size) - 1
+                copied = client.upload_part_copy(Bucket=self.bucket, Key=target, UploadId=upload,
+                                                 PartNumber=len(parts) + 1, CopySource=source,
+                                                 CopySourceRange="bytes=%d-%d" % (start, end), CopySourceIfMatch=etag)
+                parts.append({"PartNumber": len(parts) + 1, "ETag": copied["CopyPartResult"]["ETag"]})
+            client.complete_multipart_upload(Bucket=self.bucket, Key=target, UploadId=upload,
+                                             MultipartUpload={"Parts": parts})
+        except BaseException:
+            try:
+                client.abort_multipart_upload(Bucket=self.bucket, Key=target, UploadId=upload)
+            except Exception:  # noqa: BLE001
+                pass
+            raise
+
+    def check_writable(self):
+        missing = self._missing_bucket_error()
+        if missing:
+            raise missing
+        probe = ".kubeface-write-probe"
+        try:
+            self.write(probe, b"")
+            self.delete(probe)
+        except StorageError as error:
+            raise ConfigurationError(
+                "storage %s cannot be written (%s): grant the credentials s3:PutObject and s3:DeleteObject on "
+                "the bucket or choose another [kubeface] storage_root" % (self.url, error)) from None
