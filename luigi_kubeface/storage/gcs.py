@@ -61,6 +61,18 @@ def forget_client():
         _clients.clear()
 
 
+def _after_fork_in_child():
+    """A forked process (Luigi's --workers N) never uses its parent's client: the client's background threads
+    (bucket metadata fetches) do not exist in the child, and a lock one of them held at the fork stays held
+    for good. The child makes its own client, and its own lock."""
+    global _clients_lock
+    _clients_lock = threading.Lock()
+    _clients.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _translate(error, what):
     """Map SDK and transport errors to ours: transient ones are retried by RetryingStorage."""
     from google.api_core import exceptions as api

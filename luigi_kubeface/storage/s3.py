@@ -8,6 +8,7 @@ multipart uploads and ranged GETs, one part in memory at a time. boto3 is an opt
 
 import base64
 import tempfile
+import os
 import threading
 import urllib.parse
 from dataclasses import dataclass
@@ -86,6 +87,16 @@ def _client(endpoint, region, style):
 def forget_clients():
     with _clients_lock:
         _clients.clear()
+
+
+def _after_fork_in_child():
+    """A forked process (Luigi's --workers N) makes its own clients: botocore's are not safe across a fork."""
+    global _clients_lock
+    _clients_lock = threading.Lock()
+    _clients.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _on_aws(endpoint_url):
