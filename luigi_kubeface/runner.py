@@ -47,10 +47,18 @@ class Terminated(BaseException):
     stops where it is, writes no result, and records that the infrastructure stopped it."""
 
 
+# Until the element's function returns, SIGTERM stops the attempt; after, it lets the runner finish writing the
+# result and its success record (seconds, within the pods' grace period): a written result is never recorded
+# as interrupted.
+_SIGTERM_STOPS = {"attempt": True}
+
+
 def _on_sigterm(signum, _frame):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the record and log still have to be written
-    raise Terminated("the attempt was stopped by SIGTERM before it finished (its pod was deleted or "
-                     "evicted, or a master cancelled it)")
+    if _SIGTERM_STOPS["attempt"]:
+        raise Terminated("the attempt was stopped by SIGTERM before it finished (its pod was deleted or "
+                         "evicted, or a master cancelled it)")
+    print("kubeface: SIGTERM received after the element returned: finishing its result and record", file=sys.stderr)
 
 
 def attempt_log_path(tmpdir, element, attempt):
@@ -477,6 +485,7 @@ def execute_attempt(storage, element, attempt, key=None, in_project=False):
                 traceback.print_exc()
                 code = EXIT_ELEMENT_ERROR
         else:
+            _SIGTERM_STOPS["attempt"] = False  # the element returned: its result and record get written
             extra = {"element": element, "attempt": attempt, "job": job, "signer": keys.ATTEMPT_SIGNER}
             if version:
                 extra["code_version"] = version

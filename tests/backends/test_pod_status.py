@@ -100,6 +100,9 @@ ROWS = [
     ("an image that runs as root", pod("Pending", container=waiting(
         "CreateContainerConfigError", "container has runAsNonRoot and image will run as root (pod: x)")), 0, None,
      dict(exit_code=None, error_type="ContainerConfigError", fatal=True, retryable=False), "USER 65532:65532"),
+    ("containerd restarted under the start (real node): run again", pod("Pending", container=waiting(
+        "RunContainerError", "error reading from server: EOF")), 0, None,
+     dict(error_type="RuntimeError", interrupted=True, fatal=False), "container runtime failed"),
     ("container cannot run", pod("Pending", container=waiting("RunContainerError")), 0, None,
      dict(error_type="ContainerConfigError", fatal=True), "RunContainerError"),
     ("container creating (pulling): wait", pod("Pending", container=waiting("ContainerCreating")), 80, None, None, ""),

@@ -11,6 +11,9 @@ from typing import Optional
 
 _IMAGE_ERRORS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 _CONFIG_ERRORS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+# What a runtime's transport says when containerd restarts or stalls under a start: seen on a real node.
+_RUNTIME_HICCUP = re.compile(r"error reading from server|connection refused|transport is closing|"
+                             r"context deadline exceeded|code = Unavailable|: EOF\b", re.I)
 # Pod-level reasons of a failed pod that say the node or the cluster stopped it, not the element.
 _INTERRUPTIONS = {"Evicted", "Preempting", "NodeLost", "Shutdown", "NodeShutdown", "Terminated",
                   "UnexpectedAdmissionError", "NodeAffinity", "OutOfcpu", "OutOfmemory", "OutOfpods"}
@@ -134,6 +137,10 @@ def _pending(pod, container, pending_seconds, settings, held_seconds=None):
         return PodEnd(None, "the image runs as root, and pods never do (%s: %s): give the image a non-root user "
                       "(images/Dockerfile has `USER 65532:65532`), or set [kubeface] run_as_user to a non-root uid"
                       % (reason, message), error_type="ContainerConfigError", retryable=False, fatal=True)
+    if reason in _CONFIG_ERRORS and _RUNTIME_HICCUP.search(message):
+        # The node's container runtime failed or restarted while it started the container: not the settings.
+        return PodEnd(None, "the node's container runtime failed while it started the pod (%s: %s): run again"
+                      % (reason, message), error_type="RuntimeError", interrupted=True)
     if reason in _CONFIG_ERRORS:
         return PodEnd(None, "the pod's container cannot be created (%s: %s): check the pod settings in "
                       "[kubeface] (env, secrets, service_account)" % (reason, message or "no message"),
