@@ -147,10 +147,11 @@ def run_peer(cluster, gcs, namespace, n, parallelism, fail=()):
 
     bucket_name = "peer-%s" % uuid.uuid4().hex[:8]
     gcs.create_bucket(bucket_name)
-    master = client.ApiClient(client.Configuration())
     from kubernetes import config
 
-    config.load_kube_config(config_file=cluster.master_kubeconfig, client_configuration=master.configuration)
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=cluster.master_kubeconfig, client_configuration=configuration)
+    master = client.ApiClient(configuration)
     batch = client.BatchV1Api(master)
     started = time.monotonic()
     bucket = storage.Client().bucket(bucket_name)
