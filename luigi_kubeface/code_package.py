@@ -14,6 +14,7 @@ luigi-kubeface itself comes from the image. Data files ship only when named in `
 import ast
 import functools
 import hashlib
+import logging
 import importlib.machinery
 import importlib.metadata
 import io
@@ -29,6 +30,8 @@ from dataclasses import dataclass, field
 
 from . import code_reach
 from .errors import ConfigurationError, EnvironmentMismatchError
+
+log = logging.getLogger(__name__)
 
 NEVER_SHIPPED = ("luigi_kubeface",)  # the runner itself: always the image's
 _SKIPPED_DIRS = {".git", ".hg", ".svn", "__pycache__", ".tox", ".nox", ".mypy_cache", ".pytest_cache",
@@ -193,18 +196,22 @@ def referenced_modules(payload):
 
 # -- building a package -------------------------------------------------------------------------
 
-def build(roots, include=(), exclude=(), max_bytes=64 << 20):
+def build(roots, include=(), exclude=(), max_bytes=64 << 20, secrets=()):
     """The package of roots (module names) and everything of the user's they import, transitively.
 
     include: more module names, or paths of files and folders (data too) inside a sys.path entry;
-    exclude: module names never shipped (with their submodules). Refuses, before anything is
-    launched, compiled extensions of the user's own and a package over max_bytes.
+    exclude: module names never shipped (with their submodules); secrets: paths never shipped (the
+    signing key file, key_dir) even inside an included folder. Refuses, before anything is launched,
+    compiled extensions of the user's own and a package over max_bytes.
     """
     files, modules, requirements, extensions = {}, set(), {}, []
     queue = [n for n in roots if n and n != "__main__"]
+    secrets = [os.path.realpath(os.path.expanduser(p)) for p in secrets if p]
     for entry in include:
         if os.sep in entry or "/" in entry or os.path.exists(entry):
-            _add_path(entry, files, queue)
+            shipped = _add_path(entry, files, queue, secrets)
+            log.info("code_include %s ships %d file(s): %s", entry, len(shipped),
+                     ", ".join(shipped[:20]) + (" ..." if len(shipped) > 20 else ""))
         else:
             queue.append(entry)
             queue.extend(_submodules(entry))
@@ -283,8 +290,12 @@ def _submodules(name):
     return found
 
 
-def _add_path(entry, files, queue):
-    """A file or folder named in code_include ships under its path relative to its sys.path entry."""
+def _add_path(entry, files, queue, secrets=()):
+    """A file or folder named in code_include ships under its path relative to its sys.path entry; the paths shipped.
+
+    Inside a folder, never: dotfiles and dot-folders (.env, .aws; name one by one to ship it), a link to
+    anything outside the project, or a secret (the signing key file, key_dir).
+    """
     path = os.path.realpath(entry)
     if not os.path.exists(path):
         raise ConfigurationError("[kubeface] code_include names %r, which does not exist" % entry)
@@ -294,20 +305,35 @@ def _add_path(entry, files, queue):
         raise ConfigurationError(
             "[kubeface] code_include names %r, which is not inside a folder on sys.path: name a file or folder "
             "under your project's root (where your pipeline module is imported from)" % entry)
+    if any(_within(path, secret) for secret in secrets):
+        raise ConfigurationError("[kubeface] code_include names %r, which holds the jobs' signing key (signing_key_file "
+                                 "or key_dir): keys never ship; move it out of the project" % entry)
     walk = [(os.path.dirname(path), [], [os.path.basename(path)])] if os.path.isfile(path) else os.walk(path)
+    shipped = []
     for directory, dirnames, filenames in walk:
-        dirnames[:] = [d for d in dirnames if d not in _SKIPPED_DIRS
-                       and not os.path.exists(os.path.join(directory, d, "pyvenv.cfg"))]
+        dirnames[:] = [d for d in dirnames if d not in _SKIPPED_DIRS and not d.startswith(".")
+                       and not os.path.exists(os.path.join(directory, d, "pyvenv.cfg"))
+                       and _within(os.path.realpath(os.path.join(directory, d)), base)]
         for filename in filenames:
-            if filename.endswith((".pyc", ".pyo")):
-                continue
             full = os.path.join(directory, filename)
+            named = os.path.realpath(full) == path  # a file named one by one ships even if it is a dotfile
+            if filename.endswith((".pyc", ".pyo")) or (filename.startswith(".") and not named):
+                continue
+            real = os.path.realpath(full)
+            if not _within(real, base) or any(_within(real, secret) for secret in secrets):
+                continue
             relative = os.path.relpath(full, base).replace(os.sep, "/")
             with open(full, "rb") as f:
                 files[relative] = f.read()
+            shipped.append(relative)
             if filename.endswith(".py"):
                 module = relative[:-3].replace("/", ".")
                 queue.append(module[: -len(".__init__")] if module.endswith(".__init__") else module)
+    return shipped
+
+
+def _within(path, folder):
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _digest(files):

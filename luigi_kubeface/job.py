@@ -234,7 +234,8 @@ class Job:
         include = getattr(self.settings, "code_include_list", ())
         exclude = getattr(self.settings, "code_exclude_list", ())
         max_bytes = getattr(self.settings, "code_max_bytes", 64 << 20)
-        return code_package.build(roots, include, exclude, max_bytes)
+        secrets = [getattr(self.settings, "signing_key_file", ""), getattr(self.settings, "key_dir", "")]
+        return code_package.build(roots, include, exclude, max_bytes, secrets)
 
     def code(self):
         """The user's modules the function and the element inputs need (CodePackage), built once."""

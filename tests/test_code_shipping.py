@@ -500,3 +500,27 @@ def test_a_data_file_not_shipped_fails_with_a_hint_naming_code_include(tmp_path)
     again = subprocess.run([sys.executable, "-m", "luigi_kubeface.cli", "reproduce", job_dir, "@1"], cwd=folder,
                            env=dict(os.environ, LUIGI_CONFIG_PATH=config), capture_output=True, text=True, timeout=120)
     assert again.returncode == 1 and "FileNotFoundError" in again.stderr + again.stdout, again.stderr[-3000:]
+
+
+def test_code_include_never_ships_keys_dotfiles_or_links_out_of_the_project(tmp_path, monkeypatch, caplog):
+    """Hardening of issue 25: `.env`, `.aws/credentials`, a link to a file outside the project and the team key
+    inside an included folder were all shipped in the bucket's code archive."""
+    project, outside = tmp_path / "project", tmp_path / "outside"
+    make_project(str(project), {"app.py": "def f(x):\n    return x\n", "conf/settings.txt": "a=1\n",
+                                "conf/team.key": "SECRET-KEY\n", "conf/.env": "TOKEN=1\n",
+                                "conf/.aws/credentials": "[default]\nkey=2\n", ".extra": "named one by one\n"})
+    make_project(str(outside), {"private.txt": "not the project's\n"})
+    os.symlink(outside / "private.txt", project / "conf" / "linked.txt")
+    os.symlink(outside, project / "conf" / "linked-folder")
+    monkeypatch.syspath_prepend(str(project))
+    caplog.set_level("INFO")
+    package = code_package.build(["app"], include=[str(project / "conf"), str(project / ".extra")],
+                                 secrets=[str(project / "conf" / "team.key"), str(tmp_path / "keys")])
+    shipped = set(package.files)
+    assert {"app.py", "conf/settings.txt", ".extra"} <= shipped, shipped
+    assert not shipped & {"conf/team.key", "conf/.env", "conf/.aws/credentials", "conf/linked.txt"}, shipped
+    assert not [p for p in shipped if p.startswith("conf/linked-folder")], shipped
+    assert "conf ships 1 file(s): conf/settings.txt" in caplog.text
+    with pytest.raises(ConfigurationError, match="signing key"):
+        code_package.build(["app"], include=[str(project / "conf" / "team.key")],
+                           secrets=[str(project / "conf" / "team.key")])
