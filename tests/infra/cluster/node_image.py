@@ -19,12 +19,11 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from .image import EXTRAS, build_wheel
+from .image import EXTRAS, _run, build_wheel
 
 REPO = Path(__file__).resolve().parents[3]
 CACHE = Path(os.environ.get("LUIGI_KUBEFACE_CACHE", Path.home() / ".cache" / "luigi-kubeface"))
@@ -35,14 +34,6 @@ DEBIAN_MIRROR = os.environ.get("KUBEFACE_DEBIAN_MIRROR", "http://deb.debian.org/
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 TEST_IMAGE = "docker.io/library/luigi-kubeface:test"
 USER = "65532:65532"  # the Dockerfile's
-
-
-def _run(argv, **kwargs):
-    done = subprocess.run([str(a) for a in argv], capture_output=True, text=True, **kwargs)
-    if done.returncode:
-        raise RuntimeError("%s failed (%d):\n%s%s" % (" ".join(map(str, argv)), done.returncode,
-                                                      done.stdout[-4000:], done.stderr[-4000:]))
-    return done.stdout
 
 
 def buildah(*args, **kwargs):
