@@ -1,6 +1,6 @@
 """luigi-kubeface beside what a Kubernetes user would pick instead: an Indexed Job, on the real test node.
 
-    python benchmarks/bench_indexed_job.py [--elements 200] [--parallelism 20] [--rounds 1] [--failures 3]
+    python benchmarks/bench_indexed_job.py [--elements 200] [--parallelism 20] [--rounds 1] [--failures 3] [--failure-elements N]
 
 Starts the tests' cluster with a real node (tests/infra/cluster: control plane, kubelet, containerd,
 runc; pods run the image images/Dockerfile builds) and a fake-gcs-server on the pod network, then, in
@@ -201,12 +201,24 @@ def one(side, cluster, gcs, n, parallelism, fail=()):
             "kubelet_per_pod": used["kubelet"] / pods}
 
 
+def print_table(runs, args):
+    print("\n%d trivial elements, parallelism (max_in_flight) %d, %d round(s); medians:"
+          % (args.elements, args.parallelism, args.rounds))
+    print("%-22s %10s %10s %8s" % ("", "ours", "peer", "ratio"))
+    for field in ("makespan", "running_p50", "running_p95", "done_p50", "done_p95", "requests_per_pod",
+                  "kubelet_per_pod"):
+        ours = statistics.median(x[field] for x in runs["ours"])
+        peer = statistics.median(x[field] for x in runs["peer"])
+        print("%-22s %10.2f %10.2f %8.2f" % (field, ours, peer, ours / peer if peer else float("nan")))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--elements", type=int, default=200)
     parser.add_argument("--parallelism", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--failures", type=int, default=3)
+    parser.add_argument("--failures", type=int, default=3, help="elements that raise in the failure runs")
+    parser.add_argument("--failure-elements", type=int, default=0, help="elements of the failure runs (default: --elements)")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="bench-indexed-job-")
     network = PodNetwork.allocate()
@@ -223,19 +235,14 @@ def main():
                 runs[side].append(one(side, cluster, gcs, args.elements, args.parallelism))
                 print("round %d %s: %s" % (r + 1, side, json.dumps({k: (round(v, 2) if isinstance(v, float) else v)
                                                                    for k, v in runs[side][-1].items()})), flush=True)
-        print("\n%d trivial elements, parallelism (max_in_flight) %d, %d round(s); medians:"
-              % (args.elements, args.parallelism, args.rounds))
-        print("%-22s %10s %10s %8s" % ("", "ours", "peer", "ratio"))
-        for field in ("makespan", "running_p50", "running_p95", "done_p50", "done_p95", "requests_per_pod",
-                      "kubelet_per_pod"):
-            ours = statistics.median(x[field] for x in runs["ours"])
-            peer = statistics.median(x[field] for x in runs["peer"])
-            print("%-22s %10.2f %10.2f %8.2f" % (field, ours, peer, ours / peer if peer else float("nan")))
+        if args.rounds:
+            print_table(runs, args)
         if args.failures:
-            fail = [int(i * args.elements / (args.failures + 1)) for i in range(1, args.failures + 1)]
+            n = args.failure_elements or args.elements
+            fail = [int(i * n / (args.failures + 1)) for i in range(1, args.failures + 1)]
             print("\nWhen elements %s raise (ValueError), a user sees:" % fail)
             for side in ("ours", "peer"):
-                result = one(side, cluster, gcs, args.elements, args.parallelism, fail)
+                result = one(side, cluster, gcs, args.failure_elements or args.elements, args.parallelism, fail)
                 print("--- %s (makespan %.0fs)\n%s" % (side, result["makespan"], (result["error"] or "no error")[:1500]))
     finally:
         stop_cluster(cluster)
