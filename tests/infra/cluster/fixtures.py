@@ -29,7 +29,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from .controlplane import ControlPlane, Reaper, build_binaries
+from .controlplane import ControlPlane, build_binaries
 from .image import build_test_image
 from .node_agent import NodeAgent, NodeSpec
 from .node_image import build_images
@@ -268,12 +268,10 @@ def pod_network():
         yield SimpleNamespace(gateway="127.0.0.1", bridge=None)
         return
     network = PodNetwork.allocate()
-    Reaper.on_death("bridge:" + network.bridge, ["ip", "link", "delete", network.bridge])
     try:
         yield network
     finally:
         network.down()
-        Reaper.cancel("bridge:" + network.bridge)
 
 
 @pytest.fixture(scope="session")

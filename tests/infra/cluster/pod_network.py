@@ -35,6 +35,9 @@ class PodNetwork:
                 _ip("link", "add", network.bridge, "type", "bridge")  # atomic: one session wins a name
             except RuntimeError:
                 continue
+            from .controlplane import Reaper  # the bridge goes with this process, however it ends
+
+            Reaper.on_death("bridge:" + network.bridge, ["ip", "link", "delete", network.bridge])
             return network.up()
         raise RuntimeError("no free pod network among kubeface0..%d: remove stale bridges (ip link delete ...)"
                            % (SUBNETS - 1))
@@ -58,6 +61,9 @@ class PodNetwork:
     def down(self):
         if self.exists():
             subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
+        from .controlplane import Reaper
+
+        Reaper.cancel("bridge:" + self.bridge)
 
     def write_cni_config(self, conf_dir, data_dir):
         """The CNI conflist containerd gives every pod sandbox."""

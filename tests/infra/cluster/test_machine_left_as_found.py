@@ -21,9 +21,7 @@ START_AND_WAIT = """
 import sys, time
 from infra.cluster.fixtures import start_real_cluster, pod_body
 from infra.cluster.pod_network import PodNetwork
-from infra.cluster.controlplane import Reaper
 network = PodNetwork.allocate()
-Reaper.on_death("bridge:" + network.bridge, ["ip", "link", "delete", network.bridge])
 cluster = start_real_cluster(sys.argv[1], network)
 ns = cluster.create_namespace("crash")
 cluster.core().create_namespaced_pod(ns, pod_body("p", cluster.image, ["sleep", "600"]))
