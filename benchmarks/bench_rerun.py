@@ -101,13 +101,13 @@ def counted_complete(n, storage_root):
     """The map task's complete() in this process, timed, with storage requests counted by method."""
     from bench_pipelines import TrivialMap
     from luigi_kubeface.luigi_adapter.targets import ResultIndex
-    from luigi_kubeface.storage import RetryingStorage
+    from luigi_kubeface.storage import IO_METHODS, RetryingStorage
 
     counts = collections.Counter()
     original = RetryingStorage.__getattr__
 
     def counting(self, name):
-        if name in RetryingStorage._METHODS:
+        if name in IO_METHODS:
             counts[name] += 1
         return original(self, name)
 
