@@ -18,7 +18,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
 CACHE = Path(os.environ.get("LUIGI_KUBEFACE_CACHE", Path.home() / ".cache" / "luigi-kubeface"))
-EXTRAS = "examples,test"  # what the tests' pipelines import (scikit-learn, pytest, requests ...)
+# What the tests' pipelines and elements import in pods: the extras, and test packages the shipped test
+# modules import (pytest, numpy ...). Not the test servers (moto, fake-gcs-server): pods never run them.
+EXTRAS = "examples,s3,pandas"
+POD_PACKAGES = ("pytest", "requests", "cryptography", "numpy")
 
 
 def _run(argv, **kwargs):
@@ -47,7 +50,8 @@ def _third_party_layer(wheel):
     freeze = _run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"])
     pins = "\n".join(sorted(line for line in freeze.splitlines() if "==" in line and not line.startswith("-")))
     setup = (REPO / "setup.py").read_bytes()
-    key = hashlib.sha256(sys.version.encode() + setup + pins.encode() + EXTRAS.encode()).hexdigest()[:16]
+    key = hashlib.sha256(sys.version.encode() + setup + pins.encode() + EXTRAS.encode()
+                         + " ".join(POD_PACKAGES).encode()).hexdigest()[:16]
     venv = CACHE / ("image-deps-" + key)
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / "image-deps.lock", "w") as lock:
@@ -57,7 +61,7 @@ def _third_party_layer(wheel):
         _run([sys.executable, "-m", "venv", "--clear", venv])
         constraints = venv / "constraints.txt"
         constraints.write_text(pins + "\n")
-        _run([venv / "bin" / "python", "-m", "pip", "install", "-q", "-c", constraints, "%s[%s]" % (wheel, EXTRAS)])
+        _run([venv / "bin" / "python", "-m", "pip", "install", "-q", "-c", constraints, "%s[%s]" % (wheel, EXTRAS), *POD_PACKAGES])
         _run([venv / "bin" / "python", "-m", "pip", "uninstall", "-q", "-y", "luigi-kubeface"])
         (venv / "ready").write_text("ok\n")
     return venv

@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .image import EXTRAS, _run, build_wheel
+from .image import EXTRAS, POD_PACKAGES, _run, build_wheel
 
 REPO = Path(__file__).resolve().parents[3]
 CACHE = Path(os.environ.get("LUIGI_KUBEFACE_CACHE", Path.home() / ".cache" / "luigi-kubeface"))
@@ -129,11 +129,11 @@ def _layer(tag, containerfile, files):
 def _extras(product):
     """The tests' pipelines' packages (scikit-learn, pytest ...) at the master's versions."""
     pins = _master_pins()
-    tag = "localhost/kubeface-extras:" + _digest(product, pins, EXTRAS)
+    tag = "localhost/kubeface-extras:" + _digest(product, pins, EXTRAS, " ".join(POD_PACKAGES))
     if not _has_image(tag):
         _layer(tag, "FROM %s\nUSER root\nCOPY constraints.txt /tmp/constraints.txt\n"
-               "RUN pip install --no-cache-dir -c /tmp/constraints.txt \"/opt/kubeface[%s]\" && rm /tmp/constraints.txt\n"
-               "USER %s\n" % (product, EXTRAS, USER), {"constraints.txt": (pins + "\n").encode()})
+               "RUN pip install --no-cache-dir -c /tmp/constraints.txt \"/opt/kubeface[%s]\" %s && rm /tmp/constraints.txt\n"
+               "USER %s\n" % (product, EXTRAS, " ".join(POD_PACKAGES), USER), {"constraints.txt": (pins + "\n").encode()})
     return tag
 
 
