@@ -359,10 +359,10 @@ class JobRun:
         if key in self.versions:
             self.store.drop_other_versions(key)
         bisect.insort(self.durations, self.clock() - flight.started)
-        for loser in siblings:
+        for loser in siblings:  # the account first: a runner stopped by SIGTERM never writes over it
+            self.store.write_cancelled(key, loser, "another attempt of this element finished first")
             self.backend.cancel(loser)
             self.in_flight.pop(loser, None)
-            self.store.write_cancelled(key, loser, "another attempt of this element finished first")
 
     def requeue(self, flight, verdict):
         """Not the element's fault: run it again now, not counted as a retry."""
@@ -441,9 +441,9 @@ class JobRun:
             log.warning("job %s: leaving %d attempts running for a later rerun to adopt", self.job.id,
                         len(self.in_flight))
             self.in_flight.clear()
-        for attempt, flight in list(self.in_flight.items()):
-            self.backend.cancel(attempt)
+        for attempt, flight in list(self.in_flight.items()):  # the account first, as for a sibling
             self.store.write_cancelled(flight.element.key, attempt, self.report.stopped or why or "the master stopped")
+            self.backend.cancel(attempt)
         self.progress.running = self.progress.starting = 0
         self.progress.running_attempts = {}
 
