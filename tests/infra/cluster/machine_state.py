@@ -69,7 +69,7 @@ def _command(argv):
 
 def save_firewall():
     """The whole nftables ruleset (iptables-nft writes there), or the legacy iptables dumps."""
-    ruleset = _command(["nft", "list", "ruleset"])
+    ruleset = _command(["nft", "-s", "list", "ruleset"])  # stateless: counters change by the second
     if ruleset is not None:
         return {"nft": ruleset}
     return {"iptables": _command(["iptables-save"]) or "", "ip6tables": _command(["ip6tables-save"]) or ""}
@@ -77,7 +77,7 @@ def save_firewall():
 
 def restore_firewall(saved):
     if "nft" in saved:
-        if _command(["nft", "list", "ruleset"]) != saved["nft"]:
+        if _command(["nft", "-s", "list", "ruleset"]) != saved["nft"]:
             subprocess.run(["nft", "flush", "ruleset"], capture_output=True)
             if saved["nft"].strip():
                 subprocess.run(["nft", "-f", "-"], input=saved["nft"], text=True, capture_output=True)
@@ -191,7 +191,7 @@ def restore(path):
         subprocess.run(["ip", "link", "delete", link], capture_output=True)
     restore_firewall(state.get("firewall", {}))
     restore_sysctls(state.get("sysctls", {}))
-    for folder in state.get("made", []):
+    for folder in state.get("made", []) + state.get("remove", []):
         if not mounts_under(folder):
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -54,6 +54,9 @@ class RealNode:
         self.kube_bin = Path(kube_bin) if kube_bin else build_binaries()
         self.node_bin = Path(node_bin) if node_bin else build_node_binaries()
         self.cgroup = "/kubeface-%s" % uuid.uuid4().hex[:8]
+        # containerd's sockets live in a short folder of their own: a unix socket path has at most 104 bytes,
+        # and a test's work folder can be longer.
+        self.run_dir = Path("/tmp/kf-%s" % uuid.uuid4().hex[:8])
         self.state_file = self.workdir / "machine-state.json"
         self.containerd = None
         self.kubelet = None
@@ -63,7 +66,7 @@ class RealNode:
     # -- paths
     @property
     def socket(self):
-        return self.workdir / "containerd" / "run" / "containerd.sock"
+        return self.run_dir / "containerd.sock"
 
     @property
     def logs(self):
@@ -81,9 +84,11 @@ class RealNode:
     def start(self, timeout=120.0):
         started = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(mode=0o700)
         machine_state.snapshot(self.state_file, binaries=[str(self.node_bin / "containerd"),
                                                           str(self.node_bin / "containerd-shim-runc-v2")],
-                               folders=[str(self.workdir)], cgroup=self.cgroup)
+                               folders=[str(self.workdir), str(self.run_dir)], cgroup=self.cgroup,
+                               remove=[str(self.run_dir)])
         Reaper.on_death(str(self.state_file), [sys.executable, HERE / "machine_state.py", "restore", self.state_file])
         try:
             self._make_cgroup_root()
@@ -135,7 +140,7 @@ class RealNode:
         return "\n".join([
             "version = 3",
             "root = %s" % json.dumps(str(root / "root")),
-            "state = %s" % json.dumps(str(root / "run")),
+            "state = %s" % json.dumps(str(self.run_dir / "state")),
             "imports = []",
             "oom_score = 0",
             "disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.snapshotter.v1.btrfs',"

@@ -2,9 +2,11 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,9 +42,10 @@ def machine():
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a real node needs root")
-def test_a_node_whose_test_process_is_killed_leaves_nothing_behind(tmp_path):
+def test_a_node_whose_test_process_is_killed_leaves_nothing_behind():
     before = machine()
-    work = tmp_path / "crash"
+    # A short folder: the kubelet and containerd make unix sockets under it (at most 104 bytes a path).
+    work = Path(tempfile.mkdtemp(prefix="kf-crash-", dir="/tmp"))
     process = subprocess.Popen([sys.executable, "-c", START_AND_WAIT, str(work)], cwd=str(TESTS),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env=dict(os.environ, PYTHONPATH=str(TESTS)))
@@ -71,3 +74,4 @@ def test_a_node_whose_test_process_is_killed_leaves_nothing_behind(tmp_path):
     assert not machine_state.mounts_under(work) and not machine_state.cgroup_dirs(cgroup)
     leftovers = subprocess.run(["pgrep", "-f", str(work)], capture_output=True, text=True).stdout.split()
     assert not leftovers, leftovers  # containerd, its shims, the kubelet, the pod's processes
+    shutil.rmtree(work, ignore_errors=True)
