@@ -13,7 +13,7 @@ import threading
 import time
 from typing import NamedTuple, Optional, Protocol
 
-from ..errors import ConfigurationError, TransientStorageError
+from ..errors import ConfigurationError, StorageError, TransientStorageError
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,18 @@ class Head(NamedTuple):
 
 # Pages, records and logs open in the browser from a bucket's console instead of downloading.
 _TEXT_TYPES = {".html": "text/html; charset=utf-8", ".json": "application/json", ".log": "text/plain; charset=utf-8"}
+
+
+def probe_writable(storage, grant):
+    """Write and delete a probe blob: storage the credentials cannot write fails before any element runs.
+    grant: the permission to name in the error (each store names its own)."""
+    probe = ".kubeface-write-probe"
+    try:
+        storage.write(probe, b"")
+        storage.delete(probe)
+    except StorageError as error:
+        raise ConfigurationError("storage %s cannot be written (%s): grant the credentials %s or choose another "
+                                 "[kubeface] storage_root" % (storage.url, error, grant)) from None
 
 
 def content_type(key):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ..errors import (
     BlobNotFoundError, ConfigurationError, KubefaceError, StorageError, TransientStorageError,
 )
-from . import Head, PodAccess, content_type
+from . import Head, PodAccess, content_type, probe_writable
 
 KEY_PATH = "/var/secrets/google"  # where a pod mounts the gcs_key_secret
 # Set by the tests (and by whoever runs fake-gcs-server): the SDK sends every request to this emulator.
@@ -321,12 +321,4 @@ class GCSStorage:
         missing = self._missing_bucket_error()
         if missing:
             raise missing
-        probe = ".kubeface-write-probe"
-        try:
-            self.write(probe, b"")
-            self.delete(probe)
-        except StorageError as error:
-            raise ConfigurationError(
-                "storage %s cannot be written (%s): grant the credentials write access to the "
-                "bucket or choose another [kubeface] storage_root" % (self.url, error)
-            ) from None
+        probe_writable(self, "write access to the bucket")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..errors import (
     BlobNotFoundError, ConfigurationError, KubefaceError, StorageError, TransientStorageError, check_ranges,
 )
-from . import Head, PodAccess, content_type
+from . import Head, PodAccess, content_type, probe_writable
 
 # How a task runner learns the master's [kubeface] s3_* settings (runner_environment, pod_access).
 ENV = {"s3_endpoint_url": "KUBEFACE_S3_ENDPOINT_URL", "s3_region": "KUBEFACE_S3_REGION",
@@ -474,11 +474,4 @@ class S3Storage:
         missing = self._missing_bucket_error()
         if missing:
             raise missing
-        probe = ".kubeface-write-probe"
-        try:
-            self.write(probe, b"")
-            self.delete(probe)
-        except StorageError as error:
-            raise ConfigurationError(
-                "storage %s cannot be written (%s): grant the credentials s3:PutObject and s3:DeleteObject on "
-                "the bucket or choose another [kubeface] storage_root" % (self.url, error)) from None
+        probe_writable(self, "s3:PutObject and s3:DeleteObject on the bucket")
