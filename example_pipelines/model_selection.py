@@ -1,6 +1,6 @@
 """Model selection on the breast cancer data set that scikit-learn ships.
 
-    luigi --module example_pipelines.model_selection PickBest --local-scheduler
+    python3 -m luigi --module example_pipelines.model_selection PickBest --local-scheduler
 
 TrainModels fans a grid of 12 model configurations out into one element each (a fresh process
 here, a pod on Kubernetes); each scores its model by 5-fold cross-validation. PickBest ranks them

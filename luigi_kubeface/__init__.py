@@ -9,7 +9,7 @@ Exports are loaded lazily so that the task runner (what every pod starts) import
 
 import importlib
 
-__version__ = "0.1.0"
+from luigi_kubeface.__version__ import __version__  # noqa: F401  (the one place it is written)
 
 _EXPORTS = {
     "KubefaceMapTask": "luigi_kubeface.luigi_adapter",

@@ -3,6 +3,7 @@
 import inspect
 import os
 import re
+import tomllib
 
 from luigi_kubeface import storage
 from luigi_kubeface.storage import IO_METHODS, DESCRIPTIVE, REGISTRY, RetryingStorage, Storage, gcs, storage_class
@@ -59,7 +60,7 @@ def test_no_url_scheme_decides_behaviour_outside_the_storage_modules():
 
 
 def test_google_crc32c_is_declared_since_every_blob_header_holds_a_crc32c():
-    setup = open(os.path.join(REPO, "setup.py")).read()
-    install = setup[setup.index("install_requires"):setup.index("extras_require")]
-    assert '"google-crc32c' in install
-    assert '"s3": ["boto3' in setup
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as file:
+        project = tomllib.load(file)["project"]
+    assert any(need.startswith("google-crc32c") for need in project["dependencies"])
+    assert any(need.startswith("boto3") for need in project["optional-dependencies"]["s3"])

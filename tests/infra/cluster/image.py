@@ -49,7 +49,7 @@ def _third_party_layer(wheel):
     """The dependencies at the master's versions, without luigi-kubeface: built once, then cached."""
     freeze = _run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"])
     pins = "\n".join(sorted(line for line in freeze.splitlines() if "==" in line and not line.startswith("-")))
-    setup = (REPO / "setup.py").read_bytes()
+    setup = (REPO / "pyproject.toml").read_bytes()
     key = hashlib.sha256(sys.version.encode() + setup + pins.encode() + EXTRAS.encode()
                          + " ".join(POD_PACKAGES).encode()).hexdigest()[:16]
     venv = CACHE / ("image-deps-" + key)

@@ -16,11 +16,13 @@ Each image leaves as a docker-archive file that the node's containerd imports (r
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 from .image import EXTRAS, POD_PACKAGES, _run, build_wheel
@@ -97,14 +99,22 @@ def _base(from_name):
 
 
 def _product(base_key):
-    """images/Dockerfile, unchanged, over the base. Keyed by the Dockerfile and setup.py (its dependencies):
+    """images/Dockerfile, unchanged, over the base. Keyed by the Dockerfile and the dependencies it installs:
     the luigi-kubeface it copies in may be older than the checkout; the session layer replaces it."""
     dockerfile = REPO / "images" / "Dockerfile"
-    tag = "localhost/kubeface-product:" + _digest(base_key, dockerfile.read_bytes(), (REPO / "setup.py").read_bytes())
+    tag = "localhost/kubeface-product:" + _digest(base_key, dockerfile.read_bytes(), _image_dependencies())
     if not _has_image(tag):
         buildah("bud", "--pull=never", "--isolation", "chroot", "--layers=false", "-v", "%s:%s:ro" % (CA_BUNDLE, CA_BUNDLE),
                 "-f", dockerfile, "-t", tag, REPO)
     return tag
+
+
+def _image_dependencies():
+    """The packages the Dockerfile's `pip install "/opt/kubeface[examples,s3]"` asks for: a new test extra in
+    pyproject.toml rebuilds nothing here."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    return json.dumps([project["dependencies"], extras["examples"], extras["s3"]]).encode()
 
 
 def _master_pins():
@@ -139,10 +149,9 @@ def _extras(product):
 
 def _sources_digest():
     """What the wheel of the checkout holds, without building it: its sources."""
-    h = hashlib.sha256((REPO / "setup.py").read_bytes())
-    for top in ("luigi_kubeface", "example_pipelines"):
-        for path in sorted((REPO / top).rglob("*.py")):
-            h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    h = hashlib.sha256((REPO / "pyproject.toml").read_bytes())
+    for path in sorted((REPO / "luigi_kubeface").rglob("*.py")):
+        h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
 
 
