@@ -42,6 +42,7 @@ class KubernetesSettings:
     node_lost_timeout: float = 300.0  # seconds a pod stays bound to a NotReady node before it is retried
     keep_failed_pods: bool = False  # keep failed pods for `kubectl describe` (they count toward nothing)
     leave_pods_on_exit: bool = False  # when the master exits, leave running pods to a later rerun
+    namespace_max_pods: int = 0  # a cap across every job's pods in the namespace, shared fairly; 0: none
 
     def __post_init__(self):
         """Checks these keys (on a Settings too, which carries them): Luigi's frozen JSON made plain, ranges."""
@@ -68,6 +69,7 @@ class KubernetesSettings:
             ("run_as_group", self.run_as_group > 0, "a group id other than root's (more than 0)"),
             ("unschedulable_patience", self.unschedulable_patience > 0, "more than 0 seconds"),
             ("node_lost_timeout", self.node_lost_timeout >= 0, "zero or more seconds"),
+            ("namespace_max_pods", self.namespace_max_pods >= 0, "0 (no cap across jobs) or more pods"),
         ])
 
 
