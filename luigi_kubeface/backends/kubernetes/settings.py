@@ -30,6 +30,9 @@ class KubernetesSettings:
     node_selector: dict = field(default_factory=dict)
     tolerations: list = field(default_factory=list)  # Kubernetes toleration objects
     spot: bool = False  # run on GKE Spot VMs (evictions are retried, not counted as failures)
+    spot_fallback_after: int = 0  # preemptions of one element after which its next attempt runs off spot; 0: never
+    oom_memory_factor: float = 0.0  # an OOMKilled element runs again with its memory times this (e.g. 2); 0: fail
+    max_memory_limit: str = ""  # the most memory an element may grow to (oom_memory_factor needs it), e.g. 16Gi
     pod_env: dict = field(default_factory=dict)  # extra environment for the runner (never secrets)
     pod_labels: dict = field(default_factory=dict)
     pod_annotations: dict = field(default_factory=dict)
@@ -70,7 +73,28 @@ class KubernetesSettings:
             ("unschedulable_patience", self.unschedulable_patience > 0, "more than 0 seconds"),
             ("node_lost_timeout", self.node_lost_timeout >= 0, "zero or more seconds"),
             ("namespace_max_pods", self.namespace_max_pods >= 0, "0 (no cap across jobs) or more pods"),
+            ("spot_fallback_after", self.spot_fallback_after >= 0, "0 (stay on spot) or more preemptions"),
+            ("oom_memory_factor", self.oom_memory_factor == 0 or self.oom_memory_factor > 1,
+             "0 (an OOM fails the element) or more than 1, e.g. 2"),
         ])
+        _check_memory_growth(self)
+
+
+def _check_memory_growth(settings):
+    from .api import _quantity
+
+    if not settings.oom_memory_factor:
+        return
+    ceiling = _quantity(settings.max_memory_limit) if settings.max_memory_limit else None
+    if ceiling is None:
+        raise ConfigurationError(
+            "[kubeface] oom_memory_factor = %g needs max_memory_limit, the most memory one element may grow to "
+            "(a Kubernetes quantity such as 16Gi); got %r" % (settings.oom_memory_factor, settings.max_memory_limit))
+    start = _quantity(settings.memory_limit or settings.memory_request)
+    if start is not None and ceiling < start:
+        raise ConfigurationError(
+            "[kubeface] max_memory_limit = %s is below the memory a pod starts with (%s): raise it, or lower "
+            "memory_limit" % (settings.max_memory_limit, settings.memory_limit or settings.memory_request))
 
 
 def check_job(settings):
