@@ -26,6 +26,8 @@ def _composed(help):
 
 @dataclass(frozen=True, init=False)
 class Settings:
+    """Every job's keys: where it runs and keeps its state, retries, signing, code shipping, results."""
+
     backend: str = setting("local", "Where elements run: `local` (a fresh process per element attempt) or "
                            "`kubernetes` (a pod per attempt; its own keys follow in luigi.cfg).")
     storage_root: str = setting("kubeface-storage", "The bucket: a local directory (created if its parent exists), "

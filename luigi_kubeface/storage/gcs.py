@@ -19,7 +19,7 @@ EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 
 @dataclass(frozen=True)
 class GCSSettings:
-    """The GCS storage's own [kubeface] keys."""
+    """gs:// storage: Google Cloud Storage (credentials: Application Default Credentials, Workload Identity)."""
 
     gcs_key_secret: str = setting("", "A Secret holding `key.json` for GCS, mounted in the pods when Workload "
                                   "Identity is not used.")

@@ -35,7 +35,7 @@ _STYLES = ("auto", "path", "virtual")
 
 @dataclass(frozen=True)
 class S3Settings:
-    """The S3 storage's own [kubeface] keys; empty ones leave the choice to boto3's usual chain."""
+    """s3:// storage (pip install "luigi-kubeface[s3]"): an empty key leaves it to boto3 (environment, IRSA)."""
 
     s3_endpoint_url: str = setting("", "An S3-compatible store's endpoint (Ceph, SeaweedFS, MinIO: "
                                    "`http://host:port`); empty: AWS, or boto3's `AWS_ENDPOINT_URL_S3`.")

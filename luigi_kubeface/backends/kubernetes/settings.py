@@ -18,6 +18,8 @@ MAX_IN_FLIGHT_CEILING = 400  # Kubernetes misbehaves above roughly this many pod
 
 @dataclass(frozen=True)
 class KubernetesSettings:
+    """backend = kubernetes: one pod per attempt (checked only when it is the backend; the defaults shown)."""
+
     image: str = setting("", "The task runner's image (build and push images/Dockerfile, see the README), e.g. "
                          "`us-docker.pkg.dev/PROJECT/REPO/luigi-kubeface:0.1`. Required.")
     namespace: str = setting("default", "The namespace the pods run in.")
