@@ -133,11 +133,14 @@ class Settings:
 
     def __getattr__(self, name):
         """A storage's or a backend's key, read from its owner's settings object (settings.image, .s3_region)."""
-        key = all_keys().get(name) if not name.startswith("_") else None
+        if name.startswith("_") or name in _COMPOSED:  # pickle looks for __setstate__ before the fields are there
+            raise AttributeError(name)
+        for owned in (self.backend_settings, *self.storage_settings.values()):  # the usual case, first
+            if name in getattr(owned, "__dataclass_fields__", ()):
+                return getattr(owned, name)
+        key = all_keys().get(name)
         if key is None or key.owner == "core":
             raise AttributeError("%r is not a kubeface setting" % name)
-        if key.owner.startswith("storage "):
-            return getattr(self.storage_settings[key.owner.split(" ", 1)[1]], name)
         return getattr(self._settings_of(key.declared_by), name)
 
     def settings_of(self, backend):
@@ -185,6 +188,9 @@ class Settings:
     def replace(self, **overrides):
         """A copy with overrides, refusing names that are not settings (typos must not pass silently)."""
         return Settings(**{**self.values(), **overrides})
+
+
+_COMPOSED = ("backend_settings", "storage_settings", "other_backends")
 
 
 def _build(declared_by, given, keys):
