@@ -46,6 +46,12 @@ class KubernetesSettings:
                                 "\"operator\": \"Exists\"}]`.")
     spot: bool = setting(False, "Run on GKE Spot VMs (adds their selector and toleration); evictions are "
                          "retried, not counted as failures.")
+    spot_fallback_after: int = setting(0, "Preemptions of one element after which its next attempt runs off "
+                                       "spot; 0: never.")
+    oom_memory_factor: float = setting(0.0, "An OOMKilled element runs again with its memory times this (e.g. 2), "
+                                       "up to `max_memory_limit`; 0: the element fails.")
+    max_memory_limit: str = setting("", "The most memory an element may grow to, e.g. `16Gi` "
+                                    "(`oom_memory_factor` needs it).")
     pod_env: dict = setting({}, "Extra environment of every pod's runner, a JSON object (never secrets).")
     pod_labels: dict = setting({}, "Labels of every pod, a JSON object.")
     pod_annotations: dict = setting({}, "Annotations of every pod, a JSON object.")
@@ -67,6 +73,11 @@ class KubernetesSettings:
     keep_failed_pods: bool = setting(False, "Keep failed pods for `kubectl describe` (they count toward nothing).")
     leave_pods_on_exit: bool = setting(False, "When the master exits, leave running pods to a later rerun, which "
                                        "adopts them.")
+    namespace_max_pods: int = setting(0, "One cap across every job's pods in the namespace (several map tasks "
+                                      "under --workers N, several users' masters), shared fairly: each master "
+                                      "gets an equal part of what the others leave; 0: each job has only its own "
+                                      "max_in_flight. Each master keeps a Lease saying what it wants "
+                                      "(docs/kubernetes-rbac.yaml).")
 
     def __post_init__(self):
         """Checks these keys: Luigi's frozen JSON made plain, ranges."""
@@ -93,7 +104,29 @@ class KubernetesSettings:
             ("run_as_group", self.run_as_group > 0, "a group id other than root's (more than 0)"),
             ("unschedulable_patience", self.unschedulable_patience > 0, "more than 0 seconds"),
             ("node_lost_timeout", self.node_lost_timeout >= 0, "zero or more seconds"),
+            ("namespace_max_pods", self.namespace_max_pods >= 0, "0 (no cap across jobs) or more pods"),
+            ("spot_fallback_after", self.spot_fallback_after >= 0, "0 (stay on spot) or more preemptions"),
+            ("oom_memory_factor", self.oom_memory_factor == 0 or self.oom_memory_factor > 1,
+             "0 (an OOM fails the element) or more than 1, e.g. 2"),
         ])
+        _check_memory_growth(self)
+
+
+def _check_memory_growth(settings):
+    from .api import _quantity
+
+    if not settings.oom_memory_factor:
+        return
+    ceiling = _quantity(settings.max_memory_limit) if settings.max_memory_limit else None
+    if ceiling is None:
+        raise ConfigurationError(
+            "[kubeface] oom_memory_factor = %g needs max_memory_limit, the most memory one element may grow to "
+            "(a Kubernetes quantity such as 16Gi); got %r" % (settings.oom_memory_factor, settings.max_memory_limit))
+    start = _quantity(settings.memory_limit or settings.memory_request)
+    if start is not None and ceiling < start:
+        raise ConfigurationError(
+            "[kubeface] max_memory_limit = %s is below the memory a pod starts with (%s): raise it, or lower "
+            "memory_limit" % (settings.max_memory_limit, settings.memory_limit or settings.memory_request))
 
 
 def check_job(settings):
