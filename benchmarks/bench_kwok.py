@@ -55,8 +55,13 @@ MASTER = r"""
 import sys, json, logging
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
 from luigi_kubeface import Client, Settings
-values, n, job_id = json.loads(sys.stdin.read())
-Client(Settings(**values)).map(abs, list(range(n)), job_id=job_id)
+values, n, job_id, profile = json.loads(sys.stdin.read())
+if profile:  # --profile: where the master's CPU goes, by cumulative time
+    import cProfile, pstats
+    cProfile.run("Client(Settings(**values)).map(abs, list(range(n)), job_id=job_id)", profile)
+    pstats.Stats(profile, stream=sys.stderr).sort_stats("cumulative").print_stats(45)
+else:
+    Client(Settings(**values)).map(abs, list(range(n)), job_id=job_id)
 print("MASTER DONE", flush=True)
 """
 
@@ -258,12 +263,12 @@ def master_settings(cp, gcs, namespace, root, args):
                 leave_pods_on_exit=True)
 
 
-def start_master(values, n, job_id, log_path):
+def start_master(values, n, job_id, log_path, profile=""):
     env = dict(os.environ, PYTHONPATH=REPO)
     log = open(log_path, "a")
     master = subprocess.Popen([sys.executable, "-c", MASTER], stdin=subprocess.PIPE, stdout=log, stderr=log,
                               text=True, env=env, cwd=REPO)
-    master.stdin.write(json.dumps([values, n, job_id]))
+    master.stdin.write(json.dumps([values, n, job_id, profile]))
     master.stdin.close()
     return master
 
@@ -287,7 +292,7 @@ def run_ours(cp, gcs, kube, args, n, restart_at=None):
 
     with FakeKubelet(client.ApiClient(_admin_configuration(cp)), namespace, args.delay) as kubelet:
         started = time.monotonic()
-        master = start_master(values, n, "bench", log_path)
+        master = start_master(values, n, "bench", log_path, str(args.workdir / "profile") if args.profile else "")
         adopted_after = None
         if restart_at:
             _wait_done(root, int(n * restart_at))
@@ -351,7 +356,7 @@ def _elements_run_twice(root):
     storage = open_storage(root + "/bench")
     succeeded = {}
     for key in storage.list("attempts/"):
-        record = json.loads(storage.read("attempts/" + key))
+        record = json.loads(storage.read(key))
         if record.get("outcome") == "success":
             succeeded[record["element"]] = succeeded.get(record["element"], 0) + 1
     return sum(1 for count in succeeded.values() if count > 1)
@@ -403,6 +408,7 @@ def main():
     parser.add_argument("--delay", type=float, default=2.0)
     parser.add_argument("--restart-at", type=float, default=0.0, help="also run each size with a master SIGKILLed")
     parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="the master's cProfile, in its log")
     args = parser.parse_args()
     args.workdir = Path(tempfile.mkdtemp(prefix="bench-kwok-"))
     (args.workdir / "keys").mkdir(mode=0o700)
