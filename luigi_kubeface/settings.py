@@ -47,6 +47,12 @@ class Settings(*BACKEND_SETTINGS, *STORAGE_SETTINGS):
     speculation: bool = False  # launch one backup attempt of a straggler; the first result wins
     speculation_min_done: float = 0.1  # share of the elements to run that must be done first
     speculation_multiple: float = 3.0  # a straggler ran longer than this multiple of the median
+    # -- What a job cost (cost.py): resources requested x running time, priced if prices are set --
+    price_cpu_hour: float = 0.0  # price of one core for an hour; 0: no price
+    price_gb_hour: float = 0.0  # price of one GB of memory for an hour
+    price_gpu_hour: float = 0.0  # price of one GPU for an hour
+    spot_discount: float = 0.0  # the share a spot attempt costs less (0.7: 70% off)
+    max_cost: float = 0.0  # the job stops early once the work it started costs more; 0: no limit
 
     def __post_init__(self):
         from .backends import backend_entry, check_backend_name
@@ -80,6 +86,13 @@ class Settings(*BACKEND_SETTINGS, *STORAGE_SETTINGS):
             ("luigid_elements", self.luigid_elements >= 0, "zero or more elements"),
             ("speculation_min_done", 0 < self.speculation_min_done <= 1, "a share above 0, at most 1"),
             ("speculation_multiple", self.speculation_multiple >= 1, "at least 1 (times the median duration)"),
+            ("price_cpu_hour", self.price_cpu_hour >= 0, "zero (no price) or more"),
+            ("price_gb_hour", self.price_gb_hour >= 0, "zero (no price) or more"),
+            ("price_gpu_hour", self.price_gpu_hour >= 0, "zero (no price) or more"),
+            ("spot_discount", 0 <= self.spot_discount < 1, "a share from 0 up to (not including) 1"),
+            ("max_cost", self.max_cost >= 0, "zero (no limit) or more, in the prices' currency"),
+            ("max_cost", not self.max_cost or self.price_cpu_hour or self.price_gb_hour or self.price_gpu_hour,
+             "a limit in the prices' currency: set price_cpu_hour, price_gb_hour or price_gpu_hour too"),
         ])
 
     def job_details(self):

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 
-from .. import code_package, naming, runner, serialization
+from .. import code_package, cost, naming, runner, serialization
 from ..storage import open_storage
 from . import AttemptEnd, Backend
 
@@ -149,6 +149,7 @@ class LocalBackend(Backend):
                     runner.command(spec.job_url, spec.element, spec.attempt, python=sys.executable),
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                     env=dict(self._env, **self._storage_env(spec.job_url), TMPDIR=tmpdir,
+                             **{cost.RESOURCES_ENV: json.dumps(spec.resources)},  # for the runner's record
                              **{serialization.SECRET_FD_ENV: str(secret), runner.MASTER_FD_ENV: str(self._alive_read)}),
                     pass_fds=(secret, self._alive_read),  # the signing key: through a pipe, never argv or environ
                     cwd=tmpdir,  # not the master's folder: its modules must come with the job's code

@@ -154,7 +154,7 @@ class SimulatedBackend(Backend):
                               log_tail=script.log_tail, error_type=script.error_type, retryable=script.retryable,
                               interrupted=script.interrupted)
         key = runner.signing_key_from_env(dict(spec.secret_env))  # as a process would get it
-        code, record = runner.execute_attempt(storage, spec.element, spec.attempt, key)
+        code, record = runner.execute_attempt(storage, spec.element, spec.attempt, key, resources=spec.resources)
         storage.write(record_key, json.dumps(record).encode())
         if script.corrupt_result:
             result = naming.result_key(spec.element, record.get("code_version", ""))

@@ -5,10 +5,11 @@ so a spec can be printed, diffed and sent as is.
 """
 
 import hashlib
+import json
 import math
 import re
 
-from ... import runner
+from ... import cost, runner
 from ...storage import storage_class
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -83,6 +84,7 @@ def _scheduling(settings):
 def _env(settings, spec, access):
     env = [{"name": k, "value": v} for k, v in sorted(settings.pod_env.items())]
     env.append({"name": "KUBEFACE_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}})
+    env.append({"name": cost.RESOURCES_ENV, "value": json.dumps(spec.resources)})  # for the runner's record
     for name in sorted(spec.secret_env):  # values live in the job's Secret, never in the pod spec
         env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret_name(spec.job_url), "key": name}}})
     env.extend(dict(e) for e in access.env)  # what the storage needs: its endpoint, credentials' Secret or file
