@@ -209,6 +209,12 @@ def request_from_env(environ):
     return request.to_record() if request is not None else {}
 
 
+def breakdown(ledger):
+    """(category, Usage) of the categories with attempts, in CATEGORIES order, then ("total", its total)."""
+    rows = [(c, ledger.usage[c]) for c in CATEGORIES if ledger.usage.get(c) and ledger.usage[c].attempts]
+    return rows + [("total", ledger.total())]
+
+
 def describe(usage, priced):
     """One line for people: "3 attempts, 120 s, 0.033 core-h, 0.033 GB-h, 0 GPU-h, cost 0.0012"."""
     text = "%d attempts, %.0f s, %.3g core-h, %.3g GB-h, %.3g GPU-h" % (
