@@ -122,7 +122,7 @@ class Usage:
         return self
 
     def to_json(self):
-        return {f.name: round(getattr(self, f.name), 6) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_json(cls, record):
