@@ -24,6 +24,7 @@ class Settings(*BACKEND_SETTINGS, *STORAGE_SETTINGS):
     backend: str = "local"
     storage_root: str = "kubeface-storage"
     max_in_flight: int = 0  # 0: the backend's default (local: cores, kubernetes: 200)
+    local_max_processes: int = 0  # local: element processes at once across every job of one command; 0: cores
     retries: int = 1  # further attempts of an element after its first one failed
     retry_backoff: float = 10.0  # seconds before the first retry; doubles up to max_retry_backoff
     max_retry_backoff: float = 600.0
@@ -69,6 +70,7 @@ class Settings(*BACKEND_SETTINGS, *STORAGE_SETTINGS):
         check_ranges(self, [
             ("max_in_flight", 0 <= self.max_in_flight <= MAX_IN_FLIGHT_CEILING,
              "between 0 (backend default) and %d (Kubernetes misbehaves above)" % MAX_IN_FLIGHT_CEILING),
+            ("local_max_processes", self.local_max_processes >= 0, "0 (the machine's cores) or more processes"),
             ("retries", 0 <= self.retries <= 100, "between 0 and 100"),
             ("retry_backoff", self.retry_backoff >= 0, "zero or more seconds"),
             ("max_retry_backoff", self.max_retry_backoff >= self.retry_backoff, "at least retry_backoff"),
