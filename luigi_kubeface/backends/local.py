@@ -14,6 +14,7 @@ import time
 from .. import code_package, cost, naming, runner, serialization
 from ..storage import open_storage
 from . import AttemptEnd, Backend
+from . import local_slots
 from .local_slots import Slots
 
 
@@ -99,6 +100,7 @@ def sweep_stale_dirs(parent=None):
                     pass
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
+    local_slots.sweep(parent)  # and the slot folders of luigi commands that ended
     if removed:
         log.info("removed %d directories (and their runners) left by local masters that were killed", len(removed))
     return removed

@@ -34,8 +34,8 @@ def command_pid():
     return parent.pid if parent is not None and parent.pid else os.getpid()
 
 
-def _sweep(parent):
-    """Remove the slot folders of commands that ended (a few empty files each)."""
+def sweep(parent):
+    """Remove the slot folders of commands that ended (a few empty files each): local.sweep_stale_dirs calls it."""
     try:
         names = [n for n in os.listdir(parent) if n.startswith(_PREFIX)]
     except OSError:
@@ -62,7 +62,6 @@ class Slots:
         self.count = count
         parent = parent or tempfile.gettempdir()
         pid = pid or command_pid()
-        _sweep(parent)
         self.folder = os.path.join(parent, "%s%d-%d" % (_PREFIX, pid, _start_time(pid) or 0))
         os.makedirs(self.folder, mode=0o700, exist_ok=True)
 
