@@ -125,6 +125,7 @@ class BackendEntry:
     settings: a frozen dataclass of the backend's own [kubeface] keys (Settings carries them, flat).
     check(settings) refuses other settings a job on it cannot use; job_details(settings) goes into
     job.json. tools: the module of its command-line tools (a BackendTools), imported when used.
+    request(settings): the cost.Request of each attempt (what a job cost); by default one core.
     """
 
     open: Callable
