@@ -25,7 +25,7 @@ import tempfile
 import time
 import traceback
 
-from . import lease, naming, serialization
+from . import cost, lease, naming, serialization
 from .backends import all_backend_tools, backend_tools
 from .errors import (
     BlobNotFoundError, ConfigurationError, JobRunningError, KubefaceError, StorageError, UnreadableRecordError,
@@ -152,12 +152,24 @@ def _print_runs(state, out):
             (run.run, _when(run.started), _when(run.finished))
             + tuple(run.count(n) for n in ("reused", "succeeded", "failed", "retried", "speculated"))
             + ("; stopped early: %s" % run.stopped if run.stopped else "",)), file=out)
+    _print_cost(state.cost(), out)
     if state.version_counts:
         current, counted = state.store.code_version, state.store.counted_versions
         print("results by code version: %s" % ", ".join(
             "%s%s %d" % (version or "(before code versions)", " (current)" if version in counted else "", n)
             for version, n in sorted(state.version_counts.items(), key=lambda vn: (vn[0] != current, vn[0]))),
             file=out)
+
+
+def _print_cost(ledger, out):
+    """What the job's attempts used (all runs), per category: requests x running time, priced if set (cost.py)."""
+    rows = cost.breakdown(ledger)
+    if len(rows) == 1:
+        return  # no attempt charged (a job run before costs were kept, or nothing ran)
+    priced = rows[-1][1].cost > 0
+    print("cost (all runs, requests x running time): %s" % cost.describe(rows[-1][1], priced), file=out)
+    for category, usage in rows[:-1]:
+        print("  %-10s %s" % (category, cost.describe(usage, priced)), file=out)
 
 
 def _print_elements(elements, running, limit, out):

@@ -7,7 +7,7 @@ engine, close the backend, write the run's summary (dispatches/<run>.json), writ
 import logging
 import time
 
-from . import naming
+from . import cost, naming
 from .backends import open_backend
 from .engine import run_job
 from .records import RunSummary
@@ -53,6 +53,9 @@ def dispatch(job, settings, on_progress=None, run_id=None, on_page=None, details
         backend.close()
     job.store.write_run_summary(RunSummary.of_report(run_id, started, report))
     page.close(report.progress)
+    total = report.cost.total()
+    if total.attempts:
+        log.info("job %s: this run's attempts used %s", job.id, cost.describe(total, total.cost > 0))
     return report
 
 

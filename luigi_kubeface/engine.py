@@ -19,7 +19,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from . import naming, signals
-from .backends import AttemptSpec
+from .cost import Ledger, Usage, over_budget
+from .backends import AttemptSpec, attempt_request
 from .errors import BlobNotFoundError, CorruptBlobError, UnreadableRecordError
 from .judge import Requeue, Succeeded, budget_spent, judge, retry_delay
 from .lease import JobLease
@@ -41,6 +42,7 @@ class Progress:
     speculated: int = 0  # backup attempts launched for stragglers
     # Read-only live view for status pages: attempt id -> (element key, wall-clock start time).
     running_attempts: dict = field(default_factory=dict, repr=False, compare=False)
+    cost: Ledger = field(default_factory=Ledger, repr=False, compare=False)  # used per category
 
     @property
     def done(self):
@@ -52,8 +54,9 @@ class Progress:
                    self.retried, self.speculated))
 
     def counts(self):
-        """The counts alone (what a dispatch summary records)."""
-        return {k: v for k, v in vars(self).items() if k != "running_attempts"}
+        """The counts alone, and the cost per category (what a dispatch summary records)."""
+        counts = {k: v for k, v in vars(self).items() if k not in ("running_attempts", "cost")}
+        return dict(counts, cost=self.cost.to_json())
 
 
 @dataclass
@@ -62,6 +65,11 @@ class JobReport:
     failures: dict = field(default_factory=dict)  # element key -> Failure (failed for good)
     stopped: str = ""  # why the job stopped early, if it did
     not_run: list = field(default_factory=list)  # element keys never finished because of the stop
+
+    @property
+    def cost(self):
+        """What the run's attempts used, per category (cost.Ledger)."""
+        return self.progress.cost
 
     def summary(self):
         """The distinct errors, most frequent first, so 500 identical failures read as one line."""
@@ -87,7 +95,7 @@ class _Flight:
     attempt: str
     number: int
     started: float
-
+    began: float = None  # when the backend first said it runs (engine's clock): its cost runs from here
 
 
 def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, sleep=time.sleep, run_id=None,
@@ -170,11 +178,11 @@ class RunStorage:
     def write_record(self, key, attempt, record, if_absent=False):
         self.store.write_attempt_record(key, attempt, record, if_absent=if_absent)
 
-    def write_cancelled(self, key, attempt, message):
+    def write_cancelled(self, key, attempt, message, **fields):
         """Best effort, as on the way out: a storage error must not hide what stopped the run."""
         try:
-            self.write_record(key, attempt, master_record(key, attempt, Outcome.CANCELLED, "Cancelled", message),
-                              if_absent=True)
+            self.write_record(key, attempt, master_record(key, attempt, Outcome.CANCELLED, "Cancelled", message,
+                                                          **fields), if_absent=True)
         except Exception as error:  # noqa: BLE001
             log.warning("could not record the cancellation of attempt %s: %s", attempt, error)
 
@@ -212,6 +220,7 @@ class JobRun:
         self.last_progress = None
         self.timeout = settings.element_timeout + backend.timeout_slack
         self.stop_when = stop_when  # asked every round: a reason to stop ("" to go on)
+        self.request = attempt_request(settings)  # what each attempt requests, priced (cost.py)
 
     def run(self):
         if not self.todo:
@@ -292,6 +301,7 @@ class JobRun:
         if self.settings.speculation and not self.report.stopped:
             self.speculate(now)
         self.report.stopped = (self.report.stopped or budget_spent(self.progress, self.settings)
+                               or over_budget(self.cost_started(now), self.settings.max_cost)
                                or (self.lease.lost if self.lease else "")
                                or (self.stop_when() if self.stop_when else ""))
         self.show_progress()
@@ -306,7 +316,8 @@ class JobRun:
             self.store.write_input(element)
             self.inputs_written.add(element.key)
         self.backend.launch(AttemptSpec(self.job.id, self.job.url, element.key, attempt, element.label,
-                                        secret_env=self.store.secret_env(), out_of_memory=self.out_of_memory[element.key],
+                                        resources=self.request.to_record(), secret_env=self.store.secret_env(),
+                                        out_of_memory=self.out_of_memory[element.key],
                                         interruptions=self.interruptions[element.key]))
         self.in_flight[attempt] = _Flight(element, attempt, number, self.clock())
         self.running_of.setdefault(element.key, set()).add(attempt)
@@ -314,6 +325,7 @@ class JobRun:
     def time_out(self, now):
         for attempt, flight in list(self.in_flight.items()):
             began = self.backend.started(attempt, flight.started)  # None: never ran, never times out
+            flight.began = began if flight.began is None else flight.began
             # A sibling that won in this round has cancelled it already: it is no longer in flight.
             if began is not None and now - began > self.timeout and attempt in self.in_flight:
                 self.on_timeout(attempt, flight)
@@ -328,15 +340,19 @@ class JobRun:
         key = flight.element.key
         siblings = self.running_of.pop(key, set()) - {flight.attempt}
         if key in self.won:
+            self.charge(flight, "speculated")
             return
         if siblings and not self.store.has_result(key):
+            self.charge(flight, "speculated")
             self.running_of[key] = siblings  # the other attempt of this element decides
             log.info("attempt %s of element %s ended without a result; its sibling still runs", flight.attempt, key)
             return
         verdict = self.verdict(flight, end, timed_out)
         if isinstance(verdict, Succeeded):
+            self.charge(flight, "succeeded")
             self.on_success(flight, siblings)
         elif isinstance(verdict, Requeue):
+            self.charge(flight, "retried" if verdict.more_memory else "preempted")  # an OOM that grows: retried work
             self.requeue(flight, verdict, end)
         else:
             self.on_failure(flight, verdict, end)
@@ -362,9 +378,10 @@ class JobRun:
             self.store.drop_other_versions(key)
         bisect.insort(self.durations, self.clock() - flight.started)
         for loser in siblings:  # the account first: a runner stopped by SIGTERM never writes over it
-            self.store.write_cancelled(key, loser, "another attempt of this element finished first")
+            other = self.in_flight.pop(loser, None)
+            account = self.charge(other, "speculated") if other is not None else {}
+            self.store.write_cancelled(key, loser, "another attempt of this element finished first", **account)
             self.backend.cancel(loser)
-            self.in_flight.pop(loser, None)
 
     def requeue(self, flight, verdict, end=None):
         """Interrupted (not the element's fault), or out of memory with more to come: run it again now, not
@@ -378,7 +395,8 @@ class JobRun:
             self.interruptions[element.key] += 1
             outcome, what = Outcome.INTERRUPTED, "was interrupted"
         self.store.write_record(element.key, flight.attempt, master_record(
-            element.key, flight.attempt, outcome, verdict.error_type, verdict.reason, **memory), if_absent=True)
+            element.key, flight.attempt, outcome, verdict.error_type, verdict.reason, **self.account(flight),
+            **memory), if_absent=True)
         log.info("element %s attempt %d %s (%s); running it again", element.key, flight.number, what, verdict.reason)
         self.progress.pending += 1
         self.todo.appendleft(element)
@@ -392,8 +410,9 @@ class JobRun:
         elif verdict.master_outcome is not None:
             self.store.write_record(element.key, flight.attempt, master_record(
                 element.key, flight.attempt, verdict.master_outcome, failure.error_type, failure.message,
-                started_by_master=time.time() - (self.clock() - flight.started), **memory),  # wall clock, as runners'
-                if_absent=verdict.runner_record is None)
+                **self.account(flight), **memory), if_absent=verdict.runner_record is None)
+        retry = not failure.fatal and failure.retryable and self.failed_attempts[element.key] < self.settings.retries
+        self.charge(flight, "retried" if retry else "failed")
         if failure.fatal:
             self.fail_for_good(element, failure)
             self.report.stopped = "%s: %s" % (failure.error_type, failure.message)
@@ -452,10 +471,33 @@ class JobRun:
                         len(self.in_flight))
             self.in_flight.clear()
         for attempt, flight in list(self.in_flight.items()):  # the account first, as for a sibling
-            self.store.write_cancelled(flight.element.key, attempt, self.report.stopped or why or "the master stopped")
+            self.store.write_cancelled(flight.element.key, attempt, self.report.stopped or why or "the master stopped",
+                                       **self.charge(flight, "cancelled"))
             self.backend.cancel(attempt)
         self.progress.running = self.progress.starting = 0
         self.progress.running_attempts = {}
+
+    def account(self, flight):
+        """What the master records of an attempt it ended or saw end: its resources and wall-clock times."""
+        now, wall = self.clock(), time.time() - self.clock()  # records hold wall-clock times, never the engine's
+        began = flight.began if flight.began is not None else self.backend.started(flight.attempt, flight.started)
+        seconds = max(0.0, now - began) if began is not None else 0.0  # never ran (a pod waiting for a node): 0
+        return {"resources": self.request.to_record(), "started_by_master": flight.started + wall,
+                "started": (began if began is not None else now) + wall, "finished": now + wall, "duration": seconds}
+
+    def charge(self, flight, category):
+        """Charge an attempt that ended to the run's cost (cost.py); returns its account for a master record."""
+        account = self.account(flight)
+        self.report.cost.charge(category, self.request, account["duration"])
+        return account
+
+    def cost_started(self, now):
+        """The cost of the work started so far: attempts that ended, and those running, up to now."""
+        if not self.settings.max_cost:
+            return 0.0
+        running = sum(Usage.of(self.request, now - f.began).cost for f in self.in_flight.values()
+                      if f.began is not None)
+        return self.report.cost.total().cost + running
 
     def finish(self):
         if self.report.stopped:

@@ -11,7 +11,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import naming, summary_seal
+from . import cost, naming, summary_seal
 from .errors import BlobNotFoundError, ElementNotFoundError, SigningKeyError, UnreadableRecordError
 from .records import FAILED, ElementIndex, JobMeta, Outcome, outcome_of
 
@@ -46,6 +46,11 @@ class ElementState:
         ok = [r for r in self.records.values() if outcome_of(r) is Outcome.SUCCESS and r.get("duration") is not None]
         record = ok[0] if ok else self.last_record
         return record.get("duration") if record else None
+
+    @property
+    def usage(self):
+        """The element's own cost.Usage: its attempts' resources times their durations (None: none tells)."""
+        return cost.element_usage(self.records[a] for a in self.attempts if a in self.records)
 
     @property
     def result_record(self):
@@ -241,6 +246,19 @@ class JobState:
         runs = [summary for summary in self.dispatches.values() if summary.is_run]
         # By start time: run ids of one second do not sort by time.
         return max(runs, key=lambda summary: (summary.started, summary.run)) if runs else None
+
+    def cost(self, progress=None):
+        """What the job used, per category (cost.Ledger): every run's summary, and a running master's so far.
+
+        progress: the engine's own Progress while it runs (a master's page), fresher than progress.json.
+        """
+        runs = [summary for summary in self.dispatches.values() if summary.is_run]
+        ledgers = [summary.cost for summary in runs]
+        if progress is not None:
+            ledgers.append(progress.cost)
+        elif self.live and not self.live.final and self.live.updated > max([s.finished or 0 for s in runs] + [0]):
+            ledgers.append(cost.Ledger.from_json(self.live.counts.get("cost")))  # its summary is not written yet
+        return cost.total_of(ledgers)
 
     def elements(self, running=None, grid=None):
         """ElementState of every element in grid order.

@@ -12,6 +12,8 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from .cost import Ledger
+
 
 class Outcome(str, enum.Enum):
     """How an attempt ended, as its record in attempts/<element>/<attempt>.json says."""
@@ -122,6 +124,11 @@ class RunSummary:
     def count(self, name):
         value = self.counts.get(name, 0)
         return value if isinstance(value, (int, float)) else 0
+
+    @property
+    def cost(self):
+        """What the run's attempts used, per category (a cost.Ledger; empty for runs before costs)."""
+        return Ledger.from_json(self.counts.get("cost"))
 
     @classmethod
     def of_report(cls, run, started, report, finished=None):

@@ -29,6 +29,7 @@ class ResultRow:
     code_version: str = ""
     result_type: str = ""
     error: str = ""
+    usage: object = None  # the element's own cost.Usage (None: no attempt record tells it)
 
     def value(self, name):
         """A summary value as a float for ranking and charts, or None when it is absent or not a number."""
@@ -49,7 +50,7 @@ def result_rows(elements):
                               dict(element.params) if element.params else {"parameters": element.label},
                               summary if isinstance(summary, dict) else {}, element.state, element.duration,
                               (record or {}).get("code_version", ""), (record or {}).get("result_type", ""),
-                              element.error))
+                              element.error, element.usage))
     return rows
 
 
@@ -134,7 +135,13 @@ def record(row, columns=None):
     params, values = columns or ([*row.params], [("result.%s" % n if n in row.params else n, n) for n in row.values])
     out = {name: row.params[name] for name in params if name in row.params}
     out.update((column, row.values[name]) for column, name in values if name in row.values)
+    for name in COST_COLUMNS:  # the element's own cost, after its values (element.<name> if a value took it)
+        out["element." + name if name in out else name] = getattr(row.usage, name) if row.usage else None
     return out
+
+
+# What records() adds of an element's cost: all its attempts' resources times their running times.
+COST_COLUMNS = ("cpu_hours", "gb_hours", "gpu_hours", "cost")
 
 
 # What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection").

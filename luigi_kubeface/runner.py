@@ -32,7 +32,7 @@ import traceback
 
 import cloudpickle
 
-from . import code_package, container_init, keys, naming, serialization, summary, summary_seal
+from . import code_package, container_init, cost, keys, naming, serialization, summary, summary_seal
 from .private_copy import private_copy
 from .errors import BlobNotFoundError, CorruptBlobError, SigningKeyError, VersionMismatchError
 from .records import AttemptRecord, Outcome
@@ -453,12 +453,13 @@ def _placement():
     return placement
 
 
-def execute_attempt(storage, element, attempt, key=None, in_project=False):
+def execute_attempt(storage, element, attempt, key=None, in_project=False, resources=None):
     """The attempt itself, without the log tee: also what in-process backends call (they keep their
-    working folder, in_project=False: it belongs to the whole master process)."""
+    working folder, in_project=False: it belongs to the whole master process, and pass resources)."""
     record = AttemptRecord.begin(element, attempt, host=socket.gethostname(),
                                  node=os.environ.get("KUBEFACE_NODE_NAME", ""),  # the Kubernetes backend sets it
-                                 pid=os.getpid(), started=time.time(), **serialization.versions(), **_placement())
+                                 pid=os.getpid(), started=time.time(), **serialization.versions(), **_placement(),
+                                 resources=cost.request_from_env(os.environ) if resources is None else resources)
     code = EXIT_OK
     job = naming.job_id_from_url(storage.url)
     code_dir = tempfile.mkdtemp(prefix="kubeface-code-")

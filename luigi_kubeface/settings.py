@@ -35,6 +35,8 @@ class Settings:
                                 "`<storage_root>/<job-id>/`.")
     max_in_flight: int = setting(0, "Hard cap on attempts at once; 0: the backend's default (local: the cores, "
                                  "kubernetes: 200, at most 400).")
+    local_max_processes: int = setting(0, "Local backend: element processes at once across every job of one "
+                                       "`luigi` command (its forked workers share them); 0: the machine's cores.")
     retries: int = setting(1, "Further attempts of an element after its first one failed (0 to 100).")
     retry_backoff: float = setting(10.0, "Seconds before the first retry, doubling up to `max_retry_backoff`.")
     max_retry_backoff: float = setting(600.0, "The longest wait before a retry, in seconds.")
@@ -69,6 +71,12 @@ class Settings:
     speculation_min_done: float = setting(0.1, "Speculation starts once this share of the elements to run is done.")
     speculation_multiple: float = setting(3.0, "A straggler has run longer than this multiple of the median "
                                           "duration.")
+    price_cpu_hour: float = setting(0.0, "The price of one core for an hour (what a job cost); 0: no price.")
+    price_gb_hour: float = setting(0.0, "The price of one GB of memory for an hour; 0: no price.")
+    price_gpu_hour: float = setting(0.0, "The price of one GPU for an hour; 0: no price.")
+    spot_discount: float = setting(0.0, "The share a spot attempt costs less (0.7: 70% off).")
+    max_cost: float = setting(0.0, "The job stops early, as the failure budget does, once the work it started "
+                              "costs more than this (in the prices' currency); 0: no limit.")
     # -- Composed: the other owners' settings objects, made by __init__ from the flat keys ---------------
     backend_settings: object = _composed("the selected backend's own settings (None for a backend without keys)")
     storage_settings: object = _composed("{storage scheme: its own settings}, for every storage with keys")
@@ -112,6 +120,7 @@ class Settings:
             ("max_in_flight", 0 <= self.max_in_flight <= (ceiling or self.max_in_flight),
              "between 0 (the backend's default) and %d (%s)" % (ceiling, entry.ceiling_reason) if ceiling
              else "0 (the backend's default) or more"),
+            ("local_max_processes", self.local_max_processes >= 0, "0 (the machine's cores) or more processes"),
             ("retries", 0 <= self.retries <= 100, "between 0 and 100"),
             ("retry_backoff", self.retry_backoff >= 0, "zero or more seconds"),
             ("max_retry_backoff", self.max_retry_backoff >= self.retry_backoff, "at least retry_backoff"),
@@ -129,6 +138,13 @@ class Settings:
             ("luigid_elements", self.luigid_elements >= 0, "zero or more elements"),
             ("speculation_min_done", 0 < self.speculation_min_done <= 1, "a share above 0, at most 1"),
             ("speculation_multiple", self.speculation_multiple >= 1, "at least 1 (times the median duration)"),
+            ("price_cpu_hour", self.price_cpu_hour >= 0, "zero (no price) or more"),
+            ("price_gb_hour", self.price_gb_hour >= 0, "zero (no price) or more"),
+            ("price_gpu_hour", self.price_gpu_hour >= 0, "zero (no price) or more"),
+            ("spot_discount", 0 <= self.spot_discount < 1, "a share from 0 up to (not including) 1"),
+            ("max_cost", self.max_cost >= 0, "zero (no limit) or more, in the prices' currency"),
+            ("max_cost", not self.max_cost or self.price_cpu_hour or self.price_gb_hour or self.price_gpu_hour,
+             "a limit in the prices' currency: set price_cpu_hour, price_gb_hour or price_gpu_hour too"),
         ])
 
     def __getattr__(self, name):

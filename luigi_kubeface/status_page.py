@@ -10,7 +10,7 @@ import html
 import math
 import time
 
-from . import naming
+from . import cost, naming
 from .records import FAILED, Outcome, outcome_of
 from .result_charts import MetricScale, not_charted, parallel_svg, slice_svg
 from .result_table import param_names, result_rows, scored, table_columns, value_names
@@ -318,6 +318,21 @@ def _last_run(summary):
     return parts
 
 
+def _cost(ledger):
+    """What the job's attempts used (all runs), per category: requests x running time, priced if set."""
+    rows = cost.breakdown(ledger)
+    if len(rows) == 1:
+        return ""
+    priced = rows[-1][1].cost > 0
+    cells = "".join("<tr><td>%s</td><td class=\"num\">%d</td><td class=\"num\">%s</td><td class=\"num\">%.4g</td>"
+                    "<td class=\"num\">%.4g</td><td class=\"num\">%.4g</td>%s</tr>"
+                    % (name, u.attempts, format_duration(u.seconds), u.cpu_hours, u.gb_hours, u.gpu_hours,
+                       '<td class="num">%.4g</td>' % u.cost if priced else "") for name, u in rows)
+    return ('<h2>Cost</h2><div class="note">resources requested x running time, all runs</div><table id="cost">'
+            "<thead><tr><th>work</th><th>attempts</th><th>time</th><th>core-h</th><th>GB-h</th><th>GPU-h</th>%s</tr>"
+            "</thead><tbody>%s</tbody></table>" % ("<th>cost</th>" if priced else "", cells))
+
+
 def _charts(state, running, now):
     """Durations of finished attempts (succeeded and failed) and how many ran at each moment."""
     records = state.records.values()
@@ -353,6 +368,7 @@ def render(state, progress=None, final=True, now=None, limit=TABLE_LIMIT):
     elements = state.elements(running)
     head, body = _page_head(state, progress, final, now, elements, state.counts(elements))
     body += _last_run(state.last_dispatch)
+    body.append(_cost(state.cost(progress if not final else None)))
     body.append(results_section(state, elements))
     body.append(_charts(state, running, now))
     body += _skipped(state)

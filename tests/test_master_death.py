@@ -23,6 +23,7 @@ def _master(root, tmp, n, seconds, *more):
     return subprocess.Popen([luigi, "--module", "pipelines.toy", "Squares", "--n", str(n), "--mode", "child",
                              "--bad", json.dumps(list(range(n))), "--seconds", str(seconds), "--local-scheduler",
                              "--kubeface-storage-root", root, "--kubeface-max-in-flight", "4",
+                             "--kubeface-local-max-processes", "4",
                              "--kubeface-poll-interval", "0.1", "--kubeface-lease-seconds", "2", "--no-lock"]
                             + list(more), cwd=os.path.dirname(root), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True,

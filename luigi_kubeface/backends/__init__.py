@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol
 
+from .. import cost
 from ..errors import ConfigurationError
 from .kubernetes import settings as _kubernetes_settings
 
@@ -23,6 +24,8 @@ class AttemptSpec:
     element: str
     attempt: str
     label: str = ""
+    # What the attempt requests (cost.Request.to_record()), for the runner's record: see cost.py.
+    resources: dict = field(default_factory=dict, compare=False)
     # Environment the runner needs but nobody else may read (the job's signing key): a backend
     # hands it over privately (a pipe, a Kubernetes Secret), never in argv, a pod spec or a log.
     secret_env: dict = field(default_factory=dict, repr=False, compare=False)
@@ -120,6 +123,10 @@ def _no_details(settings):
     return {}
 
 
+def _one_core(settings):
+    return cost.LOCAL
+
+
 @dataclass(frozen=True)
 class BackendEntry:
     """What the rest of the code knows of a backend, found by its name: nothing outside it names one.
@@ -130,6 +137,7 @@ class BackendEntry:
     and ceiling_reason why.
     check(settings) refuses other settings a job on it cannot use; job_details(settings) goes into
     job.json. tools: the module of its command-line tools (a BackendTools), imported when used.
+    request(settings): the cost.Request of each attempt (what a job cost); by default one core.
     """
 
     open: Callable
@@ -140,6 +148,7 @@ class BackendEntry:
     check: Callable = _nothing
     job_details: Callable = _no_details
     tools: str = ""
+    request: Callable = _one_core  # what each attempt requests (a cost.Request), for what a job cost
 
 
 class BackendTools(Protocol):
@@ -167,7 +176,8 @@ REGISTRY = {
                                max_in_flight_ceiling=_kubernetes_settings.MAX_IN_FLIGHT_CEILING,
                                ceiling_reason="Kubernetes misbehaves above",
                                settings=_kubernetes_settings.KubernetesSettings, check=_kubernetes_settings.check_job,
-                               job_details=_kubernetes_settings.job_details, tools="kubernetes.tools"),
+                               job_details=_kubernetes_settings.job_details, tools="kubernetes.tools",
+                               request=cost.kubernetes_request),
 }
 
 
@@ -188,6 +198,11 @@ def check_backend_name(name):
 
 def open_backend(settings):
     return backend_entry(settings.backend).open(settings)
+
+
+def attempt_request(settings):
+    """The priced cost.Request of each attempt of a job on its backend."""
+    return cost.request_of(settings, backend_entry(settings.backend).request)
 
 
 def default_max_in_flight(name):

@@ -157,7 +157,7 @@ class SimulatedBackend(Backend):
                               interrupted=script.interrupted, more_memory=script.more_memory,
                               memory_limit=script.memory_limit)
         key = runner.signing_key_from_env(dict(spec.secret_env))  # as a process would get it
-        code, record = runner.execute_attempt(storage, spec.element, spec.attempt, key)
+        code, record = runner.execute_attempt(storage, spec.element, spec.attempt, key, resources=spec.resources)
         storage.write(record_key, json.dumps(record).encode())
         if script.corrupt_result:
             result = naming.result_key(spec.element, record.get("code_version", ""))

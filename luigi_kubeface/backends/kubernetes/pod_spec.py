@@ -5,10 +5,11 @@ so a spec can be printed, diffed and sent as is.
 """
 
 import hashlib
+import json
 import math
 import re
 
-from ... import runner
+from ... import cost, runner
 from ...storage import storage_class
 from .memory_growth import memory_of
 
@@ -92,7 +93,8 @@ def _scheduling(settings, spec):
 def _env(settings, spec, access):
     env = [{"name": k, "value": v} for k, v in sorted(settings.pod_env.items())]
     env.append({"name": "KUBEFACE_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}})
-    # What the attempt had, for its record: its memory limit, and whether it may run on spot nodes.
+    # What the attempt had, for its record: its priced request, its memory limit, whether it may run on spot nodes.
+    env.append({"name": cost.RESOURCES_ENV, "value": json.dumps(spec.resources)})
     env.append({"name": "KUBEFACE_MEMORY_LIMIT", "value": memory_of(settings, spec.out_of_memory)[1]})
     env.append({"name": "KUBEFACE_SPOT", "value": "true" if on_spot(settings, spec) else "false"})
     for name in sorted(spec.secret_env):  # values live in the job's Secret, never in the pod spec
