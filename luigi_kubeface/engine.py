@@ -387,7 +387,7 @@ class JobRun:
         """Interrupted (not the element's fault), or out of memory with more to come: run it again now, not
         counted as a retry."""
         element = flight.element
-        memory = {"memory_limit": end.memory_limit} if end is not None and end.memory_limit else {}
+        placement = dict(end.placement) if end is not None else {}  # memory limit, spot: for the master's record
         if verdict.more_memory:
             self.out_of_memory[element.key] += 1
             outcome, what = Outcome.LOST, "ran out of memory"
@@ -396,21 +396,21 @@ class JobRun:
             outcome, what = Outcome.INTERRUPTED, "was interrupted"
         self.store.write_record(element.key, flight.attempt, master_record(
             element.key, flight.attempt, outcome, verdict.error_type, verdict.reason, **self.account(flight),
-            **memory), if_absent=True)
+            **placement), if_absent=True)
         log.info("element %s attempt %d %s (%s); running it again", element.key, flight.number, what, verdict.reason)
         self.progress.pending += 1
         self.todo.appendleft(element)
 
     def on_failure(self, flight, verdict, end=None):
         element, failure = flight.element, verdict.failure
-        memory = {"memory_limit": end.memory_limit} if end is not None and end.memory_limit else {}
+        placement = dict(end.placement) if end is not None else {}  # memory limit, spot: for the master's record
         if verdict.master_outcome is Outcome.RESULT_REFUSED:
             self.store.write_record(element.key, flight.attempt, {**(verdict.runner_record or {}), **master_record(
                 element.key, flight.attempt, Outcome.RESULT_REFUSED, failure.error_type, failure.message)})
         elif verdict.master_outcome is not None:
             self.store.write_record(element.key, flight.attempt, master_record(
                 element.key, flight.attempt, verdict.master_outcome, failure.error_type, failure.message,
-                **self.account(flight), **memory), if_absent=verdict.runner_record is None)
+                **self.account(flight), **placement), if_absent=verdict.runner_record is None)
         retry = not failure.fatal and failure.retryable and self.failed_attempts[element.key] < self.settings.retries
         self.charge(flight, "retried" if retry else "failed")
         if failure.fatal:

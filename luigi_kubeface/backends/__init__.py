@@ -47,7 +47,7 @@ class AttemptEnd:
     without counting it against the element's retries.
     more_memory: it ran out of memory and the backend gives the element's next attempt more: the
     engine runs it again at once, not counted against its retries (the backend's ceiling bounds it).
-    memory_limit: the memory the attempt had, when the backend knows it (for the master's record).
+    placement: what the attempt had, when the backend knows it (memory_limit, spot), for the master's record.
     """
 
     attempt: str
@@ -59,7 +59,7 @@ class AttemptEnd:
     retryable: bool = True
     interrupted: bool = False
     more_memory: bool = False
-    memory_limit: str = ""
+    placement: dict = field(default_factory=dict)
 
 
 class Backend:

@@ -11,7 +11,7 @@ result, or never end. So every way an attempt can end reaches the engine without
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from .. import naming, runner
@@ -42,7 +42,7 @@ class End:
     retryable: bool = True
     interrupted: bool = False
     more_memory: bool = False
-    memory_limit: str = ""
+    placement: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ class SimulatedBackend(Backend):
             return AttemptEnd(spec.attempt, script.exit_code, script.reason, fatal=script.fatal,
                               log_tail=script.log_tail, error_type=script.error_type, retryable=script.retryable,
                               interrupted=script.interrupted, more_memory=script.more_memory,
-                              memory_limit=script.memory_limit)
+                              placement=script.placement)
         key = runner.signing_key_from_env(dict(spec.secret_env))  # as a process would get it
         code, record = runner.execute_attempt(storage, spec.element, spec.attempt, key, resources=spec.resources)
         storage.write(record_key, json.dumps(record).encode())

@@ -18,6 +18,7 @@ MANAGER = "luigi-kubeface"
 JOB_LABEL = "kubeface.io/job"
 ELEMENT_LABEL = "kubeface.io/element"
 ATTEMPT_LABEL = "kubeface.io/attempt"
+SPOT_SELECTOR = "cloud.google.com/gke-spot"  # GKE Spot VMs' node label and taint
 RUN_LABEL = "kubeface.io/run"  # which master created the pod: pods of the job's label made elsewhere are not ours
 JOB_ID_ANNOTATION = "kubeface.io/job-id"
 JOB_URL_ANNOTATION = "kubeface.io/job-url"
@@ -79,8 +80,8 @@ def _scheduling(settings, spec):
     selector = dict(settings.node_selector)
     tolerations = [dict(t) for t in settings.tolerations]
     if on_spot(settings, spec):
-        selector["cloud.google.com/gke-spot"] = "true"
-        tolerations.append({"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true",
+        selector[SPOT_SELECTOR] = "true"
+        tolerations.append({"key": SPOT_SELECTOR, "operator": "Equal", "value": "true",
                             "effect": "NoSchedule"})
     if settings.gpus:
         tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
