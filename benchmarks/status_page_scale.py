@@ -23,10 +23,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from luigi_kubeface import keys as signing, naming, summary_seal  # noqa: E402
-from luigi_kubeface.job_store import JobStore  # noqa: E402
-from luigi_kubeface.job_state import JobState  # noqa: E402
-from luigi_kubeface.status_page import render  # noqa: E402
+from luigi_kubeface.bucket import signing, layout as naming, seal as summary_seal  # noqa: E402
+from luigi_kubeface.bucket.job_store import JobStore  # noqa: E402
+from luigi_kubeface.views.job_state import JobState  # noqa: E402
+from luigi_kubeface.views.status_page import render  # noqa: E402
 
 
 def grid_params(i):

@@ -3,15 +3,16 @@
 import inspect
 import logging
 
-from . import naming, storage
-from .dispatch import dispatch
+from . import storage
+from .bucket import layout as naming
+from .master.dispatch import dispatch
 from .errors import ElementFailedError, JobFailedError
-from .job import Job, elements_from_items
-from .keys import KeyRing
-from .progress_bar import ProgressBar
+from .job.definition import Job, elements_from_items
+from .bucket.signing import KeyRing
+from .views.progress_bar import ProgressBar
 from .results import Results
 from .settings import Settings
-from .status_page import page_url
+from .views.status_page import page_url
 
 log = logging.getLogger(__name__)
 

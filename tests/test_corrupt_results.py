@@ -8,7 +8,8 @@ import pickle
 
 import pytest
 
-from luigi_kubeface import Client, naming, serialization
+from luigi_kubeface import Client
+from luigi_kubeface.bucket import layout as naming, blobs as serialization
 from luigi_kubeface.errors import CorruptBlobError
 from luigi_kubeface.storage import open_storage
 from support import Bomb, run_luigi

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from luigi_kubeface import naming
+from luigi_kubeface.bucket import layout as naming
 from luigi_kubeface.errors import ConfigurationError
 from support import REPO
 
@@ -21,7 +21,7 @@ def test_element_key_ignores_dict_order_and_distinguishes_types():
 
 
 def test_element_key_is_stable_across_processes():
-    code = "from luigi_kubeface import naming; print(naming.element_key((), {'m': 'svm', 'c': {'x': (1, None)}}))"
+    code = "from luigi_kubeface.bucket import layout as naming; print(naming.element_key((), {'m': 'svm', 'c': {'x': (1, None)}}))"
     keys = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout.strip() for seed in (1, 2)}
     assert keys == {naming.element_key((), {"m": "svm", "c": {"x": (1, None)}})}
@@ -93,7 +93,7 @@ def test_sets_enums_dataclasses_and_odd_dict_keys_have_one_key_in_every_process(
     (tmp_path / "tests_naming_values.py").write_text(
         "import dataclasses, enum\n" + "\n".join(
             inspect.getsource(c) for c in (Colour, Shape, Config, Opaque)))
-    code = ("import tests_naming_values; from luigi_kubeface import naming\n"
+    code = ("import tests_naming_values; from luigi_kubeface.bucket import layout as naming\n"
             "print([naming.element_key((), {'v': v}) for v in %s])" % ODD_VALUES)
     outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
                               env=dict(os.environ, PYTHONHASHSEED=str(seed),

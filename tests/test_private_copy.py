@@ -14,9 +14,10 @@ import pickle
 
 import pytest
 
-from luigi_kubeface import Client, naming, serialization
-from luigi_kubeface.keys import KeyRing
-from luigi_kubeface.runner import load_call
+from luigi_kubeface import Client
+from luigi_kubeface.bucket import layout as naming, blobs as serialization
+from luigi_kubeface.bucket.signing import KeyRing
+from luigi_kubeface.runner.attempt import load_call
 from luigi_kubeface.storage import open_storage
 from support import Bomb
 
@@ -113,7 +114,7 @@ def test_an_input_rewritten_after_its_digest_never_runs_in_the_runner(tmp_path, 
 
 
 def test_the_private_copy_is_private_and_the_bucket_file_is_read_once(tmp_path):
-    from luigi_kubeface.private_copy import private_copy
+    from luigi_kubeface.bucket.private_copy import private_copy
 
     key = os.urandom(32)
     with serialization.Pickled(b"x" * (IN_MEMORY + 1)) as pickled:

@@ -10,9 +10,11 @@ import os
 
 import pytest
 
-from luigi_kubeface import Client, keys, naming, runner, serialization
+from luigi_kubeface import Client
+from luigi_kubeface.bucket import signing as keys, layout as naming, blobs as serialization
+from luigi_kubeface.runner import attempt as runner
 from luigi_kubeface.errors import UntrustedBlobError
-from luigi_kubeface.keys import KeyRing
+from luigi_kubeface.bucket.signing import KeyRing
 from support import run_runner
 
 FAST = dict(poll_interval=0.05, retry_backoff=0.1, retries=0)

@@ -11,7 +11,9 @@ import sys
 import tempfile
 import time
 
-from .. import code_package, naming, runner, serialization
+from ..job.code import package as code_package
+from ..bucket import layout as naming, blobs as serialization
+from ..runner import attempt as runner
 from ..storage import open_storage
 from . import AttemptEnd, Backend
 
@@ -128,7 +130,7 @@ class LocalBackend(Backend):
         self._env = {k: v for k, v in os.environ.items() if k != serialization.KEY_ENV}
         # As in a pod: the runner sees installed packages and luigi-kubeface, and the user's own modules
         # only as the job ships them (code_package.py), so what runs here runs on Kubernetes too.
-        ours = os.path.dirname(os.path.dirname(os.path.abspath(runner.__file__)))  # holds luigi_kubeface/
+        ours = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(runner.__file__))))  # holds luigi_kubeface/
         self._env["PYTHONPATH"] = os.pathsep.join(
             [ours] + [p for p in sys.path if p and p != ours and not code_package.is_user_path(os.path.join(p, "x"))])
 

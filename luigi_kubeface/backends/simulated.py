@@ -14,8 +14,9 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from .. import naming, runner
-from ..records import master_record
+from ..bucket import layout as naming
+from ..runner import attempt as runner
+from ..bucket.records import master_record
 from ..storage import open_storage
 from . import AttemptEnd, AttemptSpec, Backend
 

@@ -8,7 +8,7 @@ import hashlib
 import math
 import re
 
-from ... import runner
+from ...runner import attempt as runner
 from ...storage import storage_class
 
 MANAGED_BY = "app.kubernetes.io/managed-by"

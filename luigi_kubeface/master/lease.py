@@ -24,8 +24,8 @@ import socket
 import threading
 import time
 
-from . import naming
-from .errors import BlobNotFoundError, KubefaceError
+from ..bucket import layout as naming
+from ..errors import BlobNotFoundError, KubefaceError
 
 log = logging.getLogger(__name__)
 

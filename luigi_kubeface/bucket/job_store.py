@@ -11,15 +11,15 @@ import json
 import os
 from collections import namedtuple
 
-from . import naming, serialization
-from .errors import (
+from . import layout as naming, blobs as serialization
+from ..errors import (
     BlobNotFoundError, ConfigurationError, CorruptBlobError, JobNotFoundError, KubefaceError, SigningKeyError,
     StorageError, UnreadableRecordError,
 )
-from .keys import KeyRing
-from .lease import read_lease
+from .signing import KeyRing
+from ..master.lease import read_lease
 from .records import AttemptRecord, ElementIndex, JobMeta, LiveProgress, RunSummary, elements_shown, luigi_flag
-from .storage import open_storage
+from ..storage import open_storage
 
 
 class JobStore:

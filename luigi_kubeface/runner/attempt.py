@@ -32,11 +32,13 @@ import traceback
 
 import cloudpickle
 
-from . import code_package, container_init, keys, naming, serialization, summary, summary_seal
-from .private_copy import private_copy
-from .errors import BlobNotFoundError, CorruptBlobError, SigningKeyError, VersionMismatchError
-from .records import AttemptRecord, Outcome
-from .storage import open_storage
+from ..job.code import package as code_package
+from . import container_init, summary
+from ..bucket import signing as keys, layout as naming, blobs as serialization, seal as summary_seal
+from ..bucket.private_copy import private_copy
+from ..errors import BlobNotFoundError, CorruptBlobError, SigningKeyError, VersionMismatchError
+from ..bucket.records import AttemptRecord, Outcome
+from ..storage import open_storage
 
 EXIT_OK, EXIT_ELEMENT_ERROR, EXIT_UNUSABLE_INPUT, EXIT_RUNNER_ERROR = 0, 1, 2, 3
 EXIT_TERMINATED = 128 + signal.SIGTERM

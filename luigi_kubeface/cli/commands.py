@@ -25,17 +25,18 @@ import tempfile
 import time
 import traceback
 
-from . import lease, naming, serialization
-from .backends import all_backend_tools, backend_tools
-from .errors import (
+from ..master import lease
+from ..bucket import layout as naming, blobs as serialization
+from ..backends import all_backend_tools, backend_tools
+from ..errors import (
     BlobNotFoundError, ConfigurationError, JobRunningError, KubefaceError, StorageError, UnreadableRecordError,
 )
-from .job_state import JobState
-from .storage import storage_class
-from .terminal import strip_controls
-from .job_store import JobStore, list_jobs, open_job
-from .result_table import csv_cell, pick_metric, ranked, result_rows, table_columns
-from .status_page import format_duration, page_url
+from ..views.job_state import JobState
+from ..storage import storage_class
+from ..terminal import strip_controls
+from ..bucket.job_store import JobStore, list_jobs, open_job
+from ..views.result_table import csv_cell, pick_metric, ranked, result_rows, table_columns
+from ..views.status_page import format_duration, page_url
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -59,7 +60,7 @@ def follow_live(job, element, attempt, out, args):
     tools, meta = _job_tools(job)
     if tools is None:
         return False
-    from .luigi_adapter.config import load_settings
+    from ..luigi_adapter.config import load_settings
 
     return tools.follow_log(job, meta, load_settings(), args, element, attempt, out)
 
@@ -69,7 +70,7 @@ def cleanup_running(job, dry_run, args):
     tools, meta = _job_tools(job)
     if tools is None:
         return []
-    from .luigi_adapter.config import load_settings
+    from ..luigi_adapter.config import load_settings
 
     return tools.cleanup(job, meta, load_settings(), args, dry_run)
 
@@ -78,7 +79,7 @@ def cleanup_running(job, dry_run, args):
 
 def default_storage_root():
     """[kubeface] storage_root from luigi.cfg (and LUIGI_CONFIG_PATH), the same one pipelines use."""
-    from .luigi_adapter.config import load_settings
+    from ..luigi_adapter.config import load_settings
 
     return load_settings().storage_root
 
@@ -91,8 +92,8 @@ def parse_duration(text):
 
 
 def _state(args):
-    from .keys import KeyRing
-    from .luigi_adapter.config import load_settings
+    from ..bucket.signing import KeyRing
+    from ..luigi_adapter.config import load_settings
 
     store = open_job(args.job, args.storage_root or default_storage_root)
     store.keys = KeyRing.from_settings(load_settings())  # key_dir, signing_key_file: as the master had them
@@ -323,9 +324,9 @@ def docker_command(job_url, storage_root, element, attempt, image, env_file):
 
 
 def cmd_reproduce(args, out):
-    from .keys import KeyRing
-    from .luigi_adapter.config import load_settings
-    from .runner import UnusableCall, load_call, module_hint, working_folder
+    from ..bucket.signing import KeyRing
+    from ..luigi_adapter.config import load_settings
+    from ..runner.attempt import UnusableCall, load_call, module_hint, working_folder
 
     state = _state(args)
     element = state.find(args.element)
@@ -449,8 +450,8 @@ def _may_be_running(job):
     lease.json is in the bucket: a lease that says "released" (or old activity times, for
     --older-than) counts only when it is signed with the job's key, which must be on this machine.
     """
-    from .keys import KeyRing
-    from .luigi_adapter.config import load_settings
+    from ..bucket.signing import KeyRing
+    from ..luigi_adapter.config import load_settings
 
     holder, _ = lease.read_lease(job.storage)
     if holder is None:
@@ -582,7 +583,7 @@ def main(argv=None, out=None, terminal=None):
     out = _for_terminal(out or sys.stdout, terminal)
     with contextlib.redirect_stderr(_for_terminal(sys.stderr, terminal)):
         try:
-            from .luigi_adapter.config import load_settings
+            from ..luigi_adapter.config import load_settings
 
             load_settings()  # storages are opened with luigi.cfg's options (s3_endpoint_url ...), as pipelines do
             code = args.run(args, out)

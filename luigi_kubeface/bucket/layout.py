@@ -33,7 +33,7 @@ import pickle
 import re
 import time
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 JOB_META = "job.json"
 ELEMENTS = "elements.json"

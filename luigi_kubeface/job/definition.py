@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 
 import cloudpickle
 
-from . import code_package, naming, serialization
-from .errors import ConfigurationError
-from .job_store import JobStore
-from .keys import KeyRing
-from .storage import open_storage
+from .code import package as code_package
+from ..bucket import layout as naming, blobs as serialization
+from ..errors import ConfigurationError
+from ..bucket.job_store import JobStore
+from ..bucket.signing import KeyRing
+from ..storage import open_storage
 
 _LABEL_LIMIT = 200
 MAX_INPUT_BYTES = 64 * 1024 * 1024  # larger arguments belong in shared inputs, uploaded once
