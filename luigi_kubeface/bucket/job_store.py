@@ -17,7 +17,7 @@ from ..errors import (
     StorageError, UnreadableRecordError,
 )
 from .signing import KeyRing
-from ..master.lease import read_lease
+from .lease_record import read_lease
 from .records import AttemptRecord, ElementIndex, JobMeta, LiveProgress, RunSummary, elements_shown, luigi_flag
 from ..storage import open_storage
 

@@ -35,6 +35,9 @@ from ..views.job_state import JobState
 from ..storage import storage_class
 from ..terminal import strip_controls
 from ..bucket.job_store import JobStore, list_jobs, open_job
+from ..bucket.signing import KeyRing
+from ..luigi_adapter.config import load_settings  # luigi.cfg's [kubeface] section, read as pipelines read it
+from ..runner.attempt import UnusableCall, load_call, module_hint, working_folder
 from ..views.result_table import csv_cell, pick_metric, ranked, result_rows, table_columns
 from ..views.status_page import format_duration, page_url
 
@@ -60,8 +63,6 @@ def follow_live(job, element, attempt, out, args):
     tools, meta = _job_tools(job)
     if tools is None:
         return False
-    from ..luigi_adapter.config import load_settings
-
     return tools.follow_log(job, meta, load_settings(), args, element, attempt, out)
 
 
@@ -70,8 +71,6 @@ def cleanup_running(job, dry_run, args):
     tools, meta = _job_tools(job)
     if tools is None:
         return []
-    from ..luigi_adapter.config import load_settings
-
     return tools.cleanup(job, meta, load_settings(), args, dry_run)
 
 
@@ -79,8 +78,6 @@ def cleanup_running(job, dry_run, args):
 
 def default_storage_root():
     """[kubeface] storage_root from luigi.cfg (and LUIGI_CONFIG_PATH), the same one pipelines use."""
-    from ..luigi_adapter.config import load_settings
-
     return load_settings().storage_root
 
 
@@ -92,9 +89,6 @@ def parse_duration(text):
 
 
 def _state(args):
-    from ..bucket.signing import KeyRing
-    from ..luigi_adapter.config import load_settings
-
     store = open_job(args.job, args.storage_root or default_storage_root)
     store.keys = KeyRing.from_settings(load_settings())  # key_dir, signing_key_file: as the master had them
     return JobState(store, max_reads=args.max_reads if hasattr(args, "max_reads") else 2000).refresh()
@@ -324,10 +318,6 @@ def docker_command(job_url, storage_root, element, attempt, image, env_file):
 
 
 def cmd_reproduce(args, out):
-    from ..bucket.signing import KeyRing
-    from ..luigi_adapter.config import load_settings
-    from ..runner.attempt import UnusableCall, load_call, module_hint, working_folder
-
     state = _state(args)
     element = state.find(args.element)
     if not naming.is_element_key(element.key):  # elements.json is unsigned: never pass its text to a shell
@@ -450,9 +440,6 @@ def _may_be_running(job):
     lease.json is in the bucket: a lease that says "released" (or old activity times, for
     --older-than) counts only when it is signed with the job's key, which must be on this machine.
     """
-    from ..bucket.signing import KeyRing
-    from ..luigi_adapter.config import load_settings
-
     holder, _ = lease.read_lease(job.storage)
     if holder is None:
         return ""
@@ -583,8 +570,6 @@ def main(argv=None, out=None, terminal=None):
     out = _for_terminal(out or sys.stdout, terminal)
     with contextlib.redirect_stderr(_for_terminal(sys.stderr, terminal)):
         try:
-            from ..luigi_adapter.config import load_settings
-
             load_settings()  # storages are opened with luigi.cfg's options (s3_endpoint_url ...), as pipelines do
             code = args.run(args, out)
             out.flush()  # here, not at exit: a closed pipe is answered below

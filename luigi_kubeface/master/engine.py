@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ..bucket import layout as naming
 from . import signals
-from ..backends import AttemptSpec
+from ..backends.attempts import AttemptSpec
 from ..errors import BlobNotFoundError, CorruptBlobError, UnreadableRecordError
 from .judge import Requeue, Succeeded, budget_spent, judge, retry_delay
 from .lease import JobLease

@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from ..backends import AttemptEnd
+from ..backends.attempts import AttemptEnd
 from ..bucket.records import Outcome, outcome_of
 from ..terminal import strip_controls
 

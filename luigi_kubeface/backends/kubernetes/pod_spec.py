@@ -8,7 +8,7 @@ import hashlib
 import math
 import re
 
-from ...runner import attempt as runner
+from ...runner import process
 from ...storage import storage_class
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -113,7 +113,7 @@ def build_pod(spec, settings):
         "name": CONTAINER,
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": runner.command(spec.job_url, spec.element, spec.attempt),
+        "command": process.command(spec.job_url, spec.element, spec.attempt),
         "env": _env(settings, spec, access),
         "resources": _resources(settings),
         "securityContext": {"runAsNonRoot": True, **_user(settings),
