@@ -12,7 +12,7 @@ import tempfile
 import time
 
 from ..job.code import package as code_package
-from ..bucket import layout as naming, blobs as serialization
+from ..bucket import attempts, blobs as serialization
 from ..runner import process as runner_process
 from ..storage import open_storage
 from . import AttemptEnd, Backend
@@ -232,13 +232,8 @@ class LocalBackend(Backend):
         tmpdir = os.path.join(self._dir, attempt)
         try:
             storage = open_storage(spec.job_url, retry_deadline=self.settings.storage_retry_deadline)
-            key = naming.log_key(spec.element, attempt)
-            if not storage.exists(key):
-                for path in (runner_process.attempt_log_path(tmpdir, spec.element, attempt), output):
-                    if os.path.exists(path):
-                        with open(path, "rb") as f:
-                            storage.write(key, f.read())
-                        break
+            attempts.keep_log(storage, spec.element, attempt,
+                              (runner_process.attempt_log_path(tmpdir, spec.element, attempt), output))
         except Exception as error:  # noqa: BLE001 - the log is evidence, not the outcome: the job goes on
             log.warning("could not keep the log of attempt %s: %s", attempt, error)
         finally:

@@ -34,7 +34,7 @@ import cloudpickle
 from ..job.code import package as code_package
 from . import container_init, summary
 from .process import MASTER_FD_ENV, _become_subreaper, _die_with_master, _tee_output, open_attempt_log
-from ..bucket import signing as keys, layout as naming, blobs as serialization, seal as summary_seal
+from ..bucket import attempts, signing as keys, layout as naming, blobs as serialization, seal as summary_seal
 from ..bucket.private_copy import private_copy
 from ..errors import BlobNotFoundError, CorruptBlobError, SigningKeyError, VersionMismatchError
 from ..bucket.records import AttemptRecord, Outcome
@@ -393,14 +393,12 @@ def run_main(argv):
     finally:
         try:
             with open(log_path, "rb") as f:
-                storage.write(naming.log_key(element, attempt), f.read())
+                attempts.write_log(storage, element, attempt, f.read())
         except Exception as error:  # noqa: BLE001 - the record matters more than the log
             print("kubeface: could not upload the attempt's log: %s" % error, file=sys.stderr)
         try:
-            if code == EXIT_TERMINATED:  # a master's account of why it stopped the attempt goes first
-                storage.write_if_absent(naming.attempt_record_key(element, attempt), record.to_json())
-            else:
-                storage.write(naming.attempt_record_key(element, attempt), record.to_json())
+            # if_absent when SIGTERM stopped it: a master's account of why it stopped the attempt goes first
+            attempts.write_record(storage, element, attempt, record, if_absent=code == EXIT_TERMINATED)
         except Exception as error:  # noqa: BLE001
             print("kubeface: could not write the attempt's record: %s" % error, file=sys.stderr)
             code = EXIT_RUNNER_ERROR
