@@ -13,7 +13,8 @@ import time
 import pytest
 
 from luigi_kubeface import Client, JobFailedError
-from luigi_kubeface.cli.commands import main, parse_duration
+from luigi_kubeface.cli import main
+from luigi_kubeface.cli.common import parse_duration
 from luigi_kubeface.errors import ConfigurationError
 from support import REPO
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from luigi_kubeface import Client, JobFailedError
-from luigi_kubeface.cli.commands import main
+from luigi_kubeface.cli import main
 from luigi_kubeface.errors import ConfigurationError
 from luigi_kubeface.settings import Settings
 from support import REPO, TESTS
@@ -196,7 +196,7 @@ def test_a_forged_released_lease_or_old_activity_does_not_let_cleanup_touch_a_ru
 def test_cleanup_removes_no_directory_through_a_link_swapped_in_while_it_prunes(tmp_path):
     """Hardening (issue 25): cleanup removed empty directories by path, so a directory swapped for a link got
     directories outside the job removed. A real process swaps logs/ for a link to outside/ over and over."""
-    from luigi_kubeface.cli.commands import _prune_empty_directories
+    from luigi_kubeface.cli.cleanup import _prune_empty_directories
 
     job, outside = tmp_path / "s" / "job", tmp_path / "outside"
     names = ["e%03d" % i for i in range(200)]

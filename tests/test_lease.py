@@ -10,7 +10,7 @@ import time
 import pytest
 
 from luigi_kubeface.bucket import layout as naming
-from luigi_kubeface.cli.commands import main
+from luigi_kubeface.cli import main
 from luigi_kubeface.master.lease import JobLease, describe, lapsed, read_lease
 from luigi_kubeface.storage import open_storage
 from support import REPO, TESTS
