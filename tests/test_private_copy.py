@@ -16,6 +16,7 @@ import pytest
 
 from luigi_kubeface import Client
 from luigi_kubeface.bucket import layout as naming, blobs as serialization
+from luigi_kubeface.job import identity
 from luigi_kubeface.bucket.signing import KeyRing
 from luigi_kubeface.runner.attempt import load_call
 from luigi_kubeface.storage import open_storage
@@ -100,7 +101,7 @@ def test_an_input_rewritten_after_its_digest_never_runs_in_the_runner(tmp_path, 
     with pytest.raises(Exception, match="kept"):
         client.map(refuse, [ITEM], job_id="race", shared={"blob": b"b" * size})[0]
     job_url = naming.job_url(str(root), "race")
-    storage, key, element = open_storage(job_url), KeyRing(keys).load(job_url), naming.element_key([ITEM], {})
+    storage, key, element = open_storage(job_url), KeyRing(keys).load(job_url), identity.element_key([ITEM], {})
     for blob_key in [naming.input_key(element)] + storage.list("shared/"):
         attack = SwapAfterDigest(monkeypatch, os.path.join(storage.url, blob_key), bomb(marker))
         try:
