@@ -24,20 +24,47 @@ def process_argvs():
 
 def run_luigi(args, cwd, env=None, timeout=600, python=None):
     """Run the real `luigi` command with the repository's luigi.cfg, as a user would (python: run it
-    as `python -m luigi` with that interpreter instead, e.g. a virtualenv's)."""
-    full_env = dict(os.environ, LUIGI_CONFIG_PATH=os.path.join(REPO, "luigi.cfg"),
+    as `python -m luigi` with that interpreter instead, e.g. a virtualenv's).
+
+    A command that runs over its timeout is stopped with SIGABRT first: faulthandler then prints where
+    every thread of the command and of its forked Luigi workers stands, which is what finding a hang needs.
+    """
+    full_env = dict(os.environ, LUIGI_CONFIG_PATH=os.path.join(REPO, "luigi.cfg"), PYTHONFAULTHANDLER="1",
                     PYTHONPATH=os.pathsep.join([TESTS, REPO, os.environ.get("PYTHONPATH", "")]))
     full_env.update(env or {})
     luigi = os.path.join(os.path.dirname(sys.executable), "luigi")
+    command = [python, "-m", "luigi"] if python else [luigi]
+    process = subprocess.Popen(command + list(args), cwd=cwd, env=full_env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_no_core_dumps)
     try:
-        command = [python, "-m", "luigi"] if python else [luigi]
-        return subprocess.run(command + list(args), cwd=cwd, env=full_env, capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired as error:  # keep what it said: it is what finding a hang needs
-        said = [part.decode(errors="replace") if isinstance(part, bytes) else part or ""
-                for part in (error.stdout, error.stderr)]
-        raise AssertionError("luigi %s ran over %ss; its last output:\n%s" % (
-            " ".join(args[:3]), timeout, (said[0] + said[1])[-6000:])) from None
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        out, err = _stop_with_tracebacks(process)
+        raise AssertionError("luigi %s ran over %ss; its last output, then where each process stood:\n%s" % (
+            " ".join(args[:3]), timeout, (out + err)[-12000:])) from None
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def _no_core_dumps():
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the SIGABRT below is for tracebacks, not a core file
+
+
+def _stop_with_tracebacks(process):
+    """SIGABRT to the command's whole process group (PYTHONFAULTHANDLER prints each one's threads), then SIGKILL."""
+    import signal
+
+    for sig, wait in ((signal.SIGABRT, 15), (signal.SIGKILL, 15)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            return process.communicate(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+    return "", "(no output: the command did not end after SIGKILL)"
 
 
 def run_runner(job_url, element, attempt, key, cwd):

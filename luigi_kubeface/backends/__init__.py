@@ -80,7 +80,10 @@ def _no_details(settings):
 class BackendEntry:
     """What the rest of the code knows of a backend, found by its name: nothing outside it names one.
 
-    settings: a frozen dataclass of the backend's own [kubeface] keys (Settings carries them, flat).
+    settings: a frozen dataclass of the backend's own [kubeface] keys (Settings composes one, as
+    backend_settings, when this backend is selected); its keys must not be another owner's.
+    max_in_flight_ceiling: the highest [kubeface] max_in_flight this backend accepts (0: no ceiling),
+    and ceiling_reason why.
     check(settings) refuses other settings a job on it cannot use; job_details(settings) goes into
     job.json. tools: the module of its command-line tools (a BackendTools), imported when used.
     """
@@ -88,6 +91,8 @@ class BackendEntry:
     open: Callable
     max_in_flight: int = 200  # the cap when [kubeface] max_in_flight is 0
     settings: Optional[type] = None
+    max_in_flight_ceiling: int = 0
+    ceiling_reason: str = ""
     check: Callable = _nothing
     job_details: Callable = _no_details
     tools: str = ""
@@ -115,6 +120,8 @@ class BackendTools(Protocol):
 REGISTRY = {
     "local": BackendEntry(_local, max_in_flight=os.cpu_count() or 1),  # processes share this machine's cores
     "kubernetes": BackendEntry(_kubernetes, max_in_flight=200,  # pods: capped where Kubernetes copes
+                               max_in_flight_ceiling=_kubernetes_settings.MAX_IN_FLIGHT_CEILING,
+                               ceiling_reason="Kubernetes misbehaves above",
                                settings=_kubernetes_settings.KubernetesSettings, check=_kubernetes_settings.check_job,
                                job_details=_kubernetes_settings.job_details, tools="kubernetes.tools"),
 }
@@ -141,16 +148,6 @@ def open_backend(settings):
 
 def default_max_in_flight(name):
     return backend_entry(name).max_in_flight
-
-
-def settings_classes():
-    """Each backend's own settings class: Settings carries their keys beside its own."""
-    classes = []
-    for name in REGISTRY:
-        keys = backend_entry(name).settings
-        if keys is not None and keys not in classes:
-            classes.append(keys)
-    return tuple(classes)
 
 
 def backend_tools(name):

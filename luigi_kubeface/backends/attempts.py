@@ -18,6 +18,10 @@ class AttemptSpec:
     # Environment the runner needs but nobody else may read (the job's signing key): a backend
     # hands it over privately (a pipe, a Kubernetes Secret), never in argv, a pod spec or a log.
     secret_env: dict = field(default_factory=dict, repr=False, compare=False)
+    # The element's history in this run, for backends that adapt its next attempt to it (Kubernetes:
+    # more memory after an OOM, off spot after preemptions).
+    out_of_memory: int = 0
+    interruptions: int = 0
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,9 @@ class AttemptEnd:
     retryable False: a retry would fail the same way (no node fits, out of memory).
     interrupted: the infrastructure stopped it (eviction, preemption, lost node): the engine retries
     without counting it against the element's retries.
+    more_memory: it ran out of memory and the backend gives the element's next attempt more: the
+    engine runs it again at once, not counted against its retries (the backend's ceiling bounds it).
+    memory_limit: the memory the attempt had, when the backend knows it (for the master's record).
     """
 
     attempt: str
@@ -40,3 +47,5 @@ class AttemptEnd:
     error_type: str = ""
     retryable: bool = True
     interrupted: bool = False
+    more_memory: bool = False
+    memory_limit: str = ""

@@ -41,6 +41,8 @@ class End:
     error_type: str = ""
     retryable: bool = True
     interrupted: bool = False
+    more_memory: bool = False
+    memory_limit: str = ""
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,8 @@ class SimulatedBackend(Backend):
                 attempts.write_record(storage, spec.element, spec.attempt, record)
             return AttemptEnd(spec.attempt, script.exit_code, script.reason, fatal=script.fatal,
                               log_tail=script.log_tail, error_type=script.error_type, retryable=script.retryable,
-                              interrupted=script.interrupted)
+                              interrupted=script.interrupted, more_memory=script.more_memory,
+                              memory_limit=script.memory_limit)
         key = runner.signing_key_from_env(dict(spec.secret_env))  # as a process would get it
         code, record = runner.execute_attempt(storage, spec.element, spec.attempt, key)
         attempts.write_record(storage, spec.element, spec.attempt, record)

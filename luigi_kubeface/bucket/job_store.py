@@ -352,7 +352,26 @@ class JobStore:
     # -- job.json and elements.json ------------------------------------------------------------------
 
     def write_meta(self, meta):
-        self.storage.write(naming.JOB_META, JobMeta(meta).to_json())
+        self.storage.write(naming.JOB_META, JobMeta(meta, layout_version=naming.LAYOUT_VERSION).to_json())
+
+    def check_layout(self):
+        """Refuse a job that a newer release wrote in a layout this one cannot read, before touching it."""
+        try:
+            meta = self.read_meta()
+        except UnreadableRecordError:
+            return  # a rerun writes it again; the readers say what is wrong with it
+        try:
+            written = meta.layout_version if meta is not None else naming.LAYOUT_VERSION
+        except (TypeError, ValueError):
+            raise ConfigurationError("job %s: its %s holds layout_version %r, which is no number: restore the file, "
+                                     "or give this job another job id" % (self.url, naming.JOB_META,
+                                                                           meta.get("layout_version"))) from None
+        if written > naming.LAYOUT_VERSION:
+            raise ConfigurationError(
+                "job %s was written by a newer luigi-kubeface (bucket layout %d; this release reads layouts up "
+                "to %d): upgrade luigi-kubeface (pip install -U luigi-kubeface) on this machine and in the image, "
+                "or give this job another job id or storage_root. Nothing in the job was changed"
+                % (self.url, written, naming.LAYOUT_VERSION))
 
     def read_meta(self):
         """job.json as a JobMeta: None if absent, UnreadableRecordError if it does not parse."""
@@ -432,6 +451,7 @@ def open_job(job_ref, storage_root=None, keys=None):
         raise JobNotFoundError(
             "no job %s: %s has no %s. Run `kubeface list --storage-root %s` to see the jobs there"
             % (job_id, store.url, naming.JOB_META, root))
+    store.check_layout()
     return store
 
 

@@ -30,6 +30,9 @@ import time
 from ..errors import ConfigurationError
 
 JOB_META = "job.json"
+# The bucket's format. job.json says which one wrote the job (a job without the field: 1, release 0.1.0);
+# a release reads every layout up to its own, and refuses a newer one before writing anything.
+LAYOUT_VERSION = 1
 ELEMENTS = "elements.json"
 STATUS_PAGE = "status.html"
 PROGRESS = "progress.json"

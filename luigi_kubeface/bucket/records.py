@@ -215,6 +215,11 @@ class JobMeta(dict):
         return self.get("code_version", "")
 
     @property
+    def layout_version(self):
+        """The bucket layout the job was written in (1 if job.json predates the field)."""
+        return int(self.get("layout_version", 1))
+
+    @property
     def reuse_any(self):
         """Whether results of any code count, as its last master said (yes for jobs from before code versions)."""
         return self.get("reuse_results") == "any" or "code_version" not in self

@@ -49,6 +49,11 @@ def _print_elements(elements, running, limit, out):
         for e in longest[:limit]:
             print("  @%-5d %s  %-30s %8s  attempt %s" % (e.index, e.key, e.label, format_duration(e.duration),
                                                         e.attempts[-1]), file=out)
+    moved = [e for e in elements if e.placement]
+    if moved:
+        print("\nelements that grew or were preempted (%d):" % len(moved), file=out)
+        for e in moved[:limit]:
+            print("  @%-5d %s  %-30s %s" % (e.index, e.key, e.label, e.placement), file=out)
     timed = sorted((e for e in elements if e.state == "done" and e.duration is not None), key=lambda e: -e.duration)
     if timed:
         print("\nslowest elements:", file=out)

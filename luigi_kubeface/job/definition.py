@@ -285,6 +285,7 @@ class Job:
             )
         open_storage(self.storage_root).check_writable()
         store = self.store
+        store.check_layout()
         store.create_key()
         version = self.code_version  # of the function and the inputs' code: known before shared inputs are
         shared = self.shared_pickles()

@@ -204,6 +204,7 @@ class JobRun:
         self.running_of = {}  # element key -> its attempts in flight (two while a backup runs)
         # attempts: the number of each element's last attempt (earlier runs' too, from run()); failed_attempts: this run's
         self.attempts, self.interruptions, self.failed_attempts = Counter(), Counter(), Counter()
+        self.out_of_memory = Counter()  # this run's OOMs of each element that its backend answered with more memory
         self.inputs_written = set()  # elements whose input this run wrote (or an adopted attempt reads)
         self.backed_up, self.won = set(), set()  # elements given a backup; elements whose result came this run
         self.durations = []  # sorted durations of the successful attempts, for the median
@@ -306,7 +307,8 @@ class JobRun:
             self.store.write_input(element)
             self.inputs_written.add(element.key)
         self.backend.launch(AttemptSpec(self.job.id, self.job.url, element.key, attempt, element.label,
-                                        secret_env=self.store.secret_env()))
+                                        secret_env=self.store.secret_env(), out_of_memory=self.out_of_memory[element.key],
+                                        interruptions=self.interruptions[element.key]))
         self.in_flight[attempt] = _Flight(element, attempt, number, self.clock())
         self.running_of.setdefault(element.key, set()).add(attempt)
 
@@ -336,9 +338,9 @@ class JobRun:
         if isinstance(verdict, Succeeded):
             self.on_success(flight, siblings)
         elif isinstance(verdict, Requeue):
-            self.requeue(flight, verdict)
+            self.requeue(flight, verdict, end)
         else:
-            self.on_failure(flight, verdict)
+            self.on_failure(flight, verdict, end)
 
     def verdict(self, flight, end, timed_out):
         """Read what storage holds of the attempt and judge it (one read per result: never an unchecked blob)."""
@@ -365,26 +367,34 @@ class JobRun:
             self.backend.cancel(loser)
             self.in_flight.pop(loser, None)
 
-    def requeue(self, flight, verdict):
-        """Not the element's fault: run it again now, not counted as a retry."""
+    def requeue(self, flight, verdict, end=None):
+        """Interrupted (not the element's fault), or out of memory with more to come: run it again now, not
+        counted as a retry."""
         element = flight.element
-        self.interruptions[element.key] += 1
+        memory = {"memory_limit": end.memory_limit} if end is not None and end.memory_limit else {}
+        if verdict.more_memory:
+            self.out_of_memory[element.key] += 1
+            outcome, what = Outcome.LOST, "ran out of memory"
+        else:
+            self.interruptions[element.key] += 1
+            outcome, what = Outcome.INTERRUPTED, "was interrupted"
         self.store.write_record(element.key, flight.attempt, master_record(
-            element.key, flight.attempt, Outcome.INTERRUPTED, verdict.error_type, verdict.reason), if_absent=True)
-        log.info("element %s attempt %d was interrupted (%s); running it again", element.key, flight.number,
-                 verdict.reason)
+            element.key, flight.attempt, outcome, verdict.error_type, verdict.reason, **memory), if_absent=True)
+        log.info("element %s attempt %d %s (%s); running it again", element.key, flight.number, what, verdict.reason)
         self.progress.pending += 1
         self.todo.appendleft(element)
 
-    def on_failure(self, flight, verdict):
+    def on_failure(self, flight, verdict, end=None):
         element, failure = flight.element, verdict.failure
+        memory = {"memory_limit": end.memory_limit} if end is not None and end.memory_limit else {}
         if verdict.master_outcome is Outcome.RESULT_REFUSED:
             self.store.write_record(element.key, flight.attempt, {**(verdict.runner_record or {}), **master_record(
                 element.key, flight.attempt, Outcome.RESULT_REFUSED, failure.error_type, failure.message)})
         elif verdict.master_outcome is not None:
             self.store.write_record(element.key, flight.attempt, master_record(
                 element.key, flight.attempt, verdict.master_outcome, failure.error_type, failure.message,
-                started_by_master=flight.started), if_absent=verdict.runner_record is None)
+                started_by_master=time.time() - (self.clock() - flight.started), **memory),  # wall clock, as runners'
+                if_absent=verdict.runner_record is None)
         if failure.fatal:
             self.fail_for_good(element, failure)
             self.report.stopped = "%s: %s" % (failure.error_type, failure.message)

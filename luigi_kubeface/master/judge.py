@@ -50,6 +50,7 @@ class Requeue:
 
     error_type: str
     reason: str
+    more_memory: bool = False  # it ran out of memory; the backend gives the next attempt more
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ def judge(end, record, settings, checked=False, refused=None, timed_out=False, i
         record = None
     if refused is None and record is None and end is not None and end.interrupted and interruptions < MAX_INTERRUPTIONS:
         return Requeue(end.error_type or "Interrupted", end.reason)
+    if refused is None and record is None and end is not None and end.more_memory:
+        return Requeue(end.error_type or "OutOfMemory", end.reason, more_memory=True)
     failure = _failure(end, record, refused, timed_out, interruptions, settings)
     if refused is not None:  # the runner's record said success: the master's verdict goes over it
         return Failed(failure, Outcome.RESULT_REFUSED, record)

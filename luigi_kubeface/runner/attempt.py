@@ -280,12 +280,22 @@ def working_folder(path):
         os.chdir(before)
 
 
+def _placement():
+    """What the backend gave the attempt, for its record: its memory limit, whether it ran on spot nodes."""
+    placement = {}
+    if os.environ.get("KUBEFACE_MEMORY_LIMIT"):
+        placement["memory_limit"] = os.environ["KUBEFACE_MEMORY_LIMIT"]
+    if os.environ.get("KUBEFACE_SPOT"):
+        placement["spot"] = os.environ["KUBEFACE_SPOT"] == "true"
+    return placement
+
+
 def execute_attempt(storage, element, attempt, key=None, in_project=False):
     """The attempt itself, without the log tee: also what in-process backends call (they keep their
     working folder, in_project=False: it belongs to the whole master process)."""
     record = AttemptRecord.begin(element, attempt, host=socket.gethostname(),
                                  node=os.environ.get("KUBEFACE_NODE_NAME", ""),  # the Kubernetes backend sets it
-                                 pid=os.getpid(), started=time.time(), **serialization.versions())
+                                 pid=os.getpid(), started=time.time(), **serialization.versions(), **_placement())
     code = EXIT_OK
     job = naming.job_id_from_url(storage.url)
     code_dir = tempfile.mkdtemp(prefix="kubeface-code-")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ..errors import (
     BlobNotFoundError, ConfigurationError, KubefaceError, StorageError, TransientStorageError,
 )
+from ..settings_fields import setting
 from . import Head, PodAccess, content_type, probe_writable
 
 KEY_PATH = "/var/secrets/google"  # where a pod mounts the gcs_key_secret
@@ -18,9 +19,10 @@ EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 
 @dataclass(frozen=True)
 class GCSSettings:
-    """The GCS storage's own [kubeface] keys."""
+    """gs:// storage: Google Cloud Storage (credentials: Application Default Credentials, Workload Identity)."""
 
-    gcs_key_secret: str = ""  # a Secret with key.json, mounted for GCS credentials when Workload Identity is not used
+    gcs_key_secret: str = setting("", "A Secret holding `key.json` for GCS, mounted in the pods when Workload "
+                                  "Identity is not used.")
 
 
 def emulator_workarounds(environ):
@@ -107,7 +109,6 @@ class GCSStorage:
             raise ConfigurationError("GCS URL %r names no bucket: use gs://BUCKET/PREFIX" % url)
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.url = "gs://%s/%s" % (self.bucket_name, self.prefix)
-        self._bucket = None
         self._check_before_create = emulator_workarounds(os.environ)
 
     def browse_url(self, key):
@@ -130,10 +131,14 @@ class GCSStorage:
     def container_hint(self):
         return "# the container needs Google credentials, e.g. -v ~/.config/gcloud:/tmp/.config/gcloud:ro"
 
+    def _here(self):
+        """The bucket through this process's client, made anew on each call (an object, no request): a
+        bucket kept on this storage would keep the client of the process that made it, and a forked Luigi
+        worker would go on using its parent's connection pool, locks and all (a job that hung for good)."""
+        return _client().bucket(self.bucket_name)
+
     def _blob(self, key):
-        if self._bucket is None:
-            self._bucket = _client().bucket(self.bucket_name)
-        return self._bucket.blob(self.prefix + key)
+        return self._here().blob(self.prefix + key)
 
     def _call(self, what, key, fn):
         try:
@@ -213,9 +218,7 @@ class GCSStorage:
         """Metadata (size, crc32c), then a ranged read of the first bytes of that very generation."""
 
         def first_bytes():
-            if self._bucket is None:
-                self._bucket = _client().bucket(self.bucket_name)
-            blob = self._bucket.get_blob(self.prefix + key, **_CALL)
+            blob = self._here().get_blob(self.prefix + key, **_CALL)
             if blob is None:
                 raise BlobNotFoundError("read %s%s: not found" % (self.url, key))
             crc = int.from_bytes(base64.b64decode(blob.crc32c), "big") if blob.crc32c else None
@@ -246,9 +249,7 @@ class GCSStorage:
 
         def fetch():
             for _ in range(10):  # replaced between the two requests: read the new one
-                if self._bucket is None:
-                    self._blob(key)
-                meta = self._bucket.get_blob(self.prefix + key, **_CALL)
+                meta = self._here().get_blob(self.prefix + key, **_CALL)
                 if meta is None:
                     raise NotFound("no object")
                 try:
@@ -312,7 +313,8 @@ class GCSStorage:
 
         def rename():
             blob = self._blob(key)
-            self._bucket.copy_blob(blob, self._bucket, self.prefix + new_key, **_CALL)
+            bucket = self._here()
+            bucket.copy_blob(blob, bucket, self.prefix + new_key, **_CALL)
             blob.delete(**_CALL)
 
         self._call("read", key, rename)

@@ -72,6 +72,28 @@ class ElementState:
         return (record or {}).get("node") or (record or {}).get("host", "")  # a pod's node, else the machine
 
     @property
+    def placement(self):
+        """What the element's attempts ran with, when it changed: '' for an element that ran as configured.
+
+        E.g. 'memory 1Gi, 2Gi; preempted 2 times on spot, last attempt off spot' (oom_memory_factor,
+        spot_fallback_after), from the records read so far, oldest first.
+        """
+        records = [self.records[a] for a in self.attempts if a in self.records]
+        memory = []
+        for record in records:
+            limit = record.get("memory_limit")
+            if limit and (not memory or memory[-1] != limit):
+                memory.append(str(limit))
+        preempted = sum(1 for r in records if outcome_of(r) is Outcome.INTERRUPTED)
+        spot = [r.get("spot") for r in records if isinstance(r.get("spot"), bool)]
+        parts = ["memory %s" % ", ".join(memory)] if len(memory) > 1 else []
+        if preempted or any(spot):
+            where = " on spot" if any(spot) else ""
+            last = (", last attempt %s spot" % ("on" if spot[-1] else "off")) if spot else ""
+            parts.append("preempted %d time%s%s%s" % (preempted, "" if preempted == 1 else "s", where, last))
+        return "; ".join(parts)
+
+    @property
     def error(self):
         """'ErrorType: first line of the message' of the last failed attempt, if it failed."""
         record = self.last_record

@@ -181,6 +181,10 @@ def _attempt_links(element):
     for number, attempt in naming.numbered_attempts(element.attempts):  # as `kubeface logs --attempt N` counts
         record = element.records.get(attempt)
         outcome = record.get("outcome", "") if record else ("running" if element.state == "running" else "")
+        if record and record.get("memory_limit"):
+            outcome += ", memory %s" % record["memory_limit"]
+        if record and isinstance(record.get("spot"), bool):
+            outcome += ", on spot" if record["spot"] else ", off spot"
         if record is None or record.get("recorded_by") == "master":  # no log in storage (yet)
             links.append('<span title="%s %s">#%s</span>' % (_esc(attempt), _esc(outcome), _esc(number)))
         else:
@@ -203,7 +207,8 @@ def _row(element):
             % (_esc(element.state.replace(" ", "-")), element.index, _esc(element.key), _esc(element.key[:10]),
                _esc(element.label), error, _COLOURS.get(element.state, "#9e9e9e"), _esc(element.state),
                len(element.attempts), _esc(element.host), _esc(format_duration(element.duration)),
-               _attempt_links(element)))
+               _attempt_links(element) + ('<div class="note">%s</div>' % _esc(element.placement)
+                                          if element.placement else "")))
 
 
 def _value_cell(value):

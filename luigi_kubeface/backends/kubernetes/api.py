@@ -19,6 +19,8 @@ _TIMEOUT = (5, 15)  # (connect, read) seconds for ordinary calls: a stalled conn
 # What a master does in its namespace (docs/kubernetes-rbac.yaml grants exactly this).
 NEEDED_VERBS = ([("pods", verb) for verb in ("create", "get", "list", "watch", "delete")] + [("pods/log", "get")]
                 + [("secrets", verb) for verb in ("create", "update", "delete")])
+# With namespace_max_pods, each master keeps a Lease saying what it wants (namespace_share.py).
+SHARE_VERBS = [("coordination.k8s.io:leases", verb) for verb in ("create", "get", "list", "patch", "delete")]
 # The server ends each watch after this; a stream silent for WATCH_SECONDS + _WATCH_SLACK is a stalled
 # connection (a NAT or load balancer dropped it without a word): the client gives up on it and resumes.
 WATCH_SECONDS = 30
@@ -214,11 +216,12 @@ class KubeApi:
 
         auth = client.AuthorizationV1Api(self.client)
         missing = []
-        for resource, verb in NEEDED_VERBS:
+        for resource, verb in NEEDED_VERBS + (SHARE_VERBS if self.settings.namespace_max_pods else []):
+            group, _, resource = resource.rpartition(":")
             resource, _, subresource = resource.partition("/")
             body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
                     "spec": {"resourceAttributes": {"namespace": self.namespace, "verb": verb, "resource": resource,
-                                                    "subresource": subresource}}}
+                                                    "subresource": subresource, "group": group}}}
             try:
                 response = auth.create_self_subject_access_review(body, _preload_content=False,
                                                                   _request_timeout=_TIMEOUT)
@@ -293,6 +296,37 @@ class KubeApi:
                                                  _preload_content=False, _request_timeout=(5, 120))
         data = json.loads(response.data)
         return {p["metadata"]["name"]: p for p in data.get("items") or []}, data["metadata"]["resourceVersion"]
+
+    # -- the Leases by which masters share namespace_max_pods (namespace_share.py) ---------------------
+
+    def _leases(self):
+        from kubernetes import client
+
+        return client.CoordinationV1Api(self.client)
+
+    def list_leases(self, selector):
+        response = self._leases().list_namespaced_lease(self.namespace, label_selector=selector,
+                                                        _preload_content=False, _request_timeout=_TIMEOUT)
+        return json.loads(response.data).get("items") or []
+
+    def create_lease(self, body):
+        self._leases().create_namespaced_lease(self.namespace, body, _preload_content=False, _request_timeout=_TIMEOUT)
+
+    def patch_lease(self, name, body):
+        """A merge patch of this master's Lease; False if it is gone (deleted by someone: create it again)."""
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self._leases().patch_namespaced_lease(name, self.namespace, body, _preload_content=False,
+                                                  _request_timeout=_TIMEOUT)
+            return True
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+
+    def delete_lease(self, name):
+        self._leases().delete_namespaced_lease(name, self.namespace, _preload_content=False, _request_timeout=_TIMEOUT)
 
     def watch_pods(self, selector, resource_version):
         """A watch response: the server ends it after WATCH_SECONDS; read it with watch_events."""

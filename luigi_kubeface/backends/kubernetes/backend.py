@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from ...errors import BackendError
 from .. import AttemptEnd, Backend
 from .api import CANCEL_GRACE, Backoff, KubeApi, describe, is_transient, quota_never_fits, retried
+from .namespace_share import NamespaceShare
 from .pod_spec import (ATTEMPT_LABEL, ELEMENT_LABEL, RUN_LABEL, build_pod, build_secret, job_selector, pod_name,
                        secret_name)
-from .pod_status import pod_end, short_of_capacity
+from .pod_status import pod_end, pod_memory_limit, short_of_capacity
 from .watch import PodWatch
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ class KubernetesBackend(Backend):
         self._unlisted = False  # on the way out, this master's pods could not be listed
         self._cut_short = False  # a pod's create request went out and never answered
         self._secret_restored_at = 0.0
+        # namespace_max_pods: this master's room in the namespace, shared with every other master's jobs
+        self.share = NamespaceShare(self.api, settings.namespace_max_pods, self.run_id) \
+            if settings.namespace_max_pods else None
 
     def started(self, attempt, launched):
         """Monotonic time the attempt's pod started running, or None while it waits for a slot or a node.
@@ -169,6 +173,8 @@ class KubernetesBackend(Backend):
                 log.warning("could not delete Secret %s: %s", self._secret["metadata"]["name"], describe(error))
         if self.watch is not None:
             self.watch.stop()
+        if self.share is not None:
+            self.share.close()
 
     def _run_selector(self):
         return "%s,%s=%s" % (job_selector(self.job_url), RUN_LABEL, self.run_id)
@@ -256,6 +262,8 @@ class KubernetesBackend(Backend):
             existing, held = self._existing()
             if existing >= self.settings.cap or held:
                 return
+            if not self._share_allows(wants=existing + len(self._queue)):
+                return  # the namespace's cap across jobs, or this master's fair share of it, is reached
             self._ours.add(pod.name)
             pod.sent = True
             try:
@@ -278,6 +286,20 @@ class KubernetesBackend(Backend):
             self._queue.popleft()
             pod.created, pod.since = True, time.monotonic()
             self._api_ok()
+
+    def _share_allows(self, wants):
+        """namespace_max_pods: whether this master may create one more pod now (API trouble: wait, as creates do)."""
+        if self.share is None:
+            return True
+        try:
+            return self.share.take(wants)
+        except Exception as error:  # noqa: BLE001 - sorted here
+            if is_transient(error):
+                self._wait_for_api("sharing the namespace's pods", error)
+                return False
+            raise BackendError("namespace_max_pods: could not count the namespace's pods or renew this master's "
+                               "Lease: %s. Allow the master leases (docs/kubernetes-rbac.yaml) or set "
+                               "[kubeface] namespace_max_pods = 0" % describe(error)) from None
 
     def _send_deletes(self, force=False):
         if not force and time.monotonic() < self._retry_at:
@@ -368,4 +390,4 @@ class KubernetesBackend(Backend):
         else:
             self._deletes[followed.name] = 0
         return AttemptEnd(attempt, end.exit_code, end.reason, end.fatal, tail, end.error_type, end.retryable,
-                          end.interrupted)
+                          end.interrupted, more_memory=end.more_memory, memory_limit=pod_memory_limit(pod))

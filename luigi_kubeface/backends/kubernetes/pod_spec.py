@@ -10,6 +10,7 @@ import re
 
 from ...runner import process
 from ...storage import storage_class
+from .memory_growth import memory_of
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "luigi-kubeface"
@@ -52,11 +53,12 @@ def secret_name(job_url):
     return "kf-%s-secrets" % job_label(job_url)
 
 
-def _resources(settings):
+def _resources(settings, spec):
     # Blobs pass through temporary files (serialization.Pickled, GCS downloads): disk, not memory.
-    requests = {"cpu": settings.cpu_request, "memory": settings.memory_request,
+    memory_request, memory_limit = memory_of(settings, spec.out_of_memory)  # more after each OOM (memory_growth)
+    requests = {"cpu": settings.cpu_request, "memory": memory_request,
                 "ephemeral-storage": settings.ephemeral_storage_request}
-    limits = {"memory": settings.memory_limit or settings.memory_request}
+    limits = {"memory": memory_limit}
     if settings.cpu_limit:
         limits["cpu"] = settings.cpu_limit
     if settings.gpus:
@@ -64,11 +66,18 @@ def _resources(settings):
     return {"requests": {k: v for k, v in requests.items() if v}, "limits": limits}
 
 
-def _scheduling(settings):
+def on_spot(settings, spec):
+    """Whether the attempt runs on spot nodes: spot = true, until the element was preempted spot_fallback_after
+    times (an element preempted again and again on spot would never finish)."""
+    fallback = settings.spot_fallback_after
+    return settings.spot and not (fallback and spec.interruptions >= fallback)
+
+
+def _scheduling(settings, spec):
     """Node selector and tolerations: the user's, plus those that spot nodes, GPUs and node loss need."""
     selector = dict(settings.node_selector)
     tolerations = [dict(t) for t in settings.tolerations]
-    if settings.spot:
+    if on_spot(settings, spec):
         selector["cloud.google.com/gke-spot"] = "true"
         tolerations.append({"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true",
                             "effect": "NoSchedule"})
@@ -83,6 +92,9 @@ def _scheduling(settings):
 def _env(settings, spec, access):
     env = [{"name": k, "value": v} for k, v in sorted(settings.pod_env.items())]
     env.append({"name": "KUBEFACE_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}})
+    # What the attempt had, for its record: its memory limit, and whether it may run on spot nodes.
+    env.append({"name": "KUBEFACE_MEMORY_LIMIT", "value": memory_of(settings, spec.out_of_memory)[1]})
+    env.append({"name": "KUBEFACE_SPOT", "value": "true" if on_spot(settings, spec) else "false"})
     for name in sorted(spec.secret_env):  # values live in the job's Secret, never in the pod spec
         env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret_name(spec.job_url), "key": name}}})
     env.extend(dict(e) for e in access.env)  # what the storage needs: its endpoint, credentials' Secret or file
@@ -107,7 +119,7 @@ def build_pod(spec, settings):
                         SAFE_TO_EVICT: "true" if settings.safe_to_evict else "false"})
     if settings.pod_params_annotation:  # off when parameters are confidential: whoever lists pods reads them
         annotations[PARAMS_ANNOTATION] = spec.label[:1000]
-    selector, tolerations = _scheduling(settings)
+    selector, tolerations = _scheduling(settings, spec)
     access = storage_class(spec.job_url).pod_access(settings)
     container = {
         "name": CONTAINER,
@@ -115,7 +127,7 @@ def build_pod(spec, settings):
         "imagePullPolicy": settings.image_pull_policy,
         "command": process.command(spec.job_url, spec.element, spec.attempt),
         "env": _env(settings, spec, access),
-        "resources": _resources(settings),
+        "resources": _resources(settings, spec),
         "securityContext": {"runAsNonRoot": True, **_user(settings),
                             "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }

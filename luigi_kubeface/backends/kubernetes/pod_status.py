@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from .memory_growth import can_grow, next_limit
+
 _IMAGE_ERRORS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 _CONFIG_ERRORS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 # What a runtime's transport says when containerd restarts or stalls under a start: seen on a real node.
@@ -30,6 +32,13 @@ class PodEnd:
     fatal: bool = False
     interrupted: bool = False
     fetch_log: bool = False
+    more_memory: bool = False
+
+
+def pod_memory_limit(pod):
+    """The memory limit the pod's container had ('' if none is shown)."""
+    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    return ((containers[0].get("resources") or {}).get("limits") or {}).get("memory", "")
 
 
 def _container(pod):
@@ -87,9 +96,16 @@ def _failed(pod, status, container, settings):
                       (disruption or {}).get("message", "")), error_type="PodEvicted", interrupted=True)
     terminated = (container.get("state") or {}).get("terminated") or {}
     if terminated.get("reason") == "OOMKilled":
+        limit = pod_memory_limit(pod) or settings.memory_limit or settings.memory_request
+        if can_grow(settings, limit):
+            return PodEnd(terminated.get("exitCode"), "the pod ran out of memory with a limit of %s and was "
+                          "OOMKilled; its next attempt gets %s (oom_memory_factor = %g)"
+                          % (limit, next_limit(settings, limit), settings.oom_memory_factor),
+                          error_type="OutOfMemory", fetch_log=True, more_memory=True)
+        ceiling = " (max_memory_limit: it may grow no more)" if settings.oom_memory_factor > 1 else ""
         return PodEnd(terminated.get("exitCode"), "the pod ran out of memory: it used more than its memory "
-                      "limit of %s and was OOMKilled; raise [kubeface] memory_limit (and memory_request)"
-                      % (settings.memory_limit or settings.memory_request),
+                      "limit of %s%s and was OOMKilled; raise [kubeface] memory_limit (and memory_request)%s"
+                      % (limit, ceiling, ", or max_memory_limit" if ceiling else ""),
                       error_type="OutOfMemory", retryable=False, fetch_log=True)
     if "exitCode" in terminated:
         code = terminated["exitCode"]
