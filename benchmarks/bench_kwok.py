@@ -183,7 +183,8 @@ class FakeKubelet:
             heapq.heappush(self._due, (time.monotonic() + self.delay, pod["metadata"]["name"], pod))
 
     def _run_attempt(self, pod):
-        from luigi_kubeface import naming, runner
+        from luigi_kubeface.bucket import layout as naming
+        from luigi_kubeface.runner import attempt as runner
         from luigi_kubeface.backends.kubernetes.pod_spec import (ATTEMPT_LABEL, ELEMENT_LABEL, JOB_URL_ANNOTATION,
                                                                  secret_name)
         from luigi_kubeface.storage import open_storage
@@ -363,9 +364,9 @@ def _elements_run_twice(root):
 
 
 def _render_seconds(root):
-    from luigi_kubeface import status_page
-    from luigi_kubeface.job_state import JobState
-    from luigi_kubeface.job_store import open_job
+    from luigi_kubeface.views import status_page
+    from luigi_kubeface.views.job_state import JobState
+    from luigi_kubeface.bucket.job_store import open_job
 
     state = JobState(open_job(root + "/bench"))
     started = time.perf_counter()

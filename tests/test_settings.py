@@ -8,9 +8,9 @@ import pytest
 from luigi_kubeface import backends
 from luigi_kubeface.backends.kubernetes.settings import KubernetesSettings
 from luigi_kubeface.backends.simulated import SimulatedBackend
-from luigi_kubeface.engine import run_job
+from luigi_kubeface.master.engine import run_job
 from luigi_kubeface.errors import ConfigurationError
-from luigi_kubeface.job import Job, elements_from_items
+from luigi_kubeface.job.definition import Job, elements_from_items
 from luigi_kubeface.settings import Settings, all_keys
 from luigi_kubeface.settings_fields import key_map, setting
 from elements import square

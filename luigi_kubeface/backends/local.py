@@ -11,7 +11,10 @@ import sys
 import tempfile
 import time
 
-from .. import code_package, cost, naming, runner, serialization
+from .. import cost
+from ..job.code import package as code_package
+from ..bucket import attempts, blobs as serialization
+from ..runner import process as runner_process
 from ..storage import open_storage
 from . import AttemptEnd, Backend
 from . import local_slots
@@ -60,7 +63,7 @@ def sweep_stale_dirs(parent=None):
     """Remove what masters killed on this machine left: their runners' process groups, then their directories.
 
     Each master's directory is named after its pid and lists its runners (pid and start time). A
-    runner normally dies with its master (runner._die_with_master); this catches the rest, so a
+    runner normally dies with its master (runner/process.py: _die_with_master); this catches the rest, so a
     rerun never computes an element next to a runner still computing it. Returns the directories removed.
     """
     parent = parent or tempfile.gettempdir()
@@ -136,7 +139,7 @@ class LocalBackend(Backend):
         self._env = {k: v for k, v in os.environ.items() if k != serialization.KEY_ENV}
         # As in a pod: the runner sees installed packages and luigi-kubeface, and the user's own modules
         # only as the job ships them (code_package.py), so what runs here runs on Kubernetes too.
-        ours = os.path.dirname(os.path.dirname(os.path.abspath(runner.__file__)))  # holds luigi_kubeface/
+        ours = os.path.abspath(os.path.join(os.path.dirname(runner_process.__file__), "..", ".."))  # holds luigi_kubeface/
         self._env["PYTHONPATH"] = os.pathsep.join(
             [ours] + [p for p in sys.path if p and p != ours and not code_package.is_user_path(os.path.join(p, "x"))])
 
@@ -188,11 +191,12 @@ class LocalBackend(Backend):
         try:
             with open(output, "wb") as out:
                 process = subprocess.Popen(
-                    runner.command(spec.job_url, spec.element, spec.attempt, python=sys.executable),
+                    runner_process.command(spec.job_url, spec.element, spec.attempt, python=sys.executable),
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                     env=dict(self._env, **self._storage_env(spec.job_url), TMPDIR=tmpdir,
                              **{cost.RESOURCES_ENV: json.dumps(spec.resources)},  # for the runner's record
-                             **{serialization.SECRET_FD_ENV: str(secret), runner.MASTER_FD_ENV: str(self._alive_read)}),
+                             **{serialization.SECRET_FD_ENV: str(secret),
+                                runner_process.MASTER_FD_ENV: str(self._alive_read)}),
                     pass_fds=(secret, self._alive_read),  # the signing key: through a pipe, never argv or environ
                     cwd=tmpdir,  # not the master's folder: its modules must come with the job's code
                     start_new_session=True,  # own process group: cancel kills children too
@@ -279,13 +283,8 @@ class LocalBackend(Backend):
         tmpdir = os.path.join(self._dir, attempt)
         try:
             storage = open_storage(spec.job_url, retry_deadline=self.settings.storage_retry_deadline)
-            key = naming.log_key(spec.element, attempt)
-            if not storage.exists(key):
-                for path in (runner.attempt_log_path(tmpdir, spec.element, attempt), output):
-                    if os.path.exists(path):
-                        with open(path, "rb") as f:
-                            storage.write(key, f.read())
-                        break
+            attempts.keep_log(storage, spec.element, attempt,
+                              (runner_process.attempt_log_path(tmpdir, spec.element, attempt), output))
         except Exception as error:  # noqa: BLE001 - the log is evidence, not the outcome: the job goes on
             log.warning("could not keep the log of attempt %s: %s", attempt, error)
         finally:

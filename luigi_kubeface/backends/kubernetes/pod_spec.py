@@ -9,7 +9,8 @@ import json
 import math
 import re
 
-from ... import cost, runner
+from ... import cost
+from ...runner import process
 from ...storage import storage_class
 from .memory_growth import memory_of
 
@@ -128,7 +129,7 @@ def build_pod(spec, settings):
         "name": CONTAINER,
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": runner.command(spec.job_url, spec.element, spec.attempt),
+        "command": process.command(spec.job_url, spec.element, spec.attempt),
         "env": _env(settings, spec, access),
         "resources": _resources(settings, spec),
         "securityContext": {"runAsNonRoot": True, **_user(settings),

@@ -11,15 +11,15 @@ import json
 import os
 from collections import namedtuple
 
-from . import naming, serialization
-from .errors import (
+from . import attempts, layout as naming, blobs as serialization
+from ..errors import (
     BlobNotFoundError, ConfigurationError, CorruptBlobError, JobNotFoundError, KubefaceError, SigningKeyError,
     StorageError, UnreadableRecordError,
 )
-from .keys import KeyRing
-from .lease import read_lease
+from .signing import KeyRing
+from .lease_record import read_lease
 from .records import AttemptRecord, ElementIndex, JobMeta, LiveProgress, RunSummary, elements_shown, luigi_flag
-from .storage import open_storage
+from ..storage import open_storage
 
 
 class JobStore:
@@ -292,30 +292,19 @@ class JobStore:
 
     def write_attempt_record(self, key, attempt, record, if_absent=False):
         """if_absent: the master's own account (cancelled, lost) never replaces what the runner wrote."""
-        data = json.dumps(record, indent=1).encode()
-        if if_absent:
-            return self.storage.write_if_absent(naming.attempt_record_key(key, attempt), data)
-        self.storage.write(naming.attempt_record_key(key, attempt), data)
-        return True
+        return attempts.write_record(self.storage, key, attempt, record, if_absent=if_absent)
 
     def attempts(self, key):
         """Attempt ids of an element, oldest first."""
-        names = self.storage.list(naming.attempts_prefix(key))
-        return sorted((pair[1] for pair in map(naming.attempt_from_record_key, names) if pair and pair[0] == key),
-                      key=naming.attempt_order)
+        return attempts.element_attempts(self.storage, key)
 
     def all_attempts(self):
         """element -> its attempt ids, oldest first, from one listing."""
-        found = {}
-        for key in self.storage.list(naming.ATTEMPTS_PREFIX):
-            pair = naming.attempt_from_record_key(key)
-            if pair:
-                found.setdefault(pair[0], []).append(pair[1])
-        return {k: sorted(v, key=naming.attempt_order) for k, v in found.items()}
+        return attempts.all_attempts(self.storage)
 
     def read_log(self, key, attempt):
         """An attempt's stdout and stderr (BlobNotFoundError while it runs, or if it left none)."""
-        return self.storage.read(naming.log_key(key, attempt))
+        return attempts.read_log(self.storage, key, attempt)
 
     # -- runs -------------------------------------------------------------------------------------
 

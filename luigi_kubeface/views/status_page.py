@@ -10,8 +10,9 @@ import html
 import math
 import time
 
-from . import cost, naming
-from .records import FAILED, Outcome, outcome_of
+from .. import cost
+from ..bucket import layout as naming
+from ..bucket.records import FAILED, Outcome, outcome_of
 from .result_charts import MetricScale, not_charted, parallel_svg, slice_svg
 from .result_table import param_names, result_rows, scored, table_columns, value_names
 

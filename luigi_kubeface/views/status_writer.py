@@ -8,7 +8,7 @@ import logging
 import threading
 
 from .job_state import JobState
-from .records import LiveProgress
+from ..bucket.records import LiveProgress
 from .status_page import REFRESH_SECONDS, page_url, render
 
 log = logging.getLogger(__name__)

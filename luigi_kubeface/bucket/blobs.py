@@ -16,8 +16,8 @@ import tempfile
 
 import cloudpickle
 
-from . import keys
-from .errors import CorruptBlobError, UntrustedBlobError, VersionMismatchError
+from . import signing as keys
+from ..errors import CorruptBlobError, UntrustedBlobError, VersionMismatchError
 
 MAGIC = b"KUBEFACE-BLOB-1\n"
 # The environment variable through which a backend hands the job's signing key (hex) to the runner.

@@ -18,13 +18,15 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from . import naming, signals
-from .cost import Ledger, Usage, over_budget
-from .backends import AttemptSpec, attempt_request
-from .errors import BlobNotFoundError, CorruptBlobError, UnreadableRecordError
+from ..cost import Ledger, Usage, over_budget
+from ..backends import attempt_request
+from ..bucket import layout as naming
+from . import signals
+from ..backends.attempts import AttemptSpec
+from ..errors import BlobNotFoundError, CorruptBlobError, UnreadableRecordError
 from .judge import Requeue, Succeeded, budget_spent, judge, retry_delay
 from .lease import JobLease
-from .records import Outcome, master_record
+from ..bucket.records import Outcome, master_record
 
 log = logging.getLogger(__name__)
 

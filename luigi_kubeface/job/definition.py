@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 
 import cloudpickle
 
-from . import code_package, naming, serialization
-from .errors import ConfigurationError
-from .job_store import JobStore
-from .keys import KeyRing
-from .storage import open_storage
+from . import identity
+from .code import package as code_package
+from ..bucket import layout as naming, blobs as serialization
+from ..errors import ConfigurationError
+from ..bucket.job_store import JobStore
+from ..bucket.signing import KeyRing
+from ..storage import open_storage
 
 _LABEL_LIMIT = 200
 MAX_INPUT_BYTES = 64 * 1024 * 1024  # larger arguments belong in shared inputs, uploaded once
@@ -81,7 +83,7 @@ def _element(index, args, kwargs, where, item_name="item"):
             % (where, len(payload) >> 20, MAX_INPUT_BYTES >> 20)
         )
     try:
-        key = naming.element_key(args, kwargs)
+        key = identity.element_key(args, kwargs)
     except ConfigurationError as error:
         raise ConfigurationError("%s (%s): %s" % (where, _label(args, kwargs), error)) from None
     return Element(index, key, _label(args, kwargs), payload, frozenset(kwargs), plain_params(args, kwargs, item_name))

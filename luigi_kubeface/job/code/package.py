@@ -28,8 +28,8 @@ import types
 import zipfile
 from dataclasses import dataclass, field
 
-from . import code_reach
-from .errors import ConfigurationError, EnvironmentMismatchError
+from . import reach as code_reach
+from ...errors import ConfigurationError, EnvironmentMismatchError
 
 log = logging.getLogger(__name__)
 

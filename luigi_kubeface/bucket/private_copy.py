@@ -15,8 +15,8 @@ import pickle
 import shutil
 import tempfile
 
-from . import serialization
-from .errors import CorruptBlobError
+from . import blobs as serialization
+from ..errors import CorruptBlobError
 
 IN_MEMORY = 16 << 20  # blobs up to this size are copied into memory, larger ones into a private file
 _CHUNK = 8 << 20

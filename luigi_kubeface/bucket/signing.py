@@ -17,7 +17,7 @@ import secrets
 import stat
 import tempfile
 
-from .errors import SigningKeyError
+from ..errors import SigningKeyError
 
 KEY_BYTES = 32
 _NEW_KEY_HINT = "python3 -c 'import secrets; print(secrets.token_hex(32))' > %s && chmod 600 %s"

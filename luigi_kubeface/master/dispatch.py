@@ -7,12 +7,13 @@ engine, close the backend, write the run's summary (dispatches/<run>.json), writ
 import logging
 import time
 
-from . import cost, naming
-from .backends import open_backend
+from .. import cost
+from ..bucket import layout as naming
+from ..backends import open_backend
 from .engine import run_job
-from .records import RunSummary
+from ..bucket.records import RunSummary
 from .signals import stop_on_signals
-from .status_writer import StatusPageWriter
+from ..views.status_writer import StatusPageWriter
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import random
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from .backends import AttemptEnd
-from .records import Outcome, outcome_of
-from .terminal import strip_controls
+from ..backends.attempts import AttemptEnd
+from ..bucket.records import Outcome, outcome_of
+from ..terminal import strip_controls
 
 # If this many elements failed for good and none succeeded yet, the function is broken: stop.
 ALL_FAILED_STOP = 10

@@ -8,7 +8,7 @@ Built from ElementStates (job_state.py), that is from elements.json and the atte
 import math
 from dataclasses import dataclass, field
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 # Where elements without a value go, after every ranked one: failed first, never run last.
 _STATE_ORDER = {"done": 0, "failed": 1, "cancelled": 2, "unfinished": 3, "running": 4, "pending": 5, "not run": 6}

@@ -15,8 +15,6 @@ one, or a signed record of a lower (term, run) (an old one copied back), or none
 and keeps running: only a signed record of a higher term means another master took the job over.
 """
 
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -24,44 +22,15 @@ import socket
 import threading
 import time
 
-from . import naming
-from .errors import BlobNotFoundError, KubefaceError
+from ..bucket import layout as naming
+from ..bucket.lease_record import read_lease, signed, verified  # noqa: F401 - read_lease: the lease's readers
+from ..errors import KubefaceError
 
 log = logging.getLogger(__name__)
 
 
 class LeaseLostError(KubefaceError):
     """Another master took the job over: this one must launch nothing more."""
-
-
-def read_lease(storage):
-    """(holder record, generation), or (None, None) when no master ever held the job's lease."""
-    try:
-        data, generation = storage.read_generation(naming.LEASE)
-    except BlobNotFoundError:
-        return None, None
-    try:
-        holder = json.loads(data)
-    except ValueError:
-        holder = {}
-    return (holder if isinstance(holder, dict) else {}), generation
-
-
-def _mac(key, record):
-    text = json.dumps({k: v for k, v in record.items() if k != "hmac"}, sort_keys=True).encode()
-    return hmac.new(bytes(key), b"luigi-kubeface lease\n" + text, hashlib.sha256).hexdigest()
-
-
-def signed(record, key):
-    """The record with its signature (the job's key)."""
-    return dict(record, hmac=_mac(key, record))
-
-
-def verified(holder, key):
-    """Whether a lease record is signed with the job's key (False without a key: it cannot tell)."""
-    given = (holder or {}).get("hmac")
-    return key is not None and isinstance(given, str) and hmac.compare_digest(
-        given.encode("utf-8", "surrogatepass"), _mac(key, holder).encode())
 
 
 def _rank(holder):

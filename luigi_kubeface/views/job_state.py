@@ -11,9 +11,10 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import cost, naming, summary_seal
-from .errors import BlobNotFoundError, ElementNotFoundError, SigningKeyError, UnreadableRecordError
-from .records import FAILED, ElementIndex, JobMeta, Outcome, outcome_of
+from .. import cost
+from ..bucket import layout as naming, seal as summary_seal
+from ..errors import BlobNotFoundError, ElementNotFoundError, SigningKeyError, UnreadableRecordError
+from ..bucket.records import FAILED, ElementIndex, JobMeta, Outcome, outcome_of
 
 READ_THREADS = 8
 

@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from .cost import Ledger
+from ..cost import Ledger
 
 
 class Outcome(str, enum.Enum):

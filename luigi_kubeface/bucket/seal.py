@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import json
 
-from . import keys
+from . import signing as keys
 
 FIELD = "summary_hmac"
 SIGNED = ("outcome", "code_version", "summary", "result_type", "result_size", "result_written")
