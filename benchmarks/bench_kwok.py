@@ -183,7 +183,7 @@ class FakeKubelet:
             heapq.heappush(self._due, (time.monotonic() + self.delay, pod["metadata"]["name"], pod))
 
     def _run_attempt(self, pod):
-        from luigi_kubeface.bucket import layout as naming
+        from luigi_kubeface.bucket import attempts
         from luigi_kubeface.runner import attempt as runner
         from luigi_kubeface.backends.kubernetes.pod_spec import (ATTEMPT_LABEL, ELEMENT_LABEL, JOB_URL_ANNOTATION,
                                                                  secret_name)
@@ -201,7 +201,7 @@ class FakeKubelet:
         storage = open_storage(url)
         element, attempt = labels[ELEMENT_LABEL], labels[ATTEMPT_LABEL]
         _, record = runner.execute_attempt(storage, element, attempt, bytes(self._keys[url]))
-        storage.write(naming.attempt_record_key(element, attempt), json.dumps(record).encode())
+        attempts.write_record(storage, element, attempt, record)
         self.attempts_run += 1
 
     def _finish_due(self):

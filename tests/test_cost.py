@@ -6,7 +6,7 @@ import pytest
 
 from luigi_kubeface import cost
 from luigi_kubeface.errors import ConfigurationError
-from luigi_kubeface.records import RunSummary
+from luigi_kubeface.bucket.records import RunSummary
 from luigi_kubeface.settings import Settings
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from luigi_kubeface import Client
 from luigi_kubeface.cli import main
-from luigi_kubeface.job_state import JobState
-from luigi_kubeface.status_page import render
+from luigi_kubeface.views.job_state import JobState
+from luigi_kubeface.views.status_page import render
 
 FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 

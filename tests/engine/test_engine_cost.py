@@ -4,10 +4,10 @@ and max_cost stopping the job as the failure budget does."""
 import pytest
 
 from luigi_kubeface.backends.simulated import End, Hang, error_record
-from luigi_kubeface.engine import run_job
-from luigi_kubeface.job import Job, elements_from_items
+from luigi_kubeface.master.engine import run_job
+from luigi_kubeface.job.definition import Job, elements_from_items
 from luigi_kubeface.backends.simulated import SimulatedBackend
-from luigi_kubeface.records import Outcome
+from luigi_kubeface.bucket.records import Outcome
 from luigi_kubeface.settings import Settings
 from elements import square
 
