@@ -7,7 +7,7 @@ import pytest
 
 from luigi_kubeface import Client
 from luigi_kubeface.errors import ConfigurationError
-from luigi_kubeface.result_table import COST_COLUMNS
+from luigi_kubeface.views.result_table import COST_COLUMNS
 from elements import square
 
 FAST = dict(poll_interval=0.05, retry_backoff=0.1)
