@@ -10,6 +10,7 @@ runs) imports this module.
 import enum
 import json
 import time
+from typing import Optional
 from dataclasses import dataclass, field
 
 from ..cost import Ledger
@@ -111,8 +112,8 @@ class RunSummary:
     """What one master run of the job did: when, why it stopped, its errors and its final counts."""
 
     run: str = ""
-    started: float = None  # None: not a run (Luigi's flag, as jobs written before it had its own key hold it)
-    finished: float = None
+    started: Optional[float] = None  # None: not a run (Luigi's flag, as jobs written before it had its own key hold it)
+    finished: Optional[float] = None
     stopped: str = ""
     errors: tuple = ()
     counts: dict = field(default_factory=dict)  # total, reused, succeeded, failed, retried, speculated...

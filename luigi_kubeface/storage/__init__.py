@@ -11,7 +11,7 @@ import logging
 import random
 import threading
 import time
-from typing import NamedTuple, Optional, Protocol
+from typing import List, NamedTuple, Optional, Protocol
 
 from ..errors import ConfigurationError, StorageError, TransientStorageError
 
@@ -106,10 +106,10 @@ class Storage(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
-    def list(self, prefix: str) -> list:
+    def list(self, prefix: str) -> List[str]:
         """Keys that start with prefix (relative to the storage's URL), in one listing."""
 
-    def children(self, prefix: str) -> list:
+    def children(self, prefix: str) -> List[str]:  # (`list` here is the method above)
         """Names one level below prefix ("a/" for keys a/..., "b" for a blob), without listing deeper."""
 
     def delete(self, key: str) -> None:

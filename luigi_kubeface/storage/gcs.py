@@ -30,7 +30,7 @@ def emulator_workarounds(environ):
     if_generation_match=0): only when the SDK talks to the emulator, never to GCS itself."""
     return bool(environ.get(EMULATOR_ENV))
 
-_clients = {}
+_clients: dict = {}  # "client" -> this process's google-cloud-storage client
 # RetryingStorage is the one place that retries; the SDK's own retries would stack under it.
 _CALL = {"retry": None, "timeout": 120}
 _clients_lock = threading.Lock()

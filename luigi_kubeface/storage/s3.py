@@ -62,7 +62,7 @@ def options(settings=None, environ=None):
     return endpoint, region, style
 
 
-_clients = {}
+_clients: dict = {}  # (endpoint, region, style) -> this process's boto3 client
 _clients_lock = threading.Lock()
 
 
