@@ -17,9 +17,8 @@ import pytest
 from luigi_kubeface import Client
 from luigi_kubeface.job.code import package as code_package
 from luigi_kubeface.errors import ConfigurationError, EnvironmentMismatchError, JobFailedError
-from support import run_luigi
+from support import FAST, run_luigi
 
-FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 
 PIPELINE = '''
 import luigi

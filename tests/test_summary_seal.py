@@ -20,9 +20,7 @@ from luigi_kubeface.views.job_state import JobState
 from luigi_kubeface.bucket.job_store import JobStore
 from luigi_kubeface.bucket.signing import KeyRing
 from luigi_kubeface.views.status_page import render
-from support import REPO, TESTS
-
-FAST = dict(poll_interval=0.05, retry_backoff=0.1)
+from support import FAST, REPO, TESTS
 
 
 def accuracy(x):
