@@ -4,7 +4,6 @@ The runner signs its result's summary with its attempt's result key; records(), 
 results` and the status page count only summaries that verify, and say when one is refused.
 """
 
-import io
 import json
 import logging
 import os
