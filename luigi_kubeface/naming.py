@@ -94,11 +94,19 @@ def _refuse(value, why, fix):
                              % (type(value).__module__, type(value).__qualname__, why, fix))
 
 
+_PLAIN_TYPES = frozenset([str, int, bool, type(None)])
+
+
 def _canonical(value):
     """Map a parameter value to JSON whose text does not depend on dict or set order, or on the process.
 
     ConfigurationError for a value with no such encoding (its key would differ between runs).
     """
+    kind = type(value)
+    if kind in _PLAIN_TYPES:  # exactly these types (no enum member is one): the common case, first
+        return value
+    if kind is float:
+        return {"__float__": value.hex()}
     if isinstance(value, enum.Enum):  # before int and str: an IntEnum member is not its int
         return {"__enum__": type(value).__module__ + "." + type(value).__qualname__, "value": _canonical(value.value)}
     if isinstance(value, dict):
@@ -155,9 +163,12 @@ def is_element_key(text):
     return isinstance(text, str) and bool(re.fullmatch("[0-9a-f]{%d}" % _KEY_LENGTH, text))
 
 
+_KEY_TEXT = json.JSONEncoder(sort_keys=True)  # json.dumps(..., sort_keys=True), without a new encoder per key
+
+
 def element_key(args, kwargs):
     """A stable digest of an element's arguments: the same element has the same key in every run."""
-    text = json.dumps([_canonical(list(args)), _canonical(dict(kwargs))], sort_keys=True)
+    text = _KEY_TEXT.encode([_canonical(list(args)), _canonical(dict(kwargs))])
     return hashlib.sha256(text.encode()).hexdigest()[:_KEY_LENGTH]
 
 
