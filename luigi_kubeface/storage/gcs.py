@@ -31,6 +31,10 @@ def emulator_workarounds(environ):
 _clients = {}
 # RetryingStorage is the one place that retries; the SDK's own retries would stack under it.
 _CALL = {"retry": None, "timeout": 120}
+# A listing asks for the names alone, in pages as large as the server allows (GCS caps them at 1,000):
+# a finished job's rerun lists its 50,000 results once.
+_LIST_FIELDS = "items(name),nextPageToken"
+_LIST_PAGE = 5000
 _clients_lock = threading.Lock()
 # The SDK's own default: fewer round trips. An upload holds two chunks in memory: the one it sent
 # (its response keeps it) and the one it reads (made with one copy: BlobStream.read).
@@ -279,9 +283,11 @@ class GCSStorage:
 
     def list(self, prefix):
         def names():
-            client = _client()
             skip = len(self.prefix)
-            return sorted(b.name[skip:] for b in client.list_blobs(self.bucket_name, prefix=self.prefix + prefix, **_CALL))
+            pages = _client().list_blobs(self.bucket_name, prefix=self.prefix + prefix, fields=_LIST_FIELDS,
+                                         page_size=_LIST_PAGE, **_CALL)
+            pages.item_to_value = lambda _, item: item["name"]  # names only: no Blob object per result
+            return sorted(name[skip:] for name in pages)
 
         return self._call("list", prefix, names)
 
