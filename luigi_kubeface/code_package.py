@@ -161,7 +161,8 @@ def _distributions_of(top_level):
     if _PACKAGES is None or _PACKAGES[0] != sys.path:
         provides = {}
         for distribution in importlib.metadata.distributions():
-            name, version = distribution.metadata["Name"], distribution.version
+            metadata = distribution.metadata  # parsed once (.version would parse it again)
+            name, version = metadata["Name"], metadata["Version"]
             tops = (distribution.read_text("top_level.txt") or "").split()
             if not tops:
                 tops = {f.parts[0].split(".")[0] for f in distribution.files or () if f.parts
