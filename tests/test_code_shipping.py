@@ -278,6 +278,22 @@ def test_the_environment_check_names_the_package_both_versions_and_the_dockerfil
     assert warnings and "patch level" in warnings[0]
 
 
+def test_the_environment_check_reads_each_distribution_once_per_process_and_still_finds_one_missing(monkeypatch):
+    """An in-process backend checks thousands of attempts: package metadata is parsed once, not twice per attempt."""
+    import importlib.metadata
+
+    reads = []
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: reads.append(name) or real(name))
+    code_package._installed_version.cache_clear()
+    wanted = {"no-such-dist-kubeface": "1.2.3", "pytest": __import__("pytest").__version__}
+    for _ in range(3):
+        with pytest.raises(EnvironmentMismatchError, match="no-such-dist-kubeface: the master has 1.2.3, the image has"):
+            code_package.check_environment(wanted)
+    assert code_package.check_environment({"pytest": wanted["pytest"]}) == []
+    assert sorted(reads) == ["no-such-dist-kubeface", "pytest"]
+
+
 def _replay_setup(tmp_path, monkeypatch):
     """A job run with x*10, then its module edited to x*100 and the job prepared again (not launched):
     (job, the first run's code archive and function blob, key)."""
