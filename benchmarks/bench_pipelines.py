@@ -7,7 +7,6 @@ Importing this module registers two in-process backends, whose attempts end at o
   would, without running the runner's code (no fetch, no unpickling), so the time is the master's own.
 """
 
-import json
 import os
 import time
 

@@ -144,6 +144,6 @@ def test_the_direct_key_text_of_scalar_arguments_is_the_general_encodings_text()
                (("a", 3), {}), ((1,), {"z": "y"}), ((), {}), ((1.5,), {}), ((), {"x": 1.5}), ((), {"x": [1]}),
                ((True,), {"k": 0}), ((np.int64(3),), {}), ((), {"x": np.int64(3)})]
     for args, kwargs in samples:
-        general = naming._KEY_TEXT.encode([naming._canonical(list(args)), naming._canonical(dict(kwargs))])
-        assert naming._scalar_key_text(args, kwargs) in (general, None), (args, kwargs)
-    assert naming._scalar_key_text((), {"x": 1}) is not None and naming._scalar_key_text((1.5,), {}) is None
+        general = identity._KEY_TEXT.encode([identity._canonical(list(args)), identity._canonical(dict(kwargs))])
+        assert identity._scalar_key_text(args, kwargs) in (general, None), (args, kwargs)
+    assert identity._scalar_key_text((), {"x": 1}) is not None and identity._scalar_key_text((1.5,), {}) is None
