@@ -160,6 +160,7 @@ def _reply(kernel, message, timeout=120):
     raise AssertionError("the kernel did not answer the interrupted cell in %ss" % timeout)
 
 
+@pytest.mark.slow
 def test_the_example_notebook_runs(tmp_path, kernel_spec):
     """example_pipelines/model_selection.ipynb as a user runs it: its grid on the local backend, into pandas."""
     path = os.path.join(REPO, "example_pipelines", "model_selection.ipynb")
@@ -168,4 +169,4 @@ def test_the_example_notebook_runs(tmp_path, kernel_spec):
                             resources={"metadata": {"path": str(tmp_path)}}).execute()
     shown = "".join(o.get("data", {}).get("text/plain", "") for o in notebook.cells[-1].outputs)
     assert "accuracy" in shown and "random_forest" in shown
-    assert outcomes(tmp_path / "kubeface-jobs") == ["success"] * 6
+    assert outcomes(tmp_path / "kubeface-storage") == ["success"] * 6
