@@ -335,8 +335,12 @@ def _source_tree(module_name):
     module = sys.modules.get(module_name)
     path = getattr(module, "__file__", None)
     if module_name == "__main__" and not path:  # IPython, Jupyter: the cells this session ran
-        tree = notebook.main_tree()
-        return _Source(tree) if tree is not None else None
+        tree = notebook.main_tree()  # the same object while no cell runs
+        if tree is None:
+            return None
+        if ("cells",) not in _SOURCES or _SOURCES[("cells",)].tree is not tree:
+            _SOURCES[("cells",)] = _Source(tree)
+        return _SOURCES[("cells",)]
     if not path or not path.endswith(".py"):
         return None
     try:

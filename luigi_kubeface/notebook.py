@@ -34,20 +34,26 @@ def main_tree():
     main = sys.modules.get("__main__")
     if current is None or main is None or getattr(current, "user_module", None) is not main:
         return None
-    cells = list(getattr(getattr(current, "history_manager", None), "input_hist_parsed", None) or ())
-    latest = {}  # the statement's text -> the statement, at its last run (dicts keep insertion order)
+    cells = tuple(getattr(getattr(current, "history_manager", None), "input_hist_parsed", None) or ())
+    return _tree(cells)
+
+
+@functools.lru_cache(maxsize=4)
+def _tree(cells):
+    """One module of the cells' distinct statements, each at its last run (code_reach asks once per global)."""
+    latest = {}  # the statement's text -> the statement (dicts keep insertion order)
     for cell in cells:
-        for statement in _statements(cell):
-            text = ast.dump(statement)
+        for text, statement in _statements(cell):
             latest.pop(text, None)
             latest[text] = statement
     return ast.Module(body=list(latest.values()), type_ignores=[])
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=4096)
 def _statements(cell):
-    """A cell's top-level statements (none when it does not parse: the kernel did not run it either)."""
+    """A cell's top-level statements with their text (none when it does not parse: the kernel did not run it
+    either)."""
     try:
-        return tuple(ast.parse(cell).body)
+        return tuple((ast.dump(statement), statement) for statement in ast.parse(cell).body)
     except (SyntaxError, ValueError):
         return ()

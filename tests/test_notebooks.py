@@ -60,11 +60,13 @@ def setup_cell(root, extra=""):
 
 
 CLASS_CELL = """class Scaler:
+    bias = np.zeros(1, dtype=int)  # a class attribute that is not plain data: known by its statement
+
     def __init__(self, k):
         self.k = k
 
     def apply(self, x):
-        return x * self.k"""
+        return x * self.k + int(self.bias[0])"""
 
 FUNCTION_CELL = """def work(x):
     return {"value": Scaler(3).apply(x) + int(offset[0]), "pid": os.getpid()}"""
@@ -93,19 +95,21 @@ def test_a_notebook_run_twice_ships_its_cells_functions_and_classes_and_reuses_e
 
 
 def test_editing_a_cell_the_function_loads_recomputes_and_running_a_cell_again_does_not(tmp_path, kernel_spec):
-    """A value made in a cell (a NumPy array, not plain data) counts by the statements that made it, as in
-    a script: running its cell again keeps the code version, editing it recomputes. Without ipywidgets the
-    progress bar is tqdm's text bar, in the cell's stderr."""
+    """A value made in a cell (a NumPy array, not plain data; a class attribute too) counts by the statements
+    that made it, as in a script: running its cell again keeps the code version, editing it recomputes.
+    Without ipywidgets the progress bar is tqdm's text bar, in the cell's stderr."""
     root = tmp_path / "jobs"
     cells = [setup_cell(root, "import sys; sys.modules['ipywidgets'] = None  # as if it were not installed"),
              CLASS_CELL, "offset = np.array([1])", FUNCTION_CELL, MAP_CELL,
              "offset = np.array([1])", CLASS_CELL, FUNCTION_CELL, MAP_CELL,  # the same cells run again
-             "offset = np.array([2])", MAP_CELL]  # the value the function loads, edited
+             "offset = np.array([2])", MAP_CELL,  # the value the function loads, edited
+             CLASS_CELL.replace("np.zeros", "np.ones"), MAP_CELL]  # the class's attribute, edited
     notebook = execute(cells, tmp_path, kernel_spec)
-    first, again, edited = (printed(notebook.cells[i])[0] for i in (4, 8, 10))
+    first, again, edited, edited_class = (printed(notebook.cells[i])[0] for i in (4, 8, 10, 12))
     assert again["job"] == first["job"] and [r["value"] for r in again["results"]] == [1, 4, 7, 10]
     assert edited["job"] != first["job"] and [r["value"] for r in edited["results"]] == [2, 5, 8, 11]
-    assert outcomes(root) == ["success"] * 8
+    assert edited_class["job"] != edited["job"] and [r["value"] for r in edited_class["results"]] == [3, 6, 9, 12]
+    assert outcomes(root) == ["success"] * 12
     stderr = "".join(o.get("text", "") for o in notebook.cells[4].outputs if o.get("name") == "stderr")
     assert "4/4" in stderr and not any(WIDGET in o.get("data", {}) for o in notebook.cells[4].outputs)
 
