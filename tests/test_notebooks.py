@@ -141,6 +141,8 @@ def test_the_kernels_interrupt_stops_the_job_cleanly_and_a_rerun_runs_only_the_m
         assert runners_of(root) == []
         kept = outcomes(root).count("success")
         assert 3 <= kept < 12 and len(glob.glob(str(root / "slow" / "results" / "*"))) == kept
+        assert "%d of 12 elements are done and kept: a rerun computes only the other %d" % (kept, 12 - kept) \
+            in _stderr(kernel, message)
 
         rerun = kernel.execute_interactive("results = client.map(slow, range(12), job_id='slow')\n"
                                            "assert list(results) == [x * 10 for x in range(12)]",
@@ -150,6 +152,23 @@ def test_the_kernels_interrupt_stops_the_job_cleanly_and_a_rerun_runs_only_the_m
     finally:
         kernel.stop_channels()
         manager.shutdown_kernel(now=True)
+
+
+def _stderr(kernel, message, timeout=60):
+    """What the cell printed to stderr, read until the kernel is idle after it."""
+    text, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        try:
+            output = kernel.get_iopub_msg(timeout=1)
+        except queue.Empty:
+            continue
+        if output["parent_header"].get("msg_id") != message:
+            continue
+        if output["msg_type"] == "stream" and output["content"]["name"] == "stderr":
+            text.append(output["content"]["text"])
+        if output["msg_type"] == "status" and output["content"]["execution_state"] == "idle":
+            return "".join(text)
+    raise AssertionError("the kernel was not idle after the interrupted cell in %ss" % timeout)
 
 
 def _reply(kernel, message, timeout=120):
