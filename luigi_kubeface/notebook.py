@@ -5,7 +5,8 @@ value, and its code version is its bytecode (code_reach.py). The values it loads
 (an array, a model configured in a cell) count by the statements that made them, as for a script; in
 IPython those statements are in the cells this session ran (`In`), not in a file. The cells count
 by their distinct statements, each at its last run: running the same cell again changes nothing,
-editing a cell that made a value the function loads changes the version.
+editing a cell that made a value the function loads changes the version, and a cell that only shows
+a value (`x.shape`) counts for nothing.
 """
 
 import ast
@@ -51,9 +52,23 @@ def _tree(cells):
 
 @functools.lru_cache(maxsize=4096)
 def _statements(cell):
-    """A cell's top-level statements with their text (none when it does not parse: the kernel did not run it
-    either)."""
+    """A cell's top-level statements with their text, but those that only show a value (`x`, `x.shape`,
+    `print(x)`): looking at a value in a notebook does not make it. None when the cell does not parse (the
+    kernel did not run it either)."""
     try:
-        return tuple((ast.dump(statement), statement) for statement in ast.parse(cell).body)
+        return tuple((ast.dump(statement), statement) for statement in ast.parse(cell).body
+                     if not _shows_only(statement))
     except (SyntaxError, ValueError):
         return ()
+
+
+_SHOWN = (ast.Name, ast.Attribute, ast.Subscript, ast.Constant)
+
+
+def _shows_only(statement):
+    if not isinstance(statement, ast.Expr):
+        return False
+    value = statement.value
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id in ("print", "display"):
+        return not value.keywords and all(isinstance(a, _SHOWN) for a in value.args)
+    return isinstance(value, _SHOWN)
