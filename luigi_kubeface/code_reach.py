@@ -278,7 +278,8 @@ class Reach:
 def _cell_class(cls):
     """A class defined in an IPython cell (no file for inspect): its last definition among the cells run."""
     source = _source_tree(cls.__module__) if cls.__module__ == "__main__" else None
-    found = [s for s in source.tree.body if isinstance(s, ast.ClassDef) and s.name == cls.__qualname__] if source else []
+    found = [s for s in source.tree.body if isinstance(s, ast.ClassDef) and s.name == cls.__qualname__] \
+        if source else []
     return ast.Module(body=found[-1:], type_ignores=[]) if found else None
 
 

@@ -138,7 +138,7 @@ def test_the_kernels_interrupt_stops_the_job_cleanly_and_a_rerun_runs_only_the_m
             time.sleep(0.1)
         manager.interrupt_kernel()
         reply = _reply(kernel, message)
-        assert reply["status"] == "error" and reply["ename"] == "Interrupted"  # signals.Interrupted: a KeyboardInterrupt
+        assert reply["status"] == "error" and reply["ename"] == "Interrupted"  # a KeyboardInterrupt (signals.py)
         assert "SIGINT" in reply["evalue"]
         assert runners_of(root) == []
         kept = outcomes(root).count("success")
