@@ -35,7 +35,7 @@ mode, root, size_mb = sys.argv[1], sys.argv[2], int(sys.argv[3])
 value = numpy.random.default_rng(0).integers(0, 256, size_mb << 20, dtype=numpy.uint8)
 key = os.urandom(32)
 if mode == "ours":
-    from luigi_kubeface import serialization
+    from luigi_kubeface.bucket import blobs as serialization
     from luigi_kubeface.storage import open_storage
     storage = open_storage(root + "/bench")
     started = time.perf_counter()

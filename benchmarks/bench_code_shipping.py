@@ -17,9 +17,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from luigi_kubeface import code_package  # noqa: E402
-from luigi_kubeface.job import Job, elements_from_grid  # noqa: E402
-from luigi_kubeface.keys import KeyRing  # noqa: E402
+from luigi_kubeface.job.code import package as code_package  # noqa: E402
+from luigi_kubeface.job.definition import Job, elements_from_grid  # noqa: E402
+from luigi_kubeface.bucket.signing import KeyRing  # noqa: E402
 
 
 def prepare_once(task, root, ship):

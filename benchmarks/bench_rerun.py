@@ -34,7 +34,7 @@ def fake_gcs_binary():
 
 def seed_results(root_dir, job_id, elements):
     """Write one result blob per element straight into a directory tree (the bucket's layout)."""
-    from luigi_kubeface import naming, serialization
+    from luigi_kubeface.bucket import layout as naming, blobs as serialization
 
     results = os.path.join(root_dir, job_id, os.path.dirname(naming.result_key("x")))
     os.makedirs(results, exist_ok=True)
@@ -130,7 +130,7 @@ def per_element_exists(job, sample):
     """The peer: one exists() request per element, over `sample` elements; returns seconds for all."""
     keys = [e.key for e in job.elements[:sample]]
     started = time.perf_counter()
-    from luigi_kubeface import naming
+    from luigi_kubeface.bucket import layout as naming
 
     assert all(job.storage.exists(naming.result_key(k)) for k in keys)
     return (time.perf_counter() - started) * len(job.elements) / len(keys)

@@ -35,7 +35,7 @@ import numpy
 mode, root, size_mb = sys.argv[1], sys.argv[2], int(sys.argv[3])
 value = numpy.random.default_rng(0).integers(0, 256, size_mb << 20, dtype=numpy.uint8)
 if mode == "ours":
-    from luigi_kubeface import serialization
+    from luigi_kubeface.bucket import blobs as serialization
     from luigi_kubeface.storage import open_storage
     key = os.urandom(32)
     storage = open_storage(root)
@@ -129,7 +129,7 @@ def head_each(client, bucket, keys, rounds):
 
 def rerun_bench(server, args):
     from bench_pipelines import TrivialMap
-    from luigi_kubeface import naming
+    from luigi_kubeface.bucket import layout as naming
 
     bucket = "bench-rerun-" + uuid.uuid4().hex[:8]
     server.create_bucket(bucket)

@@ -19,8 +19,8 @@ import shutil
 from common import scratch, table
 
 from luigi_kubeface.backends.simulated import SimulatedBackend
-from luigi_kubeface.engine import run_job
-from luigi_kubeface.job import Job, elements_from_items
+from luigi_kubeface.master.engine import run_job
+from luigi_kubeface.job.definition import Job, elements_from_items
 from luigi_kubeface.settings import Settings
 
 

@@ -23,10 +23,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from luigi_kubeface import keys as signing, naming, summary_seal  # noqa: E402
-from luigi_kubeface.job_store import JobStore  # noqa: E402
-from luigi_kubeface.job_state import JobState  # noqa: E402
-from luigi_kubeface.status_page import render  # noqa: E402
+from luigi_kubeface.bucket import signing, layout as naming, seal as summary_seal  # noqa: E402
+from luigi_kubeface.job import identity
+from luigi_kubeface.bucket.job_store import JobStore  # noqa: E402
+from luigi_kubeface.views.job_state import JobState  # noqa: E402
+from luigi_kubeface.views.status_page import render  # noqa: E402
 
 
 def grid_params(i):
@@ -47,7 +48,7 @@ def build(root, count, results=False):
     job = JobStore.at(root, "scale", keys=signing.KeyRing(os.path.join(root, "scale-keys")))
     job_key = job.create_key()  # the runner signs its summaries: an unsigned one would be refused
     params = [grid_params(i) if results else {"i": i} for i in range(count)]
-    keys = [naming.element_key((), p) for p in params]
+    keys = [identity.element_key((), p) for p in params]
     labels = [", ".join("%s=%r" % kv for kv in p.items()) for p in params]
     job.storage.write(naming.JOB_META, json.dumps({"job": "scale", "elements": count, "updated": time.time(),
                                                    "result_metric": "accuracy" if results else ""}).encode())

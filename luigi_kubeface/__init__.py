@@ -1,8 +1,6 @@
 """luigi-kubeface: run each element of a parameter grid as its own pod (or local process), from Luigi.
 
-The layers, imported top to bottom only:
-    luigi_adapter, client  ->  dispatch  ->  engine  ->  job  ->  job_store  ->  storage, backends
-        ->  runner, records, serialization, naming
+The package's layers, and which module owns what: docs/architecture.md (the one copy of the diagram).
 
 Exports are loaded lazily so that the task runner (what every pod starts) imports only what it uses.
 """

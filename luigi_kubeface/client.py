@@ -3,15 +3,17 @@
 import inspect
 import logging
 
-from . import naming, storage
-from .dispatch import dispatch
+from . import storage
+from .bucket import layout as naming
+from .master.dispatch import dispatch
 from .errors import ElementFailedError, JobFailedError
-from .job import Job, elements_from_items
-from .keys import KeyRing
-from .progress_bar import ProgressBar
+from .job import identity
+from .job.definition import Job, elements_from_items
+from .bucket.signing import KeyRing
+from .views.progress_bar import ProgressBar
 from .results import Results
 from .settings import Settings
-from .status_page import page_url
+from .views.status_page import page_url
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,7 @@ def _named_by_identity(job, function, elements):
     prefix = getattr(function, "__name__", "map").strip("<>") or "map"
 
     def named(version):
-        return job.renamed("%s-%s" % (prefix, naming.element_key(((keys, version, shared_digests),), {})[:12]))
+        return job.renamed("%s-%s" % (prefix, identity.element_key(((keys, version, shared_digests),), {})[:12]))
 
     current = named(job.code_version)
     legacy = job.legacy_code_version

@@ -1,7 +1,7 @@
 """Client.map from IPython and Jupyter: is this a kernel, and the source of `__main__`, made of cells.
 
 A function or class defined in a cell lives in `__main__`, which has no file: cloudpickle ships it by
-value, and its code version is its bytecode (code_reach.py). The values it loads from other cells
+value, and its code version is its bytecode (job/code/reach.py). The values it loads from other cells
 (an array, a model configured in a cell) count by the statements that made them, as for a script; in
 IPython those statements are in the cells this session ran (`In`), not in a file. The cells count
 by their distinct statements, each at its last run: running the same cell again changes nothing,
@@ -41,7 +41,7 @@ def main_tree():
 
 @functools.lru_cache(maxsize=4)
 def _tree(cells):
-    """One module of the cells' distinct statements, each at its last run (code_reach asks once per global)."""
+    """One module of the cells' distinct statements, each at its last run (reach.py asks once per global)."""
     latest = {}  # the statement's text -> the statement (dicts keep insertion order)
     for cell in cells:
         for text, statement in _statements(cell):

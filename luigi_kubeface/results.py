@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 
 from .errors import ConfigurationError, CorruptBlobError
-from .result_table import column_names, record, result_rows
+from .views.result_table import column_names, record, result_rows
 
 ALL_RECORDS = 10 ** 9
 
@@ -46,7 +46,7 @@ class Results(Sequence):
         Only summaries the runner signed and that verify count (summary_seal.py); each kind refused is
         logged and kept in summary_notes, and such an element gives its parameters alone.
         """
-        from .job_state import JobState  # the job's view from storage: elements.json and attempt records
+        from .views.job_state import JobState  # the job's view from storage: elements.json and attempt records
 
         if not self.keys:
             return []  # a map over nothing: no job in storage to read

@@ -70,7 +70,8 @@ def _stop_with_tracebacks(process):
 def run_runner(job_url, element, attempt, key, cwd):
     """The real task runner, `python -m luigi_kubeface.runner`, with the key in a pipe as the local backend
     hands it (never in argv or the environment)."""
-    from luigi_kubeface import runner, serialization
+    from luigi_kubeface.runner import process as runner
+    from luigi_kubeface.bucket import blobs as serialization
 
     read_end, write_end = os.pipe()
     with os.fdopen(write_end, "wb") as pipe:

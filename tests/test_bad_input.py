@@ -14,7 +14,8 @@ import sys
 
 import pytest
 
-from luigi_kubeface import Client, serialization
+from luigi_kubeface import Client
+from luigi_kubeface.bucket import blobs as serialization
 from luigi_kubeface.errors import ConfigurationError, JobFailedError
 from support import REPO
 from elements import square
@@ -92,7 +93,7 @@ def test_runner_with_other_versions_exits_2_and_stops_the_job(tmp_path, monkeypa
 
     # The same attempt run by hand exits 2: retrying it would not help.
     element, attempt = path.split(os.sep)[-2], os.path.basename(path)[: -len(".json")]
-    from luigi_kubeface.keys import KeyRing
+    from luigi_kubeface.bucket.signing import KeyRing
 
     key = KeyRing(str(tmp_path / "keys")).load(str(tmp_path / "s" / "versions"))
     env = dict(os.environ, PYTHONPATH=REPO, **{serialization.KEY_ENV: key.hex()})

@@ -7,9 +7,10 @@ import os
 
 import pytest
 
-from luigi_kubeface import Client, naming, serialization
+from luigi_kubeface import Client
+from luigi_kubeface.bucket import layout as naming, blobs as serialization
 from luigi_kubeface.errors import CorruptBlobError, KubefaceError, UntrustedBlobError
-from luigi_kubeface.keys import KeyRing
+from luigi_kubeface.bucket.signing import KeyRing
 from support import Bomb
 from elements import square
 

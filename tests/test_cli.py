@@ -13,7 +13,8 @@ import time
 import pytest
 
 from luigi_kubeface import Client, JobFailedError
-from luigi_kubeface.cli import main, parse_duration
+from luigi_kubeface.cli import main
+from luigi_kubeface.cli.common import parse_duration
 from luigi_kubeface.errors import ConfigurationError
 from support import REPO
 
@@ -357,9 +358,9 @@ def test_cleanup_older_than_spares_a_job_whose_master_is_alive(tmp_path):
 
 
 def test_malformed_records_are_skipped_and_named_everything_else_shown(tmp_path, capsys):
-    from luigi_kubeface.job_state import JobState
-    from luigi_kubeface.job_store import open_job
-    from luigi_kubeface.status_writer import write_page
+    from luigi_kubeface.views.job_state import JobState
+    from luigi_kubeface.bucket.job_store import open_job
+    from luigi_kubeface.views.status_writer import write_page
 
     root = str(tmp_path)
     with pytest.raises(JobFailedError):
@@ -412,7 +413,7 @@ def test_status_after_a_rerun_that_found_every_result_names_the_run_that_compute
     # A later master whose map task found every result (another master computed them) dispatches
     # nothing: its only record is the map task's bookkeeping, written as tasks.py did before that
     # flag had its own key (luigi/<run>.json): such buckets must still read.
-    from luigi_kubeface import naming
+    from luigi_kubeface.bucket import layout as naming
 
     with open(os.path.join(root, job_id, naming.dispatch_key(naming.new_run_id().replace("T", "T9", 1))), "w") as f:
         json.dump({"elements_shown": True}, f, indent=1)

@@ -166,9 +166,9 @@ def test_results_as_csv_never_hold_a_formula_a_spreadsheet_would_run(tmp_path):
 
 def test_a_forged_released_lease_or_old_activity_does_not_let_cleanup_touch_a_running_job(tmp_path, capsys):
     """Hardening (issue 25): a forged "released" lease, or forged activity times, let cleanup act on a running job."""
-    from luigi_kubeface import naming
-    from luigi_kubeface.job_store import JobStore
-    from luigi_kubeface.lease import JobLease, read_lease
+    from luigi_kubeface.bucket import layout as naming
+    from luigi_kubeface.bucket.job_store import JobStore
+    from luigi_kubeface.master.lease import JobLease, read_lease
 
     root = tmp_path / "s"
     Client(storage_root=str(root), **FAST).map(square, [2], job_id="live")
@@ -196,7 +196,7 @@ def test_a_forged_released_lease_or_old_activity_does_not_let_cleanup_touch_a_ru
 def test_cleanup_removes_no_directory_through_a_link_swapped_in_while_it_prunes(tmp_path):
     """Hardening (issue 25): cleanup removed empty directories by path, so a directory swapped for a link got
     directories outside the job removed. A real process swaps logs/ for a link to outside/ over and over."""
-    from luigi_kubeface.cli import _prune_empty_directories
+    from luigi_kubeface.cli.cleanup import _prune_empty_directories
 
     job, outside = tmp_path / "s" / "job", tmp_path / "outside"
     names = ["e%03d" % i for i in range(200)]

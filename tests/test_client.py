@@ -158,7 +158,7 @@ def test_bad_configuration_fails_before_launch(tmp_path):
     with pytest.raises(ConfigurationError, match="unknown backend 'nomad'"):
         Settings(backend="nomad")
     with pytest.raises(ConfigurationError, match="max_in_flight = 1000 is out of range"):
-        Settings(max_in_flight=1000)
+        Settings(backend="kubernetes", image="r/kubeface:1", storage_root="gs://b/jobs", max_in_flight=1000)
     with pytest.raises(ConfigurationError, match="unknown kubeface setting"):
         Client(retry=3)
     with pytest.raises(ConfigurationError, match="does not exist"):

@@ -12,7 +12,7 @@ import tarfile
 
 import pytest
 
-from luigi_kubeface import code_package
+from luigi_kubeface.job.code import package as code_package
 from support import REPO, run_luigi
 from test_code_shipping import make_project
 

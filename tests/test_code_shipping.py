@@ -14,7 +14,8 @@ import textwrap
 
 import pytest
 
-from luigi_kubeface import Client, code_package
+from luigi_kubeface import Client
+from luigi_kubeface.job.code import package as code_package
 from luigi_kubeface.errors import ConfigurationError, EnvironmentMismatchError, JobFailedError
 from support import run_luigi
 
@@ -147,7 +148,7 @@ def test_client_map_identity_covers_the_function_code_and_shared_inputs(tmp_path
 def test_code_versions_are_the_same_in_every_process():
     """A digest of the bytecode, never of a pickle: sets in globals must not change it."""
     script = textwrap.dedent('''
-        from luigi_kubeface import code_package
+        from luigi_kubeface.job.code import package as code_package
         WORDS = {"alpha", "beta", "gamma", "delta"}
         def helper(x):
             return x in WORDS
@@ -283,9 +284,9 @@ def _replay_setup(tmp_path, monkeypatch):
     (job, the first run's code archive and function blob, key)."""
     import importlib
 
-    from luigi_kubeface import naming
-    from luigi_kubeface.job import Job, elements_from_items
-    from luigi_kubeface.keys import KeyRing
+    from luigi_kubeface.bucket import layout as naming
+    from luigi_kubeface.job.definition import Job, elements_from_items
+    from luigi_kubeface.bucket.signing import KeyRing
 
     project, root, keys = tmp_path / "project", tmp_path / "s", str(tmp_path / "keys")
     project.mkdir()
@@ -308,7 +309,8 @@ def _replay_setup(tmp_path, monkeypatch):
 
 def test_an_older_code_archive_copied_over_the_new_name_is_refused(tmp_path, monkeypatch):
     """Item 3 of the attack review: the old archive is validly signed for this job; only its content tells."""
-    from luigi_kubeface import naming, runner
+    from luigi_kubeface.bucket import layout as naming
+    from luigi_kubeface.runner import attempt as runner
     from support import run_runner
 
     job, old_code, _, key = _replay_setup(tmp_path, monkeypatch)
@@ -328,7 +330,8 @@ def test_an_older_code_archive_copied_over_the_new_name_is_refused(tmp_path, mon
 
 def test_an_older_function_copied_back_is_refused_beside_the_new_input(tmp_path, monkeypatch):
     """The input is signed with the code version it is for: an old function.pkl (and its old archive) does not run it."""
-    from luigi_kubeface import naming, runner
+    from luigi_kubeface.bucket import layout as naming
+    from luigi_kubeface.runner import attempt as runner
     from support import run_runner
 
     job, _, old_function, key = _replay_setup(tmp_path, monkeypatch)

@@ -8,7 +8,9 @@ import pickle
 
 import pytest
 
-from luigi_kubeface import Client, naming, serialization
+from luigi_kubeface import Client
+from luigi_kubeface.bucket import layout as naming, blobs as serialization
+from luigi_kubeface.job import identity
 from luigi_kubeface.errors import CorruptBlobError
 from luigi_kubeface.storage import open_storage
 from support import Bomb, run_luigi
@@ -73,7 +75,7 @@ def test_damaged_results_are_refused_and_recomputed_by_the_next_run(tmp_path, st
 
 def sabotaged(x, root):
     """Before the runner writes its result, put garbage at the result's key (once per element)."""
-    key = naming.element_key((x,), {})
+    key = identity.element_key((x,), {})
     flag = os.path.join(root, "sabotaged-%d" % x)
     if x == 2 and not os.path.exists(flag):
         open(flag, "w").close()

@@ -1,29 +1,53 @@
 """The README and the repository's luigi.cfg agree with the code about settings."""
 
 import configparser
-import dataclasses
+import json
 import os
 import re
 
-from luigi_kubeface.settings import Settings
+import settings_docs
+from luigi_kubeface.settings import all_keys
 from support import REPO
 
-DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings) if f.default is not dataclasses.MISSING}
+DEFAULTS = {name: key.default for name, key in all_keys().items()}
+REWRITE = "the settings' help texts changed: run `python tests/settings_docs.py` to rewrite README.md and luigi.cfg"
 
 
 def _typed(name, text):
     kind = type(DEFAULTS[name])
     if kind is bool:
         return text.strip().lower() in ("true", "1", "yes", "on")
+    if kind in (dict, list):
+        return json.loads(text)
     return text if kind is str else kind(text)
+
+
+def test_the_readme_has_a_table_of_every_owners_keys_with_their_help_texts():
+    readme = open(os.path.join(REPO, "README.md")).read()
+    for owner, _, _ in settings_docs.groups():
+        assert settings_docs.readme_table(owner) in readme, REWRITE
+
+
+def test_luigi_cfg_says_each_keys_help_text_above_it_and_every_key_is_there():
+    section = settings_docs.cfg_section(open(os.path.join(REPO, "luigi.cfg")).read())
+    assert section == settings_docs.luigi_cfg_section(settings_docs.examples_in(section)) + "\n", REWRITE
+    assert set(DEFAULTS) == set(re.findall(r"^(?:# )?([a-z_0-9]+) =", section, re.M))
+
+
+def test_each_luigi_parameter_describes_its_key_with_the_help_text():
+    from luigi_kubeface.luigi_adapter.config import kubeface
+
+    for name, key in all_keys().items():
+        assert getattr(kubeface, name).description.startswith(key.help), name
+    assert "see luigi_kubeface.settings" not in kubeface.image.description
 
 
 def test_readme_table_shows_the_code_defaults():
     readme = open(os.path.join(REPO, "README.md")).read()
-    rows = re.findall(r"^\| (`[a-z_]+`(?:, `[a-z_]+`)*) \| ([^|]+) \|", readme, re.M)
+    rows = re.findall(r"^\| (`[a-z_0-9]+`(?:, `[a-z_0-9]+`)*) \| ([^|]+) \|", readme, re.M)
     checked = 0
     for names, values in rows:
-        names, values = re.findall(r"`([a-z_]+)`", names), re.findall(r"`([^`]*)`", values)
+        names, values = re.findall(r"`([a-z_0-9]+)`", names), re.findall(r"`([^`]*)`", values)
         if names == ["setting"] or not values:
             continue
         for name, value in zip(names, values):
@@ -41,7 +65,8 @@ def test_luigi_cfg_values_other_than_the_defaults_are_called_examples():
         if name not in DEFAULTS or _typed(name, text) == DEFAULTS[name]:
             continue
         line = lines.index("%s = %s" % (name, text))
-        assert re.match(r"# An example value: the default is %g\b" % DEFAULTS[name], lines[line - 1]), name
+        assert re.match(r"# An example value: the default is %s\b" % settings_docs.shown(DEFAULTS[name]),
+                        lines[line - 1]), name
         assert "`%s = %s`" % (name, text) in readme and "`luigi.cfg` is an example" in readme, name
 
 

@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from luigi_kubeface import Client, naming
+from luigi_kubeface import Client
+from luigi_kubeface.bucket import layout as naming
 from luigi_kubeface.storage import open_storage
 from support import process_argvs
 

@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from luigi_kubeface.errors import ConfigurationError
-from luigi_kubeface.job import Job, elements_from_grid
+from luigi_kubeface.job.definition import Job, elements_from_grid
 
 
 def test_grid_elements_keep_order_and_stable_keys():

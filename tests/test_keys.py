@@ -5,9 +5,10 @@ import shutil
 
 import pytest
 
-from luigi_kubeface import Client, naming, serialization
+from luigi_kubeface import Client
+from luigi_kubeface.bucket import layout as naming, blobs as serialization
 from luigi_kubeface.errors import SigningKeyError, UntrustedBlobError
-from luigi_kubeface.keys import KeyRing
+from luigi_kubeface.bucket.signing import KeyRing
 from elements import square
 
 FAST = dict(poll_interval=0.05, retry_backoff=0.1)

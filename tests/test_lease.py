@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from luigi_kubeface import naming
+from luigi_kubeface.bucket import layout as naming
 from luigi_kubeface.cli import main
-from luigi_kubeface.lease import JobLease, describe, lapsed, read_lease
+from luigi_kubeface.master.lease import JobLease, describe, lapsed, read_lease
 from luigi_kubeface.storage import open_storage
 from support import REPO, TESTS
 
@@ -123,9 +123,9 @@ def test_cleanup_refuses_a_job_whose_lease_is_live_unless_forced(tmp_path, capsy
 def test_a_cancellation_written_by_another_master_is_not_the_elements_failure(tmp_path):
     from luigi_kubeface.backends import AttemptEnd
     from luigi_kubeface.backends.simulated import SimulatedBackend
-    from luigi_kubeface.engine import run_job
-    from luigi_kubeface.job import Job, elements_from_items
-    from luigi_kubeface.keys import KeyRing
+    from luigi_kubeface.master.engine import run_job
+    from luigi_kubeface.job.definition import Job, elements_from_items
+    from luigi_kubeface.bucket.signing import KeyRing
     from luigi_kubeface.settings import Settings
 
     settings = Settings(storage_root=str(tmp_path / "s"), key_dir=str(tmp_path / "keys"), retries=0)

@@ -23,6 +23,7 @@ def _master(root, tmp, n, seconds, *more):
     return subprocess.Popen([luigi, "--module", "pipelines.toy", "Squares", "--n", str(n), "--mode", "child",
                              "--bad", json.dumps(list(range(n))), "--seconds", str(seconds), "--local-scheduler",
                              "--kubeface-storage-root", root, "--kubeface-max-in-flight", "4",
+                             "--kubeface-local-max-processes", "4",
                              "--kubeface-poll-interval", "0.1", "--kubeface-lease-seconds", "2", "--no-lock"]
                             + list(more), cwd=os.path.dirname(root), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True,
@@ -128,11 +129,11 @@ def test_a_master_killed_five_times_leaves_every_result_once_and_nothing_running
 
 def test_a_master_stopped_on_the_way_out_never_replaces_the_runners_record(tmp_path):
     """The runner wrote success, the master had not seen the attempt end yet: its `cancelled` must not win."""
-    from luigi_kubeface import naming
+    from luigi_kubeface.bucket import layout as naming
     from luigi_kubeface.backends.local import LocalBackend
-    from luigi_kubeface.engine import run_job
-    from luigi_kubeface.job import Job, elements_from_items
-    from luigi_kubeface.keys import KeyRing
+    from luigi_kubeface.master.engine import run_job
+    from luigi_kubeface.job.definition import Job, elements_from_items
+    from luigi_kubeface.bucket.signing import KeyRing
     from luigi_kubeface.settings import Settings
 
     settings = Settings(storage_root=str(tmp_path / "s"), key_dir=str(tmp_path / "keys"), lease_seconds=5)

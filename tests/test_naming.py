@@ -8,23 +8,24 @@ import sys
 import numpy as np
 import pytest
 
-from luigi_kubeface import naming
+from luigi_kubeface.bucket import layout as naming
+from luigi_kubeface.job import identity
 from luigi_kubeface.errors import ConfigurationError
 from support import REPO
 
 
 def test_element_key_ignores_dict_order_and_distinguishes_types():
-    assert naming.element_key((), {"a": 1, "b": 2.5}) == naming.element_key((), {"b": 2.5, "a": 1})
-    assert naming.element_key((), {"a": 1}) != naming.element_key((), {"a": 1.0})
-    assert naming.element_key((), {"a": [1, 2]}) != naming.element_key((), {"a": (1, 2)})
-    assert naming.element_key((), {"a": np.float64(0.5)}) == naming.element_key((), {"a": 0.5})
+    assert identity.element_key((), {"a": 1, "b": 2.5}) == identity.element_key((), {"b": 2.5, "a": 1})
+    assert identity.element_key((), {"a": 1}) != identity.element_key((), {"a": 1.0})
+    assert identity.element_key((), {"a": [1, 2]}) != identity.element_key((), {"a": (1, 2)})
+    assert identity.element_key((), {"a": np.float64(0.5)}) == identity.element_key((), {"a": 0.5})
 
 
 def test_element_key_is_stable_across_processes():
-    code = "from luigi_kubeface import naming; print(naming.element_key((), {'m': 'svm', 'c': {'x': (1, None)}}))"
+    code = "from luigi_kubeface.job import identity; print(identity.element_key((), {'m': 'svm', 'c': {'x': (1, None)}}))"
     keys = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout.strip() for seed in (1, 2)}
-    assert keys == {naming.element_key((), {"m": "svm", "c": {"x": (1, None)}})}
+    assert keys == {identity.element_key((), {"m": "svm", "c": {"x": (1, None)}})}
 
 
 def test_job_ids_are_checked():
@@ -64,7 +65,7 @@ class Opaque:
 
 
 def key(value):
-    return naming.element_key((), {"v": value})
+    return identity.element_key((), {"v": value})
 
 
 def test_keys_of_plain_values_never_change_so_existing_buckets_keep_their_results():
@@ -81,7 +82,7 @@ def test_keys_of_plain_values_never_change_so_existing_buckets_keep_their_result
     assert key({1.5: "a"}) == "22668cc043e2b0bc6e94b4f1"
     assert key(np.int64(4)) == "4d6f99e096708d84a5f6d8dc"
     assert key(np.float32(0.5)) == "6a89c58ec37f5354566a2053"
-    assert naming.element_key((3,), {}) == "5802794c8bcca9a491e148a8"
+    assert identity.element_key((3,), {}) == "5802794c8bcca9a491e148a8"
 
 
 ODD_VALUES = ("[{3, 'a', (1, 2)}, frozenset({2.5, None}), {1.5: 'a', 2.5: 'b'}, {(1, 2): 'x', 'y': 3, 4: {5}},"
@@ -93,8 +94,8 @@ def test_sets_enums_dataclasses_and_odd_dict_keys_have_one_key_in_every_process(
     (tmp_path / "tests_naming_values.py").write_text(
         "import dataclasses, enum\n" + "\n".join(
             inspect.getsource(c) for c in (Colour, Shape, Config, Opaque)))
-    code = ("import tests_naming_values; from luigi_kubeface import naming\n"
-            "print([naming.element_key((), {'v': v}) for v in %s])" % ODD_VALUES)
+    code = ("import tests_naming_values; from luigi_kubeface.job import identity\n"
+            "print([identity.element_key((), {'v': v}) for v in %s])" % ODD_VALUES)
     outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
                               env=dict(os.environ, PYTHONHASHSEED=str(seed),
                                        PYTHONPATH=os.pathsep.join([str(tmp_path), REPO]))).stdout

@@ -16,7 +16,7 @@ import pytest
 import elements
 from luigi_kubeface import Client
 from luigi_kubeface.errors import ConfigurationError
-from luigi_kubeface.keys import KeyRing
+from luigi_kubeface.bucket.signing import KeyRing
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "bucket-0.1.0")
 JOB = "written-by-0.1.0"

@@ -14,9 +14,11 @@ import pickle
 
 import pytest
 
-from luigi_kubeface import Client, naming, serialization
-from luigi_kubeface.keys import KeyRing
-from luigi_kubeface.runner import load_call
+from luigi_kubeface import Client
+from luigi_kubeface.bucket import layout as naming, blobs as serialization
+from luigi_kubeface.job import identity
+from luigi_kubeface.bucket.signing import KeyRing
+from luigi_kubeface.runner.attempt import load_call
 from luigi_kubeface.storage import open_storage
 from support import Bomb
 
@@ -99,7 +101,7 @@ def test_an_input_rewritten_after_its_digest_never_runs_in_the_runner(tmp_path, 
     with pytest.raises(Exception, match="kept"):
         client.map(refuse, [ITEM], job_id="race", shared={"blob": b"b" * size})[0]
     job_url = naming.job_url(str(root), "race")
-    storage, key, element = open_storage(job_url), KeyRing(keys).load(job_url), naming.element_key([ITEM], {})
+    storage, key, element = open_storage(job_url), KeyRing(keys).load(job_url), identity.element_key([ITEM], {})
     for blob_key in [naming.input_key(element)] + storage.list("shared/"):
         attack = SwapAfterDigest(monkeypatch, os.path.join(storage.url, blob_key), bomb(marker))
         try:
@@ -113,7 +115,7 @@ def test_an_input_rewritten_after_its_digest_never_runs_in_the_runner(tmp_path, 
 
 
 def test_the_private_copy_is_private_and_the_bucket_file_is_read_once(tmp_path):
-    from luigi_kubeface.private_copy import private_copy
+    from luigi_kubeface.bucket.private_copy import private_copy
 
     key = os.urandom(32)
     with serialization.Pickled(b"x" * (IN_MEMORY + 1)) as pickled:

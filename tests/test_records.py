@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from luigi_kubeface.records import (
+from luigi_kubeface.bucket.records import (
     FAILED, AttemptRecord, ElementIndex, JobMeta, LiveProgress, Outcome, RunSummary, elements_shown, luigi_flag,
     master_record, outcome_of,
 )

@@ -10,9 +10,12 @@ import os
 
 import pytest
 
-from luigi_kubeface import Client, keys, naming, runner, serialization
+from luigi_kubeface import Client
+from luigi_kubeface.bucket import signing as keys, layout as naming, blobs as serialization
+from luigi_kubeface.job import identity
+from luigi_kubeface.runner import attempt as runner
 from luigi_kubeface.errors import UntrustedBlobError
-from luigi_kubeface.keys import KeyRing
+from luigi_kubeface.bucket.signing import KeyRing
 from support import run_runner
 
 FAST = dict(poll_interval=0.05, retry_backoff=0.1, retries=0)
@@ -58,7 +61,7 @@ def test_code_unpickled_in_an_attempt_cannot_reach_the_jobs_key(tmp_path):
     with pytest.raises(Exception, match="kept"):
         client.map(refuse, [1], job_id="steal")[0]
     job_url = naming.job_url(str(root), "steal")
-    key, element = KeyRing(key_dir).load(job_url), naming.element_key([1], {})
+    key, element = KeyRing(key_dir).load(job_url), identity.element_key([1], {})
     (root / "steal" / naming.input_key(element)).write_bytes(serialization.dumps(
         KeyHunter(str(leak)), "input", {"element": element, "job": "steal", "shared": {}}, key))
     done = run_runner(job_url, element, naming.new_attempt_id(2), key, tmp_path)

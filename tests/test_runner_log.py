@@ -4,9 +4,9 @@ import os
 import subprocess
 import sys
 
-from luigi_kubeface import serialization
-from luigi_kubeface.job import Job, elements_from_items
-from luigi_kubeface.keys import KeyRing
+from luigi_kubeface.bucket import blobs as serialization
+from luigi_kubeface.job.definition import Job, elements_from_items
+from luigi_kubeface.bucket.signing import KeyRing
 from support import REPO, TESTS
 
 

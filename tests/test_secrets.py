@@ -4,9 +4,10 @@ import logging
 import os
 import subprocess
 
-from luigi_kubeface import Client, serialization
+from luigi_kubeface import Client
+from luigi_kubeface.bucket import blobs as serialization
 from luigi_kubeface.backends import AttemptSpec
-from luigi_kubeface.keys import KeyRing
+from luigi_kubeface.bucket.signing import KeyRing
 from support import run_luigi
 
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from luigi_kubeface import serialization
+from luigi_kubeface.bucket import blobs as serialization
 from luigi_kubeface.errors import CorruptBlobError, VersionMismatchError
 
 

@@ -10,12 +10,13 @@ import sys
 
 import pytest
 
-from luigi_kubeface import Client, naming, serialization
+from luigi_kubeface import Client
+from luigi_kubeface.bucket import layout as naming, blobs as serialization
 from luigi_kubeface.backends.local import LocalBackend
-from luigi_kubeface.engine import run_job
+from luigi_kubeface.master.engine import run_job
 from luigi_kubeface.errors import CorruptBlobError, SigningKeyError, UntrustedBlobError
-from luigi_kubeface.job import Job, elements_from_items
-from luigi_kubeface.keys import KeyRing, job_key
+from luigi_kubeface.job.definition import Job, elements_from_items
+from luigi_kubeface.bucket.signing import KeyRing, job_key
 from luigi_kubeface.settings import Settings
 from support import Bomb, REPO
 from elements import square
@@ -147,7 +148,7 @@ def test_attempt_without_the_key_exits_2_and_stops_the_job(tmp_path):
     record = job.store.attempt_record(element.key, "001-1-aaaaaa")
     assert record["outcome"] == "unusable_input" and record["error_type"].endswith("SigningKeyError")
     assert "no signing key in its environment (KUBEFACE_SIGNING_KEY): the backend must hand" in record["message"]
-    from luigi_kubeface.judge import failure_from_record
+    from luigi_kubeface.master.judge import failure_from_record
 
     assert failure_from_record(record).fatal  # every element would fail alike: the job stops
 

@@ -9,10 +9,10 @@ import time
 import pytest
 
 from luigi_kubeface import Client, JobFailedError
-from luigi_kubeface.job import Job
-from luigi_kubeface.job_state import JobState
-from luigi_kubeface.job_store import JobStore
-from luigi_kubeface.status_page import page_url, render
+from luigi_kubeface.job.definition import Job
+from luigi_kubeface.views.job_state import JobState
+from luigi_kubeface.bucket.job_store import JobStore
+from luigi_kubeface.views.status_page import page_url, render
 from infra.browser import chromium, png_colours
 
 FAST = dict(poll_interval=0.05, retry_backoff=0.1)
@@ -162,7 +162,7 @@ def score_protein(params):
 @pytest.mark.slow
 def test_an_id_like_parameter_is_not_charted_as_a_category_and_says_why_in_chromium(tmp_path):
     """60 protein IDs, more than a chart labels (MAX_GROUPS): no band chart, no parallel axis; one line; the table keeps them."""
-    from luigi_kubeface.result_charts import MAX_GROUPS
+    from luigi_kubeface.views.result_charts import MAX_GROUPS
 
     grid = [dict(protein="P%05d" % i, window=1 + i % 3, depth=2 + 2 * (i % 2)) for i in range(MAX_GROUPS + 20)]
     Client(storage_root=str(tmp_path / "s"), **FAST).map(score_protein, grid, job_id="proteome")
@@ -188,7 +188,7 @@ def test_results_section_says_why_there_is_nothing_to_rank(finished_job, tmp_pat
 
 @pytest.mark.slow
 def test_results_section_at_fifty_thousand_elements_in_chromium(tmp_path):
-    from luigi_kubeface.result_charts import MAX_LINES, MAX_POINTS
+    from luigi_kubeface.views.result_charts import MAX_LINES, MAX_POINTS
     from status_page_scale import build  # benchmarks/: pytest.ini puts it on the path
 
     job = build(str(tmp_path), 50000, results=True)

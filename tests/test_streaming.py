@@ -7,7 +7,7 @@ import google_crc32c
 import numpy
 import pytest
 
-from luigi_kubeface import serialization
+from luigi_kubeface.bucket import blobs as serialization
 from luigi_kubeface.errors import CorruptBlobError, UntrustedBlobError
 from support import Bomb
 

@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from luigi_kubeface import Client
-from luigi_kubeface.summary import MAX_BYTES, MAX_VALUES, describe
+from luigi_kubeface.runner.summary import MAX_BYTES, MAX_VALUES, describe
 
 FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 

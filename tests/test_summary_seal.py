@@ -14,11 +14,12 @@ import time
 
 import pytest
 
-from luigi_kubeface import Client, naming
-from luigi_kubeface.job_state import JobState
-from luigi_kubeface.job_store import JobStore
-from luigi_kubeface.keys import KeyRing
-from luigi_kubeface.status_page import render
+from luigi_kubeface import Client
+from luigi_kubeface.bucket import layout as naming
+from luigi_kubeface.views.job_state import JobState
+from luigi_kubeface.bucket.job_store import JobStore
+from luigi_kubeface.bucket.signing import KeyRing
+from luigi_kubeface.views.status_page import render
 from support import REPO, TESTS
 
 FAST = dict(poll_interval=0.05, retry_backoff=0.1)

@@ -7,56 +7,13 @@ cancels on request. It knows nothing of elements' results: the engine reads thos
 import importlib
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional, Protocol
 
+from .. import cost
 from ..errors import ConfigurationError
+from .attempts import AttemptEnd, AttemptSpec  # noqa: F401 - what a backend receives and reports
 from .kubernetes import settings as _kubernetes_settings
-
-
-@dataclass(frozen=True)
-class AttemptSpec:
-    """One attempt of one element: everything a backend needs to start the task runner."""
-
-    job_id: str
-    job_url: str
-    element: str
-    attempt: str
-    label: str = ""
-    # Environment the runner needs but nobody else may read (the job's signing key): a backend
-    # hands it over privately (a pipe, a Kubernetes Secret), never in argv, a pod spec or a log.
-    secret_env: dict = field(default_factory=dict, repr=False, compare=False)
-    # The element's history in this run, for backends that adapt its next attempt to it (Kubernetes:
-    # more memory after an OOM, off spot after preemptions).
-    out_of_memory: int = 0
-    interruptions: int = 0
-
-
-@dataclass(frozen=True)
-class AttemptEnd:
-    """An attempt that ended, as the backend saw it.
-
-    exit_code is None when the process never ran or vanished (pod lost, image missing).
-    error_type and reason explain an end the runner could not record (OOMKilled, unschedulable).
-    fatal marks errors that would hit every element alike (missing image): the job stops.
-    retryable False: a retry would fail the same way (no node fits, out of memory).
-    interrupted: the infrastructure stopped it (eviction, preemption, lost node): the engine retries
-    without counting it against the element's retries.
-    more_memory: it ran out of memory and the backend gives the element's next attempt more: the
-    engine runs it again at once, not counted against its retries (the backend's ceiling bounds it).
-    memory_limit: the memory the attempt had, when the backend knows it (for the master's record).
-    """
-
-    attempt: str
-    exit_code: Optional[int]
-    reason: str = ""
-    fatal: bool = False
-    log_tail: str = ""
-    error_type: str = ""
-    retryable: bool = True
-    interrupted: bool = False
-    more_memory: bool = False
-    memory_limit: str = ""
 
 
 class Backend:
@@ -120,21 +77,32 @@ def _no_details(settings):
     return {}
 
 
+def _one_core(settings):
+    return cost.LOCAL
+
+
 @dataclass(frozen=True)
 class BackendEntry:
     """What the rest of the code knows of a backend, found by its name: nothing outside it names one.
 
-    settings: a frozen dataclass of the backend's own [kubeface] keys (Settings carries them, flat).
+    settings: a frozen dataclass of the backend's own [kubeface] keys (Settings composes one, as
+    backend_settings, when this backend is selected); its keys must not be another owner's.
+    max_in_flight_ceiling: the highest [kubeface] max_in_flight this backend accepts (0: no ceiling),
+    and ceiling_reason why.
     check(settings) refuses other settings a job on it cannot use; job_details(settings) goes into
     job.json. tools: the module of its command-line tools (a BackendTools), imported when used.
+    request(settings): the cost.Request of each attempt (what a job cost); by default one core.
     """
 
     open: Callable
     max_in_flight: int = 200  # the cap when [kubeface] max_in_flight is 0
     settings: Optional[type] = None
+    max_in_flight_ceiling: int = 0
+    ceiling_reason: str = ""
     check: Callable = _nothing
     job_details: Callable = _no_details
     tools: str = ""
+    request: Callable = _one_core  # what each attempt requests (a cost.Request), for what a job cost
 
 
 class BackendTools(Protocol):
@@ -159,8 +127,11 @@ class BackendTools(Protocol):
 REGISTRY = {
     "local": BackendEntry(_local, max_in_flight=os.cpu_count() or 1),  # processes share this machine's cores
     "kubernetes": BackendEntry(_kubernetes, max_in_flight=200,  # pods: capped where Kubernetes copes
+                               max_in_flight_ceiling=_kubernetes_settings.MAX_IN_FLIGHT_CEILING,
+                               ceiling_reason="Kubernetes misbehaves above",
                                settings=_kubernetes_settings.KubernetesSettings, check=_kubernetes_settings.check_job,
-                               job_details=_kubernetes_settings.job_details, tools="kubernetes.tools"),
+                               job_details=_kubernetes_settings.job_details, tools="kubernetes.tools",
+                               request=cost.kubernetes_request),
 }
 
 
@@ -183,18 +154,13 @@ def open_backend(settings):
     return backend_entry(settings.backend).open(settings)
 
 
+def attempt_request(settings):
+    """The priced cost.Request of each attempt of a job on its backend."""
+    return cost.request_of(settings, backend_entry(settings.backend).request)
+
+
 def default_max_in_flight(name):
     return backend_entry(name).max_in_flight
-
-
-def settings_classes():
-    """Each backend's own settings class: Settings carries their keys beside its own."""
-    classes = []
-    for name in REGISTRY:
-        keys = backend_entry(name).settings
-        if keys is not None and keys not in classes:
-            classes.append(keys)
-    return tuple(classes)
 
 
 def backend_tools(name):

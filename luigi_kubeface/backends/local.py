@@ -11,9 +11,14 @@ import sys
 import tempfile
 import time
 
-from .. import code_package, naming, runner, serialization
+from .. import cost
+from ..job.code import package as code_package
+from ..bucket import attempts, blobs as serialization
+from ..runner import process as runner_process
 from ..storage import open_storage
 from . import AttemptEnd, Backend
+from . import local_slots
+from .local_slots import Slots
 
 
 log = logging.getLogger(__name__)
@@ -58,7 +63,7 @@ def sweep_stale_dirs(parent=None):
     """Remove what masters killed on this machine left: their runners' process groups, then their directories.
 
     Each master's directory is named after its pid and lists its runners (pid and start time). A
-    runner normally dies with its master (runner._die_with_master); this catches the rest, so a
+    runner normally dies with its master (runner/process.py: _die_with_master); this catches the rest, so a
     rerun never computes an element next to a runner still computing it. Returns the directories removed.
     """
     parent = parent or tempfile.gettempdir()
@@ -98,6 +103,7 @@ def sweep_stale_dirs(parent=None):
                     pass
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
+    local_slots.sweep(parent)  # and the slot folders of luigi commands that ended
     if removed:
         log.info("removed %d directories (and their runners) left by local masters that were killed", len(removed))
     return removed
@@ -118,6 +124,11 @@ class LocalBackend(Backend):
         self._pidfds = {}  # attempt -> pidfd (Linux)
         self._storage_envs = {}  # job URL -> the storage's runner_environment()
         self._specs = {}  # attempt -> AttemptSpec, to upload the log of an attempt whose runner could not
+        # Element processes of every job of this command share the machine's cores (local_slots.py).
+        self._slots = Slots(settings.local_max_processes or os.cpu_count() or 1)
+        self._waiting = {}  # attempt -> AttemptSpec launched while every slot was held, oldest first
+        self._slot_of = {}  # attempt -> the slot its process holds
+        self._began = {}  # attempt -> monotonic time its process started (after waiting for a slot)
         sweep_stale_dirs()
         self._dir = tempfile.mkdtemp(prefix="%s%d-" % (_DIR_PREFIX, os.getpid()))
         with open(os.path.join(self._dir, "master"), "w") as f:
@@ -128,7 +139,7 @@ class LocalBackend(Backend):
         self._env = {k: v for k, v in os.environ.items() if k != serialization.KEY_ENV}
         # As in a pod: the runner sees installed packages and luigi-kubeface, and the user's own modules
         # only as the job ships them (code_package.py), so what runs here runs on Kubernetes too.
-        ours = os.path.dirname(os.path.dirname(os.path.abspath(runner.__file__)))  # holds luigi_kubeface/
+        ours = os.path.abspath(os.path.join(os.path.dirname(runner_process.__file__), "..", ".."))  # holds luigi_kubeface/
         self._env["PYTHONPATH"] = os.pathsep.join(
             [ours] + [p for p in sys.path if p and p != ours and not code_package.is_user_path(os.path.join(p, "x"))])
 
@@ -139,6 +150,40 @@ class LocalBackend(Backend):
         return self._storage_envs[job_url]
 
     def launch(self, spec):
+        self._waiting[spec.attempt] = spec
+        self._start_waiting()
+        if spec.attempt not in self._waiting:
+            self._began.pop(spec.attempt, None)  # it started at launch, as the engine knows
+
+    def _start_waiting(self):
+        """Start waiting attempts, oldest first, while a slot is free."""
+        while self._waiting:
+            slot = self._slots.take()
+            if slot is None:
+                return
+            attempt = next(iter(self._waiting))
+            spec = self._waiting.pop(attempt)
+            self._slot_of[attempt] = slot
+            self._began[attempt] = time.monotonic()
+            try:
+                self._start(spec)
+            except BaseException:
+                self._free(attempt)
+                raise
+
+    def _free(self, attempt):
+        slot = self._slot_of.pop(attempt, None)
+        if slot is not None:
+            self._slots.give_back(slot)
+        self._began.pop(attempt, None)
+
+    def started(self, attempt, launched):
+        """None while the attempt waits for a slot: its timeout (and its cost) run from its process's start."""
+        if attempt in self._waiting:
+            return None
+        return self._began.get(attempt, launched)
+
+    def _start(self, spec):
         output = os.path.join(self._dir, spec.attempt + ".out")
         tmpdir = os.path.join(self._dir, spec.attempt)  # the attempt's own TMPDIR, where the runner logs
         os.mkdir(tmpdir, 0o700)
@@ -146,10 +191,12 @@ class LocalBackend(Backend):
         try:
             with open(output, "wb") as out:
                 process = subprocess.Popen(
-                    runner.command(spec.job_url, spec.element, spec.attempt, python=sys.executable),
+                    runner_process.command(spec.job_url, spec.element, spec.attempt, python=sys.executable),
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                     env=dict(self._env, **self._storage_env(spec.job_url), TMPDIR=tmpdir,
-                             **{serialization.SECRET_FD_ENV: str(secret), runner.MASTER_FD_ENV: str(self._alive_read)}),
+                             **{cost.RESOURCES_ENV: json.dumps(spec.resources)},  # for the runner's record
+                             **{serialization.SECRET_FD_ENV: str(secret),
+                                runner_process.MASTER_FD_ENV: str(self._alive_read)}),
                     pass_fds=(secret, self._alive_read),  # the signing key: through a pipe, never argv or environ
                     cwd=tmpdir,  # not the master's folder: its modules must come with the job's code
                     start_new_session=True,  # own process group: cancel kills children too
@@ -172,13 +219,17 @@ class LocalBackend(Backend):
             if code is None:
                 continue
             del self._processes[attempt]
+            self._free(attempt)
             self._close_pidfd(attempt)
             self._keep_log(attempt, output)
             ended.append(AttemptEnd(attempt, code, _describe_exit(code), log_tail=self._tail(output)))
+        self._start_waiting()  # in the slots the ended ones (or another master's) freed
         return ended
 
     def wait(self, timeout):
         """Sleep until an attempt ends or timeout passes: an element is picked up when its process exits."""
+        if self._waiting:  # a slot another master frees wakes nobody: look again soon
+            timeout = min(timeout, 0.1)
         if self._pidfds and len(self._pidfds) == len(self._processes):
             select.select(list(self._pidfds.values()), [], [], timeout)
         else:
@@ -204,6 +255,8 @@ class LocalBackend(Backend):
                 pass
 
     def cancel(self, attempt):
+        if self._waiting.pop(attempt, None) is not None:
+            return
         entry = self._processes.pop(attempt, None)
         if entry is None:
             return
@@ -214,6 +267,7 @@ class LocalBackend(Backend):
         except ProcessLookupError:
             pass
         process.wait()
+        self._free(attempt)
         self._keep_log(attempt, output)
         self._tail(output)
 
@@ -229,19 +283,15 @@ class LocalBackend(Backend):
         tmpdir = os.path.join(self._dir, attempt)
         try:
             storage = open_storage(spec.job_url, retry_deadline=self.settings.storage_retry_deadline)
-            key = naming.log_key(spec.element, attempt)
-            if not storage.exists(key):
-                for path in (runner.attempt_log_path(tmpdir, spec.element, attempt), output):
-                    if os.path.exists(path):
-                        with open(path, "rb") as f:
-                            storage.write(key, f.read())
-                        break
+            attempts.keep_log(storage, spec.element, attempt,
+                              (runner_process.attempt_log_path(tmpdir, spec.element, attempt), output))
         except Exception as error:  # noqa: BLE001 - the log is evidence, not the outcome: the job goes on
             log.warning("could not keep the log of attempt %s: %s", attempt, error)
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
     def close(self):
+        self._waiting.clear()
         for attempt in list(self._processes):
             self.cancel(attempt)
         for fd in (self._alive_read, self._alive_write):

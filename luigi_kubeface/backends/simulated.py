@@ -9,13 +9,13 @@ default), end with a given AttemptEnd, with or without a record in the runner's 
 result, or never end. So every way an attempt can end reaches the engine without a real process.
 """
 
-import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
-from .. import naming, runner
-from ..records import master_record
+from ..bucket import attempts, layout as naming
+from ..runner import attempt as runner
+from ..bucket.records import master_record
 from ..storage import open_storage
 from . import AttemptEnd, AttemptSpec, Backend
 
@@ -42,7 +42,7 @@ class End:
     retryable: bool = True
     interrupted: bool = False
     more_memory: bool = False
-    memory_limit: str = ""
+    placement: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -147,18 +147,17 @@ class SimulatedBackend(Backend):
 
     def _end(self, spec, script):
         storage = self._storage(spec.job_url)
-        record_key = naming.attempt_record_key(spec.element, spec.attempt)
         if isinstance(script, End):
             if script.record is not None:
                 record = dict(script.record, element=spec.element, attempt=spec.attempt)
-                storage.write(record_key, json.dumps(record).encode())
+                attempts.write_record(storage, spec.element, spec.attempt, record)
             return AttemptEnd(spec.attempt, script.exit_code, script.reason, fatal=script.fatal,
                               log_tail=script.log_tail, error_type=script.error_type, retryable=script.retryable,
                               interrupted=script.interrupted, more_memory=script.more_memory,
-                              memory_limit=script.memory_limit)
+                              placement=script.placement)
         key = runner.signing_key_from_env(dict(spec.secret_env))  # as a process would get it
-        code, record = runner.execute_attempt(storage, spec.element, spec.attempt, key)
-        storage.write(record_key, json.dumps(record).encode())
+        code, record = runner.execute_attempt(storage, spec.element, spec.attempt, key, resources=spec.resources)
+        attempts.write_record(storage, spec.element, spec.attempt, record)
         if script.corrupt_result:
             result = naming.result_key(spec.element, record.get("code_version", ""))
             storage.write(result, b"not a result: spoilt by the script")

@@ -10,8 +10,8 @@ this name) is adopted under its old id, keys and results included. Anything else
 import os
 import sys
 
-from .. import naming
-from ..job_store import JobStore
+from ..bucket import layout as naming
+from ..bucket.job_store import JobStore
 
 _MAX_ID = 200
 

@@ -6,7 +6,7 @@ import time
 
 import luigi
 
-from .. import naming
+from ..bucket import layout as naming
 from ..errors import KubefaceError
 from ..results import Results
 

@@ -17,13 +17,13 @@ import logging
 import luigi
 from luigi.task import DynamicRequirements
 
-from .. import naming
-from ..dispatch import dispatch
+from ..bucket import layout as naming
+from ..master.dispatch import dispatch
 from ..errors import ConfigurationError, ElementFailedError, KubefaceError
-from ..job import Job, elements_from_grid
-from ..keys import KeyRing
-from ..records import Outcome
-from ..signals import die_with_parent
+from ..job.definition import Job, elements_from_grid
+from ..bucket.signing import KeyRing
+from ..bucket.records import Outcome
+from ..master.signals import die_with_parent
 from .config import load_settings
 from .job_ids import default_job_id, task_name
 from .targets import AwaitingInputs, CollectedResults, ResultIndex, ResultTarget

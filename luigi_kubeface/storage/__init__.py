@@ -11,7 +11,7 @@ import logging
 import random
 import threading
 import time
-from typing import NamedTuple, Optional, Protocol
+from typing import List, NamedTuple, Optional, Protocol
 
 from ..errors import ConfigurationError, StorageError, TransientStorageError
 
@@ -106,10 +106,10 @@ class Storage(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
-    def list(self, prefix: str) -> list:
+    def list(self, prefix: str) -> List[str]:
         """Keys that start with prefix (relative to the storage's URL), in one listing."""
 
-    def children(self, prefix: str) -> list:
+    def children(self, prefix: str) -> List[str]:  # (`list` here is the method above)
         """Names one level below prefix ("a/" for keys a/..., "b" for a blob), without listing deeper."""
 
     def delete(self, key: str) -> None:
@@ -131,8 +131,9 @@ DESCRIPTIVE = ("browse_url", "pod_access", "runner_environment", "container_hint
 
 # Adding a storage means adding one module and one line here: (scheme, "module:Class"), imported when used.
 REGISTRY = {"file": ".local:LocalStorage", "gs": ".gcs:GCSStorage", "s3": ".s3:S3Storage"}
-# Each storage's own [kubeface] keys (a dataclass of light imports), composed into Settings.
-SETTINGS = (".gcs:GCSSettings", ".s3:S3Settings")
+# Each storage's own [kubeface] keys (a dataclass of light imports), by scheme: Settings composes one of each,
+# since a process opens storages by URL (configure), not only its storage_root's.
+SETTINGS = {"gs": ".gcs:GCSSettings", "s3": ".s3:S3Settings"}
 
 _configured = {"settings": None}
 _configured_lock = threading.Lock()
@@ -144,7 +145,8 @@ def _load(dotted):
 
 
 def settings_classes():
-    return tuple(_load(dotted) for dotted in SETTINGS)
+    """{scheme: its storage's settings dataclass}, for the storages that have keys."""
+    return {scheme: _load(dotted) for scheme, dotted in SETTINGS.items()}
 
 
 def configure(settings):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ..errors import (
     BlobNotFoundError, ConfigurationError, KubefaceError, StorageError, TransientStorageError,
 )
+from ..settings_fields import setting
 from . import Head, PodAccess, content_type, probe_writable
 
 KEY_PATH = "/var/secrets/google"  # where a pod mounts the gcs_key_secret
@@ -18,9 +19,10 @@ EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 
 @dataclass(frozen=True)
 class GCSSettings:
-    """The GCS storage's own [kubeface] keys."""
+    """gs:// storage: Google Cloud Storage (credentials: Application Default Credentials, Workload Identity)."""
 
-    gcs_key_secret: str = ""  # a Secret with key.json, mounted for GCS credentials when Workload Identity is not used
+    gcs_key_secret: str = setting("", "A Secret holding `key.json` for GCS, mounted in the pods when Workload "
+                                  "Identity is not used.")
 
 
 def emulator_workarounds(environ):
@@ -28,7 +30,7 @@ def emulator_workarounds(environ):
     if_generation_match=0): only when the SDK talks to the emulator, never to GCS itself."""
     return bool(environ.get(EMULATOR_ENV))
 
-_clients = {}
+_clients: dict = {}  # "client" -> this process's google-cloud-storage client
 # RetryingStorage is the one place that retries; the SDK's own retries would stack under it.
 _CALL = {"retry": None, "timeout": 120}
 _clients_lock = threading.Lock()

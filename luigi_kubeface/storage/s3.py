@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ..errors import (
     BlobNotFoundError, ConfigurationError, KubefaceError, StorageError, TransientStorageError, check_ranges,
 )
+from ..settings_fields import setting
 from . import Head, PodAccess, content_type, probe_writable
 
 # How a task runner learns the master's [kubeface] s3_* settings (runner_environment, pod_access).
@@ -34,12 +35,16 @@ _STYLES = ("auto", "path", "virtual")
 
 @dataclass(frozen=True)
 class S3Settings:
-    """The S3 storage's own [kubeface] keys; empty ones leave the choice to boto3's usual chain."""
+    """s3:// storage (pip install "luigi-kubeface[s3]"): an empty key leaves it to boto3 (environment, IRSA)."""
 
-    s3_endpoint_url: str = ""  # e.g. http://minio.lab:9000 for Ceph, SeaweedFS or MinIO; empty: AWS (or AWS_ENDPOINT_URL_S3)
-    s3_region: str = ""  # empty: boto3's (AWS_REGION, the profile), else us-east-1
-    s3_addressing_style: str = "auto"  # auto: path-style for an s3_endpoint_url, virtual-hosted on AWS; path; virtual
-    s3_key_secret: str = ""  # a Secret holding AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for pods, when IRSA is not used
+    s3_endpoint_url: str = setting("", "An S3-compatible store's endpoint (Ceph, SeaweedFS, MinIO: "
+                                   "`http://host:port`); empty: AWS, or boto3's `AWS_ENDPOINT_URL_S3`.")
+    s3_region: str = setting("", "The bucket's region; empty: boto3's (`AWS_REGION`, the profile), else "
+                             "`us-east-1`.")
+    s3_addressing_style: str = setting("auto", "`auto`: path-style (`endpoint/bucket/key`) with an "
+                                       "`s3_endpoint_url`, virtual-hosted on AWS; `path`; `virtual`.")
+    s3_key_secret: str = setting("", "A Secret holding `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, handed "
+                                 "to the pods as Secret references when IRSA is not used.")
 
     def __post_init__(self):
         check_ranges(self, [("s3_addressing_style", self.s3_addressing_style in _STYLES, "auto, path or virtual")])
@@ -57,7 +62,7 @@ def options(settings=None, environ=None):
     return endpoint, region, style
 
 
-_clients = {}
+_clients: dict = {}  # (endpoint, region, style) -> this process's boto3 client
 _clients_lock = threading.Lock()
 
 

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from luigi_kubeface import naming
+from luigi_kubeface.bucket import layout as naming
 from luigi_kubeface.backends import AttemptSpec
-from luigi_kubeface.job import Job, elements_from_items
-from luigi_kubeface.keys import KeyRing
+from luigi_kubeface.job.definition import Job, elements_from_items
+from luigi_kubeface.bucket.signing import KeyRing
 from luigi_kubeface.settings import Settings
 from kube_support import kube_settings, nap, pods, wait_until
 from support import process_argvs

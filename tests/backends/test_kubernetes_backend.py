@@ -15,7 +15,7 @@ import pytest
 
 from luigi_kubeface import Client
 from luigi_kubeface.errors import ConfigurationError, JobFailedError
-from luigi_kubeface.job import Job
+from luigi_kubeface.job.definition import Job
 from kube_support import PodCounter, chatty_nap, kube_settings, log_or_nothing, nap, pods, running_pods, start_master, wait_until
 from support import run_luigi
 from elements import square

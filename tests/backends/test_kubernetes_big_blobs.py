@@ -14,7 +14,7 @@ import pytest
 
 from kube_support import kube_settings
 from luigi_kubeface import Client
-from luigi_kubeface.job import Job
+from luigi_kubeface.job.definition import Job
 from luigi_kubeface.storage import open_storage
 
 pytestmark = pytest.mark.slow

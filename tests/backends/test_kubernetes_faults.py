@@ -16,8 +16,9 @@ import time
 import pytest
 
 from kube_support import kube_settings, nap, pods, running_pods, wait_until
-from luigi_kubeface import Client, naming
-from luigi_kubeface.job import Job
+from luigi_kubeface import Client
+from luigi_kubeface.bucket import layout as naming
+from luigi_kubeface.job.definition import Job
 from luigi_kubeface.storage import open_storage
 from support import REPO, TESTS, run_luigi
 from infra.cluster.fixtures import TEST_IMAGE

@@ -10,7 +10,7 @@ import pytest
 from kube_support import kube_settings, nap, pods, wait_until
 from luigi_kubeface import Client
 from luigi_kubeface.errors import JobFailedError
-from luigi_kubeface.job import Job
+from luigi_kubeface.job.definition import Job
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from kube_support import kube_settings, pods, running_pods, start_master, wait_until
-from luigi_kubeface.job import Job
+from luigi_kubeface.job.definition import Job
 from test_kubernetes_cli import kubeface
 
 pytestmark = pytest.mark.slow

@@ -33,7 +33,9 @@ def test_two_jobs_started_together_never_hold_more_than_the_namespace_cap_and_bo
     items = [3 + i / 1000 for i in range(10)]
     masters = [start_master(settings, items, job_id) for job_id in ("first", "second")]
     try:
-        outputs = [m.communicate(timeout=600)[0] for m in masters]
+        outputs = [m.stdout.read() for m in masters]  # each ends when its master does
+        for master in masters:
+            master.wait(timeout=60)
     finally:
         stop.set()
         sampler.join()

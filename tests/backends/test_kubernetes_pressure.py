@@ -16,7 +16,7 @@ from kube_support import PodCounter, TcpProxy, kube_settings, nap, pods, running
 from luigi_kubeface import Client
 from luigi_kubeface.backends.kubernetes.pod_spec import JOB_LABEL, MANAGED_BY, MANAGER, job_label
 from luigi_kubeface.errors import JobFailedError
-from luigi_kubeface.job import Job
+from luigi_kubeface.job.definition import Job
 from test_kubernetes_faults import assert_each_result_once, second_node, wrote_its_result  # noqa: F401
 from infra.cluster.fixtures import pod_body
 

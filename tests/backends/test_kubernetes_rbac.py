@@ -61,3 +61,21 @@ def test_the_shipped_role_is_enough(kube_cluster, kube_namespace, fake_gcs, gcs_
     kubeconfig = service_account_kubeconfig(kube_cluster, kube_namespace, shipped_rules(), tmp_path / "kubeconfig")
     settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, kubeconfig=kubeconfig)
     assert list(Client(settings).map(nap, [1, 1.5])) == [1, 1.5]
+
+
+def test_namespace_max_pods_without_the_leases_rule_fails_before_launch_naming_it(kube_cluster, kube_namespace,
+                                                                                fake_gcs, gcs_root, tmp_path):
+    kubeconfig = service_account_kubeconfig(kube_cluster, kube_namespace, shipped_rules(("leases", "patch")),
+                                            tmp_path / "without")
+    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, kubeconfig=kubeconfig,
+                             namespace_max_pods=2)
+    with pytest.raises(ConfigurationError) as failure:
+        Client(settings).map(nap, [1])
+    assert "may not patch leases in namespace" in str(failure.value), str(failure.value)
+
+
+def test_the_shipped_role_is_enough_for_namespace_max_pods(kube_cluster, kube_namespace, fake_gcs, gcs_root, tmp_path):
+    kubeconfig = service_account_kubeconfig(kube_cluster, kube_namespace, shipped_rules(), tmp_path / "shipped")
+    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, kubeconfig=kubeconfig,
+                             namespace_max_pods=2)
+    assert list(Client(settings).map(nap, [1, 1.5, 1.25])) == [1, 1.5, 1.25]

@@ -14,7 +14,7 @@ import pytest
 from kube_support import chatty_nap, kube_settings, log_or_nothing, nap, pods, running_pods, start_master, wait_until
 from luigi_kubeface import Client
 from luigi_kubeface.errors import JobFailedError
-from luigi_kubeface.job import Job
+from luigi_kubeface.job.definition import Job
 from infra.cluster.fixtures import ROOT_IMAGE
 
 pytestmark = pytest.mark.slow

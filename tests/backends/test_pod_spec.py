@@ -134,3 +134,16 @@ def test_pods_of_an_s3_job_get_the_storages_endpoint_and_key_secret_by_reference
 
 def test_an_s3_bucket_is_storage_pods_can_reach():
     assert Settings(backend="kubernetes", storage_root="s3://b/jobs", image="r/kubeface:1").storage_root == "s3://b/jobs"
+
+
+def test_a_pod_tells_its_runner_what_it_requested_and_its_price_for_the_attempt_record():
+    from luigi_kubeface import cost
+    from luigi_kubeface.backends import attempt_request
+
+    values = settings(cpu_request="500m", memory_request="2Gi", gpus=1, spot=True, price_cpu_hour=0.04,
+                      price_gb_hour=0.01, price_gpu_hour=1.0, spot_discount=0.5)
+    request = attempt_request(values)
+    assert request == cost.Request(0.5, 2.0, 1.0, True, (0.5 * 0.04 + 2 * 0.01 + 1.0) * 0.5)
+    pod = build_pod(dataclasses.replace(SPEC, resources=request.to_record()), values)
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert cost.request_from_env(env) == request.to_record()

@@ -6,7 +6,7 @@ from luigi_kubeface.backends.simulated import End
 from test_engine_table import counts, records, run
 
 OOM = End(exit_code=137, reason="OOMKilled with 1Gi; its next attempt gets 2Gi", error_type="OutOfMemory",
-          more_memory=True, memory_limit="1Gi")
+          more_memory=True, placement={"memory_limit": "1Gi"})
 
 
 def test_an_element_out_of_memory_runs_again_with_its_count_and_it_is_no_retry(tmp_path):
@@ -24,7 +24,7 @@ def test_an_element_out_of_memory_runs_again_with_its_count_and_it_is_no_retry(t
 
 def test_an_out_of_memory_end_the_backend_cannot_answer_fails_as_before(tmp_path):
     ceiling = End(exit_code=137, reason="OOMKilled at the ceiling", error_type="OutOfMemory", retryable=False,
-                  memory_limit="4Gi")
+                  placement={"memory_limit": "4Gi"})
     job, backend, report = run(tmp_path, {(0, 1): ceiling}, retries=3)
     assert counts(report) == (0, 1, 0)
     assert records(job) == [("lost", "master", "OutOfMemory")]

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from luigi_kubeface import naming
+from luigi_kubeface.bucket import layout as naming
 from luigi_kubeface.backends.simulated import SimulatedBackend
-from luigi_kubeface.engine import run_job
-from luigi_kubeface.job import Job, elements_from_items
+from luigi_kubeface.master.engine import run_job
+from luigi_kubeface.job.definition import Job, elements_from_items
 from luigi_kubeface.settings import Settings
 from elements import square
 

@@ -7,13 +7,13 @@ lost attempt), then the job-wide rules: failure budget, all failed, speculation,
 
 import pytest
 
-from luigi_kubeface import naming
+from luigi_kubeface.bucket import layout as naming
 from luigi_kubeface.backends import AttemptSpec
 from luigi_kubeface.backends.simulated import (End, Hang, Run, SimulatedBackend, cancelled_by_master, error_record,
                                                success_record, unusable_record)
-from luigi_kubeface.engine import run_job
-from luigi_kubeface.judge import ALL_FAILED_STOP, MAX_INTERRUPTIONS
-from luigi_kubeface.job import Job, elements_from_items
+from luigi_kubeface.master.engine import run_job
+from luigi_kubeface.master.judge import ALL_FAILED_STOP, MAX_INTERRUPTIONS
+from luigi_kubeface.job.definition import Job, elements_from_items
 from luigi_kubeface.settings import Settings
 from elements import square
 

@@ -3,11 +3,11 @@
 import pytest
 
 from luigi_kubeface.backends import AttemptEnd
-from luigi_kubeface.engine import Progress
+from luigi_kubeface.master.engine import Progress
 from luigi_kubeface.errors import CorruptBlobError
-from luigi_kubeface.judge import (ALL_FAILED_STOP, MAX_INTERRUPTIONS, Failed, Requeue, Succeeded, budget_spent, judge,
+from luigi_kubeface.master.judge import (ALL_FAILED_STOP, MAX_INTERRUPTIONS, Failed, Requeue, Succeeded, budget_spent, judge,
                                   retry_delay)
-from luigi_kubeface.records import Outcome
+from luigi_kubeface.bucket.records import Outcome
 from luigi_kubeface.settings import Settings
 
 SETTINGS = Settings(storage_root="/tmp", element_timeout=7.0, retry_backoff=10.0, max_retry_backoff=60.0,

@@ -12,7 +12,8 @@ from support import run_luigi
 
 PROJECT = '''
 import luigi
-from luigi_kubeface import KubefaceMapTask, naming
+from luigi_kubeface import KubefaceMapTask
+from luigi_kubeface.bucket import layout as naming
 
 
 class TrainModels(KubefaceMapTask):

@@ -59,3 +59,13 @@ class SumSquares(luigi.Task):
     def run(self):
         with self.output().open("w") as f:
             f.write(str(sum(self.input().load())))
+
+
+class TwoGrids(luigi.WrapperTask):
+    """Two map tasks (two jobs) at once under `--workers 2`, each element sleeping `seconds`."""
+
+    n = luigi.IntParameter(default=4)
+    seconds = luigi.FloatParameter(default=1.0)
+
+    def requires(self):
+        return [Squares(n=n, mode="sleep", bad=list(range(n)), seconds=self.seconds) for n in (self.n, self.n + 1)]

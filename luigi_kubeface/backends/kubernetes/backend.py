@@ -18,7 +18,7 @@ from .api import CANCEL_GRACE, Backoff, KubeApi, describe, is_transient, quota_n
 from .namespace_share import NamespaceShare
 from .pod_spec import (ATTEMPT_LABEL, ELEMENT_LABEL, RUN_LABEL, build_pod, build_secret, job_selector, pod_name,
                        secret_name)
-from .pod_status import pod_end, pod_memory_limit, short_of_capacity
+from .pod_status import pod_end, pod_placement, short_of_capacity
 from .watch import PodWatch
 
 log = logging.getLogger(__name__)
@@ -390,4 +390,4 @@ class KubernetesBackend(Backend):
         else:
             self._deletes[followed.name] = 0
         return AttemptEnd(attempt, end.exit_code, end.reason, end.fatal, tail, end.error_type, end.retryable,
-                          end.interrupted, more_memory=end.more_memory, memory_limit=pod_memory_limit(pod))
+                          end.interrupted, more_memory=end.more_memory, placement=pod_placement(pod))

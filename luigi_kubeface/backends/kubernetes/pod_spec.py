@@ -5,10 +5,12 @@ so a spec can be printed, diffed and sent as is.
 """
 
 import hashlib
+import json
 import math
 import re
 
-from ... import runner
+from ... import cost
+from ...runner import process
 from ...storage import storage_class
 from .memory_growth import memory_of
 
@@ -17,6 +19,7 @@ MANAGER = "luigi-kubeface"
 JOB_LABEL = "kubeface.io/job"
 ELEMENT_LABEL = "kubeface.io/element"
 ATTEMPT_LABEL = "kubeface.io/attempt"
+SPOT_SELECTOR = "cloud.google.com/gke-spot"  # GKE Spot VMs' node label and taint
 RUN_LABEL = "kubeface.io/run"  # which master created the pod: pods of the job's label made elsewhere are not ours
 JOB_ID_ANNOTATION = "kubeface.io/job-id"
 JOB_URL_ANNOTATION = "kubeface.io/job-url"
@@ -78,8 +81,8 @@ def _scheduling(settings, spec):
     selector = dict(settings.node_selector)
     tolerations = [dict(t) for t in settings.tolerations]
     if on_spot(settings, spec):
-        selector["cloud.google.com/gke-spot"] = "true"
-        tolerations.append({"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true",
+        selector[SPOT_SELECTOR] = "true"
+        tolerations.append({"key": SPOT_SELECTOR, "operator": "Equal", "value": "true",
                             "effect": "NoSchedule"})
     if settings.gpus:
         tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
@@ -92,7 +95,8 @@ def _scheduling(settings, spec):
 def _env(settings, spec, access):
     env = [{"name": k, "value": v} for k, v in sorted(settings.pod_env.items())]
     env.append({"name": "KUBEFACE_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}})
-    # What the attempt had, for its record: its memory limit, and whether it may run on spot nodes.
+    # What the attempt had, for its record: its priced request, its memory limit, whether it may run on spot nodes.
+    env.append({"name": cost.RESOURCES_ENV, "value": json.dumps(spec.resources)})
     env.append({"name": "KUBEFACE_MEMORY_LIMIT", "value": memory_of(settings, spec.out_of_memory)[1]})
     env.append({"name": "KUBEFACE_SPOT", "value": "true" if on_spot(settings, spec) else "false"})
     for name in sorted(spec.secret_env):  # values live in the job's Secret, never in the pod spec
@@ -125,7 +129,7 @@ def build_pod(spec, settings):
         "name": CONTAINER,
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": runner.command(spec.job_url, spec.element, spec.attempt),
+        "command": process.command(spec.job_url, spec.element, spec.attempt),
         "env": _env(settings, spec, access),
         "resources": _resources(settings, spec),
         "securityContext": {"runAsNonRoot": True, **_user(settings),

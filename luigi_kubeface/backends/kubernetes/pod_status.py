@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .memory_growth import can_grow, next_limit
+from .pod_spec import SPOT_SELECTOR
 
 _IMAGE_ERRORS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 _CONFIG_ERRORS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
@@ -33,6 +34,14 @@ class PodEnd:
     interrupted: bool = False
     fetch_log: bool = False
     more_memory: bool = False
+
+
+def pod_placement(pod):
+    """What the pod's attempt had, for the master's record: its memory limit and whether it ran on spot nodes."""
+    placement = {"spot": (pod.get("spec") or {}).get("nodeSelector", {}).get(SPOT_SELECTOR) == "true"}
+    if pod_memory_limit(pod):
+        placement["memory_limit"] = pod_memory_limit(pod)
+    return placement
 
 
 def pod_memory_limit(pod):

@@ -1,54 +1,86 @@
 """The Kubernetes backend's own settings: where and how each attempt's pod runs.
 
-They are keys of the one flat `[kubeface]` section (and `--kubeface-*` flags): Settings carries
-every backend's keys beside its own (settings.py), so users write `image = ...`, never a
-sub-section. This module declares them, checks them, and says what a job needs of the rest.
+They are keys of the one flat `[kubeface]` section (and `--kubeface-*` flags): Settings holds an
+object of this class as backend_settings when backend = kubernetes, and maps the flat keys to it
+(settings.py), so users write `image = ...`, never a sub-section. This module declares them, checks
+them, and says what a job needs of the rest.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ...errors import ConfigurationError, check_ranges
+from ...settings_fields import setting
 from ...storage import storage_class
 
 _STRING_MAPS = ("node_selector", "pod_env", "pod_labels", "pod_annotations")
+MAX_IN_FLIGHT_CEILING = 400  # Kubernetes misbehaves above roughly this many pods at once
 
 
 @dataclass(frozen=True)
 class KubernetesSettings:
-    image: str = ""  # the task runner's image (images/Dockerfile), e.g. us-docker.pkg.dev/p/r/kubeface:1
-    namespace: str = "default"
-    kubeconfig: str = ""  # empty: $KUBECONFIG or ~/.kube/config, else the in-cluster service account
-    kube_context: str = ""  # empty: the kubeconfig's current context
-    service_account: str = ""  # for Workload Identity (GCS) or IRSA (S3): bucket access without keys; empty: the default one
-    mount_service_account_token: bool = False  # pods do not need to talk to the API server
-    cpu_request: str = "1"
-    memory_request: str = "1Gi"
-    cpu_limit: str = ""  # empty: no CPU limit
-    memory_limit: str = ""  # empty: the memory request (a pod over it is OOMKilled, not the node)
-    ephemeral_storage_request: str = ""  # local disk for blobs streamed through files (README); empty: none
-    gpus: int = 0  # nvidia.com/gpu per pod
-    node_selector: dict = field(default_factory=dict)
-    tolerations: list = field(default_factory=list)  # Kubernetes toleration objects
-    spot: bool = False  # run on GKE Spot VMs (evictions are retried, not counted as failures)
-    spot_fallback_after: int = 0  # preemptions of one element after which its next attempt runs off spot; 0: never
-    oom_memory_factor: float = 0.0  # an OOMKilled element runs again with its memory times this (e.g. 2); 0: fail
-    max_memory_limit: str = ""  # the most memory an element may grow to (oom_memory_factor needs it), e.g. 16Gi
-    pod_env: dict = field(default_factory=dict)  # extra environment for the runner (never secrets)
-    pod_labels: dict = field(default_factory=dict)
-    pod_annotations: dict = field(default_factory=dict)
-    pod_params_annotation: bool = True  # each pod's element parameters as an annotation (readable by pod readers)
-    image_pull_policy: str = "IfNotPresent"
-    safe_to_evict: bool = False  # let the cluster autoscaler evict running pods to scale down
-    run_as_user: int = 65532  # pods never run as root; 0: the image's own USER, which runAsNonRoot checks
-    run_as_group: int = 65532  # and never with group 0: without it the runtime drops the image's group
-    unschedulable_patience: float = 600.0  # seconds a pod may wait for a node before its element fails
-    node_lost_timeout: float = 300.0  # seconds a pod stays bound to a NotReady node before it is retried
-    keep_failed_pods: bool = False  # keep failed pods for `kubectl describe` (they count toward nothing)
-    leave_pods_on_exit: bool = False  # when the master exits, leave running pods to a later rerun
-    namespace_max_pods: int = 0  # a cap across every job's pods in the namespace, shared fairly; 0: none
+    """backend = kubernetes: one pod per attempt (checked only when it is the backend; the defaults shown)."""
+
+    image: str = setting("", "The task runner's image (build and push images/Dockerfile, see the README), e.g. "
+                         "`us-docker.pkg.dev/PROJECT/REPO/luigi-kubeface:0.1`. Required.")
+    namespace: str = setting("default", "The namespace the pods run in.")
+    kubeconfig: str = setting("", "A kubeconfig file; empty: `$KUBECONFIG` or `~/.kube/config`, else the "
+                              "in-cluster service account.")
+    kube_context: str = setting("", "A context of the kubeconfig; empty: its current context.")
+    service_account: str = setting("", "The pods' Kubernetes service account: bind it to a Google service "
+                                   "account for Workload Identity (GCS) or to an IAM role for IRSA (S3); empty: "
+                                   "the namespace's default one.")
+    mount_service_account_token: bool = setting(False, "Mount the service account's API token in the pods (they "
+                                                "do not need to talk to the API server).")
+    cpu_request: str = setting("1", "CPU requested per pod.")
+    memory_request: str = setting("1Gi", "Memory requested per pod.")
+    cpu_limit: str = setting("", "CPU limit per pod; empty: none.")
+    memory_limit: str = setting("", "Memory limit per pod; empty: the request (a pod over it is OOMKilled, "
+                                "not the node).")
+    ephemeral_storage_request: str = setting("", "Local disk per pod: results and inputs stream through "
+                                             "temporary files, so a pod needs about its largest result plus its "
+                                             "largest input (README: Sizing pods for big blobs); empty: none.")
+    gpus: int = setting(0, "GPUs (`nvidia.com/gpu`) per pod, 0 to 16.")
+    node_selector: dict = setting({}, "Where pods may run, a JSON object, e.g. "
+                                  "`{\"cloud.google.com/gke-nodepool\": \"workers\"}`.")
+    tolerations: list = setting([], "Kubernetes toleration objects, a JSON list, e.g. `[{\"key\": \"dedicated\", "
+                                "\"operator\": \"Exists\"}]`.")
+    spot: bool = setting(False, "Run on GKE Spot VMs (adds their selector and toleration); evictions are "
+                         "retried, not counted as failures.")
+    spot_fallback_after: int = setting(0, "Preemptions of one element after which its next attempt runs off "
+                                       "spot; 0: never.")
+    oom_memory_factor: float = setting(0.0, "An OOMKilled element runs again with its memory times this (e.g. 2), "
+                                       "up to `max_memory_limit`; 0: the element fails.")
+    max_memory_limit: str = setting("", "The most memory an element may grow to, e.g. `16Gi` "
+                                    "(`oom_memory_factor` needs it).")
+    pod_env: dict = setting({}, "Extra environment of every pod's runner, a JSON object (never secrets).")
+    pod_labels: dict = setting({}, "Labels of every pod, a JSON object.")
+    pod_annotations: dict = setting({}, "Annotations of every pod, a JSON object.")
+    pod_params_annotation: bool = setting(True, "Show each pod's element parameters in its annotation "
+                                          "`kubeface.io/params` (anyone who may list pods reads them): false when "
+                                          "parameters are confidential.")
+    image_pull_policy: str = setting("IfNotPresent", "`Always`, `IfNotPresent` or `Never`.")
+    safe_to_evict: bool = setting(False, "Let the cluster autoscaler evict running pods when it scales down "
+                                  "(long elements: keep false).")
+    run_as_user: int = setting(65532, "Pods run as this non-root user (the image's USER is 65532); 0: the "
+                               "image's own USER, and a pod whose image runs as root is then refused "
+                               "(runAsNonRoot).")
+    run_as_group: int = setting(65532, "And as this group, never root's: without it the runtime drops the "
+                                "image's group.")
+    unschedulable_patience: float = setting(600.0, "Seconds a pod may wait for a node before its element fails, "
+                                            "with the scheduler's reason.")
+    node_lost_timeout: float = setting(300.0, "Seconds a pod stays bound to a NotReady node before it is "
+                                       "retried.")
+    keep_failed_pods: bool = setting(False, "Keep failed pods for `kubectl describe` (they count toward nothing).")
+    leave_pods_on_exit: bool = setting(False, "When the master exits, leave running pods to a later rerun, which "
+                                       "adopts them.")
+    namespace_max_pods: int = setting(0, "One cap across every job's pods in the namespace (several map tasks "
+                                      "under --workers N, several users' masters), shared fairly: each master "
+                                      "gets an equal part of what the others leave; 0: each job has only its own "
+                                      "max_in_flight. Each master keeps a Lease saying what it wants "
+                                      "(docs/kubernetes-rbac.yaml).")
 
     def __post_init__(self):
-        """Checks these keys (on a Settings too, which carries them): Luigi's frozen JSON made plain, ranges."""
+        """Checks these keys: Luigi's frozen JSON made plain, ranges."""
         for name in _STRING_MAPS:  # Luigi hands frozen dicts
             value = getattr(self, name)
             if not isinstance(value, dict) and hasattr(value, "items"):

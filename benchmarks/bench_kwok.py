@@ -1,0 +1,468 @@
+"""Up to 50,000 elements through a real kube-apiserver: kwok's fake nodes, beside an Indexed Job.
+
+    python benchmarks/bench_kwok.py [--sizes 1000,10000] [--nodes 200] [--max-in-flight 200] [--delay 2]
+        [--restart-at 0.5] [--skip-peer]
+
+Starts the tests' control plane (etcd, kube-apiserver, scheduler, controller manager: tests/infra/
+cluster/build.sh), kwok (built from the Go module proxy by tests/infra/cluster/build_kwok.sh, cached)
+managing --nodes fake nodes, and a fake-gcs-server. No kubelet runs: kwok makes each scheduled pod
+Running, and this script plays the rest of the kubelet's part for every pod of the benchmark's
+namespace, ours and the peer's alike: once a pod is Running, it waits --delay seconds and marks it
+Succeeded. For our pods it first runs the attempt through the runner's own code in this process
+(`runner.execute_attempt`: function and input read from the bucket, the result written once, the
+record written), as the `instant` backend does, so the master sees what it sees from real pods.
+
+For each size, side by side in one run:
+1. ours: a master process (`Client.map`, backend kubernetes, max_in_flight) under the master's own
+   user; its makespan against the ideal (N / max_in_flight x delay), its peak RSS and CPU seconds
+   (wait4), its API requests per pod by verb (the audit log, which names the user), the status page's
+   render time from the bucket afterwards;
+2. with --restart-at F: the same job with its master SIGKILLed once F of the elements are done and
+   started again: the seconds until the new master has adopted every pod in flight (its log says so),
+   and whether any element ran twice;
+3. the peer: one Job, completionMode Indexed, completions N, parallelism max_in_flight, its pods
+   completed the same way; its completion time and the job controller's requests per pod.
+Prints figures, asserts nothing.
+"""
+
+import argparse
+import base64
+import heapq
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "tests"))
+
+from infra.cluster import controlplane  # noqa: E402
+from infra.cluster.controlplane import MASTER_USER, Component, ControlPlane, build_binaries  # noqa: E402
+from infra.servers import FakeGCS  # noqa: E402
+
+JOB_CONTROLLER = "system:serviceaccount:kube-system:job-controller"
+KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
+
+MASTER = r"""
+import sys, json, logging
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+from luigi_kubeface import Client, Settings
+values, n, job_id, profile = json.loads(sys.stdin.read())
+if profile:  # --profile: where the master's CPU goes, by cumulative time
+    import cProfile, pstats
+    cProfile.run("Client(Settings(**values)).map(abs, list(range(n)), job_id=job_id)", profile)
+    pstats.Stats(profile, stream=sys.stderr).sort_stats("cumulative").print_stats(45)
+else:
+    Client(Settings(**values)).map(abs, list(range(n)), job_id=job_id)
+print("MASTER DONE", flush=True)
+"""
+
+
+def build_kwok():
+    out = subprocess.run(["bash", os.path.join(REPO, "tests/infra/cluster/build_kwok.sh")], check=True,
+                         capture_output=True, text=True, timeout=3600)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def start_control_plane(workdir):
+    # Audit only the two clients measured: at 50,000 pods kwok's own status writes would fill the disk.
+    controlplane.AUDIT_POLICY = {
+        "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+        "rules": [{"level": "Metadata", "users": [MASTER_USER, JOB_CONTROLLER]}, {"level": "None"}]}
+    cp = ControlPlane(workdir / "controlplane", build_binaries(),
+                      extra_apiserver_args=["--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000"],
+                      extra_controller_manager_args=["--kube-api-qps=500", "--kube-api-burst=1000"])
+    cp.start()
+    return cp
+
+
+def start_kwok(cp, workdir, kwok_dir):
+    stages = sorted(str(p) for p in (kwok_dir / "stages").glob("*.yaml"))
+    argv = [str(kwok_dir / "kwok"), "--kubeconfig", str(cp.kubeconfig), "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake", "--node-lease-duration-seconds=40",
+            "--cidr=10.240.0.0/12", "--node-ip=10.239.0.1", "--server-address=127.0.0.1:0"]
+    for stage in stages:
+        argv += ["--config", stage]
+    kwok = Component("kwok", argv, workdir / "kwok.log")
+    kwok.start()
+    return kwok
+
+
+def create_nodes(core, count):
+    for i in range(count):
+        name = "kwok-node-%d" % i
+        core.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {
+            "name": name, "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok"}},
+            "spec": {"taints": [{"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}]},
+            "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                       "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"}}}, _preload_content=False)
+
+    def ready():
+        nodes = json.loads(core.list_node(label_selector="type=kwok", _preload_content=False).data)["items"]
+        return sum(any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions") or [])
+                   for n in nodes)
+
+    deadline = time.monotonic() + 300
+    while ready() < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError("kwok made only %d of %d nodes Ready" % (ready(), count))
+        time.sleep(1)
+
+
+class FakeKubelet:
+    """What the kubelet would do with the namespace's Running pods: ours run the runner's code, then
+    every pod is marked Succeeded `delay` seconds after it went Running."""
+
+    def __init__(self, api_client, namespace, delay, threads=8):
+        from kubernetes import client
+
+        self.core = client.CoreV1Api(api_client)
+        self.namespace, self.delay = namespace, delay
+        self._due, self._lock, self._stop = [], threading.Lock(), threading.Event()
+        self._seen = set()
+        self._pool = ThreadPoolExecutor(threads)
+        self._keys = {}  # job url -> signing key
+        self.attempts_run = 0
+        self.errors = []
+
+    def __enter__(self):
+        threading.Thread(target=self._watch, daemon=True).start()
+        threading.Thread(target=self._finish_due, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _watch(self):
+        from kubernetes import watch
+
+        version = None
+        while not self._stop.is_set():
+            try:
+                if version is None:
+                    listed = json.loads(self.core.list_namespaced_pod(self.namespace, _preload_content=False).data)
+                    version = listed["metadata"]["resourceVersion"]
+                    for pod in listed["items"]:
+                        self._see(pod)
+                stream = watch.Watch().stream(self.core.list_namespaced_pod, self.namespace, resource_version=version,
+                                              timeout_seconds=60, _preload_content=False)
+                for event in stream:
+                    pod = event["raw_object"]
+                    version = pod["metadata"].get("resourceVersion", version)
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        self._see(pod)
+            except Exception as error:  # noqa: BLE001 - a gone watch: list again
+                version = None
+                if "410" not in str(error):
+                    self.errors.append(str(error)[:200])
+                time.sleep(0.5)
+
+    def _see(self, pod):
+        name, status = pod["metadata"]["name"], pod.get("status") or {}
+        if status.get("phase") != "Running" or name in self._seen or pod["metadata"].get("deletionTimestamp"):
+            return
+        self._seen.add(name)
+        self._pool.submit(self._start, pod)
+
+    def _start(self, pod):
+        try:
+            self._run_attempt(pod)
+        except Exception as error:  # noqa: BLE001 - reported at the end
+            self.errors.append("%s: %s" % (pod["metadata"]["name"], error))
+        with self._lock:
+            heapq.heappush(self._due, (time.monotonic() + self.delay, pod["metadata"]["name"], pod))
+
+    def _run_attempt(self, pod):
+        from luigi_kubeface.bucket import attempts
+        from luigi_kubeface.runner import attempt as runner
+        from luigi_kubeface.backends.kubernetes.pod_spec import (ATTEMPT_LABEL, ELEMENT_LABEL, JOB_URL_ANNOTATION,
+                                                                 secret_name)
+        from luigi_kubeface.storage import open_storage
+
+        labels, annotations = pod["metadata"].get("labels") or {}, pod["metadata"].get("annotations") or {}
+        if ELEMENT_LABEL not in labels:
+            return  # the peer's pod: nothing of ours to run
+        url = annotations[JOB_URL_ANNOTATION]
+        if url not in self._keys:
+            secret = json.loads(self.core.read_namespaced_secret(secret_name(url), self.namespace,
+                                                                 _preload_content=False).data)
+            env = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+            self._keys[url] = runner.signing_key_from_env(env)
+        storage = open_storage(url)
+        element, attempt = labels[ELEMENT_LABEL], labels[ATTEMPT_LABEL]
+        _, record = runner.execute_attempt(storage, element, attempt, bytes(self._keys[url]))
+        attempts.write_record(storage, element, attempt, record)
+        self.attempts_run += 1
+
+    def _finish_due(self):
+        while not self._stop.is_set():
+            now, ready = time.monotonic(), []
+            with self._lock:
+                while self._due and self._due[0][0] <= now:
+                    ready.append(heapq.heappop(self._due)[2])
+            for pod in ready:
+                self._succeed(pod)
+            time.sleep(0.05)
+
+    def _succeed(self, pod):
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        statuses = [{"name": c["name"], "image": c["image"], "imageID": "", "ready": False, "restartCount": 0,
+                     "started": False, "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                                                                "startedAt": now, "finishedAt": now}}}
+                    for c in pod["spec"]["containers"]]
+        body = {"status": {"phase": "Succeeded", "containerStatuses": statuses,
+                           "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted"}]}}
+        try:
+            self.core.patch_namespaced_pod_status(pod["metadata"]["name"], self.namespace, body,
+                                                  _preload_content=False)
+        except Exception as error:  # noqa: BLE001 - a pod deleted meanwhile
+            if "404" not in str(error):
+                self.errors.append(str(error)[:200])
+
+
+def audit_counts(cp, user, since_line):
+    """{verb resource: count} of user's requests in the audit log after line since_line; and the new end."""
+    counts, lines = {}, 0
+    with open(cp.audit_log) as f:
+        for lines, line in enumerate(f, 1):
+            if lines <= since_line:
+                continue
+            event = json.loads(line)
+            if event.get("user", {}).get("username") != user:
+                continue
+            ref = event.get("objectRef") or {}
+            what = "%s %s%s" % (event.get("verb"), ref.get("resource", ""),
+                                "/" + ref["subresource"] if ref.get("subresource") else "")
+            counts[what] = counts.get(what, 0) + 1
+    return counts, lines
+
+
+def audit_end(cp):
+    try:
+        with open(cp.audit_log) as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
+
+
+def master_settings(cp, gcs, namespace, root, args):
+    return dict(backend="kubernetes", storage_root=root, image="kwok.invalid/none:1", namespace=namespace,
+                kubeconfig=str(cp.master_kubeconfig), cpu_request="10m", memory_request="16Mi",
+                max_in_flight=args.max_in_flight, poll_interval=0.5, element_timeout=3600,
+                node_selector={"type": "kwok"}, tolerations=[KWOK_TAINT], key_dir=str(args.workdir / "keys"),
+                pod_env={"STORAGE_EMULATOR_HOST": gcs.url}, pod_params_annotation=False,
+                leave_pods_on_exit=True)
+
+
+def start_master(values, n, job_id, log_path, profile=""):
+    env = dict(os.environ, PYTHONPATH=REPO)
+    log = open(log_path, "a")
+    master = subprocess.Popen([sys.executable, "-c", MASTER], stdin=subprocess.PIPE, stdout=log, stderr=log,
+                              text=True, env=env, cwd=REPO)
+    master.stdin.write(json.dumps([values, n, job_id, profile]))
+    master.stdin.close()
+    return master
+
+
+def wait_master(master):
+    _, status, usage = os.wait4(master.pid, 0)
+    master.returncode = os.waitstatus_to_exitcode(status)
+    return usage
+
+
+def run_ours(cp, gcs, kube, args, n, restart_at=None):
+    namespace = "ours-%s" % uuid.uuid4().hex[:6]
+    kube.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    bucket = "bench-%s" % uuid.uuid4().hex[:8]
+    gcs.create_bucket(bucket)
+    root = "gs://%s/jobs" % bucket
+    values = master_settings(cp, gcs, namespace, root, args)
+    log_path = args.workdir / ("master-%s.log" % namespace)
+    since = audit_end(cp)
+    from kubernetes import client
+
+    with FakeKubelet(client.ApiClient(_admin_configuration(cp)), namespace, args.delay) as kubelet:
+        started = time.monotonic()
+        master = start_master(values, n, "bench", log_path, str(args.workdir / "profile") if args.profile else "")
+        adopted_after = None
+        if restart_at:
+            _wait_done(root, int(n * restart_at))
+            master.kill()
+            wait_master(master)
+            restarted = time.monotonic()
+            master = start_master(values, n, "bench", log_path)
+            adopted_after = _wait_for_line(log_path, re.compile(r"adopted \d+|following \d+"), restarted) - restarted \
+                if _wait_for_line(log_path, re.compile(r"adopted \d+|following \d+"), restarted) else None
+        usage = wait_master(master)
+        makespan = time.monotonic() - started
+    requests, _ = audit_counts(cp, MASTER_USER, since)
+    twice = _elements_run_twice(root)
+    render = _render_seconds(root)
+    return {"makespan": makespan, "ideal": n / args.max_in_flight * args.delay, "rss_mb": usage.ru_maxrss / 1024,
+            "cpu_s": usage.ru_utime + usage.ru_stime, "requests": requests, "per_pod": sum(requests.values()) / n,
+            "ok": master.returncode == 0, "render_s": render, "errors": kubelet.errors[:3],
+            "adopted_after": adopted_after, "run_twice": twice, "log": str(log_path)}
+
+
+def _admin_configuration(cp):
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(cp.kubeconfig), client_configuration=configuration)
+    configuration.connection_pool_maxsize = 32
+    return configuration
+
+
+def _wait_done(root, count):
+    from luigi_kubeface.storage import open_storage
+
+    storage = open_storage(root + "/bench")
+    while len(storage.list("results/")) < count:
+        time.sleep(1)
+
+
+def _wait_for_line(path, pattern, after, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(path) as f:
+            for line in f:
+                if pattern.search(line):
+                    stamp = _log_time(line)
+                    if stamp is not None and stamp >= time.time() - (time.monotonic() - after):
+                        return time.monotonic() - (time.time() - stamp)
+        time.sleep(0.2)
+    return None
+
+
+def _log_time(line):
+    match = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})", line)
+    if not match:
+        return None
+    return time.mktime(time.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")) + int(match.group(2)) / 1000
+
+
+def _elements_run_twice(root):
+    from luigi_kubeface.storage import open_storage
+
+    storage = open_storage(root + "/bench")
+    succeeded = {}
+    for key in storage.list("attempts/"):
+        record = json.loads(storage.read(key))
+        if record.get("outcome") == "success":
+            succeeded[record["element"]] = succeeded.get(record["element"], 0) + 1
+    return sum(1 for count in succeeded.values() if count > 1)
+
+
+def _render_seconds(root):
+    from luigi_kubeface.views import status_page
+    from luigi_kubeface.views.job_state import JobState
+    from luigi_kubeface.bucket.job_store import open_job
+
+    state = JobState(open_job(root + "/bench"))
+    started = time.perf_counter()
+    status_page.render(state)
+    return time.perf_counter() - started
+
+
+def run_peer(cp, kube, batch, args, n):
+    namespace = "peer-%s" % uuid.uuid4().hex[:6]
+    kube.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    since = audit_end(cp)
+    from kubernetes import client
+
+    body = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "peer"}, "spec": {
+        "completionMode": "Indexed", "completions": n, "parallelism": args.max_in_flight, "backoffLimitPerIndex": 1,
+        "maxFailedIndexes": min(n, 100000), "template": {"spec": {
+            "restartPolicy": "Never", "nodeSelector": {"type": "kwok"}, "tolerations": [KWOK_TAINT],
+            "containers": [{"name": "main", "image": "kwok.invalid/none:1",
+                            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}}}
+    with FakeKubelet(client.ApiClient(_admin_configuration(cp)), namespace, args.delay) as kubelet:
+        started = time.monotonic()
+        batch.create_namespaced_job(namespace, body, _preload_content=False)
+        while True:
+            job = json.loads(batch.read_namespaced_job("peer", namespace, _preload_content=False).data)
+            conditions = {c["type"] for c in job.get("status", {}).get("conditions") or [] if c.get("status") == "True"}
+            if conditions & {"Complete", "Failed"}:
+                break
+            time.sleep(1)
+        makespan = time.monotonic() - started
+    requests, _ = audit_counts(cp, JOB_CONTROLLER, since)
+    return {"makespan": makespan, "ideal": n / args.max_in_flight * args.delay, "requests": requests,
+            "per_pod": sum(requests.values()) / n, "ok": "Complete" in conditions, "errors": kubelet.errors[:3]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000,10000")
+    parser.add_argument("--nodes", type=int, default=200)
+    parser.add_argument("--max-in-flight", type=int, default=200)
+    parser.add_argument("--delay", type=float, default=2.0)
+    parser.add_argument("--restart-at", type=float, default=0.0, help="also run each size with a master SIGKILLed")
+    parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="the master's cProfile, in its log")
+    args = parser.parse_args()
+    args.workdir = Path(tempfile.mkdtemp(prefix="bench-kwok-"))
+    (args.workdir / "keys").mkdir(mode=0o700)
+    kwok_dir = build_kwok()
+    cp = start_control_plane(args.workdir)
+    gcs = FakeGCS(str(args.workdir / "gcs"), host="127.0.0.1").start()
+    os.environ["STORAGE_EMULATOR_HOST"], os.environ["GOOGLE_CLOUD_PROJECT"] = gcs.url, "test"
+    kwok = start_kwok(cp, args.workdir, kwok_dir)
+    try:
+        from kubernetes import client
+
+        api = client.ApiClient(_admin_configuration(cp))
+        kube, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+        create_nodes(kube, args.nodes)
+        print("control plane, kwok %s with %d nodes, fake-gcs-server: up (work folder %s)"
+              % (kwok_dir.name, args.nodes, args.workdir), flush=True)
+        rows = []
+        for n in [int(s) for s in args.sizes.split(",")]:
+            ours = run_ours(cp, gcs, kube, args, n)
+            print("ours %d: %s" % (n, json.dumps(ours)), flush=True)
+            restarted = run_ours(cp, gcs, kube, args, n, restart_at=args.restart_at) if args.restart_at else None
+            if restarted:
+                print("ours %d, master killed at %d%%: %s" % (n, args.restart_at * 100, json.dumps(restarted)), flush=True)
+            peer = None if args.skip_peer else run_peer(cp, kube, batch, args, n)
+            if peer:
+                print("peer %d: %s" % (n, json.dumps(peer)), flush=True)
+            rows.append((n, ours, restarted, peer))
+        print_table(rows, args)
+    finally:
+        kwok.stop()
+        gcs.stop()
+        cp.stop()
+
+
+def print_table(rows, args):
+    print("\nmax_in_flight %d, pod delay %gs, %d kwok nodes\n" % (args.max_in_flight, args.delay, args.nodes))
+    print("| elements | ours makespan s | ideal s | ours / ideal | master peak RSS MB | master CPU s | API requests "
+          "per pod (ours) | status page render s | Indexed Job s | Job / ideal | job-controller requests per pod |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n, ours, _, peer in rows:
+        print("| %s | %.1f | %.1f | %.3f | %.0f | %.1f | %.2f | %.2f | %s | %s | %s |" % (
+            format(n, ","), ours["makespan"], ours["ideal"], ours["makespan"] / ours["ideal"], ours["rss_mb"],
+            ours["cpu_s"], ours["per_pod"], ours["render_s"],
+            "%.1f" % peer["makespan"] if peer else "-", "%.3f" % (peer["makespan"] / peer["ideal"]) if peer else "-",
+            "%.2f" % peer["per_pod"] if peer else "-"))
+    for n, ours, restarted, _ in rows:
+        print("requests of ours at %d by kind: %s" % (n, ours["requests"]))
+        if restarted:
+            print("master SIGKILLed at %d%% of %d: adopted its pods %s s after its restart; elements run twice: %d; "
+                  "makespan %.1f s" % (args.restart_at * 100, n, "%.1f" % restarted["adopted_after"]
+                                       if restarted["adopted_after"] is not None else "(not seen in its log)",
+                                       restarted["run_twice"], restarted["makespan"]))
+
+
+if __name__ == "__main__":
+    main()

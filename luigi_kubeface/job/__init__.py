@@ -1,0 +1,1 @@
+"""A job's definition (definition.py), its elements' identity and the code it ships (code/)."""

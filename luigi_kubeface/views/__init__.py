@@ -1,0 +1,1 @@
+"""Read-only views of a job for people: its state, results tables and charts, the status page."""
