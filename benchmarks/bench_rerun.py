@@ -1,7 +1,10 @@
 """Goal 2: with every result of a 50,000-element map task in storage, a rerun decides there is nothing to do.
 
-Storages: a local directory, and fake-gcs-server on 127.0.0.1 (filesystem backend, its object files
-and metadata written directly before the timing). Ours: the `luigi` command run again, with the local scheduler and with luigid;
+The finished job is seeded as a first run files it (seed_finished_job: the package's writers and the
+runner's own code, so every result is signed and under the current code version), and a fresh map
+task must find every result before anything is timed. Storages: a local directory on disk, and
+fake-gcs-server on 127.0.0.1 (filesystem backend, the same blobs and their metadata written directly
+before the timing). Ours: the `luigi` command run again, with the local scheduler and with luigid;
 plus the map task's complete() in this process with every storage request counted. Peer: one
 exists() request per element, what a per-element target check costs (on fake-gcs-server timed on
 a sample and scaled to N; said so in the table).
@@ -21,7 +24,7 @@ import time
 import urllib.parse
 import urllib.request
 
-from common import Luigid, free_port, run_luigi, table
+from common import Luigid, free_port, run_luigi, scratch, table
 
 import luigi  # noqa: E402
 
@@ -32,16 +35,28 @@ def fake_gcs_binary():
     return str(_server._get_binary_path())
 
 
-def seed_results(root_dir, job_id, elements):
-    """Write one result blob per element straight into a directory tree (the bucket's layout)."""
-    from luigi_kubeface.bucket import layout as naming, blobs as serialization
+def seed_finished_job(task):
+    """File a finished job the way a first run files it: the job prepared by the package's own writers
+    (its signing key, code, function, job.json), then for each element its input written by the job
+    store and its attempt run through the runner's own code (runner.execute_attempt, the simulated
+    backend's path), which signs the result and files it under the current code version. Returns the Job."""
+    from luigi_kubeface.bucket import layout as naming
+    from luigi_kubeface.runner import attempt as runner
 
-    results = os.path.join(root_dir, job_id, os.path.dirname(naming.result_key("x")))
-    os.makedirs(results, exist_ok=True)
-    for element in elements:
-        blob = serialization.dumps(element.index, "result", {"element": element.key, "attempt": "seeded"})
-        with open(os.path.join(root_dir, job_id, naming.result_key(element.key)), "wb") as f:
-            f.write(blob)
+    job = task.kubeface_job()
+    job.prepare()
+    key = job.store.signing_key()
+    for element in job.elements:
+        job.store.write_input(element, job.shared_keys)
+        code, record = runner.execute_attempt(job.storage, element.key, naming.new_attempt_id(1), bytearray(key))
+        if code != runner.EXIT_OK:
+            raise SystemExit("seeding element %s failed (exit %d): %s" % (element.key, code, record.get("message")))
+    return job
+
+
+def share_key(keys, job_url, other_url):
+    """The job's signing key, copied for the same job at another URL (results copied there verify under it)."""
+    shutil.copy(keys.path(job_url), keys.path(other_url))  # a mode 0600 file, copied with its mode
 
 
 def start_fake_gcs(root):
@@ -62,7 +77,7 @@ def start_fake_gcs(root):
     raise SystemExit("fake-gcs-server did not start")
 
 
-def seed_gcs(url, root, bucket, tree):
+def seed_gcs(url, root, bucket, tree, prefix):
     """Objects written the way the filesystem backend stores them (uploading 50,000 through its API
     takes minutes: about 2 ms each); the template is one object uploaded through the API."""
     import base64
@@ -83,7 +98,7 @@ def seed_gcs(url, root, bucket, tree):
     for directory, _, files in os.walk(tree):
         for name in files:
             source = os.path.join(directory, name)
-            target = os.path.join(root, bucket, os.path.relpath(source, tree))
+            target = os.path.join(root, bucket, prefix, os.path.relpath(source, tree))
             with open(source, "rb") as f:
                 data = f.read()
             os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -95,6 +110,26 @@ def seed_gcs(url, root, bucket, tree):
             os.setxattr(target, "user.metadata", json.dumps(meta).encode())
             count += 1
     return count
+
+
+def use_storage(storage_root, key_dir=None):
+    """Point this process's map tasks at a storage root (and key_dir); later tasks are built anew."""
+    config = luigi.configuration.get_config()
+    config.set("kubeface", "storage_root", storage_root)
+    if key_dir:
+        config.set("kubeface", "key_dir", key_dir)
+    luigi.task_register.Register.clear_instance_cache()  # a fresh task: grid and settings built anew
+
+
+def check_reused(n, storage_root, key_dir):
+    """Before any timing: a fresh map task finds every seeded result (else the rerun would recompute them)."""
+    from bench_pipelines import TrivialMap
+
+    use_storage(storage_root, key_dir)
+    task = TrivialMap(n=n)
+    missing = len(task.kubeface_job().elements) - len(task.kubeface_job().store.finished())
+    if missing or not task.complete():
+        raise SystemExit("%d of the %d seeded results are not reused: the rerun would recompute them" % (missing, n))
 
 
 def counted_complete(n, storage_root):
@@ -111,8 +146,7 @@ def counted_complete(n, storage_root):
             counts[name] += 1
         return original(self, name)
 
-    luigi.configuration.get_config().set("kubeface", "storage_root", storage_root)
-    luigi.task_register.Register.clear_instance_cache()  # a fresh task: grid and settings built anew
+    use_storage(storage_root)
     RetryingStorage.__getattr__ = counting
     try:
         started = time.perf_counter()
@@ -126,13 +160,24 @@ def counted_complete(n, storage_root):
     return seconds, counts, task
 
 
+def rerun(n, storage_root, key_dir, flags, cwd, env=None):
+    """`luigi` run again on the seeded job, as a user would: its seconds; SystemExit if it ran anything."""
+    seconds, _, code, tail = run_luigi(["--module", "bench_pipelines", "TrivialMap", "--n", str(n),
+                                        "--kubeface-storage-root", storage_root, "--kubeface-key-dir", key_dir]
+                                       + list(flags), cwd=cwd, env=env)
+    if code != 0 or "complete ones were encountered" not in tail or "ran successfully" in tail:
+        raise SystemExit("the rerun on %s did not find everything done:\n%s" % (storage_root, tail))
+    return seconds
+
+
 def per_element_exists(job, sample):
     """The peer: one exists() request per element, over `sample` elements; returns seconds for all."""
-    keys = [e.key for e in job.elements[:sample]]
-    started = time.perf_counter()
     from luigi_kubeface.bucket import layout as naming
 
-    assert all(job.storage.exists(naming.result_key(k)) for k in keys)
+    version = job.code_version
+    keys = [naming.result_key(e.key, version) for e in job.elements[:sample]]
+    started = time.perf_counter()
+    assert all(job.storage.exists(k) for k in keys)
     return (time.perf_counter() - started) * len(job.elements) / len(keys)
 
 
@@ -144,23 +189,29 @@ def main():
     n = args.n
 
     from bench_pipelines import TrivialMap
+    from luigi_kubeface.bucket import layout as naming
+    from luigi_kubeface.bucket.signing import KeyRing
 
     work = tempfile.mkdtemp(prefix="bench-rerun-")  # on disk: the listing reads a real directory
     local_root = os.path.join(work, "local")
-    gcs_data = os.path.join(work, "gcs-data")
+    key_dir = os.path.join(work, "keys")
     bucket = "bench-rerun"
-    job_id = TrivialMap(n=n).job_id()
     rows, gcs = [], None
     try:
-        luigi.configuration.get_config().set("kubeface", "storage_root", local_root)
-        elements = TrivialMap(n=n).kubeface_job().elements
+        stage = os.path.join(scratch("bench-rerun-seed-"), "local")  # seeded in memory (fsync is free), then copied
+        use_storage(stage, key_dir)
         started = time.perf_counter()
-        seed_results(local_root, job_id, elements)
+        job = seed_finished_job(TrivialMap(n=n))
+        shutil.copytree(stage, local_root)
+        shutil.rmtree(os.path.dirname(stage))
+        keys = KeyRing(key_dir)
+        share_key(keys, job.url, naming.job_url(local_root, job.id))
         print("seeded %d results in the local directory in %.0fs" % (n, time.perf_counter() - started), flush=True)
+        check_reused(n, local_root, key_dir)
         gcs, gcs_url = start_fake_gcs(os.path.join(work, "gcs-root"))
         started = time.perf_counter()
-        seed_results(gcs_data, "jobs/" + job_id, elements)
-        seed_gcs(gcs_url, os.path.join(work, "gcs-root"), bucket, gcs_data)
+        share_key(keys, job.url, naming.job_url("gs://%s/jobs" % bucket, job.id))
+        seed_gcs(gcs_url, os.path.join(work, "gcs-root"), bucket, local_root, "jobs")
         print("seeded %d results in fake-gcs-server in %.0fs" % (n, time.perf_counter() - started), flush=True)
         os.environ.update(STORAGE_EMULATOR_HOST=gcs_url, GOOGLE_CLOUD_PROJECT="test")
 
@@ -171,15 +222,11 @@ def main():
                 luigid = Luigid() if scheduler == "luigid" else None
                 try:
                     flags = luigid.flags() if luigid else ["--local-scheduler"]
-                    seconds, _, code, tail = run_luigi(
-                        ["--module", "bench_pipelines", "TrivialMap", "--n", str(n), "--kubeface-storage-root", root]
-                        + flags, cwd=work, env={"STORAGE_EMULATOR_HOST": gcs_url, "GOOGLE_CLOUD_PROJECT": "test"})
+                    runs[scheduler] = rerun(n, root, key_dir, flags, work, {"STORAGE_EMULATOR_HOST": gcs_url,
+                                                                           "GOOGLE_CLOUD_PROJECT": "test"})
                 finally:
                     if luigid:
                         luigid.stop()
-                if code != 0 or "complete ones were encountered" not in tail or "ran successfully" in tail:
-                    raise SystemExit("the rerun on %s did not find everything done:\n%s" % (name, tail))
-                runs[scheduler] = seconds
             seconds, counts, task = counted_complete(n, root)
             peer = per_element_exists(task.kubeface_job(), sample)
             requests = ", ".join("%d %s" % (c, m) for m, c in sorted(counts.items()))

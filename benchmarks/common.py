@@ -41,10 +41,12 @@ def luigi_env(extra=None):
 
 def run_luigi(args, cwd, env=None, timeout=1800):
     """Run `luigi args`; return (seconds, peak RSS of that process in MB, exit code, output tail)."""
-    luigi = os.path.join(os.path.dirname(sys.executable), "luigi")
+    luigi = [os.path.join(os.path.dirname(sys.executable), "luigi")]
+    if not os.path.exists(luigi[0]):  # a venv over the system's site-packages has no script of its own
+        luigi = [sys.executable, "-m", "luigi"]
     out = tempfile.TemporaryFile()
     started = time.perf_counter()
-    process = subprocess.Popen([luigi] + list(args), cwd=cwd, env=luigi_env(env), stdout=out, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(luigi + list(args), cwd=cwd, env=luigi_env(env), stdout=out, stderr=subprocess.STDOUT)
     deadline = started + timeout
     while True:
         pid, status, usage = os.wait4(process.pid, os.WNOHANG)

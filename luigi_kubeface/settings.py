@@ -12,7 +12,6 @@ luigi.cfg serves `backend = local` and `backend = kubernetes`) and kept as given
 some code asks for that backend's settings (settings_of; `kubeface logs` of a job that ran on pods).
 """
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 

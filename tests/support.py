@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = dict(poll_interval=0.05, retry_backoff=0.1)  # a job's settings for tests: quick polls and retries
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 

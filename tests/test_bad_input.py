@@ -17,10 +17,8 @@ import pytest
 from luigi_kubeface import Client
 from luigi_kubeface.bucket import blobs as serialization
 from luigi_kubeface.errors import ConfigurationError, JobFailedError
-from support import REPO
+from support import FAST, REPO
 from elements import square
-
-FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 
 
 def client(tmp_path, **values):

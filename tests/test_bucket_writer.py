@@ -11,10 +11,8 @@ from luigi_kubeface import Client
 from luigi_kubeface.bucket import layout as naming, blobs as serialization
 from luigi_kubeface.errors import CorruptBlobError, KubefaceError, UntrustedBlobError
 from luigi_kubeface.bucket.signing import KeyRing
-from support import Bomb
+from support import Bomb, FAST
 from elements import square
-
-FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 
 
 def regular_files(root):

@@ -16,9 +16,7 @@ from luigi_kubeface import Client, JobFailedError
 from luigi_kubeface.cli import main
 from luigi_kubeface.cli.common import parse_duration
 from luigi_kubeface.errors import ConfigurationError
-from support import REPO
-
-FAST = dict(poll_interval=0.05, retry_backoff=0.1)
+from support import FAST, REPO
 
 
 def odd_fails(x):

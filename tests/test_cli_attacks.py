@@ -12,10 +12,8 @@ from luigi_kubeface import Client, JobFailedError
 from luigi_kubeface.cli import main
 from luigi_kubeface.errors import ConfigurationError
 from luigi_kubeface.settings import Settings
-from support import REPO, TESTS
+from support import FAST, REPO, TESTS
 from elements import square
-
-FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 
 
 def kubeface(*argv):

@@ -13,8 +13,7 @@ import pytest
 from luigi_kubeface import Client, ConfigurationError, JobFailedError
 from luigi_kubeface.settings import Settings
 from elements import square
-
-FAST = dict(poll_interval=0.05, retry_backoff=0.1)
+from support import FAST
 
 
 def records(root, job_id):

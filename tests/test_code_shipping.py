@@ -17,9 +17,8 @@ import pytest
 from luigi_kubeface import Client
 from luigi_kubeface.job.code import package as code_package
 from luigi_kubeface.errors import ConfigurationError, EnvironmentMismatchError, JobFailedError
-from support import run_luigi
+from support import FAST, run_luigi
 
-FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 
 PIPELINE = '''
 import luigi
@@ -277,6 +276,22 @@ def test_the_environment_check_names_the_package_both_versions_and_the_dockerfil
     major, minor, *_ = __import__("pytest").__version__.split(".")
     warnings = code_package.check_environment({"pytest": "%s.%s.999" % (major, minor)})
     assert warnings and "patch level" in warnings[0]
+
+
+def test_the_environment_check_reads_each_distribution_once_per_process_and_still_finds_one_missing(monkeypatch):
+    """An in-process backend checks thousands of attempts: package metadata is parsed once, not twice per attempt."""
+    import importlib.metadata
+
+    reads = []
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: reads.append(name) or real(name))
+    code_package._installed_version.cache_clear()
+    wanted = {"no-such-dist-kubeface": "1.2.3", "pytest": __import__("pytest").__version__}
+    for _ in range(3):
+        with pytest.raises(EnvironmentMismatchError, match="no-such-dist-kubeface: the master has 1.2.3, the image has"):
+            code_package.check_environment(wanted)
+    assert code_package.check_environment({"pytest": wanted["pytest"]}) == []
+    assert sorted(reads) == ["no-such-dist-kubeface", "pytest"]
 
 
 def _replay_setup(tmp_path, monkeypatch):

@@ -13,10 +13,8 @@ from luigi_kubeface.bucket import layout as naming, blobs as serialization
 from luigi_kubeface.job import identity
 from luigi_kubeface.errors import CorruptBlobError
 from luigi_kubeface.storage import open_storage
-from support import Bomb, run_luigi
+from support import Bomb, FAST, run_luigi
 from elements import square
-
-FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 
 
 def truncate(blob, marker):

@@ -11,8 +11,7 @@ from luigi_kubeface import Client
 from luigi_kubeface.cli import main
 from luigi_kubeface.views.job_state import JobState
 from luigi_kubeface.views.status_page import render
-
-FAST = dict(poll_interval=0.05, retry_backoff=0.1)
+from support import FAST
 
 
 def flaky_or_slow(x, marker_dir):

@@ -10,8 +10,7 @@ from luigi_kubeface.bucket import layout as naming, blobs as serialization
 from luigi_kubeface.errors import SigningKeyError, UntrustedBlobError
 from luigi_kubeface.bucket.signing import KeyRing
 from elements import square
-
-FAST = dict(poll_interval=0.05, retry_backoff=0.1)
+from support import FAST
 
 
 def plus_thousand(x):

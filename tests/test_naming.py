@@ -136,3 +136,14 @@ def test_attempt_numbers_go_on_across_runs_and_ids_of_main_count_on():
     late = ["999-1700000001-aaaaaaaaaaaa", "1000-1700000002-bbbbbbbbbbbb"]
     assert [n for n, _ in naming.numbered_attempts(late)] == [999, 1000]  # numbers, not text: 1000 follows 999
     assert all(naming.is_attempt_id(naming.new_attempt_id(n)) for n in (1, 1000))
+
+
+def test_the_direct_key_text_of_scalar_arguments_is_the_general_encodings_text():
+    """Scalars skip the general encoding (a 50,000-element grid's keys): the text, hence every key, is the same."""
+    samples = [((), {"x": 1}), ((), {"b": "é\n\"x\u2028", "a": -10 ** 40, "c": True, "d": None, "e": False}),
+               (("a", 3), {}), ((1,), {"z": "y"}), ((), {}), ((1.5,), {}), ((), {"x": 1.5}), ((), {"x": [1]}),
+               ((True,), {"k": 0}), ((np.int64(3),), {}), ((), {"x": np.int64(3)})]
+    for args, kwargs in samples:
+        general = identity._KEY_TEXT.encode([identity._canonical(list(args)), identity._canonical(dict(kwargs))])
+        assert identity._scalar_key_text(args, kwargs) in (general, None), (args, kwargs)
+    assert identity._scalar_key_text((), {"x": 1}) is not None and identity._scalar_key_text((1.5,), {}) is None

@@ -9,8 +9,8 @@ import cloudpickle
 from elements import square
 from luigi_kubeface import Client
 from pipelines import toy
+from support import FAST
 
-FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 # The only modules of ours a pickle may name: their path is the same in every layout so far.
 STABLE = {"luigi_kubeface.luigi_adapter.tasks"}
 OURS = re.compile(rb"luigi_kubeface(?:\.[A-Za-z_][A-Za-z0-9_]*)+")

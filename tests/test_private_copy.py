@@ -21,9 +21,10 @@ from luigi_kubeface.bucket.signing import KeyRing
 from luigi_kubeface.runner.attempt import load_call
 from luigi_kubeface.storage import open_storage
 from support import Bomb
+from support import FAST as support_FAST
 
 IN_MEMORY = 16 << 20  # private_copy.IN_MEMORY: larger blobs are copied into a private file
-FAST = dict(poll_interval=0.05, retry_backoff=0.1, retries=0)
+FAST = dict(support_FAST, retries=0)
 ITEM = "i" * 1000  # an input longer than the attacker's pickle: the file keeps its size
 
 

@@ -9,8 +9,7 @@ from luigi_kubeface import Client
 from luigi_kubeface.errors import ConfigurationError
 from luigi_kubeface.views.result_table import COST_COLUMNS
 from elements import square
-
-FAST = dict(poll_interval=0.05, retry_backoff=0.1)
+from support import FAST
 
 
 def train(params):

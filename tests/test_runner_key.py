@@ -17,8 +17,9 @@ from luigi_kubeface.runner import attempt as runner
 from luigi_kubeface.errors import UntrustedBlobError
 from luigi_kubeface.bucket.signing import KeyRing
 from support import run_runner
+from support import FAST as support_FAST
 
-FAST = dict(poll_interval=0.05, retry_backoff=0.1, retries=0)
+FAST = dict(support_FAST, retries=0)
 
 HUNT = """
 def hunt(leak):

@@ -61,7 +61,7 @@ def test_a_name_no_owner_declares_is_refused_naming_the_known_keys():
     with pytest.raises(ConfigurationError, match="unknown kubeface setting.*gpu: known settings are .*gpus"):
         Settings(gpu=1)
     with pytest.raises(AttributeError, match="'gpu' is not a kubeface setting"):
-        Settings().gpu
+        _ = Settings().gpu
 
 
 def test_every_storages_keys_are_checked_since_a_process_opens_storages_by_url():

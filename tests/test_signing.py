@@ -18,11 +18,10 @@ from luigi_kubeface.errors import CorruptBlobError, SigningKeyError, UntrustedBl
 from luigi_kubeface.job.definition import Job, elements_from_items
 from luigi_kubeface.bucket.signing import KeyRing, job_key
 from luigi_kubeface.settings import Settings
-from support import Bomb, REPO
+from support import Bomb, FAST, REPO
 from elements import square
 
 KEY = bytes(range(32))
-FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 
 
 def split(blob):

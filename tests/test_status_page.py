@@ -14,8 +14,7 @@ from luigi_kubeface.views.job_state import JobState
 from luigi_kubeface.bucket.job_store import JobStore
 from luigi_kubeface.views.status_page import page_url, render
 from infra.browser import chromium, png_colours
-
-FAST = dict(poll_interval=0.05, retry_backoff=0.1)
+from support import FAST
 
 
 def uneven(x):

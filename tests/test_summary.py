@@ -7,8 +7,7 @@ import numpy as np
 
 from luigi_kubeface import Client
 from luigi_kubeface.runner.summary import MAX_BYTES, MAX_VALUES, describe
-
-FAST = dict(poll_interval=0.05, retry_backoff=0.1)
+from support import FAST
 
 
 def test_numbers_and_bools_are_their_own_summary():

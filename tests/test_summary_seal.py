@@ -4,7 +4,6 @@ The runner signs its result's summary with its attempt's result key; records(), 
 results` and the status page count only summaries that verify, and say when one is refused.
 """
 
-import io
 import json
 import logging
 import os
@@ -20,9 +19,7 @@ from luigi_kubeface.views.job_state import JobState
 from luigi_kubeface.bucket.job_store import JobStore
 from luigi_kubeface.bucket.signing import KeyRing
 from luigi_kubeface.views.status_page import render
-from support import REPO, TESTS
-
-FAST = dict(poll_interval=0.05, retry_backoff=0.1)
+from support import FAST, REPO, TESTS
 
 
 def accuracy(x):

@@ -5,6 +5,7 @@ writes what its prefix holds.
 """
 
 import copy
+import pickle
 import sys
 import time
 from collections.abc import Mapping
@@ -67,9 +68,32 @@ def _label(args, kwargs):
     return text if len(text) <= _LABEL_LIMIT else text[: _LABEL_LIMIT - 3] + "..."
 
 
+_PLAIN_TYPES = frozenset([str, int, float, bool, type(None), bytes])
+
+
+def _plain_data(value, depth=0):
+    """Only builtin scalars in builtin lists, tuples and dicts: pickle writes them as cloudpickle does."""
+    kind = type(value)
+    if kind in _PLAIN_TYPES:
+        return True
+    if depth > 20:
+        return False
+    if kind is dict:
+        return all(_plain_data(k, depth + 1) and _plain_data(v, depth + 1) for k, v in value.items())
+    return (kind is list or kind is tuple) and all(_plain_data(v, depth + 1) for v in value)
+
+
+def _pickled(args, kwargs):
+    """The element's payload; plain data through pickle itself (the same bytes, without cloudpickle's
+    per-call set-up, which dominated building a large grid)."""
+    if _plain_data(args) and _plain_data(kwargs):
+        return pickle.dumps((args, kwargs), protocol=cloudpickle.DEFAULT_PROTOCOL)
+    return cloudpickle.dumps((args, kwargs))
+
+
 def _element(index, args, kwargs, where, item_name="item"):
     try:
-        payload = cloudpickle.dumps((args, kwargs))
+        payload = _pickled(args, kwargs)
     except Exception as error:  # noqa: BLE001 - any pickling failure is the user's value
         raise ConfigurationError(
             "%s (%s) cannot be pickled: %s: %s. Grid values must be picklable data; build "

@@ -6,6 +6,7 @@ slows or fails the job. The job's store writes both keys (status.html, progress.
 
 import logging
 import threading
+import time
 
 from .job_state import JobState
 from ..bucket.records import LiveProgress
@@ -20,6 +21,17 @@ def write_page(state, progress=None, final=True, max_reads=None):
     if progress is not None:  # for `kubeface status` and `logs --follow` on other machines
         state.store.write_progress(LiveProgress.of_progress(progress, final))
     state.store.write_status_page(render(state, progress, final=final))
+
+
+# The page's share of the master's time at most: a large job's page reads thousands of records, and the
+# thread that writes it shares the master's process (and GIL) with the engine.
+PAGE_SHARE = 0.1
+
+
+def next_wait(interval, took):
+    """Seconds until the next refresh of a running job's page: interval, or longer when writing the page
+    took long, so that the page never takes more than PAGE_SHARE of the master's time."""
+    return max(interval, took * (1 - PAGE_SHARE) / PAGE_SHARE)
 
 
 class StatusPageWriter:
@@ -48,8 +60,9 @@ class StatusPageWriter:
 
     def _loop(self):
         while not self._stop.is_set():
+            started = time.monotonic()
             self._write(final=False)
-            self._stop.wait(self.interval)
+            self._stop.wait(next_wait(self.interval, time.monotonic() - started))
 
     def _write(self, final):
         with self._lock:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from kube_support import kube_settings, nap, pods, start_master, wait_until
+from kube_support import kube_settings, pods, start_master, wait_until
 from luigi_kubeface.backends.kubernetes.pod_spec import JOB_LABEL
 
 pytestmark = pytest.mark.slow

@@ -2,7 +2,6 @@
 second kernel reuses every result, and the kernel's interrupt leaves no pod behind."""
 
 import json
-import time
 
 import pytest
 

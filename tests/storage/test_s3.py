@@ -16,9 +16,9 @@ from luigi_kubeface.errors import BlobNotFoundError, ConfigurationError, Transie
 from luigi_kubeface.settings import Settings
 from luigi_kubeface.storage import open_storage, s3
 from elements import square
+from support import FAST
 
 MB = 1 << 20
-FAST = dict(poll_interval=0.05, retry_backoff=0.1)
 
 
 def crc(data):

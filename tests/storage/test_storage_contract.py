@@ -172,3 +172,15 @@ def test_streamed_write_if_absent_never_overwrites(storage):
         storage.open_read("results/none.pkl")
     with pytest.raises(BlobNotFoundError):
         storage.head("results/none.pkl", 10)
+
+
+def test_a_gcs_listing_asks_for_names_only_and_follows_every_page(gcs_root, monkeypatch):
+    """Names alone, in pages as large as the server allows: the partial response must keep its next-page token."""
+    from luigi_kubeface.storage import gcs
+
+    storage = open_storage(gcs_root + "/job")
+    keys = ["results/%02d.pkl" % i for i in range(7)]
+    for key in keys:
+        storage.write(key, b"")
+    monkeypatch.setattr(gcs, "_LIST_PAGE", 2)  # four pages
+    assert storage.list("results/") == keys

@@ -161,7 +161,8 @@ def _distributions_of(top_level):
     if _PACKAGES is None or _PACKAGES[0] != sys.path:
         provides = {}
         for distribution in importlib.metadata.distributions():
-            name, version = distribution.metadata["Name"], distribution.version
+            metadata = distribution.metadata  # parsed once (.version would parse it again)
+            name, version = metadata["Name"], metadata["Version"]
             tops = (distribution.read_text("top_level.txt") or "").split()
             if not tops:
                 tops = {f.parts[0].split(".")[0] for f in distribution.files or () if f.parts
@@ -511,6 +512,17 @@ def _release(version):
     return tuple(int(x) for x in re.findall(r"\d+", version.split("+")[0])[:3])
 
 
+@functools.lru_cache(maxsize=None)
+def _installed_version(distribution):
+    """This process's version of a distribution (None: not installed), read once per process: each
+    importlib.metadata lookup scans sys.path and parses the METADATA file, and an in-process backend
+    checks thousands of attempts (a pod checks one, at its start-up)."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def check_environment(requirements):
     """Compare the image's distributions with the master's: warnings (patch level) or an error.
 
@@ -520,9 +532,8 @@ def check_environment(requirements):
     """
     problems, warnings = [], []
     for distribution, wanted in sorted(requirements.items()):
-        try:
-            have = importlib.metadata.version(distribution)
-        except importlib.metadata.PackageNotFoundError:
+        have = _installed_version(distribution)
+        if have is None:
             problems.append("%s: the master has %s, the image has none" % (distribution, wanted))
             continue
         if have == wanted:

@@ -705,7 +705,7 @@ class NodeAgent:
             if e.status == 404:
                 if optional:
                     return {}
-                raise LookupError('%s "%s" not found' % (kind, name))
+                raise LookupError('%s "%s" not found' % (kind, name)) from None
             raise
         if kind == "secret":
             return {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
