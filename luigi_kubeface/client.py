@@ -29,8 +29,8 @@ class Client:
         Rerunning with the same job_id reuses every result already in storage that the same code made
         (code_version pins that version by hand). The default job id covers the items, the function's
         code and the shared inputs. Shared inputs are uploaded once and passed to every call as keyword
-        arguments. progress: show a progress bar (None: only when stderr is a terminal). The job's
-        status page is kept in its storage prefix.
+        arguments. progress: show a progress bar (None: when stderr is a terminal, or in a notebook as a
+        widget). The job's status page is kept in its storage prefix.
         """
         items = list(items)
         if not items:

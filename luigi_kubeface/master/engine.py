@@ -506,7 +506,10 @@ class JobRun:
             done_now = self.store.finished()
             self.report.not_run = [e.key for e in self.job.elements
                                    if e.key not in done_now and e.key not in self.report.failures]
-            log.error("job %s stopped early: %s", self.job.id, self.report.stopped)
+            done = len(self.job.elements) - len(self.report.not_run) - len(self.report.failures)
+            log.error("job %s stopped early: %s; %d of %d elements are done and kept: a rerun computes only the "
+                      "other %d", self.job.id, self.report.stopped, done, len(self.job.elements),
+                      len(self.job.elements) - done)
         if self.on_progress:
             self.on_progress(self.progress)
         return self.report

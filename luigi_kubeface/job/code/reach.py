@@ -23,6 +23,8 @@ import inspect
 import sys
 import types
 
+from luigi_kubeface import notebook
+
 # Names whose use means any attribute or global may be reached: the analysis gives up on that module.
 DYNAMIC = frozenset({"getattr", "setattr", "delattr", "globals", "locals", "vars", "eval", "exec", "compile",
                      "__import__", "import_module", "__dict__", "__getattribute__", "modules", "reload"})
@@ -263,6 +265,8 @@ class Reach:
         try:
             tree = ast.parse(inspect.getsource(cls).strip())
         except (OSError, TypeError, SyntaxError, IndentationError):
+            tree = _cell_class(cls)
+        if tree is None:
             self.fallback(cls.__module__, "opaque %s.%s" % (cls.__qualname__, name))
             return "opaque"
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else tree.body
@@ -270,6 +274,14 @@ class Reach:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+def _cell_class(cls):
+    """A class defined in an IPython cell (no file for inspect): its last definition among the cells run."""
+    source = _source_tree(cls.__module__) if cls.__module__ == "__main__" else None
+    found = [s for s in source.tree.body if isinstance(s, ast.ClassDef) and s.name == cls.__qualname__] \
+        if source else []
+    return ast.Module(body=found[-1:], type_ignores=[]) if found else None
+
 
 def _module_of(f):
     return getattr(f, "__module__", None) or "__main__"
@@ -323,6 +335,13 @@ def _source_tree(module_name):
     """The parsed source of a loaded module (None without one), cached by file and modification time."""
     module = sys.modules.get(module_name)
     path = getattr(module, "__file__", None)
+    if module_name == "__main__" and not path:  # IPython, Jupyter: the cells this session ran
+        tree = notebook.main_tree()  # the same object while no cell runs
+        if tree is None:
+            return None
+        if ("cells",) not in _SOURCES or _SOURCES[("cells",)].tree is not tree:
+            _SOURCES[("cells",)] = _Source(tree)
+        return _SOURCES[("cells",)]
     if not path or not path.endswith(".py"):
         return None
     try:
