@@ -18,7 +18,7 @@ from ..runner import process as runner_process
 from ..storage import open_storage
 from . import AttemptEnd, Backend
 from . import local_slots
-from .local_slots import Slots
+from .local_slots import Slots, start_time
 
 
 log = logging.getLogger(__name__)
@@ -35,15 +35,6 @@ def _describe_exit(code):
 
 
 _DIR_PREFIX = "kubeface-local-"
-
-
-def _start_time(pid):
-    """The process's start time in clock ticks since boot (/proc/<pid>/stat), or None if it is gone."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _group_members(pgid):
@@ -82,10 +73,10 @@ def sweep_stale_dirs(parent=None):
                 master, started = (int(v) for v in f.read().split())
         except (OSError, ValueError):
             # Killed between creating its directory and recording itself: no runner started yet.
-            if not owner.isdigit() or _start_time(int(owner)) is not None:
+            if not owner.isdigit() or start_time(int(owner)) is not None:
                 continue  # its master may live
             master, started = int(owner), -1
-        if str(master) != owner or _start_time(master) == started:
+        if str(master) != owner or start_time(master) == started:
             continue  # its master lives
         try:
             with open(os.path.join(path, "runners")) as f:
@@ -93,7 +84,7 @@ def sweep_stale_dirs(parent=None):
         except (OSError, ValueError):
             runners = []
         for pid, runner_started in runners:
-            leader = _start_time(pid)
+            leader = start_time(pid)
             if leader is not None and leader != runner_started:
                 continue  # the pid now names another process: its group is not the runner's
             for member in _group_members(pid):  # a group outlives its leader; its id is not reused meanwhile
@@ -132,7 +123,7 @@ class LocalBackend(Backend):
         sweep_stale_dirs()
         self._dir = tempfile.mkdtemp(prefix="%s%d-" % (_DIR_PREFIX, os.getpid()))
         with open(os.path.join(self._dir, "master"), "w") as f:
-            f.write("%d %d\n" % (os.getpid(), _start_time(os.getpid()) or 0))
+            f.write("%d %d\n" % (os.getpid(), start_time(os.getpid()) or 0))
         # Each runner reads this pipe; only this process holds its write end, so its end (SIGKILL
         # included) is end of file there, and the runner kills its element and itself.
         self._alive_read, self._alive_write = os.pipe()
@@ -206,7 +197,7 @@ class LocalBackend(Backend):
         self._processes[spec.attempt] = (process, output)
         self._specs[spec.attempt] = spec
         with open(os.path.join(self._dir, "runners"), "a") as f:  # for the sweep, if this master is killed
-            f.write("%d %d\n" % (process.pid, _start_time(process.pid) or 0))
+            f.write("%d %d\n" % (process.pid, start_time(process.pid) or 0))
         try:  # a descriptor that becomes readable when the process exits, for wait()
             self._pidfds[spec.attempt] = os.pidfd_open(process.pid)
         except (AttributeError, OSError):

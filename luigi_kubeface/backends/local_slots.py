@@ -19,8 +19,9 @@ import tempfile
 _PREFIX = "kubeface-slots-"
 
 
-def _start_time(pid):
-    """The process's start time in clock ticks since boot, or None if it is gone."""
+def start_time(pid):
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat), or None if it is gone: with the
+    pid, it names one process for good (a pid alone is reused)."""
     try:
         with open("/proc/%d/stat" % pid) as f:
             return int(f.read().rsplit(")", 1)[1].split()[19])
@@ -51,7 +52,7 @@ def sweep(parent):
                 continue
         except OSError:
             continue
-        if _start_time(pid) != started:
+        if start_time(pid) != started:
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -62,7 +63,7 @@ class Slots:
         self.count = count
         parent = parent or tempfile.gettempdir()
         pid = pid or command_pid()
-        self.folder = os.path.join(parent, "%s%d-%d" % (_PREFIX, pid, _start_time(pid) or 0))
+        self.folder = os.path.join(parent, "%s%d-%d" % (_PREFIX, pid, start_time(pid) or 0))
         os.makedirs(self.folder, mode=0o700, exist_ok=True)
 
     def take(self):

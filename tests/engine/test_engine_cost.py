@@ -4,28 +4,15 @@ and max_cost stopping the job as the failure budget does."""
 import pytest
 
 from luigi_kubeface.backends.simulated import End, Hang, error_record
-from luigi_kubeface.master.engine import run_job
-from luigi_kubeface.job.definition import Job, elements_from_items
-from luigi_kubeface.backends.simulated import SimulatedBackend
 from luigi_kubeface.bucket.records import Outcome
-from luigi_kubeface.settings import Settings
-from elements import square
+from test_engine_table import run as table_run
 
 TEN_SECONDS = 10.0 / 3600  # core-hours of one local attempt of 10 virtual seconds
 
 
 def run(tmp_path, script=None, n=1, duration=10.0, **overrides):
-    """n elements of `duration` virtual seconds each; script: {(item, attempt number): End/Hang}."""
-    options = dict(storage_root=str(tmp_path / "storage"), max_in_flight=4, retries=1, retry_backoff=1.0,
-                   poll_interval=0.1, failure_budget=1.0)
-    options.update(overrides)
-    settings = Settings(**options)
-    job = Job("costs", settings.storage_root, square, elements_from_items(range(n)))
-    job.prepare()
-    table = script or {}
-    backend = SimulatedBackend(settings, lambda spec: duration, lambda spec, number: table.get((int(spec.label), number)))
-    report = run_job(job, backend, settings, clock=backend.clock, sleep=backend.sleep)
-    return job, backend, report
+    """n elements of `duration` virtual seconds each, one retry; script: {(item, attempt number): End/Hang}."""
+    return table_run(tmp_path, script, n=n, duration=lambda spec: duration, **dict({"retries": 1}, **overrides))
 
 
 def usage(report, category):
