@@ -301,8 +301,8 @@ def run_ours(cp, gcs, kube, args, n, restart_at=None):
             wait_master(master)
             restarted = time.monotonic()
             master = start_master(values, n, "bench", log_path)
-            adopted_after = _wait_for_line(log_path, re.compile(r"adopted \d+|following \d+"), restarted) - restarted \
-                if _wait_for_line(log_path, re.compile(r"adopted \d+|following \d+"), restarted) else None
+            adopted_at = _wait_for_line(log_path, re.compile(r"adopted \d+ pods"), restarted)
+            adopted_after = adopted_at - restarted if adopted_at is not None else None
         usage = wait_master(master)
         makespan = time.monotonic() - started
     requests, _ = audit_counts(cp, MASTER_USER, since)

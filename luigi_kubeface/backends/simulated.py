@@ -10,7 +10,7 @@ result, or never end. So every way an attempt can end reaches the engine without
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 from ..bucket import attempts, layout as naming
@@ -31,7 +31,8 @@ class Run:
 
 @dataclass(frozen=True)
 class End:
-    """End without running the runner: write record (if any) in its place, then report this end."""
+    """End without running the runner: write record (if any) in its place, then report this end (every field
+    but record is AttemptEnd's, handed over by name)."""
 
     exit_code: Optional[int] = None
     reason: str = "the scripted attempt ended"
@@ -151,10 +152,8 @@ class SimulatedBackend(Backend):
             if script.record is not None:
                 record = dict(script.record, element=spec.element, attempt=spec.attempt)
                 attempts.write_record(storage, spec.element, spec.attempt, record)
-            return AttemptEnd(spec.attempt, script.exit_code, script.reason, fatal=script.fatal,
-                              log_tail=script.log_tail, error_type=script.error_type, retryable=script.retryable,
-                              interrupted=script.interrupted, more_memory=script.more_memory,
-                              placement=script.placement)
+            return AttemptEnd(spec.attempt, **{f.name: getattr(script, f.name) for f in fields(AttemptEnd)
+                                               if f.name != "attempt"})
         key = runner.signing_key_from_env(dict(spec.secret_env))  # as a process would get it
         code, record = runner.execute_attempt(storage, spec.element, spec.attempt, key, resources=spec.resources)
         attempts.write_record(storage, spec.element, spec.attempt, record)
