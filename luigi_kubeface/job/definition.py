@@ -83,17 +83,18 @@ def _plain_data(value, depth=0):
     return (kind is list or kind is tuple) and all(_plain_data(v, depth + 1) for v in value)
 
 
-def _pickled(args, kwargs):
+def _pickled(args, kwargs, scalars=False):
     """The element's payload; plain data through pickle itself (the same bytes, without cloudpickle's
-    per-call set-up, which dominated building a large grid)."""
-    if _plain_data(args) and _plain_data(kwargs):
+    per-call set-up, which dominated building a large grid). scalars: all arguments are known exact scalars."""
+    if scalars or (_plain_data(args) and _plain_data(kwargs)):
         return pickle.dumps((args, kwargs), protocol=cloudpickle.DEFAULT_PROTOCOL)
     return cloudpickle.dumps((args, kwargs))
 
 
 def _element(index, args, kwargs, where, item_name="item"):
+    key = identity.scalar_element_key(args, kwargs)  # the common grid: its key, and its arguments known plain
     try:
-        payload = _pickled(args, kwargs)
+        payload = _pickled(args, kwargs, scalars=key is not None)
     except Exception as error:  # noqa: BLE001 - any pickling failure is the user's value
         raise ConfigurationError(
             "%s (%s) cannot be pickled: %s: %s. Grid values must be picklable data; build "
@@ -107,7 +108,7 @@ def _element(index, args, kwargs, where, item_name="item"):
             % (where, len(payload) >> 20, MAX_INPUT_BYTES >> 20)
         )
     try:
-        key = identity.element_key(args, kwargs)
+        key = key or identity.element_key(args, kwargs)
     except ConfigurationError as error:
         raise ConfigurationError("%s (%s): %s" % (where, _label(args, kwargs), error)) from None
     return Element(index, key, _label(args, kwargs), payload, frozenset(kwargs), plain_params(args, kwargs, item_name))

@@ -125,6 +125,12 @@ def _scalar_key_text(args, kwargs):
     return '[{"__list__": [%s]}, {"__dict__": [%s]}]' % (", ".join(positional), pairs)
 
 
+def scalar_element_key(args, kwargs):
+    """element_key of arguments that are all exact scalars, None otherwise (the caller then knows they are plain)."""
+    text = _scalar_key_text(args, kwargs)
+    return None if text is None else hashlib.sha256(text.encode()).hexdigest()[: layout.KEY_LENGTH]
+
+
 def element_key(args, kwargs):
     """A stable digest of an element's arguments: the same element has the same key in every run."""
     text = _scalar_key_text(args, kwargs) or _KEY_TEXT.encode([_canonical(list(args)), _canonical(dict(kwargs))])
