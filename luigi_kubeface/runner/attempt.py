@@ -2,7 +2,7 @@
 
     python -m luigi_kubeface.runner <job-url> <element> <attempt>
 
-It downloads the job's function, its shipped code (code_package.py: checked against this image's
+It downloads the job's function, its shipped code (job/code/install.py: checked against this image's
 packages, then first on sys.path) and the element's input, checks that its Python and cloudpickle
 match the master's, runs the function, writes the result once under the job's code version (a
 duplicate attempt never overwrites it), and writes the attempt's outcome record and its log
@@ -32,7 +32,7 @@ import traceback
 import cloudpickle
 
 from .. import cost
-from ..job.code import package as code_package
+from ..job.code import install as code_install
 from . import container_init, summary
 from .process import MASTER_FD_ENV, _become_subreaper, _die_with_master, _tee_output, open_attempt_log
 from ..bucket import attempts, signing as keys, layout as naming, blobs as serialization, seal as summary_seal
@@ -181,7 +181,7 @@ class VerifiedCall:
         """The archive's sources must be the ones its name and the function's header address: a signed
         archive of the job's older code copied over the new name is refused, never unpacked."""
         header, archive = self.code
-        digest = code_package.archive_digest(bytes(archive))
+        digest = code_install.archive_digest(bytes(archive))
         wanted = self.header.get("code_digest") or header.get("digest")
         if naming.code_key(digest) != self.header["code"] or digest != header.get("digest") or digest != wanted:
             raise CorruptBlobError(
@@ -193,9 +193,9 @@ class VerifiedCall:
         """Unpack the code, then unpickle the function and the input: (function, args, kwargs)."""
         self.stage = "function"
         if self.code is not None:
-            for warning in code_package.check_environment(self.code[0].get("requirements") or {}):
+            for warning in code_install.check_environment(self.code[0].get("requirements") or {}):
                 print("kubeface: %s" % warning, flush=True)
-            code_package.install(bytes(self.code[1]), code_dir or tempfile.mkdtemp(prefix="kubeface-code-"))
+            code_install.install(bytes(self.code[1]), code_dir or tempfile.mkdtemp(prefix="kubeface-code-"))
         function = cloudpickle.loads(self.payload)
         self.stage = "input"
         args, kwargs = self.input.load()
