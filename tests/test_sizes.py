@@ -11,13 +11,10 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
 LONG_MODULES = {
-    "bucket/blobs.py": "the blob envelope and the streamed pickles with their crc32c arithmetic: to split in two",
     "bucket/job_store.py": "JobStore's eight sections (results, inputs, records, runs, progress, page, lease, meta)",
     "master/engine.py": "the engine's loop with RunStorage beside it: the judge takes the rest of the decisions next",
-    "storage/s3.py": "S3's conditional writes, checksums and retries: one storage, one module",
 }
 LONG_FUNCTIONS = {
-    "cli/cleanup.py:cmd_cleanup": "one job or every old one, each checked (lease, key) before anything is deleted",
 }
 
 
