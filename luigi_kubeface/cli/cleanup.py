@@ -4,7 +4,8 @@ import os
 import time
 
 from ..bucket import layout as naming
-from ..bucket.job_store import JobStore, open_job
+from ..bucket.catalog import open_job
+from ..bucket.job_store import JobStore
 from ..bucket.signing import KeyRing
 from ..errors import ConfigurationError, JobRunningError, KubefaceError, StorageError
 from ..master import lease

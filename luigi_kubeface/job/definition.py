@@ -18,6 +18,7 @@ from .code import discover as code_discover, version as code_versions
 from ..bucket import layout as naming, blobs as serialization
 from ..errors import ConfigurationError
 from ..bucket.job_store import JobStore
+from ..bucket.result_store import Counting
 from ..bucket.signing import KeyRing
 from ..storage import open_storage
 
@@ -197,29 +198,30 @@ class Job:
         self._function_payload = None
         self._code = None
         self._code_version = None
-        self.store = self._open_store(naming.check_job_id(job_id), keys or KeyRing())
+        self.id = naming.check_job_id(job_id)
+        self.url = naming.job_url(storage_root, self.id)
+        self.keys = keys or KeyRing()
+        self._store = None
 
-    def _open_store(self, job_id, keys):
-        """Results of this function's code count (a job with no function reads job.json's version)."""
-        defined = self.function is not None
-        return JobStore.at(self.storage_root, job_id, keys=keys, retry_deadline=self.retry_deadline,
-                           code_version=(lambda: self.code_version) if defined else None,
-                           legacy_version=(lambda: self.legacy_code_version) if defined else None,
-                           reuse_any=getattr(self.settings, "reuse_results", "same_code") == "any" if defined else None)
+    @property
+    def store(self):
+        """The job's JobStore, opened when first used: results of this function's code count (passed as a
+        value, computed then), and a job with no function reads what its job.json counts."""
+        if self._store is None:
+            counting = None
+            if self.function is not None:
+                reuse_any = getattr(self.settings, "reuse_results", "same_code") == "any"
+                counting = Counting(self.code_version, self.legacy_code_version or "", reuse_any)
+            self._store = JobStore(self.url, keys=self.keys, retry_deadline=self.retry_deadline, counting=counting)
+        return self._store
 
     def renamed(self, job_id):
         """The same job under another id, keeping what was computed (Client.map names a job by its code)."""
         other = copy.copy(self)
-        other.store = other._open_store(naming.check_job_id(job_id), self.store.keys)
+        other.id = naming.check_job_id(job_id)
+        other.url = naming.job_url(self.storage_root, other.id)
+        other._store = None
         return other
-
-    @property
-    def id(self):
-        return self.store.id
-
-    @property
-    def url(self):
-        return self.store.url
 
     @property
     def storage(self):
