@@ -213,7 +213,8 @@ class LocalBackend(Backend):
             self._free(attempt)
             self._close_pidfd(attempt)
             self._keep_log(attempt, output)
-            ended.append(AttemptEnd(attempt, code, _describe_exit(code), log_tail=self._tail(output)))
+            ended.append(AttemptEnd(attempt=attempt, exit_code=code, reason=_describe_exit(code),
+                                    log_tail=self._tail(output)))
         self._start_waiting()  # in the slots the ended ones (or another master's) freed
         return ended
 
