@@ -543,9 +543,9 @@ def minimize_me(params):
     return {"loss": (params["lr"] - 0.1) ** 2, "steps": params["steps"]}
 
 
-def test_results_follow_the_metric_and_direction_the_job_names(tmp_path):
+def test_results_follow_the_metric_and_direction_the_job_names(tmp_path, make_client):
     grid = [{"lr": lr, "steps": s} for lr in (0.01, 0.1, 1.0) for s in (10, 20)]
-    Client(storage_root=str(tmp_path), result_metric="loss", result_direction="minimize", **FAST).map(
+    make_client(result_metric="loss", result_direction="minimize").map(
         minimize_me, grid, job_id="tuned")
     code, out = kubeface("results", "tuned", "--storage-root", str(tmp_path), "--format", "json")
     assert [r["params"]["lr"] for r in json.loads(out)][:2] == [0.1, 0.1]  # the lowest loss first
