@@ -9,7 +9,7 @@ from infra.cluster.fixtures import (  # noqa: F401 - the test Kubernetes cluster
     kube_cluster, kube_namespace, pod_network, stand_in_cluster, stand_in_namespace)
 from infra.servers import FakeGCS, Luigid, MotoS3
 from luigi_kubeface import Client
-from luigi_kubeface.storage import REGISTRY, gcs, s3
+from luigi_kubeface.storage import REGISTRY, gcs, open_storage, s3
 from support import FAST
 
 # The environment boto3 reads in the tests, the master's and every runner's: moto takes any key.
@@ -39,6 +39,12 @@ def storage_root(request):
     """Each registered storage in turn, as a fresh root URL: its fixture is named after its scheme (file_root,
     gs_root, s3_root), so a storage added to the registry without a test server fails here."""
     return request.getfixturevalue(request.param + "_root")
+
+
+@pytest.fixture
+def storage(storage_root):
+    """Each registered storage in turn, opened on a job's folder of a fresh root."""
+    return open_storage(storage_root + "/job")
 
 
 @pytest.fixture

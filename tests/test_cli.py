@@ -13,10 +13,9 @@ import time
 import pytest
 
 from luigi_kubeface import Client, JobFailedError
-from luigi_kubeface.cli import main
 from luigi_kubeface.cli.common import parse_duration
 from luigi_kubeface.errors import ConfigurationError
-from support import FAST, REPO
+from support import FAST, REPO, kubeface
 
 
 def odd_fails(x):
@@ -33,12 +32,6 @@ def root(tmp_path_factory):
     with pytest.raises(JobFailedError):
         Client(storage_root=root, retries=1, failure_budget=1.0, **FAST).map(odd_fails, range(6), job_id="odd")
     return root
-
-
-def kubeface(*argv):
-    out = io.StringIO()
-    code = main(list(argv), out=out)
-    return code, out.getvalue()
 
 
 def key_of(root, job_id, index):
