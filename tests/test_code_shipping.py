@@ -128,8 +128,8 @@ def test_a_pipeline_of_its_own_folder_ships_and_an_edit_recomputes(tmp_path):
     assert "results by code version" in status.stdout, status.stdout
 
 
-def test_client_map_identity_covers_the_function_code_and_shared_inputs(tmp_path):
-    client = Client(storage_root=str(tmp_path), key_dir=str(tmp_path / "keys"), **FAST)
+def test_client_map_identity_covers_the_function_code_and_shared_inputs(tmp_path, make_client):
+    client = make_client(key_dir=str(tmp_path / "keys"))
     assert list(client.map(lambda x: x * 2, [1, 2, 3])) == [2, 4, 6]
     assert list(client.map(lambda x: x + 100, [1, 2, 3])) == [101, 102, 103]
 
@@ -201,7 +201,7 @@ def test_what_ships_and_what_the_image_must_have(tmp_path, monkeypatch):
         "shipme/lazy.py"}
 
 
-def test_bad_code_is_refused_before_launch_with_the_fix(tmp_path, monkeypatch):
+def test_bad_code_is_refused_before_launch_with_the_fix(tmp_path, monkeypatch, make_client):
     folder = str(tmp_path / "proj")
     make_project(folder, {
         "bulky.py": "BLOB = %r\n\ndef f(x):\n    return x\n" % ("x" * 200_000),
@@ -210,7 +210,7 @@ def test_bad_code_is_refused_before_launch_with_the_fix(tmp_path, monkeypatch):
         "myfastlib.cpython-%d%d-x86_64-linux-gnu.so" % sys.version_info[:2]: b"\x7fELF not really",
     })
     bulky = fresh_import(folder, "bulky", monkeypatch)
-    client = Client(storage_root=str(tmp_path / "s"), key_dir=str(tmp_path / "keys"), code_max_bytes=100_000, **FAST)
+    client = make_client("s", key_dir=str(tmp_path / "keys"), code_max_bytes=100_000)
     with pytest.raises(ConfigurationError, match=r"code to ship is 0.2 MB, over \[kubeface\] code_max_bytes.*bulky.py"):
         client.map(bulky.f, [1])
     withext = fresh_import(folder, "withext", monkeypatch)
