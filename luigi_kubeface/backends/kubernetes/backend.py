@@ -6,6 +6,7 @@ included), waits out API outages and full quotas, learns every pod's fate from o
 deletes finished pods, and adopts the pods an earlier master of the same job left running.
 """
 
+import json
 import logging
 import time
 import uuid
@@ -173,6 +174,7 @@ class KubernetesBackend(Backend):
                 log.warning("could not delete Secret %s: %s", self._secret["metadata"]["name"], describe(error))
         if self.watch is not None:
             self.watch.stop()
+            log.info("pod watch counts: %s", json.dumps(self.watch.counted(), sort_keys=True))
         if self.share is not None:
             self.share.close()
 
