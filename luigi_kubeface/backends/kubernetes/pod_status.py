@@ -150,6 +150,25 @@ def short_of_capacity(pod):
     return _capacity_only_on_some_node(scheduled.get("message") or "")
 
 
+def tally(seen, kept, doomed, node_lost_timeout, now):
+    """(pods that count against the cap, pods not yet bound to a node, whether to hold back: a few pending for
+    capacity, the autoscaler's cue) of the followed pods seen; a deleted pod's end of counting goes in doomed."""
+    count = unbound = short = running = 0
+    for name, pod in seen.items():
+        meta, status = pod["metadata"], pod.get("status") or {}
+        if meta.get("deletionTimestamp"):
+            doomed.setdefault(name, now + (meta.get("deletionGracePeriodSeconds") or 0) + node_lost_timeout)
+        if name in kept or doomed.get(name, now + 1) <= now:
+            continue
+        count += 1
+        if status.get("phase") == "Running":
+            running += 1
+        elif status.get("phase") in ("Pending", None) and not (pod.get("spec") or {}).get("nodeName"):
+            unbound += 1
+            short += short_of_capacity(pod)
+    return count, unbound, short >= 1 + running // 10
+
+
 def _capacity_only_on_some_node(message):
     """'0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint ...': some node lacks only room."""
     reasons = message.split("preemption:")[0].partition(":")[2]
