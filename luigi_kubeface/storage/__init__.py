@@ -176,7 +176,7 @@ def open_storage(url, retry_deadline=600.0):
     return RetryingStorage(storage_class(url)(url, _configured["settings"]), deadline=retry_deadline)
 
 
-_SIGNATURES = {}  # (storage class, method name) -> its bound method's signature
+_SIGNATURES: dict = {}  # (storage class, method name) -> its bound method's signature
 
 
 def _signature(cls, name, target):
