@@ -47,7 +47,7 @@ def seed_finished_job(task):
     job.prepare()
     key = job.store.signing_key()
     for element in job.elements:
-        job.store.write_input(element, job.shared_keys)
+        job.store.write_input(element, job.shared_keys, job.code_version)
         code, record = runner.execute_attempt(job.storage, element.key, naming.new_attempt_id(1), bytearray(key))
         if code != runner.EXIT_OK:
             raise SystemExit("seeding element %s failed (exit %d): %s" % (element.key, code, record.get("message")))

@@ -333,7 +333,7 @@ def test_an_older_code_archive_copied_over_the_new_name_is_refused(tmp_path, mon
     (new_name,) = [p for p in code.iterdir() if p.name not in old_code]
     new_name.write_bytes(next(iter(old_code.values())))  # the replay, between prepare and launch
     element = job.elements[0]
-    job.store.write_input(element, job.shared_keys)
+    job.store.write_input(element, job.shared_keys, job.code_version)
     attempt = naming.new_attempt_id(2)
     done = run_runner(job.url, element.key, attempt, key, tmp_path)
     result = tmp_path / "s" / "replay" / naming.result_key(element.key, job.code_version)
@@ -352,7 +352,7 @@ def test_an_older_function_copied_back_is_refused_beside_the_new_input(tmp_path,
     job, _, old_function, key = _replay_setup(tmp_path, monkeypatch)
     (tmp_path / "s" / "replay" / naming.FUNCTION).write_bytes(old_function)
     element = job.elements[0]
-    job.store.write_input(element, job.shared_keys)
+    job.store.write_input(element, job.shared_keys, job.code_version)
     attempt = naming.new_attempt_id(2)
     done = run_runner(job.url, element.key, attempt, key, tmp_path)
     assert done.returncode == runner.EXIT_UNUSABLE_INPUT, (done.stdout + done.stderr).decode()[-3000:]

@@ -132,7 +132,7 @@ def test_a_cancellation_written_by_another_master_is_not_the_elements_failure(tm
         """Follows a pod an earlier master left, which that master then deletes and records cancelled."""
 
         def adopt(self, job):
-            job.store.write_input(job.elements[0], job.shared_keys)  # as the earlier master did
+            job.store.write_input(job.elements[0], job.shared_keys, job.code_version)  # as the earlier master did
             return {job.elements[0].key: adopted}
 
         def poll(self):

@@ -21,7 +21,7 @@ def test_a_planted_log_link_is_not_followed_and_the_log_is_private(tmp_path):
     job = Job("log", str(tmp_path / "s"), temp_files, elements_from_items([1]), keys=keys)
     job.prepare()
     (element,) = job.elements
-    job.store.write_input(element, job.shared_keys)
+    job.store.write_input(element, job.shared_keys, job.code_version)
     attempt = "001-1-aaaaaaaaaaaa"
     tmp = tmp_path / "tmp"
     tmp.mkdir()

@@ -138,7 +138,7 @@ def test_attempt_without_the_key_exits_2_and_stops_the_job(tmp_path):
     job = Job("nokey", settings.storage_root, square, elements_from_items([5]), keys=KeyRing.from_settings(settings))
     job.prepare()
     (element,) = job.elements
-    job.store.write_input(element, job.shared_keys)
+    job.store.write_input(element, job.shared_keys, job.code_version)
     env = {k: v for k, v in os.environ.items() if k != serialization.KEY_ENV}
     env["PYTHONPATH"] = REPO
     done = subprocess.run([sys.executable, "-m", "luigi_kubeface.runner", job.url, element.key, "001-1-aaaaaa"],

@@ -51,7 +51,7 @@ class Harness:
         job.prepare(details=self.settings.job_details())
         specs = []
         for element in job.elements:
-            job.store.write_input(element, job.shared_keys)
+            job.store.write_input(element, job.shared_keys, job.code_version)
             specs.append(AttemptSpec(job.id, job.url, element.key, naming.new_attempt_id(1), element.label,
                                      secret_env=job.store.secret_env()))
         return job, specs

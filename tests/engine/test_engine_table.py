@@ -302,7 +302,7 @@ def test_ctrl_c_cancels_attempts_unless_the_backend_leaves_them_for_a_rerun(tmp_
 
 def test_adopted_attempts_are_followed_not_launched_again(tmp_path):
     def adopted(job):
-        job.store.write_input(job.elements[0], job.shared_keys)  # as the earlier master did
+        job.store.write_input(job.elements[0], job.shared_keys, job.code_version)  # as the earlier master did
         return [AttemptSpec(job.id, job.url, job.elements[0].key, "002-1-aaaaaaaaaaaa", "0",
                             secret_env=job.store.secret_env())]
 
@@ -316,7 +316,7 @@ def test_adopted_attempts_are_followed_not_launched_again(tmp_path):
 def test_adopted_attempts_of_elements_done_or_gone_are_cancelled(tmp_path):
     def adopted(job):
         done = job.elements[0]
-        job.store.write_input(done, job.shared_keys)
+        job.store.write_input(done, job.shared_keys, job.code_version)
         job.store.storage.write(naming.result_key(done.key, job.code_version), b"")  # listed as done
         return [AttemptSpec(job.id, job.url, done.key, "001-1-aaaaaaaaaaaa", "0"),
                 AttemptSpec(job.id, job.url, "f" * 24, "001-1-bbbbbbbbbbbb", "gone")]
