@@ -13,6 +13,7 @@ import time
 from .. import cost
 from ..bucket import layout as naming
 from ..bucket.records import FAILED, Outcome, outcome_of
+from .states import ElementState
 from .result_charts import MetricScale, not_charted, parallel_svg, slice_svg
 from .result_table import param_names, result_rows, scored, table_columns, value_names
 
@@ -20,9 +21,11 @@ TABLE_LIMIT = 500  # rows shown; failed, running and slowest first
 RESULTS_LIMIT = 50  # rows of the Results table: the best ones
 REFRESH_SECONDS = 15.0
 
-_COLOURS = {"done": "#2e7d32", "failed": "#c62828", "running": "#1565c0", "cancelled": "#8d6e63",
-            "unfinished": "#ef6c00", "pending": "#9e9e9e", "not run": "#9e9e9e"}
-_ORDER = {"failed": 0, "running": 1, "unfinished": 2, "cancelled": 3, "done": 4, "pending": 5, "not run": 5}
+_COLOURS = {ElementState.DONE: "#2e7d32", ElementState.FAILED: "#c62828", ElementState.RUNNING: "#1565c0",
+            ElementState.CANCELLED: "#8d6e63", ElementState.UNFINISHED: "#ef6c00", ElementState.PENDING: "#9e9e9e",
+            ElementState.NOT_RUN: "#9e9e9e"}
+_ORDER = {ElementState.FAILED: 0, ElementState.RUNNING: 1, ElementState.UNFINISHED: 2, ElementState.CANCELLED: 3,
+          ElementState.DONE: 4, ElementState.PENDING: 5, ElementState.NOT_RUN: 5}
 
 _CSS = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#212121;background:#fafafa}
@@ -181,7 +184,7 @@ def _attempt_links(element):
     links = []
     for number, attempt in naming.numbered_attempts(element.attempts):  # as `kubeface logs --attempt N` counts
         record = element.records.get(attempt)
-        outcome = record.get("outcome", "") if record else ("running" if element.state == "running" else "")
+        outcome = record.get("outcome", "") if record else ("running" if element.state == ElementState.RUNNING else "")
         if record and record.get("memory_limit"):
             outcome += ", memory %s" % record["memory_limit"]
         if record and isinstance(record.get("spot"), bool):
@@ -198,7 +201,7 @@ def _row(element):
     error = ""
     if element.error:
         record = element.last_record or {}
-        earlier = "attempt %d: " % len(element.records) if element.state == "running" else ""  # being retried
+        earlier = "attempt %d: " % len(element.records) if element.state == ElementState.RUNNING else ""  # being retried
         error = '<div class="err">%s%s</div>' % (earlier, _esc(element.error))
         if record.get("traceback"):
             error += "<details><summary>remote traceback</summary><pre>%s</pre></details>" % _esc(record["traceback"])
@@ -222,7 +225,7 @@ def results_section(state, elements, limit=RESULTS_LIMIT):
     The metric and its direction are the map task's (result_metric, result_direction in job.json),
     else the first summary value, highest best. Built from the records read so far, never from results.
     """
-    rows = result_rows(e for e in elements if e.state == "done")
+    rows = result_rows(e for e in elements if e.state == ElementState.DONE)
     names = value_names(rows)
     notes = "".join('<div class="note err refused">%s</div>' % _esc(n) for n in state.summary_notes())
     if not names:
@@ -284,13 +287,15 @@ def _page_head(state, progress, final, now, elements, counts):
                  ("retried", progress.retried), ("speculated", progress.speculated)]
         done_share = (progress.reused + progress.succeeded) / max(progress.total, 1)
     else:
-        shown = [(name, counts.get(name, 0)) for name in ("elements", "done", "failed", "cancelled", "unfinished",
-                                                         "not run")] + [("attempts", counts["attempts"])]
-        done_share = counts.get("done", 0) / max(len(elements), 1)
+        shown = [(name, counts.get(name, 0)) for name in ("elements", ElementState.DONE, ElementState.FAILED,
+                                                         ElementState.CANCELLED, ElementState.UNFINISHED,
+                                                         ElementState.NOT_RUN)] + [("attempts", counts["attempts"])]
+        done_share = counts.get(ElementState.DONE, 0) / max(len(elements), 1)
     total = max(len(elements), 1)
     bar = "".join('<div style="width:%.3f%%;background:%s" title="%d %s"></div>'
                   % (100.0 * counts.get(s, 0) / total, _COLOURS[s], counts.get(s, 0), s)
-                  for s in ("done", "running", "unfinished", "failed", "cancelled") if counts.get(s))
+                  for s in (ElementState.DONE, ElementState.RUNNING, ElementState.UNFINISHED, ElementState.FAILED,
+                            ElementState.CANCELLED) if counts.get(s))
     head = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
             '<meta http-equiv="refresh" content="%d">' % REFRESH_SECONDS if not final else "",
             "<title>%s %s: kubeface job %s</title>" % ("%.0f%%" % (100 * done_share), "running" if not final else "",
