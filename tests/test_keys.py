@@ -6,11 +6,11 @@ import shutil
 import pytest
 
 from luigi_kubeface import Client
-from luigi_kubeface.bucket import layout as naming, blobs as serialization
+from luigi_kubeface.bucket import layout as naming
 from luigi_kubeface.errors import SigningKeyError, UntrustedBlobError
 from luigi_kubeface.bucket.signing import KeyRing
 from elements import square
-from support import FAST
+from support import FAST, dumps_blob
 
 
 def plus_thousand(x):
@@ -44,7 +44,7 @@ def test_results_signed_with_the_team_key_itself_are_refused_with_the_reason(tmp
     client = Client(storage_root=str(tmp_path / "s"), signing_key_file=team, reuse_results="any", **FAST)
     results = client.map(square, [4], job_id="old")
     (key,) = results.keys
-    legacy = serialization.dumps(16, "result", {"element": key, "job": "old"}, bytes.fromhex("cd" * 32))
+    legacy = dumps_blob(16, "result", {"element": key, "job": "old"}, bytes.fromhex("cd" * 32))
     (tmp_path / "s" / "old" / naming.result_key(key, results.job.code_version)).unlink()
     (tmp_path / "s" / "old" / naming.result_key(key)).write_bytes(legacy)  # as the previous release wrote it
     with pytest.raises(UntrustedBlobError, match="signed with the team key itself, as luigi-kubeface did before"):
