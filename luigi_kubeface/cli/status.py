@@ -6,7 +6,7 @@ from .. import cost
 from ..master import lease
 from ..views.states import ElementState
 from ..views.status_page import format_duration, page_url
-from .common import job_state, when
+from .common import job_state, utc_minute
 
 
 def _print_runs(state, out):
@@ -25,7 +25,7 @@ def _print_runs(state, out):
     run = state.last_dispatch
     if run:
         print("last run %s (%s to %s UTC): %d reused, %d succeeded, %d failed, %d retried, %d speculated%s" % (
-            (run.run, when(run.started), when(run.finished))
+            (run.run, utc_minute(run.started), utc_minute(run.finished))
             + tuple(run.count(n) for n in ("reused", "succeeded", "failed", "retried", "speculated"))
             + ("; stopped early: %s" % run.stopped if run.stopped else "",)), file=out)
     _print_cost(state.cost(), out)
@@ -85,7 +85,7 @@ def cmd_status(args, out):
     print("job %s  (%s)" % (store.id, store.url), file=out)
     print("function %s, Python %s, cloudpickle %s, last dispatched %s UTC" % (
         state.meta.get("function", "?"), state.meta.get("python", "?"), state.meta.get("cloudpickle", "?"),
-        when(state.meta.get("updated"))), file=out)
+        utc_minute(state.meta.get("updated"))), file=out)
     print("%d elements: %s; %d attempts" % (
         len(elements), ", ".join("%d %s" % (counts.get(s, 0), s)
                                  for s in (ElementState.DONE, ElementState.RUNNING, ElementState.FAILED,
