@@ -110,3 +110,27 @@ class Bomb:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
+
+
+def dumps_blob(obj, kind, extra=None, key=None):
+    """obj pickled into a blob's envelope, as the master and the runner write one (their streamed writers)."""
+    import cloudpickle
+
+    from luigi_kubeface.bucket import blobs
+
+    return blobs.envelope(cloudpickle.dumps(obj), kind, extra, key)
+
+
+def loads_blob(blob, where="blob", key=None, expect=None):
+    """The object in a blob, its envelope checked as the master and the runner check one."""
+    from luigi_kubeface.bucket import blobs
+
+    return blobs.loads_with_header(blob, where, key, expect)[1]
+
+
+def element_from_result_key(key):
+    """The element of a result name found in a listing (None for anything else)."""
+    from luigi_kubeface.bucket import layout
+
+    found = layout.result_from_key(key)
+    return found[0] if found else None

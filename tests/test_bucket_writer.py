@@ -11,7 +11,7 @@ from luigi_kubeface import Client
 from luigi_kubeface.bucket import layout as naming, blobs as serialization
 from luigi_kubeface.errors import CorruptBlobError, KubefaceError, UntrustedBlobError
 from luigi_kubeface.bucket.signing import KeyRing
-from support import Bomb, FAST
+from support import Bomb, FAST, dumps_blob, loads_blob
 from elements import square
 
 
@@ -47,7 +47,7 @@ def test_a_link_to_the_key_file_neither_leaks_the_key_nor_lets_a_forged_result_r
     real_key = KeyRing(str(keys)).load(job_url)
     leaked = key_in_bucket(str(root), real_key.hex())
     marker = tmp_path / "ran-on-the-master"
-    forged = serialization.dumps(Bomb(str(marker)), "result", {"element": results.keys[0], "job": "leak",
+    forged = dumps_blob(Bomb(str(marker)), "result", {"element": results.keys[0], "job": "leak",
                                                                "code_version": results.job.code_version},
                                  leaked or os.urandom(32))
     victim.unlink(missing_ok=True)
@@ -92,7 +92,7 @@ def test_a_malformed_signature_is_quarantined_not_a_crash(tmp_path, signature, m
 def test_a_header_nested_too_deep_is_corrupt_not_a_crash():
     blob = serialization.MAGIC + b"[" * 100000 + b"]" * 100000 + b"\n"
     with pytest.raises(CorruptBlobError, match="unreadable header"):
-        serialization.loads(blob, key=os.urandom(32))
+        loads_blob(blob, key=os.urandom(32))
 
 
 def plus(x, v):

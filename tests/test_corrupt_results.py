@@ -13,7 +13,7 @@ from luigi_kubeface.bucket import layout as naming, blobs as serialization
 from luigi_kubeface.job import identity
 from luigi_kubeface.errors import CorruptBlobError
 from luigi_kubeface.storage import open_storage
-from support import Bomb, FAST, run_luigi
+from support import Bomb, FAST, element_from_result_key, run_luigi
 from elements import square
 
 
@@ -35,7 +35,7 @@ def damage_two(storage, marker):
     damaged = [names[1], names[-2]]
     for name, how in zip(damaged, (truncate, alter)):
         storage.write(name, how(storage.read(name), marker))
-    return {naming.element_from_result_key(name) for name in damaged}
+    return {element_from_result_key(name) for name in damaged}
 
 
 def attempts_by_element(storage):

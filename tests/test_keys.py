@@ -5,10 +5,11 @@ import shutil
 
 import pytest
 
-from luigi_kubeface.bucket import layout as naming, blobs as serialization
+from luigi_kubeface.bucket import layout as naming
 from luigi_kubeface.errors import SigningKeyError, UntrustedBlobError
 from luigi_kubeface.bucket.signing import KeyRing
 from elements import square
+from support import dumps_blob
 
 
 def plus_thousand(x):
@@ -42,7 +43,7 @@ def test_results_signed_with_the_team_key_itself_are_refused_with_the_reason(tmp
     client = make_client("s", signing_key_file=team, reuse_results="any")
     results = client.map(square, [4], job_id="old")
     (key,) = results.keys
-    legacy = serialization.dumps(16, "result", {"element": key, "job": "old"}, bytes.fromhex("cd" * 32))
+    legacy = dumps_blob(16, "result", {"element": key, "job": "old"}, bytes.fromhex("cd" * 32))
     (tmp_path / "s" / "old" / naming.result_key(key, results.job.code_version)).unlink()
     (tmp_path / "s" / "old" / naming.result_key(key)).write_bytes(legacy)  # as the previous release wrote it
     with pytest.raises(UntrustedBlobError, match="signed with the team key itself, as luigi-kubeface did before"):

@@ -11,7 +11,7 @@ import pytest
 from luigi_kubeface.bucket import layout as naming
 from luigi_kubeface.job import identity
 from luigi_kubeface.errors import ConfigurationError
-from support import REPO
+from support import REPO, element_from_result_key
 
 
 def test_element_key_ignores_dict_order_and_distinguishes_types():
@@ -37,7 +37,7 @@ def test_job_ids_are_checked():
 def test_quarantine_keys_stay_out_of_the_results_listing_and_never_repeat():
     first, second = naming.quarantine_key(naming.result_key("abc")), naming.quarantine_key(naming.result_key("abc"))
     assert first.startswith(naming.QUARANTINE_PREFIX + naming.RESULTS_PREFIX + "abc.pkl.")
-    assert first != second and naming.element_from_result_key(first) is None
+    assert first != second and element_from_result_key(first) is None
 
 
 def test_job_id_from_url_inverts_job_url():

@@ -16,7 +16,7 @@ from luigi_kubeface.job import identity
 from luigi_kubeface.runner import attempt as runner
 from luigi_kubeface.errors import UntrustedBlobError
 from luigi_kubeface.bucket.signing import KeyRing
-from support import run_runner
+from support import dumps_blob, loads_blob, run_runner
 from support import FAST
 
 ONCE = dict(FAST, retries=0)  # the FAST settings with one attempt per element
@@ -63,7 +63,7 @@ def test_code_unpickled_in_an_attempt_cannot_reach_the_jobs_key(tmp_path):
         client.map(refuse, [1], job_id="steal")[0]
     job_url = naming.job_url(str(root), "steal")
     key, element = KeyRing(key_dir).load(job_url), identity.element_key([1], {})
-    (root / "steal" / naming.input_key(element)).write_bytes(serialization.dumps(
+    (root / "steal" / naming.input_key(element)).write_bytes(dumps_blob(
         KeyHunter(str(leak)), "input", {"element": element, "job": "steal", "shared": {}}, key))
     done = run_runner(job_url, element, naming.new_attempt_id(2), key, tmp_path)
     assert done.returncode == runner.EXIT_UNUSABLE_INPUT, done.stderr.decode()[-2000:]
@@ -76,13 +76,13 @@ def test_an_attempt_key_signs_only_its_own_result(tmp_path):
     job_key = os.urandom(32)
     mine = keys.attempt_key(job_key, "j", "e" * 24, "v1", "0001-aa")
     signed = dict(element="e" * 24, job="j", code_version="v1", attempt="0001-aa", signer=keys.ATTEMPT_SIGNER)
-    blob = serialization.dumps(42, "result", signed, mine)
-    assert serialization.loads(blob, key=job_key, expect={"kind": "result", "element": "e" * 24}) == 42
+    blob = dumps_blob(42, "result", signed, mine)
+    assert loads_blob(blob, key=job_key, expect={"kind": "result", "element": "e" * 24}) == 42
     for kind, changed in [("input", {}), ("function", {}), ("shared", {}), ("result", {"element": "f" * 24}),
                           ("result", {"code_version": "v2"}), ("result", {"attempt": "0002-bb"})]:
-        forged = serialization.dumps(0, kind, dict(signed, **changed), mine)
+        forged = dumps_blob(0, kind, dict(signed, **changed), mine)
         with pytest.raises(UntrustedBlobError, match="not signed with this job's key"):
-            serialization.loads(forged, key=job_key)
+            loads_blob(forged, key=job_key)
 
 
 def double(x):

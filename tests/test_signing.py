@@ -18,7 +18,7 @@ from luigi_kubeface.errors import CorruptBlobError, SigningKeyError, UntrustedBl
 from luigi_kubeface.job.definition import Job, elements_from_items
 from luigi_kubeface.bucket.signing import KeyRing, job_key
 from luigi_kubeface.settings import Settings
-from support import Bomb, FAST, REPO
+from support import Bomb, FAST, REPO, dumps_blob, loads_blob
 from elements import square
 
 KEY = bytes(range(32))
@@ -36,19 +36,19 @@ def rewrap(header, payload):
 
 
 def test_signed_roundtrip_and_place_check():
-    blob = serialization.dumps([1, 2], "result", {"element": "e1", "job": "j"}, KEY)
-    assert serialization.loads(blob, key=KEY, expect={"kind": "result", "element": "e1", "job": "j"}) == [1, 2]
+    blob = dumps_blob([1, 2], "result", {"element": "e1", "job": "j"}, KEY)
+    assert loads_blob(blob, key=KEY, expect={"kind": "result", "element": "e1", "job": "j"}) == [1, 2]
     with pytest.raises(UntrustedBlobError, match="belongs elsewhere \\(element 'e1', expected 'e2'\\)"):
-        serialization.loads(blob, "the result of e2", KEY, {"element": "e2"})
+        loads_blob(blob, "the result of e2", KEY, {"element": "e2"})
     with pytest.raises(UntrustedBlobError, match="bad signature"):
-        serialization.loads(blob, key=bytes(32))
+        loads_blob(blob, key=bytes(32))
 
 
 @pytest.mark.parametrize("forge", ["re-digested payload", "unsigned envelope", "edited header"])
 def test_forged_blobs_are_refused_before_unpickling(tmp_path, forge):
     marker = tmp_path / "unpickled"
     bomb = pickle.dumps(Bomb(str(marker)))
-    good = serialization.dumps(7, "result", {"element": "e1", "job": "j"}, KEY)
+    good = dumps_blob(7, "result", {"element": "e1", "job": "j"}, KEY)
     header, payload = split(good)
     forged = {
         "re-digested payload": lambda: rewrap(header, bomb),
@@ -56,7 +56,7 @@ def test_forged_blobs_are_refused_before_unpickling(tmp_path, forge):
         "edited header": lambda: rewrap(dict(header, element="e2"), payload),
     }[forge]()
     with pytest.raises(UntrustedBlobError, match="not signed with this job's key .*was not unpickled"):
-        serialization.loads(forged, "the result", KEY, {"element": "e1"})
+        loads_blob(forged, "the result", KEY, {"element": "e1"})
     pickle.loads(bomb)
     assert marker.exists()  # the bomb works, so the check above is what kept it from going off
     marker.unlink()

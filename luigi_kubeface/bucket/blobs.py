@@ -62,11 +62,6 @@ def envelope(payload, kind, extra=None, key=None):
     return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
 
 
-def dumps(obj, kind, extra=None, key=None):
-    """Pickle obj into an envelope; raises whatever cloudpickle raises for unpicklable objects."""
-    return envelope(cloudpickle.dumps(obj), kind, extra, key)
-
-
 def read_header(blob, where="blob", key=None, expect=None, fix=FIX, check_payload=True):
     """Split an envelope into (header, payload) after checking its signature, place, size and digest.
 
@@ -129,10 +124,6 @@ def loads_with_header(blob, where="blob", key=None, expect=None):
     header, payload = read_header(blob, where, key, expect)
     check_versions(header, where)
     return header, cloudpickle.loads(payload)
-
-
-def loads(blob, where="blob", key=None, expect=None):
-    return loads_with_header(blob, where, key, expect)[1]
 
 
 # -- streaming: blobs of gigabytes through files, each held in memory once ----------------------

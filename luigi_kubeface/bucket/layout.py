@@ -113,12 +113,6 @@ def result_from_key(key):
     return None
 
 
-def element_from_result_key(key):
-    """The element of a result name found in a listing (None for anything else)."""
-    found = result_from_key(key)
-    return found[0] if found else None
-
-
 def code_key(digest):
     return CODE_PREFIX + digest[:_KEY_LENGTH] + ".zip"
 

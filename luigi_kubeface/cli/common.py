@@ -60,5 +60,6 @@ def warn(text):
     print("kubeface: warning: %s" % text, file=sys.stderr)
 
 
-def when(seconds):
+def utc_minute(seconds):
+    """A moment to the minute in UTC, for a table's column ("?": not known)."""
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(seconds)) if seconds else "?"

@@ -4,8 +4,9 @@ import time
 
 from .. import cost
 from ..master import lease
+from ..views.states import ElementState
 from ..views.status_page import format_duration, page_url
-from .common import job_state, when
+from .common import job_state, utc_minute
 
 
 def _print_runs(state, out):
@@ -24,7 +25,7 @@ def _print_runs(state, out):
     run = state.last_dispatch
     if run:
         print("last run %s (%s to %s UTC): %d reused, %d succeeded, %d failed, %d retried, %d speculated%s" % (
-            (run.run, when(run.started), when(run.finished))
+            (run.run, utc_minute(run.started), utc_minute(run.finished))
             + tuple(run.count(n) for n in ("reused", "succeeded", "failed", "retried", "speculated"))
             + ("; stopped early: %s" % run.stopped if run.stopped else "",)), file=out)
     _print_cost(state.cost(), out)
@@ -49,7 +50,7 @@ def _print_cost(ledger, out):
 
 def _print_elements(elements, running, limit, out):
     """Failed elements, running ones (longest first) and the slowest done; whether any failed."""
-    failed = [e for e in elements if e.state == "failed"]
+    failed = [e for e in elements if e.state == ElementState.FAILED]
     if failed:
         print("\nfailed elements (%d):" % len(failed), file=out)
         for e in failed[:limit]:
@@ -57,7 +58,7 @@ def _print_elements(elements, running, limit, out):
         if len(failed) > limit:
             print("  ... %d more" % (len(failed) - limit), file=out)
     if running:
-        longest = sorted((e for e in elements if e.state == "running"), key=lambda e: -e.duration)
+        longest = sorted((e for e in elements if e.state == ElementState.RUNNING), key=lambda e: -e.duration)
         print("\nrunning elements (%d), longest first:" % len(longest), file=out)
         for e in longest[:limit]:
             print("  @%-5d %s  %-30s %8s  attempt %s" % (e.index, e.key, e.label, format_duration(e.duration),
@@ -67,7 +68,7 @@ def _print_elements(elements, running, limit, out):
         print("\nelements that grew or were preempted (%d):" % len(moved), file=out)
         for e in moved[:limit]:
             print("  @%-5d %s  %-30s %s" % (e.index, e.key, e.label, e.placement), file=out)
-    timed = sorted((e for e in elements if e.state == "done" and e.duration is not None), key=lambda e: -e.duration)
+    timed = sorted((e for e in elements if e.state == ElementState.DONE and e.duration is not None), key=lambda e: -e.duration)
     if timed:
         print("\nslowest elements:", file=out)
         for e in timed[:limit]:
@@ -84,12 +85,13 @@ def cmd_status(args, out):
     print("job %s  (%s)" % (store.id, store.url), file=out)
     print("function %s, Python %s, cloudpickle %s, last dispatched %s UTC" % (
         state.meta.get("function", "?"), state.meta.get("python", "?"), state.meta.get("cloudpickle", "?"),
-        when(state.meta.get("updated"))), file=out)
+        utc_minute(state.meta.get("updated"))), file=out)
     print("%d elements: %s; %d attempts" % (
         len(elements), ", ".join("%d %s" % (counts.get(s, 0), s)
-                                 for s in ("done", "running", "failed", "cancelled", "unfinished",
-                                           "not run" if running is None else "pending")
-                                 if s != "running" or running is not None),
+                                 for s in (ElementState.DONE, ElementState.RUNNING, ElementState.FAILED,
+                                           ElementState.CANCELLED, ElementState.UNFINISHED,
+                                           ElementState.NOT_RUN if running is None else ElementState.PENDING)
+                                 if s != ElementState.RUNNING or running is not None),
         counts["attempts"]), file=out)
     _print_runs(state, out)
     if state.unread:

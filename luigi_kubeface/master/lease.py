@@ -24,13 +24,8 @@ import time
 
 from ..bucket import layout as naming
 from ..bucket.lease_record import read_lease, signed, verified  # noqa: F401 - read_lease: the lease's readers
-from ..errors import KubefaceError
 
 log = logging.getLogger(__name__)
-
-
-class LeaseLostError(KubefaceError):
-    """Another master took the job over: this one must launch nothing more."""
 
 
 def _rank(holder):

@@ -63,12 +63,6 @@ def _client():
         return _clients["client"]
 
 
-def forget_client():
-    """Drop this process's client: the next call makes one for the endpoint the environment names now."""
-    with _clients_lock:
-        _clients.clear()
-
-
 def _after_fork_in_child():
     """A forked process (Luigi's --workers N) never uses its parent's client: the client's background threads
     (bucket metadata fetches) do not exist in the child, and a lock one of them held at the fork stays held

@@ -15,16 +15,17 @@ from .. import cost
 from ..bucket import layout as naming, seal as summary_seal
 from ..errors import BlobNotFoundError, ElementNotFoundError, SigningKeyError, UnreadableRecordError
 from ..bucket.records import FAILED, ElementIndex, JobMeta, Outcome, outcome_of
+from .states import ElementState
 
 READ_THREADS = 8
 
 
 @dataclass
-class ElementState:
+class ElementView:
     index: int  # position in the grid as last dispatched (-1: not in it any more)
     key: str
     label: str
-    state: str  # done | failed | cancelled | running | unfinished | not run
+    state: ElementState
     attempts: list = field(default_factory=list)  # attempt ids, oldest first (running ones last)
     records: dict = field(default_factory=dict)  # attempt id -> record, for those read so far
     running_since: float = 0.0  # wall time the running attempt started (live view only)
@@ -42,7 +43,7 @@ class ElementState:
     @property
     def duration(self):
         """Seconds of the successful attempt, else of the last attempt (so far, if running)."""
-        if self.state == "running" and self.running_since:
+        if self.state == ElementState.RUNNING and self.running_since:
             return max(0.0, time.time() - self.running_since)
         ok = [r for r in self.records.values() if outcome_of(r) is Outcome.SUCCESS and r.get("duration") is not None]
         record = ok[0] if ok else self.last_record
@@ -68,7 +69,7 @@ class ElementState:
     @property
     def summary(self):
         """The result's numbers as the runner summarised them ({} when none are known)."""
-        record = self.result_record if self.state == "done" else None
+        record = self.result_record if self.state == ElementState.DONE else None
         summary = (record or {}).get("summary")
         return summary if isinstance(summary, dict) else {}
 
@@ -262,7 +263,7 @@ class JobState:
         return cost.total_of(ledgers)
 
     def elements(self, running=None, grid=None):
-        """ElementState of every element in grid order.
+        """ElementView of every element in grid order.
 
         running: attempt -> (element, start) from a live master (None: no master runs the job now);
         with it, elements that have not run yet are "pending" rather than "not run".
@@ -278,22 +279,23 @@ class JobState:
             records = {a: self.records[(key, a)] for a in ids if (key, a) in self.records}
             trusted = {a for a in ids if self.summary_verdicts.get((key, a)) in (summary_seal.VERIFIED,
                                                                                  summary_seal.EARLIER)}
-            element = ElementState(index, key, label, "not run" if running is None else "pending", ids, records,
+            element = ElementView(index, key, label, ElementState.NOT_RUN if running is None else ElementState.PENDING, ids,
+                                  records,
                                    params=params, version=version, trusted=trusted)
             last = records.get(ids[-1]) if ids else None
             if key in self.results:
-                element.state = "done"
+                element.state = ElementState.DONE
             elif key in live:
-                element.state = "running"
+                element.state = ElementState.RUNNING
                 attempt, element.running_since = live[key]
                 if attempt not in ids:
                     element.attempts.append(attempt)
             elif last is not None:
                 outcome = outcome_of(last)
-                element.state = ("failed" if outcome in FAILED else
-                                 "cancelled" if outcome is Outcome.CANCELLED else "unfinished")
+                element.state = (ElementState.FAILED if outcome in FAILED else
+                                 ElementState.CANCELLED if outcome is Outcome.CANCELLED else ElementState.UNFINISHED)
             elif ids:
-                element.state = "unfinished"  # its record is not read yet
+                element.state = ElementState.UNFINISHED  # its record is not read yet
             states.append(element)
         return states
 

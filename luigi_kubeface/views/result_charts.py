@@ -7,10 +7,11 @@ once as a range with its mean, and at most MAX_POINTS points and MAX_LINES lines
 fixed sample that always keeps the best elements. Every text is escaped: it comes from the bucket.
 """
 
-import html
 import math
 import random
 from collections import Counter
+
+from .markup import escape
 
 MAX_GROUPS = 40  # distinct values (or bins) per parameter axis
 MAX_POINTS = 1500  # points per slice chart
@@ -19,10 +20,6 @@ SHADES = 8  # colours from worst to best: points and lines are grouped by shade,
 KEEP_BEST = 50  # always drawn, whatever the sample
 
 _LOW, _HIGH = (198, 219, 239), (8, 48, 107)  # colour of the worst and the best value
-
-
-def _esc(value):
-    return html.escape(str(value), quote=True)
 
 
 def _fmt(value):
@@ -174,16 +171,16 @@ def slice_svg(name, points, metric, scale, width=300, height=210):
         if group is not None:
             groups.setdefault(group, []).extend(scores)
     parts = ['<svg class="slice" data-param="%s" xmlns="http://www.w3.org/2000/svg" width="%d" height="%d">'
-             % (_esc(name), width, height)]
+             % (escape(name), width, height)]
     for where, label in scale.ticks():
         y = bottom - plot_h * where
         parts.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#eee"/><text x="%d" y="%.1f" font-size="10" '
                      'text-anchor="end" fill="#616161">%s</text>' % (left, left + plot_w, y, y, left - 4, y + 3,
-                                                                    _esc(label)))
+                                                                    escape(label)))
     for where, label in axis.ticks():
         x = left + plot_w * where
         parts.append('<text x="%.1f" y="%d" font-size="10" text-anchor="middle" fill="#616161">%s</text>'
-                     % (x, bottom + 13, _esc(label[:14])))
+                     % (x, bottom + 13, escape(label[:14])))
     dots = []
     for value, score in sample(points, MAX_POINTS):
         where = axis.position(value)
@@ -200,13 +197,13 @@ def slice_svg(name, points, metric, scale, width=300, height=210):
         parts.append('<g class="group"><title>%s = %s: %d element(s), mean %s, best %s</title>'
                      '<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#424242" stroke-opacity="0.5"/>'
                      '<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#e65100" stroke-width="2"/></g>'
-                     % (_esc(name), _esc(label), len(scores), _fmt(mean), _fmt(best), x, x, y_low, y_high,
+                     % (escape(name), escape(label), len(scores), _fmt(mean), _fmt(best), x, x, y_low, y_high,
                         x - 5, x + 5, bottom - plot_h * scale.position(mean), bottom - plot_h * scale.position(mean)))
     parts.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="#9e9e9e"/>' % (left, left + plot_w, bottom, bottom))
     parts.append('<text x="%d" y="%d" font-size="11" text-anchor="middle" fill="#424242">%s%s</text>'
-                 % (left + plot_w / 2, height - 4, _esc(name), " (log scale)" if axis.numeric and axis.log else ""))
+                 % (left + plot_w / 2, height - 4, escape(name), " (log scale)" if axis.numeric and axis.log else ""))
     parts.append('<text x="12" y="%d" font-size="11" text-anchor="middle" fill="#424242" transform="rotate(-90 12 %d)">'
-                 '%s</text>' % (top + plot_h / 2, top + plot_h / 2, _esc(metric)))
+                 '%s</text>' % (top + plot_h / 2, top + plot_h / 2, escape(metric)))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -233,10 +230,10 @@ def parallel_svg(names, rows, metric, scale, width=900, height=260):
         x = left + gap * i
         parts.append('<line x1="%.1f" x2="%.1f" y1="%d" y2="%d" stroke="#424242"/><text x="%.1f" y="%d" font-size="11" '
                      'text-anchor="middle" fill="#212121" font-weight="bold">%s</text>'
-                     % (x, x, top, bottom, x, top - 6, _esc(name)))
+                     % (x, x, top, bottom, x, top - 6, escape(name)))
         for where, label in ticks:
             parts.append('<text x="%.1f" y="%.1f" font-size="10" fill="#424242" stroke="#fff" stroke-width="3" '
-                         'paint-order="stroke">%s</text>' % (x + 4, bottom - plot_h * where + 3, _esc(label[:14])))
+                         'paint-order="stroke">%s</text>' % (x + 4, bottom - plot_h * where + 3, escape(label[:14])))
     parts.append('<text x="%d" y="%d" font-size="11" fill="#616161">%d of %d elements drawn; darker is better</text>'
                  % (left, height - 6, len(drawn), len(rows)))
     parts.append("</svg>")

@@ -1,7 +1,7 @@
 """A job's elements as rows of results, ranked best first: what `kubeface results`, records() and
 the status page's Results section share.
 
-Built from ElementStates (job_state.py), that is from elements.json and the attempt records, whose
+Built from ElementViews (job_state.py), that is from elements.json and the attempt records, whose
 `summary` the runner wrote (summary.py): the results themselves are never read.
 """
 
@@ -9,9 +9,11 @@ import math
 from dataclasses import dataclass, field
 
 from ..errors import ConfigurationError
+from .states import ElementState
 
 # Where elements without a value go, after every ranked one: failed first, never run last.
-_STATE_ORDER = {"done": 0, "failed": 1, "cancelled": 2, "unfinished": 3, "running": 4, "pending": 5, "not run": 6}
+_STATE_ORDER = {ElementState.DONE: 0, ElementState.FAILED: 1, ElementState.CANCELLED: 2, ElementState.UNFINISHED: 3,
+                ElementState.RUNNING: 4, ElementState.PENDING: 5, ElementState.NOT_RUN: 6}
 
 
 _NUMBERS = (float, int, bool)
@@ -24,7 +26,7 @@ class ResultRow:
     label: str
     params: dict  # parameter name -> JSON value
     values: dict = field(default_factory=dict)  # summary name -> number or bool (or None: NaN)
-    state: str = "done"
+    state: ElementState = ElementState.DONE
     duration: float = None
     code_version: str = ""
     result_type: str = ""
@@ -41,10 +43,10 @@ class ResultRow:
 
 
 def result_rows(elements):
-    """One row per ElementState; an element of a job that kept no parameters shows its label as one."""
+    """One row per ElementView; an element of a job that kept no parameters shows its label as one."""
     rows = []
     for element in elements:
-        record = element.result_record if element.state == "done" else None
+        record = element.result_record if element.state == ElementState.DONE else None
         summary = (record or {}).get("summary")
         rows.append(ResultRow(element.index, element.key, element.label,
                               dict(element.params) if element.params else {"parameters": element.label},
@@ -96,7 +98,7 @@ def scored(rows, metric, descending=True):
 
     def order(pair):
         row, value = pair
-        if value is not None and row.state == "done":
+        if value is not None and row.state == ElementState.DONE:
             return (0, 0, sign * value, row.index)
         return (1, _STATE_ORDER.get(row.state, 9), 0.0, row.index)
 

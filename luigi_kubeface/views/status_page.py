@@ -6,13 +6,14 @@ resolve wherever the job's prefix is browsed.
 """
 
 import datetime
-import html
 import math
 import time
 
 from .. import cost
 from ..bucket import layout as naming
 from ..bucket.records import FAILED, Outcome, outcome_of
+from .markup import escape
+from .states import ElementState
 from .result_charts import MetricScale, not_charted, parallel_svg, slice_svg
 from .result_table import param_names, result_rows, scored, table_columns, value_names
 
@@ -20,9 +21,11 @@ TABLE_LIMIT = 500  # rows shown; failed, running and slowest first
 RESULTS_LIMIT = 50  # rows of the Results table: the best ones
 REFRESH_SECONDS = 15.0
 
-_COLOURS = {"done": "#2e7d32", "failed": "#c62828", "running": "#1565c0", "cancelled": "#8d6e63",
-            "unfinished": "#ef6c00", "pending": "#9e9e9e", "not run": "#9e9e9e"}
-_ORDER = {"failed": 0, "running": 1, "unfinished": 2, "cancelled": 3, "done": 4, "pending": 5, "not run": 5}
+_COLOURS = {ElementState.DONE: "#2e7d32", ElementState.FAILED: "#c62828", ElementState.RUNNING: "#1565c0",
+            ElementState.CANCELLED: "#8d6e63", ElementState.UNFINISHED: "#ef6c00", ElementState.PENDING: "#9e9e9e",
+            ElementState.NOT_RUN: "#9e9e9e"}
+_ORDER = {ElementState.FAILED: 0, ElementState.RUNNING: 1, ElementState.UNFINISHED: 2, ElementState.CANCELLED: 3,
+          ElementState.DONE: 4, ElementState.PENDING: 5, ElementState.NOT_RUN: 5}
 
 _CSS = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#212121;background:#fafafa}
@@ -46,11 +49,8 @@ pre{white-space:pre-wrap;font:11px ui-monospace,Menlo,Consolas,monospace;backgro
 """
 
 
-def _esc(value):
-    return html.escape(str(value), quote=True)
-
-
-def _when(seconds):
+def _utc_moment(seconds):
+    """A moment to the second, "UTC" said, for the page's prose ("": not known)."""
     if not seconds:
         return ""
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -181,16 +181,16 @@ def _attempt_links(element):
     links = []
     for number, attempt in naming.numbered_attempts(element.attempts):  # as `kubeface logs --attempt N` counts
         record = element.records.get(attempt)
-        outcome = record.get("outcome", "") if record else ("running" if element.state == "running" else "")
+        outcome = record.get("outcome", "") if record else ("running" if element.state == ElementState.RUNNING else "")
         if record and record.get("memory_limit"):
             outcome += ", memory %s" % record["memory_limit"]
         if record and isinstance(record.get("spot"), bool):
             outcome += ", on spot" if record["spot"] else ", off spot"
         if record is None or record.get("recorded_by") == "master":  # no log in storage (yet)
-            links.append('<span title="%s %s">#%s</span>' % (_esc(attempt), _esc(outcome), _esc(number)))
+            links.append('<span title="%s %s">#%s</span>' % (escape(attempt), escape(outcome), escape(number)))
         else:
             links.append('<a href="%s" title="%s: %s">#%s</a>'
-                         % (_esc(naming.log_key(element.key, attempt)), _esc(attempt), _esc(outcome), _esc(number)))
+                         % (escape(naming.log_key(element.key, attempt)), escape(attempt), escape(outcome), escape(number)))
     return " ".join(links)
 
 
@@ -198,17 +198,17 @@ def _row(element):
     error = ""
     if element.error:
         record = element.last_record or {}
-        earlier = "attempt %d: " % len(element.records) if element.state == "running" else ""  # being retried
-        error = '<div class="err">%s%s</div>' % (earlier, _esc(element.error))
+        earlier = "attempt %d: " % len(element.records) if element.state == ElementState.RUNNING else ""  # being retried
+        error = '<div class="err">%s%s</div>' % (earlier, escape(element.error))
         if record.get("traceback"):
-            error += "<details><summary>remote traceback</summary><pre>%s</pre></details>" % _esc(record["traceback"])
+            error += "<details><summary>remote traceback</summary><pre>%s</pre></details>" % escape(record["traceback"])
     return ("<tr class=\"element %s\"><td class=\"num\">%d</td><td><code title=\"%s\">%s</code></td><td>%s%s</td>"
             "<td><span class=\"state\" style=\"background:%s\">%s</span></td><td class=\"num\">%d</td><td>%s</td>"
             "<td class=\"num\">%s</td><td>%s</td></tr>"
-            % (_esc(element.state.replace(" ", "-")), element.index, _esc(element.key), _esc(element.key[:10]),
-               _esc(element.label), error, _COLOURS.get(element.state, "#9e9e9e"), _esc(element.state),
-               len(element.attempts), _esc(element.host), _esc(format_duration(element.duration)),
-               _attempt_links(element) + ('<div class="note">%s</div>' % _esc(element.placement)
+            % (escape(element.state.replace(" ", "-")), element.index, escape(element.key), escape(element.key[:10]),
+               escape(element.label), error, _COLOURS.get(element.state, "#9e9e9e"), escape(element.state),
+               len(element.attempts), escape(element.host), escape(format_duration(element.duration)),
+               _attempt_links(element) + ('<div class="note">%s</div>' % escape(element.placement)
                                           if element.placement else "")))
 
 
@@ -222,14 +222,14 @@ def results_section(state, elements, limit=RESULTS_LIMIT):
     The metric and its direction are the map task's (result_metric, result_direction in job.json),
     else the first summary value, highest best. Built from the records read so far, never from results.
     """
-    rows = result_rows(e for e in elements if e.state == "done")
+    rows = result_rows(e for e in elements if e.state == ElementState.DONE)
     names = value_names(rows)
-    notes = "".join('<div class="note err refused">%s</div>' % _esc(n) for n in state.summary_notes())
+    notes = "".join('<div class="note err refused">%s</div>' % escape(n) for n in state.summary_notes())
     if not names:
         kinds = sorted({r.result_type for r in rows if r.result_type})
         return ('<h2>Results</h2><div class="note" id="results">%s</div>' % (
             "no numeric results to compare: the elements returned %s (a number, or a dict or list of at most 32 "
-            "numbers, is summarised)" % _esc(", ".join(kinds)) if kinds else "no results with a summary yet")) + notes
+            "numbers, is summarised)" % escape(", ".join(kinds)) if kinds else "no results with a summary yet")) + notes
     wanted = state.meta.get("result_metric") or ""
     metric = wanted if wanted in names else names[0]
     descending = state.meta.get("result_direction") != "minimize"
@@ -237,22 +237,22 @@ def results_section(state, elements, limit=RESULTS_LIMIT):
     params = [p for p in param_names(rows) if p != "parameters"] or ["parameters"]
     _, columns, own = table_columns(rows, ("rank", "#", "duration"))  # headers as `kubeface results` names them
     out = ['<h2>Results</h2><div class="note">%d result(s) with a value of <b>%s</b>, %s first%s%s</div>' % (
-        len(best), _esc(metric), "highest" if descending else "lowest",
-        "" if not wanted or wanted == metric else " (result_metric %s is in no summary)" % _esc(wanted),
+        len(best), escape(metric), "highest" if descending else "lowest",
+        "" if not wanted or wanted == metric else " (result_metric %s is in no summary)" % escape(wanted),
         "; %d attempt records not read yet" % state.unread if state.unread else ""), notes]
     out.append('<table id="results"><thead><tr><th>%s</th><th>%s</th>%s%s<th>%s</th></tr></thead><tbody>' % (
-        _esc(own[0]), _esc(own[1]), "".join("<th>%s</th>" % _esc(p) for p in params),
-        "".join("<th>%s</th>" % _esc(column) for column, _ in columns), _esc(own[2])))
+        escape(own[0]), escape(own[1]), "".join("<th>%s</th>" % escape(p) for p in params),
+        "".join("<th>%s</th>" % escape(column) for column, _ in columns), escape(own[2])))
     for rank, (row, _) in enumerate(best[:limit], 1):
         out.append('<tr class="result"><td class="num">%d</td><td class="num">%d</td>%s%s<td class="num">%s</td></tr>'
-                   % (rank, row.index, "".join("<td>%s</td>" % _esc(_value_cell(row.params.get(p))) for p in params),
+                   % (rank, row.index, "".join("<td>%s</td>" % escape(_value_cell(row.params.get(p))) for p in params),
                       "".join('<td class="num%s">%s</td>' % (" metric" if n == metric else "",
-                                                             _esc(_value_cell(row.values.get(n)))) for n in names),
-                      _esc(format_duration(row.duration))))
+                                                             escape(_value_cell(row.values.get(n)))) for n in names),
+                      escape(format_duration(row.duration))))
     out.append("</tbody></table>")
     if len(best) > limit:
         out.append('<div class="note">the best %d of %d: <code>kubeface results %s</code> lists them all</div>'
-                   % (limit, len(best), _esc(state.store.id)))
+                   % (limit, len(best), escape(state.store.id)))
     if best:
         out.append(_result_charts(params, best, metric, MetricScale([v for _, v in best], descending)))
     return "".join(out)
@@ -263,7 +263,7 @@ def _result_charts(params, best, metric, scale):
     (result_charts.not_charted) gets one line saying why instead, and its column in the table above."""
     why = {p: not_charted([r.params.get(p) for r, _ in best]) for p in params}
     charted = [p for p in params if not why[p]]
-    out = ['<div class="note not-charted" data-param="%s">%s: %s</div>' % (_esc(p), _esc(p), _esc(why[p]))
+    out = ['<div class="note not-charted" data-param="%s">%s: %s</div>' % (escape(p), escape(p), escape(why[p]))
            for p in params if why[p]]
     charts = [slice_svg(p, [(r.params[p], v) for r, v in best if p in r.params], metric, scale) for p in charted]
     if charts:
@@ -284,23 +284,25 @@ def _page_head(state, progress, final, now, elements, counts):
                  ("retried", progress.retried), ("speculated", progress.speculated)]
         done_share = (progress.reused + progress.succeeded) / max(progress.total, 1)
     else:
-        shown = [(name, counts.get(name, 0)) for name in ("elements", "done", "failed", "cancelled", "unfinished",
-                                                         "not run")] + [("attempts", counts["attempts"])]
-        done_share = counts.get("done", 0) / max(len(elements), 1)
+        shown = [(name, counts.get(name, 0)) for name in ("elements", ElementState.DONE, ElementState.FAILED,
+                                                         ElementState.CANCELLED, ElementState.UNFINISHED,
+                                                         ElementState.NOT_RUN)] + [("attempts", counts["attempts"])]
+        done_share = counts.get(ElementState.DONE, 0) / max(len(elements), 1)
     total = max(len(elements), 1)
     bar = "".join('<div style="width:%.3f%%;background:%s" title="%d %s"></div>'
                   % (100.0 * counts.get(s, 0) / total, _COLOURS[s], counts.get(s, 0), s)
-                  for s in ("done", "running", "unfinished", "failed", "cancelled") if counts.get(s))
+                  for s in (ElementState.DONE, ElementState.RUNNING, ElementState.UNFINISHED, ElementState.FAILED,
+                            ElementState.CANCELLED) if counts.get(s))
     head = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
             '<meta http-equiv="refresh" content="%d">' % REFRESH_SECONDS if not final else "",
             "<title>%s %s: kubeface job %s</title>" % ("%.0f%%" % (100 * done_share), "running" if not final else "",
-                                                       _esc(job.id)),
+                                                       escape(job.id)),
             "<style>%s</style></head><body>" % _CSS]
-    body = ["<h1>Job %s</h1>" % _esc(job.id),
+    body = ["<h1>Job %s</h1>" % escape(job.id),
             '<div class="sub">%s &middot; function <code>%s</code> &middot; Python %s, cloudpickle %s &middot; '
-            '%s at %s</div>' % (_esc(job.url), _esc(meta.get("function", "?")), _esc(meta.get("python", "?")),
-                                _esc(meta.get("cloudpickle", "?")), "running, updated" if not final else "page written",
-                                _when(now)),
+            '%s at %s</div>' % (escape(job.url), escape(meta.get("function", "?")), escape(meta.get("python", "?")),
+                                escape(meta.get("cloudpickle", "?")), "running, updated" if not final else "page written",
+                                _utc_moment(now)),
             '<div class="counts">%s</div>' % "".join('<div class="count" id="count-%s"><b>%d</b><span>%s</span></div>'
                                                     % (name.replace(" ", "-"), value, name) for name, value in shown),
             '<div class="bar">%s</div><div class="note">%.0f%% done</div>' % (bar, 100 * done_share)]
@@ -312,10 +314,10 @@ def _last_run(summary):
     if not summary:
         return []
     parts = ['<div class="note">last run %s: %s to %s%s</div>' % (
-        _esc(summary.run), _when(summary.started), _when(summary.finished),
-        ("; stopped early: " + _esc(summary.stopped)) if summary.stopped else "")]
+        escape(summary.run), _utc_moment(summary.started), _utc_moment(summary.finished),
+        ("; stopped early: " + escape(summary.stopped)) if summary.stopped else "")]
     if summary.errors:
-        parts.append('<div class="err">%s</div>' % "<br>".join(_esc(e) for e in summary.errors))
+        parts.append('<div class="err">%s</div>' % "<br>".join(escape(e) for e in summary.errors))
     return parts
 
 
@@ -354,7 +356,7 @@ def _skipped(state):
     if state.unreadable:
         skipped = sorted(state.unreadable.items())
         parts.append('<div class="err" id="unreadable">%d records could not be read and were skipped:<br>%s%s</div>' % (
-            len(skipped), "<br>".join(_esc(why) for _, why in skipped[:10]),
+            len(skipped), "<br>".join(escape(why) for _, why in skipped[:10]),
             "<br>... and %d more" % (len(skipped) - 10) if len(skipped) > 10 else ""))
     return parts
 
@@ -377,7 +379,7 @@ def render(state, progress=None, final=True, now=None, limit=TABLE_LIMIT):
     body.append("<h2>Elements</h2>")
     if len(rows) > limit:
         body.append('<div class="note">showing %d of %d elements: failed, running and slowest first '
-                    '(<code>kubeface status %s</code> lists them all)</div>' % (limit, len(rows), _esc(state.store.id)))
+                    '(<code>kubeface status %s</code> lists them all)</div>' % (limit, len(rows), escape(state.store.id)))
     body.append('<table id="elements"><thead><tr><th>#</th><th>key</th><th>parameters</th><th>state</th>'
                 "<th>attempts</th><th>node</th><th>duration</th><th>logs</th></tr></thead><tbody>")
     body.extend(_row(e) for e in rows[:limit])

@@ -139,7 +139,7 @@ def _quantity(text):
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def _resources(text):
+def _resource_list(text):
     pairs = (item.split("=", 1) for item in text.split(",") if "=" in item)
     return {name.strip(): value.strip() for name, value in pairs}
 
@@ -152,7 +152,7 @@ def quota_never_fits(error):
     match = _QUOTA.search(str(getattr(error, "body", "") or ""))
     if not match:
         return ""
-    quota, requested, limited = match.group(1), _resources(match.group(2)), _resources(match.group(4))
+    quota, requested, limited = match.group(1), _resource_list(match.group(2)), _resource_list(match.group(4))
     for name, asked in requested.items():
         want, hard = _quantity(asked), _quantity(limited.get(name, ""))
         if want is not None and hard is not None and want > hard:

@@ -56,7 +56,7 @@ def secret_name(job_url):
     return "kf-%s-secrets" % job_label(job_url)
 
 
-def _resources(settings, spec):
+def _container_resources(settings, spec):
     # Blobs pass through temporary files (serialization.Pickled, GCS downloads): disk, not memory.
     memory_request, memory_limit = memory_of(settings, spec.out_of_memory)  # more after each OOM (memory_growth)
     requests = {"cpu": settings.cpu_request, "memory": memory_request,
@@ -131,7 +131,7 @@ def build_pod(spec, settings):
         "imagePullPolicy": settings.image_pull_policy,
         "command": process.command(spec.job_url, spec.element, spec.attempt),
         "env": _env(settings, spec, access),
-        "resources": _resources(settings, spec),
+        "resources": _container_resources(settings, spec),
         "securityContext": {"runAsNonRoot": True, **_user(settings),
                             "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
