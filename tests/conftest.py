@@ -8,7 +8,7 @@ import pytest
 from infra.cluster.fixtures import (  # noqa: F401 - the test Kubernetes clusters
     kube_cluster, kube_namespace, pod_network, stand_in_cluster, stand_in_namespace)
 from infra.servers import FakeGCS, Luigid, MotoS3
-from luigi_kubeface.storage import REGISTRY, gcs, s3
+from luigi_kubeface.storage import REGISTRY, gcs, s3_client
 
 # The environment boto3 reads in the tests, the master's and every runner's: moto takes any key.
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
@@ -70,7 +70,7 @@ def _s3_environment(server):
     """boto3 (the tests', the master's and every local runner's) talks to this server."""
     previous = {name: os.environ.get(name) for name in [*S3_ENV, "AWS_ENDPOINT_URL_S3"]}
     os.environ.update(S3_ENV, AWS_ENDPOINT_URL_S3=server.url)
-    s3.forget_clients()  # a client is bound to the endpoint it was made for
+    s3_client.forget_clients()  # a client is bound to the endpoint it was made for
     return previous
 
 
@@ -80,7 +80,7 @@ def _restore(previous):
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
-    s3.forget_clients()
+    s3_client.forget_clients()
 
 
 @pytest.fixture(scope="session")
