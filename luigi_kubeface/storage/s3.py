@@ -3,41 +3,22 @@
 Write-once and the lease's compare-and-swap are the server's own conditional writes (If-None-Match: *
 and If-Match: <ETag> on PutObject and CompleteMultipartUpload); blobs of any size stream through
 multipart uploads and ranged GETs, one part in memory at a time. boto3 is an optional extra:
-`pip install "luigi-kubeface[s3]"`.
+`pip install "luigi-kubeface[s3]"`. Its keys and pure helpers are s3_wire.py's, its clients s3_client.py's.
 """
 
 import base64
 import tempfile
 import os
 import urllib.parse
-from dataclasses import dataclass
 
-from ..errors import (
-    BlobNotFoundError, ConfigurationError, KubefaceError, TransientStorageError, check_ranges,
-)
-from ..settings_fields import setting
+from ..errors import BlobNotFoundError, ConfigurationError, KubefaceError, TransientStorageError
 from . import Head, PodAccess, content_type, probe_writable
 from .s3_client import client as _client
-from .s3_wire import ENV, READ_CHUNK, STYLES, error_code, on_aws, options, part_crc32c, read_part, translate
+from .s3_wire import ENV, READ_CHUNK, error_code, on_aws, options, part_crc32c, read_part, translate
 
 PART = 64 << 20  # one multipart part (and one ranged GET): what an upload or download holds in memory
 COPY_LIMIT = 5 << 30  # CopyObject's own limit; larger blobs are moved with UploadPartCopy
 COPY_PART = 1 << 30
-@dataclass(frozen=True)
-class S3Settings:
-    """s3:// storage (pip install "luigi-kubeface[s3]"): an empty key leaves it to boto3 (environment, IRSA)."""
-
-    s3_endpoint_url: str = setting("", "An S3-compatible store's endpoint (Ceph, SeaweedFS, MinIO: "
-                                   "`http://host:port`); empty: AWS, or boto3's `AWS_ENDPOINT_URL_S3`.")
-    s3_region: str = setting("", "The bucket's region; empty: boto3's (`AWS_REGION`, the profile), else "
-                             "`us-east-1`.")
-    s3_addressing_style: str = setting("auto", "`auto`: path-style (`endpoint/bucket/key`) with an "
-                                       "`s3_endpoint_url`, virtual-hosted on AWS; `path`; `virtual`.")
-    s3_key_secret: str = setting("", "A Secret holding `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, handed "
-                                 "to the pods as Secret references when IRSA is not used.")
-
-    def __post_init__(self):
-        check_ranges(self, [("s3_addressing_style", self.s3_addressing_style in STYLES, "auto, path or virtual")])
 
 
 class _Refused(Exception):
