@@ -9,7 +9,7 @@ from infra.cluster.fixtures import (  # noqa: F401 - the test Kubernetes cluster
     kube_cluster, kube_namespace, pod_network, stand_in_cluster, stand_in_namespace)
 from infra.servers import FakeGCS, Luigid, MotoS3
 from luigi_kubeface import Client
-from luigi_kubeface.storage import REGISTRY, gcs, open_storage, s3
+from luigi_kubeface.storage import REGISTRY, gcs, open_storage, s3_client
 from support import FAST
 
 # The environment boto3 reads in the tests, the master's and every runner's: moto takes any key.
@@ -85,18 +85,18 @@ def own_gcs(tmp_path, monkeypatch, pod_network):
     (its filesystem backend keeps the data across a restart). The master and every runner talk to it."""
     server = FakeGCS(str(tmp_path / "own-gcs"), host=pod_network.gateway).start()
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
-    gcs.forget_client()  # a client is bound to the emulator address it was made for
+    gcs._clients.clear()  # a client is bound to the emulator address it was made for: the next use makes one
     server.create_bucket("outage")
     yield server
     server.stop()
-    gcs.forget_client()
+    gcs._clients.clear()
 
 
 def _s3_environment(server):
     """boto3 (the tests', the master's and every local runner's) talks to this server."""
     previous = {name: os.environ.get(name) for name in [*S3_ENV, "AWS_ENDPOINT_URL_S3"]}
     os.environ.update(S3_ENV, AWS_ENDPOINT_URL_S3=server.url)
-    s3.forget_clients()  # a client is bound to the endpoint it was made for
+    s3_client.forget_clients()  # a client is bound to the endpoint it was made for
     return previous
 
 
@@ -106,7 +106,7 @@ def _restore(previous):
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
-    s3.forget_clients()
+    s3_client.forget_clients()
 
 
 @pytest.fixture(scope="session")

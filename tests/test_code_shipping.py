@@ -454,6 +454,17 @@ def test_only_the_interpreters_own_paths_are_installed(tmp_path):
     assert not code_discover.is_user_path(json.__file__)
 
 
+def test_the_runners_install_imports_neither_discovery_nor_the_code_version_and_nothing_is_read_at_import():
+    """The runner imports job/code/install.py alone; the installed roots are read when first used, not at import."""
+    script = ("import sys, luigi_kubeface.job.code.install\n"
+              "print(sorted(m for m in sys.modules if m.startswith('luigi_kubeface.job.code.')))\n"
+              "from luigi_kubeface.job.code import discover\n"
+              "print(discover.this_environment.cache_info().currsize)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "['luigi_kubeface.job.code.install']"
+    assert out[1] == "0"
+
+
 DATA_PIPELINE = '''
 import luigi
 from luigi_kubeface import KubefaceMapTask

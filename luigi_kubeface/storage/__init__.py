@@ -133,7 +133,7 @@ DESCRIPTIVE = ("browse_url", "pod_access", "runner_environment", "container_hint
 REGISTRY = {"file": ".local:LocalStorage", "gs": ".gcs:GCSStorage", "s3": ".s3:S3Storage"}
 # Each storage's own [kubeface] keys (a dataclass of light imports), by scheme: Settings composes one of each,
 # since a process opens storages by URL (configure), not only its storage_root's.
-SETTINGS = {"gs": ".gcs:GCSSettings", "s3": ".s3:S3Settings"}
+SETTINGS = {"gs": ".gcs:GCSSettings", "s3": ".s3_wire:S3Settings"}
 
 _configured = {"settings": None}
 _configured_lock = threading.Lock()

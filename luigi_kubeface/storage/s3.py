@@ -3,83 +3,22 @@
 Write-once and the lease's compare-and-swap are the server's own conditional writes (If-None-Match: *
 and If-Match: <ETag> on PutObject and CompleteMultipartUpload); blobs of any size stream through
 multipart uploads and ranged GETs, one part in memory at a time. boto3 is an optional extra:
-`pip install "luigi-kubeface[s3]"`.
+`pip install "luigi-kubeface[s3]"`. Its keys and pure helpers are s3_wire.py's, its clients s3_client.py's.
 """
 
 import base64
 import tempfile
 import os
-import threading
 import urllib.parse
-from dataclasses import dataclass
 
-from ..errors import (
-    BlobNotFoundError, ConfigurationError, KubefaceError, TransientStorageError, check_ranges,
-)
-from ..settings_fields import setting
+from ..errors import BlobNotFoundError, ConfigurationError, KubefaceError, TransientStorageError
 from . import Head, PodAccess, content_type, probe_writable
-from .s3_wire import ENV, READ_CHUNK, STYLES, error_code, on_aws, options, part_crc32c, read_part, translate
+from .s3_client import client as _client
+from .s3_wire import ENV, READ_CHUNK, error_code, on_aws, options, part_crc32c, read_part, translate
 
 PART = 64 << 20  # one multipart part (and one ranged GET): what an upload or download holds in memory
 COPY_LIMIT = 5 << 30  # CopyObject's own limit; larger blobs are moved with UploadPartCopy
 COPY_PART = 1 << 30
-@dataclass(frozen=True)
-class S3Settings:
-    """s3:// storage (pip install "luigi-kubeface[s3]"): an empty key leaves it to boto3 (environment, IRSA)."""
-
-    s3_endpoint_url: str = setting("", "An S3-compatible store's endpoint (Ceph, SeaweedFS, MinIO: "
-                                   "`http://host:port`); empty: AWS, or boto3's `AWS_ENDPOINT_URL_S3`.")
-    s3_region: str = setting("", "The bucket's region; empty: boto3's (`AWS_REGION`, the profile), else "
-                             "`us-east-1`.")
-    s3_addressing_style: str = setting("auto", "`auto`: path-style (`endpoint/bucket/key`) with an "
-                                       "`s3_endpoint_url`, virtual-hosted on AWS; `path`; `virtual`.")
-    s3_key_secret: str = setting("", "A Secret holding `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, handed "
-                                 "to the pods as Secret references when IRSA is not used.")
-
-    def __post_init__(self):
-        check_ranges(self, [("s3_addressing_style", self.s3_addressing_style in STYLES, "auto, path or virtual")])
-
-
-_clients: dict = {}  # (endpoint, region, style) -> this process's boto3 client
-_clients_lock = threading.Lock()
-
-
-def _client(endpoint, region, style):
-    """One client per process and endpoint: it holds the connection pool; boto3's own retries are off."""
-    key = (endpoint, region, style)
-    with _clients_lock:
-        if key not in _clients:
-            import boto3
-            from botocore.config import Config
-
-            def make(addressing):
-                config = Config(retries={"total_max_attempts": 1}, max_pool_connections=32,
-                                connect_timeout=20, read_timeout=120, s3={"addressing_style": addressing},
-                                request_checksum_calculation="when_required",  # we send our own CRC32C
-                                response_checksum_validation="when_required")
-                return boto3.session.Session().client("s3", endpoint_url=endpoint or None,
-                                                      region_name=region or None, config=config)
-
-            client = make("virtual" if style == "virtual" else "path" if style == "path" else "auto")
-            if style == "auto" and not on_aws(client.meta.endpoint_url):
-                client = make("path")  # Ceph, SeaweedFS, MinIO and emulators rarely serve virtual hosts
-            _clients[key] = client
-        return _clients[key]
-
-
-def forget_clients():
-    with _clients_lock:
-        _clients.clear()
-
-
-def _after_fork_in_child():
-    """A forked process (Luigi's --workers N) makes its own clients: botocore's are not safe across a fork."""
-    global _clients_lock
-    _clients_lock = threading.Lock()
-    _clients.clear()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Refused(Exception):
@@ -91,8 +30,6 @@ class S3Storage:
     checksum = "crc32c"  # every upload carries its CRC32C; the server keeps it whole for single-part objects
 
     def __init__(self, url, settings=None, environ=None):
-        import os
-
         rest = url[len("s3://"):]
         self.bucket, _, prefix = rest.partition("/")
         if not self.bucket:

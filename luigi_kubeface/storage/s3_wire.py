@@ -1,10 +1,14 @@
-"""What S3 storage (s3.py) says to boto3 and hears back, pure: the options a runner is handed, the
-CRC32C header of a part, a part read from a stream, botocore's errors translated to ours."""
+"""What S3 storage (s3.py) says to boto3 and hears back, pure: its [kubeface] keys and the options a
+runner is handed, the CRC32C header of a part, a part read from a stream, botocore's errors translated to ours."""
 
 import base64
 import urllib.parse
+from dataclasses import dataclass
 
-from ..errors import BlobNotFoundError, ConfigurationError, StorageError, TransientStorageError
+from ..errors import (
+    BlobNotFoundError, ConfigurationError, StorageError, TransientStorageError, check_ranges,
+)
+from ..settings_fields import setting
 
 # How a task runner learns the master's [kubeface] s3_* settings (runner_environment, pod_access).
 ENV = {"s3_endpoint_url": "KUBEFACE_S3_ENDPOINT_URL", "s3_region": "KUBEFACE_S3_REGION",
@@ -15,6 +19,23 @@ _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLim
                     "RequestTimeout", "InternalError", "ServiceUnavailable", "OperationAborted",
                     "ConditionalRequestConflict"}
 STYLES = ("auto", "path", "virtual")
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """s3:// storage (pip install "luigi-kubeface[s3]"): an empty key leaves it to boto3 (environment, IRSA)."""
+
+    s3_endpoint_url: str = setting("", "An S3-compatible store's endpoint (Ceph, SeaweedFS, MinIO: "
+                                   "`http://host:port`); empty: AWS, or boto3's `AWS_ENDPOINT_URL_S3`.")
+    s3_region: str = setting("", "The bucket's region; empty: boto3's (`AWS_REGION`, the profile), else "
+                             "`us-east-1`.")
+    s3_addressing_style: str = setting("auto", "`auto`: path-style (`endpoint/bucket/key`) with an "
+                                       "`s3_endpoint_url`, virtual-hosted on AWS; `path`; `virtual`.")
+    s3_key_secret: str = setting("", "A Secret holding `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, handed "
+                                 "to the pods as Secret references when IRSA is not used.")
+
+    def __post_init__(self):
+        check_ranges(self, [("s3_addressing_style", self.s3_addressing_style in STYLES, "auto, path or virtual")])
 
 
 def options(settings=None, environ=None):

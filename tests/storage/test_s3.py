@@ -14,7 +14,7 @@ from infra.servers import MotoS3
 from luigi_kubeface import Client
 from luigi_kubeface.errors import BlobNotFoundError, ConfigurationError, TransientStorageError
 from luigi_kubeface.settings import Settings
-from luigi_kubeface.storage import open_storage, s3, s3_wire
+from luigi_kubeface.storage import open_storage, s3, s3_client, s3_wire
 from elements import square
 from support import FAST
 
@@ -144,7 +144,7 @@ def test_an_outage_is_waited_out_with_boto3s_own_retries_off(tmp_path, monkeypat
     raises TransientStorageError. moto keeps its objects in memory: the restarted server is empty."""
     server = MotoS3(str(tmp_path / "s3")).start()
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", server.url)
-    s3.forget_clients()
+    s3_client.forget_clients()
     server.create_bucket("outage")
     try:
         storage = open_storage("s3://outage/job", retry_deadline=60)
@@ -164,7 +164,7 @@ def test_an_outage_is_waited_out_with_boto3s_own_retries_off(tmp_path, monkeypat
         assert storage.read("during.txt") == b"written after the outage"
     finally:
         server.stop()
-        s3.forget_clients()
+        s3_client.forget_clients()
 
 
 def test_throttling_conflicts_and_server_errors_are_transient_and_missing_keys_ours():
@@ -181,7 +181,7 @@ def test_throttling_conflicts_and_server_errors_are_transient_and_missing_keys_o
 def test_an_endpoint_in_settings_reaches_the_master_and_every_runner(moto_s3, s3_root, tmp_path, monkeypatch):
     """With s3_endpoint_url set and no AWS_ENDPOINT_URL_S3, runners still reach the server (runner_environment)."""
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
-    s3.forget_clients()
+    s3_client.forget_clients()
     client = Client(storage_root=s3_root, s3_endpoint_url=moto_s3.url, key_dir=str(tmp_path / "keys"), **FAST)
     try:
         assert list(client.map(square, range(3), job_id="endpoint")) == [0, 1, 4]
@@ -192,15 +192,15 @@ def test_an_endpoint_in_settings_reaches_the_master_and_every_runner(moto_s3, s3
         from luigi_kubeface import storage as storages
 
         storages.configure(None)
-        s3.forget_clients()
+        s3_client.forget_clients()
 
 
 def test_on_aws_the_status_page_opens_in_the_s3_console(monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    s3.forget_clients()
+    s3_client.forget_clients()
     storage = s3.S3Storage("s3://bucket/jobs/j", environ={})
     assert storage.browse_url("status.html") == "https://s3.console.aws.amazon.com/s3/object/bucket?prefix=jobs/j/status.html"
-    s3.forget_clients()
+    s3_client.forget_clients()
 
 
 def test_pods_get_the_endpoint_and_the_key_secret_as_references_never_values():

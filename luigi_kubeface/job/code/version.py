@@ -59,27 +59,7 @@ def _value_digest(value, seen):
             for const in v.co_consts:
                 feed(const)
         elif isinstance(v, types.FunctionType):
-            if id(v) in seen:
-                digest.update(b"<recursion>")
-                return
-            seen.add(id(v))
-            from cloudpickle.cloudpickle import _should_pickle_by_reference
-
-            if v.__name__ != "<lambda>" and _should_pickle_by_reference(v):
-                digest.update(("ref %s:%s" % (v.__module__, v.__qualname__)).encode())
-                return
-            feed(v.__code__)
-            feed(v.__defaults__)
-            feed(v.__kwdefaults__)
-            for cell in v.__closure__ or ():
-                try:
-                    feed(cell.cell_contents)
-                except ValueError:  # an empty cell
-                    digest.update(b"<empty>")
-            for name in _global_names(v.__code__):
-                if name in v.__globals__:
-                    digest.update(name.encode())
-                    feed(v.__globals__[name])
+            _feed_function(v, digest, seen, feed)
         elif isinstance(v, (set, frozenset)):
             digest.update(b"set")
             for text in sorted(_plain_text(x) for x in v):
@@ -102,6 +82,32 @@ def _value_digest(value, seen):
 
     feed(value)
     return digest.hexdigest()
+
+
+def _feed_function(v, digest, seen, feed):
+    """A function by value: its code, defaults, closure and the globals it names (fed in that order);
+    one cloudpickle ships by reference (not a lambda) counts by its name."""
+    if id(v) in seen:
+        digest.update(b"<recursion>")
+        return
+    seen.add(id(v))
+    from cloudpickle.cloudpickle import _should_pickle_by_reference
+
+    if v.__name__ != "<lambda>" and _should_pickle_by_reference(v):
+        digest.update(("ref %s:%s" % (v.__module__, v.__qualname__)).encode())
+        return
+    feed(v.__code__)
+    feed(v.__defaults__)
+    feed(v.__kwdefaults__)
+    for cell in v.__closure__ or ():
+        try:
+            feed(cell.cell_contents)
+        except ValueError:  # an empty cell
+            digest.update(b"<empty>")
+    for name in _global_names(v.__code__):
+        if name in v.__globals__:
+            digest.update(name.encode())
+            feed(v.__globals__[name])
 
 
 def _global_names(code):
