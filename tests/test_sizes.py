@@ -14,7 +14,6 @@ LONG_MODULES = {
     "bucket/blobs.py": "the blob envelope and the streamed pickles with their crc32c arithmetic: to split in two",
     "bucket/job_store.py": "JobStore's eight sections (results, inputs, records, runs, progress, page, lease, meta)",
     "job/code/package.py": "discovery, packing, the code version and the runner-side install: issue 21's code/ split",
-    "master/engine.py": "the engine's loop with RunStorage beside it: the judge takes the rest of the decisions next",
     "runner/attempt.py": "one attempt's logic: verification, loading, running, the result and its record",
     "storage/s3.py": "S3's conditional writes, checksums and retries: one storage, one module",
 }
