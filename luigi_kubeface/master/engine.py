@@ -221,7 +221,7 @@ class JobRun:
         """One attempt ended; with speculation its sibling may still run, and the first result wins."""
         key = flight.element.key
         siblings = self.siblings(flight)
-        if siblings and not self.store.has_result(key):
+        if siblings and not self.store.has_result(key, self.versions):
             self.charge(flight, "speculated")  # the other attempt of this element decides
             log.info("attempt %s of element %s ended without a result; its sibling still runs", flight.attempt, key)
             return
@@ -247,7 +247,8 @@ class JobRun:
         key = flight.element.key
         checked, refused, record = False, None, None
         try:  # also after a timeout: the result may be written, the exit late
-            checked = self.store.check_result(key, whole=bool(self.versions.get(key)))  # on_success deletes those
+            whole = bool(self.versions.get(key))  # on_success deletes the other versions' results
+            checked = self.store.check_result(key, self.versions, whole=whole)
         except CorruptBlobError as error:  # moved aside by check_result: this element runs again
             refused = error
         if not checked and not timed_out:
@@ -267,7 +268,7 @@ class JobRun:
         key = flight.element.key
         self.progress.succeeded += 1
         if key in self.versions:
-            self.store.drop_other_versions(key)
+            self.store.drop_other_versions(key, self.versions)
         bisect.insort(self.durations, self.clock() - flight.started)
         for loser in siblings:  # the account first: a runner stopped by SIGTERM never writes over it
             other = self.in_flight.pop(loser, None)

@@ -24,23 +24,23 @@ class RunStorage:
     def finished(self, versions=None):
         return self.store.finished(versions)
 
-    def check_result(self, key, whole=False):
+    def check_result(self, key, versions, whole=False):
         """True when the element's result checks out, False when there is none; CorruptBlobError when refused.
-        whole: its payload too, as before superseded results are deleted for it."""
+        versions: the run's result_versions(); whole: its payload too, as before superseded results are deleted."""
         try:
-            self.store.check_result(key, whole)
+            self.store.check_result(key, whole, versions)
             return True
         except BlobNotFoundError:
             return False
 
-    def has_result(self, key):
-        return self.store.has_result(key)
+    def has_result(self, key, versions):
+        return self.store.has_result(key, versions)
 
-    def drop_other_versions(self, key):
-        self.store.drop_other_versions(key)
+    def drop_other_versions(self, key, versions):
+        self.store.drop_other_versions(key, versions)
 
     def write_input(self, element):
-        self.store.write_input(element, self.job.shared_keys)
+        self.store.write_input(element, self.job.shared_keys, self.job.code_version)
 
     def last_attempt_numbers(self):
         """element -> the number of its last attempt in earlier runs, from one listing of attempts/: numbers
@@ -68,4 +68,3 @@ class RunStorage:
                                                           **fields), if_absent=True)
         except Exception as error:  # noqa: BLE001
             log.warning("could not record the cancellation of attempt %s: %s", attempt, error)
-
