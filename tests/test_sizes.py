@@ -11,7 +11,6 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
 LONG_MODULES = {
-    "master/engine.py": "the engine's loop with RunStorage beside it: the judge takes the rest of the decisions next",
 }
 LONG_FUNCTIONS = {
 }

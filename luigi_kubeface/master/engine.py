@@ -4,91 +4,33 @@ It caps attempts in flight, retries with backoff, kills attempts past their time
 when the failure budget is spent, and reuses every result already in storage. It knows nothing of
 Luigi, Kubernetes or GCS: a backend runs attempts, the job's storage holds the truth.
 
-run_job takes the job's lease and hands over to a JobRun, whose methods are the loop's steps;
-how one attempt ended is decided in judge.py, and every read and write of the bucket goes
-through RunStorage.
+run_job takes the job's lease and hands over to a JobRun, whose methods are the loop's steps:
+judge.py takes every decision on an attempt that ended (the verdict, the master's record, retry or
+fail), the loop carries it out; every read and write of the bucket goes through run_storage.RunStorage,
+and report.py holds the Progress and the JobReport a run returns.
 """
 
 import bisect
 import heapq
 import itertools
 import logging
-import re
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ..cost import Ledger, Usage, over_budget
+from ..cost import Usage, over_budget
 from ..backends import attempt_request
 from ..bucket import layout as naming
 from . import signals
 from ..backends.attempts import AttemptSpec
-from ..errors import BlobNotFoundError, CorruptBlobError, UnreadableRecordError
-from .judge import Requeue, Succeeded, budget_spent, judge, retry_delay
+from ..errors import CorruptBlobError
+from .judge import RETRY, STOP, Requeue, Succeeded, after_failure, budget_spent, judge, master_account, retry_delay
 from .lease import JobLease
-from ..bucket.records import Outcome, master_record
+from .report import JobReport, Progress
+from .run_storage import RunStorage
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class Progress:
-    total: int = 0
-    reused: int = 0
-    pending: int = 0
-    running: int = 0
-    starting: int = 0  # launched, waiting for a slot or a node (a pod not yet running)
-    succeeded: int = 0
-    failed: int = 0
-    retried: int = 0
-    speculated: int = 0  # backup attempts launched for stragglers
-    # Read-only live view for status pages: attempt id -> (element key, wall-clock start time).
-    running_attempts: dict = field(default_factory=dict, repr=False, compare=False)
-    cost: Ledger = field(default_factory=Ledger, repr=False, compare=False)  # used per category
-
-    @property
-    def done(self):
-        return self.reused + self.succeeded
-
-    def describe(self):
-        return ("%d elements: %d reused, %d succeeded, %d running, %d pending, %d failed, %d retried, %d speculated"
-                % (self.total, self.reused, self.succeeded, self.running, self.pending + self.starting, self.failed,
-                   self.retried, self.speculated))
-
-    def counts(self):
-        """The counts alone, and the cost per category (what a dispatch summary records)."""
-        counts = {k: v for k, v in vars(self).items() if k not in ("running_attempts", "cost")}
-        return dict(counts, cost=self.cost.to_json())
-
-
-@dataclass
-class JobReport:
-    progress: Progress
-    failures: dict = field(default_factory=dict)  # element key -> Failure (failed for good)
-    stopped: str = ""  # why the job stopped early, if it did
-    not_run: list = field(default_factory=list)  # element keys never finished because of the stop
-
-    @property
-    def cost(self):
-        """What the run's attempts used, per category (cost.Ledger)."""
-        return self.progress.cost
-
-    def summary(self):
-        """The distinct errors, most frequent first, so 500 identical failures read as one line."""
-        counts, example = Counter(), {}
-        for f in self.failures.values():
-            first_line = f.message.splitlines()[0] if f.message else ""
-            kind = (f.error_type, re.sub(r"\d+", "N", _NAMES.sub("NAME", first_line)))  # other elements, pods
-            counts[kind] += 1
-            example.setdefault(kind, first_line)
-        lines = ["%d x %s: %s" % (n, kind[0], example[kind]) for kind, n in counts.most_common(10)]
-        if len(counts) > 10:
-            lines.append("... and %d more distinct errors" % (len(counts) - 10))
-        return lines
-
-
-# Generated names (pods, attempts: kf-job-3f2a-1-x7k2q) differ between otherwise equal errors.
-_NAMES = re.compile(r"\b[a-z0-9]+(?:-[a-z0-9]+){2,}\b")
 
 
 @dataclass
@@ -128,67 +70,6 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
         lease.release()
 
 
-class RunStorage:
-    """The bucket as a run uses it: every read and write the engine makes, in one place.
-
-    The master never trusts an unchecked blob: a result counts once check_result has read its signed head.
-    """
-
-    def __init__(self, job):
-        self.job, self.store = job, job.store
-
-    def result_versions(self):
-        return self.store.result_versions()
-
-    def finished(self, versions=None):
-        return self.store.finished(versions)
-
-    def check_result(self, key, versions, whole=False):
-        """True when the element's result checks out, False when there is none; CorruptBlobError when refused.
-        versions: the run's result_versions(); whole: its payload too, as before superseded results are deleted."""
-        try:
-            self.store.check_result(key, whole, versions)
-            return True
-        except BlobNotFoundError:
-            return False
-
-    def has_result(self, key, versions):
-        return self.store.has_result(key, versions)
-
-    def drop_other_versions(self, key, versions):
-        self.store.drop_other_versions(key, versions)
-
-    def write_input(self, element):
-        self.store.write_input(element, self.job.shared_keys, self.job.code_version)
-
-    def last_attempt_numbers(self):
-        """element -> the number of its last attempt in earlier runs, from one listing of attempts/: numbers
-        go on across runs, so each attempt's record, log and "#N" stay its own."""
-        return {key: naming.next_attempt_number(ids) - 1 for key, ids in self.store.all_attempts().items()}
-
-    def secret_env(self):
-        return self.store.secret_env()
-
-    def record(self, key, attempt):
-        """The attempt's record, or None when there is none or it does not parse (the master writes its own)."""
-        try:
-            return self.store.attempt_record(key, attempt)
-        except UnreadableRecordError as error:
-            log.warning("%s", error)
-            return None
-
-    def write_record(self, key, attempt, record, if_absent=False):
-        self.store.write_attempt_record(key, attempt, record, if_absent=if_absent)
-
-    def write_cancelled(self, key, attempt, message, **fields):
-        """Best effort, as on the way out: a storage error must not hide what stopped the run."""
-        try:
-            self.write_record(key, attempt, master_record(key, attempt, Outcome.CANCELLED, "Cancelled", message,
-                                                          **fields), if_absent=True)
-        except Exception as error:  # noqa: BLE001
-            log.warning("could not record the cancellation of attempt %s: %s", attempt, error)
-
-
 class JobRun:
     """One master's run of a job's unfinished elements: the queue, the retries waiting, the attempts in
     flight (with speculation, two of one element), the counters and the report.
@@ -201,23 +82,24 @@ class JobRun:
         self.job, self.backend, self.settings = job, backend, settings
         self.on_progress, self.clock, self.lease = on_progress, clock, lease
         self.store = RunStorage(job)
-        self.progress = Progress(total=len(job.elements))
         self.versions = self.store.result_versions() if versions is None else versions
         finished = self.store.finished(self.versions)
         self.todo = deque(e for e in job.elements if e.key not in finished)
+        self.retry_at = []  # heap of (time, sequence, element)
+        # pending is derived from the two queues: changed in place only, never rebound
+        self.progress = Progress(total=len(job.elements), waiting=(self.todo, self.retry_at))
         self.progress.reused = self.progress.total - len(self.todo)
-        self.progress.pending = len(self.todo)
         self.report = JobReport(self.progress)
         self.to_run = len(self.todo)
-        self.in_flight = {}  # attempt id -> _Flight
-        self.running_of = {}  # element key -> its attempts in flight (two while a backup runs)
+        self.in_flight = {}  # attempt id -> _Flight (two of one element while a backup runs)
         # attempts: the number of each element's last attempt (earlier runs' too, from run()); failed_attempts: this run's
         self.attempts, self.interruptions, self.failed_attempts = Counter(), Counter(), Counter()
         self.out_of_memory = Counter()  # this run's OOMs of each element that its backend answered with more memory
         self.inputs_written = set()  # elements whose input this run wrote (or an adopted attempt reads)
-        self.backed_up, self.won = set(), set()  # elements given a backup; elements whose result came this run
+        # Elements given a backup. Whether an element won needs no set: on_success ends its other attempts, so
+        # an element that succeeded has none in flight, and only attempts in flight end, time out or get backups.
+        self.backed_up = set()
         self.durations = []  # sorted durations of the successful attempts, for the median
-        self.retry_at = []  # heap of (time, sequence, element)
         self.sequence = itertools.count(1)
         self.last_progress = None
         self.timeout = settings.element_timeout + backend.timeout_slack
@@ -277,10 +159,10 @@ class JobRun:
             self.attempts[element.key] = max(self.attempts[element.key], naming.attempt_number(attempt))
             self.inputs_written.add(element.key)
             self.in_flight[attempt] = _Flight(element, attempt, self.attempts[element.key], self.clock())
-            self.running_of[element.key] = {attempt}
         followed = {f.element.key for f in self.in_flight.values()}
-        self.todo = deque(e for e in self.todo if e.key not in followed)
-        self.progress.pending = len(self.todo)
+        kept = [e for e in self.todo if e.key not in followed]
+        self.todo.clear()  # in place: progress.pending counts this deque
+        self.todo.extend(kept)
         for attempt in adopted.values():  # their elements are done already, or no longer in the grid
             self.backend.cancel(attempt)
 
@@ -292,7 +174,6 @@ class JobRun:
         while self.todo and len(self.in_flight) < self.settings.cap:
             element = self.todo.popleft()
             self.launch(element, self.attempts[element.key] + 1)
-            self.progress.pending -= 1
         ended = self.backend.poll()
         for end in ended:
             flight = self.in_flight.pop(end.attempt, None)
@@ -322,7 +203,6 @@ class JobRun:
                                         out_of_memory=self.out_of_memory[element.key],
                                         interruptions=self.interruptions[element.key]))
         self.in_flight[attempt] = _Flight(element, attempt, number, self.clock())
-        self.running_of.setdefault(element.key, set()).add(attempt)
 
     def time_out(self, now):
         for attempt, flight in list(self.in_flight.items()):
@@ -340,13 +220,9 @@ class JobRun:
     def on_end(self, flight, end=None, timed_out=False):
         """One attempt ended; with speculation its sibling may still run, and the first result wins."""
         key = flight.element.key
-        siblings = self.running_of.pop(key, set()) - {flight.attempt}
-        if key in self.won:
-            self.charge(flight, "speculated")
-            return
+        siblings = self.siblings(flight)
         if siblings and not self.store.has_result(key, self.versions):
-            self.charge(flight, "speculated")
-            self.running_of[key] = siblings  # the other attempt of this element decides
+            self.charge(flight, "speculated")  # the other attempt of this element decides
             log.info("attempt %s of element %s ended without a result; its sibling still runs", flight.attempt, key)
             return
         verdict = self.verdict(flight, end, timed_out)
@@ -354,29 +230,43 @@ class JobRun:
             self.charge(flight, "succeeded")
             self.on_success(flight, siblings)
         elif isinstance(verdict, Requeue):
-            self.charge(flight, "retried" if verdict.more_memory else "preempted")  # an OOM that grows: retried work
+            self.charge(flight, verdict.charged_as)
             self.requeue(flight, verdict, end)
         else:
             self.on_failure(flight, verdict, end)
 
+    def siblings(self, flight):
+        """The other attempts of flight's element still in flight: only an element given a backup has any."""
+        key = flight.element.key
+        if key not in self.backed_up:
+            return set()
+        return {a for a, f in self.in_flight.items() if f.element.key == key and a != flight.attempt}
+
     def verdict(self, flight, end, timed_out):
         """Read what storage holds of the attempt and judge it (one read per result: never an unchecked blob)."""
         key = flight.element.key
-        refused = None
+        checked, refused, record = False, None, None
         try:  # also after a timeout: the result may be written, the exit late
             whole = bool(self.versions.get(key))  # on_success deletes the other versions' results
-            if self.store.check_result(key, self.versions, whole=whole):
-                return Succeeded()
+            checked = self.store.check_result(key, self.versions, whole=whole)
         except CorruptBlobError as error:  # moved aside by check_result: this element runs again
             refused = error
-        record = None if timed_out else self.store.record(key, flight.attempt)
-        return judge(end, record, self.settings, refused=refused, timed_out=timed_out,
+        if not checked and not timed_out:
+            record = self.store.record(key, flight.attempt)
+        return judge(end, record, self.settings, checked=checked, refused=refused, timed_out=timed_out,
                      interruptions=self.interruptions[key])
+
+    def write_account(self, flight, verdict, end):
+        """Write the master's record of the attempt, where judge.master_account says there is one."""
+        placement = dict(end.placement) if end is not None else {}  # memory limit, spot: for the master's record
+        written = master_account(verdict, flight.element.key, flight.attempt, self.account(flight), placement)
+        if written is not None:
+            record, if_absent = written
+            self.store.write_record(flight.element.key, flight.attempt, record, if_absent=if_absent)
 
     def on_success(self, flight, siblings):
         key = flight.element.key
         self.progress.succeeded += 1
-        self.won.add(key)
         if key in self.versions:
             self.store.drop_other_versions(key, self.versions)
         bisect.insort(self.durations, self.clock() - flight.started)
@@ -390,46 +280,32 @@ class JobRun:
         """Interrupted (not the element's fault), or out of memory with more to come: run it again now, not
         counted as a retry."""
         element = flight.element
-        placement = dict(end.placement) if end is not None else {}  # memory limit, spot: for the master's record
         if verdict.more_memory:
             self.out_of_memory[element.key] += 1
-            outcome, what = Outcome.LOST, "ran out of memory"
         else:
             self.interruptions[element.key] += 1
-            outcome, what = Outcome.INTERRUPTED, "was interrupted"
-        self.store.write_record(element.key, flight.attempt, master_record(
-            element.key, flight.attempt, outcome, verdict.error_type, verdict.reason, **self.account(flight),
-            **placement), if_absent=True)
+        self.write_account(flight, verdict, end)
+        what = "ran out of memory" if verdict.more_memory else "was interrupted"
         log.info("element %s attempt %d %s (%s); running it again", element.key, flight.number, what, verdict.reason)
-        self.progress.pending += 1
         self.todo.appendleft(element)
 
     def on_failure(self, flight, verdict, end=None):
         element, failure = flight.element, verdict.failure
-        placement = dict(end.placement) if end is not None else {}  # memory limit, spot: for the master's record
-        if verdict.master_outcome is Outcome.RESULT_REFUSED:
-            self.store.write_record(element.key, flight.attempt, {**(verdict.runner_record or {}), **master_record(
-                element.key, flight.attempt, Outcome.RESULT_REFUSED, failure.error_type, failure.message)})
-        elif verdict.master_outcome is not None:
-            self.store.write_record(element.key, flight.attempt, master_record(
-                element.key, flight.attempt, verdict.master_outcome, failure.error_type, failure.message,
-                **self.account(flight), **placement), if_absent=verdict.runner_record is None)
-        retry = not failure.fatal and failure.retryable and self.failed_attempts[element.key] < self.settings.retries
-        self.charge(flight, "retried" if retry else "failed")
-        if failure.fatal:
-            self.fail_for_good(element, failure)
-            self.report.stopped = "%s: %s" % (failure.error_type, failure.message)
-        elif failure.retryable and self.failed_attempts[element.key] < self.settings.retries:
+        self.write_account(flight, verdict, end)
+        step = after_failure(failure, self.failed_attempts[element.key], self.settings)
+        self.charge(flight, "retried" if step == RETRY else "failed")
+        if step == RETRY:
             self.retry(flight, failure)
         else:
             self.fail_for_good(element, failure)
+        if step == STOP:
+            self.report.stopped = "%s: %s" % (failure.error_type, failure.message)
 
     def retry(self, flight, failure):
         key = flight.element.key
         self.failed_attempts[key] += 1
         delay = retry_delay(self.failed_attempts[key], self.settings)
         self.progress.retried += 1
-        self.progress.pending += 1
         heapq.heappush(self.retry_at, (self.clock() + delay, next(self.sequence), flight.element))
         log.info("element %s attempt %d failed (%s); retrying in %.1fs", key, flight.number, failure.error_type, delay)
 
@@ -449,7 +325,7 @@ class JobRun:
             if len(self.in_flight) >= settings.cap:
                 return
             key = flight.element.key
-            if key not in self.backed_up and key not in self.won and now - flight.started > limit:
+            if key not in self.backed_up and now - flight.started > limit:
                 self.backed_up.add(key)
                 self.progress.speculated += 1
                 log.info("element %s (%s) has run %.0fs, over %g x the median: launching a backup attempt",

@@ -1,17 +1,17 @@
-"""How an attempt ended, decided: the engine's decision table as pure functions, with the retry and
-failure-budget rules beside it.
+"""How an attempt ended, decided: the engine's whole decision table as pure functions (the verdict,
+the record the master writes for it, retry or fail for good), with the failure-budget rule beside it.
 
 Everything here is a function of what the master saw (the backend's AttemptEnd, the runner's record,
 whether the result checked out, a timeout) and the settings: no storage, no backend, no clock, so
-each row of the table is one call in tests/engine/.
+each row of the table is one call in tests/engine/. The engine reads storage, asks here, and carries out
+the answer.
 """
 
 import random
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from ..backends.attempts import AttemptEnd
-from ..bucket.records import Outcome, outcome_of
+from ..bucket.records import Outcome, master_record, outcome_of
 from ..terminal import strip_controls
 
 # If this many elements failed for good and none succeeded yet, the function is broken: stop.
@@ -51,6 +51,16 @@ class Requeue:
     error_type: str
     reason: str
     more_memory: bool = False  # it ran out of memory; the backend gives the next attempt more
+
+    @property
+    def outcome(self):
+        """The master's record of the attempt: an OOM is lost work, anything else an interruption."""
+        return Outcome.LOST if self.more_memory else Outcome.INTERRUPTED
+
+    @property
+    def charged_as(self):
+        """The cost category of the attempt: an OOM that grows is retried work, an interruption preempted."""
+        return "retried" if self.more_memory else "preempted"
 
 
 @dataclass(frozen=True)
@@ -99,11 +109,10 @@ def judge(end, record, settings, checked=False, refused=None, timed_out=False, i
     """
     if checked:
         return Succeeded()
-    if cancelled_by_another_master(record):
+    if cancelled_by_another_master(record) and end is not None:
         # Another master cancelled it (this one stops following what it cancels): not the element's failure.
-        record, end = None, AttemptEnd(attempt=end.attempt if end else "", exit_code=None,
-                                       reason="cancelled by another master: %s" % record.get("message", ""),
-                                       error_type="Cancelled", interrupted=True)
+        record, end = None, type(end)(end.attempt, None, "cancelled by another master: %s" % record.get("message", ""),
+                                      error_type="Cancelled", interrupted=True)
     stopped = record if stopped_by_sigterm(record) else None
     if stopped is not None:
         record = None
@@ -117,6 +126,39 @@ def judge(end, record, settings, checked=False, refused=None, timed_out=False, i
     if record is None:  # the runner could not write one (or only that SIGTERM stopped it): the master's account
         return Failed(failure, Outcome.TIMEOUT if timed_out else Outcome.LOST, stopped)
     return Failed(failure)
+
+
+def master_account(verdict, key, attempt, account, placement):
+    """The record the master writes of an attempt it judged, as (record, if_absent), or None where the
+    runner's record stands. account: its resources and times; placement: what the backend says it had.
+
+    if_absent: written only where the runner left none (a runner's record that SIGTERM stopped is replaced);
+    a refused result's record keeps the runner's fields under the master's verdict.
+    """
+    if isinstance(verdict, Requeue):
+        return master_record(key, attempt, verdict.outcome, verdict.error_type, verdict.reason, **account,
+                             **placement), True
+    if not isinstance(verdict, Failed) or verdict.master_outcome is None:
+        return None
+    failure = verdict.failure
+    if verdict.master_outcome is Outcome.RESULT_REFUSED:
+        return {**(verdict.runner_record or {}), **master_record(key, attempt, Outcome.RESULT_REFUSED,
+                                                                 failure.error_type, failure.message)}, False
+    return master_record(key, attempt, verdict.master_outcome, failure.error_type, failure.message, **account,
+                         **placement), verdict.runner_record is None
+
+
+# What becomes of an element whose attempt failed (after_failure).
+STOP, RETRY, FAIL = "stop the job", "retry", "fail for good"
+
+
+def after_failure(failure, failed_attempts, settings):
+    """STOP (every element would fail alike), RETRY (later, see retry_delay) or FAIL (for good)."""
+    if failure.fatal:
+        return STOP
+    if failure.retryable and failed_attempts < settings.retries:
+        return RETRY
+    return FAIL
 
 
 def _failure(end, record, refused, timed_out, interruptions, settings):
