@@ -233,7 +233,7 @@ def _elements_run_twice(root):
 def _render_seconds(root):
     from luigi_kubeface.views import status_page
     from luigi_kubeface.views.job_state import JobState
-    from luigi_kubeface.bucket.job_store import open_job
+    from luigi_kubeface.bucket.catalog import open_job
 
     started = time.perf_counter()  # what the status page's writer does: read the job's records, then render
     state = JobState(open_job(_job_url(root)))

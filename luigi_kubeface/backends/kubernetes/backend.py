@@ -267,7 +267,8 @@ class KubernetesBackend(Backend):
                     del self._pods[attempt]
                     quota = quota_never_fits(error)
                     self._ended.append(AttemptEnd(
-                        attempt, None, quota or "Kubernetes refused the pod: %s. Fix the [kubeface] pod settings "
+                        attempt=attempt, exit_code=None,
+                        reason=quota or "Kubernetes refused the pod: %s. Fix the [kubeface] pod settings "
                         "(namespace, resources, service_account) or the master's permissions" % describe(error),
                         error_type="QuotaTooSmall" if quota else "PodRejected", retryable=False, fatal=True))
             self._queue.extendleft(reversed(again))  # first in line again, in their order
@@ -359,10 +360,12 @@ class KubernetesBackend(Backend):
         """The AttemptEnd of a followed pod, or None while it runs; disposes of the ended pod."""
         if pod is None:
             if vanished:
-                return AttemptEnd(attempt, None, "the pod was deleted before it finished (by a person, a "
-                                  "controller, or its namespace's deletion)", error_type="PodDeleted", interrupted=True)
+                return AttemptEnd(attempt=attempt, exit_code=None,
+                                  reason="the pod was deleted before it finished (by a person, a controller, or its "
+                                  "namespace's deletion)", error_type="PodDeleted", interrupted=True)
             if now - followed.since > _UNSEEN_LIMIT and self.watch.healthy:
-                return AttemptEnd(attempt, None, "the pod was created but the API server never showed it",
+                return AttemptEnd(attempt=attempt, exit_code=None,
+                                  reason="the pod was created but the API server never showed it",
                                   error_type="PodLost", interrupted=True)
             return None
         deleting = bool(pod["metadata"].get("deletionTimestamp"))  # by someone else (eviction, node lost)
@@ -384,5 +387,4 @@ class KubernetesBackend(Backend):
                      followed.name, self.settings.namespace, followed.name)
         else:
             self._deletes[followed.name] = 0
-        return AttemptEnd(attempt, end.exit_code, end.reason, end.fatal, tail, end.error_type, end.retryable,
-                          end.interrupted, more_memory=end.more_memory, placement=pod_placement(pod))
+        return end.attempt_end(attempt, log_tail=tail, placement=pod_placement(pod))
