@@ -46,8 +46,10 @@ def test_the_pod_watch_counts_its_lists_watches_and_events_by_type(kube_cluster,
                 break
             watch._stop.wait(0.1)
         counts = watch.counted()
+        ended = watch.wait_ended(0)
     finally:
         watch.stop()
+    assert ended  # the backend's wait() wakes on a pod's end, not after poll_interval
     assert vanished == {"counted-0", "counted-1", "counted-2"}
     assert (counts["lists"], counts["relists"], counts["gone"], counts["interrupted"]) == (1, 0, 0, 0)
     assert counts["watches"] >= 1

@@ -19,7 +19,7 @@ from .api import CANCEL_GRACE, Backoff, KubeApi, describe, is_transient, quota_n
 from .namespace_share import NamespaceShare
 from .pod_spec import (ATTEMPT_LABEL, ELEMENT_LABEL, RUN_LABEL, build_pod, build_secret, job_selector, pod_name,
                        secret_name)
-from .pod_status import pod_end, pod_placement, tally
+from .pod_status import pod_end, pod_placement, tally, waits_for_secret
 from .sending import ROUND, Sender
 from .watch import PodWatch
 
@@ -78,6 +78,13 @@ class KubernetesBackend(Backend):
         """
         pod = self._pods.get(attempt)
         return pod.running_since if pod is not None else None
+
+    def wait(self, seconds):
+        """Until a pod of the job ended (the watch says so), at most seconds: its slot is refilled at once."""
+        if self.watch is None:
+            time.sleep(seconds)
+        else:
+            self.watch.wait_ended(seconds)
 
     @property
     def leaves_attempts_running(self):
@@ -334,17 +341,6 @@ class KubernetesBackend(Backend):
                                                                              describe(error))) from None
         self._secret = body
 
-    def _secret_missing(self, pod):
-        """The pod waits for the job's Secret (CreateContainerConfigError naming it): someone deleted it."""
-        if self._secret is None:
-            return False
-        name = self._secret["metadata"]["name"]
-        for status in (pod.get("status") or {}).get("containerStatuses") or []:
-            waiting = (status.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") == "CreateContainerConfigError" and name in (waiting.get("message") or ""):
-                return True
-        return False
-
     def _restore_secret(self):
         """Create the job's Secret again (the kubelet retries the waiting pods), at most every few seconds."""
         if time.monotonic() - self._secret_restored_at < 5:
@@ -373,7 +369,7 @@ class KubernetesBackend(Backend):
                                   error_type="PodLost", interrupted=True)
             return None
         deleting = bool(pod["metadata"].get("deletionTimestamp"))  # by someone else (eviction, node lost)
-        if not deleting and self._secret_missing(pod):  # the master's own Secret, deleted mid-job: not a setting
+        if not deleting and self._secret is not None and waits_for_secret(pod, self._secret["metadata"]["name"]):
             self._restore_secret()
             return None
         # Time pending counts only while the watch is healthy: during an outage nothing is seen to move.

@@ -169,6 +169,16 @@ def tally(seen, kept, doomed, node_lost_timeout, now):
     return count, unbound, short >= 1 + running // 10
 
 
+def waits_for_secret(pod, secret_name):
+    """The pod waits for the job's Secret (CreateContainerConfigError naming it): someone deleted it mid-job,
+    which is not a setting to fix: the backend creates it again."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") == "CreateContainerConfigError" and secret_name in (waiting.get("message") or ""):
+            return True
+    return False
+
+
 def _capacity_only_on_some_node(message):
     """'0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint ...': some node lacks only room."""
     reasons = message.split("preemption:")[0].partition(":")[2]

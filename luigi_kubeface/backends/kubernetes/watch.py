@@ -43,6 +43,7 @@ class PodWatch:
         self._vanished = set()  # names deleted since the last take_vanished()
         self._lock = threading.Lock()
         self._synced = threading.Event()  # the first list arrived
+        self._ended = threading.Event()  # a pod ended or vanished since the last wait_ended()
         self._backoff = Backoff()  # its since: the first failed call of a running outage
         self._recovered_at = 0.0  # monotonic time the last outage ended: what was seen before is stale
         self._stop = threading.Event()
@@ -78,6 +79,13 @@ class PodWatch:
         (the server ends each after WATCH_SECONDS), 410 Gone, interruptions, and events by type."""
         with self._lock:
             return dict(self.counts, relists=max(self.counts["lists"] - 1, 0), events=dict(self.events))
+
+    def wait_ended(self, timeout):
+        """Block until a pod ended or vanished (its end is for the backend to read), at most timeout seconds;
+        whether one did."""
+        ended = self._ended.wait(timeout=timeout)
+        self._ended.clear()
+        return ended
 
     def fresh_since(self, since):
         """The later of since and the end of the last outage: what the watch saw before then is stale."""
@@ -126,6 +134,8 @@ class PodWatch:
                 self._vanished.add(name)
             else:
                 self._pods[name] = obj
+        if kind == "DELETED" or (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            self._ended.set()
         return version
 
     def _run(self):
