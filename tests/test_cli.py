@@ -350,7 +350,7 @@ def test_cleanup_older_than_spares_a_job_whose_master_is_alive(tmp_path):
 
 def test_malformed_records_are_skipped_and_named_everything_else_shown(tmp_path, capsys):
     from luigi_kubeface.views.job_state import JobState
-    from luigi_kubeface.bucket.job_store import open_job
+    from luigi_kubeface.bucket.catalog import open_job
     from luigi_kubeface.views.status_writer import write_page
 
     root = str(tmp_path)

@@ -8,7 +8,8 @@ import pytest
 from luigi_kubeface.bucket import layout as naming
 from luigi_kubeface.errors import JobNotFoundError, UnreadableRecordError
 from luigi_kubeface.views.job_state import JobState
-from luigi_kubeface.bucket.job_store import JobStore, is_job_url, list_jobs, open_job, resolve
+from luigi_kubeface.bucket.catalog import is_job_url, list_jobs, open_job, resolve
+from luigi_kubeface.bucket.job_store import JobStore
 from luigi_kubeface.bucket.records import Outcome, RunSummary
 
 OK, BAD = "72202434615a2d7ca80b40b4", "b4ec56b82bf0eec148649130"

@@ -18,7 +18,7 @@ from luigi_kubeface import Client
 from luigi_kubeface.bucket import layout as naming, blobs as serialization
 from luigi_kubeface.job import identity
 from luigi_kubeface.bucket.signing import KeyRing
-from luigi_kubeface.runner.attempt import load_call
+from luigi_kubeface.runner.call import load_call
 from luigi_kubeface.storage import open_storage
 from support import FAST, Bomb, read_bytes
 

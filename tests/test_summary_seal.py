@@ -17,6 +17,7 @@ from luigi_kubeface import Client
 from luigi_kubeface.bucket import layout as naming
 from luigi_kubeface.views.job_state import JobState
 from luigi_kubeface.bucket.job_store import JobStore
+from luigi_kubeface.bucket.result_store import Counting
 from luigi_kubeface.bucket.signing import KeyRing
 from luigi_kubeface.views.status_page import render
 from support import FAST, REPO, TESTS
@@ -120,11 +121,11 @@ def test_unsigned_summaries_count_only_under_a_version_this_release_never_signed
     root, keys, results = _job(tmp_path, reuse_results="any")
     _as_an_earlier_release_wrote(results)
     old = results.job.code_version
-    upgraded = JobStore(results.job.url, keys=KeyRing(str(keys)), code_version="newer-code", reuse_any=True)
+    upgraded = JobStore(results.job.url, keys=KeyRing(str(keys)), counting=Counting("newer-code", reuse_any=True))
     state = JobState(upgraded).refresh()
     assert [e.summary["accuracy"] for e in state.elements()] == [0.7, 0.5, 0.6, 0.9, 0.8]
     assert state.summary_notes()[0].startswith("5 summaries counted unverified: written by an earlier release")
-    current = JobState(JobStore(results.job.url, keys=KeyRing(str(keys)), code_version=old)).refresh()
+    current = JobState(JobStore(results.job.url, keys=KeyRing(str(keys)), counting=Counting(old, reuse_any=True))).refresh()
     assert all(e.summary == {} for e in current.elements())
     assert current.summary_notes()[0].startswith("5 summaries refused: not signed by this job's key")
     assert [r.get("accuracy") for r in results.records()] == [None] * 5  # the master's own view: refused too

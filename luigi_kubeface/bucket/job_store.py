@@ -1,35 +1,28 @@
 """Everything under one job's storage prefix: one reader and one writer for each key.
 
-naming.py builds the keys and records.py defines what each record holds; this module is the one
+layout.py builds the keys and records.py defines what each record holds; this module is the one
 place that reads and writes them (the runner, which a pod runs, writes its attempt record and log
-itself with the same two modules). Reading tools (`kubeface`, status pages, results) open a
+itself with the same two modules). Results and their quarantine are result_store.py's half of a
+JobStore; finding jobs is catalog.py's. Reading tools (`kubeface`, status pages, results) open a
 JobStore alone: a job's definition (its function) is not needed to read what it did.
 """
 
-import hashlib
 import json
-import os
-from collections import namedtuple
 
 from . import attempts, layout as naming, blobs as serialization
-from ..errors import (
-    BlobNotFoundError, ConfigurationError, CorruptBlobError, JobNotFoundError, KubefaceError, SigningKeyError,
-    StorageError, UnreadableRecordError,
-)
+from ..errors import BlobNotFoundError, ConfigurationError, SigningKeyError, UnreadableRecordError
 from .signing import KeyRing
 from .lease_record import read_lease
 from .records import AttemptRecord, ElementIndex, JobMeta, LiveProgress, RunSummary, elements_shown, luigi_flag
+from .result_store import Counting, ResultStore
 from ..storage import open_storage
 
 
-class JobStore:
-    """One job's prefix. code_version and reuse_any say which results count: a job's definition
-    passes its own (a value, or a function computing it when first asked); None takes job.json's.
-    legacy_version (likewise) is the same code's version as releases before code_package.code_reach
-    computed it: its results count too, so an upgrade recomputes nothing."""
+class JobStore(ResultStore):
+    """One job's prefix. counting (a result_store.Counting) says which results count: a job's definition
+    passes its own code version's; None takes job.json's, read when first needed (a reading tool's view)."""
 
-    def __init__(self, url, keys=None, retry_deadline=30.0, code_version=None, reuse_any=None,
-                 legacy_version=None):
+    def __init__(self, url, keys=None, retry_deadline=30.0, counting=None):
         self.url = url
         self.id = naming.check_job_id(naming.job_id_from_url(url))
         self.storage_root = url.rstrip("/").rsplit("/", 1)[0]
@@ -37,10 +30,7 @@ class JobStore:
         self.storage = open_storage(url, retry_deadline=retry_deadline)
         self.keys = keys or KeyRing()
         self._key = None
-        self._code_version = code_version
-        self._legacy_version = legacy_version
-        self._reuse_any = reuse_any
-        self._versions = None  # element -> code versions of its results, as last listed
+        self._counting = counting
 
     @classmethod
     def at(cls, storage_root, job_id, **options):
@@ -49,33 +39,12 @@ class JobStore:
     def __repr__(self):
         return "<JobStore %s>" % self.url
 
-    # -- which results count --------------------------------------------------------------------
-
     @property
-    def code_version(self):
-        if callable(self._code_version):
-            return self._code_version()
-        if self._code_version is None:
-            self._code_version = self.meta().code_version
-        return self._code_version
-
-    @property
-    def counted_versions(self):
-        """The code versions whose results count: this code's, and the same code's as tagged before."""
-        legacy = self._legacy_version
-        if callable(legacy):
-            legacy = legacy()
-        elif legacy is None and not callable(self._code_version):  # a tool's view: as job.json says
-            legacy = self._legacy_version = self.meta().get("legacy_code_version") or ""
-        current = self.code_version
-        return (current, legacy) if legacy and legacy != current else (current,)
-
-    @property
-    def reuse_any(self):
-        """Luigi's semantics ("the output exists") instead of results of this code only."""
-        if self._reuse_any is None:
-            self._reuse_any = self.meta().reuse_any
-        return self._reuse_any
+    def counting(self):
+        """Which results count (Counting): as given, or as job.json says (read once)."""
+        if self._counting is None:
+            self._counting = Counting.of_meta(self.meta())
+        return self._counting
 
     # -- the signing key ----------------------------------------------------------------------------
 
@@ -124,144 +93,13 @@ class JobStore:
             self.storage.write_stream_if_absent(key, blob, blob.size)
         return key
 
-    def write_input(self, element, shared_keys):
-        """Signed with the code version it is for: the runner refuses it beside another version's function."""
+    def write_input(self, element, shared_keys, code_version):
+        """Signed with the code version it is for (the caller's): the runner refuses it beside another
+        version's function."""
         blob = serialization.envelope(element.payload, "input",
                                       {"element": element.key, "job": self.id, "shared": shared_keys,
-                                       "code_version": self.code_version}, self.signing_key())
+                                       "code_version": code_version}, self.signing_key())
         self.storage.write(naming.input_key(element.key), blob)
-
-    # -- results ----------------------------------------------------------------------------------
-
-    def result_versions(self):
-        """element -> code versions of its results, from one listing ("": written before versions)."""
-        versions = {}
-        for name in self.storage.list(naming.RESULTS_PREFIX):
-            found = naming.result_from_key(name)
-            if found:
-                versions.setdefault(found[0], set()).add(found[1])
-        self._versions = versions
-        return versions
-
-    def finished(self, versions=None):
-        """Elements with a result of this code (of any code with reuse_results = any), from one listing
-        (or from versions, a result_versions() just taken)."""
-        versions = self.result_versions() if versions is None else versions
-        if self.reuse_any:
-            return set(versions)
-        counted = set(self.counted_versions)
-        return {k for k, found in versions.items() if counted & found}
-
-    def result_version(self, key):
-        """Which of an element's results counts: this code's, or with reuse any, one that exists."""
-        current, *legacy = self.counted_versions
-        if not self.reuse_any and not legacy:
-            return current
-        found = (self._versions or {}).get(key)
-        if not found:
-            found = {v for k, v in filter(None, map(naming.result_from_key,
-                                                    self.storage.list(naming.result_key(key, "")[:-len(".pkl")])))
-                     if k == key}
-        if current in found or not found:
-            return current
-        if not self.reuse_any:
-            return legacy[0] if legacy[0] in found else current
-        return max(found)
-
-    def drop_other_versions(self, key):
-        """Delete an element's results of other code once this code's result is in (storage stays bounded).
-
-        Called only once that result was checked whole (check_result(whole=True)), never on its header alone."""
-        counted = self.counted_versions
-        for version in (self._versions or {}).get(key, ()):
-            if version not in counted:
-                self.storage.delete(naming.result_key(key, version))
-
-    def has_result(self, key):
-        return self.storage.exists(naming.result_key(key, self.result_version(key)))
-
-    def _result_place(self, key):
-        """(blob key, description, the header fields it must carry) of the result that counts."""
-        version = self.result_version(key)
-        name = naming.result_key(key, version)
-        expect = {"kind": "result", "job": self.id, "element": key}
-        if version:  # a result filed under a code version must say so in its signed header
-            expect["code_version"] = version
-        return name, "the result of element %s (%s/%s)" % (key, self.url, name), expect
-
-    def _quarantine(self, name, error):
-        """Move a refused result aside (renamed, never rewritten from bytes read) so the next run recomputes it."""
-        try:
-            head = self.storage.head(name, serialization.HEAD_LIMIT).data
-        except StorageError:  # gone, or a link (never followed): no note
-            head = None
-        aside = naming.quarantine_key(name)
-        self.storage.move(name, aside)
-        return type(error)("%s%s; it was moved aside to %s/%s: rerun the job to recompute it"
-                           % (str(error).rstrip("; "), self._team_key_note(head), self.url, aside))
-
-    def _team_key_note(self, head):
-        """Say so when a refused blob is signed with the team key itself, as before keys were bound to job URLs."""
-        if head is None or not self.keys.signing_key_file:
-            return ""
-        try:
-            serialization.read_header(head, "", self.keys.stored_key(self.url), check_payload=False)
-        except (CorruptBlobError, SigningKeyError):
-            return ""
-        return (" (it is signed with the team key itself, as luigi-kubeface did before each job's key was "
-                "derived from the team key and the job's URL: such results could be replayed from another "
-                "storage root, so they are refused and recomputed)")
-
-    def check_result(self, key, whole=False):
-        """Check a result from its first megabyte without unpickling it: its signed header; whole: its payload too
-        (before a superseded result is deleted for it: a replacement altered after its write must not cost both).
-
-        The signature, place and size are verified, and on GCS the payload against the crc32c GCS
-        computed itself; the payload's sha256 is checked by load_result, before it unpickles.
-        BlobNotFoundError if there is none. A refused result is moved aside (naming.quarantine_key)
-        so that the next run recomputes it, and CorruptBlobError (or UntrustedBlobError) says so.
-        """
-        name, where, expect = self._result_place(key)
-        try:
-            head = self.storage.head(name, serialization.HEAD_LIMIT)
-            header, offset = serialization.read_head(head.data, head.size, where, self.signing_key(), expect, fix="",
-                                                     storage_crc32c=head.crc32c)
-            if whole and head.crc32c is None:  # no storage vouched for the payload (local): read it once, hash it
-                self._check_payload(name, where, header, offset)
-            return header
-        except CorruptBlobError as error:
-            raise self._quarantine(name, error) from None
-
-    def _check_payload(self, name, where, header, offset):
-        """The payload's sha256 against the signed header, streamed: nothing is unpickled or kept."""
-        digest = hashlib.sha256()
-        with self.storage.open_read(name) as f:
-            f.seek(offset)
-            for chunk in iter(lambda: f.read(8 << 20), b""):
-                digest.update(chunk)
-        if digest.hexdigest() != header.get("sha256"):
-            raise CorruptBlobError("%s is altered (its sha256 differs from the signed header's)" % where)
-
-    def load_result(self, key):
-        """Stream the result in (GCS: through a temporary file), check it whole, then unpickle it once."""
-        name, where, expect = self._result_place(key)
-        try:
-            with self.storage.open_read(name) as f:
-                return serialization.load_stream(f, where, self.signing_key(), expect, fix="")[1]
-        except CorruptBlobError as error:
-            raise self._quarantine(name, error) from None
-
-    def sweep_results(self, keys):
-        """Check results after one was refused, so one rerun recomputes every damaged one: refused keys."""
-        refused = []
-        for key in keys:
-            try:
-                self.check_result(key)
-            except BlobNotFoundError:
-                pass
-            except CorruptBlobError:
-                refused.append(key)
-        return refused
 
     # -- JSON records -------------------------------------------------------------------------------
 
@@ -391,96 +229,3 @@ class JobStore:
     def read_elements(self):
         """The ElementIndex: None if absent, UnreadableRecordError if it does not parse or lacks its keys."""
         return self.read_record(naming.ELEMENTS, ElementIndex)
-
-    def last_activity(self, meta):
-        """When the job last did something: job.json (each dispatch), its last run, or its live progress.
-
-        A running master rewrites progress.json every few seconds, so a job that runs for days is never
-        "older than" a day.
-        """
-        runs = self.run_ids()
-        try:
-            last_run = self.run_summary(runs[-1]) if runs else None
-        except UnreadableRecordError:
-            last_run = None
-        live = self.progress()
-        latest = meta.updated
-        for seen in ((last_run and last_run.finished), (live and live.updated)):
-            try:
-                latest = max(latest, float(seen or 0))
-            except (ValueError, TypeError):  # an altered record: it says nothing of when
-                pass
-        return latest
-
-
-# -- finding jobs ---------------------------------------------------------------------------------
-
-def is_job_url(job_ref):
-    """A job's URL or directory (gs://bucket/prefix/job, ./job, /path/job), rather than an id under a root."""
-    return "://" in job_ref or "/" in job_ref or job_ref.startswith(".")
-
-
-def resolve(job_ref, root):
-    """(storage root, job id) of a job named by its URL or by its id under root.
-
-    root: a storage root, or a function giving the default one (asked only for an id).
-    """
-    if is_job_url(job_ref):
-        root, _, job_id = job_ref.rstrip("/").rpartition("/")
-        if "://" not in job_ref:
-            path = os.path.abspath(job_ref.rstrip("/"))
-            root, job_id = os.path.dirname(path), os.path.basename(path)
-    else:
-        root = root() if callable(root) else root
-        if not root:
-            raise JobNotFoundError("job %r is an id but no storage root is set: pass --storage-root or set "
-                                   "[kubeface] storage_root in luigi.cfg, or give the job's full URL" % job_ref)
-        root, job_id = (root if "://" in root else os.path.abspath(os.path.expanduser(root))), job_ref
-    try:
-        naming.check_job_id(job_id)
-    except ConfigurationError as error:  # an unusable id is a job that cannot exist
-        raise JobNotFoundError("%r does not name a job: %s" % (job_ref, error)) from None
-    return root, job_id
-
-
-def open_job(job_ref, storage_root=None, keys=None):
-    """The JobStore of a job id under storage_root, or of a job URL; JobNotFoundError if it has no job.json."""
-    root, job_id = resolve(job_ref, storage_root)
-    store = JobStore.at(root, job_id, keys=keys, retry_deadline=30.0)
-    if not store.storage.exists(naming.JOB_META):
-        raise JobNotFoundError(
-            "no job %s: %s has no %s. Run `kubeface list --storage-root %s` to see the jobs there"
-            % (job_id, store.url, naming.JOB_META, root))
-    store.check_layout()
-    return store
-
-
-JobListing = namedtuple("JobListing", "job_id meta latest")  # meta: a JobMeta; latest: its last activity
-
-
-def _listing(root, job_id):
-    store = JobStore.at(root, job_id, retry_deadline=30.0)
-    try:
-        meta = store.read_meta()
-    except UnreadableRecordError:  # a job all the same: list it, and say what is wrong (cleanup skips it)
-        meta = JobMeta(function="? (its %s is not a valid JSON record)" % naming.JOB_META, unreadable=True)
-    if meta is None:
-        raise BlobNotFoundError("%s has no %s" % (store.url, naming.JOB_META))
-    return JobListing(job_id, meta, store.last_activity(meta))
-
-
-def list_jobs(root, on_skip=None):
-    """A JobListing of every job directly under root; links and malformed jobs are skipped (on_skip(why))."""
-    storage = open_storage(root, retry_deadline=30.0)
-    jobs = []
-    for name in storage.children(""):
-        if not name.endswith("/"):
-            continue  # a blob, or a link (never followed: it may point anywhere)
-        try:
-            jobs.append(_listing(root, name[:-1]))
-        except BlobNotFoundError:
-            continue  # not a job: no job.json
-        except (ValueError, TypeError, AttributeError, KubefaceError) as error:
-            if on_skip:
-                on_skip("skipping %s/%s: not a usable job (%s)" % (root.rstrip("/"), name[:-1], error))
-    return jobs

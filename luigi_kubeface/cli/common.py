@@ -6,7 +6,7 @@ import sys
 import time
 
 from ..backends import backend_tools
-from ..bucket.job_store import list_jobs, open_job
+from ..bucket.catalog import list_jobs, open_job
 from ..bucket.signing import KeyRing
 from ..errors import ConfigurationError
 from ..luigi_adapter.config import load_settings  # luigi.cfg's [kubeface] section, as pipelines read it

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 import cloudpickle
 
 from . import identity
-from .code import package as code_package
+from .code import discover as code_discover, version as code_versions
 from ..bucket import layout as naming, blobs as serialization
 from ..errors import ConfigurationError
 from ..bucket.job_store import JobStore
+from ..bucket.result_store import Counting
 from ..bucket.signing import KeyRing
 from ..storage import open_storage
 
@@ -197,29 +198,30 @@ class Job:
         self._function_payload = None
         self._code = None
         self._code_version = None
-        self.store = self._open_store(naming.check_job_id(job_id), keys or KeyRing())
+        self.id = naming.check_job_id(job_id)
+        self.url = naming.job_url(storage_root, self.id)
+        self.keys = keys or KeyRing()
+        self._store = None
 
-    def _open_store(self, job_id, keys):
-        """Results of this function's code count (a job with no function reads job.json's version)."""
-        defined = self.function is not None
-        return JobStore.at(self.storage_root, job_id, keys=keys, retry_deadline=self.retry_deadline,
-                           code_version=(lambda: self.code_version) if defined else None,
-                           legacy_version=(lambda: self.legacy_code_version) if defined else None,
-                           reuse_any=getattr(self.settings, "reuse_results", "same_code") == "any" if defined else None)
+    @property
+    def store(self):
+        """The job's JobStore, opened when first used: results of this function's code count (passed as a
+        value, computed then), and a job with no function reads what its job.json counts."""
+        if self._store is None:
+            counting = None
+            if self.function is not None:
+                reuse_any = getattr(self.settings, "reuse_results", "same_code") == "any"
+                counting = Counting(self.code_version, self.legacy_code_version or "", reuse_any)
+            self._store = JobStore(self.url, keys=self.keys, retry_deadline=self.retry_deadline, counting=counting)
+        return self._store
 
     def renamed(self, job_id):
         """The same job under another id, keeping what was computed (Client.map names a job by its code)."""
         other = copy.copy(self)
-        other.store = other._open_store(naming.check_job_id(job_id), self.store.keys)
+        other.id = naming.check_job_id(job_id)
+        other.url = naming.job_url(self.storage_root, other.id)
+        other._store = None
         return other
-
-    @property
-    def id(self):
-        return self.store.id
-
-    @property
-    def url(self):
-        return self.store.url
 
     @property
     def storage(self):
@@ -250,10 +252,10 @@ class Job:
         return self._shared_pickles
 
     def _build_code(self, payloads, pickles=()):
-        roots = code_package.referenced_modules(b"".join(payloads))
+        roots = code_discover.referenced_modules(b"".join(payloads))
         for pickled in pickles:  # module names are short: chunks overlapping by 300 bytes miss none
             for chunk in pickled.stream_chunks(overlap=300):
-                roots += [name for name in code_package.referenced_modules(bytes(chunk)) if name not in roots]
+                roots += [name for name in code_discover.referenced_modules(bytes(chunk)) if name not in roots]
         module = getattr(self.function, "__module__", None)
         if module in sys.modules and module != "__main__":
             roots.append(module)
@@ -261,7 +263,7 @@ class Job:
         exclude = getattr(self.settings, "code_exclude_list", ())
         max_bytes = getattr(self.settings, "code_max_bytes", 64 << 20)
         secrets = [getattr(self.settings, "signing_key_file", ""), getattr(self.settings, "key_dir", "")]
-        return code_package.build(roots, include, exclude, max_bytes, secrets)
+        return code_discover.build(roots, include, exclude, max_bytes, secrets)
 
     def code(self):
         """The user's modules the function and the element inputs need (CodePackage), built once."""
@@ -276,8 +278,8 @@ class Job:
         if self.function is None:
             return self.store.code_version
         if self._code_version is None:
-            inputs = code_package.referenced_modules(b"".join(e.payload for e in self.elements))
-            self._code_version = code_package.code_version(
+            inputs = code_discover.referenced_modules(b"".join(e.payload for e in self.elements))
+            self._code_version = code_versions.code_version(
                 self.function, self.code(), self.pinned_version, inputs,
                 getattr(self.settings, "code_include_list", ()), getattr(self.settings, "code_exclude_list", ()))
         return self._code_version
@@ -290,7 +292,7 @@ class Job:
             return counted[1] if len(counted) > 1 else None
         if self.pinned_version is not None:
             return None  # a pinned version was tagged the same way then
-        return code_package.legacy_code_version(self.function, self.code())
+        return code_versions.legacy_code_version(self.function, self.code())
 
     @property
     def reuse_any(self):

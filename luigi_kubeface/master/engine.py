@@ -143,23 +143,23 @@ class RunStorage:
     def finished(self, versions=None):
         return self.store.finished(versions)
 
-    def check_result(self, key, whole=False):
+    def check_result(self, key, versions, whole=False):
         """True when the element's result checks out, False when there is none; CorruptBlobError when refused.
-        whole: its payload too, as before superseded results are deleted for it."""
+        versions: the run's result_versions(); whole: its payload too, as before superseded results are deleted."""
         try:
-            self.store.check_result(key, whole)
+            self.store.check_result(key, whole, versions)
             return True
         except BlobNotFoundError:
             return False
 
-    def has_result(self, key):
-        return self.store.has_result(key)
+    def has_result(self, key, versions):
+        return self.store.has_result(key, versions)
 
-    def drop_other_versions(self, key):
-        self.store.drop_other_versions(key)
+    def drop_other_versions(self, key, versions):
+        self.store.drop_other_versions(key, versions)
 
     def write_input(self, element):
-        self.store.write_input(element, self.job.shared_keys)
+        self.store.write_input(element, self.job.shared_keys, self.job.code_version)
 
     def last_attempt_numbers(self):
         """element -> the number of its last attempt in earlier runs, from one listing of attempts/: numbers
@@ -344,7 +344,7 @@ class JobRun:
         if key in self.won:
             self.charge(flight, "speculated")
             return
-        if siblings and not self.store.has_result(key):
+        if siblings and not self.store.has_result(key, self.versions):
             self.charge(flight, "speculated")
             self.running_of[key] = siblings  # the other attempt of this element decides
             log.info("attempt %s of element %s ended without a result; its sibling still runs", flight.attempt, key)
@@ -364,7 +364,8 @@ class JobRun:
         key = flight.element.key
         refused = None
         try:  # also after a timeout: the result may be written, the exit late
-            if self.store.check_result(key, whole=bool(self.versions.get(key))):  # on_success deletes those
+            whole = bool(self.versions.get(key))  # on_success deletes the other versions' results
+            if self.store.check_result(key, self.versions, whole=whole):
                 return Succeeded()
         except CorruptBlobError as error:  # moved aside by check_result: this element runs again
             refused = error
@@ -377,7 +378,7 @@ class JobRun:
         self.progress.succeeded += 1
         self.won.add(key)
         if key in self.versions:
-            self.store.drop_other_versions(key)
+            self.store.drop_other_versions(key, self.versions)
         bisect.insort(self.durations, self.clock() - flight.started)
         for loser in siblings:  # the account first: a runner stopped by SIGTERM never writes over it
             other = self.in_flight.pop(loser, None)

@@ -10,7 +10,7 @@ import pytest
 from kube_support import kube_settings, pods, wait_until
 from luigi_kubeface import Client
 from luigi_kubeface.errors import JobFailedError
-from luigi_kubeface.bucket.job_store import open_job
+from luigi_kubeface.bucket.catalog import open_job
 from support import run_luigi
 from test_code_shipping import fresh_import, make_project, total, write_pipeline
 

@@ -7,7 +7,7 @@ import pytest
 
 from kube_support import pods, wait_until
 from luigi_kubeface.errors import JobNotFoundError
-from luigi_kubeface.bucket.job_store import open_job
+from luigi_kubeface.bucket.catalog import open_job
 from test_notebooks import CLASS_CELL, MAP_CELL, _reply, execute, kernel_spec, printed  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.slow
