@@ -14,6 +14,7 @@ import textwrap
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from luigi_kubeface.settings import all_keys  # noqa: E402 - after the checkout is on the path
+from support import read_text, write_text  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README, LUIGI_CFG = os.path.join(REPO, "README.md"), os.path.join(REPO, "luigi.cfg")
@@ -79,16 +80,16 @@ def examples_in(section):
 
 
 def rewrite():
-    readme = open(README).read()
+    readme = read_text(README)
     for owner, _, _ in groups():
         if BEGIN % owner in readme:
             start = readme.index(BEGIN % owner)
             readme = readme[:start] + readme_table(owner) + readme[readme.index(END, start) + len(END):]
-    cfg = open(LUIGI_CFG).read()
+    cfg = read_text(LUIGI_CFG)
     section = cfg_section(cfg)
     cfg = cfg.replace(section, luigi_cfg_section(examples_in(section)) + "\n")
-    open(README, "w").write(readme)
-    open(LUIGI_CFG, "w").write(cfg)
+    write_text(README, readme)
+    write_text(LUIGI_CFG, cfg)
 
 
 if __name__ == "__main__":

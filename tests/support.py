@@ -13,6 +13,33 @@ FAST = dict(poll_interval=0.05, retry_backoff=0.1)  # a job's settings for tests
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
+def read_text(path):
+    """A file's text, the file closed again (an open left to the garbage collector is a ResourceWarning)."""
+    with open(path) as f:
+        return f.read()
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_text(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def write_json(obj, path):
+    """json.dump(obj) into path, the file closed again."""
+    with open(path, "w") as f:
+        json.dump(obj, f)
+
+
 def kubeface(*argv):
     """The `kubeface` command run in this process: (exit code, what it printed)."""
     import io

@@ -7,7 +7,6 @@ unwritable root at the storage level (storage/test_storage_contract.py).
 """
 
 import glob
-import json
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pytest
 from luigi_kubeface import Client
 from luigi_kubeface.bucket import blobs as serialization
 from luigi_kubeface.errors import ConfigurationError, JobFailedError
-from support import REPO
+from support import REPO, read_json
 from elements import square
 
 
@@ -88,7 +87,7 @@ def test_runner_with_other_versions_exits_2_and_stops_the_job(tmp_path, monkeypa
     assert "run elements in an environment (image) with the master's versions" in text
     assert "4 elements were not run" in text
     (path,) = glob.glob(str(tmp_path / "s" / "versions" / "attempts" / "*" / "*.json"))  # one attempt, then stop
-    record = json.load(open(path))
+    record = read_json(path)
     assert record["outcome"] == "unusable_input"
 
     # The same attempt run by hand exits 2: retrying it would not help.

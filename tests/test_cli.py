@@ -15,7 +15,7 @@ import pytest
 from luigi_kubeface import Client, JobFailedError
 from luigi_kubeface.cli.common import parse_duration
 from luigi_kubeface.errors import ConfigurationError
-from support import FAST, REPO, kubeface
+from support import FAST, REPO, kubeface, read_json, read_text, write_json, write_text
 
 
 def odd_fails(x):
@@ -35,7 +35,7 @@ def root(tmp_path_factory):
 
 
 def key_of(root, job_id, index):
-    return json.load(open(os.path.join(root, job_id, "elements.json")))["keys"][index]
+    return read_json(os.path.join(root, job_id, "elements.json"))["keys"][index]
 
 
 def test_list_shows_jobs_under_the_root(root):
@@ -111,7 +111,7 @@ def test_attempts_are_numbered_across_runs_and_logs_takes_the_third(tmp_path, mo
     assert "attempt 003-" in capsys.readouterr().err
     code, out = kubeface("logs", "thrice", "@0", "--attempt", "1", "--storage-root", root)
     assert code == 0 and "failing in run-1" in out
-    page = open(os.path.join(root, "thrice", "status.html")).read()
+    page = read_text(os.path.join(root, "thrice", "status.html"))
     assert [">#%d</a>" % n in page for n in (1, 2, 3)] == [True] * 3
 
 
@@ -140,7 +140,7 @@ def test_attempts_of_a_bucket_that_restarted_at_1_every_run_count_on_and_the_nex
     assert [name.split("-")[0] for name in attempt_files(root, "old")] == ["001"] * 3 + ["004"]
     code, out = kubeface("logs", "old", "@0", "--attempt", "4", "--storage-root", root)
     assert code == 0 and "failing in run-4" in out, out
-    page = open(os.path.join(root, "old", "status.html")).read()
+    page = read_text(os.path.join(root, "old", "status.html"))
     assert [">#%d</a>" % n in page for n in (1, 2, 3, 4)] == [True] * 4
 
 
@@ -211,7 +211,7 @@ def test_reproduce_failure_and_pdb_in_a_real_terminal_session(root):
     assert "registry.example/kubeface:v7 python -m luigi_kubeface.runner" in docker
     env_file = docker.split("--env-file ", 1)[1].split(" ", 1)[0]
     assert oct(os.stat(env_file).st_mode & 0o777) == "0o600"
-    (line,) = open(env_file).read().splitlines()
+    (line,) = read_text(env_file).splitlines()
     name, key = line.split("=")
     assert name == "KUBEFACE_SIGNING_KEY" and len(key) == 64 and key not in out  # never printed
 
@@ -282,16 +282,16 @@ def test_commands_on_gcs(gcs_root, capsys):
 
 def test_status_distrusts_a_silent_master(root):
     live = os.path.join(root, "odd", "progress.json")
-    saved = open(live).read()
+    saved = read_text(live)
     key = key_of(root, "odd", 1)
     try:
-        json.dump({"updated": time.time() - 3600, "final": False, "counts": {"running": 1},
-                   "running": {"002-1-abc": [key, time.time() - 3700]}}, open(live, "w"))
+        write_json({"updated": time.time() - 3600, "final": False, "counts": {"running": 1},
+                   "running": {"002-1-abc": [key, time.time() - 3700]}}, live)
         code, out = kubeface("status", "odd", "--storage-root", root)
         assert "; it may have stopped" in out and "0 running" not in out.splitlines()[2]
         assert "running elements" not in out and "3 failed" in out
     finally:
-        open(live, "w").write(saved)
+        write_text(live, saved)
 
 
 def always_fails(x):
@@ -338,8 +338,8 @@ def test_cleanup_older_than_spares_a_job_whose_master_is_alive(tmp_path):
     root = str(tmp_path)
     Client(storage_root=root, **FAST).map(odd_fails, [0], job_id="long")
     meta_path = os.path.join(root, "long", "job.json")
-    meta = json.load(open(meta_path))
-    json.dump(dict(meta, updated=time.time() - 5 * 86400), open(meta_path, "w"))  # dispatched 5 days ago
+    meta = read_json(meta_path)
+    write_json(dict(meta, updated=time.time() - 5 * 86400), meta_path)  # dispatched 5 days ago
     shutil.rmtree(os.path.join(root, "long", "dispatches"))  # as while its master runs: no run summary yet
     code, out = kubeface("cleanup", "--older-than", "1d", "--storage-root", root)
     assert "no job under" in out  # its progress.json was written just now
@@ -360,13 +360,13 @@ def test_malformed_records_are_skipped_and_named_everything_else_shown(tmp_path,
     odd = key_of(root, "torn", 1)
     (record,) = os.listdir(os.path.join(job_dir, "attempts", odd))
     torn = os.path.join(job_dir, "attempts", odd, record)
-    text = open(torn).read()
-    open(torn, "w").write(text[: len(text) // 2])  # cut short, as by a writer killed mid-write
+    text = read_text(torn)
+    write_text(torn, text[: len(text) // 2])  # cut short, as by a writer killed mid-write
     shutil.rmtree(os.path.join(job_dir, "dispatches"))  # Client.map's own run summary: this test writes its runs
     os.makedirs(os.path.join(job_dir, "dispatches"))
-    json.dump({"run": "20240101T000000Z-good", "started": 1, "finished": 2, "succeeded": 2},
-              open(os.path.join(job_dir, "dispatches", "20240101T000000Z-good.json"), "w"))
-    open(os.path.join(job_dir, "dispatches", "20990101T000000Z-bad.json"), "w").write("{not json")
+    write_json({"run": "20240101T000000Z-good", "started": 1, "finished": 2, "succeeded": 2},
+               os.path.join(job_dir, "dispatches", "20240101T000000Z-good.json"))
+    write_text(os.path.join(job_dir, "dispatches", "20990101T000000Z-bad.json"), "{not json")
     code, out = kubeface("status", "torn", "--storage-root", root)
     assert code == 1, out
     assert "4 elements: 2 done, 1 failed, 0 cancelled, 1 unfinished" in out
@@ -379,10 +379,10 @@ def test_malformed_records_are_skipped_and_named_everything_else_shown(tmp_path,
     assert code == 0 and "result: 4" in out
     state = JobState(open_job(os.path.join(root, "torn")))
     write_page(state)  # the status page keeps refreshing, and says what it skipped
-    page = open(os.path.join(job_dir, "status.html")).read()
+    page = read_text(os.path.join(job_dir, "status.html"))
     assert "2 records could not be read and were skipped" in page and record in page
 
-    open(os.path.join(job_dir, "job.json"), "w").write('{"job": "torn", "elem')
+    write_text(os.path.join(job_dir, "job.json"), '{"job": "torn", "elem')
     code, out = kubeface("list", "--storage-root", root)
     (line,) = [l for l in out.splitlines() if l.startswith("torn ")]
     assert "job.json is not a valid JSON record" in line
@@ -436,7 +436,8 @@ def test_status_into_a_closed_pipe_exits_quietly(root):
     reader = subprocess.Popen([sys.executable, "-m", "luigi_kubeface.cli", "status", "odd", "--storage-root", root],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     reader.stdout.close()  # like `| head -1` that has read its line: every write meets a closed pipe
-    err = reader.stderr.read().decode()
+    with reader.stderr:
+        err = reader.stderr.read().decode()
     assert reader.wait(timeout=120) == 141
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
 
@@ -521,7 +522,7 @@ def test_results_columns_are_unique_in_every_format_and_parameters_keep_their_na
     code, out = kubeface("results", "clash", "--storage-root", root, "--format", "json")
     assert [(r["params"]["state"], r["summary"]["duration"], r["state"]) for r in json.loads(out)] == [
         ("stale", 4, "done"), ("fresh", 2, "done")]
-    page = open(os.path.join(root, "clash", "status.html")).read()  # its Results table names them alike
+    page = read_text(os.path.join(root, "clash", "status.html"))  # its Results table names them alike
     assert "<th>duration</th><th>state</th><th>code_version</th><th>k</th><th>score</th><th>result.duration</th>" \
         "<th>element.duration</th>" in page
 

@@ -1,7 +1,6 @@
 """The engine through Client.map with the local backend: real processes, real storage."""
 
 import glob
-import json
 import os
 import re
 import signal
@@ -13,11 +12,11 @@ import pytest
 from luigi_kubeface import Client, ConfigurationError, JobFailedError
 from luigi_kubeface.settings import Settings
 from elements import square
-from support import FAST
+from support import FAST, read_json, read_text
 
 
 def records(root, job_id):
-    return [json.load(open(p)) for p in glob.glob(os.path.join(root, job_id, "attempts", "*", "*.json"))]
+    return [read_json(p) for p in glob.glob(os.path.join(root, job_id, "attempts", "*", "*.json"))]
 
 
 def test_map_returns_results_in_order_and_reuses_them(tmp_path, client):
@@ -49,7 +48,7 @@ def test_logs_are_captured_per_attempt(tmp_path, make_client):
 
     make_client().map(chatty, [42], job_id="chatty")
     (log,) = glob.glob(str(tmp_path / "chatty" / "logs" / "*" / "*.log"))
-    text = open(log).read()
+    text = read_text(log)
     assert "hello from 42" in text and "to stderr 42" in text and "from a child process" in text
 
 
@@ -208,7 +207,7 @@ def test_children_an_element_leaves_running_end_with_its_attempt(tmp_path, make_
     pids = [int((tmp_path / name).read_text()) for name in ("child", "grandchild")]
     assert not [pid for pid in pids if alive(pid)], "the element's children outlived its attempt"
     (log,) = glob.glob(str(tmp_path / "s" / "kids" / "logs" / "*" / "*.log"))
-    assert "started children of element 1" in open(log).read()
+    assert "started children of element 1" in read_text(log)
 
 
 def result_then_hang(x):
@@ -244,7 +243,7 @@ def test_output_is_kept_whatever_ends_the_attempt(tmp_path, function, settings, 
     with pytest.raises(JobFailedError, match=expected):
         client.map(function, [7], job_id="evidence")
     (log,) = glob.glob(str(tmp_path / "evidence" / "logs" / "*" / "*.log"))
-    assert ("last words of 7" if function is last_words_then_exit else "still working on 7") in open(log).read()
+    assert ("last words of 7" if function is last_words_then_exit else "still working on 7") in read_text(log)
 
 
 def odd_fails(x):
@@ -259,7 +258,7 @@ def test_map_writes_a_run_summary_as_luigi_runs_do(tmp_path, make_client):
     with pytest.raises(JobFailedError):
         client.map(odd_fails, range(4), job_id="summed")
     (first,) = glob.glob(os.path.join(str(tmp_path), "summed", "dispatches", "*.json"))
-    summary = json.load(open(first))
+    summary = read_json(first)
     assert summary["run"] == os.path.basename(first)[: -len(".json")] and summary["started"] <= summary["finished"]
     assert (summary["total"], summary["succeeded"], summary["failed"]) == (4, 2, 2)
     assert re.fullmatch(r"2 x ValueError: x=\d is odd", *summary["errors"]) and summary["stopped"] == ""
@@ -267,4 +266,4 @@ def test_map_writes_a_run_summary_as_luigi_runs_do(tmp_path, make_client):
         client.map(odd_fails, range(4), job_id="summed")  # a rerun is another run with its own summary
     runs = glob.glob(os.path.join(str(tmp_path), "summed", "dispatches", "*.json"))
     (second,) = set(runs) - {first}  # run ids of one second do not sort by time
-    assert len(runs) == 2 and json.load(open(second))["reused"] == 2
+    assert len(runs) == 2 and read_json(second)["reused"] == 2

@@ -17,7 +17,7 @@ import pytest
 from luigi_kubeface import Client
 from luigi_kubeface.job.code import discover as code_discover, install as code_install
 from luigi_kubeface.errors import ConfigurationError, EnvironmentMismatchError, JobFailedError
-from support import FAST, run_luigi
+from support import FAST, run_luigi, read_json, read_text
 
 
 PIPELINE = '''
@@ -93,7 +93,7 @@ def test_a_pipeline_of_its_own_folder_ships_and_an_edit_recomputes(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     assert total(folder) == sum(i * 10 for i in range(6)) and runs(storage) == 6
     (job_dir,) = glob.glob(os.path.join(storage, "*Grid*"))
-    meta = json.load(open(os.path.join(job_dir, "job.json")))
+    meta = read_json(os.path.join(job_dir, "job.json"))
     assert {"grid_pipeline", "grid_helpers", "grid_helpers.scoring", "grid_helpers.constants"} <= set(
         meta["code"]["modules"])
     assert "luigi" in meta["code"]["requirements"] and not any(m.startswith("luigi_kubeface")
@@ -254,12 +254,12 @@ def test_a_function_that_cannot_load_stops_the_job_at_its_first_attempt_with_its
         client.map(module.f, list(range(20)), job_id="broken")
     text = str(caught.value)
     assert "stopped early" in text and "No module named 'notshipped'" in text
-    records = [json.load(open(p)) for p in glob.glob(os.path.join(storage, "broken", "attempts", "*", "*.json"))]
+    records = [read_json(p) for p in glob.glob(os.path.join(storage, "broken", "attempts", "*", "*.json"))]
     assert len(records) == 1  # one attempt, not 20 elements times 3 attempts
     assert records[0]["outcome"] == "unusable_input" and records[0]["stage"] == "function"
     assert "ModuleNotFoundError" in records[0]["traceback"]
     (log,) = glob.glob(os.path.join(storage, "broken", "logs", "*", "*.log"))
-    assert "No module named 'notshipped'" in open(log).read()
+    assert "No module named 'notshipped'" in read_text(log)
     status = subprocess.run([sys.executable, "-m", "luigi_kubeface.cli", "status", os.path.join(storage, "broken")],
                             capture_output=True, text=True, timeout=120)
     assert "No module named 'notshipped'" in status.stdout and "before reporting an outcome" not in status.stdout
@@ -431,7 +431,7 @@ def test_a_project_inside_its_virtualenv_folder_ships_and_its_edits_recompute(tm
                           "lab_helpers.py": "def score(i):\n    return i * 10\n"})
     assert report_in(folder, storage, python) == [1000, 1010, 1020, 1030]
     (job_dir,) = glob.glob(os.path.join(storage, "*Scores*"))
-    code = json.load(open(os.path.join(job_dir, "job.json")))["code"]
+    code = read_json(os.path.join(job_dir, "job.json"))["code"]
     assert {"venv_pipeline", "lab_helpers"} <= set(code["modules"])
     # The distribution installed in the virtualenv's site-packages is the image's, not shipped.
     assert code["requirements"].get("labunits") == "2.3.0"
@@ -516,7 +516,7 @@ def test_a_data_file_not_shipped_fails_with_a_hint_naming_code_include(tmp_path)
     make_project(folder, {"data_pipeline.py": DATA_PIPELINE, "data/proteins.txt": "P1 Q22 R333\n"})
     failed = lengths_in(folder, storage)
     assert failed.returncode != 0 and not os.path.exists(os.path.join(folder, "lengths.txt"))
-    records = [json.load(open(p)) for p in glob.glob(os.path.join(storage, "*Lengths*", "attempts", "*", "*.json"))]
+    records = [read_json(p) for p in glob.glob(os.path.join(storage, "*Lengths*", "attempts", "*", "*.json"))]
     (message, *_) = [r["message"] for r in records if r["error_type"] == "FileNotFoundError"]  # others: cancelled
     assert "'data/proteins.txt'" in message and "code_include = data/proteins.txt" in message, message
     assert "code_include" in failed.stderr, failed.stderr[-3000:]

@@ -13,7 +13,7 @@ from luigi_kubeface.bucket import layout as naming, blobs as serialization
 from luigi_kubeface.job import identity
 from luigi_kubeface.errors import CorruptBlobError
 from luigi_kubeface.storage import open_storage
-from support import Bomb, FAST, element_from_result_key, run_luigi
+from support import Bomb, FAST, element_from_result_key, read_json, run_luigi
 from elements import square
 
 
@@ -90,7 +90,7 @@ def test_engine_refuses_a_bad_result_when_the_attempt_ends_and_reruns_it(tmp_pat
     root = str(tmp_path)
     client = Client(storage_root=root, key_dir=str(tmp_path / "keys"), retries=1, **FAST)
     assert list(client.map(sabotaged, [1, 2, 3], job_id="job", shared={"root": root})) == [101, 102, 103]
-    records = [json.load(open(p)) for p in glob.glob(os.path.join(root, "job", "attempts", "*", "*.json"))]
+    records = [read_json(p) for p in glob.glob(os.path.join(root, "job", "attempts", "*", "*.json"))]
     refused = [r for r in records if r["outcome"] == "result_refused"]
     assert len(records) == 4 and len(refused) == 1, [(r["outcome"], r.get("message", "")[:300]) for r in records]
     assert "not a luigi-kubeface blob" in refused[0]["message"] and "moved aside" in refused[0]["message"]

@@ -7,7 +7,7 @@ import re
 
 import settings_docs
 from luigi_kubeface.settings import all_keys
-from support import REPO
+from support import REPO, read_text
 
 DEFAULTS = {name: key.default for name, key in all_keys().items()}
 REWRITE = "the settings' help texts changed: run `python tests/settings_docs.py` to rewrite README.md and luigi.cfg"
@@ -23,13 +23,13 @@ def _typed(name, text):
 
 
 def test_the_readme_has_a_table_of_every_owners_keys_with_their_help_texts():
-    readme = open(os.path.join(REPO, "README.md")).read()
+    readme = read_text(os.path.join(REPO, "README.md"))
     for owner, _, _ in settings_docs.groups():
         assert settings_docs.readme_table(owner) in readme, REWRITE
 
 
 def test_luigi_cfg_says_each_keys_help_text_above_it_and_every_key_is_there():
-    section = settings_docs.cfg_section(open(os.path.join(REPO, "luigi.cfg")).read())
+    section = settings_docs.cfg_section(read_text(os.path.join(REPO, "luigi.cfg")))
     assert section == settings_docs.luigi_cfg_section(settings_docs.examples_in(section)) + "\n", REWRITE
     assert set(DEFAULTS) == set(re.findall(r"^(?:# )?([a-z_0-9]+) =", section, re.M))
 
@@ -43,7 +43,7 @@ def test_each_luigi_parameter_describes_its_key_with_the_help_text():
 
 
 def test_readme_table_shows_the_code_defaults():
-    readme = open(os.path.join(REPO, "README.md")).read()
+    readme = read_text(os.path.join(REPO, "README.md"))
     rows = re.findall(r"^\| (`[a-z_0-9]+`(?:, `[a-z_0-9]+`)*) \| ([^|]+) \|", readme, re.M)
     checked = 0
     for names, values in rows:
@@ -57,10 +57,10 @@ def test_readme_table_shows_the_code_defaults():
 
 
 def test_luigi_cfg_values_other_than_the_defaults_are_called_examples():
-    lines = open(os.path.join(REPO, "luigi.cfg")).read().splitlines()
+    lines = read_text(os.path.join(REPO, "luigi.cfg")).splitlines()
     config = configparser.ConfigParser()
     config.read_string("\n".join(lines))
-    readme = open(os.path.join(REPO, "README.md")).read()
+    readme = read_text(os.path.join(REPO, "README.md"))
     for name, text in config["kubeface"].items():
         if name not in DEFAULTS or _typed(name, text) == DEFAULTS[name]:
             continue
@@ -71,15 +71,15 @@ def test_luigi_cfg_values_other_than_the_defaults_are_called_examples():
 
 
 def test_ci_runs_exactly_the_readme_test_command_and_installs_nothing_else():
-    readme = open(os.path.join(REPO, "README.md")).read()
+    readme = read_text(os.path.join(REPO, "README.md"))
     commands = re.findall(r"```bash\n(.*?)\n```", readme, re.S)
     (test_command,) = [c for c in commands if "pytest" in c]
-    ci = open(os.path.join(REPO, ".ci", "run")).read().splitlines()
+    ci = read_text(os.path.join(REPO, ".ci", "run")).splitlines()
     assert test_command in ci  # the same line, not a variant of it
     assert not [line for line in ci if ("apt-get" in line or "chromium" in line) and not line.startswith("#")]
 
 
 def test_readme_says_luigi_needs_a_retcode_section_to_fail():
-    readme = open(os.path.join(REPO, "README.md")).read()
+    readme = read_text(os.path.join(REPO, "README.md"))
     assert "`[retcode]` section" in readme
-    assert "task_failed" in open(os.path.join(REPO, "luigi.cfg")).read()
+    assert "task_failed" in read_text(os.path.join(REPO, "luigi.cfg"))

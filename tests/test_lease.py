@@ -13,7 +13,7 @@ from luigi_kubeface.bucket import layout as naming
 from luigi_kubeface.cli import main
 from luigi_kubeface.master.lease import JobLease, describe, lapsed, read_lease
 from luigi_kubeface.storage import open_storage
-from support import REPO, TESTS
+from support import REPO, TESTS, read_json
 
 
 def test_one_holder_at_a_time_and_a_released_lease_is_taken_at_once(storage):
@@ -95,7 +95,7 @@ def test_two_masters_started_together_run_each_element_once(tmp_path):
     records = glob.glob(os.path.join(job_dir, "attempts", "*", "*.json"))
     assert len(records) == 8, records  # not 16: the second master waited and reused the first one's results
     assert sum("waiting for it" in out for out in outputs) == 1, outputs
-    holder = json.load(open(os.path.join(job_dir, naming.LEASE)))
+    holder = read_json(os.path.join(job_dir, naming.LEASE))
     assert holder["released"]
     assert "lease: free: last held by" in _kubeface("status", job_dir)[1]
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from luigi_kubeface.backends.local import sweep_stale_dirs
-from support import REPO, TESTS
+from support import REPO, TESTS, read_json
 
 
 def _master(root, tmp, n, seconds, *more):
@@ -118,7 +118,7 @@ def test_a_master_killed_five_times_leaves_every_result_once_and_nothing_running
     results = os.listdir(os.path.join(job, "results"))
     assert len(results) == 40 and len({r.split(".")[0] for r in results}) == 40
     for element in os.listdir(os.path.join(job, "attempts")):
-        outcomes = [json.load(open(p)).get("outcome") for p in glob.glob(os.path.join(job, "attempts", element, "*"))]
+        outcomes = [read_json(p).get("outcome") for p in glob.glob(os.path.join(job, "attempts", element, "*"))]
         assert outcomes.count("success") == 1, (element, outcomes)
     # A master that had nothing left to run opened no backend and swept nothing: what the killed
     # masters left must still be removable by the next one that does.
@@ -188,13 +188,13 @@ def _wait_for_runners(tmp, count):
 def _stopped_cleanly(root):
     """What a run stopped by Ctrl-C leaves: lease released, its summary, its attempts recorded, final progress."""
     (job,) = glob.glob(os.path.join(root, "*Squares*"))
-    assert json.load(open(os.path.join(job, "lease.json"))).get("released"), "the lease was not released"
-    (summary,) = [json.load(open(p)) for p in glob.glob(os.path.join(job, "dispatches", "*.json"))]
+    assert read_json(os.path.join(job, "lease.json")).get("released"), "the lease was not released"
+    (summary,) = [read_json(p) for p in glob.glob(os.path.join(job, "dispatches", "*.json"))]
     assert summary["stopped"].startswith("interrupted: the master received SIG"), summary
-    records = [json.load(open(p)) for p in glob.glob(os.path.join(job, "attempts", "*", "*.json"))]
+    records = [read_json(p) for p in glob.glob(os.path.join(job, "attempts", "*", "*.json"))]
     assert len(records) == 4 and {r["outcome"] for r in records} == {"cancelled"}, records
     assert all("interrupted: the master received" in r["message"] for r in records), records
-    progress = json.load(open(os.path.join(job, "progress.json")))
+    progress = read_json(os.path.join(job, "progress.json"))
     assert progress["final"] and not progress.get("running"), progress
     return summary
 

@@ -17,7 +17,7 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-from support import REPO, runners_of  # noqa: E402
+from support import REPO, read_json, runners_of  # noqa: E402
 
 KERNEL = "kubeface-test"
 WIDGET = "application/vnd.jupyter.widget-view+json"
@@ -51,7 +51,7 @@ def printed(cell):
 
 def outcomes(root):
     """Every attempt record's outcome under root (each job's attempts/<element>/<attempt>.json)."""
-    return [json.load(open(p))["outcome"] for p in glob.glob(os.path.join(root, "*", "attempts", "*", "*.json"))]
+    return [read_json(p)["outcome"] for p in glob.glob(os.path.join(root, "*", "attempts", "*", "*.json"))]
 
 
 def setup_cell(root, extra=""):

@@ -17,6 +17,7 @@ import elements
 from luigi_kubeface import Client
 from luigi_kubeface.errors import ConfigurationError
 from luigi_kubeface.bucket.signing import KeyRing
+from support import read_bytes
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "bucket-0.1.0")
 JOB = "written-by-0.1.0"
@@ -74,14 +75,14 @@ def test_a_job_a_newer_release_wrote_is_refused_by_name_and_left_as_it_was(tmp_p
     meta["layout_version"] = 99
     with open(meta_file, "w") as f:
         json.dump(meta, f)
-    before = {path: open(path, "rb").read() for path in glob.glob(os.path.join(root, JOB, "**"), recursive=True)
+    before = {path: read_bytes(path) for path in glob.glob(os.path.join(root, JOB, "**"), recursive=True)
               if os.path.isfile(path)}
     client = Client(storage_root=root, key_dir=key_dir, poll_interval=0.05)
     with pytest.raises(ConfigurationError) as caught:
         client.map(elements.square, [1, 2, 3, 4], job_id=JOB)
     assert "written by a newer luigi-kubeface (bucket layout 99" in str(caught.value)
     assert "upgrade luigi-kubeface" in str(caught.value)
-    after = {path: open(path, "rb").read() for path in glob.glob(os.path.join(root, JOB, "**"), recursive=True)
+    after = {path: read_bytes(path) for path in glob.glob(os.path.join(root, JOB, "**"), recursive=True)
              if os.path.isfile(path)}
     assert after == before  # nothing written, nothing lost
     run = subprocess.run([os.path.join(os.path.dirname(sys.executable), "kubeface"), "status", JOB, "--storage-root",

@@ -20,7 +20,7 @@ from luigi_kubeface.job import identity
 from luigi_kubeface.bucket.signing import KeyRing
 from luigi_kubeface.runner.call import load_call
 from luigi_kubeface.storage import open_storage
-from support import FAST, Bomb
+from support import FAST, Bomb, read_bytes
 
 IN_MEMORY = 16 << 20  # private_copy.IN_MEMORY: larger blobs are copied into a private file
 ONCE = dict(FAST, retries=0)  # the FAST settings with one attempt per element
@@ -39,7 +39,7 @@ class SwapAfterDigest:
     """Rewrites a bucket file in place the moment its payload's sha256 is computed (and counts it)."""
 
     def __init__(self, monkeypatch, path, bomb):
-        data = open(path, "rb").read()
+        data = read_bytes(path)
         self.offset = data.index(b"\n", len(serialization.MAGIC)) + 1
         self.target = hashlib.sha256(data[self.offset:]).hexdigest()
         self.path, self.bomb, self.swapped, self.original = path, bomb, 0, data

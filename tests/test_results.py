@@ -9,7 +9,7 @@ from luigi_kubeface import Client
 from luigi_kubeface.errors import ConfigurationError
 from luigi_kubeface.views.result_table import COST_COLUMNS
 from elements import square
-from support import FAST
+from support import FAST, read_bytes
 
 
 def train(params):
@@ -39,7 +39,7 @@ def test_records_read_no_result(trained):
     kept = {}
     for name in os.listdir(folder):  # every result unreadable: records() does not notice, loading would
         path = os.path.join(folder, name)
-        kept[path] = open(path, "rb").read()
+        kept[path] = read_bytes(path)
         with open(path, "wb") as f:
             f.write(b"not a result")
     try:

@@ -14,7 +14,7 @@ from luigi_kubeface.views.job_state import JobState
 from luigi_kubeface.bucket.job_store import JobStore
 from luigi_kubeface.views.status_page import page_url, render
 from infra.browser import chromium, png_colours
-from support import FAST
+from support import FAST, read_text
 
 
 def uneven(x):
@@ -39,7 +39,7 @@ def finished_job(tmp_path_factory):
 @pytest.mark.slow
 def test_page_renders_table_histogram_and_timeline_in_chromium(finished_job, tmp_path):
     page = os.path.join(finished_job, "status.html")
-    html = open(page).read()
+    html = read_text(page)
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "") and "https://" not in html  # no network
     assert 'http-equiv="refresh"' not in html  # the final page stops refreshing
     screenshot = str(tmp_path / "status.png")

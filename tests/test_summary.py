@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from luigi_kubeface.runner.summary import MAX_BYTES, MAX_VALUES, describe
+from support import read_json
 
 
 def test_numbers_and_bools_are_their_own_summary():
@@ -77,6 +78,6 @@ def scores(x):
 def test_the_runner_writes_the_summary_into_the_attempt_record(tmp_path, make_client):
     make_client().map(scores, [1, 2], job_id="summaries")
     folder = tmp_path / "summaries" / "attempts"
-    records = [json.load(open(os.path.join(d, f))) for d, _, files in os.walk(folder) for f in files]
+    records = [read_json(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files]
     assert sorted(r["summary"]["accuracy"] for r in records) == [0.1, 0.2]
     assert {r["result_type"] for r in records} == {"dict"} and {r["result_size"] for r in records} == {2}

@@ -4,6 +4,8 @@ import os
 import shutil
 import subprocess
 
+from support import read_bytes
+
 
 def _find_chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -49,7 +51,7 @@ def png_colours(path, limit=10000):
     import struct
     import zlib
 
-    data = open(path, "rb").read()
+    data = read_bytes(path)
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     pos, chunks, header = 8, [], None
     while pos < len(data):

@@ -38,6 +38,17 @@ def fake_gcs_binary():
     return str(_server._get_binary_path())
 
 
+def stop_process(server):
+    """Stop a server's process, wait for it, and close its log."""
+    if server.process and server.process.poll() is None:
+        server.process.terminate()
+    if server.process:
+        server.process.wait(timeout=10)
+    server.process = None
+    if getattr(server, "log", None):
+        server.log.close()
+
+
 class FakeGCS:
     """fake-gcs-server with the filesystem backend, so it can be stopped and restarted with its data.
 
@@ -63,10 +74,7 @@ class FakeGCS:
         return self
 
     def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-        self.process = None
+        stop_process(self)
 
     def create_bucket(self, name):
         request = urllib.request.Request(self.url + "/storage/v1/b?project=test", method="POST",
@@ -99,10 +107,7 @@ class MotoS3:
         return self
 
     def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-        self.process = None
+        stop_process(self)
 
     def client(self):
         import boto3
@@ -145,6 +150,4 @@ class Luigid:
             return json.loads(r.read())["response"]["error"]
 
     def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+        stop_process(self)

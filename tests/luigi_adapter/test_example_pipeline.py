@@ -1,12 +1,11 @@
 """The example pipeline through the real `luigi` command: first run, rerun, partial loss, extension."""
 
 import glob
-import json
 import os
 
 import pytest
 
-from support import run_luigi
+from support import run_luigi, read_json
 
 MODULE = ["--module", "example_pipelines.model_selection"]
 
@@ -26,7 +25,7 @@ def test_first_run_rerun_partial_loss_and_extension(tmp_path):
 
     first = run_luigi(MODULE + ["PickBest"] + flags, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    report = json.load(open(glob.glob(str(tmp_path / "example-output" / "*.json"))[0]))
+    report = read_json(glob.glob(str(tmp_path / "example-output" / "*.json"))[0])
     assert report["elements"] == 12
     assert report["best"]["accuracy"] > 0.9
     assert [r["model"] for r in report["ranking"]].count("svm") == 4

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from support import run_luigi
+from support import run_luigi, read_text
 
 TOY = ["--module", "pipelines.toy"]
 
@@ -84,7 +84,7 @@ def test_map_task_and_elements_in_luigid(tmp_path, luigid):
     assert job["progress_percentage"] == 80
     page = job["tracking_url"]  # the job's status page, written next to its blobs
     assert page.startswith("file://") and page.endswith("/status.html")
-    html = open(page[len("file://"):]).read()
+    html = read_text(page[len("file://"):])
     assert html.count('<tr class="element failed"') == 1 and html.count('<tr class="element done"') == 4
     assert "ValueError: x=3 is bad on purpose" in html and "stopped early" not in html
     pending = luigid.tasks("PENDING")
@@ -142,7 +142,7 @@ def test_escape_sequences_in_a_forged_record_never_reach_luigis_terminal(tmp_pat
     result, output = luigi_toy(tmp_path, *failing)
     assert "element x=4 failed" in output
     (attempts,) = [d for d in glob.glob(str(tmp_path / "storage" / "*" / "attempts" / "*"))
-                   if len(os.listdir(d)) == 1 and "ValueError" in open(glob.glob(d + "/*.json")[0]).read()]
+                   if len(os.listdir(d)) == 1 and "ValueError" in read_text(glob.glob(d + "/*.json")[0])]
     forged = {"outcome": "error", "error_type": "ValueError\x1b]0;owned\x07",
               "message": "copy this \x1b]52;c;ZWNobyBvd25lZA==\x07 \x1b[2J\u202etxt.exe",
               "traceback": "Traceback\n\x1b]52;c;cm0gLXJmIH4=\x07", "finished": time.time() + 3600}

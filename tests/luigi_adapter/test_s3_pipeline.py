@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from support import REPO, run_luigi
+from support import REPO, run_luigi, read_text
 
 
 def kubeface(args, cwd, env):
@@ -20,7 +20,7 @@ def test_pipeline_on_s3_rerun_and_the_kubeface_commands(tmp_path, moto_s3, s3_ro
     """The endpoint comes from luigi.cfg's s3_endpoint_url only (no AWS_ENDPOINT_URL_S3): the master, every
     runner and the `kubeface` command reach the server through the setting."""
     config = tmp_path / "luigi.cfg"
-    repository_cfg = open(os.path.join(REPO, "luigi.cfg")).read()
+    repository_cfg = read_text(os.path.join(REPO, "luigi.cfg"))
     assert "\ns3_endpoint_url =\n" in repository_cfg
     config.write_text(repository_cfg.replace("\ns3_endpoint_url =\n", "\ns3_endpoint_url = %s\n" % moto_s3.url))
     env = {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL_S3"}

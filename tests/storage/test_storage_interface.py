@@ -55,7 +55,8 @@ def test_no_url_scheme_decides_behaviour_outside_the_storage_modules():
         for name in files:
             path = os.path.join(folder, name)
             if name.endswith(".py") and not path.endswith(("storage/gcs.py", "storage/s3.py")):
-                found += ["%s: %s" % (path, line.strip()) for line in open(path) if test.search(line)]
+                with open(path) as f:
+                    found += ["%s: %s" % (path, line.strip()) for line in f if test.search(line)]
     assert not found
 
 
