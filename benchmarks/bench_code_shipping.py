@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from luigi_kubeface.job.code import package as code_package  # noqa: E402
+from luigi_kubeface.job.code import discover as code_discover, install as code_install  # noqa: E402
 from luigi_kubeface.job.definition import Job, elements_from_grid  # noqa: E402
 from luigi_kubeface.bucket.signing import KeyRing  # noqa: E402
 
@@ -26,7 +26,7 @@ def prepare_once(task, root, ship):
     job = Job("bench", root, task.run_element, elements_from_grid(task.grid()),
               keys=KeyRing(os.path.join(root, "keys")))
     if not ship:  # the peer: nothing of the user's is analysed or uploaded
-        job._code = code_package.CodePackage({}, (), {}, code_package._digest({}))
+        job._code = code_discover.CodePackage({}, (), {}, code_install.sources_digest({}))
         job._build_code = lambda payloads: job._code
     started = time.perf_counter()
     job.prepare()

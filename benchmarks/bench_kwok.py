@@ -118,6 +118,28 @@ def create_nodes(core, count):
         time.sleep(1)
 
 
+def install_code_once():
+    """A pod unpacks the job's code once, in a process of its own; this process plays every pod in threads, so
+    it unpacks each archive once (beside the others' threads, and without putting a folder on sys.path per pod)."""
+    import hashlib
+
+    from luigi_kubeface.job.code import package
+
+    if getattr(package.install, "once", False):
+        return
+    original, installed, lock = package.install, set(), threading.Lock()
+
+    def install(archive, directory):
+        digest = hashlib.sha256(archive).digest()
+        with lock:
+            if digest not in installed:
+                original(archive, tempfile.mkdtemp(prefix="bench-kwok-code-"))
+                installed.add(digest)
+
+    install.once = True
+    package.install = install
+
+
 class FakeKubelet:
     """What the kubelet would do with the namespace's Running pods: ours run the runner's code, then
     every pod is marked Succeeded `delay` seconds after it went Running."""
@@ -135,6 +157,7 @@ class FakeKubelet:
         self.errors = []
 
     def __enter__(self):
+        install_code_once()
         threading.Thread(target=self._watch, daemon=True).start()
         threading.Thread(target=self._finish_due, daemon=True).start()
         return self
@@ -264,14 +287,49 @@ def master_settings(cp, gcs, namespace, root, args):
                 leave_pods_on_exit=True)
 
 
-def start_master(values, n, job_id, log_path, profile=""):
-    env = dict(os.environ, PYTHONPATH=REPO)
+def start_master(values, n, job_id, log_path, profile="", luigid=None):
+    """Ours: `luigi ... TrivialMap` against luigid (settings in a luigi.cfg of their own), else Client.map."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(REPO, "benchmarks"), REPO]))
     log = open(log_path, "a")
-    master = subprocess.Popen([sys.executable, "-c", MASTER], stdin=subprocess.PIPE, stdout=log, stderr=log,
-                              text=True, env=env, cwd=REPO)
-    master.stdin.write(json.dumps([values, n, job_id, profile]))
-    master.stdin.close()
-    return master
+    if luigid is None:
+        master = subprocess.Popen([sys.executable, "-c", MASTER], stdin=subprocess.PIPE, stdout=log, stderr=log,
+                                  text=True, env=env, cwd=REPO)
+        master.stdin.write(json.dumps([values, n, job_id, profile]))
+        master.stdin.close()
+        return master
+    env["LUIGI_CONFIG_PATH"] = _luigi_config(values, Path(log_path).with_suffix(".cfg"))
+    argv = ([sys.executable] + (["-m", "cProfile", "-o", profile] if profile else []) + ["-m", "luigi"]
+            + ["--module", "bench_pipelines", "TrivialMap", "--n", str(n), "--workers", "1",
+               "--logging-conf-file", _logging_config(Path(log_path).with_suffix(".logging.ini"))] + luigid.flags())
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=REPO)
+
+
+def _luigi_config(values, path):
+    """The master's settings as `[kubeface]` spells them (maps and lists as JSON)."""
+    lines = ["[kubeface]"]
+    for key, value in values.items():
+        text = json.dumps(value) if isinstance(value, (dict, list)) else str(value).lower() \
+            if isinstance(value, bool) else str(value)
+        lines.append("%s = %s" % (key, text))
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def _logging_config(path):
+    """Every logger at INFO to stderr with its time: the adoption line is timed from it."""
+    path.write_text("[loggers]\nkeys=root\n[handlers]\nkeys=stderr\n[formatters]\nkeys=timed\n"
+                    "[logger_root]\nlevel=INFO\nhandlers=stderr\n"
+                    "[handler_stderr]\nclass=StreamHandler\nlevel=INFO\nformatter=timed\nargs=(sys.stderr,)\n"
+                    "[formatter_timed]\nformat=%(asctime)s %(name)s %(levelname)s: %(message)s\n")
+    return str(path)
+
+
+def luigid_shows(luigid):
+    """The status message luigid shows for the job's KubefaceJob task (its web page's)."""
+    jobs = luigid.api("task_list", {"status": "DONE", "upstream_status": "", "search": "KubefaceJob"})
+    if not isinstance(jobs, dict) or not jobs:
+        return None
+    return next(iter(jobs.values())).get("status_message")
 
 
 def wait_master(master):
@@ -290,28 +348,50 @@ def run_ours(cp, gcs, kube, args, n, restart_at=None):
     log_path = args.workdir / ("master-%s.log" % namespace)
     since = audit_end(cp)
     from kubernetes import client
+    from common import Luigid
 
-    with FakeKubelet(client.ApiClient(_admin_configuration(cp)), namespace, args.delay) as kubelet:
-        started = time.monotonic()
-        master = start_master(values, n, "bench", log_path, str(args.workdir / "profile") if args.profile else "")
-        adopted_after = None
-        if restart_at:
-            _wait_done(root, int(n * restart_at))
-            master.kill()
-            wait_master(master)
-            restarted = time.monotonic()
-            master = start_master(values, n, "bench", log_path)
-            adopted_at = _wait_for_line(log_path, re.compile(r"adopted \d+ pods"), restarted)
-            adopted_after = adopted_at - restarted if adopted_at is not None else None
-        usage = wait_master(master)
-        makespan = time.monotonic() - started
+    luigid = None if args.via == "client" else Luigid()
+    try:
+        with FakeKubelet(client.ApiClient(_admin_configuration(cp)), namespace, args.delay) as kubelet:
+            started = time.monotonic()
+            profile = str(args.workdir / ("profile-%s" % namespace)) if args.profile else ""
+            master = start_master(values, n, "bench", log_path, profile, luigid)
+            adopted_after = None
+            if restart_at:
+                _wait_done(root, int(n * restart_at))
+                master.kill()
+                wait_master(master)
+                restarted = time.monotonic()
+                master = start_master(values, n, "bench", log_path, luigid=luigid)
+                adopted_at = _wait_for_line(log_path, re.compile(r"adopted \d+ pods"), restarted)
+                adopted_after = adopted_at - restarted if adopted_at is not None else None
+            usage = wait_master(master)
+            makespan = time.monotonic() - started
+        shows = luigid_shows(luigid) if luigid else "(Client.map: no luigid)"
+    finally:
+        if luigid:
+            luigid.stop()
     requests, _ = audit_counts(cp, MASTER_USER, since)
-    twice = _elements_run_twice(root)
-    render = _render_seconds(root)
+    if profile and args.via != "client":
+        import pstats
+
+        with open(log_path, "a") as log:
+            pstats.Stats(profile, stream=log).sort_stats("cumulative").print_stats(45)
     return {"makespan": makespan, "ideal": n / args.max_in_flight * args.delay, "rss_mb": usage.ru_maxrss / 1024,
             "cpu_s": usage.ru_utime + usage.ru_stime, "requests": requests, "per_pod": sum(requests.values()) / n,
-            "ok": master.returncode == 0, "render_s": render, "errors": kubelet.errors[:3],
-            "adopted_after": adopted_after, "run_twice": twice, "log": str(log_path)}
+            "ok": master.returncode == 0, "render_s": _render_seconds(root), "errors": kubelet.errors[:3],
+            "adopted_after": adopted_after, "run_twice": _elements_run_twice(root), "watch": _watch_counts(log_path),
+            "luigid_shows": shows, "log": str(log_path)}
+
+
+def _watch_counts(log_path):
+    """The pod watch's lists, relists, watches and events by type, as the (last) master logged them at close."""
+    counts = None
+    with open(log_path) as f:
+        for line in f:
+            if "pod watch counts: " in line:
+                counts = json.loads(line.split("pod watch counts: ", 1)[1])
+    return counts
 
 
 def _admin_configuration(cp):
@@ -323,10 +403,21 @@ def _admin_configuration(cp):
     return configuration
 
 
+def _job_url(root):
+    """The job's URL under root: `bench` (Client.map) or the map task's id (luigi), once it is there."""
+    from luigi_kubeface.storage import open_storage
+
+    while True:
+        jobs = [name.rstrip("/") for name in open_storage(root).children("") if name.endswith("/")]
+        if jobs:
+            return root + "/" + jobs[0]
+        time.sleep(1)
+
+
 def _wait_done(root, count):
     from luigi_kubeface.storage import open_storage
 
-    storage = open_storage(root + "/bench")
+    storage = open_storage(_job_url(root))
     while len(storage.list("results/")) < count:
         time.sleep(1)
 
@@ -354,7 +445,7 @@ def _log_time(line):
 def _elements_run_twice(root):
     from luigi_kubeface.storage import open_storage
 
-    storage = open_storage(root + "/bench")
+    storage = open_storage(_job_url(root))
     succeeded = {}
     for key in storage.list("attempts/"):
         record = json.loads(storage.read(key))
@@ -369,7 +460,7 @@ def _render_seconds(root):
     from luigi_kubeface.bucket.catalog import open_job
 
     started = time.perf_counter()  # what the status page's writer does: read the job's records, then render
-    state = JobState(open_job(root + "/bench"))
+    state = JobState(open_job(_job_url(root)))
     state.refresh()
     status_page.render(state)
     return time.perf_counter() - started
@@ -402,6 +493,36 @@ def run_peer(cp, kube, batch, args, n):
             "per_pod": sum(requests.values()) / n, "ok": "Complete" in conditions, "errors": kubelet.errors[:3]}
 
 
+LIMIT_PROBES = [  # (what, completions, parallelism, maxFailedIndexes): the documented limits of an Indexed Job
+    ("completions 100,000 with backoffLimitPerIndex", 100000, 200, None),
+    ("completions 100,001 with backoffLimitPerIndex", 100001, 200, None),
+    ("completions 100,001, maxFailedIndexes 10,000", 100001, 200, 10000),
+    ("completions 100,001, maxFailedIndexes 10,001", 100001, 200, 10001),
+    ("parallelism 100,001", 200000, 100001, 10000),
+]
+
+
+def probe_peer_limits(batch, namespace):
+    """Where the peer stops: each probe's Job created with dryRun (nothing is stored), the server's verdict."""
+    from kubernetes.client.rest import ApiException
+
+    verdicts = []
+    for what, completions, parallelism, max_failed in LIMIT_PROBES:
+        spec = {"completionMode": "Indexed", "completions": completions, "parallelism": parallelism,
+                "backoffLimitPerIndex": 1, "template": {"spec": {
+                    "restartPolicy": "Never", "containers": [{"name": "main", "image": "kwok.invalid/none:1"}]}}}
+        if max_failed is not None:
+            spec["maxFailedIndexes"] = max_failed
+        body = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "limit-probe"}, "spec": spec}
+        try:
+            batch.create_namespaced_job(namespace, body, dry_run="All", _preload_content=False)
+            verdicts.append((what, "accepted"))
+        except ApiException as error:
+            message = json.loads(error.body).get("message", "") if error.body else str(error)
+            verdicts.append((what, "rejected: " + message.split(": ", 1)[-1][:240]))
+    return verdicts
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,10000")
@@ -411,6 +532,8 @@ def main():
     parser.add_argument("--restart-at", type=float, default=0.0, help="also run each size with a master SIGKILLed")
     parser.add_argument("--skip-peer", action="store_true")
     parser.add_argument("--profile", action="store_true", help="the master's cProfile, in its log")
+    parser.add_argument("--via", choices=["luigi", "client"], default="luigi",
+                        help="ours through `luigi` and a fresh luigid (default), or Client.map")
     args = parser.parse_args()
     args.workdir = Path(tempfile.mkdtemp(prefix="bench-kwok-"))
     (args.workdir / "keys").mkdir(mode=0o700)
@@ -427,6 +550,9 @@ def main():
         create_nodes(kube, args.nodes)
         print("control plane, kwok %s with %d nodes, fake-gcs-server: up (work folder %s)"
               % (kwok_dir.name, args.nodes, args.workdir), flush=True)
+        limits_ns = "limits-%s" % uuid.uuid4().hex[:6]
+        kube.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": limits_ns}})
+        limits = [] if args.skip_peer else probe_peer_limits(batch, limits_ns)
         rows = []
         for n in [int(s) for s in args.sizes.split(",")]:
             ours = run_ours(cp, gcs, kube, args, n)
@@ -439,6 +565,8 @@ def main():
                 print("peer %d: %s" % (n, json.dumps(peer)), flush=True)
             rows.append((n, ours, restarted, peer))
         print_table(rows, args)
+        for what, verdict in limits:
+            print("Indexed Job (backoffLimitPerIndex 1), %s: %s" % (what, verdict))
     finally:
         kwok.stop()
         gcs.stop()
@@ -458,6 +586,11 @@ def print_table(rows, args):
             "%.2f" % peer["per_pod"] if peer else "-"))
     for n, ours, restarted, _ in rows:
         print("requests of ours at %d by kind: %s" % (n, ours["requests"]))
+        print("what luigid shows of the job at %d: %r" % (n, ours["luigid_shows"]))
+        watch = ours["watch"] or {}
+        print("the master's pod watch at %d: %s lists (%s relists), %s watches opened, %s 410 Gone, %s interrupted; "
+              "events %s" % (n, watch.get("lists"), watch.get("relists"), watch.get("watches"), watch.get("gone"),
+                             watch.get("interrupted"), watch.get("events")))
         if restarted:
             print("master SIGKILLed at %d%% of %d: adopted its pods %s s after its restart; elements run twice: %d; "
                   "makespan %.1f s" % (args.restart_at * 100, n, "%.1f" % restarted["adopted_after"]

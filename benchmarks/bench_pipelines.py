@@ -45,7 +45,7 @@ class ResultsOnlyBackend(SimulatedBackend):
                                 **serialization.versions(), **summary.describe(None))
         summary_seal.seal(record, signer, spec.job_id, spec.element, spec.attempt)  # as the runner signs its summary
         attempts.write_record(storage, spec.element, spec.attempt, record)
-        return AttemptEnd(spec.attempt, 0, "the attempt exited with code 0")
+        return AttemptEnd(attempt=spec.attempt, exit_code=0, reason="the attempt exited with code 0")
 
 
 REGISTRY.setdefault("instant", lambda settings: SimulatedBackend(settings))

@@ -8,10 +8,30 @@ import pytest
 from infra.cluster.fixtures import (  # noqa: F401 - the test Kubernetes clusters
     kube_cluster, kube_namespace, pod_network, stand_in_cluster, stand_in_namespace)
 from infra.servers import FakeGCS, Luigid, MotoS3
-from luigi_kubeface.storage import REGISTRY, gcs, s3
+from luigi_kubeface import Client
+from luigi_kubeface.storage import REGISTRY, gcs, open_storage, s3
+from support import FAST
 
 # The environment boto3 reads in the tests, the master's and every runner's: moto takes any key.
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+
+
+@pytest.fixture
+def make_client(tmp_path):
+    """Clients on local storage in this test's tmp_path with the FAST settings, which settings override:
+    make_client(**settings) stores in tmp_path itself, make_client("s", **settings) in tmp_path / "s"."""
+
+    def make(folder=None, **settings):
+        root = tmp_path / folder if folder else tmp_path
+        return Client(**{"storage_root": str(root), **FAST, **settings})
+
+    return make
+
+
+@pytest.fixture
+def client(make_client):
+    """A Client storing in this test's tmp_path, with the FAST settings."""
+    return make_client()
 
 
 @pytest.fixture(params=sorted(REGISTRY))
@@ -19,6 +39,12 @@ def storage_root(request):
     """Each registered storage in turn, as a fresh root URL: its fixture is named after its scheme (file_root,
     gs_root, s3_root), so a storage added to the registry without a test server fails here."""
     return request.getfixturevalue(request.param + "_root")
+
+
+@pytest.fixture
+def storage(storage_root):
+    """Each registered storage in turn, opened on a job's folder of a fresh root."""
+    return open_storage(storage_root + "/job")
 
 
 @pytest.fixture

@@ -13,6 +13,22 @@ FAST = dict(poll_interval=0.05, retry_backoff=0.1)  # a job's settings for tests
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
+def kubeface(*argv):
+    """The `kubeface` command run in this process: (exit code, what it printed)."""
+    import io
+
+    from luigi_kubeface.cli import main
+
+    out = io.StringIO()
+    return main(list(argv), out=out), out.getvalue()
+
+
+def runners_of(root):
+    """Pids of the task runners working on jobs under root, from /proc."""
+    return [pid for pid, argv in process_argvs() if b"luigi_kubeface.runner" in argv
+            and any(str(root).encode() in arg for arg in argv)]
+
+
 def process_argvs():
     """(pid, argv as bytes) of every process on this machine that can still be read."""
     for pid in filter(str.isdigit, os.listdir("/proc")):

@@ -17,37 +17,39 @@ import pytest
 from luigi_kubeface import Client
 from luigi_kubeface.bucket import blobs as serialization
 from luigi_kubeface.errors import ConfigurationError, JobFailedError
-from support import FAST, REPO
+from support import REPO
 from elements import square
 
 
-def client(tmp_path, **values):
-    return Client(storage_root=str(tmp_path / "s"), key_dir=str(tmp_path / "keys"), **dict(FAST, **values))
+@pytest.fixture
+def new_client(make_client, tmp_path):
+    """Clients on tmp_path / "s" with signing keys of this test's own."""
+    return lambda **values: make_client("s", key_dir=str(tmp_path / "keys"), **values)
 
 
-def test_unpicklable_function_names_the_fix(tmp_path):
+def test_unpicklable_function_names_the_fix(tmp_path, new_client):
     import threading
 
     lock = threading.Lock()
     with pytest.raises(ConfigurationError, match="the element function .* cannot be pickled: TypeError.*"
                        "Keep unpicklable state .* out of the task's attributes, or create it inside the function"):
-        client(tmp_path).map(lambda x: lock, [1])
+        new_client().map(lambda x: lock, [1])
     assert not glob.glob(str(tmp_path / "s" / "*" / "inputs"))  # refused before launch
 
 
-def test_large_data_not_declared_shared_is_refused_before_upload(tmp_path):
+def test_large_data_not_declared_shared_is_refused_before_upload(tmp_path, new_client):
     big = b"x" * (65 * 1024 * 1024)
     with pytest.raises(ConfigurationError, match="item 0 pickles to 65 MB, over the 64 MB limit .*"
                        "pass large data once as a shared input .*shared= on Client.map"):
-        client(tmp_path).map(len, [big])
+        new_client().map(len, [big])
     assert not os.path.exists(tmp_path / "s")
 
 
-def test_storage_root_not_writable_is_refused_before_launch(tmp_path):
+def test_storage_root_not_writable_is_refused_before_launch(tmp_path, make_client):
     (tmp_path / "a-file").write_text("")  # not a directory: no process, root or not, can write under it
     with pytest.raises(ConfigurationError, match="storage root .*a-file cannot be written .*choose a writable "
                        "directory with \\[kubeface\\] storage_root"):
-        Client(storage_root=str(tmp_path / "a-file"), key_dir=str(tmp_path / "keys")).map(square, [1])
+        make_client("a-file", key_dir=str(tmp_path / "keys")).map(square, [1])
 
 
 def test_bucket_that_does_not_exist_is_refused_before_launch(fake_gcs, tmp_path):
@@ -72,11 +74,11 @@ def test_no_cloud_credentials(tmp_path):
     assert "run `gcloud auth application-default login`, set GOOGLE_APPLICATION_CREDENTIALS" in last
 
 
-def test_runner_with_other_versions_exits_2_and_stops_the_job(tmp_path, monkeypatch):
+def test_runner_with_other_versions_exits_2_and_stops_the_job(tmp_path, monkeypatch, new_client):
     """The master's envelopes claim another Python and cloudpickle than the runner has."""
     real = serialization.versions()
     monkeypatch.setattr(serialization, "versions", lambda: {"python": "3.99", "cloudpickle": "0.1.0"})
-    the_client = client(tmp_path, max_in_flight=1)
+    the_client = new_client(max_in_flight=1)
     with pytest.raises(JobFailedError) as caught:
         the_client.map(square, range(5), job_id="versions")
     text = str(caught.value)
@@ -106,8 +108,8 @@ def odd_or_even_failure(x):
     raise ValueError("even %d" % x)
 
 
-def test_job_where_every_element_fails_stops_early_with_distinct_errors(tmp_path):
-    the_client = client(tmp_path, retries=0, failure_budget=1.0, max_in_flight=2)
+def test_job_where_every_element_fails_stops_early_with_distinct_errors(tmp_path, new_client):
+    the_client = new_client(retries=0, failure_budget=1.0, max_in_flight=2)
     with pytest.raises(JobFailedError) as caught:
         the_client.map(odd_or_even_failure, range(40), job_id="all-fail")
     text = str(caught.value)

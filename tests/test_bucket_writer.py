@@ -76,8 +76,8 @@ def test_linked_directories_in_the_bucket_are_never_written_through(tmp_path):
 
 
 @pytest.mark.parametrize("signature", ["\u00e9" * 64, "\ud800", 7, None])
-def test_a_malformed_signature_is_quarantined_not_a_crash(tmp_path, signature):
-    client = Client(storage_root=str(tmp_path / "s"), key_dir=str(tmp_path / "keys"), **FAST)
+def test_a_malformed_signature_is_quarantined_not_a_crash(tmp_path, signature, make_client):
+    client = make_client("s", key_dir=str(tmp_path / "keys"))
     results = client.map(square, [3], job_id="mac")
     path = tmp_path / "s" / "mac" / naming.result_key(results.keys[0], results.job.code_version)
     header, payload = path.read_bytes()[len(serialization.MAGIC):].split(b"\n", 1)

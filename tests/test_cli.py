@@ -13,10 +13,9 @@ import time
 import pytest
 
 from luigi_kubeface import Client, JobFailedError
-from luigi_kubeface.cli import main
 from luigi_kubeface.cli.common import parse_duration
 from luigi_kubeface.errors import ConfigurationError
-from support import FAST, REPO
+from support import FAST, REPO, kubeface
 
 
 def odd_fails(x):
@@ -33,12 +32,6 @@ def root(tmp_path_factory):
     with pytest.raises(JobFailedError):
         Client(storage_root=root, retries=1, failure_budget=1.0, **FAST).map(odd_fails, range(6), job_id="odd")
     return root
-
-
-def kubeface(*argv):
-    out = io.StringIO()
-    code = main(list(argv), out=out)
-    return code, out.getvalue()
 
 
 def key_of(root, job_id, index):
@@ -543,9 +536,9 @@ def minimize_me(params):
     return {"loss": (params["lr"] - 0.1) ** 2, "steps": params["steps"]}
 
 
-def test_results_follow_the_metric_and_direction_the_job_names(tmp_path):
+def test_results_follow_the_metric_and_direction_the_job_names(tmp_path, make_client):
     grid = [{"lr": lr, "steps": s} for lr in (0.01, 0.1, 1.0) for s in (10, 20)]
-    Client(storage_root=str(tmp_path), result_metric="loss", result_direction="minimize", **FAST).map(
+    make_client(result_metric="loss", result_direction="minimize").map(
         minimize_me, grid, job_id="tuned")
     code, out = kubeface("results", "tuned", "--storage-root", str(tmp_path), "--format", "json")
     assert [r["params"]["lr"] for r in json.loads(out)][:2] == [0.1, 0.1]  # the lowest loss first

@@ -9,18 +9,10 @@ import sys
 import pytest
 
 from luigi_kubeface import Client, JobFailedError
-from luigi_kubeface.cli import main
 from luigi_kubeface.errors import ConfigurationError
 from luigi_kubeface.settings import Settings
-from support import FAST, REPO, TESTS
+from support import FAST, REPO, TESTS, kubeface
 from elements import square
-
-
-def kubeface(*argv):
-    import io
-
-    out = io.StringIO()
-    return main(list(argv), out=out), out.getvalue()
 
 
 def test_reproduce_quotes_its_docker_line_and_ignores_job_data_that_would_inject(tmp_path, capsys):

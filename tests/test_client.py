@@ -20,8 +20,7 @@ def records(root, job_id):
     return [json.load(open(p)) for p in glob.glob(os.path.join(root, job_id, "attempts", "*", "*.json"))]
 
 
-def test_map_returns_results_in_order_and_reuses_them(tmp_path):
-    client = Client(storage_root=str(tmp_path), **FAST)
+def test_map_returns_results_in_order_and_reuses_them(tmp_path, client):
     assert list(client.map(square, range(7), job_id="sq")) == [x * x for x in range(7)]
     assert len(records(str(tmp_path), "sq")) == 7
     assert list(client.map(square, [6, 5, 9], job_id="sq")) == [36, 25, 81]  # reordered and extended
@@ -33,23 +32,22 @@ def test_map_on_gcs(gcs_root):
     assert list(results) == [0, 1, 4, 9, 16]
 
 
-def test_shared_inputs_are_uploaded_once(tmp_path):
+def test_shared_inputs_are_uploaded_once(tmp_path, client):
     def scale(x, factor):
         return x * factor
 
-    client = Client(storage_root=str(tmp_path), **FAST)
     assert list(client.map(scale, [1, 2, 3], job_id="shared", shared={"factor": 10})) == [10, 20, 30]
     assert len(glob.glob(str(tmp_path / "shared" / "shared" / "*.pkl"))) == 1
 
 
-def test_logs_are_captured_per_attempt(tmp_path):
+def test_logs_are_captured_per_attempt(tmp_path, make_client):
     def chatty(x):
         print("hello from", x)
         print("to stderr", x, file=sys.stderr)
         os.system("echo from a child process")
         return x
 
-    Client(storage_root=str(tmp_path), **FAST).map(chatty, [42], job_id="chatty")
+    make_client().map(chatty, [42], job_id="chatty")
     (log,) = glob.glob(str(tmp_path / "chatty" / "logs" / "*" / "*.log"))
     text = open(log).read()
     assert "hello from 42" in text and "to stderr 42" in text and "from a child process" in text
@@ -63,16 +61,16 @@ def flaky(x, marker_dir):
     return x
 
 
-def test_failed_attempt_is_retried(tmp_path):
-    client = Client(storage_root=str(tmp_path / "s"), retries=1, **FAST)
+def test_failed_attempt_is_retried(tmp_path, make_client):
+    client = make_client("s", retries=1)
     assert list(client.map(flaky, [1, 2], job_id="flaky", shared={"marker_dir": str(tmp_path)})) == [1, 2]
     outcomes = sorted(r["outcome"] for r in records(str(tmp_path / "s"), "flaky"))
     assert outcomes == ["error", "error", "success", "success"]
 
 
-def test_retry_log_line_shows_a_sub_second_backoff(tmp_path, caplog):
+def test_retry_log_line_shows_a_sub_second_backoff(tmp_path, caplog, make_client):
     caplog.set_level("INFO", logger="luigi_kubeface")
-    client = Client(storage_root=str(tmp_path / "s"), retries=1, poll_interval=0.05, retry_backoff=0.5)
+    client = make_client("s", retries=1, poll_interval=0.05, retry_backoff=0.5)
     assert list(client.map(flaky, [1], job_id="flaky", shared={"marker_dir": str(tmp_path)})) == [1]
     (line,) = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
     assert re.search(r"retrying in 0\.[4-6]s$", line), line  # 0.5 s with its +-20% jitter, not "0s"
@@ -82,8 +80,8 @@ def boom(x):
     raise KeyError("no such thing: %d" % x)
 
 
-def test_element_error_carries_remote_traceback_and_summary(tmp_path):
-    client = Client(storage_root=str(tmp_path), retries=0, failure_budget=1.0, **FAST)
+def test_element_error_carries_remote_traceback_and_summary(tmp_path, make_client):
+    client = make_client(retries=0, failure_budget=1.0)
     with pytest.raises(JobFailedError) as caught:
         client.map(boom, [1, 2, 3], job_id="boom")
     text = str(caught.value)
@@ -99,15 +97,15 @@ def half_fail(x):
     return x
 
 
-def test_finished_results_survive_a_failed_job(tmp_path):
-    client = Client(storage_root=str(tmp_path), retries=0, failure_budget=1.0, **FAST)
+def test_finished_results_survive_a_failed_job(tmp_path, make_client):
+    client = make_client(retries=0, failure_budget=1.0)
     with pytest.raises(JobFailedError):
         client.map(half_fail, range(6), job_id="half")
     assert len(glob.glob(str(tmp_path / "half" / "results" / "*.pkl"))) == 3
 
 
-def test_failure_budget_stops_early(tmp_path):
-    client = Client(storage_root=str(tmp_path), retries=0, failure_budget=0.1, max_in_flight=1, **FAST)
+def test_failure_budget_stops_early(tmp_path, make_client):
+    client = make_client(retries=0, failure_budget=0.1, max_in_flight=1)
     with pytest.raises(JobFailedError, match="stopped early: 2 of 12 elements failed for good"):
         client.map(boom, range(12), job_id="budget")
     assert len(records(str(tmp_path), "budget")) == 2  # nothing launched after the budget was spent
@@ -117,8 +115,8 @@ def sleepy(x):
     time.sleep(60)
 
 
-def test_timeout_kills_the_attempt(tmp_path):
-    client = Client(storage_root=str(tmp_path), retries=0, element_timeout=1.5, **FAST)
+def test_timeout_kills_the_attempt(tmp_path, make_client):
+    client = make_client(retries=0, element_timeout=1.5)
     started = time.monotonic()
     with pytest.raises(JobFailedError, match="Timeout: the attempt ran longer than element_timeout=1.5s"):
         client.map(sleepy, [1], job_id="slow")
@@ -144,14 +142,14 @@ def unpicklable_result(x):
     (killed, "AttemptLost: the process was killed by SIGKILL"),
     (unpicklable_result, "UnpicklableResult: the element returned a generator that cannot be pickled"),
 ])
-def test_misbehaving_elements_are_explained(tmp_path, function, expected):
-    client = Client(storage_root=str(tmp_path), retries=0, **FAST)
+def test_misbehaving_elements_are_explained(make_client, function, expected):
+    client = make_client(retries=0)
     with pytest.raises(JobFailedError) as caught:
         client.map(function, [3], job_id="bad")
     assert expected in str(caught.value)
 
 
-def test_bad_configuration_fails_before_launch(tmp_path):
+def test_bad_configuration_fails_before_launch(tmp_path, make_client):
     import threading
 
     with pytest.raises(ConfigurationError, match="unknown backend 'nomad'"):
@@ -164,24 +162,24 @@ def test_bad_configuration_fails_before_launch(tmp_path):
         Client(storage_root=str(tmp_path / "no" / "such")).map(square, [1])
     lock = threading.Lock()
     with pytest.raises(ConfigurationError, match="cannot be pickled"):
-        Client(storage_root=str(tmp_path)).map(lambda x: lock, [1])
+        make_client().map(lambda x: lock, [1])
     with pytest.raises(ConfigurationError, match="items 0 and 2 are identical"):
-        Client(storage_root=str(tmp_path)).map(square, [1, 2, 1])
+        make_client().map(square, [1, 2, 1])
     with pytest.raises(ConfigurationError, match="item 0 .* cannot be pickled"):
-        Client(storage_root=str(tmp_path)).map(square, [lock])
-    assert Client(storage_root=str(tmp_path)).map(square, []) == []  # nothing to do: nothing written
+        make_client().map(square, [lock])
+    assert make_client().map(square, []) == []  # nothing to do: nothing written
     assert not os.path.exists(tmp_path / "no")
 
 
-def test_progress_bar_shows_the_counts_and_keeps_log_lines(tmp_path, capfd, caplog):
-    client = Client(storage_root=str(tmp_path), **FAST)
+def test_progress_bar_shows_the_counts_and_keeps_log_lines(make_client, capfd, caplog):
+    client = make_client()
     assert list(client.map(square, range(4), job_id="bar", progress=True)) == [0, 1, 4, 9]
     err = capfd.readouterr().err
     assert "bar: 100%" in err and "4/4" in err and "4 succeeded, 0 running, 0 pending, 0 failed" in err
     client.map(square, range(4), job_id="bar-off")  # not a terminal: no bar unless asked
     assert "bar-off" not in capfd.readouterr().err
     with pytest.raises(JobFailedError):
-        Client(storage_root=str(tmp_path), retries=0, **FAST).map(boom, [1], job_id="bar-fail", progress=True)
+        make_client(retries=0).map(boom, [1], job_id="bar-fail", progress=True)
     assert "0 succeeded, 0 running, 0 pending, 1 failed" in capfd.readouterr().err
     assert any("failed for good" in r.getMessage() for r in caplog.records)  # logging still reaches handlers
 
@@ -204,8 +202,8 @@ def alive(pid):
         return False
 
 
-def test_children_an_element_leaves_running_end_with_its_attempt(tmp_path):
-    client = Client(storage_root=str(tmp_path / "s"), retries=0, **FAST)
+def test_children_an_element_leaves_running_end_with_its_attempt(tmp_path, make_client):
+    client = make_client("s", retries=0)
     assert list(client.map(leaves_children_running, [1], job_id="kids", shared={"marker_dir": str(tmp_path)})) == [2]
     pids = [int((tmp_path / name).read_text()) for name in ("child", "grandchild")]
     assert not [pid for pid in pids if alive(pid)], "the element's children outlived its attempt"
@@ -221,8 +219,8 @@ def result_then_hang(x):
 
 
 @pytest.mark.slow
-def test_attempt_killed_at_its_timeout_after_writing_its_result_succeeds(tmp_path):
-    client = Client(storage_root=str(tmp_path), retries=0, element_timeout=20, **FAST)
+def test_attempt_killed_at_its_timeout_after_writing_its_result_succeeds(make_client):
+    client = make_client(retries=0, element_timeout=20)
     assert list(client.map(result_then_hang, [4], job_id="late-exit")) == [40]
 
 
@@ -241,8 +239,8 @@ def talks_then_sleeps(x):
     (last_words_then_exit, {}, "MissingResult"),
     (talks_then_sleeps, {"element_timeout": 10}, "Timeout"),
 ])
-def test_output_is_kept_whatever_ends_the_attempt(tmp_path, function, settings, expected):
-    client = Client(storage_root=str(tmp_path), retries=0, **dict(FAST, **settings))
+def test_output_is_kept_whatever_ends_the_attempt(tmp_path, function, settings, expected, make_client):
+    client = make_client(retries=0, **settings)
     with pytest.raises(JobFailedError, match=expected):
         client.map(function, [7], job_id="evidence")
     (log,) = glob.glob(str(tmp_path / "evidence" / "logs" / "*" / "*.log"))
@@ -255,9 +253,9 @@ def odd_fails(x):
     return x
 
 
-def test_map_writes_a_run_summary_as_luigi_runs_do(tmp_path):
+def test_map_writes_a_run_summary_as_luigi_runs_do(tmp_path, make_client):
     """Client.map and KubefaceJob share one dispatch sequence: each run leaves dispatches/<run>.json."""
-    client = Client(storage_root=str(tmp_path), retries=0, failure_budget=1.0, **FAST)
+    client = make_client(retries=0, failure_budget=1.0)
     with pytest.raises(JobFailedError):
         client.map(odd_fails, range(4), job_id="summed")
     (first,) = glob.glob(os.path.join(str(tmp_path), "summed", "dispatches", "*.json"))

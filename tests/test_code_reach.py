@@ -12,7 +12,7 @@ import tarfile
 
 import pytest
 
-from luigi_kubeface.job.code import package as code_package
+from luigi_kubeface.job.code import discover as code_discover, version as code_versions
 from support import REPO, run_luigi
 from test_code_shipping import make_project
 
@@ -69,7 +69,7 @@ def version(folder, monkeypatch, main=MAIN, helper=HELP):
         sys.modules.pop(name, None)
     module = __import__("proj_main")
     function = module.Task().run_element
-    return code_package.code_version(function, code_package.build(["proj_main"]))
+    return code_versions.code_version(function, code_discover.build(["proj_main"]))
 
 
 UNREACHED = {

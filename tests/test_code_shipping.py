@@ -15,7 +15,7 @@ import textwrap
 import pytest
 
 from luigi_kubeface import Client
-from luigi_kubeface.job.code import package as code_package
+from luigi_kubeface.job.code import discover as code_discover, install as code_install
 from luigi_kubeface.errors import ConfigurationError, EnvironmentMismatchError, JobFailedError
 from support import FAST, run_luigi
 
@@ -128,8 +128,8 @@ def test_a_pipeline_of_its_own_folder_ships_and_an_edit_recomputes(tmp_path):
     assert "results by code version" in status.stdout, status.stdout
 
 
-def test_client_map_identity_covers_the_function_code_and_shared_inputs(tmp_path):
-    client = Client(storage_root=str(tmp_path), key_dir=str(tmp_path / "keys"), **FAST)
+def test_client_map_identity_covers_the_function_code_and_shared_inputs(tmp_path, make_client):
+    client = make_client(key_dir=str(tmp_path / "keys"))
     assert list(client.map(lambda x: x * 2, [1, 2, 3])) == [2, 4, 6]
     assert list(client.map(lambda x: x + 100, [1, 2, 3])) == [101, 102, 103]
 
@@ -147,12 +147,12 @@ def test_client_map_identity_covers_the_function_code_and_shared_inputs(tmp_path
 def test_code_versions_are_the_same_in_every_process():
     """A digest of the bytecode, never of a pickle: sets in globals must not change it."""
     script = textwrap.dedent('''
-        from luigi_kubeface.job.code import package as code_package
+        from luigi_kubeface.job.code import discover as code_discover, version as code_versions
         WORDS = {"alpha", "beta", "gamma", "delta"}
         def helper(x):
             return x in WORDS
         f = lambda x: helper(x) or len(WORDS)
-        print(code_package.code_version(f, code_package.build([])))
+        print(code_versions.code_version(f, code_discover.build([])))
     ''')
     versions = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                                env=dict(os.environ, PYTHONHASHSEED=str(seed))).stdout for seed in (1, 2, 3)}
@@ -190,18 +190,18 @@ def test_what_ships_and_what_the_image_must_have(tmp_path, monkeypatch):
         ".git/config": "[core]\n",
     })
     fresh_import(folder, "shipme.main", monkeypatch)
-    package = code_package.build(["shipme.main"])
+    package = code_discover.build(["shipme.main"])
     assert sorted(package.files) == ["shipme/__init__.py", "shipme/lazy.py", "shipme/main.py", "shipme/sub.py"]
     assert "luigi" in package.requirements and "json" not in str(package.requirements)
     # Data ships when named; a folder never takes its .git along.
-    with_data = code_package.build(["shipme.main"], include=[os.path.join(folder, "shipme")])
+    with_data = code_discover.build(["shipme.main"], include=[os.path.join(folder, "shipme")])
     assert "shipme/data.csv" in with_data.files and not any(".git" in p for p in with_data.files)
     assert with_data.digest != package.digest
-    assert code_package.build(["shipme.main"], exclude=["shipme.lazy"]).files.keys() == package.files.keys() - {
+    assert code_discover.build(["shipme.main"], exclude=["shipme.lazy"]).files.keys() == package.files.keys() - {
         "shipme/lazy.py"}
 
 
-def test_bad_code_is_refused_before_launch_with_the_fix(tmp_path, monkeypatch):
+def test_bad_code_is_refused_before_launch_with_the_fix(tmp_path, monkeypatch, make_client):
     folder = str(tmp_path / "proj")
     make_project(folder, {
         "bulky.py": "BLOB = %r\n\ndef f(x):\n    return x\n" % ("x" * 200_000),
@@ -210,7 +210,7 @@ def test_bad_code_is_refused_before_launch_with_the_fix(tmp_path, monkeypatch):
         "myfastlib.cpython-%d%d-x86_64-linux-gnu.so" % sys.version_info[:2]: b"\x7fELF not really",
     })
     bulky = fresh_import(folder, "bulky", monkeypatch)
-    client = Client(storage_root=str(tmp_path / "s"), key_dir=str(tmp_path / "keys"), code_max_bytes=100_000, **FAST)
+    client = make_client("s", key_dir=str(tmp_path / "keys"), code_max_bytes=100_000)
     with pytest.raises(ConfigurationError, match=r"code to ship is 0.2 MB, over \[kubeface\] code_max_bytes.*bulky.py"):
         client.map(bulky.f, [1])
     withext = fresh_import(folder, "withext", monkeypatch)
@@ -266,15 +266,15 @@ def test_a_function_that_cannot_load_stops_the_job_at_its_first_attempt_with_its
 
 
 def test_the_environment_check_names_the_package_both_versions_and_the_dockerfile_line():
-    assert code_package.check_environment({"pytest": __import__("pytest").__version__}) == []
+    assert code_install.check_environment({"pytest": __import__("pytest").__version__}) == []
     with pytest.raises(EnvironmentMismatchError) as caught:
-        code_package.check_environment({"no-such-dist-kubeface": "1.2.3", "pytest": "0.1"})
+        code_install.check_environment({"no-such-dist-kubeface": "1.2.3", "pytest": "0.1"})
     text = str(caught.value)
     assert "no-such-dist-kubeface: the master has 1.2.3, the image has none" in text
     assert "pytest: the master has 0.1, the image has %s" % __import__("pytest").__version__ in text
     assert "RUN pip install no-such-dist-kubeface==1.2.3" in text and "images/Dockerfile" in text
     major, minor, *_ = __import__("pytest").__version__.split(".")
-    warnings = code_package.check_environment({"pytest": "%s.%s.999" % (major, minor)})
+    warnings = code_install.check_environment({"pytest": "%s.%s.999" % (major, minor)})
     assert warnings and "patch level" in warnings[0]
 
 
@@ -285,12 +285,12 @@ def test_the_environment_check_reads_each_distribution_once_per_process_and_stil
     reads = []
     real = importlib.metadata.version
     monkeypatch.setattr(importlib.metadata, "version", lambda name: reads.append(name) or real(name))
-    code_package._installed_version.cache_clear()
+    code_install._installed_version.cache_clear()
     wanted = {"no-such-dist-kubeface": "1.2.3", "pytest": __import__("pytest").__version__}
     for _ in range(3):
         with pytest.raises(EnvironmentMismatchError, match="no-such-dist-kubeface: the master has 1.2.3, the image has"):
-            code_package.check_environment(wanted)
-    assert code_package.check_environment({"pytest": wanted["pytest"]}) == []
+            code_install.check_environment(wanted)
+    assert code_install.check_environment({"pytest": wanted["pytest"]}) == []
     assert sorted(reads) == ["no-such-dist-kubeface", "pytest"]
 
 
@@ -448,10 +448,10 @@ def test_a_project_inside_its_virtualenv_folder_ships_and_its_edits_recompute(tm
 def test_only_the_interpreters_own_paths_are_installed(tmp_path):
     venv = tmp_path / "env"
     make_project(str(venv), {"pyvenv.cfg": "home = /usr/bin\n", "analysis/mine.py": "X = 1\n"})
-    assert code_package.is_user_path(str(venv / "analysis" / "mine.py"))
-    assert not code_package.is_user_path(str(venv / "lib" / "python3" / "site-packages" / "dep.py"))
-    assert not code_package.is_user_path(__import__("luigi").__file__)
-    assert not code_package.is_user_path(json.__file__)
+    assert code_discover.is_user_path(str(venv / "analysis" / "mine.py"))
+    assert not code_discover.is_user_path(str(venv / "lib" / "python3" / "site-packages" / "dep.py"))
+    assert not code_discover.is_user_path(__import__("luigi").__file__)
+    assert not code_discover.is_user_path(json.__file__)
 
 
 DATA_PIPELINE = '''
@@ -532,7 +532,7 @@ def test_code_include_never_ships_keys_dotfiles_or_links_out_of_the_project(tmp_
     os.symlink(outside, project / "conf" / "linked-folder")
     monkeypatch.syspath_prepend(str(project))
     caplog.set_level("INFO")
-    package = code_package.build(["app"], include=[str(project / "conf"), str(project / ".extra")],
+    package = code_discover.build(["app"], include=[str(project / "conf"), str(project / ".extra")],
                                  secrets=[str(project / "conf" / "team.key"), str(tmp_path / "keys")])
     shipped = set(package.files)
     assert {"app.py", "conf/settings.txt", ".extra"} <= shipped, shipped
@@ -540,5 +540,5 @@ def test_code_include_never_ships_keys_dotfiles_or_links_out_of_the_project(tmp_
     assert not [p for p in shipped if p.startswith("conf/linked-folder")], shipped
     assert "conf ships 1 file(s): conf/settings.txt" in caplog.text
     with pytest.raises(ConfigurationError, match="signing key"):
-        code_package.build(["app"], include=[str(project / "conf" / "team.key")],
+        code_discover.build(["app"], include=[str(project / "conf" / "team.key")],
                            secrets=[str(project / "conf" / "team.key")])

@@ -5,7 +5,6 @@ import os
 
 import pytest
 
-from luigi_kubeface import Client
 from luigi_kubeface.bucket import layout as naming
 from luigi_kubeface.errors import JobNotFoundError, UnreadableRecordError
 from luigi_kubeface.views.job_state import JobState
@@ -148,8 +147,8 @@ def test_list_jobs_finds_jobs_and_names_what_it_skips(main_bucket):
     assert len(skipped) == 1 and "bad id" in skipped[0] and "not a usable job" in skipped[0]
 
 
-def test_a_job_with_no_function_reads_through_its_store(tmp_path):
-    results = Client(storage_root=str(tmp_path), poll_interval=0.05).map(abs, [-2, 3], job_id="abs")
+def test_a_job_with_no_function_reads_through_its_store(tmp_path, make_client):
+    results = make_client().map(abs, [-2, 3], job_id="abs")
     store = open_job("abs", str(tmp_path))
     assert store.finished() == set(results.keys) and store.code_version == results.job.code_version
     (run,) = store.run_ids()

@@ -5,12 +5,10 @@ import shutil
 
 import pytest
 
-from luigi_kubeface import Client
 from luigi_kubeface.bucket import layout as naming, blobs as serialization
 from luigi_kubeface.errors import SigningKeyError, UntrustedBlobError
 from luigi_kubeface.bucket.signing import KeyRing
 from elements import square
-from support import FAST
 
 
 def plus_thousand(x):
@@ -25,9 +23,9 @@ def team(tmp_path):
     return str(path)
 
 
-def test_a_team_signed_result_does_not_replay_into_another_storage_root(tmp_path, team):
-    one = Client(storage_root=str(tmp_path / "one"), signing_key_file=team, **FAST)
-    two = Client(storage_root=str(tmp_path / "two"), signing_key_file=team, **FAST)
+def test_a_team_signed_result_does_not_replay_into_another_storage_root(tmp_path, team, make_client):
+    one = make_client("one", signing_key_file=team)
+    two = make_client("two", signing_key_file=team)
     (key,) = one.map(square, [3], job_id="t", code_version="same").keys  # one code version for both roots
     assert list(two.map(plus_thousand, [3], job_id="t", code_version="same")) == [1003]
     result = naming.result_key(key, two.map(plus_thousand, [3], job_id="t", code_version="same").job.code_version)
@@ -39,9 +37,9 @@ def test_a_team_signed_result_does_not_replay_into_another_storage_root(tmp_path
     assert KeyRing(signing_key_file=team).load(url) != KeyRing(signing_key_file=team).load(str(tmp_path / "one" / "t"))
 
 
-def test_results_signed_with_the_team_key_itself_are_refused_with_the_reason(tmp_path, team):
+def test_results_signed_with_the_team_key_itself_are_refused_with_the_reason(tmp_path, team, make_client):
     # reuse_results = any: results written before code versions existed are read, so the old key matters.
-    client = Client(storage_root=str(tmp_path / "s"), signing_key_file=team, reuse_results="any", **FAST)
+    client = make_client("s", signing_key_file=team, reuse_results="any")
     results = client.map(square, [4], job_id="old")
     (key,) = results.keys
     legacy = serialization.dumps(16, "result", {"element": key, "job": "old"}, bytes.fromhex("cd" * 32))

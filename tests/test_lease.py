@@ -16,11 +16,6 @@ from luigi_kubeface.storage import open_storage
 from support import REPO, TESTS
 
 
-@pytest.fixture
-def storage(storage_root):
-    return open_storage(storage_root + "/job")
-
-
 def test_one_holder_at_a_time_and_a_released_lease_is_taken_at_once(storage):
     first, second = JobLease(storage, 30, "run-a"), JobLease(storage, 30, "run-b")
     assert first.acquire() is False  # did not wait

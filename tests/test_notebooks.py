@@ -17,7 +17,7 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-from support import REPO, process_argvs  # noqa: E402
+from support import REPO, runners_of  # noqa: E402
 
 KERNEL = "kubeface-test"
 WIDGET = "application/vnd.jupyter.widget-view+json"
@@ -114,11 +114,6 @@ def test_editing_a_cell_the_function_loads_recomputes_and_running_a_cell_again_d
     assert outcomes(root) == ["success"] * 12
     stderr = "".join(o.get("text", "") for o in notebook.cells[4].outputs if o.get("name") == "stderr")
     assert "4/4" in stderr and not any(WIDGET in o.get("data", {}) for o in notebook.cells[4].outputs)
-
-
-def runners_of(root):
-    return [pid for pid, argv in process_argvs() if b"luigi_kubeface.runner" in argv
-            and any(str(root).encode() in arg for arg in argv)]
 
 
 def test_the_kernels_interrupt_stops_the_job_cleanly_and_a_rerun_runs_only_the_missing_elements(tmp_path, kernel_spec):

@@ -89,8 +89,8 @@ def test_a_job_a_newer_release_wrote_is_refused_by_name_and_left_as_it_was(tmp_p
     assert run.returncode != 0 and "bucket layout 99" in run.stdout + run.stderr
 
 
-def test_a_job_written_now_says_its_layout(tmp_path):
-    client = Client(storage_root=str(tmp_path), key_dir=str(tmp_path / "keys"), poll_interval=0.05)
+def test_a_job_written_now_says_its_layout(tmp_path, make_client):
+    client = make_client(key_dir=str(tmp_path / "keys"))
     client.map(elements.square, [1], job_id="now")
     with open(tmp_path / "now" / "job.json") as f:
         assert json.load(f)["layout_version"] == 1

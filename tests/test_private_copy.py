@@ -18,13 +18,12 @@ from luigi_kubeface import Client
 from luigi_kubeface.bucket import layout as naming, blobs as serialization
 from luigi_kubeface.job import identity
 from luigi_kubeface.bucket.signing import KeyRing
-from luigi_kubeface.runner.attempt import load_call
+from luigi_kubeface.runner.call import load_call
 from luigi_kubeface.storage import open_storage
-from support import Bomb
-from support import FAST as support_FAST
+from support import FAST, Bomb
 
 IN_MEMORY = 16 << 20  # private_copy.IN_MEMORY: larger blobs are copied into a private file
-FAST = dict(support_FAST, retries=0)
+ONCE = dict(FAST, retries=0)  # the FAST settings with one attempt per element
 ITEM = "i" * 1000  # an input longer than the attacker's pickle: the file keeps its size
 
 
@@ -82,7 +81,7 @@ def bomb(marker):
 
 def test_a_result_rewritten_after_its_digest_never_runs_on_the_master(tmp_path, monkeypatch):
     root, marker = tmp_path / "s", tmp_path / "ran-on-the-master"
-    client = Client(storage_root=str(root), key_dir=str(tmp_path / "keys"), **FAST)
+    client = Client(storage_root=str(root), key_dir=str(tmp_path / "keys"), **ONCE)
     results = client.map(padded, [1], job_id="race", shared={"pad": "p" * 20000})
     path = root / "race" / naming.result_key(results.keys[0], results.job.code_version)
     attack = SwapAfterDigest(monkeypatch, str(path), bomb(marker))
@@ -98,7 +97,7 @@ def test_a_result_rewritten_after_its_digest_never_runs_on_the_master(tmp_path, 
 def test_an_input_rewritten_after_its_digest_never_runs_in_the_runner(tmp_path, monkeypatch, size):
     """The path of every attempt and of `kubeface reproduce`: runner.load_call, inputs and shared inputs."""
     root, keys, marker = tmp_path / "s", str(tmp_path / "keys"), tmp_path / "ran-in-the-runner"
-    client = Client(storage_root=str(root), key_dir=keys, **FAST)
+    client = Client(storage_root=str(root), key_dir=keys, **ONCE)
     with pytest.raises(Exception, match="kept"):
         client.map(refuse, [ITEM], job_id="race", shared={"blob": b"b" * size})[0]
     job_url = naming.job_url(str(root), "race")

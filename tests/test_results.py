@@ -55,8 +55,7 @@ def without_cost(records):
     return [{k: v for k, v in r.items() if k not in COST_COLUMNS} for r in records]
 
 
-def test_numbers_and_other_results(tmp_path):
-    client = Client(storage_root=str(tmp_path), **FAST)
+def test_numbers_and_other_results(client):
     assert without_cost(client.map(square, [1, 2, 3]).records()) == [{"x": 1, "value": 1}, {"x": 2, "value": 4},
                                                                     {"x": 3, "value": 9}]
     assert without_cost(client.map(blob, [5]).records()) == [{"x": 5}]  # no numeric summary: the parameters alone

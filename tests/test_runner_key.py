@@ -17,9 +17,9 @@ from luigi_kubeface.runner import attempt as runner
 from luigi_kubeface.errors import UntrustedBlobError
 from luigi_kubeface.bucket.signing import KeyRing
 from support import run_runner
-from support import FAST as support_FAST
+from support import FAST
 
-FAST = dict(support_FAST, retries=0)
+ONCE = dict(FAST, retries=0)  # the FAST settings with one attempt per element
 
 HUNT = """
 def hunt(leak):
@@ -58,7 +58,7 @@ def refuse(x):
 
 def test_code_unpickled_in_an_attempt_cannot_reach_the_jobs_key(tmp_path):
     root, key_dir, leak = tmp_path / "s", str(tmp_path / "keys"), tmp_path / "leak.json"
-    client = Client(storage_root=str(root), key_dir=key_dir, **FAST)
+    client = Client(storage_root=str(root), key_dir=key_dir, **ONCE)
     with pytest.raises(Exception, match="kept"):
         client.map(refuse, [1], job_id="steal")[0]
     job_url = naming.job_url(str(root), "steal")
@@ -91,7 +91,7 @@ def double(x):
 
 def test_results_signed_with_the_jobs_key_by_earlier_releases_still_count(tmp_path):
     root, key_dir = tmp_path / "s", str(tmp_path / "keys")
-    client = Client(storage_root=str(root), key_dir=key_dir, **FAST)
+    client = Client(storage_root=str(root), key_dir=key_dir, **ONCE)
     results = client.map(double, [1], job_id="old")
     assert list(results) == [2]
     path = root / "old" / naming.result_key(results.keys[0], results.job.code_version)

@@ -11,16 +11,9 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
 LONG_MODULES = {
-    "bucket/blobs.py": "the blob envelope and the streamed pickles with their crc32c arithmetic: to split in two",
-    "job/code/package.py": "discovery, packing, the code version and the runner-side install: issue 21's code/ split",
     "master/engine.py": "the engine's loop with RunStorage beside it: the judge takes the rest of the decisions next",
-    "runner/attempt.py": "one attempt's logic: verification, loading, running, the result and its record",
-    "storage/s3.py": "S3's conditional writes, checksums and retries: one storage, one module",
 }
 LONG_FUNCTIONS = {
-    "cli/cleanup.py:cmd_cleanup": "one job or every old one, each checked (lease, key) before anything is deleted",
-    "job/code/package.py:build": "walks, filters and packs the project in one pass: to split with package.py",
-    "runner/attempt.py:execute_attempt": "the attempt's steps with their exit codes, in the order a record tells",
 }
 
 

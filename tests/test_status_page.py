@@ -86,9 +86,9 @@ def wait_for_marker(x, marker):
 
 
 @pytest.mark.slow
-def test_page_shows_running_elements_while_the_job_runs(tmp_path):
+def test_page_shows_running_elements_while_the_job_runs(tmp_path, make_client):
     marker = str(tmp_path / "go")
-    client = Client(storage_root=str(tmp_path / "s"), **FAST)
+    client = make_client("s")
     thread = threading.Thread(target=lambda: client.map(wait_for_marker, [0, 1, 2], job_id="live",
                                                         shared={"marker": marker}))
     thread.start()
@@ -132,9 +132,9 @@ def train(params):
 
 
 @pytest.mark.slow
-def test_results_section_ranks_and_charts_twelve_elements_in_chromium(tmp_path):
+def test_results_section_ranks_and_charts_twelve_elements_in_chromium(tmp_path, make_client):
     grid = [dict(model=m, c=c) for m in ("logistic_regression", "svm", "random_forest") for c in (0.01, 0.1, 1.0, 10.0)]
-    client = Client(storage_root=str(tmp_path / "s"), retries=0, failure_budget=1.0, result_metric="accuracy", **FAST)
+    client = make_client("s", retries=0, failure_budget=1.0, result_metric="accuracy")
     with pytest.raises(JobFailedError):
         client.map(train, grid, job_id="models")
     page = tmp_path / "s" / "models" / "status.html"
@@ -159,12 +159,12 @@ def score_protein(params):
 
 
 @pytest.mark.slow
-def test_an_id_like_parameter_is_not_charted_as_a_category_and_says_why_in_chromium(tmp_path):
+def test_an_id_like_parameter_is_not_charted_as_a_category_and_says_why_in_chromium(tmp_path, make_client):
     """60 protein IDs, more than a chart labels (MAX_GROUPS): no band chart, no parallel axis; one line; the table keeps them."""
     from luigi_kubeface.views.result_charts import MAX_GROUPS
 
     grid = [dict(protein="P%05d" % i, window=1 + i % 3, depth=2 + 2 * (i % 2)) for i in range(MAX_GROUPS + 20)]
-    Client(storage_root=str(tmp_path / "s"), **FAST).map(score_protein, grid, job_id="proteome")
+    make_client("s").map(score_protein, grid, job_id="proteome")
     page = tmp_path / "s" / "proteome" / "status.html"
     dom = chromium("file://" + str(page), str(tmp_path), size=(1400, 1300))
     section = dom.split("<h2>Results</h2>")[1].split("<h2>Durations</h2>")[0]

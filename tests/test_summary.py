@@ -5,9 +5,7 @@ import os
 
 import numpy as np
 
-from luigi_kubeface import Client
 from luigi_kubeface.runner.summary import MAX_BYTES, MAX_VALUES, describe
-from support import FAST
 
 
 def test_numbers_and_bools_are_their_own_summary():
@@ -76,8 +74,8 @@ def scores(x):
     return {"accuracy": numpy.float64(x / 10), "label": "x%d" % x}
 
 
-def test_the_runner_writes_the_summary_into_the_attempt_record(tmp_path):
-    Client(storage_root=str(tmp_path), **FAST).map(scores, [1, 2], job_id="summaries")
+def test_the_runner_writes_the_summary_into_the_attempt_record(tmp_path, make_client):
+    make_client().map(scores, [1, 2], job_id="summaries")
     folder = tmp_path / "summaries" / "attempts"
     records = [json.load(open(os.path.join(d, f))) for d, _, files in os.walk(folder) for f in files]
     assert sorted(r["summary"]["accuracy"] for r in records) == [0.1, 0.2]

@@ -13,7 +13,6 @@ from typing import Callable, Optional, Protocol
 from .. import cost
 from ..errors import ConfigurationError
 from .attempts import AttemptEnd, AttemptSpec  # noqa: F401 - what a backend receives and reports
-from .kubernetes import settings as _kubernetes_settings
 
 
 class Backend:
@@ -61,12 +60,6 @@ def _local(settings):
     from .local import LocalBackend
 
     return LocalBackend(settings)
-
-
-def _kubernetes(settings):
-    from .kubernetes.backend import KubernetesBackend
-
-    return KubernetesBackend(settings)
 
 
 def _nothing(settings):
@@ -123,22 +116,25 @@ class BackendTools(Protocol):
         """Delete (or on a dry run, only find) what the job left running; a description of each thing."""
 
 
-# Adding a backend means adding one module (or package) and one entry here.
+# Adding a backend means adding one module (or package) and one entry here: a BackendEntry, or the dotted
+# path "module:attribute" of one, imported the first time the backend is named (a local job never imports
+# the Kubernetes backend). A bare function settings -> backend is an entry with defaults.
 REGISTRY = {
     "local": BackendEntry(_local, max_in_flight=os.cpu_count() or 1),  # processes share this machine's cores
-    "kubernetes": BackendEntry(_kubernetes, max_in_flight=200,  # pods: capped where Kubernetes copes
-                               max_in_flight_ceiling=_kubernetes_settings.MAX_IN_FLIGHT_CEILING,
-                               ceiling_reason="Kubernetes misbehaves above",
-                               settings=_kubernetes_settings.KubernetesSettings, check=_kubernetes_settings.check_job,
-                               job_details=_kubernetes_settings.job_details, tools="kubernetes.tools",
-                               request=cost.kubernetes_request),
+    "kubernetes": "luigi_kubeface.backends.kubernetes:ENTRY",  # its keys, checks and opener
 }
+_LOADED: dict = {}  # dotted path -> its BackendEntry
 
 
 def backend_entry(name):
-    """The registry's entry for name (a bare function settings -> backend is an entry with defaults)."""
+    """The registry's entry for name, its module imported on first use."""
     check_backend_name(name)
     entry = REGISTRY[name]
+    if isinstance(entry, str):
+        if entry not in _LOADED:
+            module, _, attribute = entry.partition(":")
+            _LOADED[entry] = getattr(importlib.import_module(module), attribute)
+        entry = _LOADED[entry]
     return entry if isinstance(entry, BackendEntry) else BackendEntry(entry)
 
 

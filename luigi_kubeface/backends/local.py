@@ -12,7 +12,7 @@ import tempfile
 import time
 
 from .. import cost
-from ..job.code import package as code_package
+from ..job.code import discover as code_discover
 from ..bucket import attempts, blobs as serialization
 from ..runner import process as runner_process
 from ..storage import open_storage
@@ -129,10 +129,10 @@ class LocalBackend(Backend):
         self._alive_read, self._alive_write = os.pipe()
         self._env = {k: v for k, v in os.environ.items() if k != serialization.KEY_ENV}
         # As in a pod: the runner sees installed packages and luigi-kubeface, and the user's own modules
-        # only as the job ships them (code_package.py), so what runs here runs on Kubernetes too.
+        # only as the job ships them (job/code/), so what runs here runs on Kubernetes too.
         ours = os.path.abspath(os.path.join(os.path.dirname(runner_process.__file__), "..", ".."))  # holds luigi_kubeface/
         self._env["PYTHONPATH"] = os.pathsep.join(
-            [ours] + [p for p in sys.path if p and p != ours and not code_package.is_user_path(os.path.join(p, "x"))])
+            [ours] + [p for p in sys.path if p and p != ours and not code_discover.is_user_path(os.path.join(p, "x"))])
 
     def _storage_env(self, job_url):
         """What the runner needs to reach the job's storage as this master does (its s3_endpoint_url ...)."""
@@ -213,7 +213,8 @@ class LocalBackend(Backend):
             self._free(attempt)
             self._close_pidfd(attempt)
             self._keep_log(attempt, output)
-            ended.append(AttemptEnd(attempt, code, _describe_exit(code), log_tail=self._tail(output)))
+            ended.append(AttemptEnd(attempt=attempt, exit_code=code, reason=_describe_exit(code),
+                                    log_tail=self._tail(output)))
         self._start_waiting()  # in the slots the ended ones (or another master's) freed
         return ended
 

@@ -10,7 +10,7 @@ result, or never end. So every way an attempt can end reaches the engine without
 """
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from ..bucket import attempts, layout as naming
@@ -29,21 +29,17 @@ class Run:
     exit_late: bool = False
 
 
-@dataclass(frozen=True)
 class End:
-    """End without running the runner: write record (if any) in its place, then report this end (every field
-    but record is AttemptEnd's, handed over by name)."""
+    """End without running the runner: write record (if any) in its place, then report this end: an AttemptEnd
+    of exit_code, reason and its other fields by name, for the attempt the script is asked about."""
 
-    exit_code: Optional[int] = None
-    reason: str = "the scripted attempt ended"
-    record: Optional[dict] = None  # the attempt's record, as the runner (or another master) wrote it
-    fatal: bool = False
-    log_tail: str = ""
-    error_type: str = ""
-    retryable: bool = True
-    interrupted: bool = False
-    more_memory: bool = False
-    placement: dict = field(default_factory=dict)
+    def __init__(self, exit_code: Optional[int] = None, reason: str = "the scripted attempt ended",
+                 record: Optional[dict] = None, **end_fields):
+        self.record = record  # the attempt's record, as the runner (or another master) wrote it
+        self.end = AttemptEnd(attempt="", exit_code=exit_code, reason=reason, **end_fields)
+
+    def __repr__(self):
+        return "End(%r, record=%r)" % (self.end, self.record)
 
 
 @dataclass(frozen=True)
@@ -152,15 +148,14 @@ class SimulatedBackend(Backend):
             if script.record is not None:
                 record = dict(script.record, element=spec.element, attempt=spec.attempt)
                 attempts.write_record(storage, spec.element, spec.attempt, record)
-            return AttemptEnd(spec.attempt, **{f.name: getattr(script, f.name) for f in fields(AttemptEnd)
-                                               if f.name != "attempt"})
+            return replace(script.end, attempt=spec.attempt)
         key = runner.signing_key_from_env(dict(spec.secret_env))  # as a process would get it
         code, record = runner.execute_attempt(storage, spec.element, spec.attempt, key, resources=spec.resources)
         attempts.write_record(storage, spec.element, spec.attempt, record)
         if script.corrupt_result:
             result = naming.result_key(spec.element, record.get("code_version", ""))
             storage.write(result, b"not a result: spoilt by the script")
-        return AttemptEnd(spec.attempt, code, "the attempt exited with code %d" % code)
+        return AttemptEnd(attempt=spec.attempt, exit_code=code, reason="the attempt exited with code %d" % code)
 
     def cancel(self, attempt):
         if self._running.pop(attempt, None) is not None:

@@ -75,6 +75,8 @@ class ResultStore:
         current, *legacy = self.counted_versions
         if not self.reuse_any and not legacy:
             return current
+        if versions is not None and key not in versions:
+            return current  # no result at the run's listing: one since is this run's, of this code (no listing each)
         found = (versions or {}).get(key)
         if not found:
             found = {v for k, v in filter(None, map(naming.result_from_key,

@@ -10,7 +10,7 @@ from ..bucket import blobs as serialization
 from ..bucket import layout as naming
 from ..bucket.signing import KeyRing
 from ..errors import BlobNotFoundError, ConfigurationError, KubefaceError
-from ..runner.attempt import UnusableCall, load_call, module_hint, working_folder
+from ..runner.call import UnusableCall, load_call, module_hint, working_folder
 from ..storage import storage_class
 from .common import configured, job_state
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import cloudpickle
 
 from . import identity
-from .code import package as code_package
+from .code import discover as code_discover, version as code_versions
 from ..bucket import layout as naming, blobs as serialization
 from ..errors import ConfigurationError
 from ..bucket.job_store import JobStore
@@ -252,10 +252,10 @@ class Job:
         return self._shared_pickles
 
     def _build_code(self, payloads, pickles=()):
-        roots = code_package.referenced_modules(b"".join(payloads))
+        roots = code_discover.referenced_modules(b"".join(payloads))
         for pickled in pickles:  # module names are short: chunks overlapping by 300 bytes miss none
             for chunk in pickled.stream_chunks(overlap=300):
-                roots += [name for name in code_package.referenced_modules(bytes(chunk)) if name not in roots]
+                roots += [name for name in code_discover.referenced_modules(bytes(chunk)) if name not in roots]
         module = getattr(self.function, "__module__", None)
         if module in sys.modules and module != "__main__":
             roots.append(module)
@@ -263,7 +263,7 @@ class Job:
         exclude = getattr(self.settings, "code_exclude_list", ())
         max_bytes = getattr(self.settings, "code_max_bytes", 64 << 20)
         secrets = [getattr(self.settings, "signing_key_file", ""), getattr(self.settings, "key_dir", "")]
-        return code_package.build(roots, include, exclude, max_bytes, secrets)
+        return code_discover.build(roots, include, exclude, max_bytes, secrets)
 
     def code(self):
         """The user's modules the function and the element inputs need (CodePackage), built once."""
@@ -278,8 +278,8 @@ class Job:
         if self.function is None:
             return self.store.code_version
         if self._code_version is None:
-            inputs = code_package.referenced_modules(b"".join(e.payload for e in self.elements))
-            self._code_version = code_package.code_version(
+            inputs = code_discover.referenced_modules(b"".join(e.payload for e in self.elements))
+            self._code_version = code_versions.code_version(
                 self.function, self.code(), self.pinned_version, inputs,
                 getattr(self.settings, "code_include_list", ()), getattr(self.settings, "code_exclude_list", ()))
         return self._code_version
@@ -292,7 +292,7 @@ class Job:
             return counted[1] if len(counted) > 1 else None
         if self.pinned_version is not None:
             return None  # a pinned version was tagged the same way then
-        return code_package.legacy_code_version(self.function, self.code())
+        return code_versions.legacy_code_version(self.function, self.code())
 
     @property
     def reuse_any(self):

@@ -101,8 +101,9 @@ def judge(end, record, settings, checked=False, refused=None, timed_out=False, i
         return Succeeded()
     if cancelled_by_another_master(record):
         # Another master cancelled it (this one stops following what it cancels): not the element's failure.
-        record, end = None, AttemptEnd(end.attempt if end else "", None, "cancelled by another master: %s"
-                                       % record.get("message", ""), error_type="Cancelled", interrupted=True)
+        record, end = None, AttemptEnd(attempt=end.attempt if end else "", exit_code=None,
+                                       reason="cancelled by another master: %s" % record.get("message", ""),
+                                       error_type="Cancelled", interrupted=True)
     stopped = record if stopped_by_sigterm(record) else None
     if stopped is not None:
         record = None

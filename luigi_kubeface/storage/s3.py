@@ -14,25 +14,15 @@ import urllib.parse
 from dataclasses import dataclass
 
 from ..errors import (
-    BlobNotFoundError, ConfigurationError, KubefaceError, StorageError, TransientStorageError, check_ranges,
+    BlobNotFoundError, ConfigurationError, KubefaceError, TransientStorageError, check_ranges,
 )
 from ..settings_fields import setting
 from . import Head, PodAccess, content_type, probe_writable
+from .s3_wire import ENV, READ_CHUNK, STYLES, error_code, on_aws, options, part_crc32c, read_part, translate
 
-# How a task runner learns the master's [kubeface] s3_* settings (runner_environment, pod_access).
-ENV = {"s3_endpoint_url": "KUBEFACE_S3_ENDPOINT_URL", "s3_region": "KUBEFACE_S3_REGION",
-       "s3_addressing_style": "KUBEFACE_S3_ADDRESSING_STYLE"}
 PART = 64 << 20  # one multipart part (and one ranged GET): what an upload or download holds in memory
 COPY_LIMIT = 5 << 30  # CopyObject's own limit; larger blobs are moved with UploadPartCopy
 COPY_PART = 1 << 30
-_READ_CHUNK = 1 << 20
-# Codes S3 (and compatible stores) answer when a retry later will do: throttling, overload, races.
-_TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
-                    "RequestTimeout", "InternalError", "ServiceUnavailable", "OperationAborted",
-                    "ConditionalRequestConflict"}
-_STYLES = ("auto", "path", "virtual")
-
-
 @dataclass(frozen=True)
 class S3Settings:
     """s3:// storage (pip install "luigi-kubeface[s3]"): an empty key leaves it to boto3 (environment, IRSA)."""
@@ -47,19 +37,7 @@ class S3Settings:
                                  "to the pods as Secret references when IRSA is not used.")
 
     def __post_init__(self):
-        check_ranges(self, [("s3_addressing_style", self.s3_addressing_style in _STYLES, "auto, path or virtual")])
-
-
-def options(settings=None, environ=None):
-    """(endpoint, region, addressing style): the master's settings, else what its runner was handed (ENV)."""
-    found = []
-    for name, env in ENV.items():
-        value = getattr(settings, name, "") if settings is not None else ""
-        found.append(value or (environ or {}).get(env, ""))
-    endpoint, region, style = found[0], found[1], found[2] or "auto"
-    if style not in _STYLES:
-        raise ConfigurationError("%s = %r: use auto, path or virtual" % (ENV["s3_addressing_style"], style))
-    return endpoint, region, style
+        check_ranges(self, [("s3_addressing_style", self.s3_addressing_style in STYLES, "auto, path or virtual")])
 
 
 _clients: dict = {}  # (endpoint, region, style) -> this process's boto3 client
@@ -83,7 +61,7 @@ def _client(endpoint, region, style):
                                                       region_name=region or None, config=config)
 
             client = make("virtual" if style == "virtual" else "path" if style == "path" else "auto")
-            if style == "auto" and not _on_aws(client.meta.endpoint_url):
+            if style == "auto" and not on_aws(client.meta.endpoint_url):
                 client = make("path")  # Ceph, SeaweedFS, MinIO and emulators rarely serve virtual hosts
             _clients[key] = client
         return _clients[key]
@@ -102,77 +80,6 @@ def _after_fork_in_child():
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _on_aws(endpoint_url):
-    return urllib.parse.urlsplit(endpoint_url).hostname.endswith(".amazonaws.com")
-
-
-def _crc(data):
-    """CRC32C as S3's x-amz-checksum-crc32c header wants it (big-endian, base64); a part is read in slices
-    (google_crc32c takes only bytes), so no second copy of it is made."""
-    import google_crc32c
-
-    if isinstance(data, bytes):
-        value = google_crc32c.value(data)
-    else:
-        view, value = memoryview(data), 0
-        for start in range(0, len(view), _READ_CHUNK):
-            value = google_crc32c.extend(value, bytes(view[start:start + _READ_CHUNK]))
-    return base64.b64encode(value.to_bytes(4, "big")).decode()
-
-
-def _read_part(stream, size, what):
-    """size bytes of the stream in one new bytearray (readinto: a stream's read() may join pieces, a second copy)."""
-    if not hasattr(stream, "readinto"):
-        data = stream.read(size)
-    else:
-        data, done = bytearray(size), 0
-        view = memoryview(data)
-        while done < size:
-            n = stream.readinto(view[done:])
-            if not n:
-                break
-            done += n
-        del view
-        data = data if done == size else data[:done]
-    if len(data) != size:
-        raise StorageError("write %s: the stream ended %d bytes early" % (what, size - len(data)))
-    return data
-
-
-def _code(error):
-    from botocore.exceptions import ClientError
-
-    if not isinstance(error, ClientError):
-        return None, None
-    return error.response.get("Error", {}).get("Code"), error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-
-
-def _translate(error, what):
-    """Map botocore errors to ours: transient ones are retried by RetryingStorage."""
-    from botocore import exceptions as boto
-
-    if isinstance(error, (boto.NoCredentialsError, boto.PartialCredentialsError)):
-        return ConfigurationError(
-            "%s: no AWS credentials found (%s): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile "
-            "(AWS_PROFILE), or use IRSA / EKS Pod Identity (or [kubeface] s3_key_secret) in the cluster" % (what, error))
-    code, status = _code(error)
-    if code in ("NoSuchKey", "404", "NotFound"):
-        return BlobNotFoundError("%s: not found" % what)
-    if code == "NoSuchBucket":
-        return ConfigurationError("%s: the bucket does not exist: create it (aws s3 mb s3://BUCKET) or fix "
-                                  "[kubeface] storage_root" % what)
-    if code in _TRANSIENT_CODES or (status or 0) >= 500 or status == 429:
-        return TransientStorageError("%s: %s" % (what, error))
-    if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-        return StorageError("%s: permission denied (%s): grant the credentials s3:GetObject, s3:PutObject, "
-                            "s3:DeleteObject and s3:ListBucket on the bucket" % (what, error))
-    transport = (boto.ConnectionError, boto.HTTPClientError, boto.ResponseStreamingError, ConnectionError,
-                 TimeoutError)
-    if isinstance(error, transport):
-        return TransientStorageError("%s: %s" % (what, error))
-    return StorageError("%s: %s" % (what, error))
 
 
 class _Refused(Exception):
@@ -200,7 +107,7 @@ class S3Storage:
     def browse_url(self, key):
         """The S3 console on AWS; elsewhere the object's path-style URL on the endpoint."""
         endpoint = self._client().meta.endpoint_url
-        if _on_aws(endpoint):
+        if on_aws(endpoint):
             return "https://s3.console.aws.amazon.com/s3/object/%s?prefix=%s" % (
                 self.bucket, urllib.parse.quote(self.prefix + key))
         return "%s/%s/%s" % (endpoint.rstrip("/"), self.bucket, urllib.parse.quote(self.prefix + key))
@@ -241,7 +148,7 @@ class S3Storage:
         except KubefaceError:
             raise
         except Exception as error:  # noqa: BLE001 - every SDK error is translated, none leaks
-            mapped = _translate(error, "%s %s%s" % (what, self.url, key))
+            mapped = translate(error, "%s %s%s" % (what, self.url, key))
             if isinstance(mapped, BlobNotFoundError) and what != "read":
                 mapped = self._missing_bucket_error() or mapped
             raise mapped from error
@@ -250,7 +157,7 @@ class S3Storage:
         try:
             self._client().head_bucket(Bucket=self.bucket)
         except Exception as error:  # noqa: BLE001 - a diagnosis only
-            if _code(error)[0] in ("404", "NoSuchBucket", "NotFound"):
+            if error_code(error)[0] in ("404", "NoSuchBucket", "NotFound"):
                 return ConfigurationError(
                     "bucket s3://%s does not exist: create it (aws s3 mb s3://%s) or fix [kubeface] storage_root"
                     % (self.bucket, self.bucket))
@@ -260,9 +167,9 @@ class S3Storage:
         """One PutObject with its CRC32C; _Refused when a condition (If-None-Match, If-Match) did not hold."""
         try:
             return client.put_object(Bucket=self.bucket, Key=name, Body=data, ContentType=content_type(name),
-                                     ChecksumAlgorithm="CRC32C", ChecksumCRC32C=_crc(data), **conditions)
+                                     ChecksumAlgorithm="CRC32C", ChecksumCRC32C=part_crc32c(data), **conditions)
         except Exception as error:  # noqa: BLE001
-            code, status = _code(error)
+            code, status = error_code(error)
             if status == 412 or code == "PreconditionFailed":
                 raise _Refused() from None
             if conditions.get("IfMatch") and code in ("NoSuchKey", "404"):
@@ -319,7 +226,7 @@ class S3Storage:
 
     def _upload(self, client, name, stream, size, conditions):
         if size <= PART:
-            self._put(client, name, _read_part(stream, size, self.url + name), **conditions)
+            self._put(client, name, read_part(stream, size, self.url + name), **conditions)
         else:
             self._multipart(client, name, stream, size, conditions)
 
@@ -333,8 +240,8 @@ class S3Storage:
         try:
             parts, done = [], 0
             while done < size:
-                data = _read_part(stream, min(PART, size - done), self.url + name)
-                crc = _crc(data)
+                data = read_part(stream, min(PART, size - done), self.url + name)
+                crc = part_crc32c(data)
                 etag = client.upload_part(Bucket=self.bucket, Key=name, UploadId=upload, PartNumber=len(parts) + 1,
                                           Body=data, ChecksumAlgorithm="CRC32C", ChecksumCRC32C=crc)["ETag"]
                 parts.append({"PartNumber": len(parts) + 1, "ETag": etag, "ChecksumCRC32C": crc})
@@ -344,7 +251,7 @@ class S3Storage:
                 client.complete_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload,
                                                  MultipartUpload={"Parts": parts}, **conditions)
             except Exception as error:  # noqa: BLE001
-                if _code(error)[1] == 412 or _code(error)[0] == "PreconditionFailed":
+                if error_code(error)[1] == 412 or error_code(error)[0] == "PreconditionFailed":
                     raise _Refused() from None
                 raise
         except BaseException:
@@ -369,7 +276,7 @@ class S3Storage:
             return client.get_object(Bucket=self.bucket, Key=name, Range="bytes=%d-%d" % (start, end),
                                      IfMatch=etag)["Body"]
         except Exception as error:  # noqa: BLE001
-            if _code(error)[1] == 412:
+            if error_code(error)[1] == 412:
                 raise TransientStorageError("read %s%s: replaced while it was read" % (self.url, name)) from None
             raise
 
@@ -390,7 +297,7 @@ class S3Storage:
             try:
                 for start in range(0, size, PART):
                     body = self._range(client, name, etag, start, min(start + PART, size) - 1)
-                    for chunk in body.iter_chunks(_READ_CHUNK):
+                    for chunk in body.iter_chunks(READ_CHUNK):
                         f.write(chunk)
                 f.flush()
                 if f.tell() != size:
@@ -410,7 +317,7 @@ class S3Storage:
                 client.head_object(Bucket=self.bucket, Key=name)
                 return True
             except Exception as error:  # noqa: BLE001
-                if _code(error)[0] in ("404", "NoSuchKey", "NotFound"):
+                if error_code(error)[0] in ("404", "NoSuchKey", "NotFound"):
                     return False
                 raise
 

@@ -14,6 +14,11 @@ from support import REPO, TESTS
 
 
 
+def pod_settings(**values):
+    """Kubernetes settings for building pods without a cluster (pure functions)."""
+    return Settings(backend="kubernetes", storage_root="gs://b/jobs", image="r/kubeface:1", **values)
+
+
 def kube_settings(cluster, namespace, fake_gcs, storage_root, **values):
     base = dict(backend="kubernetes", storage_root=storage_root, image=cluster.image, namespace=namespace,
                 kubeconfig=cluster.master_kubeconfig, cpu_request="50m", memory_request="64Mi", memory_limit="2Gi",

@@ -23,3 +23,32 @@ def test_creating_and_deleting_pods_and_secrets_reuses_the_masters_connections(k
     api.delete_secret("reuse")
     pool = api.client.rest_client.pool_manager.connection_from_url(api.client.configuration.host)
     assert pool.num_connections <= 2, "%d connections for 20 requests" % pool.num_connections
+
+
+def test_the_pod_watch_counts_its_lists_watches_and_events_by_type(kube_cluster, kube_namespace, fake_gcs, gcs_root):
+    """The benchmark reports the watch's events and relists from these counts (the master logs them at close)."""
+    from luigi_kubeface.backends.kubernetes.watch import PodWatch
+
+    api = KubeApi(kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root))
+    watch = PodWatch(api, "counted=yes").start()
+    try:
+        assert watch.wait_synced(30)
+        for i in range(3):  # pods no node will take, created and deleted
+            api.create_pod({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "counted-%d" % i,
+                                                                            "labels": {"counted": "yes"}},
+                            "spec": {"nodeSelector": {"no-such-node": "x"},
+                                     "containers": [{"name": "c", "image": kube_cluster.image}]}})
+            api.delete_pod("counted-%d" % i, grace_seconds=0)
+        vanished = set()
+        for _ in range(300):
+            vanished |= watch.take_vanished()
+            if len(vanished) == 3:
+                break
+            watch._stop.wait(0.1)
+        counts = watch.counted()
+    finally:
+        watch.stop()
+    assert vanished == {"counted-0", "counted-1", "counted-2"}
+    assert (counts["lists"], counts["relists"], counts["gone"], counts["interrupted"]) == (1, 0, 0, 0)
+    assert counts["watches"] >= 1
+    assert counts["events"]["ADDED"] == 3 and counts["events"]["DELETED"] == 3

@@ -10,6 +10,7 @@ from luigi_kubeface.backends import AttemptSpec
 from luigi_kubeface.backends.kubernetes.pod_spec import build_pod, build_secret, job_label, pod_name
 from luigi_kubeface.errors import ConfigurationError
 from luigi_kubeface.settings import Settings
+from kube_support import pod_settings
 
 DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -17,12 +18,8 @@ SPEC = AttemptSpec("TrainModels_" + "x" * 150 + "_MixedCase.Dots", "gs://b/jobs/
                    "002-1764400000-a1b2c3", "folds=5, model='rf'", secret_env={"KUBEFACE_SIGNING_KEY": "s3cr3t"})
 
 
-def settings(**values):
-    return Settings(backend="kubernetes", storage_root="gs://b/jobs", image="r/kubeface:1", **values)
-
-
 def test_names_and_labels_are_valid_kubernetes_names():
-    pod = build_pod(SPEC, settings(pod_labels={"team": "ml"}))
+    pod = build_pod(SPEC, pod_settings(pod_labels={"team": "ml"}))
     name = pod["metadata"]["name"]
     assert len(name) <= 63 and DNS_1123.match(name), name
     assert name == pod_name(SPEC) and name.startswith("kf-trainmodels-") and "-002-a1b2c3" in name
@@ -39,7 +36,7 @@ def test_one_job_id_under_two_storage_roots_shares_neither_pods_nor_the_secret()
     """Labels and the Secret's name come from the job's full URL: staging/report and prod/report differ."""
     staging = dataclasses.replace(SPEC, job_url="gs://b/staging/report", job_id="report")
     prod = dataclasses.replace(SPEC, job_url="gs://b/prod/report", job_id="report")
-    pods = [build_pod(s, settings()) for s in (staging, prod)]
+    pods = [build_pod(s, pod_settings()) for s in (staging, prod)]
     assert pods[0]["metadata"]["labels"]["kubeface.io/job"] != pods[1]["metadata"]["labels"]["kubeface.io/job"]
     secrets = [build_secret(s.job_url, s.secret_env)["metadata"]["name"] for s in (staging, prod)]
     assert secrets[0] != secrets[1]
@@ -49,7 +46,7 @@ def test_one_job_id_under_two_storage_roots_shares_neither_pods_nor_the_secret()
 
 
 def test_pod_runs_the_task_runner_as_non_root_without_token_or_secret_in_clear():
-    pod = build_pod(SPEC, settings(element_timeout=90.5))
+    pod = build_pod(SPEC, pod_settings(element_timeout=90.5))
     spec, container = pod["spec"], pod["spec"]["containers"][0]
     assert spec["restartPolicy"] == "Never" and spec["activeDeadlineSeconds"] == 91
     assert container["command"] == ["python", "-m", "luigi_kubeface.runner", SPEC.job_url, SPEC.element, SPEC.attempt]
@@ -64,13 +61,13 @@ def test_pod_runs_the_task_runner_as_non_root_without_token_or_secret_in_clear()
 
 
 def test_ephemeral_storage_is_requested_for_blobs_streamed_through_files():
-    assert "ephemeral-storage" not in build_pod(SPEC, settings())["spec"]["containers"][0]["resources"]["requests"]
-    pod = build_pod(SPEC, settings(ephemeral_storage_request="3Gi"))
+    assert "ephemeral-storage" not in build_pod(SPEC, pod_settings())["spec"]["containers"][0]["resources"]["requests"]
+    pod = build_pod(SPEC, pod_settings(ephemeral_storage_request="3Gi"))
     assert pod["spec"]["containers"][0]["resources"]["requests"]["ephemeral-storage"] == "3Gi"
 
 
 def test_resources_gpus_spot_and_scheduling_settings():
-    pod = build_pod(SPEC, settings(cpu_request="2", memory_request="4Gi", cpu_limit="3", gpus=1, spot=True,
+    pod = build_pod(SPEC, pod_settings(cpu_request="2", memory_request="4Gi", cpu_limit="3", gpus=1, spot=True,
                                    node_selector={"pool": "big"}, service_account="kubeface-runner",
                                    tolerations=[{"key": "dedicated", "operator": "Exists"}], safe_to_evict=True,
                                    pod_env={"OMP_NUM_THREADS": "2"}, image_pull_policy="Always",
@@ -106,18 +103,18 @@ def test_bad_kubernetes_settings_are_refused_with_the_fix(values, words):
 
 
 def test_pods_run_as_the_user_and_group_of_the_settings_or_the_images_own_user():
-    pod = build_pod(SPEC, settings())["spec"]
+    pod = build_pod(SPEC, pod_settings())["spec"]
     assert pod["securityContext"]["runAsUser"] == 65532 and pod["securityContext"]["runAsGroup"] == 65532
     assert pod["securityContext"]["fsGroup"] == 65532 and pod["containers"][0]["securityContext"]["runAsGroup"] == 65532
-    own = build_pod(SPEC, settings(run_as_user=0))["spec"]
+    own = build_pod(SPEC, pod_settings(run_as_user=0))["spec"]
     assert "runAsUser" not in own["securityContext"] and own["securityContext"]["runAsNonRoot"] is True
     assert "runAsGroup" not in own["securityContext"]  # containerd refuses a group without a user
     assert "runAsUser" not in own["containers"][0]["securityContext"]
 
 
 def test_params_annotation_can_be_turned_off():
-    assert build_pod(SPEC, settings())["metadata"]["annotations"]["kubeface.io/params"] == SPEC.label
-    annotations = build_pod(SPEC, settings(pod_params_annotation=False))["metadata"]["annotations"]
+    assert build_pod(SPEC, pod_settings())["metadata"]["annotations"]["kubeface.io/params"] == SPEC.label
+    annotations = build_pod(SPEC, pod_settings(pod_params_annotation=False))["metadata"]["annotations"]
     assert "kubeface.io/params" not in annotations and SPEC.label not in json.dumps(annotations)
 
 
@@ -140,7 +137,7 @@ def test_a_pod_tells_its_runner_what_it_requested_and_its_price_for_the_attempt_
     from luigi_kubeface import cost
     from luigi_kubeface.backends import attempt_request
 
-    values = settings(cpu_request="500m", memory_request="2Gi", gpus=1, spot=True, price_cpu_hour=0.04,
+    values = pod_settings(cpu_request="500m", memory_request="2Gi", gpus=1, spot=True, price_cpu_hour=0.04,
                       price_gb_hour=0.01, price_gpu_hour=1.0, spot_discount=0.5)
     request = attempt_request(values)
     assert request == cost.Request(0.5, 2.0, 1.0, True, (0.5 * 0.04 + 2 * 0.01 + 1.0) * 0.5)

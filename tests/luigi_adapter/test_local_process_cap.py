@@ -7,25 +7,9 @@ import os
 import threading
 
 from luigi_kubeface.backends.local_slots import Slots
-from support import run_luigi
+from support import run_luigi, runners_of
 
 TOY = ["--module", "pipelines.toy"]
-
-
-def runners_of(root):
-    """Pids of the task runners working on jobs under root, from /proc."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % name, "rb") as f:
-                argv = f.read().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if "luigi_kubeface.runner" in argv and any(arg.startswith(root) for arg in argv):
-            found.append(int(name))
-    return found
 
 
 def test_two_map_tasks_under_two_workers_never_run_more_element_processes_than_the_cap(tmp_path):

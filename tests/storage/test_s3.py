@@ -14,7 +14,7 @@ from infra.servers import MotoS3
 from luigi_kubeface import Client
 from luigi_kubeface.errors import BlobNotFoundError, ConfigurationError, TransientStorageError
 from luigi_kubeface.settings import Settings
-from luigi_kubeface.storage import open_storage, s3
+from luigi_kubeface.storage import open_storage, s3, s3_wire
 from elements import square
 from support import FAST
 
@@ -173,9 +173,9 @@ def test_throttling_conflicts_and_server_errors_are_transient_and_missing_keys_o
 
     for code, http in (("SlowDown", 503), ("ConditionalRequestConflict", 409), ("InternalError", 500),
                        ("ThrottlingException", 400), ("TooManyRequests", 429)):
-        assert isinstance(s3._translate(error(code, http), "write x"), TransientStorageError), code
-    assert isinstance(s3._translate(error("NoSuchKey", 404), "read x"), BlobNotFoundError)
-    assert "s3:PutObject" in str(s3._translate(error("AccessDenied", 403), "write x"))
+        assert isinstance(s3_wire.translate(error(code, http), "write x"), TransientStorageError), code
+    assert isinstance(s3_wire.translate(error("NoSuchKey", 404), "read x"), BlobNotFoundError)
+    assert "s3:PutObject" in str(s3_wire.translate(error("AccessDenied", 403), "write x"))
 
 
 def test_an_endpoint_in_settings_reaches_the_master_and_every_runner(moto_s3, s3_root, tmp_path, monkeypatch):

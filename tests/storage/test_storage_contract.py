@@ -9,11 +9,6 @@ from luigi_kubeface.errors import BlobNotFoundError, ConfigurationError
 from luigi_kubeface.storage import open_storage
 
 
-@pytest.fixture
-def storage(storage_root):
-    return open_storage(storage_root + "/job")
-
-
 def test_write_read_exists_delete(storage):
     assert not storage.exists("a/b.bin")
     storage.write("a/b.bin", b"one")

@@ -6,6 +6,7 @@ included), waits out API outages and full quotas, learns every pod's fate from o
 deletes finished pods, and adopts the pods an earlier master of the same job left running.
 """
 
+import json
 import logging
 import time
 import uuid
@@ -18,7 +19,8 @@ from .api import CANCEL_GRACE, Backoff, KubeApi, describe, is_transient, quota_n
 from .namespace_share import NamespaceShare
 from .pod_spec import (ATTEMPT_LABEL, ELEMENT_LABEL, RUN_LABEL, build_pod, build_secret, job_selector, pod_name,
                        secret_name)
-from .pod_status import pod_end, pod_placement, short_of_capacity
+from .pod_status import pod_end, pod_placement, tally
+from .sending import ROUND, Sender
 from .watch import PodWatch
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ class KubernetesBackend(Backend):
         self._retry_at = 0.0  # creates and deletes wait for the API server until then
         self._backoff = Backoff()  # the API's one retry policy; never gives up while pods run
         self._secret = None  # the job's Secret body, once created
+        self.sender = Sender()  # a round's creates and deletes, side by side
         self.run_id = uuid.uuid4().hex[:16]  # this master's pods carry it (RUN_LABEL)
         self._ours = set()  # names of the pods this master created or adopted: the only ones it counts
         self._doomed = {}  # pod name -> monotonic time after which a deleted pod no longer counts
@@ -115,8 +118,7 @@ class KubernetesBackend(Backend):
         body = build_pod(spec, self.settings)
         body["metadata"]["labels"][RUN_LABEL] = self.run_id
         self._pods[spec.attempt] = _Pod(pod_name(spec), body)
-        self._queue.append(spec.attempt)
-        self._create_queued()
+        self._queue.append(spec.attempt)  # created in the next poll, with the round's others (sending.py)
 
     def poll(self):
         self._send_deletes()
@@ -139,12 +141,13 @@ class KubernetesBackend(Backend):
         self._log_foreign()
         return ended
 
-    def cancel(self, attempt):
+    def cancel(self, attempt, send=True):
         pod = self._pods.pop(attempt, None)
         if pod is not None and (pod.created or pod.sent):  # sent: a create cut short may have made it
             self._cut_short |= not pod.created
             self._deletes[pod.name] = CANCEL_GRACE
-            self._send_deletes()
+            if send:
+                self._send_deletes()
 
     def close(self):
         """Delete the pods still followed (unless asked to leave them) and the job's Secret."""
@@ -153,7 +156,7 @@ class KubernetesBackend(Backend):
             if leave:
                 self._pods.pop(attempt)
             else:
-                self.cancel(attempt)
+                self.cancel(attempt, send=False)  # sent below, side by side
         self._queue.clear()
         deadline = time.monotonic() + 60
         while self._deletes and time.monotonic() < deadline:
@@ -173,8 +176,10 @@ class KubernetesBackend(Backend):
                 log.warning("could not delete Secret %s: %s", self._secret["metadata"]["name"], describe(error))
         if self.watch is not None:
             self.watch.stop()
+            log.info("pod watch counts: %s", json.dumps(self.watch.counted(), sort_keys=True))
         if self.share is not None:
             self.share.close()
+        self.sender.close()
 
     def _run_selector(self):
         return "%s,%s=%s" % (job_selector(self.job_url), RUN_LABEL, self.run_id)
@@ -216,25 +221,10 @@ class KubernetesBackend(Backend):
         passed (a pod stuck Terminating on a lost node can no longer store anything new). Hold back
         (back pressure) while pods wait for room the job's own pods hold, or for the scheduler.
         """
-        now = time.monotonic()
         seen = {name: pod for name, pod in self.watch.snapshot().items() if name in self._ours}
-        count = unbound = short = running = 0
-        for name, pod in seen.items():
-            meta, status = pod["metadata"], pod.get("status") or {}
-            if meta.get("deletionTimestamp"):
-                self._doomed.setdefault(name, now + (meta.get("deletionGracePeriodSeconds") or 0)
-                                        + self.settings.node_lost_timeout)
-            if name in self._kept or self._doomed.get(name, now + 1) <= now:
-                continue
-            count += 1
-            if status.get("phase") == "Running":
-                running += 1
-            elif status.get("phase") in ("Pending", None) and not (pod.get("spec") or {}).get("nodeName"):
-                unbound += 1
-                short += short_of_capacity(pod)
+        count, unbound, held = tally(seen, self._kept, self._doomed, self.settings.node_lost_timeout, time.monotonic())
         unseen = sum(1 for p in self._pods.values() if p.created and p.name not in seen)
-        held = short >= 1 + running // 10 or unbound + unseen >= _UNBOUND_LIMIT  # a few pending: autoscaler's cue
-        return count + unseen, held
+        return count + unseen, held or unbound + unseen >= _UNBOUND_LIMIT, unbound + unseen
 
     def _held_seconds(self, now):
         """Seconds without progress while pods of the job run (they hold the room), else None."""
@@ -254,38 +244,46 @@ class KubernetesBackend(Backend):
 
     def _create_queued(self):
         while self._queue and time.monotonic() >= self._retry_at:
+            batch = self._next_round()
+            if not batch:
+                return
+            errors = self.sender.send([lambda body=pod.body: self.api.create_pod(body) for _, pod in batch])
+            again = []
+            for (attempt, pod), error in zip(batch, errors):
+                if error is None or getattr(error, "status", None) == 409:  # 409: an earlier try did create it
+                    pod.created, pod.since = True, time.monotonic()
+                    self._api_ok()
+                elif is_transient(error):
+                    again.append(attempt)
+                    self._wait_for_api("creating pods", error)
+                else:
+                    del self._pods[attempt]
+                    quota = quota_never_fits(error)
+                    self._ended.append(AttemptEnd(
+                        attempt=attempt, exit_code=None,
+                        reason=quota or "Kubernetes refused the pod: %s. Fix the [kubeface] pod settings "
+                        "(namespace, resources, service_account) or the master's permissions" % describe(error),
+                        error_type="QuotaTooSmall" if quota else "PodRejected", retryable=False, fatal=True))
+            self._queue.extendleft(reversed(again))  # first in line again, in their order
+
+    def _next_round(self):
+        """The queued attempts whose pods fit now (the cap, the scheduler's pace, the namespace's share), at most ROUND."""
+        existing, held, unplaced = self._existing()
+        room = 0 if held else min(self.settings.cap - existing, _UNBOUND_LIMIT - unplaced, ROUND)
+        batch = []
+        while self._queue and len(batch) < room:
             attempt = self._queue[0]
             pod = self._pods.get(attempt)
             if pod is None:  # cancelled before its pod was created
                 self._queue.popleft()
                 continue
-            existing, held = self._existing()
-            if existing >= self.settings.cap or held:
-                return
-            if not self._share_allows(wants=existing + len(self._queue)):
-                return  # the namespace's cap across jobs, or this master's fair share of it, is reached
+            if not self._share_allows(wants=existing + len(batch) + len(self._queue)):
+                break  # the namespace's cap across jobs, or this master's fair share of it, is reached
+            self._queue.popleft()
             self._ours.add(pod.name)
             pod.sent = True
-            try:
-                self.api.create_pod(pod.body)
-            except Exception as error:  # noqa: BLE001 - sorted below
-                if getattr(error, "status", None) == 409:  # an earlier try that timed out did create it
-                    pass
-                elif is_transient(error):
-                    self._wait_for_api("creating pods", error)
-                    return
-                else:
-                    self._queue.popleft()
-                    del self._pods[attempt]
-                    quota = quota_never_fits(error)
-                    self._ended.append(AttemptEnd(
-                        attempt, None, quota or "Kubernetes refused the pod: %s. Fix the [kubeface] pod settings "
-                        "(namespace, resources, service_account) or the master's permissions" % describe(error),
-                        error_type="QuotaTooSmall" if quota else "PodRejected", retryable=False, fatal=True))
-                    continue
-            self._queue.popleft()
-            pod.created, pod.since = True, time.monotonic()
-            self._api_ok()
+            batch.append((attempt, pod))
+        return batch
 
     def _share_allows(self, wants):
         """namespace_max_pods: whether this master may create one more pod now (API trouble: wait, as creates do)."""
@@ -302,19 +300,21 @@ class KubernetesBackend(Backend):
                                "[kubeface] namespace_max_pods = 0" % describe(error)) from None
 
     def _send_deletes(self, force=False):
-        if not force and time.monotonic() < self._retry_at:
-            return
-        for name, grace in list(self._deletes.items()):
-            try:
-                self.api.delete_pod(name, grace)
-            except Exception as error:  # noqa: BLE001
-                if is_transient(error):
+        while self._deletes and (force or time.monotonic() >= self._retry_at):
+            batch = list(self._deletes.items())[:ROUND]
+            errors = self.sender.send([lambda name=name, grace=grace: self.api.delete_pod(name, grace)
+                                       for name, grace in batch])
+            for (name, grace), error in zip(batch, errors):
+                if error is not None and is_transient(error):
                     self._wait_for_api("deleting pods", error)
-                    return
-                log.warning("could not delete pod %s: %s", name, describe(error))
-            del self._deletes[name]
-            self._doomed.setdefault(name, time.monotonic() + grace + self.settings.node_lost_timeout)
-            self._api_ok()
+                    continue
+                if error is not None:
+                    log.warning("could not delete pod %s: %s", name, describe(error))
+                del self._deletes[name]
+                self._doomed.setdefault(name, time.monotonic() + grace + self.settings.node_lost_timeout)
+                self._api_ok()
+            if any(error is not None and is_transient(error) for error in errors):
+                return
 
     def _wait_for_api(self, doing, error):
         if self._backoff.since is None:
@@ -364,10 +364,12 @@ class KubernetesBackend(Backend):
         """The AttemptEnd of a followed pod, or None while it runs; disposes of the ended pod."""
         if pod is None:
             if vanished:
-                return AttemptEnd(attempt, None, "the pod was deleted before it finished (by a person, a "
-                                  "controller, or its namespace's deletion)", error_type="PodDeleted", interrupted=True)
+                return AttemptEnd(attempt=attempt, exit_code=None,
+                                  reason="the pod was deleted before it finished (by a person, a controller, or its "
+                                  "namespace's deletion)", error_type="PodDeleted", interrupted=True)
             if now - followed.since > _UNSEEN_LIMIT and self.watch.healthy:
-                return AttemptEnd(attempt, None, "the pod was created but the API server never showed it",
+                return AttemptEnd(attempt=attempt, exit_code=None,
+                                  reason="the pod was created but the API server never showed it",
                                   error_type="PodLost", interrupted=True)
             return None
         deleting = bool(pod["metadata"].get("deletionTimestamp"))  # by someone else (eviction, node lost)
@@ -389,5 +391,4 @@ class KubernetesBackend(Backend):
                      followed.name, self.settings.namespace, followed.name)
         else:
             self._deletes[followed.name] = 0
-        return AttemptEnd(attempt, end.exit_code, end.reason, end.fatal, tail, end.error_type, end.retryable,
-                          end.interrupted, more_memory=end.more_memory, placement=pod_placement(pod))
+        return end.attempt_end(attempt, log_tail=tail, placement=pod_placement(pod))

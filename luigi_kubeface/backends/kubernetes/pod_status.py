@@ -6,9 +6,10 @@ deadline), stop the job (the image cannot be pulled: every pod would fail alike)
 """
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
+from ..attempts import AttemptEnd
 from .memory_growth import can_grow, next_limit
 from .pod_spec import SPOT_SELECTOR
 
@@ -24,16 +25,24 @@ _INTERRUPTIONS = {"Evicted", "Preempting", "NodeLost", "Shutdown", "NodeShutdown
 
 @dataclass(frozen=True)
 class PodEnd:
-    """AttemptEnd's fields, less the attempt id; fetch_log when the runner may not have recorded it."""
+    """What the pod's status says of its attempt: the AttemptEnd, less what only the backend knows (the attempt
+    id, the log tail, the placement: attempt_end fills them in), and fetch_log when the runner may not have
+    recorded the log. The end's fields read through (pod_end(...).reason)."""
 
-    exit_code: Optional[int]
-    reason: str
-    error_type: str = ""
-    retryable: bool = True
-    fatal: bool = False
-    interrupted: bool = False
+    end: AttemptEnd
     fetch_log: bool = False
-    more_memory: bool = False
+
+    def __getattr__(self, name):
+        if name == "end":  # not set yet (copy, unpickling): no end to read through to
+            raise AttributeError(name)
+        return getattr(self.end, name)
+
+    def attempt_end(self, attempt: str, log_tail: str, placement: dict) -> AttemptEnd:
+        return replace(self.end, attempt=attempt, log_tail=log_tail, placement=placement)
+
+
+def _ended(exit_code: Optional[int], reason: str, fetch_log: bool = False, **fields) -> PodEnd:
+    return PodEnd(AttemptEnd(attempt="", exit_code=exit_code, reason=reason, **fields), fetch_log=fetch_log)
 
 
 def pod_placement(pod):
@@ -76,16 +85,16 @@ def pod_end(pod, pending_seconds, settings, held_seconds=None):
     if (pod.get("metadata") or {}).get("deletionTimestamp"):  # whatever its phase: someone else deletes it
         disruption = _condition(pod, "DisruptionTarget")
         if disruption and disruption.get("status") == "True":  # the Eviction API (a drain, the autoscaler), preemption
-            return PodEnd(None, "the pod is being evicted by the cluster (%s)" % _disruption(pod),
+            return _ended(None, "the pod is being evicted by the cluster (%s)" % _disruption(pod),
                           error_type="PodEvicted", interrupted=True)
-        return PodEnd(None, "the pod is being deleted by the cluster (%s)" % _disruption(pod),
+        return _ended(None, "the pod is being deleted by the cluster (%s)" % _disruption(pod),
                       error_type="PodDeleted", interrupted=True)
     if phase == "Succeeded":
-        return PodEnd(0, "the pod succeeded")
+        return _ended(0, "the pod succeeded")
     if phase == "Failed":
         return _failed(pod, status, container, settings)
     if phase == "Unknown":
-        return PodEnd(None, "the pod's node stopped reporting (phase Unknown): the node was lost",
+        return _ended(None, "the pod's node stopped reporting (phase Unknown): the node was lost",
                       error_type="NodeLost", interrupted=True)
     if phase == "Pending" or phase is None:
         return _pending(pod, container, pending_seconds, settings, held_seconds)
@@ -95,24 +104,24 @@ def pod_end(pod, pending_seconds, settings, held_seconds=None):
 def _failed(pod, status, container, settings):
     reason, message = status.get("reason") or "", status.get("message") or ""
     if reason == "DeadlineExceeded":
-        return PodEnd(None, "the pod ran longer than element_timeout=%gs (its activeDeadlineSeconds) and was "
+        return _ended(None, "the pod ran longer than element_timeout=%gs (its activeDeadlineSeconds) and was "
                       "stopped; raise [kubeface] element_timeout if elements need longer" % settings.element_timeout,
                       error_type="Timeout")
     disruption = _condition(pod, "DisruptionTarget")
     if reason in _INTERRUPTIONS or (disruption and disruption.get("status") == "True"):
         why = reason or disruption.get("reason", "")
-        return PodEnd(None, "the pod was stopped by the cluster (%s: %s)" % (why, message or
+        return _ended(None, "the pod was stopped by the cluster (%s: %s)" % (why, message or
                       (disruption or {}).get("message", "")), error_type="PodEvicted", interrupted=True)
     terminated = (container.get("state") or {}).get("terminated") or {}
     if terminated.get("reason") == "OOMKilled":
         limit = pod_memory_limit(pod) or settings.memory_limit or settings.memory_request
         if can_grow(settings, limit):
-            return PodEnd(terminated.get("exitCode"), "the pod ran out of memory with a limit of %s and was "
+            return _ended(terminated.get("exitCode"), "the pod ran out of memory with a limit of %s and was "
                           "OOMKilled; its next attempt gets %s (oom_memory_factor = %g)"
                           % (limit, next_limit(settings, limit), settings.oom_memory_factor),
                           error_type="OutOfMemory", fetch_log=True, more_memory=True)
         ceiling = " (max_memory_limit: it may grow no more)" if settings.oom_memory_factor > 1 else ""
-        return PodEnd(terminated.get("exitCode"), "the pod ran out of memory: it used more than its memory "
+        return _ended(terminated.get("exitCode"), "the pod ran out of memory: it used more than its memory "
                       "limit of %s%s and was OOMKilled; raise [kubeface] memory_limit (and memory_request)%s"
                       % (limit, ceiling, ", or max_memory_limit" if ceiling else ""),
                       error_type="OutOfMemory", retryable=False, fetch_log=True)
@@ -121,8 +130,8 @@ def _failed(pod, status, container, settings):
         words = "the container exited with code %d" % code
         if code == 137:
             words += " (killed by SIGKILL: out of memory, or killed from outside)"
-        return PodEnd(code, words, fetch_log=code not in (0, 1, 2))  # 1 and 2: the runner wrote a record
-    return PodEnd(None, "the pod failed before its container ran (%s)" % (message or reason or "no reason given"),
+        return _ended(code, words, fetch_log=code not in (0, 1, 2))  # 1 and 2: the runner wrote a record
+    return _ended(None, "the pod failed before its container ran (%s)" % (message or reason or "no reason given"),
                   error_type="PodFailed")
 
 
@@ -141,6 +150,25 @@ def short_of_capacity(pod):
     return _capacity_only_on_some_node(scheduled.get("message") or "")
 
 
+def tally(seen, kept, doomed, node_lost_timeout, now):
+    """(pods that count against the cap, pods not yet bound to a node, whether to hold back: a few pending for
+    capacity, the autoscaler's cue) of the followed pods seen; a deleted pod's end of counting goes in doomed."""
+    count = unbound = short = running = 0
+    for name, pod in seen.items():
+        meta, status = pod["metadata"], pod.get("status") or {}
+        if meta.get("deletionTimestamp"):
+            doomed.setdefault(name, now + (meta.get("deletionGracePeriodSeconds") or 0) + node_lost_timeout)
+        if name in kept or doomed.get(name, now + 1) <= now:
+            continue
+        count += 1
+        if status.get("phase") == "Running":
+            running += 1
+        elif status.get("phase") in ("Pending", None) and not (pod.get("spec") or {}).get("nodeName"):
+            unbound += 1
+            short += short_of_capacity(pod)
+    return count, unbound, short >= 1 + running // 10
+
+
 def _capacity_only_on_some_node(message):
     """'0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint ...': some node lacks only room."""
     reasons = message.split("preemption:")[0].partition(":")[2]
@@ -154,45 +182,45 @@ def _pending(pod, container, pending_seconds, settings, held_seconds=None):
     waiting = (container.get("state") or {}).get("waiting") or {}
     reason, message = waiting.get("reason") or "", waiting.get("message") or ""
     if reason in _IMAGE_ERRORS:
-        return PodEnd(None, "the image %r cannot be pulled (%s: %s): check [kubeface] image, that the image was "
+        return _ended(None, "the image %r cannot be pulled (%s: %s): check [kubeface] image, that the image was "
                       "pushed, and that the cluster's nodes may pull from its registry"
                       % (settings.image, reason, message or "no message"),
                       error_type="ImagePullError", retryable=False, fatal=True)
     if reason in _CONFIG_ERRORS and "runAsNonRoot" in message:
-        return PodEnd(None, "the image runs as root, and pods never do (%s: %s): give the image a non-root user "
+        return _ended(None, "the image runs as root, and pods never do (%s: %s): give the image a non-root user "
                       "(images/Dockerfile has `USER 65532:65532`), or set [kubeface] run_as_user to a non-root uid"
                       % (reason, message), error_type="ContainerConfigError", retryable=False, fatal=True)
     if reason in _CONFIG_ERRORS and _RUNTIME_HICCUP.search(message):
         # The node's container runtime failed or restarted while it started the container: not the settings.
-        return PodEnd(None, "the node's container runtime failed while it started the pod (%s: %s): run again"
+        return _ended(None, "the node's container runtime failed while it started the pod (%s: %s): run again"
                       % (reason, message), error_type="RuntimeError", interrupted=True)
     if reason in _CONFIG_ERRORS:
-        return PodEnd(None, "the pod's container cannot be created (%s: %s): check the pod settings in "
+        return _ended(None, "the pod's container cannot be created (%s: %s): check the pod settings in "
                       "[kubeface] (env, secrets, service_account)" % (reason, message or "no message"),
                       error_type="ContainerConfigError", retryable=False, fatal=True)
     scheduled = _condition(pod, "PodScheduled")
     if reason == "ContainerCreating" and pending_seconds > settings.unschedulable_patience + settings.node_lost_timeout:
         # The node keeps failing to make the pod's sandbox (its events say why, e.g. FailedCreatePodSandBox).
-        return PodEnd(None, "node %s could not create the pod's container for %.0fs (still ContainerCreating): "
+        return _ended(None, "node %s could not create the pod's container for %.0fs (still ContainerCreating): "
                       "`kubectl describe pod %s` shows the node's errors"
                       % ((pod.get("spec") or {}).get("nodeName"), pending_seconds,
                          (pod.get("metadata") or {}).get("name", "")),
                       error_type="PodNotStarted", interrupted=True)
     if (scheduled and scheduled.get("status") == "True" and not container  # the node never reported on it
             and pending_seconds > settings.unschedulable_patience + settings.node_lost_timeout):
-        return PodEnd(None, "the pod was bound to node %s but the node did not start it for %.0fs"
+        return _ended(None, "the pod was bound to node %s but the node did not start it for %.0fs"
                       % ((pod.get("spec") or {}).get("nodeName"), pending_seconds),
                       error_type="PodNotStarted", interrupted=True)
     if held_seconds is not None and short_of_capacity(pod):
         if held_seconds <= settings.element_timeout + settings.unschedulable_patience:
             return None  # the job's own pods fill the cluster: wait for one to end
-        return PodEnd(None, "no node had room for the pod while the job made no progress for %.0fs "
+        return _ended(None, "no node had room for the pod while the job made no progress for %.0fs "
                       "(element_timeout + unschedulable_patience): %s. Lower [kubeface] max_in_flight or "
                       "cpu_request, or add nodes" % (held_seconds, scheduled.get("message")),
                       error_type="Unschedulable", retryable=False)
     if (scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
             and pending_seconds > settings.unschedulable_patience):
-        return PodEnd(None, "no node could run the pod for %.0fs (unschedulable_patience): %s. Lower [kubeface] "
+        return _ended(None, "no node could run the pod for %.0fs (unschedulable_patience): %s. Lower [kubeface] "
                       "cpu_request, memory_request or gpus, check node_selector and tolerations, or add nodes "
                       "that fit" % (pending_seconds, scheduled.get("message") or "the scheduler gave no reason"),
                       error_type="Unschedulable", retryable=False)

@@ -48,6 +48,8 @@ class PodWatch:
         self._stop = threading.Event()
         self._response = None  # the open watch, closed by stop() so the thread ends at once
         self._thread = threading.Thread(target=self._run, name="kubeface-pod-watch", daemon=True)
+        self.counts = {"lists": 0, "watches": 0, "gone": 0, "interrupted": 0}  # see counted()
+        self.events = {}  # event type -> count
 
     # -- what the backend reads -------------------------------------------------------------
 
@@ -70,6 +72,12 @@ class PodWatch:
     def healthy(self):
         """False during an outage: nothing is seen to move, so nothing may be judged by its stillness."""
         return self._backoff.since is None
+
+    def counted(self):
+        """What the watch did so far, by count: lists (the first one and each relist), watches opened
+        (the server ends each after WATCH_SECONDS), 410 Gone, interruptions, and events by type."""
+        with self._lock:
+            return dict(self.counts, relists=max(self.counts["lists"] - 1, 0), events=dict(self.events))
 
     def fresh_since(self, since):
         """The later of since and the end of the last outage: what the watch saw before then is stale."""
@@ -96,11 +104,14 @@ class PodWatch:
         with self._lock:
             self._vanished.update(set(self._pods) - set(pods))
             self._pods = pods
+            self.counts["lists"] += 1
         self._synced.set()
         return version
 
     def _apply(self, event, version):
         kind, obj = event.get("type"), event.get("object") or {}
+        with self._lock:
+            self.events[kind] = self.events.get(kind, 0) + 1
         if kind == "ERROR":
             if obj.get("code") == 410:
                 raise GoneError()
@@ -130,6 +141,7 @@ class PodWatch:
                 if self._stop.is_set():
                     return
                 self._connected()
+                self.counts["watches"] += 1
                 for event in watch_events(self._response):
                     version = self._apply(event, version)
                     if self._stop.is_set():
@@ -138,12 +150,15 @@ class PodWatch:
                     self._stop.wait(0.5)
             except GoneError:
                 version = None
+                self.counts["gone"] += 1
             except Exception as error:  # noqa: BLE001 - dropped connections, outages: wait and resume
                 if isinstance(error, ApiException) and error.status == 410:
                     version = None
+                    self.counts["gone"] += 1
                     continue
                 if self._stop.is_set():
                     return
+                self.counts["interrupted"] += 1
                 self._wait(error)
 
     def _connected(self):

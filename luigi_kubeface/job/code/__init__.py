@@ -1,1 +1,1 @@
-"""The code a job ships: which modules (package.py), what the function reaches (reach.py)."""
+"""The code a job ships: which modules (discover.py), their version (version.py), what the function reaches (reach.py), the runner's install (install.py)."""
