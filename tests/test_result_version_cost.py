@@ -3,6 +3,7 @@ element that finished in the run must not list results/ again (that made the mas
 
 from luigi_kubeface.bucket import layout as naming
 from luigi_kubeface.bucket.job_store import JobStore
+from luigi_kubeface.bucket.result_store import Counting
 
 
 class CountingStorage:
@@ -20,7 +21,7 @@ class CountingStorage:
 
 
 def _store(tmp_path):
-    store = JobStore(str(tmp_path / "root" / "job-1"), code_version="new", legacy_version="old")
+    store = JobStore(str(tmp_path / "root" / "job-1"), counting=Counting("new", "old"))
     store.storage = CountingStorage(store.storage)
     return store
 

@@ -23,7 +23,7 @@ def test_twelve_launches_are_created_in_one_round_and_deleted_at_close_in_one_ro
     backend = KubernetesBackend(settings)
     try:
         for element in job.elements:
-            job.store.write_input(element, job.shared_keys)
+            job.store.write_input(element, job.shared_keys, job.code_version)
             backend.launch(AttemptSpec(job.id, job.url, element.key, naming.new_attempt_id(1), element.label,
                                        secret_env=job.store.secret_env()))
         assert backend.sender.rounds == 0  # launch only queues: the next poll sends the round
