@@ -12,7 +12,7 @@ import traceback
 
 import cloudpickle
 
-from ..bucket import blobs as serialization, layout as naming, signing as keys
+from ..bucket import blobs as serialization, layout as naming
 from ..bucket.private_copy import private_copy
 from ..errors import CorruptBlobError, SigningKeyError
 from ..job.code import install as code_install
@@ -180,18 +180,6 @@ def load_call(storage, element, key, code_dir=None):
     """
     call = fetch_call(storage, element, key)
     return _unusable(call, lambda: call.load(code_dir)) + (call.version,)
-
-
-def _prepare(storage, element, attempt, key, code_dir):
-    """Verify the call, derive this attempt's result key, wipe the job's key, and only then unpickle:
-    (function, args, kwargs, code version, result key). Code the input runs cannot reach the job's key."""
-    try:
-        call = fetch_call(storage, element, key)
-        signer = keys.attempt_key(key, call.job, element, call.version, attempt)
-    finally:
-        keys.forget(key)  # the runner's own copy (a bytearray): zeroed wherever it is referenced
-        key = None
-    return _unusable(call, lambda: call.load(code_dir)) + (call.version, signer)
 
 
 @contextlib.contextmanager
