@@ -93,9 +93,11 @@ def request_of(settings, backend_request):
     return Prices.of(settings).priced(backend_request(settings))
 
 
-def kubernetes_request(settings):
-    """A pod's requests: cpu_request cores, memory_request GB, gpus, on spot nodes or not."""
-    return Request(quantity(settings.cpu_request) or 0.0, (quantity(settings.memory_request) or 0.0) / 2 ** 30,
+def kubernetes_request(settings, memory_request=None):
+    """A pod's requests: cpu_request cores, memory_request GB (or the one given: an OOM-grown pod's), gpus,
+    on spot nodes or not."""
+    memory = settings.memory_request if memory_request is None else memory_request
+    return Request(quantity(settings.cpu_request) or 0.0, (quantity(memory) or 0.0) / 2 ** 30,
                    float(settings.gpus), bool(settings.spot))
 
 

@@ -70,7 +70,7 @@ def _no_details(settings):
     return {}
 
 
-def _one_core(settings):
+def _one_core(settings, out_of_memory=0):
     return cost.LOCAL
 
 
@@ -84,7 +84,8 @@ class BackendEntry:
     and ceiling_reason why.
     check(settings) refuses other settings a job on it cannot use; job_details(settings) goes into
     job.json. tools: the module of its command-line tools (a BackendTools), imported when used.
-    request(settings): the cost.Request of each attempt (what a job cost); by default one core.
+    request(settings, out_of_memory): the cost.Request of an attempt after its element's out_of_memory OOMs
+    (what a job cost: a grown pod is charged what it requested); by default one core.
     """
 
     open: Callable
@@ -150,9 +151,10 @@ def open_backend(settings):
     return backend_entry(settings.backend).open(settings)
 
 
-def attempt_request(settings):
-    """The priced cost.Request of each attempt of a job on its backend."""
-    return cost.request_of(settings, backend_entry(settings.backend).request)
+def attempt_request(settings, out_of_memory=0):
+    """The priced cost.Request of an attempt of a job on its backend, after its element's out_of_memory OOMs."""
+    request = backend_entry(settings.backend).request
+    return cost.request_of(settings, lambda s: request(s, out_of_memory) if out_of_memory else request(s))
 
 
 def default_max_in_flight(name):

@@ -40,6 +40,7 @@ class _Flight:
     number: int
     started: float
     began: float = None  # when the backend first said it runs (engine's clock): its cost runs from here
+    request: object = None  # what it requested (cost.Request): the job's, or more memory after OOMs
 
 
 def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, sleep=time.sleep, run_id=None,
@@ -198,11 +199,13 @@ class JobRun:
         if element.key not in self.inputs_written:  # once per run: bound to this run's code version
             self.store.write_input(element)
             self.inputs_written.add(element.key)
+        grown = self.out_of_memory[element.key]
+        request = attempt_request(self.settings, grown) if grown else self.request
         self.backend.launch(AttemptSpec(self.job.id, self.job.url, element.key, attempt, element.label,
-                                        resources=self.request.to_record(), secret_env=self.store.secret_env(),
-                                        out_of_memory=self.out_of_memory[element.key],
+                                        resources=request.to_record(), secret_env=self.store.secret_env(),
+                                        out_of_memory=grown,
                                         interruptions=self.interruptions[element.key]))
-        self.in_flight[attempt] = _Flight(element, attempt, number, self.clock())
+        self.in_flight[attempt] = _Flight(element, attempt, number, self.clock(), request=request)
 
     def time_out(self, now):
         for attempt, flight in list(self.in_flight.items()):
@@ -361,20 +364,23 @@ class JobRun:
         now, wall = self.clock(), time.time() - self.clock()  # records hold wall-clock times, never the engine's
         began = flight.began if flight.began is not None else self.backend.started(flight.attempt, flight.started)
         seconds = max(0.0, now - began) if began is not None else 0.0  # never ran (a pod waiting for a node): 0
-        return {"resources": self.request.to_record(), "started_by_master": flight.started + wall,
+        return {"resources": self._request_of(flight).to_record(), "started_by_master": flight.started + wall,
                 "started": (began if began is not None else now) + wall, "finished": now + wall, "duration": seconds}
 
     def charge(self, flight, category):
         """Charge an attempt that ended to the run's cost (cost.py); returns its account for a master record."""
         account = self.account(flight)
-        self.report.cost.charge(category, self.request, account["duration"])
+        self.report.cost.charge(category, self._request_of(flight), account["duration"])
         return account
+
+    def _request_of(self, flight):
+        return flight.request or self.request  # an adopted attempt: the job's (its OOMs were an earlier run's)
 
     def cost_started(self, now):
         """The cost of the work started so far: attempts that ended, and those running, up to now."""
         if not self.settings.max_cost:
             return 0.0
-        running = sum(Usage.of(self.request, now - f.began).cost for f in self.in_flight.values()
+        running = sum(Usage.of(self._request_of(f), now - f.began).cost for f in self.in_flight.values()
                       if f.began is not None)
         return self.report.cost.total().cost + running
 

@@ -1,6 +1,8 @@
 """The engine hands each attempt its element's history: OOMs the backend answered with more memory, and
 interruptions (preemptions), so a backend can grow the element's memory or move it off spot nodes."""
 
+import pytest
+
 from luigi_kubeface.backends.simulated import End
 
 from test_engine_table import counts, records, run
@@ -38,3 +40,28 @@ def test_each_attempt_is_told_how_often_its_element_was_interrupted(tmp_path):
     job, backend, report = run(tmp_path, {(0, 1): preempted, (0, 2): preempted}, retries=0)
     assert counts(report) == (1, 0, 0)
     assert [spec.interruptions for spec in backend.launched] == [0, 1, 2]
+
+
+def test_an_attempt_with_grown_memory_is_charged_the_memory_it_requested(tmp_path, monkeypatch):
+    """A backend that grows an element's memory after each OOM (Kubernetes' oom_memory_factor) says so in
+    its request: the grown attempt carries that request, and the run's cost charges it, not the job's."""
+    import dataclasses
+
+    from luigi_kubeface import backends, cost
+
+    growing = dataclasses.replace(backends.backend_entry("local"),
+                                  request=lambda settings, out_of_memory=0: cost.Request(1.0, 2.0 ** out_of_memory))
+    monkeypatch.setitem(backends.REGISTRY, "local", growing)
+    job, backend, report = run(tmp_path, {(0, 1): OOM, (0, 2): OOM}, n=1, retries=0, duration=lambda spec: 36.0)
+    assert [spec.resources["memory_gb"] for spec in backend.launched] == [1.0, 2.0, 4.0]
+    assert report.cost.usage["succeeded"].gb_hours == pytest.approx(4.0 * 36.0 / 3600)  # the 4 GB attempt's
+
+
+def test_a_pod_of_an_element_that_ran_out_of_memory_twice_requests_the_grown_memory():
+    from luigi_kubeface.backends import attempt_request
+    from luigi_kubeface.settings import Settings
+
+    settings = Settings(backend="kubernetes", image="runner:1", storage_root="gs://bucket/jobs", memory_request="1Gi", memory_limit="2Gi", oom_memory_factor=2.0,
+                        max_memory_limit="16Gi")
+    assert attempt_request(settings).memory_gb == 1.0
+    assert attempt_request(settings, 2).memory_gb == 4.0

@@ -12,6 +12,13 @@ from .. import BackendEntry
 from . import settings
 
 
+def _request(job_settings, out_of_memory=0):
+    """What a pod of the job requests, with the memory its element has grown to after out_of_memory OOMs."""
+    from .memory_growth import memory_of
+
+    return cost.kubernetes_request(job_settings, memory_of(job_settings, out_of_memory)[0])
+
+
 def _open(job_settings):
     from .backend import KubernetesBackend
 
@@ -21,4 +28,4 @@ def _open(job_settings):
 ENTRY = BackendEntry(_open, max_in_flight=200,  # pods: capped where Kubernetes copes
                      max_in_flight_ceiling=settings.MAX_IN_FLIGHT_CEILING, ceiling_reason="Kubernetes misbehaves above",
                      settings=settings.KubernetesSettings, check=settings.check_job, job_details=settings.job_details,
-                     tools="kubernetes.tools", request=cost.kubernetes_request)
+                     tools="kubernetes.tools", request=_request)
