@@ -111,8 +111,8 @@ def judge(end, record, settings, checked=False, refused=None, timed_out=False, i
         return Succeeded()
     if cancelled_by_another_master(record) and end is not None:
         # Another master cancelled it (this one stops following what it cancels): not the element's failure.
-        record, end = None, type(end)(end.attempt, None, "cancelled by another master: %s" % record.get("message", ""),
-                                      error_type="Cancelled", interrupted=True)
+        record, end = None, type(end)(attempt=end.attempt, exit_code=None, error_type="Cancelled", interrupted=True,
+                                      reason="cancelled by another master: %s" % record.get("message", ""))
     stopped = record if stopped_by_sigterm(record) else None
     if stopped is not None:
         record = None
