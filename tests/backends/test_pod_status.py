@@ -6,7 +6,7 @@ for a lost node, a 2Gi memory limit.
 
 import pytest
 
-from luigi_kubeface.backends.kubernetes.pod_status import pod_end, short_of_capacity
+from luigi_kubeface.backends.kubernetes.pod_status import holds_room, pod_end, short_of_capacity
 from luigi_kubeface.settings import Settings
 
 SETTINGS = Settings(backend="kubernetes", storage_root="gs://b/jobs", image="r/kubeface:1", memory_limit="2Gi",
@@ -144,3 +144,13 @@ def test_pod_end_maps_each_pod_state(name, the_pod, pending, held, expected, wor
                                             ("0/2 nodes are available: 2 Too many pods.", True)])
 def test_short_of_capacity_reads_the_schedulers_message(message, short):
     assert short_of_capacity(pod("Pending", conditions=[unschedulable(message)])) == short
+
+
+def test_a_pod_bound_to_a_node_and_still_starting_holds_the_room_as_a_running_one_does():
+    """On a loaded node a pod's container takes a while to start: the pods queued behind it wait for it
+    (element_timeout + unschedulable_patience), not unschedulable_patience alone as if nothing of the job ran."""
+    assert holds_room(pod("Running", node="n1"))
+    assert holds_room(pod("Pending", container=waiting("ContainerCreating"), conditions=[SCHEDULED], node="n1"))
+    assert not holds_room(pod("Pending", conditions=[unschedulable(NO_ROOM)]))
+    assert not holds_room(pod("Succeeded", node="n1"))
+    assert not holds_room(pod("Running", node="n1", deleting=True))

@@ -19,7 +19,7 @@ from .api import CANCEL_GRACE, Backoff, KubeApi, describe, is_transient, quota_n
 from .namespace_share import NamespaceShare
 from .pod_spec import (ATTEMPT_LABEL, ELEMENT_LABEL, RUN_LABEL, build_pod, build_secret, job_selector, pod_name,
                        secret_name)
-from .pod_status import pod_end, pod_placement, tally, waits_for_secret
+from .pod_status import holds_room, pod_end, pod_placement, tally, waits_for_secret
 from .sending import ROUND, Sender
 from .watch import PodWatch
 
@@ -234,10 +234,8 @@ class KubernetesBackend(Backend):
         return count + unseen, held or unbound + unseen >= _UNBOUND_LIMIT, unbound + unseen
 
     def _held_seconds(self, now):
-        """Seconds without progress while pods of the job run (they hold the room), else None."""
-        running = any((pod.get("status") or {}).get("phase") == "Running" and name in self._ours
-                      for name, pod in self.watch.snapshot().items())
-        if not running:
+        """Seconds without progress while pods of the job hold the room (pod_status.holds_room), else None."""
+        if not any(holds_room(pod) and name in self._ours for name, pod in self.watch.snapshot().items()):
             return None
         return now - self.watch.fresh_since(self._progress_at) if self.watch.healthy else 0.0
 

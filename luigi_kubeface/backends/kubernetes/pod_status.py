@@ -142,6 +142,14 @@ def _disruption(pod):
     return "no reason given"
 
 
+def holds_room(pod):
+    """Whether a pod of the job holds a node's room: Running, or bound to a node and still starting (a slow
+    image pull or a loaded node). Pods queued behind it then wait for it, not unschedulable_patience."""
+    phase = (pod.get("status") or {}).get("phase")
+    bound = phase in ("Pending", None) and bool((pod.get("spec") or {}).get("nodeName"))
+    return (phase == "Running" or bound) and not (pod.get("metadata") or {}).get("deletionTimestamp")
+
+
 def short_of_capacity(pod):
     """Unschedulable only for want of free capacity on some node (cpu, memory, pod slots): may fit later."""
     scheduled = _condition(pod, "PodScheduled")
