@@ -9,7 +9,7 @@ import pytest
 
 from luigi_kubeface.bucket import blobs as serialization
 from luigi_kubeface.errors import CorruptBlobError, UntrustedBlobError
-from support import Bomb
+from support import Bomb, dumps_blob
 
 KEY = bytes(range(32))
 PLACE = {"kind": "result", "job": "j", "element": "e1"}
@@ -49,7 +49,7 @@ def test_arrays_go_out_of_band_and_come_back_alike():
 
 
 def test_blobs_written_before_streaming_are_read_by_the_streaming_path():
-    blob = serialization.dumps([1, "two", numpy.ones(5)], "result", {"job": "j", "element": "e1"}, KEY)
+    blob = dumps_blob([1, "two", numpy.ones(5)], "result", {"job": "j", "element": "e1"}, KEY)
     with tempfile.TemporaryFile() as f:
         f.write(blob)
         f.flush()
@@ -75,7 +75,7 @@ def test_an_altered_payload_is_refused_by_load_and_by_the_storage_crc(tmp_path):
             serialization.load_stream(f, key=KEY, expect=PLACE)
     with pytest.raises(CorruptBlobError, match="truncated or altered"):
         serialization.read_head(head, len(evil) - 1, key=KEY, expect=PLACE)
-    forged = serialization.dumps(Bomb(str(marker)), "result", {"job": "j", "element": "e1"}, os.urandom(32))
+    forged = dumps_blob(Bomb(str(marker)), "result", {"job": "j", "element": "e1"}, os.urandom(32))
     with tempfile.TemporaryFile() as f:
         f.write(forged)
         f.flush()
