@@ -230,3 +230,38 @@ def test_a_forked_worker_dies_with_its_luigi_killed_by_sigkill(tmp_path):
     assert _luigi_processes(tmp) == [], "the forked worker outlived its luigi and runs the job"
     assert _wait_until_gone(tmp) == []
     assert "SIGTERM" in _stopped_cleanly(root)["stopped"]  # it stopped as for Ctrl-C
+
+
+_MASTER_DIES_WHILE_THE_RESULT_IS_WRITTEN = r"""
+import os, signal, sys, time
+from luigi_kubeface.client import Client
+
+class KillsTheMasterWhenPickled:
+    '''Its result's pickling kills the master (the runner's parent) and waits for the runner to notice.'''
+    def __reduce__(self):
+        if not os.environ.get("KILLED"):
+            os.environ["KILLED"] = "1"
+            os.kill(os.getppid(), signal.SIGKILL)
+            time.sleep(2)  # the master's pipe is at its end: without the wait, the runner dies here
+        return (int, (7,))
+
+def element(x):
+    return KillsTheMasterWhenPickled()
+
+list(Client(storage_root=sys.argv[1], poll_interval=0.1).map(element, [1], job_id="dies"))
+"""
+
+
+def test_a_master_killed_after_the_element_returned_still_gets_its_result_and_success_record(tmp_path):
+    """The runner finishes the result and its record first: a rerun would skip the result, so the record
+    (and the summary in it) would be lost for good."""
+    root, tmp = str(tmp_path / "storage"), str(tmp_path / "tmp")
+    os.makedirs(tmp)
+    master = subprocess.run([sys.executable, "-c", _MASTER_DIES_WHILE_THE_RESULT_IS_WRITTEN, root],
+                            env=dict(os.environ, TMPDIR=tmp), capture_output=True, text=True, timeout=120)
+    assert master.returncode == -signal.SIGKILL, master.stderr[-3000:]
+    assert _wait_until_gone(tmp, timeout=30) == []
+    (job,) = glob.glob(os.path.join(root, "dies*"))
+    assert len(os.listdir(os.path.join(job, "results"))) == 1
+    (record,) = [read_json(p) for p in glob.glob(os.path.join(job, "attempts", "*", "*.json"))]
+    assert record["outcome"] == "success" and record["result_written"], record

@@ -35,7 +35,7 @@ import traceback
 from .. import cost
 from . import container_init, summary
 from .call import Terminated, UnusableCall, _unusable, fetch_call, module_hint, working_folder
-from .process import MASTER_FD_ENV, _become_subreaper, _die_with_master, _tee_output, open_attempt_log
+from .process import ELEMENT_RETURNED, MASTER_FD_ENV, RECORD_WRITTEN, _become_subreaper, _die_with_master, _tee_output, open_attempt_log
 from ..bucket import attempts, signing as keys, layout as naming, blobs as serialization, seal as summary_seal
 from ..errors import BlobNotFoundError, CorruptBlobError, SigningKeyError, VersionMismatchError
 from ..bucket.records import AttemptRecord, Outcome
@@ -45,15 +45,9 @@ EXIT_OK, EXIT_ELEMENT_ERROR, EXIT_UNUSABLE_INPUT, EXIT_RUNNER_ERROR = 0, 1, 2, 3
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
-# Until the element's function returns, SIGTERM stops the attempt; after, it lets the runner finish writing the
-# result and its success record (seconds, within the pods' grace period): a written result is never recorded
-# as interrupted.
-_SIGTERM_STOPS = {"attempt": True}
-
-
 def _on_sigterm(signum, _frame):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the record and log still have to be written
-    if _SIGTERM_STOPS["attempt"]:
+    if not ELEMENT_RETURNED.is_set():  # after it returned: the result and record are written first
         raise Terminated("the attempt was stopped by SIGTERM before it finished (its pod was deleted or "
                          "evicted, or a master cancelled it)")
     print("kubeface: SIGTERM received after the element returned: finishing its result and record", file=sys.stderr)
@@ -166,7 +160,7 @@ def _run_element(storage, record, call, version, signer, project_dir):
         if isinstance(error, KeyboardInterrupt):
             raise
         return _record_failure(record, error)  # inside the except: its traceback is the element's
-    _SIGTERM_STOPS["attempt"] = False  # the element returned: its result and record get written
+    ELEMENT_RETURNED.set()  # from now on SIGTERM and the master's death wait for its result and record
     return _write_result(storage, record, value, version, signer)
 
 
@@ -267,6 +261,7 @@ def run_main(argv):
             code = EXIT_RUNNER_ERROR
         with contextlib.suppress(FileNotFoundError):
             os.unlink(log_path)
+        RECORD_WRITTEN.set()
     return code
 
 

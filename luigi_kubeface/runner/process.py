@@ -132,6 +132,13 @@ def _end_children():
 # end of file means the master is gone (by any signal), and the attempt goes with it.
 MASTER_FD_ENV = "KUBEFACE_MASTER_FD"
 
+# Once the element has returned, neither SIGTERM nor its master's death stops the runner before its
+# result and success record are written: a result without its record would be skipped by every rerun
+# and its summary lost. FINISH_SECONDS bounds that wait when the storage hangs.
+ELEMENT_RETURNED = threading.Event()
+RECORD_WRITTEN = threading.Event()
+FINISH_SECONDS = 300.0
+
 
 def _descendants(root):
     """Every process below root (children, their children...), deepest last."""
@@ -146,7 +153,8 @@ def _descendants(root):
 
 
 def _die_with_master(fd):
-    """Block on the master's pipe; at its end, kill what the element started, then this runner's group.
+    """Block on the master's pipe; at its end, kill what the element started, then this runner's group
+    (once a returned element's result and record are written).
 
     A thread, not a signal handler: it runs while the element computes. An element that holds the
     interpreter for long in C code delays it; the master's next run sweeps what is left (backends/local.py).
@@ -160,6 +168,8 @@ def _die_with_master(fd):
         for pid in reversed(_descendants(os.getpid())):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+        if ELEMENT_RETURNED.is_set():
+            RECORD_WRITTEN.wait(FINISH_SECONDS)
         if os.getpgrp() == os.getpid():  # its own group (the local backend's start_new_session), never a shell's
             with contextlib.suppress(OSError):
                 os.killpg(os.getpgrp(), signal.SIGKILL)
