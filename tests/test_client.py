@@ -39,6 +39,29 @@ def test_shared_inputs_are_uploaded_once(tmp_path, client):
     assert len(glob.glob(str(tmp_path / "shared" / "shared" / "*.pkl"))) == 1
 
 
+def _temporary_files_open():
+    """This process's descriptors on unlinked files: the temporary files shared inputs are pickled to."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found.append(os.readlink("/proc/self/fd/" + fd))
+        except OSError:
+            continue
+    return sorted(target for target in found if target.endswith("(deleted)"))
+
+
+def test_a_map_with_shared_inputs_closes_their_temporary_files(client):
+    """Each shared input is pickled to a temporary file for its upload: closed once uploaded, not left
+    to the garbage collector (a ResourceWarning, and a descriptor held as long as the job object lives)."""
+    def plus_length(x, values):
+        return x + len(values)
+
+    before = _temporary_files_open()
+    results = client.map(plus_length, [2, 3], job_id="shared-files", shared={"values": list(range(10))})
+    assert _temporary_files_open() == before  # while the results (and so their job) are still in use
+    assert list(results) == [12, 13]
+
+
 def test_logs_are_captured_per_attempt(tmp_path, make_client):
     def chatty(x):
         print("hello from", x)

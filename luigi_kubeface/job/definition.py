@@ -252,6 +252,11 @@ class Job:
             self._shared_pickles = pickle_shared(self.shared)
         return self._shared_pickles
 
+    def _close_shared_pickles(self):
+        for pickled in (self._shared_pickles or {}).values():
+            pickled.close()
+        self._shared_pickles = None
+
     def _build_code(self, payloads, pickles=()):
         roots = code_discover.referenced_modules(b"".join(payloads))
         for pickled in pickles:  # module names are short: chunks overlapping by 300 bytes miss none
@@ -316,12 +321,15 @@ class Job:
         store.create_key()
         version = self.code_version  # of the function and the inputs' code: known before shared inputs are
         shared = self.shared_pickles()
-        # What ships also covers classes only shared inputs use (they do not change the version).
-        package = self._build_code([self.function_payload()] + [e.payload for e in self.elements],
-                                   list(shared.values())) if shared else self.code()
-        code_key = store.write_code(package)
-        for name, pickled in shared.items():
-            self._shared_keys[name] = store.write_shared(name, pickled)
+        try:
+            # What ships also covers classes only shared inputs use (they do not change the version).
+            package = self._build_code([self.function_payload()] + [e.payload for e in self.elements],
+                                       list(shared.values())) if shared else self.code()
+            code_key = store.write_code(package)
+            for name, pickled in shared.items():
+                self._shared_keys[name] = store.write_shared(name, pickled)
+        finally:  # uploaded (or failed): their temporary files are closed, not left to the garbage collector
+            self._close_shared_pickles()
         code = {"digest": package.digest, "modules": list(package.modules), "bytes": package.size,
                 "requirements": package.requirements, "pinned": self.pinned_version}
         store.write_meta(dict(serialization.versions(), job=self.id, elements=len(self.elements),
