@@ -44,23 +44,24 @@ def run_luigi(args, cwd, env=None, timeout=1800):
     luigi = [os.path.join(os.path.dirname(sys.executable), "luigi")]
     if not os.path.exists(luigi[0]):  # a venv over the system's site-packages has no script of its own
         luigi = [sys.executable, "-m", "luigi"]
-    out = tempfile.TemporaryFile()
-    started = time.perf_counter()
-    process = subprocess.Popen(luigi + list(args), cwd=cwd, env=luigi_env(env), stdout=out, stderr=subprocess.STDOUT)
-    deadline = started + timeout
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.perf_counter() > deadline:
-            process.kill()
-            pid, status, usage = os.wait4(process.pid, 0)
-            break
-        time.sleep(0.02)
-    seconds = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    out.seek(0)
-    tail = out.read().decode(errors="replace")[-3000:]
+    with tempfile.TemporaryFile() as out:
+        started = time.perf_counter()
+        process = subprocess.Popen(luigi + list(args), cwd=cwd, env=luigi_env(env), stdout=out,
+                                   stderr=subprocess.STDOUT)
+        deadline = started + timeout
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                process.kill()
+                pid, status, usage = os.wait4(process.pid, 0)
+                break
+            time.sleep(0.02)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        tail = out.read().decode(errors="replace")[-3000:]
     return seconds, usage.ru_maxrss / 1024.0, process.returncode, tail
 
 

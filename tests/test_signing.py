@@ -57,7 +57,7 @@ def test_forged_blobs_are_refused_before_unpickling(tmp_path, forge):
     }[forge]()
     with pytest.raises(UntrustedBlobError, match="not signed with this job's key .*was not unpickled"):
         loads_blob(forged, "the result", KEY, {"element": "e1"})
-    pickle.loads(bomb)
+    pickle.loads(bomb).close()  # it opens the marker for writing
     assert marker.exists()  # the bomb works, so the check above is what kept it from going off
     marker.unlink()
 

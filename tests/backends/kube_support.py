@@ -63,11 +63,21 @@ print("MASTER DONE")
 """
 
 
+class MasterProcess(subprocess.Popen):
+    """A master's process whose output pipe is closed once it is killed (every test's `finally` kills it)."""
+
+    def kill(self):
+        super().kill()
+        self.wait()
+        if self.stdout:
+            self.stdout.close()
+
+
 def start_master(settings, items, job_id, function=nap):
     """A master in its own process, to interrupt or kill it."""
     # The master imports the test modules by name, as a user's master imports its pipeline.
     path = os.pathsep.join([os.path.dirname(os.path.abspath(__file__)), TESTS, REPO])
-    master = subprocess.Popen([sys.executable, "-c", MASTER], cwd=REPO, stdin=subprocess.PIPE,
+    master = MasterProcess([sys.executable, "-c", MASTER], cwd=REPO, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env=dict(os.environ, PYTHONPATH=path))
     master.stdin.write(cloudpickle.dumps((settings, function, items, job_id)).hex())
@@ -176,7 +186,8 @@ class TcpProxy:
         """A copy of the kubeconfig at source whose server is this proxy."""
         import yaml
 
-        config = yaml.safe_load(open(source))
+        with open(source) as f:
+            config = yaml.safe_load(f)
         for cluster in config["clusters"]:
             cluster["cluster"]["server"] = self.url
         with open(path, "w") as out:

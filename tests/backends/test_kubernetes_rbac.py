@@ -8,7 +8,7 @@ import yaml
 from kube_support import kube_settings, nap, pods
 from luigi_kubeface import Client
 from luigi_kubeface.errors import ConfigurationError
-from support import REPO
+from support import REPO, read_text
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ def service_account_kubeconfig(cluster, namespace, rules, path):
         "subjects": [{"kind": "ServiceAccount", "name": "master", "namespace": namespace}]}, _preload_content=False)
     token = json.loads(core.create_namespaced_service_account_token(
         "master", namespace, {"spec": {"expirationSeconds": 3600}}, _preload_content=False).data)["status"]["token"]
-    admin = yaml.safe_load(open(cluster.kubeconfig))
+    admin = yaml.safe_load(read_text(cluster.kubeconfig))
     config = {"apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"],
               "users": [{"name": "master", "user": {"token": token}}],
               "contexts": [{"name": "master", "context": {"cluster": admin["clusters"][0]["name"], "user": "master"}}],
@@ -35,7 +35,7 @@ def service_account_kubeconfig(cluster, namespace, rules, path):
 
 def shipped_rules(without=None):
     """The rules of docs/kubernetes-rbac.yaml, less one verb."""
-    role = next(d for d in yaml.safe_load_all(open(REPO + "/docs/kubernetes-rbac.yaml")) if d["kind"] == "Role")
+    role = next(d for d in yaml.safe_load_all(read_text(REPO + "/docs/kubernetes-rbac.yaml")) if d["kind"] == "Role")
     rules = role["rules"]
     if without:
         resource, verb = without

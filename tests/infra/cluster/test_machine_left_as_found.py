@@ -63,6 +63,7 @@ def test_a_node_whose_test_process_is_killed_leaves_nothing_behind():
     finally:
         process.send_signal(signal.SIGKILL)  # no atexit, no finally: only the watchdog is left to clean up
         process.wait(timeout=30)
+        process.stdout.close()
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and (machine() != before or machine_state.mounts_under(work)
                                            or machine_state.cgroup_dirs(cgroup)):
