@@ -141,7 +141,7 @@ def test_a_cancellation_written_by_another_master_is_not_the_elements_failure(tm
                 job.store.write_attempt_record(job.elements[0].key, adopted, {
                     "outcome": "cancelled", "error_type": "Cancelled", "message": "the master stopped",
                     "recorded_by": "master"})
-                return [AttemptEnd(adopted, None, "the pod was deleted", error_type="PodDeleted", interrupted=True)]
+                return [AttemptEnd(adopted, None, reason="the pod was deleted", error_type="PodDeleted", interrupted=True)]
             return super().poll()
 
     backend = Adopting(settings)

@@ -20,7 +20,7 @@ from luigi_kubeface.settings import Settings
 from test_engine_table import run
 
 SETTINGS = Settings(storage_root="/tmp", element_timeout=7.0, retries=2)
-EVICTED = AttemptEnd("a", None, "evicted", error_type="Evicted", interrupted=True)
+EVICTED = AttemptEnd("a", None, reason="evicted", error_type="Evicted", interrupted=True)
 ERROR = {"outcome": "error", "error_type": "ValueError", "message": "bad"}
 
 
@@ -70,7 +70,7 @@ CHECKED = [  # whatever else the master saw, a result that checked out is a succ
     (AttemptEnd("a", 1), ERROR, {}),
     (EVICTED, None, {"interruptions": MAX_INTERRUPTIONS}),
     (None, None, {"timed_out": True}),  # the result came, the exit was late
-    (AttemptEnd("a", None, "no image", error_type="ErrImagePull", fatal=True), None, {}),
+    (AttemptEnd("a", None, reason="no image", error_type="ErrImagePull", fatal=True), None, {}),
 ]
 
 

@@ -12,7 +12,7 @@ from luigi_kubeface.settings import Settings
 
 SETTINGS = Settings(storage_root="/tmp", element_timeout=7.0, retry_backoff=10.0, max_retry_backoff=60.0,
                     failure_budget=0.2)
-EVICTED = AttemptEnd("a", None, "evicted", error_type="Evicted", interrupted=True)
+EVICTED = AttemptEnd("a", None, reason="evicted", error_type="Evicted", interrupted=True)
 ANOTHER_MASTER = {"outcome": "cancelled", "recorded_by": "master", "message": "stopped"}
 SIGTERMED = {"outcome": "interrupted", "error_type": "Terminated", "message": "stopped by SIGTERM"}  # the runner's
 
@@ -30,7 +30,7 @@ ROWS = [  # (end, record, keywords) -> (verdict type, error_type, master outcome
     # A runner stopped by SIGTERM knows only that: the infrastructure's end or the master's clock says why.
     (EVICTED, SIGTERMED, {}, (Requeue, "Evicted", None, None, None)),
     (None, SIGTERMED, {"timed_out": True}, (Failed, "Timeout", Outcome.TIMEOUT, True, False)),
-    (AttemptEnd("a", 143, "deadline", error_type="DeadlineExceeded"), SIGTERMED, {},
+    (AttemptEnd("a", 143, reason="deadline", error_type="DeadlineExceeded"), SIGTERMED, {},
      (Failed, "DeadlineExceeded", Outcome.LOST, True, False)),
     (AttemptEnd("a", 1), {"outcome": "error", "error_type": "ValueError"}, {}, (Failed, "ValueError", None, True, False)),
     (AttemptEnd("a", 2), {"outcome": "unusable_input", "stage": "input", "error_type": "E"}, {},
@@ -39,14 +39,14 @@ ROWS = [  # (end, record, keywords) -> (verdict type, error_type, master outcome
      (Failed, "E", None, False, True)),
     (AttemptEnd("a", 2), {"outcome": "unusable_input", "stage": "input", "error_type": "x.SigningKeyError"}, {},
      (Failed, "x.SigningKeyError", None, False, True)),
-    (AttemptEnd("a", None, "no fit", error_type="Unschedulable", retryable=False), None, {},
+    (AttemptEnd("a", None, reason="no fit", error_type="Unschedulable", retryable=False), None, {},
      (Failed, "Unschedulable", Outcome.LOST, False, False)),
-    (AttemptEnd("a", None, "no image", error_type="ErrImagePull", fatal=True), None, {},
+    (AttemptEnd("a", None, reason="no image", error_type="ErrImagePull", fatal=True), None, {},
      (Failed, "ErrImagePull", Outcome.LOST, True, True)),
     (AttemptEnd("a", 0), None, {}, (Failed, "MissingResult", Outcome.LOST, True, False)),
     (AttemptEnd("a", 0), {"outcome": "success"}, {}, (Failed, "MissingResult", None, True, False)),
-    (AttemptEnd("a", 137, "killed"), None, {}, (Failed, "AttemptLost", Outcome.LOST, True, False)),
-    (AttemptEnd("a", None, "gone", fatal=True), None, {}, (Failed, "AttemptLost", Outcome.LOST, False, True)),
+    (AttemptEnd("a", 137, reason="killed"), None, {}, (Failed, "AttemptLost", Outcome.LOST, True, False)),
+    (AttemptEnd("a", None, reason="gone", fatal=True), None, {}, (Failed, "AttemptLost", Outcome.LOST, False, True)),
 ]
 
 
