@@ -232,36 +232,41 @@ def test_a_forked_worker_dies_with_its_luigi_killed_by_sigkill(tmp_path):
     assert "SIGTERM" in _stopped_cleanly(root)["stopped"]  # it stopped as for Ctrl-C
 
 
-_MASTER_DIES_WHILE_THE_RESULT_IS_WRITTEN = r"""
+_MASTER_STOPS_WHILE_THE_RESULT_IS_WRITTEN = r"""
 import os, signal, sys, time
 from luigi_kubeface.client import Client
 
-class KillsTheMasterWhenPickled:
-    '''Its result's pickling kills the master (the runner's parent) and waits for the runner to notice.'''
+class SignalsTheMasterWhenPickled:
+    '''Its result's pickling signals the master (the runner's parent) and waits for what follows.'''
+    def __init__(self, sig):
+        self.sig = sig
+
     def __reduce__(self):
-        if not os.environ.get("KILLED"):
-            os.environ["KILLED"] = "1"
-            os.kill(os.getppid(), signal.SIGKILL)
-            time.sleep(2)  # the master's pipe is at its end: without the wait, the runner dies here
+        if not os.environ.get("SIGNALLED"):
+            os.environ["SIGNALLED"] = "1"
+            os.kill(os.getppid(), self.sig)
+            time.sleep(2)  # the master is gone or cancelling: without the grace, the runner dies here
         return (int, (7,))
 
-def element(x):
-    return KillsTheMasterWhenPickled()
+def element(sig):
+    return SignalsTheMasterWhenPickled(sig)
 
-list(Client(storage_root=sys.argv[1], poll_interval=0.1).map(element, [1], job_id="dies"))
+list(Client(storage_root=sys.argv[1], poll_interval=0.1).map(element, [int(sys.argv[2])], job_id="stops"))
 """
 
 
-def test_a_master_killed_after_the_element_returned_still_gets_its_result_and_success_record(tmp_path):
-    """The runner finishes the result and its record first: a rerun would skip the result, so the record
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
+def test_a_master_stopped_after_the_element_returned_still_gets_its_result_and_success_record(tmp_path, sig):
+    """Killed (the runner follows its master) or cancelling on Ctrl-C (SIGTERM, then SIGKILL after a grace),
+    the runner finishes the result and its record first: a rerun would skip the result, so the record
     (and the summary in it) would be lost for good."""
     root, tmp = str(tmp_path / "storage"), str(tmp_path / "tmp")
     os.makedirs(tmp)
-    master = subprocess.run([sys.executable, "-c", _MASTER_DIES_WHILE_THE_RESULT_IS_WRITTEN, root],
+    master = subprocess.run([sys.executable, "-c", _MASTER_STOPS_WHILE_THE_RESULT_IS_WRITTEN, root, str(int(sig))],
                             env=dict(os.environ, TMPDIR=tmp), capture_output=True, text=True, timeout=120)
-    assert master.returncode == -signal.SIGKILL, master.stderr[-3000:]
+    assert master.returncode != 0, master.stderr[-3000:]
     assert _wait_until_gone(tmp, timeout=30) == []
-    (job,) = glob.glob(os.path.join(root, "dies*"))
-    assert len(os.listdir(os.path.join(job, "results"))) == 1
+    (job,) = glob.glob(os.path.join(root, "stops*"))
+    assert len(os.listdir(os.path.join(job, "results"))) == 1, master.stderr[-3000:]
     (record,) = [read_json(p) for p in glob.glob(os.path.join(job, "attempts", "*", "*.json"))]
     assert record["outcome"] == "success" and record["result_written"], record

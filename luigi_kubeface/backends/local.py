@@ -1,5 +1,6 @@
 """Each attempt is a fresh local process running the task runner: the isolation of a pod."""
 
+import contextlib
 import json
 import logging
 import os
@@ -35,6 +36,12 @@ def _describe_exit(code):
 
 
 _DIR_PREFIX = "kubeface-local-"
+# Seconds a cancelled runner has before SIGKILL: to record that it stopped, when its element was still
+# running (an element in a long C call never sees the SIGTERM); to write the result and success record,
+# when its element had returned (local storage: well under a second; a 2 GB result to a bucket: tens).
+CANCEL_GRACE = 5.0
+FINISH_GRACE = 120.0
+FINISHING_FILE = "finishing"  # in the attempt's folder: the runner made it when its element returned
 
 
 def _group_members(pgid):
@@ -100,6 +107,14 @@ def sweep_stale_dirs(parent=None):
     return removed
 
 
+def _has_exited(pid):
+    """Whether the child exited, without reaping it (its process group's id stays its own until then)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
 def _secret_pipe(secret_env):
     """A pipe holding the attempt's private environment: never in argv, nor in /proc/<pid>/environ."""
     read_end, write_end = os.pipe()
@@ -120,6 +135,7 @@ class LocalBackend(Backend):
         self._waiting = {}  # attempt -> AttemptSpec launched while every slot was held, oldest first
         self._slot_of = {}  # attempt -> the slot its process holds
         self._began = {}  # attempt -> monotonic time its process started (after waiting for a slot)
+        self._stopping = {}  # attempt -> (Popen, output path, deadline): cancelled, its runner finishing
         sweep_stale_dirs()
         self._dir = tempfile.mkdtemp(prefix="%s%d-" % (_DIR_PREFIX, os.getpid()))
         with open(os.path.join(self._dir, "master"), "w") as f:
@@ -187,7 +203,8 @@ class LocalBackend(Backend):
                     env=dict(self._env, **self._storage_env(spec.job_url), TMPDIR=tmpdir,
                              **{cost.RESOURCES_ENV: json.dumps(spec.resources)},  # for the runner's record
                              **{serialization.SECRET_FD_ENV: str(secret),
-                                runner_process.MASTER_FD_ENV: str(self._alive_read)}),
+                                runner_process.MASTER_FD_ENV: str(self._alive_read),
+                                runner_process.FINISHING_FILE_ENV: os.path.join(tmpdir, FINISHING_FILE)}),
                     pass_fds=(secret, self._alive_read),  # the signing key: through a pipe, never argv or environ
                     cwd=tmpdir,  # not the master's folder: its modules must come with the job's code
                     start_new_session=True,  # own process group: cancel kills children too
@@ -204,6 +221,7 @@ class LocalBackend(Backend):
             pass
 
     def poll(self):
+        self._reap_stopping()
         ended = []
         for attempt, (process, output) in list(self._processes.items()):
             code = process.poll()
@@ -247,6 +265,13 @@ class LocalBackend(Backend):
                 pass
 
     def cancel(self, attempt):
+        """SIGTERM the runner, SIGKILL its process group once it is gone or after CANCEL_GRACE.
+
+        A runner whose element is still running stops at once (its record says so); one whose element
+        returned finishes writing the result and its success record first: killed in between, the
+        result would stay without its record, and every rerun would skip it. Its slot stays held until
+        its process is gone; close() waits for every stopping runner.
+        """
         if self._waiting.pop(attempt, None) is not None:
             return
         entry = self._processes.pop(attempt, None)
@@ -254,14 +279,25 @@ class LocalBackend(Backend):
             return
         process, output = entry
         self._close_pidfd(attempt)
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()
-        self._free(attempt)
-        self._keep_log(attempt, output)
-        self._tail(output)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGTERM)
+        self._stopping[attempt] = (process, output, time.monotonic())
+        self._reap_stopping()
+
+    def _reap_stopping(self):
+        """End the stopping runners that exited or whose grace is over (their leftovers too): freed slots."""
+        now = time.monotonic()
+        for attempt, (process, output, since) in list(self._stopping.items()):
+            finishing = os.path.exists(os.path.join(self._dir, attempt, FINISHING_FILE))
+            if now < since + (FINISH_GRACE if finishing else CANCEL_GRACE) and not _has_exited(process.pid):
+                continue
+            del self._stopping[attempt]
+            with contextlib.suppress(ProcessLookupError):  # not reaped yet: the group's id is still its own
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            self._free(attempt)
+            self._keep_log(attempt, output)
+            self._tail(output)
 
     def _keep_log(self, attempt, output):
         """Upload the attempt's output as its log when the runner did not (killed, os._exit): to its last byte.
@@ -286,6 +322,9 @@ class LocalBackend(Backend):
         self._waiting.clear()
         for attempt in list(self._processes):
             self.cancel(attempt)
+        while self._stopping:
+            time.sleep(0.02)
+            self._reap_stopping()
         for fd in (self._alive_read, self._alive_write):
             try:
                 os.close(fd)

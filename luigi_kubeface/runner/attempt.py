@@ -35,7 +35,8 @@ import traceback
 from .. import cost
 from . import container_init, summary
 from .call import Terminated, UnusableCall, _unusable, fetch_call, module_hint, working_folder
-from .process import ELEMENT_RETURNED, MASTER_FD_ENV, RECORD_WRITTEN, _become_subreaper, _die_with_master, _tee_output, open_attempt_log
+from .process import (ELEMENT_RETURNED, FINISHING_FILE_ENV, MASTER_FD_ENV, RECORD_WRITTEN, _become_subreaper,
+                      _die_with_master, _tee_output, element_returned, open_attempt_log)
 from ..bucket import attempts, signing as keys, layout as naming, blobs as serialization, seal as summary_seal
 from ..errors import BlobNotFoundError, CorruptBlobError, SigningKeyError, VersionMismatchError
 from ..bucket.records import AttemptRecord, Outcome
@@ -160,7 +161,7 @@ def _run_element(storage, record, call, version, signer, project_dir):
         if isinstance(error, KeyboardInterrupt):
             raise
         return _record_failure(record, error)  # inside the except: its traceback is the element's
-    ELEMENT_RETURNED.set()  # from now on SIGTERM and the master's death wait for its result and record
+    element_returned()  # from now on SIGTERM and the master's death wait for its result and record
     return _write_result(storage, record, value, version, signer)
 
 
@@ -227,8 +228,9 @@ def run_main(argv):
     signal.signal(signal.SIGTERM, _on_sigterm)
     job_url, element, attempt = argv
     master_fd = os.environ.pop(MASTER_FD_ENV, "")
+    finishing_file = os.environ.pop(FINISHING_FILE_ENV, "")
     if master_fd.isdigit():
-        _die_with_master(int(master_fd))
+        _die_with_master(int(master_fd), finishing_file)
     key = signing_key_from_env(os.environ)
     storage = open_storage(job_url)
     log_path = open_attempt_log(tempfile.gettempdir(), element, attempt)  # $TMPDIR when it is usable

@@ -138,6 +138,18 @@ MASTER_FD_ENV = "KUBEFACE_MASTER_FD"
 ELEMENT_RETURNED = threading.Event()
 RECORD_WRITTEN = threading.Event()
 FINISH_SECONDS = 300.0
+# A file the local master names, created when the element returns: its cancel then gives the runner
+# the long grace to finish, not the short one that stops a running element.
+FINISHING_FILE_ENV = "KUBEFACE_FINISHING_FILE"
+_FINISHING_FILE = {"path": ""}
+
+
+def element_returned():
+    """The element returned: SIGTERM and the master's death now wait for its result and record."""
+    ELEMENT_RETURNED.set()
+    if _FINISHING_FILE["path"]:
+        with contextlib.suppress(OSError):
+            open(_FINISHING_FILE["path"], "w").close()
 
 
 def _descendants(root):
@@ -152,7 +164,7 @@ def _descendants(root):
     return found
 
 
-def _die_with_master(fd):
+def _die_with_master(fd, finishing_file=""):
     """Block on the master's pipe; at its end, kill what the element started, then this runner's group
     (once a returned element's result and record are written).
 
@@ -175,6 +187,7 @@ def _die_with_master(fd):
                 os.killpg(os.getpgrp(), signal.SIGKILL)
         os._exit(137)
 
+    _FINISHING_FILE["path"] = finishing_file
     with contextlib.suppress(OSError):
         os.set_inheritable(fd, False)
 
