@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from ...errors import BackendError
 from .. import AttemptEnd, Backend
-from .api import CANCEL_GRACE, Backoff, KubeApi, describe, is_transient, quota_never_fits, retried
+from .api import CANCEL_GRACE, KubeApi
+from .api_errors import Backoff, describe, is_transient, quota_never_fits, retried
 from .namespace_share import NamespaceShare
 from .pod_spec import (ATTEMPT_LABEL, ELEMENT_LABEL, RUN_LABEL, build_pod, build_secret, job_selector, pod_name,
                        secret_name)
