@@ -1,9 +1,9 @@
-"""The one retry policy at the Kubernetes API boundary (api.Backoff, api.retried), without a cluster."""
+"""The one retry policy at the Kubernetes API boundary (api_errors.Backoff, api_errors.retried), without a cluster."""
 
 import pytest
 from kubernetes.client.rest import ApiException
 
-from luigi_kubeface.backends.kubernetes.api import Backoff, retried
+from luigi_kubeface.backends.kubernetes.api_errors import Backoff, retried
 
 
 def failing(errors, result="done"):

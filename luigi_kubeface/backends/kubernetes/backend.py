@@ -3,22 +3,22 @@
 The backend keeps the books between attempts and pods: it creates pods without ever letting more
 than the cap exist (counted from what the API server reports, finished and terminating pods
 included), waits out API outages and full quotas, learns every pod's fate from one watch per job,
-deletes finished pods, and adopts the pods an earlier master of the same job left running.
+deletes finished pods, and adopts the pods an earlier master of the same job left running
+(leftover_pods.py: adoption at a master's start, cleanup at its close).
 """
 
-import json
 import logging
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
 
 from ...errors import BackendError
 from .. import AttemptEnd, Backend
-from .api import CANCEL_GRACE, Backoff, KubeApi, describe, is_transient, quota_never_fits, retried
+from .api import CANCEL_GRACE, KubeApi
+from .api_errors import Backoff, describe, is_transient, quota_never_fits, retried
+from .leftover_pods import FollowedPod, LeftoverPods
 from .namespace_share import NamespaceShare
-from .pod_spec import (ATTEMPT_LABEL, ELEMENT_LABEL, RUN_LABEL, build_pod, build_secret, job_selector, pod_name,
-                       secret_name)
+from .pod_spec import RUN_LABEL, build_pod, build_secret, job_selector, pod_name, secret_name
 from .pod_status import holds_room, pod_end, pod_placement, tally, waits_for_secret
 from .sending import ROUND, Sender
 from .watch import PodWatch
@@ -29,17 +29,7 @@ _UNSEEN_LIMIT = 300.0  # a created pod the watch never showed is lost after this
 _UNBOUND_LIMIT = 20  # pods created and not yet placed by the scheduler: create more once it catches up
 
 
-@dataclass
-class _Pod:
-    name: str
-    body: dict = field(repr=False)
-    created: bool = False
-    since: float = 0.0  # monotonic time of creation (or of adoption)
-    sent: bool = False  # its create request went out: the pod may exist even if the call did not return
-    running_since: float = None  # monotonic time it was first seen running (or ended)
-
-
-class KubernetesBackend(Backend):
+class KubernetesBackend(LeftoverPods, Backend):
     timeout_slack = 60.0  # element_timeout runs from launch in the engine; a pod's deadline from its start on a node
 
     def __init__(self, settings, api=None):
@@ -49,7 +39,7 @@ class KubernetesBackend(Backend):
         self.api.check_permissions()
         self.job_url = None
         self.watch = None
-        self._pods = {}  # attempt -> _Pod, for attempts the engine follows
+        self._pods = {}  # attempt -> FollowedPod, for attempts the engine follows
         self._queue = deque()  # attempts whose pod is not created yet (cap reached or API trouble)
         self._deletes = {}  # pod name -> grace seconds, sent as soon as the API server takes them
         self._kept = set()  # failed pods kept for debugging: they no longer count toward the cap
@@ -92,39 +82,13 @@ class KubernetesBackend(Backend):
 
     # -- the Backend protocol ---------------------------------------------------------------
 
-    def adopt(self, job):
-        """Pods an earlier master of this job left running: the engine follows them, no duplicates."""
-        self._follow(job.url)
-        if not self.watch.wait_synced(300):
-            raise BackendError("could not list the pods of job %s for 300s: is the API server reachable?" % job.id)
-        pods = list(self.watch.snapshot().values())
-        live = {}
-        for pod in sorted(pods, key=lambda p: p["metadata"]["labels"].get(ATTEMPT_LABEL, "")):
-            meta, phase = pod["metadata"], (pod.get("status") or {}).get("phase")
-            element, attempt = meta["labels"].get(ELEMENT_LABEL), meta["labels"].get(ATTEMPT_LABEL)
-            if phase in ("Pending", "Running", None) and not meta.get("deletionTimestamp") and element and attempt:
-                if element in live:  # a speculative duplicate: follow the newest only
-                    self._deletes[self._pods.pop(live[element]).name] = CANCEL_GRACE
-                live[element] = attempt
-                self._pods[attempt] = _Pod(meta["name"], {}, created=True, since=time.monotonic(),
-                                           running_since=time.monotonic() if phase == "Running" else None)
-                self._ours.add(meta["name"])
-            elif phase == "Failed" and self.settings.keep_failed_pods:
-                self._kept.add(meta["name"])
-            elif phase in ("Succeeded", "Failed"):
-                self._deletes[meta["name"]] = 0
-                self._ours.add(meta["name"])
-        if live:
-            log.info("job %s: adopted %d pods left running by an earlier master", job.id, len(live))
-        return {element: attempt for element, attempt in live.items()}
-
     def launch(self, spec):
         self._follow(spec.job_url)
         if spec.secret_env and self._secret is None:
             self._apply_secret(build_secret(spec.job_url, spec.secret_env))
         body = build_pod(spec, self.settings)
         body["metadata"]["labels"][RUN_LABEL] = self.run_id
-        self._pods[spec.attempt] = _Pod(pod_name(spec), body)
+        self._pods[spec.attempt] = FollowedPod(pod_name(spec), body)
         self._queue.append(spec.attempt)  # created in the next poll, with the round's others (sending.py)
 
     def poll(self):
@@ -156,61 +120,6 @@ class KubernetesBackend(Backend):
             if send:
                 self._send_deletes()
 
-    def close(self):
-        """Delete the pods still followed (unless asked to leave them) and the job's Secret."""
-        leave = self.settings.leave_pods_on_exit
-        for attempt in list(self._pods):
-            if leave:
-                self._pods.pop(attempt)
-            else:
-                self.cancel(attempt, send=False)  # sent below, side by side
-        self._queue.clear()
-        deadline = time.monotonic() + 60
-        while self._deletes and time.monotonic() < deadline:
-            self._send_deletes(force=True)
-            if self._deletes:
-                time.sleep(1)
-        if not leave and self.watch is not None:
-            self._delete_by_label(deadline)
-        if self._deletes or self._unlisted:
-            log.warning("could not delete %d pods (%s); delete them with `kubectl delete pods -n %s -l %s`",
-                        len(self._deletes), ", ".join(sorted(self._deletes)[:5]), self.settings.namespace,
-                        self._run_selector())
-        if self._secret is not None and not leave:
-            try:
-                self.api.delete_secret(self._secret["metadata"]["name"])
-            except Exception as error:  # noqa: BLE001 - a leftover Secret is harmless and reported
-                log.warning("could not delete Secret %s: %s", self._secret["metadata"]["name"], describe(error))
-        if self.watch is not None:
-            self.watch.stop()
-            log.info("pod watch counts: %s", json.dumps(self.watch.counted(), sort_keys=True))
-        if self.share is not None:
-            self.share.close()
-        self.sender.close()
-
-    def _run_selector(self):
-        return "%s,%s=%s" % (job_selector(self.job_url), RUN_LABEL, self.run_id)
-
-    def _delete_by_label(self, deadline):
-        """Pods of this master not known by name (a create cut short by Ctrl-C): found by RUN_LABEL."""
-        for _ in range(2 if self._cut_short else 1):  # a create still being processed shows up a moment later
-            try:
-                pods, _ = self.api.list_pods(self._run_selector())
-            except Exception as error:  # noqa: BLE001 - reported with the kubectl line below
-                log.warning("could not list this master's pods: %s", describe(error))
-                self._unlisted = True
-                return
-            for name, pod in pods.items():
-                if not pod["metadata"].get("deletionTimestamp"):
-                    self._deletes[name] = CANCEL_GRACE
-            while self._deletes and time.monotonic() < deadline:
-                self._send_deletes(force=True)
-                if self._deletes:
-                    time.sleep(1)
-            if self._deletes or not self._cut_short:
-                return
-            time.sleep(2)
-
     # -- the books --------------------------------------------------------------------------
 
     def _follow(self, job_url):
@@ -238,14 +147,6 @@ class KubernetesBackend(Backend):
         if not any(holds_room(pod) and name in self._ours for name, pod in self.watch.snapshot().items()):
             return None
         return now - self.watch.fresh_since(self._progress_at) if self.watch.healthy else 0.0
-
-    def _log_foreign(self):
-        foreign = {name for name in self.watch.snapshot() if name not in self._ours} - self._foreign
-        if foreign:
-            self._foreign |= foreign
-            log.warning("%d pods carry the labels of job %s but no master of this job created them (%s): they are "
-                        "not counted, followed nor deleted; remove them or their labels", len(foreign), self.job_url,
-                        ", ".join(sorted(foreign)[:5]))
 
     def _create_queued(self):
         while self._queue and time.monotonic() >= self._retry_at:

@@ -5,7 +5,7 @@ OOMKilled grows, each OOM multiplying its pod's memory request and limit by oom_
 max_memory_limit. An OOM at the ceiling fails the element, as every OOM does without the factor.
 """
 
-from .api import _quantity
+from .api_errors import _quantity
 
 
 def memory_of(settings, out_of_memory):

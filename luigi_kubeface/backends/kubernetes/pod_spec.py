@@ -113,8 +113,8 @@ def _user(settings):
     return {"runAsUser": settings.run_as_user, "runAsGroup": settings.run_as_group}
 
 
-def build_pod(spec, settings):
-    """The pod that runs one attempt: bare, restartPolicy Never (the engine owns retries), non-root."""
+def _metadata(spec, settings):
+    """The pod's name, labels (the job's, the element's, the attempt's) and annotations."""
     labels = dict(settings.pod_labels)
     labels.update({MANAGED_BY: MANAGER, JOB_LABEL: job_label(spec.job_url),
                    ELEMENT_LABEL: spec.element, ATTEMPT_LABEL: spec.attempt})
@@ -123,9 +123,12 @@ def build_pod(spec, settings):
                         SAFE_TO_EVICT: "true" if settings.safe_to_evict else "false"})
     if settings.pod_params_annotation:  # off when parameters are confidential: whoever lists pods reads them
         annotations[PARAMS_ANNOTATION] = spec.label[:1000]
-    selector, tolerations = _scheduling(settings, spec)
-    access = storage_class(spec.job_url).pod_access(settings)
-    container = {
+    return {"name": pod_name(spec), "labels": labels, "annotations": annotations}
+
+
+def _runner_container(spec, settings, access):
+    """The one container: the runner's command for the attempt, its env and resources, non-root and unprivileged."""
+    return {
         "name": CONTAINER,
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
@@ -135,6 +138,13 @@ def build_pod(spec, settings):
         "securityContext": {"runAsNonRoot": True, **_user(settings),
                             "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
+
+
+def build_pod(spec, settings):
+    """The pod that runs one attempt: bare, restartPolicy Never (the engine owns retries), non-root."""
+    selector, tolerations = _scheduling(settings, spec)
+    access = storage_class(spec.job_url).pod_access(settings)
+    container = _runner_container(spec, settings, access)
     pod_spec = {
         "restartPolicy": "Never",
         "containers": [container],
@@ -154,9 +164,7 @@ def build_pod(spec, settings):
     if access.volumes:
         pod_spec["volumes"] = [dict(v) for v in access.volumes]
         container["volumeMounts"] = [dict(m) for m in access.mounts]
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod_name(spec), "labels": labels, "annotations": annotations},
-            "spec": pod_spec}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": _metadata(spec, settings), "spec": pod_spec}
 
 
 def build_secret(job_url, secret_env):

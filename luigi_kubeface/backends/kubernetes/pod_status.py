@@ -197,8 +197,19 @@ _CAPACITY = re.compile(r"^\d+ (Insufficient \S+|Too many pods)$")
 
 
 def _pending(pod, container, pending_seconds, settings, held_seconds=None):
+    """A pending pod's end: its container cannot start, its node never starts it, or no node has room; else None."""
     waiting = (container.get("state") or {}).get("waiting") or {}
     reason, message = waiting.get("reason") or "", waiting.get("message") or ""
+    end = _waiting_error(reason, message, settings)
+    if end is None:
+        end = _not_started(pod, container, reason, pending_seconds, settings)
+    if end is None:
+        end = _unschedulable(pod, pending_seconds, settings, held_seconds)
+    return end
+
+
+def _waiting_error(reason, message, settings):
+    """The container waits on what no retry fixes (the image, the settings) or on a runtime hiccup (run again)."""
     if reason in _IMAGE_ERRORS:
         return _ended(None, "the image %r cannot be pulled (%s: %s): check [kubeface] image, that the image was "
                       "pushed, and that the cluster's nodes may pull from its registry"
@@ -216,6 +227,11 @@ def _pending(pod, container, pending_seconds, settings, held_seconds=None):
         return _ended(None, "the pod's container cannot be created (%s: %s): check the pod settings in "
                       "[kubeface] (env, secrets, service_account)" % (reason, message or "no message"),
                       error_type="ContainerConfigError", retryable=False, fatal=True)
+    return None
+
+
+def _not_started(pod, container, reason, pending_seconds, settings):
+    """The pod's node has it but does not start it: a sandbox it keeps failing to make, or no word at all."""
     scheduled = _condition(pod, "PodScheduled")
     if reason == "ContainerCreating" and pending_seconds > settings.unschedulable_patience + settings.node_lost_timeout:
         # The node keeps failing to make the pod's sandbox (its events say why, e.g. FailedCreatePodSandBox).
@@ -229,6 +245,12 @@ def _pending(pod, container, pending_seconds, settings, held_seconds=None):
         return _ended(None, "the pod was bound to node %s but the node did not start it for %.0fs"
                       % ((pod.get("spec") or {}).get("nodeName"), pending_seconds),
                       error_type="PodNotStarted", interrupted=True)
+    return None
+
+
+def _unschedulable(pod, pending_seconds, settings, held_seconds):
+    """No node has room for the pod: back pressure while the job's own pods hold it, else unschedulable_patience."""
+    scheduled = _condition(pod, "PodScheduled")
     if held_seconds is not None and short_of_capacity(pod):
         if held_seconds <= settings.element_timeout + settings.unschedulable_patience:
             return None  # the job's own pods fill the cluster: wait for one to end

@@ -113,7 +113,7 @@ class KubernetesSettings:
 
 
 def _check_memory_growth(settings):
-    from .api import _quantity
+    from .api_errors import _quantity
 
     if not settings.oom_memory_factor:
         return

@@ -10,7 +10,7 @@ import threading
 import time
 
 from ...errors import BackendError
-from .api import Backoff, describe
+from .api_errors import Backoff, describe
 
 log = logging.getLogger(__name__)
 
