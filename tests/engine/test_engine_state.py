@@ -12,7 +12,7 @@ from luigi_kubeface.backends import AttemptEnd
 from luigi_kubeface.backends.simulated import End, error_record
 from luigi_kubeface.bucket.records import Outcome
 from luigi_kubeface.errors import CorruptBlobError
-from luigi_kubeface.master import engine
+from luigi_kubeface.master import attempt_ends
 from luigi_kubeface.master.judge import (FAIL, MAX_INTERRUPTIONS, RETRY, STOP, Failed, Failure, Requeue, Succeeded,
                                          after_failure, judge, master_account)
 from luigi_kubeface.master.report import Progress
@@ -59,7 +59,7 @@ def test_the_engine_asks_judge_about_every_attempt_that_ended_successes_too(tmp_
         asked.append((seen["checked"], type(verdict)))
         return verdict
 
-    monkeypatch.setattr(engine, "judge", judging)
+    monkeypatch.setattr(attempt_ends, "judge", judging)
     _, _, report = run(tmp_path, {(1, 1): End(1, record=error_record())}, n=3, retries=1)
     assert report.progress.succeeded == 3
     assert sorted(asked, key=repr) == sorted([(True, Succeeded)] * 3 + [(False, Failed)], key=repr)

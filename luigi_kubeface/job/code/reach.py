@@ -13,32 +13,29 @@ When it cannot be sure (getattr, exec, globals(), vars(), sys.modules, `import *
 __getattr__, an unbound global, a module it imports but the master has not loaded, an opaque value
 without source), the module concerned counts whole: its sources and those of the user's modules it
 imports (`whole(module)`), as before this analysis existed.
+
+bytecode.py reads a function's code (its behaviour's digest, its instructions), module_source.py a
+module's parsed source and the names its top-level statements mention; this module is the walk.
 """
 
 import ast
 import builtins
-import dis
 import hashlib
 import inspect
 import sys
 import types
 
-from luigi_kubeface import notebook
+from .bytecode import PLAIN, code_text, instructions, plain_text, resolve_import
+from .module_source import cell_class, mentioned, names_loaded, source_tree
 
 # Names whose use means any attribute or global may be reached: the analysis gives up on that module.
 DYNAMIC = frozenset({"getattr", "setattr", "delattr", "globals", "locals", "vars", "eval", "exec", "compile",
                      "__import__", "import_module", "__dict__", "__getattribute__", "modules", "reload"})
 _ATTR_OPS = {"LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "DELETE_ATTR", "IMPORT_FROM", "LOAD_SUPER_ATTR"}
 _GLOBAL_OPS = {"LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL"}
-_PLAIN = (type(None), bool, int, float, complex, str, bytes)
 # Class entries that are not code: editing a docstring of a class recomputes nothing.
 _NOT_CODE = {"__doc__", "__module__", "__qualname__", "__dict__", "__weakref__", "__annotations__",
              "__abstractmethods__", "__firstlineno__", "__static_attributes__", "_abc_impl"}
-
-
-def _text(value):
-    data = value if isinstance(value, bytes) else repr(value).encode()
-    return "%s:%s" % (type(value).__name__, hashlib.sha256(data).hexdigest()[:24] if len(data) > 64 else data)
 
 
 class Reach:
@@ -100,8 +97,8 @@ class Reach:
 
     def value(self, v, module, depth=0):
         """A value's text; functions, classes and modules it holds are followed (module: where it was found)."""
-        if isinstance(v, _PLAIN):
-            return _text(v)
+        if isinstance(v, PLAIN):
+            return plain_text(v)
         if depth > 50:
             self.fallback(module, "deep value")
             return "deep"
@@ -138,7 +135,7 @@ class Reach:
         if (module_name, name) in self.globals_done:
             return
         self.globals_done.add((module_name, name))
-        source = _source_tree(module_name)
+        source = source_tree(module_name)
         if source is not None and source.star:
             self.fallback(module_name, "import *")
         text = self.value(v, module_name)
@@ -151,13 +148,13 @@ class Reach:
         if hasattr(v, "__wrapped__"):  # a decorated function (functools.wraps, lru_cache)
             self.value(v.__wrapped__, module_name)
         self._instance_types(v, 0)
-        source = _source_tree(module_name)
+        source = source_tree(module_name)
         if source is None or name in source.declared_global:
             self.fallback(module_name, "opaque %s" % name)
             return "opaque %s" % type(v).__qualname__
-        statements = [s for s in source.tree.body if name in _mentioned(s)]
+        statements = [s for s in source.tree.body if name in mentioned(s)]
         for statement in statements:  # what those statements load is reached too
-            for loaded in sorted(_loaded(statement) - {name}):
+            for loaded in sorted(names_loaded(statement) - {name}):
                 module = sys.modules.get(module_name)
                 if module is not None and loaded in vars(module):
                     self._global(module_name, loaded, vars(module)[loaded])
@@ -166,7 +163,7 @@ class Reach:
 
     def _instance_types(self, obj, depth):
         """The user classes an object's state holds (instances' code runs in the element; their data does not count)."""
-        if depth > 8 or isinstance(obj, _PLAIN) or id(obj) in self.seen:
+        if depth > 8 or isinstance(obj, PLAIN) or id(obj) in self.seen:
             return
         self.seen[id(obj)] = obj
         cls = type(obj)
@@ -187,7 +184,7 @@ class Reach:
         module_name = _module_of(f)
         code = f.__code__
         self._scan(code, f.__globals__, module_name)
-        texts = [_code_text(code), self.value(f.__defaults__, module_name), self.value(f.__kwdefaults__, module_name)]
+        texts = [code_text(code), self.value(f.__defaults__, module_name), self.value(f.__kwdefaults__, module_name)]
         for cell in f.__closure__ or ():
             try:
                 contents = cell.cell_contents
@@ -204,7 +201,7 @@ class Reach:
 
     def _scan(self, code, globals_, module_name):
         """The names a function's code (and the code nested in it) loads, imports and looks up."""
-        for instruction, level in _instructions(code):
+        for instruction, level in instructions(code):
             name = instruction.argval
             if not isinstance(name, str):
                 continue
@@ -222,7 +219,7 @@ class Reach:
 
     def _import(self, name, level, globals_, module_name):
         try:
-            target = _resolve(name, level, globals_.get("__package__") or "")
+            target = resolve_import(name, level, globals_.get("__package__") or "")
         except ImportError:
             self.fallback(module_name, "bad import %s" % name)
             return
@@ -265,127 +262,13 @@ class Reach:
         try:
             tree = ast.parse(inspect.getsource(cls).strip())
         except (OSError, TypeError, SyntaxError, IndentationError):
-            tree = _cell_class(cls)
+            tree = cell_class(cls)
         if tree is None:
             self.fallback(cls.__module__, "opaque %s.%s" % (cls.__qualname__, name))
             return "opaque"
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else tree.body
-        return "opaque " + hashlib.sha256("\n".join(ast.dump(s) for s in body if name in _mentioned(s)).encode()).hexdigest()
-
-
-# -- helpers ------------------------------------------------------------------------------------
-
-def _cell_class(cls):
-    """A class defined in an IPython cell (no file for inspect): its last definition among the cells run."""
-    source = _source_tree(cls.__module__) if cls.__module__ == "__main__" else None
-    found = [s for s in source.tree.body if isinstance(s, ast.ClassDef) and s.name == cls.__qualname__] \
-        if source else []
-    return ast.Module(body=found[-1:], type_ignores=[]) if found else None
+        return "opaque " + hashlib.sha256("\n".join(ast.dump(s) for s in body if name in mentioned(s)).encode()).hexdigest()
 
 
 def _module_of(f):
     return getattr(f, "__module__", None) or "__main__"
-
-
-def _code_text(code):
-    """The code's behaviour, not where it sits: no line numbers, so an edit above it changes nothing."""
-    parts = [code.co_code.hex(), repr((code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars,
-                                       code.co_argcount, code.co_kwonlyargcount, code.co_flags))]
-    for const in code.co_consts:
-        parts.append(_code_text(const) if isinstance(const, types.CodeType) else _text(const)
-                     if isinstance(const, _PLAIN) else repr(const))
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()
-
-
-def _instructions(code):
-    """(instruction, import level) of the code and every code nested in it."""
-    level = 0
-    consts = []
-    for instruction in dis.get_instructions(code):
-        if instruction.opname == "LOAD_CONST":
-            consts.append(instruction.argval)
-        if instruction.opname == "IMPORT_NAME":
-            level = consts[-2] if len(consts) >= 2 and isinstance(consts[-2], int) else 0
-        yield instruction, level
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            yield from _instructions(const)
-
-
-def _resolve(name, level, package):
-    if not level:
-        return name
-    import importlib.util
-
-    return importlib.util.resolve_name("." * level + name, package) if name else \
-        importlib.util.resolve_name("." * level, package)
-
-
-class _Source:
-    def __init__(self, tree):
-        self.tree = tree
-        self.star = any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in ast.walk(tree))
-        self.declared_global = {name for n in ast.walk(tree) if isinstance(n, ast.Global) for name in n.names}
-
-
-_SOURCES = {}
-
-
-def _source_tree(module_name):
-    """The parsed source of a loaded module (None without one), cached by file and modification time."""
-    module = sys.modules.get(module_name)
-    path = getattr(module, "__file__", None)
-    if module_name == "__main__" and not path:  # IPython, Jupyter: the cells this session ran
-        tree = notebook.main_tree()  # the same object while no cell runs
-        if tree is None:
-            return None
-        if ("cells",) not in _SOURCES or _SOURCES[("cells",)].tree is not tree:
-            _SOURCES[("cells",)] = _Source(tree)
-        return _SOURCES[("cells",)]
-    if not path or not path.endswith(".py"):
-        return None
-    try:
-        import os
-
-        key = (path, os.stat(path).st_mtime_ns)
-        if key not in _SOURCES:
-            with open(path, "rb") as f:
-                _SOURCES[key] = _Source(ast.parse(f.read()))
-        return _SOURCES[key]
-    except (OSError, SyntaxError, ValueError):
-        return None
-
-
-def _top_level_nodes(statement):
-    """The nodes a statement runs at import: not the bodies of the functions and classes it defines
-    (their names, decorators, defaults and bases, yes)."""
-    stack = [statement]
-    while stack:
-        node = stack.pop()
-        yield node
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            stack += node.decorator_list + node.args.defaults + [d for d in node.args.kw_defaults if d]
-        elif isinstance(node, ast.ClassDef):
-            stack += node.decorator_list + node.bases + [k.value for k in node.keywords]
-        elif isinstance(node, ast.Lambda):
-            stack += node.args.defaults
-        else:
-            stack += list(ast.iter_child_nodes(node))
-
-
-def _mentioned(statement):
-    """Every name a statement binds or uses at import."""
-    names = set()
-    for node in _top_level_nodes(statement):
-        if isinstance(node, ast.Name):
-            names.add(node.id)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, ast.alias):
-            names.add((node.asname or node.name).split(".")[0])
-    return names
-
-
-def _loaded(statement):
-    return {node.id for node in _top_level_nodes(statement) if isinstance(node, ast.Name)
-            and isinstance(node.ctx, ast.Load)}
