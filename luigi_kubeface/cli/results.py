@@ -10,7 +10,7 @@ from ..views.result_table import (
     result_rows,
     table_columns,
 )
-from ..views.status_page import format_duration
+from ..views.durations import format_duration
 from .common import job_state, warn
 
 
