@@ -5,7 +5,8 @@ import time
 from .. import cost
 from ..master import lease
 from ..views.states import ElementState
-from ..views.status_page import format_duration, page_url
+from ..views.durations import format_duration
+from ..views.status_page import page_url
 from .common import job_state, utc_minute
 
 

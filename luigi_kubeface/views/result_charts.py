@@ -157,11 +157,23 @@ def _by_shade(moves):
                    for shade in sorted(shades))
 
 
-def slice_svg(name, points, metric, scale, width=300, height=210):
-    """The metric against one parameter: (parameter value, metric value) pairs, best first."""
-    axis = Axis([p for p, _ in points])
-    left, right, top, bottom = 52, 12, 10, height - 40
-    plot_w, plot_h = width - left - right, bottom - top
+class _Plot:
+    """Where a slice chart draws: its plot area, and the metric's scale that places values in it."""
+
+    def __init__(self, scale, width, height):
+        self.scale = scale
+        self.left, self.top, self.bottom = 52, 10, height - 40
+        self.width, self.height = width - self.left - 12, self.bottom - self.top
+
+    def x(self, where):
+        return self.left + self.width * where
+
+    def y(self, score):
+        return self.bottom - self.height * self.scale.position(score)
+
+
+def _slice_groups(axis, points):
+    """The scores of each group of the axis (a value, or a bin of many): {(position, label): scores}."""
     by_value = {}
     for value, score in points:  # values repeat (a grid): group each distinct one once
         by_value.setdefault(value if type(value) in (int, float, str, bool) else _fmt(value), []).append(score)
@@ -170,35 +182,58 @@ def slice_svg(name, points, metric, scale, width=300, height=210):
         group = axis.group(value)
         if group is not None:
             groups.setdefault(group, []).extend(scores)
-    parts = ['<svg class="slice" data-param="%s" xmlns="http://www.w3.org/2000/svg" width="%d" height="%d">'
-             % (escape(name), width, height)]
-    for where, label in scale.ticks():
-        y = bottom - plot_h * where
+    return groups
+
+
+def _slice_ticks(plot, axis):
+    """The metric's grid lines and labels, then the parameter's labels under the plot."""
+    parts = []
+    left, bottom = plot.left, plot.bottom
+    for where, label in plot.scale.ticks():
+        y = bottom - plot.height * where
         parts.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#eee"/><text x="%d" y="%.1f" font-size="10" '
-                     'text-anchor="end" fill="#616161">%s</text>' % (left, left + plot_w, y, y, left - 4, y + 3,
+                     'text-anchor="end" fill="#616161">%s</text>' % (left, left + plot.width, y, y, left - 4, y + 3,
                                                                     escape(label)))
     for where, label in axis.ticks():
-        x = left + plot_w * where
         parts.append('<text x="%.1f" y="%d" font-size="10" text-anchor="middle" fill="#616161">%s</text>'
-                     % (x, bottom + 13, escape(label[:14])))
+                     % (plot.x(where), bottom + 13, escape(label[:14])))
+    return parts
+
+
+def _slice_dots(plot, axis, points):
+    """A sample of the points, one dot each, coloured by shade."""
     dots = []
     for value, score in sample(points, MAX_POINTS):
         where = axis.position(value)
         if where is not None:
-            dots.append((scale.shade(score), "M%d %dh0" % (round(left + plot_w * where),
-                                                           round(bottom - plot_h * scale.position(score)))))
+            dots.append((plot.scale.shade(score), "M%d %dh0" % (round(plot.x(where)), round(plot.y(score)))))
     # A dot is a round cap on a zero-length segment: 10 bytes each, not a 35-byte circle.
-    parts.append('<g class="points" stroke-width="5" stroke-linecap="round" stroke-opacity="0.6">%s</g>'
-                 % _by_shade(dots))
-    for (where, label), scores in groups.items():
-        x, mean = left + plot_w * where, sum(scores) / len(scores)
-        best = max(scores) if scale.descending else min(scores)
-        y_low, y_high = bottom - plot_h * scale.position(min(scores)), bottom - plot_h * scale.position(max(scores))
-        parts.append('<g class="group"><title>%s = %s: %d element(s), mean %s, best %s</title>'
-                     '<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#424242" stroke-opacity="0.5"/>'
-                     '<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#e65100" stroke-width="2"/></g>'
-                     % (escape(name), escape(label), len(scores), _fmt(mean), _fmt(best), x, x, y_low, y_high,
-                        x - 5, x + 5, bottom - plot_h * scale.position(mean), bottom - plot_h * scale.position(mean)))
+    return ('<g class="points" stroke-width="5" stroke-linecap="round" stroke-opacity="0.6">%s</g>'
+            % _by_shade(dots))
+
+
+def _slice_group(plot, name, where, label, scores):
+    """A group's range of scores (a grey line) and its mean (an orange tick), titled with both and its best."""
+    x, mean = plot.x(where), sum(scores) / len(scores)
+    best = max(scores) if plot.scale.descending else min(scores)
+    return ('<g class="group"><title>%s = %s: %d element(s), mean %s, best %s</title>'
+            '<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#424242" stroke-opacity="0.5"/>'
+            '<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#e65100" stroke-width="2"/></g>'
+            % (escape(name), escape(label), len(scores), _fmt(mean), _fmt(best), x, x, plot.y(min(scores)),
+               plot.y(max(scores)), x - 5, x + 5, plot.y(mean), plot.y(mean)))
+
+
+def slice_svg(name, points, metric, scale, width=300, height=210):
+    """The metric against one parameter: (parameter value, metric value) pairs, best first."""
+    axis = Axis([p for p, _ in points])
+    plot = _Plot(scale, width, height)
+    left, top, bottom, plot_w, plot_h = plot.left, plot.top, plot.bottom, plot.width, plot.height
+    parts = ['<svg class="slice" data-param="%s" xmlns="http://www.w3.org/2000/svg" width="%d" height="%d">'
+             % (escape(name), width, height)]
+    parts += _slice_ticks(plot, axis)
+    parts.append(_slice_dots(plot, axis, points))
+    parts += [_slice_group(plot, name, where, label, scores)
+              for (where, label), scores in _slice_groups(axis, points).items()]
     parts.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="#9e9e9e"/>' % (left, left + plot_w, bottom, bottom))
     parts.append('<text x="%d" y="%d" font-size="11" text-anchor="middle" fill="#424242">%s%s</text>'
                  % (left + plot_w / 2, height - 4, escape(name), " (log scale)" if axis.numeric and axis.log else ""))

@@ -10,7 +10,8 @@ import time
 
 from .job_state import JobState
 from ..bucket.records import LiveProgress
-from .status_page import REFRESH_SECONDS, page_url, render
+from .page_head import REFRESH_SECONDS
+from .status_page import page_url, render
 
 log = logging.getLogger(__name__)
 
