@@ -175,7 +175,7 @@ def test_a_lock_held_on_the_job_directory_does_not_hang_the_master(tmp_path):
         assert done and done[0]["run"] == "run-a"
     finally:
         holder.kill()
-        holder.wait()
+        holder.communicate()  # reaps it and closes its pipe
     assert os.stat(tmp_path / "job" / naming.LEASE).st_mode & 0o777 == 0o600  # only its owner can open, so lock, it
 
 
@@ -193,7 +193,7 @@ def test_a_lock_held_on_the_lease_itself_is_an_error_after_a_bound_not_a_hang(tm
             storage.write_if_generation(naming.LEASE, b"{}", generation)
     finally:
         holder.kill()
-        holder.wait()
+        holder.communicate()  # reaps it and closes its pipe
     lease.release()
 
 

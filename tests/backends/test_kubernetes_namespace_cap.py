@@ -57,3 +57,31 @@ def test_two_jobs_started_together_never_hold_more_than_the_namespace_cap_and_bo
         kube_namespace, _preload_content=False).data)["items"]
     assert not leases, "masters left their Leases: %s" % [lease["metadata"]["name"] for lease in leases]
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "pods to be deleted")
+
+
+def test_two_masters_that_start_at_the_same_moment_never_take_more_than_the_cap_between_them(
+        kube_cluster, kube_namespace, fake_gcs, gcs_root):
+    """The race of the test above, made certain: the first master lists the Leases before the second has
+    published its own. Each takes what its share lets it within one refresh (as a launching master does)."""
+    from luigi_kubeface.backends.kubernetes.api import KubeApi
+    from luigi_kubeface.backends.kubernetes.namespace_share import NamespaceShare
+
+    api = KubeApi(kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root))
+    now = [0.0]
+    first, second = (NamespaceShare(api, 6, name, refresh_seconds=1.0, clock=lambda: now[0])
+                     for name in ("run-first", "run-second"))
+    try:
+        rounds = []
+        for _ in range(3):  # three refresh rounds, each master taking all the room it is given
+            taken = {}
+            for share, name in ((first, "first"), (second, "second")):
+                taken[name] = 0
+                while share.take(10):
+                    taken[name] += 1
+            rounds.append(taken)
+            now[0] += 1.0
+        assert all(sum(taken.values()) <= 6 for taken in rounds), rounds  # no pod was created: shares alone
+        assert rounds[-1] == {"first": 3, "second": 3}, rounds
+    finally:
+        first.close()
+        second.close()

@@ -9,7 +9,9 @@ less than an equal share leaves the rest to the others, and a job that starts la
 the earlier job's pods end (the earlier one launches no more while it is over its share).
 
 A master that vanished without deleting its Lease stops counting once its Lease has not changed for
-LEASE_SECONDS, measured on this master's own clock (no trust in other machines' clocks).
+LEASE_SECONDS, measured on this master's own clock (no trust in other machines' clocks). A master
+takes no room until its Lease has been up for one refresh: two that start together would each have
+counted only itself (the cap overshot by half), now each counts the other.
 """
 
 import logging
@@ -71,8 +73,12 @@ class NamespaceShare:
         return True
 
     def _refresh(self, wants, now):
+        announced = self._created
         self._refreshed = now
         self._renew(wants)
+        if not announced:  # the first round only publishes this master's Lease: two masters starting
+            self._room = 0  # together each see the other's at their next round, before either takes room
+            return
         masters = self._masters(now)
         masters[self.identity] = wants
         pods, _ = self.api.list_pods("%s=%s" % (MANAGED_BY, MANAGER))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -223,6 +224,21 @@ class Reaper:
     @classmethod
     def cancel(cls, key: str):
         cls._send("?" + key)
+
+    @classmethod
+    def close(cls):
+        """At a normal exit: end of file tells the watchdog this process is gone; it is waited for, not
+        left running behind a Popen the interpreter's shutdown finds still alive (a ResourceWarning)."""
+        with cls._lock:
+            if cls._proc is not None and cls._owner_pid == os.getpid():
+                with contextlib.suppress(OSError, ValueError):
+                    cls._proc.stdin.close()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    cls._proc.wait(timeout=60)
+            cls._proc = None
+
+
+atexit.register(Reaper.close)  # registered first, so it runs after the components' own atexit stops
 
 
 class Component:
