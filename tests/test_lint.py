@@ -1,4 +1,5 @@
-"""ruff's lint ([tool.ruff] in pyproject.toml) passes on the package, the tests, the benchmarks and the examples."""
+"""ruff's lint and format ([tool.ruff] in pyproject.toml) pass on the package, the tests, the benchmarks and the
+examples."""
 
 import subprocess
 import sys
@@ -8,6 +9,13 @@ from support import REPO
 
 def test_ruff_finds_nothing():
     done = subprocess.run([sys.executable, "-m", "ruff", "check", "luigi_kubeface", "tests", "benchmarks",
+                           "example_pipelines"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_tree_is_formatted():
+    """`ruff format` leaves every file as it is: run it on what you changed when this fails."""
+    done = subprocess.run([sys.executable, "-m", "ruff", "format", "--check", "luigi_kubeface", "tests", "benchmarks",
                            "example_pipelines"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
 
