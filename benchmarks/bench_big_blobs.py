@@ -72,17 +72,31 @@ def local_run(checkout, size_mb, count):
     scratch = tempfile.mkdtemp(prefix="bench-big-")
     try:
         env = dict(os.environ, PYTHONPATH=checkout)
-        out = subprocess.run([sys.executable, PROBE, os.path.join(scratch, "s"), os.path.join(scratch, "k"),
-                              str(size_mb), str(count), "bytes"], env=env, cwd=scratch, capture_output=True,
-                             text=True, check=True).stdout
+        out = subprocess.run(
+            [
+                sys.executable,
+                PROBE,
+                os.path.join(scratch, "s"),
+                os.path.join(scratch, "k"),
+                str(size_mb),
+                str(count),
+                "bytes",
+            ],
+            env=env,
+            cwd=scratch,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         return json.loads(out.strip().splitlines()[-1])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
 def gcs_run(mode, root, size_mb, env):
-    out = subprocess.run([sys.executable, "-c", GCS_RUN, mode, root, str(size_mb)], env=env,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", GCS_RUN, mode, root, str(size_mb)], env=env, capture_output=True, text=True, check=True
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -102,16 +116,24 @@ def main():
                 if not checkout:
                     continue
                 f = local_run(checkout, size, args.count)
-                rows.append([size, name, args.count, f["element_mb"], f["master_checking_mb"],
-                             f["master_after_load_mb"], f["run_s"]])
+                rows.append(
+                    [
+                        size,
+                        name,
+                        args.count,
+                        f["element_mb"],
+                        f["master_checking_mb"],
+                        f["master_after_load_mb"],
+                        f["run_s"],
+                    ]
+                )
         print("\nLocal backend: peak RSS in MB (Client.map returning os.urandom(size))\n")
         table(["result MB", "code", "results", "element", "master checking", "master after load()", "run s"], rows)
 
     scratch = tempfile.mkdtemp(prefix="bench-gcs-")
     server = FakeGCS(scratch).start()
     try:
-        env = dict(os.environ, STORAGE_EMULATOR_HOST=server.url, GOOGLE_CLOUD_PROJECT="test",
-                   PYTHONPATH=REPO)
+        env = dict(os.environ, STORAGE_EMULATOR_HOST=server.url, GOOGLE_CLOUD_PROJECT="test", PYTHONPATH=REPO)
         rows = []
         for size in sizes:
             bucket = "bench-" + uuid.uuid4().hex[:8]
@@ -119,10 +141,19 @@ def main():
             sdk = gcs_run("sdk", "gs://%s/x" % bucket, size, env)
             ours = gcs_run("ours", "gs://%s/x" % bucket, size, env)
             for name, f in [("plain SDK (file)", sdk), ("ours (streamed)", ours)]:
-                rows.append([size, name, "%.1f" % f["up"], "%.1f" % f["down"], "%.1f" % (f["up"] + f["down"]),
-                             "%.0f" % f["rss"]])
-            rows.append([size, "ratio ours/SDK", "", "", "%.2f" % ((ours["up"] + ours["down"]) / (sdk["up"] + sdk["down"])),
-                         ""])
+                rows.append(
+                    [
+                        size,
+                        name,
+                        "%.1f" % f["up"],
+                        "%.1f" % f["down"],
+                        "%.1f" % (f["up"] + f["down"]),
+                        "%.0f" % f["rss"],
+                    ]
+                )
+            rows.append(
+                [size, "ratio ours/SDK", "", "", "%.2f" % ((ours["up"] + ours["down"]) / (sdk["up"] + sdk["down"])), ""]
+            )
         print("\nNumPy uint8 array through fake-gcs-server: seconds, peak RSS MB of the process\n")
         table(["MB", "how", "upload s", "download s", "total s", "peak RSS"], rows)
     finally:

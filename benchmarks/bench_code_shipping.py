@@ -23,8 +23,9 @@ from luigi_kubeface.bucket.signing import KeyRing  # noqa: E402
 
 
 def prepare_once(task, root, ship):
-    job = Job("bench", root, task.run_element, elements_from_grid(task.grid()),
-              keys=KeyRing(os.path.join(root, "keys")))
+    job = Job(
+        "bench", root, task.run_element, elements_from_grid(task.grid()), keys=KeyRing(os.path.join(root, "keys"))
+    )
     if not ship:  # the peer: nothing of the user's is analysed or uploaded
         job._code = code_discover.CodePackage({}, (), {}, code_install.sources_digest({}))
         job._build_code = lambda payloads: job._code
@@ -52,11 +53,15 @@ def main():
     first = times[True][0]  # the process's first analysis also reads every installed distribution's metadata
     ours, peer = statistics.median(times[True][1:]), statistics.median(times[False][1:])
     print("example pipeline: %d elements, shipped modules: %s" % (len(task.grid()), ", ".join(package.modules)))
-    print("shipped code: %d bytes of sources, %d bytes zipped; requirements recorded: %s"
-          % (package.size, len(package.archive()), ", ".join("%s==%s" % kv for kv in package.requirements.items())))
-    print("Job.prepare() median of %d: %.1f ms with code shipping, %.1f ms without (ratio %.2f, +%.1f ms); "
-          "the first in a process (installed distributions read once): %.0f ms"
-          % (args.repeat - 1, ours * 1e3, peer * 1e3, ours / peer, (ours - peer) * 1e3, first * 1e3))
+    print(
+        "shipped code: %d bytes of sources, %d bytes zipped; requirements recorded: %s"
+        % (package.size, len(package.archive()), ", ".join("%s==%s" % kv for kv in package.requirements.items()))
+    )
+    print(
+        "Job.prepare() median of %d: %.1f ms with code shipping, %.1f ms without (ratio %.2f, +%.1f ms); "
+        "the first in a process (installed distributions read once): %.0f ms"
+        % (args.repeat - 1, ours * 1e3, peer * 1e3, ours / peer, (ours - peer) * 1e3, first * 1e3)
+    )
 
 
 if __name__ == "__main__":

@@ -116,8 +116,10 @@ def percentile(values, q):
 
 def requests(cluster):
     cp = cluster.control_plane
-    return {who: cp.requests_of(user) for who, user in
-            (("client", MASTER_USER), ("job-controller", JOB_CONTROLLER), ("kubelet", KUBELET))}
+    return {
+        who: cp.requests_of(user)
+        for who, user in (("client", MASTER_USER), ("job-controller", JOB_CONTROLLER), ("kubelet", KUBELET))
+    }
 
 
 def run_ours(cluster, gcs, namespace, n, parallelism, fail=()):
@@ -128,10 +130,21 @@ def run_ours(cluster, gcs, namespace, n, parallelism, fail=()):
 
     root = "gs://bench-%s/jobs" % uuid.uuid4().hex[:8]
     gcs.create_bucket(root[5:].split("/")[0])
-    settings = Settings(backend="kubernetes", storage_root=root, image=cluster.image, namespace=namespace,
-                        kubeconfig=cluster.master_kubeconfig, cpu_request="10m", memory_request="64Mi",
-                        memory_limit="512Mi", max_in_flight=parallelism, retries=1, retry_backoff=0.5,
-                        failure_budget=0.5, pod_env={"STORAGE_EMULATOR_HOST": gcs.url, "GOOGLE_CLOUD_PROJECT": "test"})
+    settings = Settings(
+        backend="kubernetes",
+        storage_root=root,
+        image=cluster.image,
+        namespace=namespace,
+        kubeconfig=cluster.master_kubeconfig,
+        cpu_request="10m",
+        memory_request="64Mi",
+        memory_limit="512Mi",
+        max_in_flight=parallelism,
+        retries=1,
+        retry_backoff=0.5,
+        failure_budget=0.5,
+        pod_env={"STORAGE_EMULATOR_HOST": gcs.url, "GOOGLE_CLOUD_PROJECT": "test"},
+    )
     started = time.monotonic()
     error = None
     try:
@@ -157,16 +170,46 @@ def run_peer(cluster, gcs, namespace, n, parallelism, fail=()):
     bucket = storage.Client().bucket(bucket_name)
     for i in range(n):  # what our master uploads too: one input per element
         bucket.blob("jobs/inputs/%d.json" % i).upload_from_string(json.dumps(i))
-    env = [{"name": k, "value": v} for k, v in (("BUCKET", bucket_name), ("PREFIX", "jobs"), ("FAIL", json.dumps(list(fail))),
-                                                ("STORAGE_EMULATOR_HOST", gcs.url), ("GOOGLE_CLOUD_PROJECT", "test"))]
-    body = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "peer"}, "spec": {
-        "completionMode": "Indexed", "completions": n, "parallelism": parallelism, "backoffLimitPerIndex": 1,
-        "maxFailedIndexes": n, "template": {"spec": {
-            "restartPolicy": "Never", "automountServiceAccountToken": False, "terminationGracePeriodSeconds": 10,
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532},
-            "containers": [{"name": "main", "image": cluster.image, "imagePullPolicy": "IfNotPresent",
-                            "command": ["python", "-c", PEER_SCRIPT], "env": env,
-                            "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}}}]}}}}
+    env = [
+        {"name": k, "value": v}
+        for k, v in (
+            ("BUCKET", bucket_name),
+            ("PREFIX", "jobs"),
+            ("FAIL", json.dumps(list(fail))),
+            ("STORAGE_EMULATOR_HOST", gcs.url),
+            ("GOOGLE_CLOUD_PROJECT", "test"),
+        )
+    ]
+    body = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "peer"},
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": n,
+            "parallelism": parallelism,
+            "backoffLimitPerIndex": 1,
+            "maxFailedIndexes": n,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "terminationGracePeriodSeconds": 10,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532},
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": cluster.image,
+                            "imagePullPolicy": "IfNotPresent",
+                            "command": ["python", "-c", PEER_SCRIPT],
+                            "env": env,
+                            "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
+                        }
+                    ],
+                }
+            },
+        },
+    }
     batch.create_namespaced_job(namespace, body, _preload_content=False)
     while True:  # what `kubectl wait --for=condition=complete` does: poll the Job
         job = json.loads(batch.read_namespaced_job("peer", namespace, _preload_content=False).data)
@@ -177,9 +220,11 @@ def run_peer(cluster, gcs, namespace, n, parallelism, fail=()):
     elapsed = time.monotonic() - started
     error = None
     if "Failed" in conditions:
-        error = "Job peer: %s: %s; failedIndexes: %s" % (conditions["Failed"].get("reason"),
-                                                        conditions["Failed"].get("message"),
-                                                        job["status"].get("failedIndexes"))
+        error = "Job peer: %s: %s; failedIndexes: %s" % (
+            conditions["Failed"].get("reason"),
+            conditions["Failed"].get("message"),
+            job["status"].get("failedIndexes"),
+        )
     master.close()
     return elapsed, error
 
@@ -194,19 +239,34 @@ def one(side, cluster, gcs, n, parallelism, fail=()):
     used = {k: after[k] - before[k] for k in after}
     to_running, to_done = times.latencies()
     pods = max(len(times.created), 1)
-    return {"makespan": elapsed, "error": error, "pods": len(times.created),
-            "running_p50": percentile(to_running, 0.5), "running_p95": percentile(to_running, 0.95),
-            "done_p50": percentile(to_done, 0.5), "done_p95": percentile(to_done, 0.95),
-            "requests_per_pod": (used["client"] + used["job-controller"]) / pods,
-            "kubelet_per_pod": used["kubelet"] / pods}
+    return {
+        "makespan": elapsed,
+        "error": error,
+        "pods": len(times.created),
+        "running_p50": percentile(to_running, 0.5),
+        "running_p95": percentile(to_running, 0.95),
+        "done_p50": percentile(to_done, 0.5),
+        "done_p95": percentile(to_done, 0.95),
+        "requests_per_pod": (used["client"] + used["job-controller"]) / pods,
+        "kubelet_per_pod": used["kubelet"] / pods,
+    }
 
 
 def print_table(runs, args):
-    print("\n%d trivial elements, parallelism (max_in_flight) %d, %d round(s); medians:"
-          % (args.elements, args.parallelism, args.rounds))
+    print(
+        "\n%d trivial elements, parallelism (max_in_flight) %d, %d round(s); medians:"
+        % (args.elements, args.parallelism, args.rounds)
+    )
     print("%-22s %10s %10s %8s" % ("", "ours", "peer", "ratio"))
-    for field in ("makespan", "running_p50", "running_p95", "done_p50", "done_p95", "requests_per_pod",
-                  "kubelet_per_pod"):
+    for field in (
+        "makespan",
+        "running_p50",
+        "running_p95",
+        "done_p50",
+        "done_p95",
+        "requests_per_pod",
+        "kubelet_per_pod",
+    ):
         ours = statistics.median(x[field] for x in runs["ours"])
         peer = statistics.median(x[field] for x in runs["peer"])
         print("%-22s %10.2f %10.2f %8.2f" % (field, ours, peer, ours / peer if peer else float("nan")))
@@ -218,7 +278,9 @@ def main():
     parser.add_argument("--parallelism", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--failures", type=int, default=3, help="elements that raise in the failure runs")
-    parser.add_argument("--failure-elements", type=int, default=0, help="elements of the failure runs (default: --elements)")
+    parser.add_argument(
+        "--failure-elements", type=int, default=0, help="elements of the failure runs (default: --elements)"
+    )
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="bench-indexed-job-")
     network = PodNetwork.allocate()
@@ -226,15 +288,26 @@ def main():
     os.environ.update(STORAGE_EMULATOR_HOST=gcs.url, GOOGLE_CLOUD_PROJECT="test")
     started = time.monotonic()
     cluster = start_real_cluster(os.path.join(work, "cluster"), network)
-    print("cluster ready in %.0fs (images imported in %.0fs)" % (time.monotonic() - started,
-                                                                 cluster.node.timings.get("images_imported", 0)))
+    print(
+        "cluster ready in %.0fs (images imported in %.0fs)"
+        % (time.monotonic() - started, cluster.node.timings.get("images_imported", 0))
+    )
     try:
         runs = {"ours": [], "peer": []}
         for r in range(args.rounds):
-            for side in (("ours", "peer") if r % 2 == 0 else ("peer", "ours")):
+            for side in ("ours", "peer") if r % 2 == 0 else ("peer", "ours"):
                 runs[side].append(one(side, cluster, gcs, args.elements, args.parallelism))
-                print("round %d %s: %s" % (r + 1, side, json.dumps({k: (round(v, 2) if isinstance(v, float) else v)
-                                                                   for k, v in runs[side][-1].items()})), flush=True)
+                print(
+                    "round %d %s: %s"
+                    % (
+                        r + 1,
+                        side,
+                        json.dumps(
+                            {k: (round(v, 2) if isinstance(v, float) else v) for k, v in runs[side][-1].items()}
+                        ),
+                    ),
+                    flush=True,
+                )
         if args.rounds:
             print_table(runs, args)
         if args.failures:
@@ -243,7 +316,9 @@ def main():
             print("\nWhen elements %s raise (ValueError), a user sees:" % fail)
             for side in ("ours", "peer"):
                 result = one(side, cluster, gcs, args.failure_elements or args.elements, args.parallelism, fail)
-                print("--- %s (makespan %.0fs)\n%s" % (side, result["makespan"], (result["error"] or "no error")[:1500]))
+                print(
+                    "--- %s (makespan %.0fs)\n%s" % (side, result["makespan"], (result["error"] or "no error")[:1500])
+                )
     finally:
         stop_cluster(cluster)
         gcs.stop()

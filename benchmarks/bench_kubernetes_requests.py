@@ -81,9 +81,16 @@ def wait_watches_closed(cluster, resource, scope, timeout=30):
 
 # -- who makes which request -------------------------------------------------------------------
 
+
 def _is(verb, resource, subresource="", scope=None, code=None, group=""):
-    return lambda k: (k.verb == verb and k.resource == resource and k.subresource == subresource
-                      and k.group == group and (scope is None or k.scope == scope) and (code is None or k.code == code))
+    return lambda k: (
+        k.verb == verb
+        and k.resource == resource
+        and k.subresource == subresource
+        and k.group == group
+        and (scope is None or k.scope == scope)
+        and (code is None or k.code == code)
+    )
 
 
 def _any(*tests):
@@ -126,7 +133,10 @@ peer_kinds = [
 controller_kinds = [
     ("POST pods (Job controller creates them)", _is("POST", "pods")),
     ("PATCH pods (Job controller: tracking finalizer)", _is("PATCH", "pods", scope="resource")),
-    ("PUT/PATCH jobs/status", _any(_is("PUT", "jobs", "status", group="batch"), _is("PATCH", "jobs", "status", group="batch"))),
+    (
+        "PUT/PATCH jobs/status",
+        _any(_is("PUT", "jobs", "status", group="batch"), _is("PATCH", "jobs", "status", group="batch")),
+    ),
     ("DELETE pods (answered 200: garbage collector)", _is("DELETE", "pods", code="200")),
     ("GET pods (garbage collector: the dependent's latest version)", _is("GET", "pods", scope="resource")),
     ("GET jobs (answered 404: garbage collector)", _is("GET", "jobs", scope="resource", code="404", group="batch")),
@@ -154,14 +164,30 @@ def print_table(title, found, per, unit="pod"):
 
 def print_rest(rest, seconds, top=12):
     total = sum(rest.values())
-    print("  everything else (scheduler, controller manager, node agent watches and heartbeats, leader "
-          "election): %d requests over %.0fs" % (total, seconds))
+    print(
+        "  everything else (scheduler, controller manager, node agent watches and heartbeats, leader "
+        "election): %d requests over %.0fs" % (total, seconds)
+    )
     for k, v in sorted(((k, v) for k, v in rest.items() if v > 0), key=lambda kv: -kv[1])[:top]:
-        print("    %-50s %7d" % ("%s %s%s%s (%s) %s" % (k.verb, k.group + "/" if k.group else "", k.resource,
-                                                        "/" + k.subresource if k.subresource else "", k.scope, k.code), v))
+        print(
+            "    %-50s %7d"
+            % (
+                "%s %s%s%s (%s) %s"
+                % (
+                    k.verb,
+                    k.group + "/" if k.group else "",
+                    k.resource,
+                    "/" + k.subresource if k.subresource else "",
+                    k.scope,
+                    k.code,
+                ),
+                v,
+            )
+        )
 
 
 # -- ours ---------------------------------------------------------------------------------------
+
 
 def trivial(x):
     return x + 1
@@ -173,11 +199,19 @@ def run_ours(cluster, gcs, workdir, elements, max_in_flight):
     namespace = cluster.create_namespace("kbench")
     bucket = "kbench-" + uuid.uuid4().hex[:8]
     gcs.create_bucket(bucket)
-    settings = Settings(backend="kubernetes", storage_root="gs://%s/jobs" % bucket, image=cluster.image,
-                        namespace=namespace, kubeconfig=cluster.kubeconfig, cpu_request="50m",
-                        memory_request="64Mi", memory_limit="2Gi", max_in_flight=max_in_flight,
-                        pod_env={"STORAGE_EMULATOR_HOST": gcs.url, "GOOGLE_CLOUD_PROJECT": "test"},
-                        key_dir=os.path.join(workdir, "keys"))
+    settings = Settings(
+        backend="kubernetes",
+        storage_root="gs://%s/jobs" % bucket,
+        image=cluster.image,
+        namespace=namespace,
+        kubeconfig=cluster.kubeconfig,
+        cpu_request="50m",
+        memory_request="64Mi",
+        memory_limit="2Gi",
+        max_in_flight=max_in_flight,
+        pod_env={"STORAGE_EMULATOR_HOST": gcs.url, "GOOGLE_CLOUD_PROJECT": "test"},
+        key_dir=os.path.join(workdir, "keys"),
+    )
     before = snapshot(cluster)
     started = time.monotonic()
     results = Client(settings).map(trivial, range(elements), job_id="kbench-%d" % elements, progress=False)
@@ -190,10 +224,14 @@ def run_ours(cluster, gcs, workdir, elements, max_in_flight):
     found, rest = split(counts, ours_kinds)
     pods = found["POST pods (create)"]
     agent, rest = split(rest, agent_kinds)
-    print("ours: luigi_kubeface kubernetes backend, Client.map(fn, range(%d)), max_in_flight=%d"
-          % (elements, max_in_flight))
-    print("  elements: %d (%d wrong results)   wall time: %.1fs   pods created (POST pods): %d"
-          % (elements, wrong, wall, pods))
+    print(
+        "ours: luigi_kubeface kubernetes backend, Client.map(fn, range(%d)), max_in_flight=%d"
+        % (elements, max_in_flight)
+    )
+    print(
+        "  elements: %d (%d wrong results)   wall time: %.1fs   pods created (POST pods): %d"
+        % (elements, wrong, wall, pods)
+    )
     total = print_table("master API requests", found, pods)
     print_table("node agent (the kubelet's share, for context)", agent, pods)
     print_rest(rest, seconds)
@@ -201,6 +239,7 @@ def run_ours(cluster, gcs, workdir, elements, max_in_flight):
 
 
 # -- the peer: luigi.contrib.kubernetes.KubernetesJobTask -------------------------------------
+
 
 def peer_unavailable():
     """Why KubernetesJobTask cannot run here, or None."""
@@ -225,8 +264,10 @@ def define_peer_task():
 
         @property
         def spec_schema(self):
-            return {"containers": [{"name": "main", "image": self.image, "command": ["python", "-c", "print(1)"]}],
-                    "restartPolicy": "Never"}
+            return {
+                "containers": [{"name": "main", "image": self.image, "command": ["python", "-c", "print(1)"]}],
+                "restartPolicy": "Never",
+            }
 
         @property
         def poll_interval(self):
@@ -256,13 +297,22 @@ def peer_child(argv):
 
     kubeconfig, namespace, out_dir, image, tasks, workers, poll = argv
     config = luigi.configuration.get_config()
-    for option, value in (("auth_method", "kubeconfig"), ("kubeconfig_path", kubeconfig),
-                          ("max_retrials", "0"), ("kubernetes_namespace", namespace)):
+    for option, value in (
+        ("auth_method", "kubeconfig"),
+        ("kubeconfig_path", kubeconfig),
+        ("max_retrials", "0"),
+        ("kubernetes_namespace", namespace),
+    ):
         config.set("kubernetes", option, value)
     PrintOne = define_peer_task()
     started = time.monotonic()
-    result = luigi.build([PrintOne(index=i, out_dir=out_dir, image=image, poll=float(poll)) for i in range(int(tasks))],
-                         local_scheduler=True, workers=int(workers), detailed_summary=True, log_level="WARNING")
+    result = luigi.build(
+        [PrintOne(index=i, out_dir=out_dir, image=image, poll=float(poll)) for i in range(int(tasks))],
+        local_scheduler=True,
+        workers=int(workers),
+        detailed_summary=True,
+        log_level="WARNING",
+    )
     print(json.dumps({"wall": time.monotonic() - started, "status": result.status.name}))
 
 
@@ -276,12 +326,28 @@ def run_peer(cluster, workdir, tasks, workers, poll):
     os.makedirs(out_dir)
     before = snapshot(cluster)
     started = time.monotonic()
-    child = subprocess.run([sys.executable, os.path.abspath(__file__), "--peer-child", cluster.kubeconfig, namespace,
-                            out_dir, cluster.image, str(tasks), str(workers), str(poll)],
-                           stdout=subprocess.PIPE, text=True)
+    child = subprocess.run(
+        [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--peer-child",
+            cluster.kubeconfig,
+            namespace,
+            out_dir,
+            cluster.image,
+            str(tasks),
+            str(workers),
+            str(poll),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     lines = child.stdout.strip().splitlines()
-    outcome = json.loads(lines[-1]) if child.returncode == 0 and lines else {"wall": float("nan"),
-                                                                            "status": "exit %d" % child.returncode}
+    outcome = (
+        json.loads(lines[-1])
+        if child.returncode == 0 and lines
+        else {"wall": float("nan"), "status": "exit %d" % child.returncode}
+    )
     wall = outcome["wall"]
     done = len(os.listdir(out_dir))
     # The garbage collector deletes the Jobs' pods after the task returns: wait, with cluster-wide lists.
@@ -300,17 +366,28 @@ def run_peer(cluster, workdir, tasks, workers, poll):
     controller, rest = split(rest, controller_kinds)
     agent, rest = split(rest, agent_kinds)
     pods = controller["POST pods (Job controller creates them)"]
-    print("peer: luigi.contrib.kubernetes.KubernetesJobTask (pykube-ng), %d tasks, luigi.build(workers=%d), "
-          "poll_interval=%gs" % (tasks, workers, poll))
-    print("  tasks: %d (%d done, luigi: %s)   wall time: %.1fs   pods created (by the Job controller): %d"
-          % (tasks, done, outcome["status"], wall, pods))
+    print(
+        "peer: luigi.contrib.kubernetes.KubernetesJobTask (pykube-ng), %d tasks, luigi.build(workers=%d), "
+        "poll_interval=%gs" % (tasks, workers, poll)
+    )
+    print(
+        "  tasks: %d (%d done, luigi: %s)   wall time: %.1fs   pods created (by the Job controller): %d"
+        % (tasks, done, outcome["status"], wall, pods)
+    )
     total = print_table("KubernetesJobTask's own API requests", found, pods)
-    print_table("the controller manager's requests for those Jobs (Job controller, garbage collector)",
-                controller, pods)
+    print_table(
+        "the controller manager's requests for those Jobs (Job controller, garbage collector)", controller, pods
+    )
     print_table("node agent (the kubelet's share, for context)", agent, pods)
     print_rest(rest, seconds)
-    return {"tasks": tasks, "wall": wall, "pods": pods, "total": total, "per_pod": total / pods if pods else 0,
-            "with_controller": (total + sum(controller.values())) / pods if pods else 0}
+    return {
+        "tasks": tasks,
+        "wall": wall,
+        "pods": pods,
+        "total": total,
+        "per_pod": total / pods if pods else 0,
+        "with_controller": (total + sum(controller.values())) / pods if pods else 0,
+    }
 
 
 def main():
@@ -321,8 +398,9 @@ def main():
     parser.add_argument("--max-in-flight", type=int, default=50)
     parser.add_argument("--peer-tasks", type=int, default=100)
     parser.add_argument("--peer-workers", type=int, default=10)
-    parser.add_argument("--peer-poll-interval", type=float, default=5.0,
-                        help="KubernetesJobTask.poll_interval (Luigi's default: 5s)")
+    parser.add_argument(
+        "--peer-poll-interval", type=float, default=5.0, help="KubernetesJobTask.poll_interval (Luigi's default: 5s)"
+    )
     parser.add_argument("--skip-ours", action="store_true")
     parser.add_argument("--skip-peer", action="store_true")
     args = parser.parse_args()
@@ -335,22 +413,31 @@ def main():
         try:
             ours = None if args.skip_ours else run_ours(cluster, gcs, workdir, args.elements, args.max_in_flight)
             print()
-            peer = None if args.skip_peer else run_peer(cluster, workdir, args.peer_tasks, args.peer_workers,
-                                                       args.peer_poll_interval)
+            peer = (
+                None
+                if args.skip_peer
+                else run_peer(cluster, workdir, args.peer_tasks, args.peer_workers, args.peer_poll_interval)
+            )
         finally:
             stop_cluster(cluster)
             gcs.stop()
     print()
     print("summary (apiserver_request_total; goal: at most 3 master requests per pod)")
     if ours:
-        print("  ours: %d elements, %d pods, %.1fs: %.2f master API requests per pod"
-              % (ours["elements"], ours["pods"], ours["wall"], ours["per_pod"]))
+        print(
+            "  ours: %d elements, %d pods, %.1fs: %.2f master API requests per pod"
+            % (ours["elements"], ours["pods"], ours["wall"], ours["per_pod"])
+        )
     if peer:
-        print("  KubernetesJobTask: %d tasks, %d pods, %.1fs: %.2f requests per pod from the task, %.2f with the "
-              "controller manager's work for its Jobs" % (peer["tasks"], peer["pods"], peer["wall"], peer["per_pod"],
-                                                          peer["with_controller"]))
-        print("  (the peer runs fewer tasks: each task polls its own Job and pods, so its requests per pod do not\n"
-              "   shrink with more tasks, while each task holds a Luigi worker process for at least one poll interval)")
+        print(
+            "  KubernetesJobTask: %d tasks, %d pods, %.1fs: %.2f requests per pod from the task, %.2f with the "
+            "controller manager's work for its Jobs"
+            % (peer["tasks"], peer["pods"], peer["wall"], peer["per_pod"], peer["with_controller"])
+        )
+        print(
+            "  (the peer runs fewer tasks: each task polls its own Job and pods, so its requests per pod do not\n"
+            "   shrink with more tasks, while each task holds a Luigi worker process for at least one poll interval)"
+        )
 
 
 if __name__ == "__main__":

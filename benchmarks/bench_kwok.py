@@ -45,8 +45,19 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 
 from infra.cluster.controlplane import MASTER_USER  # noqa: E402
 from infra.servers import FakeGCS  # noqa: E402
-from kwok_cluster import (KWOK_TAINT, FakeKubelet, admin_configuration, audit_counts, audit_end,  # noqa: E402
-                          build_kwok, create_nodes, probe_peer_limits, run_peer, start_control_plane, start_kwok)
+from kwok_cluster import (  # noqa: E402
+    KWOK_TAINT,
+    FakeKubelet,
+    admin_configuration,
+    audit_counts,
+    audit_end,
+    build_kwok,
+    create_nodes,
+    probe_peer_limits,
+    run_peer,
+    start_control_plane,
+    start_kwok,
+)
 
 MASTER = r"""
 import sys, json, logging
@@ -64,12 +75,24 @@ print("MASTER DONE", flush=True)
 
 
 def master_settings(cp, gcs, namespace, root, args):
-    return dict(backend="kubernetes", storage_root=root, image="kwok.invalid/none:1", namespace=namespace,
-                kubeconfig=str(cp.master_kubeconfig), cpu_request="10m", memory_request="16Mi",
-                max_in_flight=args.max_in_flight, poll_interval=0.5, element_timeout=3600,
-                node_selector={"type": "kwok"}, tolerations=[KWOK_TAINT], key_dir=str(args.workdir / "keys"),
-                pod_env={"STORAGE_EMULATOR_HOST": gcs.url}, pod_params_annotation=False,
-                leave_pods_on_exit=True)
+    return dict(
+        backend="kubernetes",
+        storage_root=root,
+        image="kwok.invalid/none:1",
+        namespace=namespace,
+        kubeconfig=str(cp.master_kubeconfig),
+        cpu_request="10m",
+        memory_request="16Mi",
+        max_in_flight=args.max_in_flight,
+        poll_interval=0.5,
+        element_timeout=3600,
+        node_selector={"type": "kwok"},
+        tolerations=[KWOK_TAINT],
+        key_dir=str(args.workdir / "keys"),
+        pod_env={"STORAGE_EMULATOR_HOST": gcs.url},
+        pod_params_annotation=False,
+        leave_pods_on_exit=True,
+    )
 
 
 def start_master(values, n, job_id, log_path, profile="", luigid=None):
@@ -77,15 +100,30 @@ def start_master(values, n, job_id, log_path, profile="", luigid=None):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(REPO, "benchmarks"), REPO]))
     log = open(log_path, "a")
     if luigid is None:
-        master = subprocess.Popen([sys.executable, "-c", MASTER], stdin=subprocess.PIPE, stdout=log, stderr=log,
-                                  text=True, env=env, cwd=REPO)
+        master = subprocess.Popen(
+            [sys.executable, "-c", MASTER], stdin=subprocess.PIPE, stdout=log, stderr=log, text=True, env=env, cwd=REPO
+        )
         master.stdin.write(json.dumps([values, n, job_id, profile]))
         master.stdin.close()
         return master
     env["LUIGI_CONFIG_PATH"] = _luigi_config(values, Path(log_path).with_suffix(".cfg"))
-    argv = ([sys.executable] + (["-m", "cProfile", "-o", profile] if profile else []) + ["-m", "luigi"]
-            + ["--module", "bench_pipelines", "TrivialMap", "--n", str(n), "--workers", "1",
-               "--logging-conf-file", _logging_config(Path(log_path).with_suffix(".logging.ini"))] + luigid.flags())
+    argv = (
+        [sys.executable]
+        + (["-m", "cProfile", "-o", profile] if profile else [])
+        + ["-m", "luigi"]
+        + [
+            "--module",
+            "bench_pipelines",
+            "TrivialMap",
+            "--n",
+            str(n),
+            "--workers",
+            "1",
+            "--logging-conf-file",
+            _logging_config(Path(log_path).with_suffix(".logging.ini")),
+        ]
+        + luigid.flags()
+    )
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=REPO)
 
 
@@ -93,8 +131,13 @@ def _luigi_config(values, path):
     """The master's settings as `[kubeface]` spells them (maps and lists as JSON)."""
     lines = ["[kubeface]"]
     for key, value in values.items():
-        text = json.dumps(value) if isinstance(value, (dict, list)) else str(value).lower() \
-            if isinstance(value, bool) else str(value)
+        text = (
+            json.dumps(value)
+            if isinstance(value, (dict, list))
+            else str(value).lower()
+            if isinstance(value, bool)
+            else str(value)
+        )
         lines.append("%s = %s" % (key, text))
     path.write_text("\n".join(lines) + "\n")
     return str(path)
@@ -102,10 +145,12 @@ def _luigi_config(values, path):
 
 def _logging_config(path):
     """Every logger at INFO to stderr with its time: the adoption line is timed from it."""
-    path.write_text("[loggers]\nkeys=root\n[handlers]\nkeys=stderr\n[formatters]\nkeys=timed\n"
-                    "[logger_root]\nlevel=INFO\nhandlers=stderr\n"
-                    "[handler_stderr]\nclass=StreamHandler\nlevel=INFO\nformatter=timed\nargs=(sys.stderr,)\n"
-                    "[formatter_timed]\nformat=%(asctime)s %(name)s %(levelname)s: %(message)s\n")
+    path.write_text(
+        "[loggers]\nkeys=root\n[handlers]\nkeys=stderr\n[formatters]\nkeys=timed\n"
+        "[logger_root]\nlevel=INFO\nhandlers=stderr\n"
+        "[handler_stderr]\nclass=StreamHandler\nlevel=INFO\nformatter=timed\nargs=(sys.stderr,)\n"
+        "[formatter_timed]\nformat=%(asctime)s %(name)s %(levelname)s: %(message)s\n"
+    )
     return str(path)
 
 
@@ -162,11 +207,22 @@ def run_ours(cp, gcs, kube, args, n, restart_at=None):
 
         with open(log_path, "a") as log:
             pstats.Stats(profile, stream=log).sort_stats("cumulative").print_stats(45)
-    return {"makespan": makespan, "ideal": n / args.max_in_flight * args.delay, "rss_mb": usage.ru_maxrss / 1024,
-            "cpu_s": usage.ru_utime + usage.ru_stime, "requests": requests, "per_pod": sum(requests.values()) / n,
-            "ok": master.returncode == 0, "render_s": _render_seconds(root), "errors": kubelet.errors[:3],
-            "adopted_after": adopted_after, "run_twice": _elements_run_twice(root), "watch": _watch_counts(log_path),
-            "luigid_shows": shows, "log": str(log_path)}
+    return {
+        "makespan": makespan,
+        "ideal": n / args.max_in_flight * args.delay,
+        "rss_mb": usage.ru_maxrss / 1024,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "requests": requests,
+        "per_pod": sum(requests.values()) / n,
+        "ok": master.returncode == 0,
+        "render_s": _render_seconds(root),
+        "errors": kubelet.errors[:3],
+        "adopted_after": adopted_after,
+        "run_twice": _elements_run_twice(root),
+        "watch": _watch_counts(log_path),
+        "luigid_shows": shows,
+        "log": str(log_path),
+    }
 
 
 def _watch_counts(log_path):
@@ -251,8 +307,12 @@ def main():
     parser.add_argument("--restart-at", type=float, default=0.0, help="also run each size with a master SIGKILLed")
     parser.add_argument("--skip-peer", action="store_true")
     parser.add_argument("--profile", action="store_true", help="the master's cProfile, in its log")
-    parser.add_argument("--via", choices=["luigi", "client"], default="luigi",
-                        help="ours through `luigi` and a fresh luigid (default), or Client.map")
+    parser.add_argument(
+        "--via",
+        choices=["luigi", "client"],
+        default="luigi",
+        help="ours through `luigi` and a fresh luigid (default), or Client.map",
+    )
     args = parser.parse_args()
     args.workdir = Path(tempfile.mkdtemp(prefix="bench-kwok-"))
     (args.workdir / "keys").mkdir(mode=0o700)
@@ -267,8 +327,11 @@ def main():
         api = client.ApiClient(admin_configuration(cp))
         kube, batch = client.CoreV1Api(api), client.BatchV1Api(api)
         create_nodes(kube, args.nodes)
-        print("control plane, kwok %s with %d nodes, fake-gcs-server: up (work folder %s)"
-              % (kwok_dir.name, args.nodes, args.workdir), flush=True)
+        print(
+            "control plane, kwok %s with %d nodes, fake-gcs-server: up (work folder %s)"
+            % (kwok_dir.name, args.nodes, args.workdir),
+            flush=True,
+        )
         limits_ns = "limits-%s" % uuid.uuid4().hex[:6]
         kube.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": limits_ns}})
         limits = [] if args.skip_peer else probe_peer_limits(batch, limits_ns)
@@ -278,7 +341,9 @@ def main():
             print("ours %d: %s" % (n, json.dumps(ours)), flush=True)
             restarted = run_ours(cp, gcs, kube, args, n, restart_at=args.restart_at) if args.restart_at else None
             if restarted:
-                print("ours %d, master killed at %d%%: %s" % (n, args.restart_at * 100, json.dumps(restarted)), flush=True)
+                print(
+                    "ours %d, master killed at %d%%: %s" % (n, args.restart_at * 100, json.dumps(restarted)), flush=True
+                )
             peer = None if args.skip_peer else run_peer(cp, kube, batch, args, n)
             if peer:
                 print("peer %d: %s" % (n, json.dumps(peer)), flush=True)
@@ -294,27 +359,59 @@ def main():
 
 def print_table(rows, args):
     print("\nmax_in_flight %d, pod delay %gs, %d kwok nodes\n" % (args.max_in_flight, args.delay, args.nodes))
-    print("| elements | ours makespan s | ideal s | ours / ideal | master peak RSS MB | master CPU s | API requests "
-          "per pod (ours) | status page read + render s | Indexed Job s | Job / ideal | job-controller requests per pod |")
+    print(
+        "| elements | ours makespan s | ideal s | ours / ideal | master peak RSS MB | master CPU s | API requests "
+        "per pod (ours) | status page read + render s | Indexed Job s | Job / ideal | job-controller requests per pod |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n, ours, _, peer in rows:
-        print("| %s | %.1f | %.1f | %.3f | %.0f | %.1f | %.2f | %.2f | %s | %s | %s |" % (
-            format(n, ","), ours["makespan"], ours["ideal"], ours["makespan"] / ours["ideal"], ours["rss_mb"],
-            ours["cpu_s"], ours["per_pod"], ours["render_s"],
-            "%.1f" % peer["makespan"] if peer else "-", "%.3f" % (peer["makespan"] / peer["ideal"]) if peer else "-",
-            "%.2f" % peer["per_pod"] if peer else "-"))
+        print(
+            "| %s | %.1f | %.1f | %.3f | %.0f | %.1f | %.2f | %.2f | %s | %s | %s |"
+            % (
+                format(n, ","),
+                ours["makespan"],
+                ours["ideal"],
+                ours["makespan"] / ours["ideal"],
+                ours["rss_mb"],
+                ours["cpu_s"],
+                ours["per_pod"],
+                ours["render_s"],
+                "%.1f" % peer["makespan"] if peer else "-",
+                "%.3f" % (peer["makespan"] / peer["ideal"]) if peer else "-",
+                "%.2f" % peer["per_pod"] if peer else "-",
+            )
+        )
     for n, ours, restarted, _ in rows:
         print("requests of ours at %d by kind: %s" % (n, ours["requests"]))
         print("what luigid shows of the job at %d: %r" % (n, ours["luigid_shows"]))
         watch = ours["watch"] or {}
-        print("the master's pod watch at %d: %s lists (%s relists), %s watches opened, %s 410 Gone, %s interrupted; "
-              "events %s" % (n, watch.get("lists"), watch.get("relists"), watch.get("watches"), watch.get("gone"),
-                             watch.get("interrupted"), watch.get("events")))
+        print(
+            "the master's pod watch at %d: %s lists (%s relists), %s watches opened, %s 410 Gone, %s interrupted; "
+            "events %s"
+            % (
+                n,
+                watch.get("lists"),
+                watch.get("relists"),
+                watch.get("watches"),
+                watch.get("gone"),
+                watch.get("interrupted"),
+                watch.get("events"),
+            )
+        )
         if restarted:
-            print("master SIGKILLed at %d%% of %d: adopted its pods %s s after its restart; elements run twice: %d; "
-                  "makespan %.1f s" % (args.restart_at * 100, n, "%.1f" % restarted["adopted_after"]
-                                       if restarted["adopted_after"] is not None else "(not seen in its log)",
-                                       restarted["run_twice"], restarted["makespan"]))
+            print(
+                "master SIGKILLed at %d%% of %d: adopted its pods %s s after its restart; elements run twice: %d; "
+                "makespan %.1f s"
+                % (
+                    args.restart_at * 100,
+                    n,
+                    "%.1f" % restarted["adopted_after"]
+                    if restarted["adopted_after"] is not None
+                    else "(not seen in its log)",
+                    restarted["run_twice"],
+                    restarted["makespan"],
+                )
+            )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,12 @@ from luigi_kubeface.settings import Settings
 
 def run_peer(n, slots, out):
     """The peer runs in its own small process (see bench_functions): returns its seconds."""
-    output = subprocess.run([sys.executable, os.path.join(BENCH, "bench_functions.py"), str(n), str(slots), out],
-                            check=True, capture_output=True, text=True).stdout
+    output = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "bench_functions.py"), str(n), str(slots), out],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return float(output.split()[-1])
 
 
@@ -64,12 +68,28 @@ def main():
         finally:
             shutil.rmtree(out, ignore_errors=True)
     peer = median(times[("peer", None)])
-    rows = [["multiprocessing spawn, process per element", args.n, args.slots, "%.2f" % peer,
-             "%.0f" % (1000 * peer * args.slots / args.n), "1.00x"]]
+    rows = [
+        [
+            "multiprocessing spawn, process per element",
+            args.n,
+            args.slots,
+            "%.2f" % peer,
+            "%.0f" % (1000 * peer * args.slots / args.n),
+            "1.00x",
+        ]
+    ]
     for poll in polls:
         ours = median(times[("ours", poll)])
-        rows.append(["local backend, poll_interval=%g%s" % (poll, " (default)" if poll == Settings.poll_interval else ""),
-                     args.n, args.slots, "%.2f" % ours, "%.0f" % (1000 * ours * args.slots / args.n), "%.2fx" % (ours / peer)])
+        rows.append(
+            [
+                "local backend, poll_interval=%g%s" % (poll, " (default)" if poll == Settings.poll_interval else ""),
+                args.n,
+                args.slots,
+                "%.2f" % ours,
+                "%.0f" % (1000 * ours * args.slots / args.n),
+                "%.2fx" % (ours / peer),
+            ]
+        )
     table(["run", "elements", "slots", "median s", "ms per element per slot", "vs peer"], rows)
 
 

@@ -32,8 +32,13 @@ def client_run(n):
     root = scratch("bench-mem-client-")
     try:
         started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", CLIENT_RUN, str(n), root], env=luigi_env(), check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", CLIENT_RUN, str(n), root],
+            env=luigi_env(),
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         return time.perf_counter() - started, float(out.split()[-1])
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -42,9 +47,21 @@ def client_run(n):
 def luigi_run(task, n):
     work = scratch("bench-mem-luigi-")
     try:
-        args = (["TrivialMap", "--n", str(n), "--kubeface-backend", "instant", "--kubeface-storage-root",
-                 os.path.join(work, "storage"), "--kubeface-poll-interval", "0.05"] if task == "ours"
-                else ["StockMap", "--n", str(n), "--out", os.path.join(work, "out")])
+        args = (
+            [
+                "TrivialMap",
+                "--n",
+                str(n),
+                "--kubeface-backend",
+                "instant",
+                "--kubeface-storage-root",
+                os.path.join(work, "storage"),
+                "--kubeface-poll-interval",
+                "0.05",
+            ]
+            if task == "ours"
+            else ["StockMap", "--n", str(n), "--out", os.path.join(work, "out")]
+        )
         seconds, rss, code, tail = run_luigi(["--module", "bench_pipelines"] + args + ["--local-scheduler"], cwd=work)
         if code != 0:
             raise SystemExit("luigi run failed:\n" + tail)
@@ -62,13 +79,27 @@ def main():
     _, base_peer = luigi_run("stock", 1)
     rows = []
     seconds, rss = luigi_run("ours", args.n)
-    rows.append(["luigi TrivialMap (local scheduler), ours", args.n, "%.0f" % seconds, "%.0f" % rss,
-                 "%.1f" % (1024 * (rss - base_ours) / args.n)])
+    rows.append(
+        [
+            "luigi TrivialMap (local scheduler), ours",
+            args.n,
+            "%.0f" % seconds,
+            "%.0f" % rss,
+            "%.1f" % (1024 * (rss - base_ours) / args.n),
+        ]
+    )
     seconds, rss = client_run(args.n)
     rows.append(["Client.map, ours", args.n, "%.0f" % seconds, "%.0f" % rss, "-"])
     seconds, rss = luigi_run("stock", args.peer_n)
-    rows.append(["luigi StockMap (local scheduler), stock Luigi", args.peer_n, "%.0f" % seconds, "%.0f" % rss,
-                 "%.1f" % (1024 * (rss - base_peer) / args.peer_n)])
+    rows.append(
+        [
+            "luigi StockMap (local scheduler), stock Luigi",
+            args.peer_n,
+            "%.0f" % seconds,
+            "%.0f" % rss,
+            "%.1f" % (1024 * (rss - base_peer) / args.peer_n),
+        ]
+    )
     print("1-element luigi runs: ours %.0f MB, stock %.0f MB" % (base_ours, base_peer))
     table(["run", "elements", "s", "peak RSS MB", "KB per element above a 1-element run"], rows)
 

@@ -13,7 +13,13 @@ import time
 import luigi
 
 from luigi_kubeface import KubefaceMapTask
-from luigi_kubeface.bucket import attempts, blobs as serialization, layout as naming, seal as summary_seal, signing as keys
+from luigi_kubeface.bucket import (
+    attempts,
+    blobs as serialization,
+    layout as naming,
+    seal as summary_seal,
+    signing as keys,
+)
 from luigi_kubeface.runner import attempt as runner, summary
 from luigi_kubeface.backends import AttemptEnd, REGISTRY
 from luigi_kubeface.backends.simulated import SimulatedBackend, success_record
@@ -34,15 +40,29 @@ class ResultsOnlyBackend(SimulatedBackend):
             self._versions[spec.job_url] = header.get("code_version", "")
         version = self._versions[spec.job_url]
         signer = keys.attempt_key(key, spec.job_id, spec.element, version, spec.attempt)
-        extra = {"element": spec.element, "attempt": spec.attempt, "job": spec.job_id,
-                 "signer": keys.ATTEMPT_SIGNER, "code_version": version}
+        extra = {
+            "element": spec.element,
+            "attempt": spec.attempt,
+            "job": spec.job_id,
+            "signer": keys.ATTEMPT_SIGNER,
+            "code_version": version,
+        }
         with serialization.Pickled(None) as pickled:
             blob = pickled.blob("result", extra, signer)
             won = storage.write_stream_if_absent(naming.result_key(spec.element, version), blob, blob.size)
         now = time.time()
-        record = success_record(element=spec.element, attempt=spec.attempt, code_version=version, result_written=won,
-                                result_bytes=blob.size, started=now, finished=now, duration=0.0,
-                                **serialization.versions(), **summary.describe(None))
+        record = success_record(
+            element=spec.element,
+            attempt=spec.attempt,
+            code_version=version,
+            result_written=won,
+            result_bytes=blob.size,
+            started=now,
+            finished=now,
+            duration=0.0,
+            **serialization.versions(),
+            **summary.describe(None),
+        )
         summary_seal.seal(record, signer, spec.job_id, spec.element, spec.attempt)  # as the runner signs its summary
         attempts.write_record(storage, spec.element, spec.attempt, record)
         return AttemptEnd(attempt=spec.attempt, exit_code=0, reason="the attempt exited with code 0")

@@ -64,9 +64,27 @@ def start_fake_gcs(root):
     port = free_port()
     url = "http://127.0.0.1:%d" % port
     log = open(os.path.join(os.path.dirname(root), "fake-gcs.log"), "ab")
-    process = subprocess.Popen([fake_gcs_binary(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
-                                "-backend", "filesystem", "-filesystem-root", root, "-external-url", url,
-                                "-log-level", "warn"], stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [
+            fake_gcs_binary(),
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-backend",
+            "filesystem",
+            "-filesystem-root",
+            root,
+            "-external-url",
+            url,
+            "-log-level",
+            "warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -85,12 +103,20 @@ def seed_gcs(url, root, bucket, tree, prefix):
 
     import google_crc32c
 
-    request = urllib.request.Request(url + "/storage/v1/b?project=test", method="POST",
-                                     data=json.dumps({"name": bucket}).encode(), headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url + "/storage/v1/b?project=test",
+        method="POST",
+        data=json.dumps({"name": bucket}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     urllib.request.urlopen(request, timeout=30).close()
     query = urllib.parse.urlencode({"uploadType": "media", "name": "template"})
-    upload = urllib.request.Request("%s/upload/storage/v1/b/%s/o?%s" % (url, bucket, query), data=b"x", method="POST",
-                                    headers={"Content-Type": "application/octet-stream"})
+    upload = urllib.request.Request(
+        "%s/upload/storage/v1/b/%s/o?%s" % (url, bucket, query),
+        data=b"x",
+        method="POST",
+        headers={"Content-Type": "application/octet-stream"},
+    )
     urllib.request.urlopen(upload, timeout=30).close()
     template = json.loads(os.getxattr(os.path.join(root, bucket, "template"), "user.metadata"))
     os.unlink(os.path.join(root, bucket, "template"))
@@ -162,9 +188,22 @@ def counted_complete(n, storage_root):
 
 def rerun(n, storage_root, key_dir, flags, cwd, env=None):
     """`luigi` run again on the seeded job, as a user would: its seconds; SystemExit if it ran anything."""
-    seconds, _, code, tail = run_luigi(["--module", "bench_pipelines", "TrivialMap", "--n", str(n),
-                                        "--kubeface-storage-root", storage_root, "--kubeface-key-dir", key_dir]
-                                       + list(flags), cwd=cwd, env=env)
+    seconds, _, code, tail = run_luigi(
+        [
+            "--module",
+            "bench_pipelines",
+            "TrivialMap",
+            "--n",
+            str(n),
+            "--kubeface-storage-root",
+            storage_root,
+            "--kubeface-key-dir",
+            key_dir,
+        ]
+        + list(flags),
+        cwd=cwd,
+        env=env,
+    )
     if code != 0 or "complete ones were encountered" not in tail or "ran successfully" in tail:
         raise SystemExit("the rerun on %s did not find everything done:\n%s" % (storage_root, tail))
     return seconds
@@ -215,27 +254,55 @@ def main():
         print("seeded %d results in fake-gcs-server in %.0fs" % (n, time.perf_counter() - started), flush=True)
         os.environ.update(STORAGE_EMULATOR_HOST=gcs_url, GOOGLE_CLOUD_PROJECT="test")
 
-        for name, root, sample in [("local dir", local_root, n), ("fake-gcs-server", "gs://%s/jobs" % bucket,
-                                                                  args.gcs_sample)]:
+        for name, root, sample in [
+            ("local dir", local_root, n),
+            ("fake-gcs-server", "gs://%s/jobs" % bucket, args.gcs_sample),
+        ]:
             runs = {}
             for scheduler in ("local scheduler", "luigid"):
                 luigid = Luigid() if scheduler == "luigid" else None
                 try:
                     flags = luigid.flags() if luigid else ["--local-scheduler"]
-                    runs[scheduler] = rerun(n, root, key_dir, flags, work, {"STORAGE_EMULATOR_HOST": gcs_url,
-                                                                           "GOOGLE_CLOUD_PROJECT": "test"})
+                    runs[scheduler] = rerun(
+                        n,
+                        root,
+                        key_dir,
+                        flags,
+                        work,
+                        {"STORAGE_EMULATOR_HOST": gcs_url, "GOOGLE_CLOUD_PROJECT": "test"},
+                    )
                 finally:
                     if luigid:
                         luigid.stop()
             seconds, counts, task = counted_complete(n, root)
             peer = per_element_exists(task.kubeface_job(), sample)
             requests = ", ".join("%d %s" % (c, m) for m, c in sorted(counts.items()))
-            rows.append([name, n, "%.1f" % runs["local scheduler"], "%.1f" % runs["luigid"], "%.2f" % seconds,
-                         requests, "%.2f%s" % (peer, "" if sample >= n else " (from %d)" % sample),
-                         "%.1fx" % (peer / seconds)])
+            rows.append(
+                [
+                    name,
+                    n,
+                    "%.1f" % runs["local scheduler"],
+                    "%.1f" % runs["luigid"],
+                    "%.2f" % seconds,
+                    requests,
+                    "%.2f%s" % (peer, "" if sample >= n else " (from %d)" % sample),
+                    "%.1fx" % (peer / seconds),
+                ]
+            )
             print("%s done" % name, flush=True)
-        table(["storage", "elements", "rerun s (local sched.)", "rerun s (luigid)", "complete() s",
-               "storage requests", "peer: exists() each, s", "peer/ours"], rows)
+        table(
+            [
+                "storage",
+                "elements",
+                "rerun s (local sched.)",
+                "rerun s (luigid)",
+                "complete() s",
+                "storage requests",
+                "peer: exists() each, s",
+                "peer/ours",
+            ],
+            rows,
+        )
     finally:
         if gcs:
             gcs.terminate()

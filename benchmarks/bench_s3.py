@@ -155,16 +155,38 @@ def rerun_bench(server, args):
     requests = ", ".join("%d %s" % (c, op) for op, c in sorted(ours[0][2].items()))
     scaled = "" if len(sample) >= len(keys) else " (from %d)" % len(sample)
     print("\nRerun check of a finished %d-element job on s3:// (moto), median of %d rounds\n" % (args.n, args.rounds))
-    table(["how", "HTTP requests", "seconds", "peer / this"],
-          [["ours: TrivialMap.complete() (grid + one listing)", requests, "%.2f" % complete_s,
-            "%.1fx" % (median(peer) / complete_s)],
-           ["ours: JobStore.finished() (the listing alone)", requests, "%.2f" % finished_s,
-            "%.1fx" % (median(peer) / finished_s)],
-           ["peer: one head_object per element", "%d HeadObject%s" % (peer_requests, scaled),
-            "%.2f%s" % (median(peer), scaled), "1.0x"]])
-    print("rounds: complete() %s s; finished() %s s; head_object each %s s" % (
-        ", ".join("%.2f" % r[0] for r in ours), ", ".join("%.2f" % r[1] for r in ours),
-        ", ".join("%.2f" % p for p in peer)), flush=True)
+    table(
+        ["how", "HTTP requests", "seconds", "peer / this"],
+        [
+            [
+                "ours: TrivialMap.complete() (grid + one listing)",
+                requests,
+                "%.2f" % complete_s,
+                "%.1fx" % (median(peer) / complete_s),
+            ],
+            [
+                "ours: JobStore.finished() (the listing alone)",
+                requests,
+                "%.2f" % finished_s,
+                "%.1fx" % (median(peer) / finished_s),
+            ],
+            [
+                "peer: one head_object per element",
+                "%d HeadObject%s" % (peer_requests, scaled),
+                "%.2f%s" % (median(peer), scaled),
+                "1.0x",
+            ],
+        ],
+    )
+    print(
+        "rounds: complete() %s s; finished() %s s; head_object each %s s"
+        % (
+            ", ".join("%.2f" % r[0] for r in ours),
+            ", ".join("%.2f" % r[1] for r in ours),
+            ", ".join("%.2f" % p for p in peer),
+        ),
+        flush=True,
+    )
 
 
 def blob_bench(server, args):
@@ -174,20 +196,38 @@ def blob_bench(server, args):
     env = dict(os.environ, PYTHONPATH=REPO)
     runs = {"ours": [], "sdk": []}
     for i in range(args.blob_rounds):
-        for mode in (("ours", "sdk") if i % 2 == 0 else ("sdk", "ours")):
-            out = subprocess.run([sys.executable, "-c", BLOB_RUN, mode, root, str(args.size_mb)], env=env,
-                                 capture_output=True, text=True, check=True).stdout
+        for mode in ("ours", "sdk") if i % 2 == 0 else ("sdk", "ours"):
+            out = subprocess.run(
+                [sys.executable, "-c", BLOB_RUN, mode, root, str(args.size_mb)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             runs[mode].append(json.loads(out.strip().splitlines()[-1]))
             print("round %d %s: %s" % (i + 1, mode, runs[mode][-1]), flush=True)
     rows = []
-    for mode, name in [("sdk", "boto3 upload_file / download_file"), ("ours", "ours: write_stream_if_absent / open_read")]:
+    for mode, name in [
+        ("sdk", "boto3 upload_file / download_file"),
+        ("ours", "ours: write_stream_if_absent / open_read"),
+    ]:
         r = runs[mode]
-        rows.append([args.size_mb, name, "%.1f" % median([x["up"] for x in r]), "%.1f" % median([x["down"] for x in r]),
-                     "%.1f" % median([x["up"] + x["down"] for x in r]), "%.0f" % max(x["rss"] for x in r)])
+        rows.append(
+            [
+                args.size_mb,
+                name,
+                "%.1f" % median([x["up"] for x in r]),
+                "%.1f" % median([x["down"] for x in r]),
+                "%.1f" % median([x["up"] + x["down"] for x in r]),
+                "%.0f" % max(x["rss"] for x in r),
+            ]
+        )
     ratio = median([x["up"] + x["down"] for x in runs["ours"]]) / median([x["up"] + x["down"] for x in runs["sdk"]])
     rows.append([args.size_mb, "ratio ours / boto3", "", "", "%.2f" % ratio, ""])
-    print("\nA %d MB NumPy uint8 result through moto's S3: medians of %d rounds (order alternating), "
-          "peak RSS MB of the process\n" % (args.size_mb, args.blob_rounds))
+    print(
+        "\nA %d MB NumPy uint8 result through moto's S3: medians of %d rounds (order alternating), "
+        "peak RSS MB of the process\n" % (args.size_mb, args.blob_rounds)
+    )
     table(["MB", "how", "upload s", "download s", "total s", "peak RSS"], rows)
 
 
@@ -204,10 +244,16 @@ def main():
 
     scratch = tempfile.mkdtemp(prefix="bench-s3-")
     server = MotoS3(scratch).start()
-    previous = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                                 "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ENDPOINT_URL_S3=server.url, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                      AWS_DEFAULT_REGION="us-east-1")
+    previous = {
+        k: os.environ.get(k)
+        for k in ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    }
+    os.environ.update(
+        AWS_ENDPOINT_URL_S3=server.url,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
     try:
         if not args.skip_rerun:
             rerun_bench(server, args)

@@ -22,9 +22,25 @@ from common import Luigid, median, run_luigi, scratch, table
 def _run_ours(backend, n, luigid):
     work = scratch("bench-sched-")
     try:
-        return run_luigi(["--module", "bench_pipelines", "TrivialMap", "--n", str(n), "--kubeface-backend", backend,
-                          "--kubeface-storage-root", work + "/storage", "--kubeface-key-dir", work + "/keys",
-                          "--kubeface-poll-interval", "0.05"] + luigid.flags(), cwd=work)
+        return run_luigi(
+            [
+                "--module",
+                "bench_pipelines",
+                "TrivialMap",
+                "--n",
+                str(n),
+                "--kubeface-backend",
+                backend,
+                "--kubeface-storage-root",
+                work + "/storage",
+                "--kubeface-key-dir",
+                work + "/keys",
+                "--kubeface-poll-interval",
+                "0.05",
+            ]
+            + luigid.flags(),
+            cwd=work,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -40,8 +56,10 @@ def run_with_runner(n, luigid):
 def run_peer(n, luigid):
     work = scratch("bench-stock-")
     try:
-        return run_luigi(["--module", "bench_pipelines", "StockMap", "--n", str(n), "--out", work + "/out"]
-                         + luigid.flags(), cwd=work)
+        return run_luigi(
+            ["--module", "bench_pipelines", "StockMap", "--n", str(n), "--out", work + "/out"] + luigid.flags(),
+            cwd=work,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -84,8 +102,10 @@ def main():
     modes = [(run_master, sizes), (run_with_runner, runner_sizes), (run_peer, peer_sizes)]
 
     base = {runner: measure(runner, 1, args.repeat)[0] for runner, _ in modes}
-    print("1-element run (Luigi start-up, fixed cost): master only %.2fs, with the runner %.2fs, stock Luigi %.2fs"
-          % tuple(base[runner] for runner, _ in modes))
+    print(
+        "1-element run (Luigi start-up, fixed cost): master only %.2fs, with the runner %.2fs, stock Luigi %.2fs"
+        % tuple(base[runner] for runner, _ in modes)
+    )
     rows, notes = [], []
     for n in sorted(set(sizes) | set(runner_sizes) | set(peer_sizes)):
         repeat = args.repeat if n <= 1000 else 1
@@ -93,20 +113,47 @@ def main():
         master, with_runner, peer = (found[runner] for runner, _ in modes)
         row = [n, repeat]
         for result, runner in ((master, run_master), (with_runner, run_with_runner)):
-            row += (["%.1f" % result[0], "%.2f" % per_element(result, base[runner], n), "%.0f" % result[1]]
-                    if result else ["-", "-", "-"])
-        row.append("%.2f" % (per_element(with_runner, base[run_with_runner], n) - per_element(master, base[run_master], n))
-                   if master and with_runner else "-")
+            row += (
+                ["%.1f" % result[0], "%.2f" % per_element(result, base[runner], n), "%.0f" % result[1]]
+                if result
+                else ["-", "-", "-"]
+            )
+        row.append(
+            "%.2f" % (per_element(with_runner, base[run_with_runner], n) - per_element(master, base[run_master], n))
+            if master and with_runner
+            else "-"
+        )
         row += ["%.1f" % peer[0], "%.2f" % per_element(peer, base[run_peer], n)] if peer else ["-", "-"]
-        row.append("%.1fx" % (per_element(peer, base[run_peer], n) / per_element(master, base[run_master], n))
-                   if master and peer else "-")
+        row.append(
+            "%.1fx" % (per_element(peer, base[run_peer], n) / per_element(master, base[run_master], n))
+            if master and peer
+            else "-"
+        )
         row.append(((master or with_runner or (None, None, ""))[2] or "").split(";")[0])
         rows.append(row)
-        notes.append("n=%d, what luigid shows of the job: %s" % (n, ((master or with_runner or (None, None, ""))[2]
-                                                                    or "").partition("; job: ")[2] or "-"))
+        notes.append(
+            "n=%d, what luigid shows of the job: %s"
+            % (n, ((master or with_runner or (None, None, ""))[2] or "").partition("; job: ")[2] or "-")
+        )
         print("n=%d done" % n, flush=True)
-    table(["elements", "runs", "master s", "master ms/el", "master RSS MB", "w/ runner s", "w/ runner ms/el",
-           "w/ runner RSS MB", "runner ms/el", "stock s", "stock ms/el", "stock/master (ms/el)", "luigid shows"], rows)
+    table(
+        [
+            "elements",
+            "runs",
+            "master s",
+            "master ms/el",
+            "master RSS MB",
+            "w/ runner s",
+            "w/ runner ms/el",
+            "w/ runner RSS MB",
+            "runner ms/el",
+            "stock s",
+            "stock ms/el",
+            "stock/master (ms/el)",
+            "luigid shows",
+        ],
+        rows,
+    )
     print("\n".join(notes))
 
 

@@ -31,8 +31,8 @@ def trivial(x):
 def draw(spec, straggle):
     """Duration of one attempt, reproducible from its element and attempt number."""
     digest = hashlib.sha256(("%s/%s" % (spec.element, spec.attempt[:3])).encode()).digest()
-    uniform = int.from_bytes(digest[:4], "big") / 2 ** 32
-    slow = int.from_bytes(digest[4:8], "big") / 2 ** 32 < straggle
+    uniform = int.from_bytes(digest[:4], "big") / 2**32
+    slow = int.from_bytes(digest[4:8], "big") / 2**32 < straggle
     return 10.0 if slow else 0.5 + uniform
 
 
@@ -48,8 +48,15 @@ def busy_share(timeline, until, slots):
 
 
 def run(n, slots, straggle, speculation, root, min_done, multiple):
-    settings = Settings(storage_root=root, max_in_flight=slots, retries=0, poll_interval=0.05,
-                        speculation=speculation, speculation_min_done=min_done, speculation_multiple=multiple)
+    settings = Settings(
+        storage_root=root,
+        max_in_flight=slots,
+        retries=0,
+        poll_interval=0.05,
+        speculation=speculation,
+        speculation_min_done=min_done,
+        speculation_multiple=multiple,
+    )
     job = Job("slots-%s-%s" % (straggle, speculation), settings.storage_root, trivial, elements_from_items(range(n)))
     job.prepare()
     first_launch = {}
@@ -65,10 +72,15 @@ def run(n, slots, straggle, speculation, root, min_done, multiple):
     makespan = backend.now
     queue_empty = max(first_launch.values())
     stragglers = sum(1 for spec in backend.launched if draw(spec, straggle) >= 10.0)
-    return {"makespan": makespan, "use while work remains": busy_share(backend.timeline, queue_empty, slots),
-            "use overall": busy_share(backend.timeline, makespan, slots), "attempts": len(backend.launched),
-            "straggling attempts": stragglers, "backups": report.progress.speculated,
-            "cancelled": len(backend.cancelled)}
+    return {
+        "makespan": makespan,
+        "use while work remains": busy_share(backend.timeline, queue_empty, slots),
+        "use overall": busy_share(backend.timeline, makespan, slots),
+        "attempts": len(backend.launched),
+        "straggling attempts": stragglers,
+        "backups": report.progress.speculated,
+        "cancelled": len(backend.cancelled),
+    }
 
 
 def main():
@@ -81,17 +93,49 @@ def main():
     print("speculation_min_done=%g speculation_multiple=%g" % (args.min_done, args.multiple))
     root = scratch("bench-slots-")
     try:
-        runs = [("no stragglers", 0.0, False), ("5% stragglers, no speculation", 0.05, False),
-                ("5% stragglers, speculation", 0.05, True)]
-        results = [(name, run(args.n, args.slots, straggle, spec, root, args.min_done, args.multiple)) for name, straggle, spec in runs]
+        runs = [
+            ("no stragglers", 0.0, False),
+            ("5% stragglers, no speculation", 0.05, False),
+            ("5% stragglers, speculation", 0.05, True),
+        ]
+        results = [
+            (name, run(args.n, args.slots, straggle, spec, root, args.min_done, args.multiple))
+            for name, straggle, spec in runs
+        ]
     finally:
         shutil.rmtree(root, ignore_errors=True)
     reference = results[0][1]["makespan"]
-    table(["run", "elements", "slots", "makespan (virtual s)", "vs no stragglers", "slot use while work remains",
-           "slot use overall", "attempts", "straggling attempts", "backups", "cancelled"],
-          [[name, args.n, args.slots, "%.1f" % r["makespan"], "%.2fx" % (r["makespan"] / reference),
-            "%.1f%%" % (100 * r["use while work remains"]), "%.1f%%" % (100 * r["use overall"]), r["attempts"],
-            r["straggling attempts"], r["backups"], r["cancelled"]] for name, r in results])
+    table(
+        [
+            "run",
+            "elements",
+            "slots",
+            "makespan (virtual s)",
+            "vs no stragglers",
+            "slot use while work remains",
+            "slot use overall",
+            "attempts",
+            "straggling attempts",
+            "backups",
+            "cancelled",
+        ],
+        [
+            [
+                name,
+                args.n,
+                args.slots,
+                "%.1f" % r["makespan"],
+                "%.2fx" % (r["makespan"] / reference),
+                "%.1f%%" % (100 * r["use while work remains"]),
+                "%.1f%%" % (100 * r["use overall"]),
+                r["attempts"],
+                r["straggling attempts"],
+                r["backups"],
+                r["cancelled"],
+            ]
+            for name, r in results
+        ],
+    )
 
 
 if __name__ == "__main__":

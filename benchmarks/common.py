@@ -33,8 +33,11 @@ def free_port():
 
 
 def luigi_env(extra=None):
-    env = dict(os.environ, LUIGI_CONFIG_PATH=os.path.join(REPO, "luigi.cfg"),
-               PYTHONPATH=os.pathsep.join([BENCH, REPO, os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        LUIGI_CONFIG_PATH=os.path.join(REPO, "luigi.cfg"),
+        PYTHONPATH=os.pathsep.join([BENCH, REPO, os.environ.get("PYTHONPATH", "")]),
+    )
     env.update(extra or {})
     return env
 
@@ -46,8 +49,9 @@ def run_luigi(args, cwd, env=None, timeout=1800):
         luigi = [sys.executable, "-m", "luigi"]
     with tempfile.TemporaryFile() as out:
         started = time.perf_counter()
-        process = subprocess.Popen(luigi + list(args), cwd=cwd, env=luigi_env(env), stdout=out,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            luigi + list(args), cwd=cwd, env=luigi_env(env), stdout=out, stderr=subprocess.STDOUT
+        )
         deadline = started + timeout
         while True:
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
@@ -77,7 +81,9 @@ class Luigid(TestLuigid):
 
     def api(self, method, data):
         query = urllib.parse.quote(json.dumps(data))
-        with urllib.request.urlopen("http://127.0.0.1:%d/api/%s?data=%s" % (self.port, method, query), timeout=120) as r:
+        with urllib.request.urlopen(
+            "http://127.0.0.1:%d/api/%s?data=%s" % (self.port, method, query), timeout=120
+        ) as r:
             return json.loads(r.read())["response"]
 
     def count(self, status, name):

@@ -22,28 +22,47 @@ KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSc
 
 
 def build_kwok():
-    out = subprocess.run(["bash", os.path.join(REPO, "tests/infra/cluster/build_kwok.sh")], check=True,
-                         capture_output=True, text=True, timeout=3600)
+    out = subprocess.run(
+        ["bash", os.path.join(REPO, "tests/infra/cluster/build_kwok.sh")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     return Path(out.stdout.strip().splitlines()[-1])
 
 
 def start_control_plane(workdir):
     # Audit only the two clients measured: at 50,000 pods kwok's own status writes would fill the disk.
     controlplane.AUDIT_POLICY = {
-        "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
-        "rules": [{"level": "Metadata", "users": [MASTER_USER, JOB_CONTROLLER]}, {"level": "None"}]}
-    cp = ControlPlane(workdir / "controlplane", build_binaries(),
-                      extra_apiserver_args=["--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000"],
-                      extra_controller_manager_args=["--kube-api-qps=500", "--kube-api-burst=1000"])
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["RequestReceived"],
+        "rules": [{"level": "Metadata", "users": [MASTER_USER, JOB_CONTROLLER]}, {"level": "None"}],
+    }
+    cp = ControlPlane(
+        workdir / "controlplane",
+        build_binaries(),
+        extra_apiserver_args=["--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000"],
+        extra_controller_manager_args=["--kube-api-qps=500", "--kube-api-burst=1000"],
+    )
     cp.start()
     return cp
 
 
 def start_kwok(cp, workdir, kwok_dir):
     stages = sorted(str(p) for p in (kwok_dir / "stages").glob("*.yaml"))
-    argv = [str(kwok_dir / "kwok"), "--kubeconfig", str(cp.kubeconfig), "--manage-all-nodes=false",
-            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake", "--node-lease-duration-seconds=40",
-            "--cidr=10.240.0.0/12", "--node-ip=10.239.0.1", "--server-address=127.0.0.1:0"]
+    argv = [
+        str(kwok_dir / "kwok"),
+        "--kubeconfig",
+        str(cp.kubeconfig),
+        "--manage-all-nodes=false",
+        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+        "--node-lease-duration-seconds=40",
+        "--cidr=10.240.0.0/12",
+        "--node-ip=10.239.0.1",
+        "--server-address=127.0.0.1:0",
+    ]
     for stage in stages:
         argv += ["--config", stage]
     kwok = Component("kwok", argv, workdir / "kwok.log")
@@ -54,17 +73,30 @@ def start_kwok(cp, workdir, kwok_dir):
 def create_nodes(core, count):
     for i in range(count):
         name = "kwok-node-%d" % i
-        core.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {
-            "name": name, "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok"}},
-            "spec": {"taints": [{"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}]},
-            "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-                       "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"}}}, _preload_content=False)
+        core.create_node(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                    "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok"},
+                },
+                "spec": {"taints": [{"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}]},
+                "status": {
+                    "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                    "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                },
+            },
+            _preload_content=False,
+        )
 
     def ready():
         nodes = json.loads(core.list_node(label_selector="type=kwok", _preload_content=False).data)["items"]
-        return sum(any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions") or [])
-                   for n in nodes)
+        return sum(
+            any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions") or [])
+            for n in nodes
+        )
 
     deadline = time.monotonic() + 300
     while ready() < count:
@@ -132,8 +164,13 @@ class FakeKubelet:
                     version = listed["metadata"]["resourceVersion"]
                     for pod in listed["items"]:
                         self._see(pod)
-                stream = watch.Watch().stream(self.core.list_namespaced_pod, self.namespace, resource_version=version,
-                                              timeout_seconds=60, _preload_content=False)
+                stream = watch.Watch().stream(
+                    self.core.list_namespaced_pod,
+                    self.namespace,
+                    resource_version=version,
+                    timeout_seconds=60,
+                    _preload_content=False,
+                )
                 for event in stream:
                     pod = event["raw_object"]
                     version = pod["metadata"].get("resourceVersion", version)
@@ -163,8 +200,12 @@ class FakeKubelet:
     def _run_attempt(self, pod):
         from luigi_kubeface.bucket import attempts
         from luigi_kubeface.runner import attempt as runner
-        from luigi_kubeface.backends.kubernetes.pod_spec import (ATTEMPT_LABEL, ELEMENT_LABEL, JOB_URL_ANNOTATION,
-                                                                 secret_name)
+        from luigi_kubeface.backends.kubernetes.pod_spec import (
+            ATTEMPT_LABEL,
+            ELEMENT_LABEL,
+            JOB_URL_ANNOTATION,
+            secret_name,
+        )
         from luigi_kubeface.storage import open_storage
 
         labels, annotations = pod["metadata"].get("labels") or {}, pod["metadata"].get("annotations") or {}
@@ -172,8 +213,9 @@ class FakeKubelet:
             return  # the peer's pod: nothing of ours to run
         url = annotations[JOB_URL_ANNOTATION]
         if url not in self._keys:
-            secret = json.loads(self.core.read_namespaced_secret(secret_name(url), self.namespace,
-                                                                 _preload_content=False).data)
+            secret = json.loads(
+                self.core.read_namespaced_secret(secret_name(url), self.namespace, _preload_content=False).data
+            )
             env = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
             self._keys[url] = runner.signing_key_from_env(env)
         storage = open_storage(url)
@@ -194,15 +236,27 @@ class FakeKubelet:
 
     def _succeed(self, pod):
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        statuses = [{"name": c["name"], "image": c["image"], "imageID": "", "ready": False, "restartCount": 0,
-                     "started": False, "state": {"terminated": {"exitCode": 0, "reason": "Completed",
-                                                                "startedAt": now, "finishedAt": now}}}
-                    for c in pod["spec"]["containers"]]
-        body = {"status": {"phase": "Succeeded", "containerStatuses": statuses,
-                           "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted"}]}}
+        statuses = [
+            {
+                "name": c["name"],
+                "image": c["image"],
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "started": False,
+                "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}},
+            }
+            for c in pod["spec"]["containers"]
+        ]
+        body = {
+            "status": {
+                "phase": "Succeeded",
+                "containerStatuses": statuses,
+                "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted"}],
+            }
+        }
         try:
-            self.core.patch_namespaced_pod_status(pod["metadata"]["name"], self.namespace, body,
-                                                  _preload_content=False)
+            self.core.patch_namespaced_pod_status(pod["metadata"]["name"], self.namespace, body, _preload_content=False)
         except Exception as error:  # noqa: BLE001 - a pod deleted meanwhile
             if "404" not in str(error):
                 self.errors.append(str(error)[:200])
@@ -219,8 +273,11 @@ def audit_counts(cp, user, since_line):
             if event.get("user", {}).get("username") != user or event.get("stage") == "ResponseStarted":
                 continue  # a watch is logged when it starts and when it ends: counted once
             ref = event.get("objectRef") or {}
-            what = "%s %s%s" % (event.get("verb"), ref.get("resource", ""),
-                                "/" + ref["subresource"] if ref.get("subresource") else "")
+            what = "%s %s%s" % (
+                event.get("verb"),
+                ref.get("resource", ""),
+                "/" + ref["subresource"] if ref.get("subresource") else "",
+            )
             counts[what] = counts.get(what, 0) + 1
     return counts, lines
 
@@ -248,12 +305,32 @@ def run_peer(cp, kube, batch, args, n):
     since = audit_end(cp)
     from kubernetes import client
 
-    body = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "peer"}, "spec": {
-        "completionMode": "Indexed", "completions": n, "parallelism": args.max_in_flight, "backoffLimitPerIndex": 1,
-        "maxFailedIndexes": min(n, 100000), "template": {"spec": {
-            "restartPolicy": "Never", "nodeSelector": {"type": "kwok"}, "tolerations": [KWOK_TAINT],
-            "containers": [{"name": "main", "image": "kwok.invalid/none:1",
-                            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}}}
+    body = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "peer"},
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": n,
+            "parallelism": args.max_in_flight,
+            "backoffLimitPerIndex": 1,
+            "maxFailedIndexes": min(n, 100000),
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "nodeSelector": {"type": "kwok"},
+                    "tolerations": [KWOK_TAINT],
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": "kwok.invalid/none:1",
+                            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                        }
+                    ],
+                }
+            },
+        },
+    }
     with FakeKubelet(client.ApiClient(admin_configuration(cp)), namespace, args.delay) as kubelet:
         started = time.monotonic()
         batch.create_namespaced_job(namespace, body, _preload_content=False)
@@ -265,8 +342,14 @@ def run_peer(cp, kube, batch, args, n):
             time.sleep(1)
         makespan = time.monotonic() - started
     requests, _ = audit_counts(cp, JOB_CONTROLLER, since)
-    return {"makespan": makespan, "ideal": n / args.max_in_flight * args.delay, "requests": requests,
-            "per_pod": sum(requests.values()) / n, "ok": "Complete" in conditions, "errors": kubelet.errors[:3]}
+    return {
+        "makespan": makespan,
+        "ideal": n / args.max_in_flight * args.delay,
+        "requests": requests,
+        "per_pod": sum(requests.values()) / n,
+        "ok": "Complete" in conditions,
+        "errors": kubelet.errors[:3],
+    }
 
 
 LIMIT_PROBES = [  # (what, completions, parallelism, maxFailedIndexes): the documented limits of an Indexed Job
@@ -284,9 +367,15 @@ def probe_peer_limits(batch, namespace):
 
     verdicts = []
     for what, completions, parallelism, max_failed in LIMIT_PROBES:
-        spec = {"completionMode": "Indexed", "completions": completions, "parallelism": parallelism,
-                "backoffLimitPerIndex": 1, "template": {"spec": {
-                    "restartPolicy": "Never", "containers": [{"name": "main", "image": "kwok.invalid/none:1"}]}}}
+        spec = {
+            "completionMode": "Indexed",
+            "completions": completions,
+            "parallelism": parallelism,
+            "backoffLimitPerIndex": 1,
+            "template": {
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "kwok.invalid/none:1"}]}
+            },
+        }
         if max_failed is not None:
             spec["maxFailedIndexes"] = max_failed
         body = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "limit-probe"}, "spec": spec}

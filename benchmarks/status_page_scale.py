@@ -33,14 +33,20 @@ from luigi_kubeface.views.status_page import render  # noqa: E402
 def grid_params(i):
     """A model-selection grid: learning rate spread over 5 decades, 12 depths, 3 optimizers."""
     rng = random.Random(i)
-    return {"learning_rate": 10 ** rng.uniform(-5, 0), "depth": 1 + i % 12, "optimizer": ("adam", "sgd", "rmsprop")[i % 3]}
+    return {
+        "learning_rate": 10 ** rng.uniform(-5, 0),
+        "depth": 1 + i % 12,
+        "optimizer": ("adam", "sgd", "rmsprop")[i % 3],
+    }
 
 
 def grid_summary(params, i):
     rng = random.Random(-i - 1)
     accuracy = 0.95 - 0.02 * (math.log10(params["learning_rate"]) + 2.5) ** 2 / 6 - 0.004 * abs(params["depth"] - 7)
-    return {"accuracy": round(accuracy - 0.01 * (params["optimizer"] == "sgd") + rng.gauss(0, 0.01), 5),
-            "loss": round(rng.uniform(0.1, 0.5), 5)}
+    return {
+        "accuracy": round(accuracy - 0.01 * (params["optimizer"] == "sgd") + rng.gauss(0, 0.01), 5),
+        "loss": round(rng.uniform(0.1, 0.5), 5),
+    }
 
 
 def build(root, count, results=False):
@@ -50,8 +56,12 @@ def build(root, count, results=False):
     params = [grid_params(i) if results else {"i": i} for i in range(count)]
     keys = [identity.element_key((), p) for p in params]
     labels = [", ".join("%s=%r" % kv for kv in p.items()) for p in params]
-    job.storage.write(naming.JOB_META, json.dumps({"job": "scale", "elements": count, "updated": time.time(),
-                                                   "result_metric": "accuracy" if results else ""}).encode())
+    job.storage.write(
+        naming.JOB_META,
+        json.dumps(
+            {"job": "scale", "elements": count, "updated": time.time(), "result_metric": "accuracy" if results else ""}
+        ).encode(),
+    )
     index = {"keys": keys, "labels": labels, **({"params": params} if results else {})}
     job.storage.write(naming.ELEMENTS, json.dumps(index).encode())
     start = time.time() - 3600
@@ -59,9 +69,17 @@ def build(root, count, results=False):
         attempt = "001-%d-%06x" % (int(start), i)
         began = start + random.uniform(0, 3000)
         failed = i % 500 == 7
-        record = {"element": key, "attempt": attempt, "outcome": "error" if failed else "success", "host": "node-%d" % (i % 40),
-                  "started": began, "finished": began + random.uniform(5, 60), "error_type": "ValueError" if failed else "",
-                  "message": "bad" if failed else "", "traceback": ""}
+        record = {
+            "element": key,
+            "attempt": attempt,
+            "outcome": "error" if failed else "success",
+            "host": "node-%d" % (i % 40),
+            "started": began,
+            "finished": began + random.uniform(5, 60),
+            "error_type": "ValueError" if failed else "",
+            "message": "bad" if failed else "",
+            "traceback": "",
+        }
         record["duration"] = record["finished"] - record["started"]
         if results and not failed:
             record.update(result_type="dict", result_size=2, summary=grid_summary(params[i], i))
@@ -83,9 +101,21 @@ def chromium_seconds(page, workdir):
     if not binary:
         return None
     began = time.perf_counter()
-    subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                    "--user-data-dir=" + os.path.join(workdir, "profile"), "--dump-dom", "file://" + page],
-                   capture_output=True, timeout=600, check=True)
+    subprocess.run(
+        [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--user-data-dir=" + os.path.join(workdir, "profile"),
+            "--dump-dom",
+            "file://" + page,
+        ],
+        capture_output=True,
+        timeout=600,
+        check=True,
+    )
     return time.perf_counter() - began
 
 
@@ -93,8 +123,10 @@ def measure(count, results):
     with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as root:
         began = time.perf_counter()
         job = build(root, count, results)
-        print("%s: built a job of %d elements in %.1fs" % ("with results" if results else "today's page", count,
-                                                           time.perf_counter() - began))
+        print(
+            "%s: built a job of %d elements in %.1fs"
+            % ("with results" if results else "today's page", count, time.perf_counter() - began)
+        )
         state = JobState(job, max_reads=2000)
         for round_ in range(4):
             began = time.perf_counter()
@@ -102,9 +134,17 @@ def measure(count, results):
             refreshed = time.perf_counter() - began
             began = time.perf_counter()
             page = render(state)
-            print("  refresh %d: %.2fs (%d records cached, %d unread); render %.2fs, page %d KB"
-                  % (round_ + 1, refreshed, len(state.records), state.unread, time.perf_counter() - began,
-                     len(page) >> 10))
+            print(
+                "  refresh %d: %.2fs (%d records cached, %d unread); render %.2fs, page %d KB"
+                % (
+                    round_ + 1,
+                    refreshed,
+                    len(state.records),
+                    state.unread,
+                    time.perf_counter() - began,
+                    len(page) >> 10,
+                )
+            )
         state.refresh(max_reads=count * 2)  # every record, as a long job's page ends up
         began = time.perf_counter()
         page = render(state)
@@ -113,8 +153,10 @@ def measure(count, results):
         with open(path, "w") as f:
             f.write(page)
         loaded = chromium_seconds(path, root)
-        print("  every record read: render %.2fs, page %d KB%s" % (
-            rendered, len(page) >> 10, ", Chromium load and layout %.2fs" % loaded if loaded is not None else ""))
+        print(
+            "  every record read: render %.2fs, page %d KB%s"
+            % (rendered, len(page) >> 10, ", Chromium load and layout %.2fs" % loaded if loaded is not None else "")
+        )
 
 
 def main():

@@ -36,9 +36,17 @@ class Client:
         if not items:
             return []  # nothing to compute: no job, nothing in storage
         elements = elements_from_items(items, _argument_name(function))
-        job = Job(job_id or "map", self.settings.storage_root, function, elements, shared,
-                  retry_deadline=self.settings.storage_retry_deadline, keys=KeyRing.from_settings(self.settings),
-                  settings=self.settings, pinned_version=code_version)
+        job = Job(
+            job_id or "map",
+            self.settings.storage_root,
+            function,
+            elements,
+            shared,
+            retry_deadline=self.settings.storage_retry_deadline,
+            keys=KeyRing.from_settings(self.settings),
+            settings=self.settings,
+            pinned_version=code_version,
+        )
         if job_id is None:  # the same items with other code or other shared inputs are another job
             job = _named_by_identity(job, function, elements)
         bars = []  # shown once the job is prepared, as its status page is
@@ -50,8 +58,12 @@ class Client:
                 on_progress(current)
 
         try:
-            report = dispatch(job, self.settings, on_progress=show,
-                              on_page=lambda url: bars.append(ProgressBar(len(elements), job.id, enabled=progress)))
+            report = dispatch(
+                job,
+                self.settings,
+                on_progress=show,
+                on_page=lambda url: bars.append(ProgressBar(len(elements), job.id, enabled=progress)),
+            )
         finally:
             for bar in bars:
                 bar.close()
@@ -66,8 +78,11 @@ def _argument_name(function):
         first = next(iter(inspect.signature(function).parameters.values()), None)
     except (TypeError, ValueError):
         return "item"
-    return first.name if first is not None and first.kind in (first.POSITIONAL_ONLY, first.POSITIONAL_OR_KEYWORD) \
+    return (
+        first.name
+        if first is not None and first.kind in (first.POSITIONAL_ONLY, first.POSITIONAL_OR_KEYWORD)
         else "item"
+    )
 
 
 def job_failure(job, report):

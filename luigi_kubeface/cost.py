@@ -23,8 +23,7 @@ CATEGORIES = ("succeeded", "failed", "retried", "speculated", "preempted", "canc
 RESOURCES_ENV = "KUBEFACE_RESOURCES"  # the attempt's Request as JSON, for the runner to put in its record
 
 _QUANTITY = re.compile(r"^([0-9]*\.?[0-9]+)([a-zA-Z]*)$")
-_UNITS = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
-          "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40}
+_UNITS = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
 
 
 def quantity(text):
@@ -54,8 +53,13 @@ class Request:
         if not isinstance(record, dict):
             return None
         try:
-            return cls(float(record.get("cpu", 0)), float(record.get("memory_gb", 0)), float(record.get("gpus", 0)),
-                       bool(record.get("spot", False)), float(record.get("price_hour", 0)))
+            return cls(
+                float(record.get("cpu", 0)),
+                float(record.get("memory_gb", 0)),
+                float(record.get("gpus", 0)),
+                bool(record.get("spot", False)),
+                float(record.get("price_hour", 0)),
+            )
         except (TypeError, ValueError):
             return None
 
@@ -97,8 +101,12 @@ def kubernetes_request(settings, memory_request=None):
     """A pod's requests: cpu_request cores, memory_request GB (or the one given: an OOM-grown pod's), gpus,
     on spot nodes or not."""
     memory = settings.memory_request if memory_request is None else memory_request
-    return Request(quantity(settings.cpu_request) or 0.0, (quantity(memory) or 0.0) / 2 ** 30,
-                   float(settings.gpus), bool(settings.spot))
+    return Request(
+        quantity(settings.cpu_request) or 0.0,
+        (quantity(memory) or 0.0) / 2**30,
+        float(settings.gpus),
+        bool(settings.spot),
+    )
 
 
 @dataclass
@@ -115,8 +123,9 @@ class Usage:
     @classmethod
     def of(cls, request, seconds):
         seconds, hours = max(0.0, seconds), max(0.0, seconds) / 3600.0
-        return cls(1, seconds, request.cpu * hours, request.memory_gb * hours, request.gpus * hours,
-                   request.price_hour * hours)
+        return cls(
+            1, seconds, request.cpu * hours, request.memory_gb * hours, request.gpus * hours, request.price_hour * hours
+        )
 
     def add(self, other):
         for f in fields(self):
@@ -197,8 +206,10 @@ def element_usage(records):
 def over_budget(spent, max_cost):
     """Why the job stops for its cost, or "" while it goes on. spent: the cost of the work started so far."""
     if max_cost and spent > max_cost:
-        return ("the work started cost %.4g, more than max_cost = %g: raise [kubeface] max_cost to run the rest "
-                "(finished results are kept)" % (spent, max_cost))
+        return (
+            "the work started cost %.4g, more than max_cost = %g: raise [kubeface] max_cost to run the rest "
+            "(finished results are kept)" % (spent, max_cost)
+        )
     return ""
 
 
@@ -220,5 +231,10 @@ def breakdown(ledger):
 def describe(usage, priced):
     """One line for people: "3 attempts, 120 s, 0.033 core-h, 0.033 GB-h, 0 GPU-h, cost 0.0012"."""
     text = "%d attempts, %.0f s, %.3g core-h, %.3g GB-h, %.3g GPU-h" % (
-        usage.attempts, usage.seconds, usage.cpu_hours, usage.gb_hours, usage.gpu_hours)
+        usage.attempts,
+        usage.seconds,
+        usage.cpu_hours,
+        usage.gb_hours,
+        usage.gpu_hours,
+    )
     return text + (", cost %.4g" % usage.cost if priced else "")

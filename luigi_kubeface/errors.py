@@ -59,8 +59,9 @@ class ElementFailedError(KubefaceError):
     def __init__(self, label, error_type, message, remote_traceback=""):
         from .terminal import strip_controls  # the record it comes from is unsigned: Luigi prints this
 
-        label, error_type, message, remote_traceback = map(strip_controls, (label, error_type, message,
-                                                                           remote_traceback))
+        label, error_type, message, remote_traceback = map(
+            strip_controls, (label, error_type, message, remote_traceback)
+        )
         self.label = label
         self.error_type = error_type
         self.remote_message = message
@@ -92,4 +93,5 @@ def check_ranges(settings, checks):
     for name, ok, expected in checks:
         if not ok:
             raise ConfigurationError(
-                "[kubeface] %s = %r is out of range: it must be %s" % (name, getattr(settings, name), expected))
+                "[kubeface] %s = %r is out of range: it must be %s" % (name, getattr(settings, name), expected)
+            )

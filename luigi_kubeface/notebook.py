@@ -56,8 +56,9 @@ def _statements(cell):
     `print(x)`): looking at a value in a notebook does not make it. None when the cell does not parse (the
     kernel did not run it either)."""
     try:
-        return tuple((ast.dump(statement), statement) for statement in ast.parse(cell).body
-                     if not _shows_only(statement))
+        return tuple(
+            (ast.dump(statement), statement) for statement in ast.parse(cell).body if not _shows_only(statement)
+        )
     except (SyntaxError, ValueError):
         return ()
 

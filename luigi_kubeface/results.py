@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from .errors import ConfigurationError, CorruptBlobError
 from .views.result_table import column_names, record, result_rows
 
-ALL_RECORDS = 10 ** 9
+ALL_RECORDS = 10**9
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,10 @@ class Results(Sequence):
             others = self.job.store.sweep_results(k for k in self.keys if k != self.keys[index])
             if not others:
                 raise
-            raise type(error)("%s\n%d more damaged result(s) of this job were moved aside too (elements %s): "
-                              "one rerun recomputes them all" % (error, len(others), ", ".join(others[:10]))) from None
+            raise type(error)(
+                "%s\n%d more damaged result(s) of this job were moved aside too (elements %s): "
+                "one rerun recomputes them all" % (error, len(others), ", ".join(others[:10]))
+            ) from None
 
     def records(self):
         """One dict per element, in element order: its parameters, then its result's summary values.
@@ -71,8 +73,10 @@ class Results(Sequence):
         try:
             import pandas
         except ImportError:
-            raise ConfigurationError("to_pandas() needs pandas, which luigi-kubeface does not install: "
-                                     "pip install pandas (or luigi-kubeface[pandas]), or use records()") from None
+            raise ConfigurationError(
+                "to_pandas() needs pandas, which luigi-kubeface does not install: "
+                "pip install pandas (or luigi-kubeface[pandas]), or use records()"
+            ) from None
         return pandas.DataFrame.from_records(self.records())
 
     def __repr__(self):

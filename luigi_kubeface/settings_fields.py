@@ -59,12 +59,20 @@ def key_map(owners):
             if field.name in keys:
                 raise ConfigurationError(
                     "[kubeface] %s is declared twice, by the %s settings (%s) and by the %s settings (%s): the "
-                    "section is flat, so rename one of them" % (
-                        field.name, keys[field.name].owner, keys[field.name].declared_by.__qualname__, label,
-                        declared_by.__qualname__))
+                    "section is flat, so rename one of them"
+                    % (
+                        field.name,
+                        keys[field.name].owner,
+                        keys[field.name].declared_by.__qualname__,
+                        label,
+                        declared_by.__qualname__,
+                    )
+                )
             if not help_of(field):
-                raise ConfigurationError("%s.%s has no help text: declare it as setting(default, help)"
-                                         % (declared_by.__qualname__, field.name))
+                raise ConfigurationError(
+                    "%s.%s has no help text: declare it as setting(default, help)"
+                    % (declared_by.__qualname__, field.name)
+                )
             keys[field.name] = Key(field.name, label, declared_by, field)
     return keys
 

@@ -6,7 +6,12 @@ import uuid
 import pytest
 
 from infra.cluster.fixtures import (  # noqa: F401 - the test Kubernetes clusters
-    kube_cluster, kube_namespace, pod_network, stand_in_cluster, stand_in_namespace)
+    kube_cluster,
+    kube_namespace,
+    pod_network,
+    stand_in_cluster,
+    stand_in_namespace,
+)
 from infra.servers import FakeGCS, Luigid, MotoS3
 from luigi_kubeface import Client
 from luigi_kubeface.storage import REGISTRY, gcs, open_storage, s3_client

@@ -42,8 +42,10 @@ def shown(value):
 
 def readme_table(owner):
     (keys,) = [keys for name, _, keys in groups() if name == owner]
-    rows = ["| `%s` | %s | %s |" % (k.name, "`%s`" % shown(k.default) if shown(k.default) else "(empty)", k.help)
-            for k in keys]
+    rows = [
+        "| `%s` | %s | %s |" % (k.name, "`%s`" % shown(k.default) if shown(k.default) else "(empty)", k.help)
+        for k in keys
+    ]
     return "\n".join([BEGIN % owner, "| setting | default | meaning |", "|---|---|---|", *rows, END])
 
 
@@ -69,7 +71,7 @@ def luigi_cfg_section(examples):
 def cfg_section(text):
     """luigi.cfg's [kubeface] section, from its header line to the next section's (its blank line included)."""
     start = re.search(r"^\[kubeface\]$", text, re.M).start()
-    return text[start:re.compile(r"^\[", re.M).search(text, start + 1).start()]
+    return text[start : re.compile(r"^\[", re.M).search(text, start + 1).start()]
 
 
 def examples_in(section):
@@ -84,7 +86,7 @@ def rewrite():
     for owner, _, _ in groups():
         if BEGIN % owner in readme:
             start = readme.index(BEGIN % owner)
-            readme = readme[:start] + readme_table(owner) + readme[readme.index(END, start) + len(END):]
+            readme = readme[:start] + readme_table(owner) + readme[readme.index(END, start) + len(END) :]
     cfg = read_text(LUIGI_CFG)
     section = cfg_section(cfg)
     cfg = cfg.replace(section, luigi_cfg_section(examples_in(section)) + "\n")

@@ -52,8 +52,11 @@ def kubeface(*argv):
 
 def runners_of(root):
     """Pids of the task runners working on jobs under root, from /proc."""
-    return [pid for pid, argv in process_argvs() if b"luigi_kubeface.runner" in argv
-            and any(str(root).encode() in arg for arg in argv)]
+    return [
+        pid
+        for pid, argv in process_argvs()
+        if b"luigi_kubeface.runner" in argv and any(str(root).encode() in arg for arg in argv)
+    ]
 
 
 def process_argvs():
@@ -73,19 +76,33 @@ def run_luigi(args, cwd, env=None, timeout=600, python=None):
     A command that runs over its timeout is stopped with SIGABRT first: faulthandler then prints where
     every thread of the command and of its forked Luigi workers stands, which is what finding a hang needs.
     """
-    full_env = dict(os.environ, LUIGI_CONFIG_PATH=os.path.join(REPO, "luigi.cfg"), PYTHONFAULTHANDLER="1",
-                    PYTHONPATH=os.pathsep.join([TESTS, REPO, os.environ.get("PYTHONPATH", "")]))
+    full_env = dict(
+        os.environ,
+        LUIGI_CONFIG_PATH=os.path.join(REPO, "luigi.cfg"),
+        PYTHONFAULTHANDLER="1",
+        PYTHONPATH=os.pathsep.join([TESTS, REPO, os.environ.get("PYTHONPATH", "")]),
+    )
     full_env.update(env or {})
     luigi = os.path.join(os.path.dirname(sys.executable), "luigi")
     command = [python, "-m", "luigi"] if python else [luigi]
-    process = subprocess.Popen(command + list(args), cwd=cwd, env=full_env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_no_core_dumps)
+    process = subprocess.Popen(
+        command + list(args),
+        cwd=cwd,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_no_core_dumps,
+    )
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         out, err = _stop_with_tracebacks(process)
-        raise AssertionError("luigi %s ran over %ss; its last output, then where each process stood:\n%s" % (
-            " ".join(args[:3]), timeout, (out + err)[-12000:])) from None
+        raise AssertionError(
+            "luigi %s ran over %ss; its last output, then where each process stood:\n%s"
+            % (" ".join(args[:3]), timeout, (out + err)[-12000:])
+        ) from None
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
@@ -123,8 +140,14 @@ def run_runner(job_url, element, attempt, key, cwd):
     try:
         env = dict(os.environ, TMPDIR=str(cwd), **{serialization.SECRET_FD_ENV: str(read_end)})
         env.pop(serialization.KEY_ENV, None)
-        return subprocess.run(runner.command(job_url, element, attempt, python=sys.executable), env=env,
-                              pass_fds=(read_end,), cwd=str(cwd), capture_output=True, timeout=120)
+        return subprocess.run(
+            runner.command(job_url, element, attempt, python=sys.executable),
+            env=env,
+            pass_fds=(read_end,),
+            cwd=str(cwd),
+            capture_output=True,
+            timeout=120,
+        )
     finally:
         os.close(read_end)
 

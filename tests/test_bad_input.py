@@ -30,42 +30,63 @@ def test_unpicklable_function_names_the_fix(tmp_path, new_client):
     import threading
 
     lock = threading.Lock()
-    with pytest.raises(ConfigurationError, match="the element function .* cannot be pickled: TypeError.*"
-                       "Keep unpicklable state .* out of the task's attributes, or create it inside the function"):
+    with pytest.raises(
+        ConfigurationError,
+        match="the element function .* cannot be pickled: TypeError.*"
+        "Keep unpicklable state .* out of the task's attributes, or create it inside the function",
+    ):
         new_client().map(lambda x: lock, [1])
     assert not glob.glob(str(tmp_path / "s" / "*" / "inputs"))  # refused before launch
 
 
 def test_large_data_not_declared_shared_is_refused_before_upload(tmp_path, new_client):
     big = b"x" * (65 * 1024 * 1024)
-    with pytest.raises(ConfigurationError, match="item 0 pickles to 65 MB, over the 64 MB limit .*"
-                       "pass large data once as a shared input .*shared= on Client.map"):
+    with pytest.raises(
+        ConfigurationError,
+        match="item 0 pickles to 65 MB, over the 64 MB limit .*"
+        "pass large data once as a shared input .*shared= on Client.map",
+    ):
         new_client().map(len, [big])
     assert not os.path.exists(tmp_path / "s")
 
 
 def test_storage_root_not_writable_is_refused_before_launch(tmp_path, make_client):
     (tmp_path / "a-file").write_text("")  # not a directory: no process, root or not, can write under it
-    with pytest.raises(ConfigurationError, match="storage root .*a-file cannot be written .*choose a writable "
-                       "directory with \\[kubeface\\] storage_root"):
+    with pytest.raises(
+        ConfigurationError,
+        match="storage root .*a-file cannot be written .*choose a writable directory with \\[kubeface\\] storage_root",
+    ):
         make_client("a-file", key_dir=str(tmp_path / "keys")).map(square, [1])
 
 
 def test_bucket_that_does_not_exist_is_refused_before_launch(fake_gcs, tmp_path):
-    with pytest.raises(ConfigurationError, match="bucket gs://no-such-bucket-kf2 does not exist: create it "
-                       "\\(gcloud storage buckets create gs://no-such-bucket-kf2\\) or fix \\[kubeface\\] storage_root"):
+    with pytest.raises(
+        ConfigurationError,
+        match="bucket gs://no-such-bucket-kf2 does not exist: create it "
+        "\\(gcloud storage buckets create gs://no-such-bucket-kf2\\) or fix \\[kubeface\\] storage_root",
+    ):
         Client(storage_root="gs://no-such-bucket-kf2/jobs", key_dir=str(tmp_path / "keys")).map(square, [1])
 
 
 @pytest.mark.slow
 def test_no_cloud_credentials(tmp_path):
     """No emulator, no key file, no gcloud login, no metadata server: a clear error, nothing launched."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT")}
-    env.update(HOME=str(tmp_path), CLOUDSDK_CONFIG=str(tmp_path / "gcloud"), PYTHONPATH=REPO,
-               GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9")  # port 9: nobody answers
-    code = ("from luigi_kubeface import Client\n"
-            "Client(storage_root='gs://some-bucket/jobs', key_dir=%r).map(abs, [1])\n" % str(tmp_path / "keys"))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT")
+    }
+    env.update(
+        HOME=str(tmp_path),
+        CLOUDSDK_CONFIG=str(tmp_path / "gcloud"),
+        PYTHONPATH=REPO,
+        GCE_METADATA_HOST="127.0.0.1:9",
+        GCE_METADATA_IP="127.0.0.1:9",
+    )  # port 9: nobody answers
+    code = (
+        "from luigi_kubeface import Client\n"
+        "Client(storage_root='gs://some-bucket/jobs', key_dir=%r).map(abs, [1])\n" % str(tmp_path / "keys")
+    )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
@@ -81,9 +102,14 @@ def test_runner_with_other_versions_exits_2_and_stops_the_job(tmp_path, monkeypa
     with pytest.raises(JobFailedError) as caught:
         the_client.map(square, range(5), job_id="versions")
     text = str(caught.value)
-    assert "stopped early: VersionMismatchError" in text or "stopped early: luigi_kubeface.errors.VersionMismatchError" in text
-    assert ("the job's function (%s/versions/function.pkl) was pickled with Python 3.99 and cloudpickle 0.1.0, but "
-            "this runner has Python %s and cloudpickle %s" % (tmp_path / "s", real["python"], real["cloudpickle"])) in text
+    assert (
+        "stopped early: VersionMismatchError" in text
+        or "stopped early: luigi_kubeface.errors.VersionMismatchError" in text
+    )
+    assert (
+        "the job's function (%s/versions/function.pkl) was pickled with Python 3.99 and cloudpickle 0.1.0, but "
+        "this runner has Python %s and cloudpickle %s" % (tmp_path / "s", real["python"], real["cloudpickle"])
+    ) in text
     assert "run elements in an environment (image) with the master's versions" in text
     assert "4 elements were not run" in text
     (path,) = glob.glob(str(tmp_path / "s" / "versions" / "attempts" / "*" / "*.json"))  # one attempt, then stop
@@ -96,8 +122,12 @@ def test_runner_with_other_versions_exits_2_and_stops_the_job(tmp_path, monkeypa
 
     key = KeyRing(str(tmp_path / "keys")).load(str(tmp_path / "s" / "versions"))
     env = dict(os.environ, PYTHONPATH=REPO, **{serialization.KEY_ENV: key.hex()})
-    done = subprocess.run([sys.executable, "-m", "luigi_kubeface.runner", str(tmp_path / "s" / "versions"),
-                           element, attempt + "x"], env=env, capture_output=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "luigi_kubeface.runner", str(tmp_path / "s" / "versions"), element, attempt + "x"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
     assert done.returncode == 2
 
 

@@ -26,9 +26,23 @@ def root(request):
 
 def probe(tmp_path, root, size_mb, count, kind, shared_mb=0):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run([sys.executable, os.path.join(TESTS, "big_blobs_probe.py"), root,
-                          str(tmp_path / "keys"), str(size_mb), str(count), kind, str(shared_mb)],
-                         env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(TESTS, "big_blobs_probe.py"),
+            root,
+            str(tmp_path / "keys"),
+            str(size_mb),
+            str(count),
+            kind,
+            str(shared_mb),
+        ],
+        env=env,
+        cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 

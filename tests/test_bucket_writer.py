@@ -47,9 +47,12 @@ def test_a_link_to_the_key_file_neither_leaks_the_key_nor_lets_a_forged_result_r
     real_key = KeyRing(str(keys)).load(job_url)
     leaked = key_in_bucket(str(root), real_key.hex())
     marker = tmp_path / "ran-on-the-master"
-    forged = dumps_blob(Bomb(str(marker)), "result", {"element": results.keys[0], "job": "leak",
-                                                               "code_version": results.job.code_version},
-                                 leaked or os.urandom(32))
+    forged = dumps_blob(
+        Bomb(str(marker)),
+        "result",
+        {"element": results.keys[0], "job": "leak", "code_version": results.job.code_version},
+        leaked or os.urandom(32),
+    )
     victim.unlink(missing_ok=True)
     victim.write_bytes(forged)
     try:
@@ -80,7 +83,7 @@ def test_a_malformed_signature_is_quarantined_not_a_crash(tmp_path, signature, m
     client = make_client("s", key_dir=str(tmp_path / "keys"))
     results = client.map(square, [3], job_id="mac")
     path = tmp_path / "s" / "mac" / naming.result_key(results.keys[0], results.job.code_version)
-    header, payload = path.read_bytes()[len(serialization.MAGIC):].split(b"\n", 1)
+    header, payload = path.read_bytes()[len(serialization.MAGIC) :].split(b"\n", 1)
     header = dict(__import__("json").loads(header), hmac=signature)
     path.write_bytes(serialization.MAGIC + __import__("json").dumps(header).encode() + b"\n" + payload)
     with pytest.raises(UntrustedBlobError, match="not signed with this job's key .*moved aside to"):

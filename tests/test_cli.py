@@ -115,8 +115,9 @@ def test_attempts_are_numbered_across_runs_and_logs_takes_the_third(tmp_path, mo
     assert [">#%d</a>" % n in page for n in (1, 2, 3)] == [True] * 3
 
 
-def test_attempts_of_a_bucket_that_restarted_at_1_every_run_count_on_and_the_next_run_follows(tmp_path, monkeypatch,
-                                                                                              capsys):
+def test_attempts_of_a_bucket_that_restarted_at_1_every_run_count_on_and_the_next_run_follows(
+    tmp_path, monkeypatch, capsys
+):
     """Main numbered every run's first attempt 1: its ids parse, list in time order as 1, 2, 3, and logs follows."""
     root = str(tmp_path / "s")
     fail_three_runs(root, "old", monkeypatch)
@@ -125,8 +126,10 @@ def test_attempts_of_a_bucket_that_restarted_at_1_every_run_count_on_and_the_nex
             where = os.path.join(root, "old", folder, element)
             for name in os.listdir(where):
                 number, launched, suffix = name.split("-")
-                os.rename(os.path.join(where, name), os.path.join(where, "001-%d-%s" % (int(launched) - 10 + int(number),
-                                                                                          suffix)))
+                os.rename(
+                    os.path.join(where, name),
+                    os.path.join(where, "001-%d-%s" % (int(launched) - 10 + int(number), suffix)),
+                )
     assert [name.split("-")[0] for name in attempt_files(root, "old")] == ["001"] * 3
     code, out = kubeface("logs", "old", "@0", "--attempt", "3", "--storage-root", root)
     assert code == 0 and "failing in run-3" in out, out
@@ -173,8 +176,14 @@ def test_logs_follow_waits_for_a_running_attempt(tmp_path, capsys):
         assert code == 1  # not finished: no log yet, and not following
         assert "is running: its log reaches storage when it ends (add --follow" in capsys.readouterr().err
         result = {}
-        follower = threading.Thread(target=lambda: result.update(
-            zip(("code", "out"), kubeface("logs", "follow", "@0", "--follow", "--poll", "0.1", "--storage-root", root))))
+        follower = threading.Thread(
+            target=lambda: result.update(
+                zip(
+                    ("code", "out"),
+                    kubeface("logs", "follow", "@0", "--follow", "--poll", "0.1", "--storage-root", root),
+                )
+            )
+        )
         follower.start()
         time.sleep(0.5)
         assert follower.is_alive()  # still waiting for the attempt to end
@@ -190,17 +199,25 @@ def test_reproduce_runs_the_element_here(root, capsys):
     assert code == 0 and "result: 16" in out
     assert "computing 4" in capsys.readouterr().out  # the element ran in this process
     docker = [l for l in out.splitlines() if l.startswith("docker run")][0]
-    assert " IMAGE python -m luigi_kubeface.runner %s %s " % (
-        os.path.join(root, "odd"), key_of(root, "odd", 4)) in docker and "# replace IMAGE" in out
+    assert (
+        " IMAGE python -m luigi_kubeface.runner %s %s " % (os.path.join(root, "odd"), key_of(root, "odd", 4)) in docker
+        and "# replace IMAGE" in out
+    )
     assert "-v %s:%s" % (root, root) in docker
 
 
 def test_reproduce_failure_and_pdb_in_a_real_terminal_session(root):
     # This test module is not importable from the repository's root: the job's shipped code is used.
     env = dict(os.environ, PYTHONPATH=REPO)
-    run = subprocess.run([sys.executable, "-m", "luigi_kubeface.cli", "reproduce", "odd", "@1", "--pdb",
-                          "--storage-root", root], input="p x * 100\nquit\n", capture_output=True, text=True,
-                         env=env, cwd=REPO, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "luigi_kubeface.cli", "reproduce", "odd", "@1", "--pdb", "--storage-root", root],
+        input="p x * 100\nquit\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
     assert run.returncode == 1
     assert "ValueError: x=1 is odd" in run.stderr and "in odd_fails" in run.stderr
     assert "(Pdb) 100" in run.stdout  # post-mortem in the element's frame
@@ -241,7 +258,8 @@ def test_cleanup_older_than_with_only_recent_jobs_says_none_has_been_idle_that_l
     code, out = kubeface("cleanup", "--older-than", "7d", "--blobs", "--yes", "--storage-root", root)
     assert code == 0 and out.strip() == (
         "no job under %s has been idle for 7d or longer (2 jobs, each active within the last 7d): nothing to clean up"
-        % root)
+        % root
+    )
     assert os.path.exists(os.path.join(root, "monday", "job.json"))
 
 
@@ -257,8 +275,14 @@ def test_storage_root_comes_from_luigi_cfg(root, tmp_path):
     config = tmp_path / "luigi.cfg"
     config.write_text("[kubeface]\nstorage_root = %s\n" % root)
     env = dict(os.environ, PYTHONPATH=REPO, LUIGI_CONFIG_PATH=str(config))
-    run = subprocess.run([sys.executable, "-m", "luigi_kubeface.cli", "status", "odd"], capture_output=True,
-                         text=True, env=env, cwd=str(tmp_path), timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "luigi_kubeface.cli", "status", "odd"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(tmp_path),
+        timeout=120,
+    )
     assert run.returncode == 1 and "6 elements: 3 done, 3 failed" in run.stdout
 
 
@@ -270,7 +294,7 @@ def test_commands_on_gcs(gcs_root, capsys):
     assert code == 0 and out.splitlines()[1].split()[:3] == ["g", "4", "2"]
     code, out = kubeface("status", gcs_root + "/g")
     assert "4 elements: 2 done, 2 failed" in out
-    assert "status page: https://storage.cloud.google.com/%s/g/status.html" % gcs_root[len("gs://"):] in out
+    assert "status page: https://storage.cloud.google.com/%s/g/status.html" % gcs_root[len("gs://") :] in out
     code, out = kubeface("logs", gcs_root + "/g", "@3")
     assert code == 0 and "ValueError: x=3 is odd" in out
     code, out = kubeface("reproduce", "g", "2", "--storage-root", gcs_root)
@@ -285,8 +309,15 @@ def test_status_distrusts_a_silent_master(root):
     saved = read_text(live)
     key = key_of(root, "odd", 1)
     try:
-        write_json({"updated": time.time() - 3600, "final": False, "counts": {"running": 1},
-                   "running": {"002-1-abc": [key, time.time() - 3700]}}, live)
+        write_json(
+            {
+                "updated": time.time() - 3600,
+                "final": False,
+                "counts": {"running": 1},
+                "running": {"002-1-abc": [key, time.time() - 3700]},
+            },
+            live,
+        )
         code, out = kubeface("status", "odd", "--storage-root", root)
         assert "; it may have stopped" in out and "0 running" not in out.splitlines()[2]
         assert "running elements" not in out and "3 failed" in out
@@ -302,11 +333,15 @@ def test_elements_a_stopped_job_never_ran(tmp_path, capsys):
     root = str(tmp_path)
     with pytest.raises(JobFailedError, match="stopped early"):
         Client(storage_root=root, retries=0, failure_budget=0.1, max_in_flight=1, **FAST).map(
-            always_fails, range(12), job_id="stopped")
+            always_fails, range(12), job_id="stopped"
+        )
     code, out = kubeface("status", "stopped", "--storage-root", root)
     assert code == 1 and "12 elements: 0 done, 2 failed, 0 cancelled, 0 unfinished, 10 not run; 2 attempts" in out
     assert kubeface("reproduce", "stopped", "@11", "--storage-root", root)[0] == 2
-    assert "has no input in storage: inputs are uploaded when an element's first attempt launches" in capsys.readouterr().err
+    assert (
+        "has no input in storage: inputs are uploaded when an element's first attempt launches"
+        in capsys.readouterr().err
+    )
     assert kubeface("logs", "stopped", "@11", "--storage-root", root)[0] == 1
     assert "has no attempts yet" in capsys.readouterr().err
 
@@ -316,9 +351,29 @@ def test_commands_on_a_luigi_map_task(tmp_path, capsys):
     from support import run_luigi
 
     root = str(tmp_path / "storage")
-    run = run_luigi(["--module", "pipelines.toy", "Squares", "--n", "4", "--mode", "raise", "--bad", "[2]",
-                     "--local-scheduler", "--kubeface-storage-root", root, "--kubeface-retries", "0",
-                     "--kubeface-failure-budget", "1", "--kubeface-poll-interval", "0.1"], cwd=tmp_path)
+    run = run_luigi(
+        [
+            "--module",
+            "pipelines.toy",
+            "Squares",
+            "--n",
+            "4",
+            "--mode",
+            "raise",
+            "--bad",
+            "[2]",
+            "--local-scheduler",
+            "--kubeface-storage-root",
+            root,
+            "--kubeface-retries",
+            "0",
+            "--kubeface-failure-budget",
+            "1",
+            "--kubeface-poll-interval",
+            "0.1",
+        ],
+        cwd=tmp_path,
+    )
     assert run.returncode == 30, run.stderr[-3000:]
     code, out = kubeface("list", "--storage-root", root)
     (job_id,) = [line.split()[0] for line in out.splitlines()[1:]]
@@ -364,8 +419,10 @@ def test_malformed_records_are_skipped_and_named_everything_else_shown(tmp_path,
     write_text(torn, text[: len(text) // 2])  # cut short, as by a writer killed mid-write
     shutil.rmtree(os.path.join(job_dir, "dispatches"))  # Client.map's own run summary: this test writes its runs
     os.makedirs(os.path.join(job_dir, "dispatches"))
-    write_json({"run": "20240101T000000Z-good", "started": 1, "finished": 2, "succeeded": 2},
-               os.path.join(job_dir, "dispatches", "20240101T000000Z-good.json"))
+    write_json(
+        {"run": "20240101T000000Z-good", "started": 1, "finished": 2, "succeeded": 2},
+        os.path.join(job_dir, "dispatches", "20240101T000000Z-good.json"),
+    )
     write_text(os.path.join(job_dir, "dispatches", "20990101T000000Z-bad.json"), "{not json")
     code, out = kubeface("status", "torn", "--storage-root", root)
     assert code == 1, out
@@ -396,8 +453,18 @@ def test_status_after_a_rerun_that_found_every_result_names_the_run_that_compute
     from support import run_luigi
 
     root = str(tmp_path / "storage")
-    args = ["--module", "pipelines.toy", "Squares", "--n", "2", "--local-scheduler", "--kubeface-storage-root", root,
-            "--kubeface-poll-interval", "0.1"]
+    args = [
+        "--module",
+        "pipelines.toy",
+        "Squares",
+        "--n",
+        "2",
+        "--local-scheduler",
+        "--kubeface-storage-root",
+        root,
+        "--kubeface-poll-interval",
+        "0.1",
+    ]
     run = run_luigi(args, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     (job_id,) = os.listdir(root)
@@ -420,21 +487,34 @@ def test_reproduce_finds_the_signing_key_where_luigi_cfg_keeps_it(tmp_path):
     team_key.write_text(secrets.token_hex(32) + "\n")  # the team's one key, as the README says to make it
     team_key.chmod(0o600)
     Client(storage_root=root, signing_key_file=str(team_key), **FAST).map(odd_fails, [4], job_id="team")
-    for job_id, setting, expected in (("own-dir", "key_dir = %s" % keys, "result: 4"),
-                                      ("team", "signing_key_file = %s" % team_key, "result: 16")):
+    for job_id, setting, expected in (
+        ("own-dir", "key_dir = %s" % keys, "result: 4"),
+        ("team", "signing_key_file = %s" % team_key, "result: 16"),
+    ):
         config = tmp_path / ("%s.cfg" % job_id)
         config.write_text("[kubeface]\nstorage_root = %s\n%s\n" % (root, setting))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
-                   LUIGI_CONFIG_PATH=str(config))
-        run = subprocess.run([sys.executable, "-m", "luigi_kubeface.cli", "reproduce", job_id, "@0"],
-                             capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=120)
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]), LUIGI_CONFIG_PATH=str(config)
+        )
+        run = subprocess.run(
+            [sys.executable, "-m", "luigi_kubeface.cli", "reproduce", job_id, "@0"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=str(tmp_path),
+            timeout=120,
+        )
         assert run.returncode == 0 and expected in run.stdout, run.stdout + run.stderr
 
 
 def test_status_into_a_closed_pipe_exits_quietly(root):
     env = dict(os.environ, PYTHONPATH=REPO)
-    reader = subprocess.Popen([sys.executable, "-m", "luigi_kubeface.cli", "status", "odd", "--storage-root", root],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "luigi_kubeface.cli", "status", "odd", "--storage-root", root],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     reader.stdout.close()  # like `| head -1` that has read its line: every write meets a closed pipe
     with reader.stderr:
         err = reader.stderr.read().decode()
@@ -485,14 +565,22 @@ def test_results_as_csv_and_json(root):
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [(r["x"], r["value"], r["state"]) for r in rows] == [
-        ("4", "16", "done"), ("2", "4", "done"), ("0", "0", "done"), ("1", "", "failed"), ("3", "", "failed"),
-        ("5", "", "failed")]
+        ("4", "16", "done"),
+        ("2", "4", "done"),
+        ("0", "0", "done"),
+        ("1", "", "failed"),
+        ("3", "", "failed"),
+        ("5", "", "failed"),
+    ]
     assert float(rows[0]["duration"]) >= 0 and len(rows[0]["code_version"]) >= 12 and rows[3]["duration"]
     code, out = kubeface("results", "odd", "--storage-root", root, "--format", "json", "--sort", "value", "--top", "4")
     rows = json.loads(out)
     assert [(r["params"], r["summary"], r["state"]) for r in rows] == [
-        ({"x": 4}, {"value": 16}, "done"), ({"x": 2}, {"value": 4}, "done"), ({"x": 0}, {"value": 0}, "done"),
-        ({"x": 1}, {}, "failed")]
+        ({"x": 4}, {"value": 16}, "done"),
+        ({"x": 2}, {"value": 4}, "done"),
+        ({"x": 0}, {"value": 0}, "done"),
+        ({"x": 1}, {}, "failed"),
+    ]
     assert rows[3]["error"] == "ValueError: x=1 is odd" and len(rows[0]["element"]) == 24
 
 
@@ -510,27 +598,45 @@ def test_results_columns_are_unique_in_every_format_and_parameters_keep_their_na
     code, out = kubeface("results", "clash", "--storage-root", root, "--format", "csv")
     assert code == 0
     header = next(csv.reader(io.StringIO(out)))
-    assert header == ["#", "duration", "state", "code_version", "k", "score", "result.duration", "element.state",
-                      "element.duration", "element.code_version"]
+    assert header == [
+        "#",
+        "duration",
+        "state",
+        "code_version",
+        "k",
+        "score",
+        "result.duration",
+        "element.state",
+        "element.duration",
+        "element.code_version",
+    ]
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [(r["duration"], r["state"], r["code_version"], r["result.duration"], r["element.state"]) for r in rows] == [
-        ("2", "stale", "v2", "4", "done"), ("1", "fresh", "v1", "2", "done")]
+        ("2", "stale", "v2", "4", "done"),
+        ("1", "fresh", "v1", "2", "done"),
+    ]
     assert all(len(r["element.code_version"]) >= 12 for r in rows)
     code, out = kubeface("results", "clash", "--storage-root", root)
     (table_header,) = [line.split() for line in out.splitlines() if line.startswith("#")]
     assert table_header == header
     code, out = kubeface("results", "clash", "--storage-root", root, "--format", "json")
     assert [(r["params"]["state"], r["summary"]["duration"], r["state"]) for r in json.loads(out)] == [
-        ("stale", 4, "done"), ("fresh", 2, "done")]
+        ("stale", 4, "done"),
+        ("fresh", 2, "done"),
+    ]
     page = read_text(os.path.join(root, "clash", "status.html"))  # its Results table names them alike
-    assert "<th>duration</th><th>state</th><th>code_version</th><th>k</th><th>score</th><th>result.duration</th>" \
+    assert (
+        "<th>duration</th><th>state</th><th>code_version</th><th>k</th><th>score</th><th>result.duration</th>"
         "<th>element.duration</th>" in page
+    )
 
 
 def test_results_sorted_on_an_unknown_value_names_the_known_ones(root, capsys):
     code, _ = kubeface("results", "odd", "--storage-root", root, "--sort", "accuracy")
-    assert code == 2 and "no element's result has a value named 'accuracy': the results have value" \
-        in capsys.readouterr().err
+    assert (
+        code == 2
+        and "no element's result has a value named 'accuracy': the results have value" in capsys.readouterr().err
+    )
 
 
 def minimize_me(params):
@@ -539,8 +645,7 @@ def minimize_me(params):
 
 def test_results_follow_the_metric_and_direction_the_job_names(tmp_path, make_client):
     grid = [{"lr": lr, "steps": s} for lr in (0.01, 0.1, 1.0) for s in (10, 20)]
-    make_client(result_metric="loss", result_direction="minimize").map(
-        minimize_me, grid, job_id="tuned")
+    make_client(result_metric="loss", result_direction="minimize").map(minimize_me, grid, job_id="tuned")
     code, out = kubeface("results", "tuned", "--storage-root", str(tmp_path), "--format", "json")
     assert [r["params"]["lr"] for r in json.loads(out)][:2] == [0.1, 0.1]  # the lowest loss first
     code, out = kubeface("results", "tuned", "--storage-root", str(tmp_path), "--format", "json", "--sort", "steps")

@@ -32,8 +32,9 @@ def test_reproduce_quotes_its_docker_line_and_ignores_job_data_that_would_inject
     bin_dir.mkdir()
     (bin_dir / "docker").write_text('#!/bin/sh\nfor a in "$@"; do printf "%%s\\n" "$a"; done > %s\n' % argv_file)
     (bin_dir / "docker").chmod(0o755)
-    subprocess.run(["bash", "-c", line], env=dict(os.environ, PATH="%s:%s" % (bin_dir, os.environ["PATH"])),
-                   check=True, timeout=30)
+    subprocess.run(
+        ["bash", "-c", line], env=dict(os.environ, PATH="%s:%s" % (bin_dir, os.environ["PATH"])), check=True, timeout=30
+    )
     assert not marker.exists()
     argv = argv_file.read_text().splitlines()
     job_url = str(root / "inj")
@@ -44,7 +45,8 @@ def test_reproduce_quotes_its_docker_line_and_ignores_job_data_that_would_inject
     code, out = kubeface("reproduce", "inj", "@1", "--storage-root", str(root))
     assert code == 2 and "docker run" not in out
     assert "is not an element key (24 lowercase hex characters): the job's elements.json was altered" in (
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )
 
 
 def test_cleanup_acts_in_the_configured_namespace_not_the_one_job_json_names():
@@ -53,8 +55,11 @@ def test_cleanup_acts_in_the_configured_namespace_not_the_one_job_json_names():
     settings = Settings(namespace="team")
     assert cluster_target({"namespace": "team"}, settings) == ("team", "")
     assert cluster_target({}, settings) == ("team", "")
-    with pytest.raises(ConfigurationError, match="job.json says the job ran in namespace 'kube-system' .* settings "
-                       "say 'team' .*not signed.*pass --namespace kube-system"):
+    with pytest.raises(
+        ConfigurationError,
+        match="job.json says the job ran in namespace 'kube-system' .* settings "
+        "say 'team' .*not signed.*pass --namespace kube-system",
+    ):
         cluster_target({"namespace": "kube-system"}, settings)
     with pytest.raises(ConfigurationError, match="--kube-context prod"):
         cluster_target({"namespace": "team", "kube_context": "prod"}, settings)
@@ -97,8 +102,14 @@ def shouty(x):
 def in_a_terminal(argv):
     """Run `kubeface` with a pseudo-terminal as stdout and stderr; what the terminal received."""
     master, slave = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "luigi_kubeface.cli"] + argv, stdout=slave, stderr=slave,
-                               stdin=subprocess.DEVNULL, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "luigi_kubeface.cli"] + argv,
+        stdout=slave,
+        stderr=slave,
+        stdin=subprocess.DEVNULL,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO),
+    )
     os.close(slave)
     received = b""
     while True:
@@ -127,9 +138,14 @@ def test_escape_sequences_from_the_bucket_never_reach_a_terminal(tmp_path):
     logs = in_a_terminal(["logs", "esc", "@0", "--storage-root", str(root)])
     assert "hello from 0" in logs
     assert "\x1b" not in status + logs and "\x07" not in status + logs
-    piped = subprocess.run([sys.executable, "-m", "luigi_kubeface.cli", "logs", "esc", "@0", "--storage-root",
-                            str(root)], capture_output=True, text=True, cwd=REPO,
-                           env=dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, TESTS])), timeout=60)
+    piped = subprocess.run(
+        [sys.executable, "-m", "luigi_kubeface.cli", "logs", "esc", "@0", "--storage-root", str(root)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, TESTS])),
+        timeout=60,
+    )
     assert "\x1b]52;c;ZXZpbA==\x07 hello from 0" in piped.stdout  # a pipe or file gets the log as it is
 
 
@@ -150,7 +166,7 @@ def test_results_as_csv_never_hold_a_formula_a_spreadsheet_would_run(tmp_path):
     cells = [cell for row in csv.reader(io.StringIO(out)) for cell in row]
     formulas = [c for c in cells if c[:1] in ("=", "+", "@", "\t", "\r") or c[:1] == "-" and not c[1:].isdigit()]
     assert not formulas, formulas
-    assert "'=HYPERLINK(\"http://evil.example\",\"x\")" in cells and "plain" in cells
+    assert '\'=HYPERLINK("http://evil.example","x")' in cells and "plain" in cells
     assert str(-len(items[0])) in cells  # numbers stay numbers, negative ones too
 
 
@@ -168,8 +184,11 @@ def test_a_forged_released_lease_or_old_activity_does_not_let_cleanup_touch_a_ru
     try:
         holder = read_lease(store.storage)[0]
         store.storage.write(naming.LEASE, json.dumps(dict(holder, released=1.0)).encode())  # forged: "released"
-        for path in [root / "live" / "job.json", root / "live" / "progress.json",
-                     *(root / "live" / "dispatches").iterdir()]:  # forged activity: long ago
+        for path in [
+            root / "live" / "job.json",
+            root / "live" / "progress.json",
+            *(root / "live" / "dispatches").iterdir(),
+        ]:  # forged activity: long ago
             if path.exists():
                 path.write_text(json.dumps(dict(json.loads(path.read_text()), updated=1.0, finished=1.0)))
         code, _ = kubeface("cleanup", "live", "--blobs", "--yes", "--storage-root", str(root))
@@ -192,14 +211,17 @@ def test_cleanup_removes_no_directory_through_a_link_swapped_in_while_it_prunes(
     names = ["e%03d" % i for i in range(200)]
     for name in names:
         (outside / name).mkdir(parents=True)
-    code = ("import os, sys\nlogs, real, outside = sys.argv[1:]\nwhile True:\n"
-            "    try:\n        os.rename(logs, real); os.symlink(outside, logs); os.unlink(logs); os.rename(real, logs)\n"
-            "    except OSError:\n        pass\n")
+    code = (
+        "import os, sys\nlogs, real, outside = sys.argv[1:]\nwhile True:\n"
+        "    try:\n        os.rename(logs, real); os.symlink(outside, logs); os.unlink(logs); os.rename(real, logs)\n"
+        "    except OSError:\n        pass\n"
+    )
     for _ in range(15):
         for name in names:
             (job / "logs" / name).mkdir(parents=True, exist_ok=True)
-        swapper = subprocess.Popen([sys.executable, "-c", code, str(job / "logs"), str(job / "logs-real"),
-                                    str(outside)])
+        swapper = subprocess.Popen(
+            [sys.executable, "-c", code, str(job / "logs"), str(job / "logs-real"), str(outside)]
+        )
         try:
             _prune_empty_directories(str(job))
         finally:

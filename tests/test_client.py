@@ -53,6 +53,7 @@ def _temporary_files_open():
 def test_a_map_with_shared_inputs_closes_their_temporary_files(client):
     """Each shared input is pickled to a temporary file for its upload: closed once uploaded, not left
     to the garbage collector (a ResourceWarning, and a descriptor held as long as the job object lives)."""
+
     def plus_length(x, values):
         return x + len(values)
 
@@ -110,7 +111,10 @@ def test_element_error_carries_remote_traceback_and_summary(tmp_path, make_clien
     assert re.search(r"3 x KeyError: 'no such thing: \d'", text)  # one line for the 3 alike errors
     assert "Remote traceback" in text and "in boom" in text
     assert "Finished results are kept" in text
-    assert "`kubeface status %s`, or the status page file://%s" % (tmp_path / "boom", tmp_path / "boom" / "status.html") in text
+    assert (
+        "`kubeface status %s`, or the status page file://%s" % (tmp_path / "boom", tmp_path / "boom" / "status.html")
+        in text
+    )
 
 
 def half_fail(x):
@@ -159,11 +163,14 @@ def unpicklable_result(x):
     return (i for i in range(x))
 
 
-@pytest.mark.parametrize("function,expected", [
-    (exits, "SystemExit: the element called sys.exit(3)"),
-    (killed, "AttemptLost: the process was killed by SIGKILL"),
-    (unpicklable_result, "UnpicklableResult: the element returned a generator that cannot be pickled"),
-])
+@pytest.mark.parametrize(
+    "function,expected",
+    [
+        (exits, "SystemExit: the element called sys.exit(3)"),
+        (killed, "AttemptLost: the process was killed by SIGKILL"),
+        (unpicklable_result, "UnpicklableResult: the element returned a generator that cannot be pickled"),
+    ],
+)
 def test_misbehaving_elements_are_explained(make_client, function, expected):
     client = make_client(retries=0)
     with pytest.raises(JobFailedError) as caught:
@@ -257,10 +264,10 @@ def talks_then_sleeps(x):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("function,settings,expected", [
-    (last_words_then_exit, {}, "MissingResult"),
-    (talks_then_sleeps, {"element_timeout": 10}, "Timeout"),
-])
+@pytest.mark.parametrize(
+    "function,settings,expected",
+    [(last_words_then_exit, {}, "MissingResult"), (talks_then_sleeps, {"element_timeout": 10}, "Timeout")],
+)
 def test_output_is_kept_whatever_ends_the_attempt(tmp_path, function, settings, expected, make_client):
     client = make_client(retries=0, **settings)
     with pytest.raises(JobFailedError, match=expected):

@@ -16,7 +16,7 @@ from luigi_kubeface.job.code import discover as code_discover, version as code_v
 from support import REPO, run_luigi
 from test_code_shipping import make_project
 
-HELP = '''
+HELP = """
 def twice(x):
     return 2 * x
 
@@ -27,9 +27,9 @@ def third(x):
 
 def unused(x):
     return x
-'''
+"""
 
-MAIN = '''
+MAIN = """
 import proj_help
 from proj_help import twice
 
@@ -57,7 +57,7 @@ class Task:
 
     def run(self):
         return unrelated()
-'''
+"""
 
 
 def version(folder, monkeypatch, main=MAIN, helper=HELP):
@@ -113,8 +113,9 @@ def test_an_edit_the_function_reaches_changes_the_version(what, tmp_path, monkey
     assert version(str(tmp_path), monkeypatch, main, helper) != before
 
 
-@pytest.mark.parametrize("dynamic", ["getattr(self, 'step')()", "globals()['LIMIT']", "eval('1')",
-                                     "vars(proj_help)['third'](x)"])
+@pytest.mark.parametrize(
+    "dynamic", ["getattr(self, 'step')()", "globals()['LIMIT']", "eval('1')", "vars(proj_help)['third'](x)"]
+)
 def test_when_the_analysis_cannot_be_sure_the_whole_module_counts(dynamic, tmp_path, monkeypatch):
     main = MAIN.replace("+ WEIGHTS[0]", "+ WEIGHTS[0] + 0 * %s" % dynamic)
     before = version(str(tmp_path), monkeypatch, main)
@@ -128,7 +129,7 @@ def test_a_star_import_counts_the_whole_module(tmp_path, monkeypatch):
     assert version(str(tmp_path), monkeypatch, main.replace("OTHER = 7", "OTHER = 8")) != before
 
 
-PIPELINE = '''
+PIPELINE = """
 import luigi
 from luigi_kubeface import KubefaceMapTask
 import scoring
@@ -168,7 +169,7 @@ class Report(luigi.Task):
         train, other = self.input()
         with self.output().open("w") as f:
             f.write(report_format.line(list(train.load()) + list(other.load())))
-'''
+"""
 PROJECT = {
     "reach_pipeline.py": PIPELINE,
     "scoring.py": "from constants import BONUS\n\n\ndef bonus(i):\n    return BONUS\n",
@@ -186,15 +187,26 @@ def report(folder, storage, edit=None):
         assert edit[1] in text
         make_project(folder, {edit[0]: text.replace(edit[1], edit[2])})
         shutil.rmtree(os.path.join(folder, "__pycache__"), ignore_errors=True)
-    flags = ["--local-scheduler", "--workers", "1", "--kubeface-storage-root", storage,
-             "--kubeface-key-dir", os.path.join(folder, "keys"), "--kubeface-poll-interval", "0.05"]
+    flags = [
+        "--local-scheduler",
+        "--workers",
+        "1",
+        "--kubeface-storage-root",
+        storage,
+        "--kubeface-key-dir",
+        os.path.join(folder, "keys"),
+        "--kubeface-poll-interval",
+        "0.05",
+    ]
     done = run_luigi(["--module", "reach_pipeline", "Report"] + flags, cwd=folder, env={"PYTHONPATH": folder})
     assert done.returncode == 0, done.stderr[-3000:]
     with open(os.path.join(folder, "report.txt")) as f:
         text = f.read()
     os.unlink(os.path.join(folder, "report.txt"))
-    return text, {task: len(glob.glob(os.path.join(storage, "*" + task + "_*", "attempts", "*", "*.json")))
-                  for task in ("Train", "Other")}
+    return text, {
+        task: len(glob.glob(os.path.join(storage, "*" + task + "_*", "attempts", "*", "*.json")))
+        for task in ("Train", "Other")
+    }
 
 
 @pytest.mark.slow
@@ -204,17 +216,27 @@ def test_through_luigi_only_edits_run_element_reaches_recompute(tmp_path):
     assert report(folder, storage) == ("100 110 120 1 2", {"Train": 3, "Other": 2})
     # A module only the downstream task's run() imports, and that run() itself: nothing recomputes.
     assert report(folder, storage, ("report_format.py", "round(v, 4)", "round(v, 3)")) == (
-        "100 110 120 1 2", {"Train": 3, "Other": 2})
+        "100 110 120 1 2",
+        {"Train": 3, "Other": 2},
+    )
     assert report(folder, storage, ("reach_pipeline.py", "list(other.load())", "list(other.load())[::-1]")) == (
-        "100 110 120 2 1", {"Train": 3, "Other": 2})
+        "100 110 120 2 1",
+        {"Train": 3, "Other": 2},
+    )
     # Another map task's run_element: that task only.
     assert report(folder, storage, ("reach_pipeline.py", "return j + 1", "return j + 5")) == (
-        "100 110 120 6 5", {"Train": 3, "Other": 4})
+        "100 110 120 6 5",
+        {"Train": 3, "Other": 4},
+    )
     # What Train.run_element reaches: a constant it uses, a helper's constant two imports away.
     assert report(folder, storage, ("reach_pipeline.py", "SCALE = 10", "SCALE = 20")) == (
-        "100 120 140 6 5", {"Train": 6, "Other": 4})
+        "100 120 140 6 5",
+        {"Train": 6, "Other": 4},
+    )
     assert report(folder, storage, ("constants.py", "BONUS = 100", "BONUS = 7")) == (
-        "7 27 47 6 5", {"Train": 9, "Other": 4})
+        "7 27 47 6 5",
+        {"Train": 9, "Other": 4},
+    )
 
 
 MAIN_COMMIT = "8190ff3"  # main before the code version followed what run_element reaches
@@ -246,8 +268,9 @@ def test_client_map_finds_the_job_main_named_by_its_code(tmp_path):
     make_project(folder, {"mapped.py": "def f(x):\n    return x * 3\n"})
     args = [sys.executable, "-c", MAP, storage, str(tmp_path / "keys")]
     for path, attempts in ((os.pathsep.join([folder, str(release)]), 2), (folder, 2)):
-        done = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=folder,
-                              env=dict(os.environ, PYTHONPATH=path))
+        done = subprocess.run(
+            args, capture_output=True, text=True, timeout=300, cwd=folder, env=dict(os.environ, PYTHONPATH=path)
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         assert done.stdout.split("\n")[:2] == ["[3, 6]", str(attempts)]
 
@@ -258,19 +281,39 @@ def test_results_main_computed_count_for_the_same_code(tmp_path):
     release = main_release(tmp_path)
     folder, storage = str(tmp_path / "project"), str(tmp_path / "storage")
     make_project(folder, PROJECT)
-    flags = ["--local-scheduler", "--workers", "1", "--kubeface-storage-root", storage,
-             "--kubeface-key-dir", os.path.join(folder, "keys"), "--kubeface-poll-interval", "0.05"]
-    by_main = run_luigi(["--module", "reach_pipeline", "Report"] + flags, cwd=folder,
-                        env={"PYTHONPATH": os.pathsep.join([folder, str(release)])})
+    flags = [
+        "--local-scheduler",
+        "--workers",
+        "1",
+        "--kubeface-storage-root",
+        storage,
+        "--kubeface-key-dir",
+        os.path.join(folder, "keys"),
+        "--kubeface-poll-interval",
+        "0.05",
+    ]
+    by_main = run_luigi(
+        ["--module", "reach_pipeline", "Report"] + flags,
+        cwd=folder,
+        env={"PYTHONPATH": os.pathsep.join([folder, str(release)])},
+    )
     assert by_main.returncode == 0, by_main.stderr[-3000:]
     os.unlink(os.path.join(folder, "report.txt"))
     assert report(folder, storage) == ("100 110 120 1 2", {"Train": 3, "Other": 2})  # this release: all reused
-    status = subprocess.run([sys.executable, "-m", "luigi_kubeface.cli", "status",
-                             glob.glob(os.path.join(storage, "Train*"))[0]], capture_output=True, text=True, timeout=120)
+    status = subprocess.run(
+        [sys.executable, "-m", "luigi_kubeface.cli", "status", glob.glob(os.path.join(storage, "Train*"))[0]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "(current) 3" in status.stdout, status.stdout
     # The first edit after the upgrade: what Train.run_element reaches recomputes Train; Other's results of
     # main's version counted only while every shipped source was main's (README: Changing your code).
     assert report(folder, storage, ("constants.py", "BONUS = 100", "BONUS = 1")) == (
-        "1 11 21 1 2", {"Train": 6, "Other": 4})
+        "1 11 21 1 2",
+        {"Train": 6, "Other": 4},
+    )
     assert report(folder, storage, ("constants.py", "BONUS = 1", "BONUS = 2")) == (
-        "2 12 22 1 2", {"Train": 9, "Other": 4})
+        "2 12 22 1 2",
+        {"Train": 9, "Other": 4},
+    )

@@ -20,7 +20,7 @@ from luigi_kubeface.errors import ConfigurationError, EnvironmentMismatchError, 
 from support import FAST, run_luigi, read_json, read_text
 
 
-PIPELINE = '''
+PIPELINE = """
 import luigi
 from luigi_kubeface import KubefaceMapTask
 from grid_helpers.scoring import score
@@ -53,7 +53,7 @@ class Total(luigi.Task):
     def run(self):
         with self.output().open("w") as f:
             f.write(str(sum(self.input().load())))
-'''
+"""
 
 
 def write_pipeline(folder, offset):
@@ -70,10 +70,20 @@ def write_pipeline(folder, offset):
 
 
 def luigi_in(folder, storage, *args):
-    flags = ["--local-scheduler", "--workers", "2", "--kubeface-storage-root", storage,
-             "--kubeface-key-dir", os.path.join(folder, "keys"), "--kubeface-poll-interval", "0.05"]
-    return run_luigi(["--module", "grid_pipeline", "Total"] + flags + list(args), cwd=folder,
-                     env={"PYTHONPATH": folder})  # the tests' folders are not on this path
+    flags = [
+        "--local-scheduler",
+        "--workers",
+        "2",
+        "--kubeface-storage-root",
+        storage,
+        "--kubeface-key-dir",
+        os.path.join(folder, "keys"),
+        "--kubeface-poll-interval",
+        "0.05",
+    ]
+    return run_luigi(
+        ["--module", "grid_pipeline", "Total"] + flags + list(args), cwd=folder, env={"PYTHONPATH": folder}
+    )  # the tests' folders are not on this path
 
 
 def runs(storage):
@@ -95,9 +105,11 @@ def test_a_pipeline_of_its_own_folder_ships_and_an_edit_recomputes(tmp_path):
     (job_dir,) = glob.glob(os.path.join(storage, "*Grid*"))
     meta = read_json(os.path.join(job_dir, "job.json"))
     assert {"grid_pipeline", "grid_helpers", "grid_helpers.scoring", "grid_helpers.constants"} <= set(
-        meta["code"]["modules"])
-    assert "luigi" in meta["code"]["requirements"] and not any(m.startswith("luigi_kubeface")
-                                                                 for m in meta["code"]["modules"])
+        meta["code"]["modules"]
+    )
+    assert "luigi" in meta["code"]["requirements"] and not any(
+        m.startswith("luigi_kubeface") for m in meta["code"]["modules"]
+    )
 
     # An edit of a helper two imports away: every element runs again, with the new code.
     write_pipeline(folder, offset=1000)
@@ -123,8 +135,9 @@ def test_a_pipeline_of_its_own_folder_ships_and_an_edit_recomputes(tmp_path):
     assert kept.returncode == 0, kept.stderr[-3000:]
     assert runs(storage) == 18 and total(folder) == sum(i * 10 + 1000 for i in range(6))
 
-    status = subprocess.run([sys.executable, "-m", "luigi_kubeface.cli", "status", job_dir],
-                            capture_output=True, text=True, timeout=120)
+    status = subprocess.run(
+        [sys.executable, "-m", "luigi_kubeface.cli", "status", job_dir], capture_output=True, text=True, timeout=120
+    )
     assert "results by code version" in status.stdout, status.stdout
 
 
@@ -146,20 +159,30 @@ def test_client_map_identity_covers_the_function_code_and_shared_inputs(tmp_path
 
 def test_code_versions_are_the_same_in_every_process():
     """A digest of the bytecode, never of a pickle: sets in globals must not change it."""
-    script = textwrap.dedent('''
+    script = textwrap.dedent("""
         from luigi_kubeface.job.code import discover as code_discover, version as code_versions
         WORDS = {"alpha", "beta", "gamma", "delta"}
         def helper(x):
             return x in WORDS
         f = lambda x: helper(x) or len(WORDS)
         print(code_versions.code_version(f, code_discover.build([])))
-    ''')
-    versions = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                               env=dict(os.environ, PYTHONHASHSEED=str(seed))).stdout for seed in (1, 2, 3)}
+    """)
+    versions = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=dict(os.environ, PYTHONHASHSEED=str(seed)),
+        ).stdout
+        for seed in (1, 2, 3)
+    }
     assert len(versions) == 1
     changed = script.replace("len(WORDS)", "len(WORDS) + 1")
-    assert subprocess.run([sys.executable, "-c", changed], capture_output=True, text=True,
-                          check=True).stdout not in versions
+    assert (
+        subprocess.run([sys.executable, "-c", changed], capture_output=True, text=True, check=True).stdout
+        not in versions
+    )
 
 
 def make_project(folder, files):
@@ -180,15 +203,18 @@ def fresh_import(folder, name, monkeypatch):
 
 def test_what_ships_and_what_the_image_must_have(tmp_path, monkeypatch):
     folder = str(tmp_path / "proj")
-    make_project(folder, {
-        "shipme/__init__.py": "",
-        "shipme/main.py": "import json\nimport luigi\nfrom . import sub\n\ndef f():\n    from shipme.lazy import g\n"
-                          "    return g()\n",
-        "shipme/sub.py": "X = 1\n",
-        "shipme/lazy.py": "def g():\n    return 2\n",
-        "shipme/data.csv": "a,b\n",
-        ".git/config": "[core]\n",
-    })
+    make_project(
+        folder,
+        {
+            "shipme/__init__.py": "",
+            "shipme/main.py": "import json\nimport luigi\nfrom . import sub\n\ndef f():\n    from shipme.lazy import g\n"
+            "    return g()\n",
+            "shipme/sub.py": "X = 1\n",
+            "shipme/lazy.py": "def g():\n    return 2\n",
+            "shipme/data.csv": "a,b\n",
+            ".git/config": "[core]\n",
+        },
+    )
     fresh_import(folder, "shipme.main", monkeypatch)
     package = code_discover.build(["shipme.main"])
     assert sorted(package.files) == ["shipme/__init__.py", "shipme/lazy.py", "shipme/main.py", "shipme/sub.py"]
@@ -198,17 +224,21 @@ def test_what_ships_and_what_the_image_must_have(tmp_path, monkeypatch):
     assert "shipme/data.csv" in with_data.files and not any(".git" in p for p in with_data.files)
     assert with_data.digest != package.digest
     assert code_discover.build(["shipme.main"], exclude=["shipme.lazy"]).files.keys() == package.files.keys() - {
-        "shipme/lazy.py"}
+        "shipme/lazy.py"
+    }
 
 
 def test_bad_code_is_refused_before_launch_with_the_fix(tmp_path, monkeypatch, make_client):
     folder = str(tmp_path / "proj")
-    make_project(folder, {
-        "bulky.py": "BLOB = %r\n\ndef f(x):\n    return x\n" % ("x" * 200_000),
-        "withext.py": "def f(x):\n    import myfastlib\n    return myfastlib.go(x)\n",
-        # A compiled extension of the user's own (its content does not matter: it is never loaded).
-        "myfastlib.cpython-%d%d-x86_64-linux-gnu.so" % sys.version_info[:2]: b"\x7fELF not really",
-    })
+    make_project(
+        folder,
+        {
+            "bulky.py": "BLOB = %r\n\ndef f(x):\n    return x\n" % ("x" * 200_000),
+            "withext.py": "def f(x):\n    import myfastlib\n    return myfastlib.go(x)\n",
+            # A compiled extension of the user's own (its content does not matter: it is never loaded).
+            "myfastlib.cpython-%d%d-x86_64-linux-gnu.so" % sys.version_info[:2]: b"\x7fELF not really",
+        },
+    )
     bulky = fresh_import(folder, "bulky", monkeypatch)
     client = make_client("s", key_dir=str(tmp_path / "keys"), code_max_bytes=100_000)
     with pytest.raises(ConfigurationError, match=r"code to ship is 0.2 MB, over \[kubeface\] code_max_bytes.*bulky.py"):
@@ -229,10 +259,13 @@ def test_bad_code_is_refused_before_launch_with_the_fix(tmp_path, monkeypatch, m
 
 def test_a_module_the_analysis_cannot_see_fails_with_how_to_add_it(tmp_path, monkeypatch):
     folder = str(tmp_path / "proj")
-    make_project(folder, {
-        "dynamic.py": "import importlib\n\ndef f(x):\n    return importlib.import_module('hidden_' + 'plugin').VALUE + x\n",
-        "hidden_plugin.py": "VALUE = 40\n",
-    })
+    make_project(
+        folder,
+        {
+            "dynamic.py": "import importlib\n\ndef f(x):\n    return importlib.import_module('hidden_' + 'plugin').VALUE + x\n",
+            "hidden_plugin.py": "VALUE = 40\n",
+        },
+    )
     dynamic = fresh_import(folder, "dynamic", monkeypatch)
     settings = dict(storage_root=str(tmp_path / "s"), key_dir=str(tmp_path / "keys"), retries=0, **FAST)
     with pytest.raises(JobFailedError) as caught:
@@ -242,14 +275,19 @@ def test_a_module_the_analysis_cannot_see_fails_with_how_to_add_it(tmp_path, mon
     assert list(Client(code_include="hidden_plugin", **settings).map(dynamic.f, [1, 2], job_id="dyn")) == [41, 42]
 
 
-def test_a_function_that_cannot_load_stops_the_job_at_its_first_attempt_with_its_record_and_log(tmp_path,
-                                                                                                monkeypatch):
+def test_a_function_that_cannot_load_stops_the_job_at_its_first_attempt_with_its_record_and_log(tmp_path, monkeypatch):
     folder = str(tmp_path / "proj")
     make_project(folder, {"notshipped.py": "def f(x):\n    return x\n"})
     module = fresh_import(folder, "notshipped", monkeypatch)
     storage = str(tmp_path / "s")
-    client = Client(storage_root=storage, key_dir=str(tmp_path / "keys"), code_exclude="notshipped", retries=2,
-                    max_in_flight=1, **FAST)
+    client = Client(
+        storage_root=storage,
+        key_dir=str(tmp_path / "keys"),
+        code_exclude="notshipped",
+        retries=2,
+        max_in_flight=1,
+        **FAST,
+    )
     with pytest.raises(JobFailedError) as caught:
         client.map(module.f, list(range(20)), job_id="broken")
     text = str(caught.value)
@@ -260,8 +298,12 @@ def test_a_function_that_cannot_load_stops_the_job_at_its_first_attempt_with_its
     assert "ModuleNotFoundError" in records[0]["traceback"]
     (log,) = glob.glob(os.path.join(storage, "broken", "logs", "*", "*.log"))
     assert "No module named 'notshipped'" in read_text(log)
-    status = subprocess.run([sys.executable, "-m", "luigi_kubeface.cli", "status", os.path.join(storage, "broken")],
-                            capture_output=True, text=True, timeout=120)
+    status = subprocess.run(
+        [sys.executable, "-m", "luigi_kubeface.cli", "status", os.path.join(storage, "broken")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "No module named 'notshipped'" in status.stdout and "before reporting an outcome" not in status.stdout
 
 
@@ -288,7 +330,9 @@ def test_the_environment_check_reads_each_distribution_once_per_process_and_stil
     code_install._installed_version.cache_clear()
     wanted = {"no-such-dist-kubeface": "1.2.3", "pytest": __import__("pytest").__version__}
     for _ in range(3):
-        with pytest.raises(EnvironmentMismatchError, match="no-such-dist-kubeface: the master has 1.2.3, the image has"):
+        with pytest.raises(
+            EnvironmentMismatchError, match="no-such-dist-kubeface: the master has 1.2.3, the image has"
+        ):
             code_install.check_environment(wanted)
     assert code_install.check_environment({"pytest": wanted["pytest"]}) == []
     assert sorted(reads) == ["no-such-dist-kubeface", "pytest"]
@@ -316,8 +360,15 @@ def _replay_setup(tmp_path, monkeypatch):
     old_function = (root / "replay" / naming.FUNCTION).read_bytes()
     (project / "replayed_scale.py").write_text("def scale(x):\n    return x * 100\n")
     importlib.reload(replayed_scale)
-    job = Job("replay", str(root), replayed_scale.scale, elements_from_items([1, 2], "x"), None,
-              keys=KeyRing(keys), settings=client.settings)
+    job = Job(
+        "replay",
+        str(root),
+        replayed_scale.scale,
+        elements_from_items([1, 2], "x"),
+        None,
+        keys=KeyRing(keys),
+        settings=client.settings,
+    )
     job.prepare()
     return job, old_code, old_function, KeyRing(keys).load(job.url)
 
@@ -360,7 +411,7 @@ def test_an_older_function_copied_back_is_refused_beside_the_new_input(tmp_path,
     assert "was written for code version" in record["message"]
 
 
-VENV_PIPELINE = '''
+VENV_PIPELINE = """
 import luigi
 import labunits
 from luigi_kubeface import KubefaceMapTask
@@ -388,7 +439,7 @@ class Report(luigi.Task):
     def run(self):
         with self.output().open("w") as f:
             f.write(" ".join(map(str, self.input().load())))
-'''
+"""
 
 
 def make_venv(where):
@@ -396,24 +447,41 @@ def make_venv(where):
     .pth file in its own site-packages, where a genuinely installed distribution lives too."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", where], check=True, timeout=300)
     python = os.path.join(where, "bin", "python")
-    site_packages = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                   capture_output=True, text=True, check=True).stdout.strip()
+    site_packages = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     ours = [p for p in sys.path if p.endswith("site-packages") and os.path.isdir(os.path.join(p, "luigi"))][0]
-    make_project(site_packages, {
-        "kubeface_tests.pth": "import site; site.addsitedir(%r)\n" % ours,
-        "labunits/__init__.py": "UNIT = 1000\n",
-        "labunits-2.3.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: labunits\nVersion: 2.3.0\n",
-        "labunits-2.3.0.dist-info/top_level.txt": "labunits\n",
-        "labunits-2.3.0.dist-info/RECORD": "labunits/__init__.py,,\n",
-    })
+    make_project(
+        site_packages,
+        {
+            "kubeface_tests.pth": "import site; site.addsitedir(%r)\n" % ours,
+            "labunits/__init__.py": "UNIT = 1000\n",
+            "labunits-2.3.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: labunits\nVersion: 2.3.0\n",
+            "labunits-2.3.0.dist-info/top_level.txt": "labunits\n",
+            "labunits-2.3.0.dist-info/RECORD": "labunits/__init__.py,,\n",
+        },
+    )
     return python
 
 
 def report_in(folder, storage, python):
-    flags = ["--local-scheduler", "--workers", "1", "--kubeface-storage-root", storage,
-             "--kubeface-key-dir", os.path.join(folder, "keys"), "--kubeface-poll-interval", "0.05"]
-    done = run_luigi(["--module", "venv_pipeline", "Report"] + flags, cwd=folder, env={"PYTHONPATH": folder},
-                     python=python)
+    flags = [
+        "--local-scheduler",
+        "--workers",
+        "1",
+        "--kubeface-storage-root",
+        storage,
+        "--kubeface-key-dir",
+        os.path.join(folder, "keys"),
+        "--kubeface-poll-interval",
+        "0.05",
+    ]
+    done = run_luigi(
+        ["--module", "venv_pipeline", "Report"] + flags, cwd=folder, env={"PYTHONPATH": folder}, python=python
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     with open(os.path.join(folder, "report.txt")) as f:
         values = [int(v) for v in f.read().split()]
@@ -427,8 +495,7 @@ def test_a_project_inside_its_virtualenv_folder_ships_and_its_edits_recompute(tm
     venv = str(tmp_path / "x")
     python = make_venv(venv)
     folder, storage = os.path.join(venv, "analysis"), str(tmp_path / "storage")
-    make_project(folder, {"venv_pipeline.py": VENV_PIPELINE,
-                          "lab_helpers.py": "def score(i):\n    return i * 10\n"})
+    make_project(folder, {"venv_pipeline.py": VENV_PIPELINE, "lab_helpers.py": "def score(i):\n    return i * 10\n"})
     assert report_in(folder, storage, python) == [1000, 1010, 1020, 1030]
     (job_dir,) = glob.glob(os.path.join(storage, "*Scores*"))
     code = read_json(os.path.join(job_dir, "job.json"))["code"]
@@ -456,16 +523,18 @@ def test_only_the_interpreters_own_paths_are_installed(tmp_path):
 
 def test_the_runners_install_imports_neither_discovery_nor_the_code_version_and_nothing_is_read_at_import():
     """The runner imports job/code/install.py alone; the installed roots are read when first used, not at import."""
-    script = ("import sys, luigi_kubeface.job.code.install\n"
-              "print(sorted(m for m in sys.modules if m.startswith('luigi_kubeface.job.code.')))\n"
-              "from luigi_kubeface.job.code import discover\n"
-              "print(discover.this_environment.cache_info().currsize)\n")
+    script = (
+        "import sys, luigi_kubeface.job.code.install\n"
+        "print(sorted(m for m in sys.modules if m.startswith('luigi_kubeface.job.code.')))\n"
+        "from luigi_kubeface.job.code import discover\n"
+        "print(discover.this_environment.cache_info().currsize)\n"
+    )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "['luigi_kubeface.job.code.install']"
     assert out[1] == "0"
 
 
-DATA_PIPELINE = '''
+DATA_PIPELINE = """
 import luigi
 from luigi_kubeface import KubefaceMapTask
 
@@ -489,14 +558,26 @@ class LengthReport(luigi.Task):
     def run(self):
         with self.output().open("w") as f:
             f.write(" ".join(map(str, self.input().load())))
-'''
+"""
 
 
 def lengths_in(folder, storage, *args):
-    flags = ["--local-scheduler", "--workers", "1", "--kubeface-storage-root", storage, "--kubeface-retries", "0",
-             "--kubeface-key-dir", os.path.join(folder, "keys"), "--kubeface-poll-interval", "0.05"]
-    return run_luigi(["--module", "data_pipeline", "LengthReport"] + flags + list(args), cwd=folder,
-                     env={"PYTHONPATH": folder})
+    flags = [
+        "--local-scheduler",
+        "--workers",
+        "1",
+        "--kubeface-storage-root",
+        storage,
+        "--kubeface-retries",
+        "0",
+        "--kubeface-key-dir",
+        os.path.join(folder, "keys"),
+        "--kubeface-poll-interval",
+        "0.05",
+    ]
+    return run_luigi(
+        ["--module", "data_pipeline", "LengthReport"] + flags + list(args), cwd=folder, env={"PYTHONPATH": folder}
+    )
 
 
 @pytest.mark.slow
@@ -526,8 +607,14 @@ def test_a_data_file_not_shipped_fails_with_a_hint_naming_code_include(tmp_path)
     with open(config, "w") as f:
         f.write("[kubeface]\nkey_dir = %s\nstorage_root = %s\n" % (os.path.join(folder, "keys"), storage))
     (job_dir,) = glob.glob(os.path.join(storage, "*Lengths*"))
-    again = subprocess.run([sys.executable, "-m", "luigi_kubeface.cli", "reproduce", job_dir, "@1"], cwd=folder,
-                           env=dict(os.environ, LUIGI_CONFIG_PATH=config), capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [sys.executable, "-m", "luigi_kubeface.cli", "reproduce", job_dir, "@1"],
+        cwd=folder,
+        env=dict(os.environ, LUIGI_CONFIG_PATH=config),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 1 and "FileNotFoundError" in again.stderr + again.stdout, again.stderr[-3000:]
 
 
@@ -535,21 +622,33 @@ def test_code_include_never_ships_keys_dotfiles_or_links_out_of_the_project(tmp_
     """Hardening of issue 25: `.env`, `.aws/credentials`, a link to a file outside the project and the team key
     inside an included folder were all shipped in the bucket's code archive."""
     project, outside = tmp_path / "project", tmp_path / "outside"
-    make_project(str(project), {"app.py": "def f(x):\n    return x\n", "conf/settings.txt": "a=1\n",
-                                "conf/team.key": "SECRET-KEY\n", "conf/.env": "TOKEN=1\n",
-                                "conf/.aws/credentials": "[default]\nkey=2\n", ".extra": "named one by one\n"})
+    make_project(
+        str(project),
+        {
+            "app.py": "def f(x):\n    return x\n",
+            "conf/settings.txt": "a=1\n",
+            "conf/team.key": "SECRET-KEY\n",
+            "conf/.env": "TOKEN=1\n",
+            "conf/.aws/credentials": "[default]\nkey=2\n",
+            ".extra": "named one by one\n",
+        },
+    )
     make_project(str(outside), {"private.txt": "not the project's\n"})
     os.symlink(outside / "private.txt", project / "conf" / "linked.txt")
     os.symlink(outside, project / "conf" / "linked-folder")
     monkeypatch.syspath_prepend(str(project))
     caplog.set_level("INFO")
-    package = code_discover.build(["app"], include=[str(project / "conf"), str(project / ".extra")],
-                                 secrets=[str(project / "conf" / "team.key"), str(tmp_path / "keys")])
+    package = code_discover.build(
+        ["app"],
+        include=[str(project / "conf"), str(project / ".extra")],
+        secrets=[str(project / "conf" / "team.key"), str(tmp_path / "keys")],
+    )
     shipped = set(package.files)
     assert {"app.py", "conf/settings.txt", ".extra"} <= shipped, shipped
     assert not shipped & {"conf/team.key", "conf/.env", "conf/.aws/credentials", "conf/linked.txt"}, shipped
     assert not [p for p in shipped if p.startswith("conf/linked-folder")], shipped
     assert "conf ships 1 file(s): conf/settings.txt" in caplog.text
     with pytest.raises(ConfigurationError, match="signing key"):
-        code_discover.build(["app"], include=[str(project / "conf" / "team.key")],
-                           secrets=[str(project / "conf" / "team.key")])
+        code_discover.build(
+            ["app"], include=[str(project / "conf" / "team.key")], secrets=[str(project / "conf" / "team.key")]
+        )

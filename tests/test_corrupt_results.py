@@ -23,7 +23,7 @@ def truncate(blob, marker):
 
 def alter(blob, marker):
     """Swap the payload for one that would create marker when unpickled, digest and size made to match."""
-    header, _ = blob[len(serialization.MAGIC):].split(b"\n", 1)
+    header, _ = blob[len(serialization.MAGIC) :].split(b"\n", 1)
     payload = pickle.dumps(Bomb(marker))
     header = dict(json.loads(header), size=len(payload), sha256=hashlib.sha256(payload).hexdigest())
     return serialization.MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
@@ -101,9 +101,20 @@ def test_engine_refuses_a_bad_result_when_the_attempt_ends_and_reruns_it(tmp_pat
 def test_toy_pipeline_recomputes_damaged_results(tmp_path):
     root = str(tmp_path / "storage")
     marker = str(tmp_path / "the-master-unpickled-it")
-    args = ["--module", "pipelines.toy", "SumSquares", "--n", "6", "--local-scheduler",
-            "--kubeface-storage-root", root, "--kubeface-key-dir", str(tmp_path / "keys"),
-            "--kubeface-poll-interval", "0.1"]
+    args = [
+        "--module",
+        "pipelines.toy",
+        "SumSquares",
+        "--n",
+        "6",
+        "--local-scheduler",
+        "--kubeface-storage-root",
+        root,
+        "--kubeface-key-dir",
+        str(tmp_path / "keys"),
+        "--kubeface-poll-interval",
+        "0.1",
+    ]
     first = run_luigi(args, cwd=tmp_path, timeout=180)
     assert first.returncode == 0, first.stderr[-3000:]
     (job,) = os.listdir(root)

@@ -11,7 +11,7 @@ from luigi_kubeface.settings import Settings
 
 
 def test_kubernetes_quantities_read_as_numbers():
-    assert cost.quantity("500m") == 0.5 and cost.quantity("2") == 2.0 and cost.quantity("1.5Gi") == 1.5 * 2 ** 30
+    assert cost.quantity("500m") == 0.5 and cost.quantity("2") == 2.0 and cost.quantity("1.5Gi") == 1.5 * 2**30
     assert cost.quantity("") is None and cost.quantity("lots") is None
 
 
@@ -58,10 +58,12 @@ def test_ledgers_of_runs_sum_to_the_jobs_and_a_run_before_costs_counts_nothing()
 
 
 def test_an_elements_cost_sums_its_attempt_records_that_tell_resources_and_duration():
-    records = [{"resources": cost.Request(2, 1, 0).to_record(), "duration": 1800},
-               {"resources": cost.LOCAL.to_record(), "duration": 3600},
-               {"duration": 100},  # written before costs were kept
-               {"resources": cost.LOCAL.to_record()}]  # its runner was killed before it told its duration
+    records = [
+        {"resources": cost.Request(2, 1, 0).to_record(), "duration": 1800},
+        {"resources": cost.LOCAL.to_record(), "duration": 3600},
+        {"duration": 100},  # written before costs were kept
+        {"resources": cost.LOCAL.to_record()},
+    ]  # its runner was killed before it told its duration
     usage = cost.element_usage(records)
     assert usage.attempts == 2 and usage.cpu_hours == pytest.approx(2) and usage.gb_hours == pytest.approx(0.5)
     assert cost.element_usage([{"duration": 5}]) is None

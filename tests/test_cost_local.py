@@ -32,8 +32,16 @@ def costly(tmp_path_factory):
     root = tmp_path_factory.mktemp("cost")
     markers = root / "markers"
     markers.mkdir()
-    client = Client(storage_root=str(root / "storage"), retries=1, max_in_flight=4, speculation=True,
-                    speculation_min_done=0.5, speculation_multiple=1.5, price_cpu_hour=36.0, **FAST)
+    client = Client(
+        storage_root=str(root / "storage"),
+        retries=1,
+        max_in_flight=4,
+        speculation=True,
+        speculation_min_done=0.5,
+        speculation_multiple=1.5,
+        price_cpu_hour=36.0,
+        **FAST,
+    )
     results = client.map(flaky_or_slow, range(4), job_id="costly", shared={"marker_dir": str(markers)})
     return root, results
 
@@ -76,5 +84,9 @@ def test_the_status_page_shows_the_totals_per_category(costly):
     page = render(JobState(results.job).refresh())
     table = page.split('<table id="cost">', 1)[1].split("</table>", 1)[0]
     assert [row.split("</td>", 1)[0] for row in table.split("<tr><td>")[1:]] == [
-        "succeeded", "retried", "speculated", "total"]
+        "succeeded",
+        "retried",
+        "speculated",
+        "total",
+    ]
     assert "<th>cost</th>" in table

@@ -65,8 +65,9 @@ def test_luigi_cfg_values_other_than_the_defaults_are_called_examples():
         if name not in DEFAULTS or _typed(name, text) == DEFAULTS[name]:
             continue
         line = lines.index("%s = %s" % (name, text))
-        assert re.match(r"# An example value: the default is %s\b" % settings_docs.shown(DEFAULTS[name]),
-                        lines[line - 1]), name
+        assert re.match(
+            r"# An example value: the default is %s\b" % settings_docs.shown(DEFAULTS[name]), lines[line - 1]
+        ), name
         assert "`%s = %s`" % (name, text) in readme and "`luigi.cfg` is an example" in readme, name
 
 

@@ -2,8 +2,16 @@
 
 import luigi_kubeface
 
-EXPORTED = ["Client", "ConfigurationError", "ElementFailedError", "JobFailedError", "KubefaceError",
-            "KubefaceMapTask", "Settings", "StorageError"]
+EXPORTED = [
+    "Client",
+    "ConfigurationError",
+    "ElementFailedError",
+    "JobFailedError",
+    "KubefaceError",
+    "KubefaceMapTask",
+    "Settings",
+    "StorageError",
+]
 
 
 def test_the_package_exports_exactly_these_names():

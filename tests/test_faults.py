@@ -28,8 +28,15 @@ def runner_processes(job_url):
 def test_storage_outage_mid_job_loses_nothing(own_gcs, tmp_path):
     root = "gs://outage/jobs"
     items = list(range(12))
-    client = Client(storage_root=root, key_dir=str(tmp_path / "keys"), max_in_flight=3, retries=2,
-                    poll_interval=0.1, retry_backoff=0.5, storage_retry_deadline=120)
+    client = Client(
+        storage_root=root,
+        key_dir=str(tmp_path / "keys"),
+        max_in_flight=3,
+        retries=2,
+        poll_interval=0.1,
+        retry_backoff=0.5,
+        storage_retry_deadline=120,
+    )
     outcome = {}
 
     def run():
@@ -65,7 +72,17 @@ def test_storage_outage_mid_job_loses_nothing(own_gcs, tmp_path):
     assert not storage.list(naming.QUARANTINE_PREFIX)  # and every one intact (loaded above, verified)
     assert not runner_processes(storage.url.rstrip("/"))
     attempts = storage.list(naming.ATTEMPTS_PREFIX)
-    print("\noutage: %d of %d results before the stop, %d at the restart; bucket down %.1fs; first new result "
-          "%.1fs and job end %.1fs after the restart; %d attempts for %d elements"
-          % (done_before, len(items), at_restart, restarted - stopped, (first_new or outcome["finished"]) - restarted,
-             outcome["finished"] - restarted, len(attempts), len(items)))
+    print(
+        "\noutage: %d of %d results before the stop, %d at the restart; bucket down %.1fs; first new result "
+        "%.1fs and job end %.1fs after the restart; %d attempts for %d elements"
+        % (
+            done_before,
+            len(items),
+            at_restart,
+            restarted - stopped,
+            (first_new or outcome["finished"]) - restarted,
+            outcome["finished"] - restarted,
+            len(attempts),
+            len(items),
+        )
+    )

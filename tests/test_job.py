@@ -14,17 +14,23 @@ def test_grid_elements_keep_order_and_stable_keys():
     assert [e.key for e in elements] == [e.key for e in elements_from_grid([dict(a=2), dict(a=1)])]
 
 
-@pytest.mark.parametrize("grid,message", [
-    ({"a": 1}, "grid\\(\\) returned a dict: it must return a list of dicts"),
-    ("abc", "returned a str"),
-    ([dict(a=1), 5], "grid element 1 is a int \\(5\\): every grid element must be a dict"),
-    ([{"not valid": 1}], "not valid argument names"),
-    ([dict(a=1), dict(a=2), dict(a=1)], "grid elements 0 and 2 are identical \\(a=1\\)"),
-    ([dict(a=threading.Lock())], "grid element 0 \\(a=<unlocked _thread.lock.*cannot be pickled"),
-    ([dict(self=1, a=2)], "grid element 0 has a key named 'self', .*rename that parameter"),
-    ([dict(a=1), dict(a=lambda x: x)], "grid element 1 \\(a=<function <lambda>.*\\): a value of type "
-     "builtins.function cannot be encoded into a stable element key: .*Define functions and classes at module level"),
-])
+@pytest.mark.parametrize(
+    "grid,message",
+    [
+        ({"a": 1}, "grid\\(\\) returned a dict: it must return a list of dicts"),
+        ("abc", "returned a str"),
+        ([dict(a=1), 5], "grid element 1 is a int \\(5\\): every grid element must be a dict"),
+        ([{"not valid": 1}], "not valid argument names"),
+        ([dict(a=1), dict(a=2), dict(a=1)], "grid elements 0 and 2 are identical \\(a=1\\)"),
+        ([dict(a=threading.Lock())], "grid element 0 \\(a=<unlocked _thread.lock.*cannot be pickled"),
+        ([dict(self=1, a=2)], "grid element 0 has a key named 'self', .*rename that parameter"),
+        (
+            [dict(a=1), dict(a=lambda x: x)],
+            "grid element 1 \\(a=<function <lambda>.*\\): a value of type "
+            "builtins.function cannot be encoded into a stable element key: .*Define functions and classes at module level",
+        ),
+    ],
+)
 def test_bad_grids_are_refused(grid, message):
     with pytest.raises(ConfigurationError, match=message):
         elements_from_grid(grid)

@@ -21,29 +21,91 @@ OLD_RUN = "20261201T000000Z-0badc0de"
 # in layout: job.json, elements.json, progress.json, the runner's records, and a Luigi run summary
 # into which the map task merged its elements_shown flag.
 MAIN_BUCKET = {
-    "job.json": {"python": "3.11", "cloudpickle": "3.1.3", "job": "old", "elements": 2, "function": "f",
-                 "code_version": VERSION, "code": {"digest": "e3b0", "modules": [], "bytes": 0, "requirements": {},
-                                                   "pinned": None},
-                 "reuse_results": "same_code", "result_metric": "", "result_direction": "maximize", "shared": {},
-                 "updated": 1795975387.6281695, "backend": "local"},
+    "job.json": {
+        "python": "3.11",
+        "cloudpickle": "3.1.3",
+        "job": "old",
+        "elements": 2,
+        "function": "f",
+        "code_version": VERSION,
+        "code": {"digest": "e3b0", "modules": [], "bytes": 0, "requirements": {}, "pinned": None},
+        "reuse_results": "same_code",
+        "result_metric": "",
+        "result_direction": "maximize",
+        "shared": {},
+        "updated": 1795975387.6281695,
+        "backend": "local",
+    },
     "elements.json": {"keys": [OK, BAD], "labels": ["1", "2"], "params": [{"x": 1}, {"x": 2}]},
-    "progress.json": {"updated": 1795975387.7580442, "final": True,
-                      "counts": {"total": 2, "reused": 0, "pending": 0, "running": 0, "starting": 0, "succeeded": 1,
-                                 "failed": 1, "retried": 0, "speculated": 0}, "running": {}},
+    "progress.json": {
+        "updated": 1795975387.7580442,
+        "final": True,
+        "counts": {
+            "total": 2,
+            "reused": 0,
+            "pending": 0,
+            "running": 0,
+            "starting": 0,
+            "succeeded": 1,
+            "failed": 1,
+            "retried": 0,
+            "speculated": 0,
+        },
+        "running": {},
+    },
     naming.attempt_record_key(OK, OK_ATTEMPT): {
-        "element": OK, "attempt": OK_ATTEMPT, "host": "vm", "node": "", "pid": 16342, "started": 1795975387.72,
-        "python": "3.11", "cloudpickle": "3.1.3", "code_version": VERSION, "outcome": "success", "result_bytes": 428,
-        "result_written": True, "result_type": "dict", "result_size": 1, "summary": {"score": 1.5},
-        "finished": 1795975387.73, "duration": 0.0137},
+        "element": OK,
+        "attempt": OK_ATTEMPT,
+        "host": "vm",
+        "node": "",
+        "pid": 16342,
+        "started": 1795975387.72,
+        "python": "3.11",
+        "cloudpickle": "3.1.3",
+        "code_version": VERSION,
+        "outcome": "success",
+        "result_bytes": 428,
+        "result_written": True,
+        "result_type": "dict",
+        "result_size": 1,
+        "summary": {"score": 1.5},
+        "finished": 1795975387.73,
+        "duration": 0.0137,
+    },
     naming.attempt_record_key(BAD, BAD_ATTEMPT): {
-        "element": BAD, "attempt": BAD_ATTEMPT, "host": "vm", "node": "", "pid": 16343, "started": 1795975387.72,
-        "python": "3.11", "cloudpickle": "3.1.3", "code_version": VERSION, "outcome": "error",
-        "error_type": "ValueError", "message": "two", "traceback": "Traceback ...\nValueError: two\n",
-        "finished": 1795975387.73, "duration": 0.0073},
-    naming.dispatch_key(OLD_RUN): {"run": OLD_RUN, "started": 1795975387.5, "finished": 1795975388.0, "stopped": "",
-                                   "errors": ["1 x ValueError: two"], "total": 2, "reused": 0, "pending": 0,
-                                   "running": 0, "starting": 0, "succeeded": 1, "failed": 1, "retried": 0,
-                                   "speculated": 0, "elements_shown": True},
+        "element": BAD,
+        "attempt": BAD_ATTEMPT,
+        "host": "vm",
+        "node": "",
+        "pid": 16343,
+        "started": 1795975387.72,
+        "python": "3.11",
+        "cloudpickle": "3.1.3",
+        "code_version": VERSION,
+        "outcome": "error",
+        "error_type": "ValueError",
+        "message": "two",
+        "traceback": "Traceback ...\nValueError: two\n",
+        "finished": 1795975387.73,
+        "duration": 0.0073,
+    },
+    naming.dispatch_key(OLD_RUN): {
+        "run": OLD_RUN,
+        "started": 1795975387.5,
+        "finished": 1795975388.0,
+        "stopped": "",
+        "errors": ["1 x ValueError: two"],
+        "total": 2,
+        "reused": 0,
+        "pending": 0,
+        "running": 0,
+        "starting": 0,
+        "succeeded": 1,
+        "failed": 1,
+        "retried": 0,
+        "speculated": 0,
+        "elements_shown": True,
+    },
 }
 
 
@@ -66,8 +128,11 @@ def test_a_bucket_laid_out_by_main_reads_through_the_store(main_bucket):
     assert store.finished() == {OK} and store.attempts(BAD) == [BAD_ATTEMPT]
     assert store.all_attempts() == {OK: [OK_ATTEMPT], BAD: [BAD_ATTEMPT]}
     record = store.attempt_record(BAD, BAD_ATTEMPT)
-    assert record.outcome is Outcome.ERROR and record.failed and record == MAIN_BUCKET[
-        naming.attempt_record_key(BAD, BAD_ATTEMPT)]
+    assert (
+        record.outcome is Outcome.ERROR
+        and record.failed
+        and record == MAIN_BUCKET[naming.attempt_record_key(BAD, BAD_ATTEMPT)]
+    )
     assert store.read_log(OK, OK_ATTEMPT) == b"written by main\n"
     assert store.meta()["backend"] == "local" and store.read_elements().params == [{"x": 1}, {"x": 2}]
     live = store.progress()
@@ -118,7 +183,10 @@ def test_the_last_run_is_the_one_that_started_last_even_within_one_second(tmp_pa
 def test_resolve_tells_urls_from_ids(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert resolve("gs://bucket/prefix/job", None) == ("gs://bucket/prefix", "job")
-    assert resolve("./job/", None) == (str(tmp_path), "job") and resolve("sub/job", None) == (str(tmp_path / "sub"), "job")
+    assert resolve("./job/", None) == (str(tmp_path), "job") and resolve("sub/job", None) == (
+        str(tmp_path / "sub"),
+        "job",
+    )
     assert resolve("job", "rel") == (str(tmp_path / "rel"), "job")
     asked = []
     assert resolve("job", lambda: asked.append(1) or "gs://b/p") == ("gs://b/p", "job") and asked == [1]

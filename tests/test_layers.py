@@ -11,10 +11,17 @@ from support import REPO
 
 def _lint_imports(cwd, pythonpath):
     """lint-imports on the package found first on pythonpath, with the repository's contract."""
-    command = [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; "
-               "sys.exit(lint_imports_command())", "--config", os.path.join(REPO, "pyproject.toml"), "--no-cache"]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, PYTHONPATH=pythonpath))
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())",
+        "--config",
+        os.path.join(REPO, "pyproject.toml"),
+        "--no-cache",
+    ]
+    return subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=pythonpath)
+    )
 
 
 def test_the_imports_keep_the_layer_contract():
@@ -25,8 +32,9 @@ def test_the_imports_keep_the_layer_contract():
 
 def test_an_import_against_the_layers_breaks_the_contract(tmp_path):
     """The contract has teeth: the bucket importing the master (as job_store once imported the lease) fails it."""
-    shutil.copytree(os.path.join(REPO, "luigi_kubeface"), tmp_path / "luigi_kubeface",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        os.path.join(REPO, "luigi_kubeface"), tmp_path / "luigi_kubeface", ignore=shutil.ignore_patterns("__pycache__")
+    )
     with open(tmp_path / "luigi_kubeface" / "bucket" / "layout.py", "a") as f:
         f.write("\nfrom ..master import lease  # noqa: E402,F401\n")
     done = _lint_imports(tmp_path, str(tmp_path))

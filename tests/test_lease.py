@@ -58,15 +58,44 @@ def test_the_heartbeat_keeps_the_lease(tmp_path):
 
 
 def _luigi(root, tmp_path, *flags):
-    env = dict(os.environ, LUIGI_CONFIG_PATH=os.path.join(REPO, "luigi.cfg"),
-               PYTHONPATH=os.pathsep.join([TESTS, REPO, os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        LUIGI_CONFIG_PATH=os.path.join(REPO, "luigi.cfg"),
+        PYTHONPATH=os.pathsep.join([TESTS, REPO, os.environ.get("PYTHONPATH", "")]),
+    )
     luigi = os.path.join(os.path.dirname(sys.executable), "luigi")
-    return subprocess.Popen([luigi, "--module", "pipelines.toy", "Squares", "--n", "8", "--mode", "sleep",
-                             "--bad", "[0,1,2,3,4,5,6,7]", "--seconds", "1", "--local-scheduler",
-                             "--kubeface-storage-root", root, "--kubeface-max-in-flight", "2",
-                             "--kubeface-poll-interval", "0.1", "--kubeface-lease-seconds", "3",
-                             "--no-lock"] + list(flags),  # luigi's own lock holds only on one machine
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [
+            luigi,
+            "--module",
+            "pipelines.toy",
+            "Squares",
+            "--n",
+            "8",
+            "--mode",
+            "sleep",
+            "--bad",
+            "[0,1,2,3,4,5,6,7]",
+            "--seconds",
+            "1",
+            "--local-scheduler",
+            "--kubeface-storage-root",
+            root,
+            "--kubeface-max-in-flight",
+            "2",
+            "--kubeface-poll-interval",
+            "0.1",
+            "--kubeface-lease-seconds",
+            "3",
+            "--no-lock",
+        ]
+        + list(flags),  # luigi's own lock holds only on one machine
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _kubeface(*argv):
@@ -138,10 +167,19 @@ def test_a_cancellation_written_by_another_master_is_not_the_elements_failure(tm
         def poll(self):
             if adopted not in self.cancelled and not getattr(self, "told", False):
                 self.told = True
-                job.store.write_attempt_record(job.elements[0].key, adopted, {
-                    "outcome": "cancelled", "error_type": "Cancelled", "message": "the master stopped",
-                    "recorded_by": "master"})
-                return [AttemptEnd(adopted, None, reason="the pod was deleted", error_type="PodDeleted", interrupted=True)]
+                job.store.write_attempt_record(
+                    job.elements[0].key,
+                    adopted,
+                    {
+                        "outcome": "cancelled",
+                        "error_type": "Cancelled",
+                        "message": "the master stopped",
+                        "recorded_by": "master",
+                    },
+                )
+                return [
+                    AttemptEnd(adopted, None, reason="the pod was deleted", error_type="PodDeleted", interrupted=True)
+                ]
             return super().poll()
 
     backend = Adopting(settings)
@@ -151,8 +189,10 @@ def test_a_cancellation_written_by_another_master_is_not_the_elements_failure(tm
 
 def _hold_flock(path):
     """Another process holding flock(LOCK_EX) on path until killed (what any local user can do to a 0755 dir)."""
-    code = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); "
-            "print('locked', flush=True); time.sleep(600)")
+    code = (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); "
+        "print('locked', flush=True); time.sleep(600)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     return holder
@@ -210,7 +250,7 @@ def test_a_forged_lease_does_not_stop_the_running_master_nor_stall_a_waiting_one
     running = JobLease(storage, 30, "run-a", key=KEY)
     running.acquire()
     genuine = read_lease(storage)[0]
-    _forge(storage, dict(genuine, run="run-evil", term=10 ** 12, hmac="0" * 64))  # unsigned, a huge term
+    _forge(storage, dict(genuine, run="run-evil", term=10**12, hmac="0" * 64))  # unsigned, a huge term
     running.renew()
     assert not running.lost and read_lease(storage)[0]["run"] == "run-a"  # put back
     storage.delete(naming.LEASE)
@@ -224,7 +264,7 @@ def test_a_forged_lease_does_not_stop_the_running_master_nor_stall_a_waiting_one
     again.renew()
     assert not again.lost and read_lease(storage)[0]["run"] == "run-c"
     again.release()
-    _forge(storage, dict(genuine, run="run-evil", renewed=time.time() + 10 ** 6))  # "held" for ever, unsigned
+    _forge(storage, dict(genuine, run="run-evil", renewed=time.time() + 10**6))  # "held" for ever, unsigned
     waiting = JobLease(storage, 30, "run-d", key=KEY)
     assert waiting.try_acquire() is None  # not signed: no master's; taken at once
     taker = JobLease(storage, 0.5, "run-e", key=KEY)  # a genuine takeover still stops the holder

@@ -17,17 +17,49 @@ from support import REPO, TESTS, read_json
 
 def _master(root, tmp, n, seconds, *more):
     """The real `luigi` command in a session of its own, as a terminal runs it (SIGINT at its default)."""
-    env = dict(os.environ, LUIGI_CONFIG_PATH=os.path.join(REPO, "luigi.cfg"), TMPDIR=tmp,
-               PYTHONPATH=os.pathsep.join([TESTS, REPO, os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        LUIGI_CONFIG_PATH=os.path.join(REPO, "luigi.cfg"),
+        TMPDIR=tmp,
+        PYTHONPATH=os.pathsep.join([TESTS, REPO, os.environ.get("PYTHONPATH", "")]),
+    )
     luigi = os.path.join(os.path.dirname(sys.executable), "luigi")
-    return subprocess.Popen([luigi, "--module", "pipelines.toy", "Squares", "--n", str(n), "--mode", "child",
-                             "--bad", json.dumps(list(range(n))), "--seconds", str(seconds), "--local-scheduler",
-                             "--kubeface-storage-root", root, "--kubeface-max-in-flight", "4",
-                             "--kubeface-local-max-processes", "4",
-                             "--kubeface-poll-interval", "0.1", "--kubeface-lease-seconds", "2", "--no-lock"]
-                            + list(more), cwd=os.path.dirname(root), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        [
+            luigi,
+            "--module",
+            "pipelines.toy",
+            "Squares",
+            "--n",
+            str(n),
+            "--mode",
+            "child",
+            "--bad",
+            json.dumps(list(range(n))),
+            "--seconds",
+            str(seconds),
+            "--local-scheduler",
+            "--kubeface-storage-root",
+            root,
+            "--kubeface-max-in-flight",
+            "4",
+            "--kubeface-local-max-processes",
+            "4",
+            "--kubeface-poll-interval",
+            "0.1",
+            "--kubeface-lease-seconds",
+            "2",
+            "--no-lock",
+        ]
+        + list(more),
+        cwd=os.path.dirname(root),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _left_over(tmp):
@@ -122,7 +154,9 @@ def test_a_master_killed_five_times_leaves_every_result_once_and_nothing_running
         assert outcomes.count("success") == 1, (element, outcomes)
     # A master that had nothing left to run opened no backend and swept nothing: what the killed
     # masters left must still be removable by the next one that does.
-    left = [os.path.join(tmp, d) for d in os.listdir(tmp) if any(d.startswith("kubeface-local-%d-" % pid) for pid in killed)]
+    left = [
+        os.path.join(tmp, d) for d in os.listdir(tmp) if any(d.startswith("kubeface-local-%d-" % pid) for pid in killed)
+    ]
     assert sorted(sweep_stale_dirs(tmp)) == sorted(left)
     assert not [d for d in os.listdir(tmp) if any(d.startswith("kubeface-local-%d-" % pid) for pid in killed)]
 
@@ -262,8 +296,13 @@ def test_a_master_stopped_after_the_element_returned_still_gets_its_result_and_s
     (and the summary in it) would be lost for good."""
     root, tmp = str(tmp_path / "storage"), str(tmp_path / "tmp")
     os.makedirs(tmp)
-    master = subprocess.run([sys.executable, "-c", _MASTER_STOPS_WHILE_THE_RESULT_IS_WRITTEN, root, str(int(sig))],
-                            env=dict(os.environ, TMPDIR=tmp), capture_output=True, text=True, timeout=120)
+    master = subprocess.run(
+        [sys.executable, "-c", _MASTER_STOPS_WHILE_THE_RESULT_IS_WRITTEN, root, str(int(sig))],
+        env=dict(os.environ, TMPDIR=tmp),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert master.returncode != 0, master.stderr[-3000:]
     assert _wait_until_gone(tmp, timeout=30) == []
     (job,) = glob.glob(os.path.join(root, "stops*"))

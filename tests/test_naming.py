@@ -22,9 +22,19 @@ def test_element_key_ignores_dict_order_and_distinguishes_types():
 
 
 def test_element_key_is_stable_across_processes():
-    code = "from luigi_kubeface.job import identity; print(identity.element_key((), {'m': 'svm', 'c': {'x': (1, None)}}))"
-    keys = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout.strip() for seed in (1, 2)}
+    code = (
+        "from luigi_kubeface.job import identity; print(identity.element_key((), {'m': 'svm', 'c': {'x': (1, None)}}))"
+    )
+    keys = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": str(seed), "PATH": ""},
+        ).stdout.strip()
+        for seed in (1, 2)
+    }
     assert keys == {identity.element_key((), {"m": "svm", "c": {"x": (1, None)}})}
 
 
@@ -70,8 +80,12 @@ def key(value):
 
 def test_keys_of_plain_values_never_change_so_existing_buckets_keep_their_results():
     pinned = {  # computed by the first released encoding: a change orphans every stored result
-        None: "602a576593e9720e69c24076", True: "1a4caf850419b8d5b73c1535", 3: "cc5705c7658b0f2184b6bd80",
-        "svm": "c4a5c05bc213906f4520e981", 0.1: "a65b03da1b7dc38e1be642f3", b"ab": "15a67d67c29568273562771a",
+        None: "602a576593e9720e69c24076",
+        True: "1a4caf850419b8d5b73c1535",
+        3: "cc5705c7658b0f2184b6bd80",
+        "svm": "c4a5c05bc213906f4520e981",
+        0.1: "a65b03da1b7dc38e1be642f3",
+        b"ab": "15a67d67c29568273562771a",
     }
     for value, expected in pinned.items():
         assert key(value) == expected, value
@@ -85,21 +99,32 @@ def test_keys_of_plain_values_never_change_so_existing_buckets_keep_their_result
     assert identity.element_key((3,), {}) == "5802794c8bcca9a491e148a8"
 
 
-ODD_VALUES = ("[{3, 'a', (1, 2)}, frozenset({2.5, None}), {1.5: 'a', 2.5: 'b'}, {(1, 2): 'x', 'y': 3, 4: {5}},"
-              " tests_naming_values.Colour.RED, tests_naming_values.Shape.SQUARE,"
-              " tests_naming_values.Config(2, frozenset({'a', 'b', 'c'})), tests_naming_values.Opaque({'p', 'q', 'r'})]")
+ODD_VALUES = (
+    "[{3, 'a', (1, 2)}, frozenset({2.5, None}), {1.5: 'a', 2.5: 'b'}, {(1, 2): 'x', 'y': 3, 4: {5}},"
+    " tests_naming_values.Colour.RED, tests_naming_values.Shape.SQUARE,"
+    " tests_naming_values.Config(2, frozenset({'a', 'b', 'c'})), tests_naming_values.Opaque({'p', 'q', 'r'})]"
+)
 
 
 def test_sets_enums_dataclasses_and_odd_dict_keys_have_one_key_in_every_process(tmp_path):
     (tmp_path / "tests_naming_values.py").write_text(
-        "import dataclasses, enum\n" + "\n".join(
-            inspect.getsource(c) for c in (Colour, Shape, Config, Opaque)))
-    code = ("import tests_naming_values; from luigi_kubeface.job import identity\n"
-            "print([identity.element_key((), {'v': v}) for v in %s])" % ODD_VALUES)
-    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
-                              env=dict(os.environ, PYTHONHASHSEED=str(seed),
-                                       PYTHONPATH=os.pathsep.join([str(tmp_path), REPO]))).stdout
-               for seed in (1, 2, 3)}
+        "import dataclasses, enum\n" + "\n".join(inspect.getsource(c) for c in (Colour, Shape, Config, Opaque))
+    )
+    code = (
+        "import tests_naming_values; from luigi_kubeface.job import identity\n"
+        "print([identity.element_key((), {'v': v}) for v in %s])" % ODD_VALUES
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp_path,
+            env=dict(os.environ, PYTHONHASHSEED=str(seed), PYTHONPATH=os.pathsep.join([str(tmp_path), REPO])),
+        ).stdout
+        for seed in (1, 2, 3)
+    }
     assert len(outputs) == 1
     assert len(set(eval(outputs.pop()))) == 8
 
@@ -123,8 +148,11 @@ def test_values_plain_pickle_refuses_are_refused_with_the_fix():
         pass
 
     for value in (lambda x: x, Local()):
-        with pytest.raises(ConfigurationError, match="cannot be encoded into a stable element key: plain pickle "
-                           "refuses it .*Define functions and classes at module level .*shared input"):
+        with pytest.raises(
+            ConfigurationError,
+            match="cannot be encoded into a stable element key: plain pickle "
+            "refuses it .*Define functions and classes at module level .*shared input",
+        ):
             key(value)
 
 
@@ -140,9 +168,19 @@ def test_attempt_numbers_go_on_across_runs_and_ids_of_main_count_on():
 
 def test_the_direct_key_text_of_scalar_arguments_is_the_general_encodings_text():
     """Scalars skip the general encoding (a 50,000-element grid's keys): the text, hence every key, is the same."""
-    samples = [((), {"x": 1}), ((), {"b": "é\n\"x\u2028", "a": -10 ** 40, "c": True, "d": None, "e": False}),
-               (("a", 3), {}), ((1,), {"z": "y"}), ((), {}), ((1.5,), {}), ((), {"x": 1.5}), ((), {"x": [1]}),
-               ((True,), {"k": 0}), ((np.int64(3),), {}), ((), {"x": np.int64(3)})]
+    samples = [
+        ((), {"x": 1}),
+        ((), {"b": 'é\n"x\u2028', "a": -(10**40), "c": True, "d": None, "e": False}),
+        (("a", 3), {}),
+        ((1,), {"z": "y"}),
+        ((), {}),
+        ((1.5,), {}),
+        ((), {"x": 1.5}),
+        ((), {"x": [1]}),
+        ((True,), {"k": 0}),
+        ((np.int64(3),), {}),
+        ((), {"x": np.int64(3)}),
+    ]
     for args, kwargs in samples:
         general = identity._KEY_TEXT.encode([identity._canonical(list(args)), identity._canonical(dict(kwargs))])
         assert identity._scalar_key_text(args, kwargs) in (general, None), (args, kwargs)

@@ -28,9 +28,15 @@ def kernel_spec(tmp_path, monkeypatch):
     """A kernel spec that runs this interpreter, found first on JUPYTER_PATH."""
     folder = tmp_path / "jupyter" / "kernels" / KERNEL
     folder.mkdir(parents=True)
-    (folder / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "luigi-kubeface tests", "language": "python"}))
+    (folder / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "luigi-kubeface tests",
+                "language": "python",
+            }
+        )
+    )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     return KERNEL
 
@@ -38,8 +44,9 @@ def kernel_spec(tmp_path, monkeypatch):
 def execute(cells, cwd, kernel_name):
     """Run the cells in a fresh kernel, as `jupyter nbconvert --execute` does; the executed notebook."""
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    nbclient.NotebookClient(notebook, timeout=300, kernel_name=kernel_name,
-                            resources={"metadata": {"path": str(cwd)}}).execute()
+    nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name=kernel_name, resources={"metadata": {"path": str(cwd)}}
+    ).execute()
     return notebook
 
 
@@ -55,8 +62,10 @@ def outcomes(root):
 
 
 def setup_cell(root, extra=""):
-    return ("import json, os\nimport numpy as np\nfrom luigi_kubeface import Client\n%s\n"
-            "client = Client(storage_root=%r, poll_interval=0.05)" % (extra, str(root)))
+    return (
+        "import json, os\nimport numpy as np\nfrom luigi_kubeface import Client\n%s\n"
+        "client = Client(storage_root=%r, poll_interval=0.05)" % (extra, str(root))
+    )
 
 
 CLASS_CELL = """class Scaler:
@@ -99,12 +108,23 @@ def test_editing_a_cell_the_function_loads_recomputes_and_running_a_cell_again_d
     that made it, as in a script: running its cell again keeps the code version, editing it recomputes.
     Without ipywidgets the progress bar is tqdm's text bar, in the cell's stderr."""
     root = tmp_path / "jobs"
-    cells = [setup_cell(root, "import sys; sys.modules['ipywidgets'] = None  # as if it were not installed"),
-             CLASS_CELL, "offset = np.array([1])", FUNCTION_CELL, MAP_CELL,
-             "offset.shape", "print(offset.dtype, Scaler.bias)",  # only looking at values
-             "offset = np.array([1])", CLASS_CELL, FUNCTION_CELL, MAP_CELL,  # the same cells run again
-             "offset = np.array([2])", MAP_CELL,  # the value the function loads, edited
-             CLASS_CELL.replace("np.zeros", "np.ones"), MAP_CELL]  # the class's attribute, edited
+    cells = [
+        setup_cell(root, "import sys; sys.modules['ipywidgets'] = None  # as if it were not installed"),
+        CLASS_CELL,
+        "offset = np.array([1])",
+        FUNCTION_CELL,
+        MAP_CELL,
+        "offset.shape",
+        "print(offset.dtype, Scaler.bias)",  # only looking at values
+        "offset = np.array([1])",
+        CLASS_CELL,
+        FUNCTION_CELL,
+        MAP_CELL,  # the same cells run again
+        "offset = np.array([2])",
+        MAP_CELL,  # the value the function loads, edited
+        CLASS_CELL.replace("np.zeros", "np.ones"),
+        MAP_CELL,
+    ]  # the class's attribute, edited
     notebook = execute(cells, tmp_path, kernel_spec)
     maps = [i for i, cell in enumerate(cells) if cell == MAP_CELL]
     first, again, edited, edited_class = (printed(notebook.cells[i])[0] for i in maps)
@@ -124,8 +144,10 @@ def test_the_kernels_interrupt_stops_the_job_cleanly_and_a_rerun_runs_only_the_m
     root = tmp_path / "jobs"
     manager, kernel = start_new_kernel(kernel_name=kernel_spec, cwd=str(tmp_path))
     try:
-        setup = setup_cell(root) + ("\nclient = Client(storage_root=%r, poll_interval=0.05, max_in_flight=2)\n"
-                                    "import time\ndef slow(x):\n    time.sleep(1)\n    return x * 10\n" % str(root))
+        setup = setup_cell(root) + (
+            "\nclient = Client(storage_root=%r, poll_interval=0.05, max_in_flight=2)\n"
+            "import time\ndef slow(x):\n    time.sleep(1)\n    return x * 10\n" % str(root)
+        )
         assert kernel.execute_interactive(setup, timeout=120)["content"]["status"] == "ok"
         message = kernel.execute("results = client.map(slow, range(12), job_id='slow')")
         deadline = time.time() + 120
@@ -138,12 +160,15 @@ def test_the_kernels_interrupt_stops_the_job_cleanly_and_a_rerun_runs_only_the_m
         assert runners_of(root) == []
         kept = outcomes(root).count("success")
         assert 3 <= kept < 12 and len(glob.glob(str(root / "slow" / "results" / "*"))) == kept
-        assert "%d of 12 elements are done and kept: a rerun computes only the other %d" % (kept, 12 - kept) \
-            in _stderr(kernel, message)
+        assert "%d of 12 elements are done and kept: a rerun computes only the other %d" % (kept, 12 - kept) in _stderr(
+            kernel, message
+        )
 
-        rerun = kernel.execute_interactive("results = client.map(slow, range(12), job_id='slow')\n"
-                                           "assert list(results) == [x * 10 for x in range(12)]",
-                                           timeout=300, output_hook=lambda m: None)
+        rerun = kernel.execute_interactive(
+            "results = client.map(slow, range(12), job_id='slow')\nassert list(results) == [x * 10 for x in range(12)]",
+            timeout=300,
+            output_hook=lambda m: None,
+        )
         assert rerun["content"]["status"] == "ok"
         assert outcomes(root).count("success") == 12  # each element succeeded once, over both runs
     finally:
@@ -185,8 +210,9 @@ def test_the_example_notebook_runs(tmp_path, kernel_spec):
     """example_pipelines/model_selection.ipynb as a user runs it: its grid on the local backend, into pandas."""
     path = os.path.join(REPO, "example_pipelines", "model_selection.ipynb")
     notebook = nbformat.read(path, as_version=4)
-    nbclient.NotebookClient(notebook, timeout=600, kernel_name=kernel_spec,
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbclient.NotebookClient(
+        notebook, timeout=600, kernel_name=kernel_spec, resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     shown = "".join(o.get("data", {}).get("text/plain", "") for o in notebook.cells[-1].outputs)
     assert "accuracy" in shown and "random_forest" in shown
     assert outcomes(tmp_path / "kubeface-storage") == ["success"] * 6

@@ -53,9 +53,13 @@ def test_the_kubeface_command_reads_a_bucket_of_release_0_1_0(tmp_path):
     config.write_text("[kubeface]\nkey_dir = %s\n" % key_dir)
 
     def kubeface(*argv):
-        run = subprocess.run([os.path.join(os.path.dirname(sys.executable), "kubeface"), *argv, "--storage-root", root],
-                             capture_output=True, text=True, timeout=120,
-                             env=dict(os.environ, LUIGI_CONFIG_PATH=str(config)))
+        run = subprocess.run(
+            [os.path.join(os.path.dirname(sys.executable), "kubeface"), *argv, "--storage-root", root],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=dict(os.environ, LUIGI_CONFIG_PATH=str(config)),
+        )
         assert run.returncode == 0, run.stdout + run.stderr
         return run.stdout
 
@@ -75,18 +79,28 @@ def test_a_job_a_newer_release_wrote_is_refused_by_name_and_left_as_it_was(tmp_p
     meta["layout_version"] = 99
     with open(meta_file, "w") as f:
         json.dump(meta, f)
-    before = {path: read_bytes(path) for path in glob.glob(os.path.join(root, JOB, "**"), recursive=True)
-              if os.path.isfile(path)}
+    before = {
+        path: read_bytes(path)
+        for path in glob.glob(os.path.join(root, JOB, "**"), recursive=True)
+        if os.path.isfile(path)
+    }
     client = Client(storage_root=root, key_dir=key_dir, poll_interval=0.05)
     with pytest.raises(ConfigurationError) as caught:
         client.map(elements.square, [1, 2, 3, 4], job_id=JOB)
     assert "written by a newer luigi-kubeface (bucket layout 99" in str(caught.value)
     assert "upgrade luigi-kubeface" in str(caught.value)
-    after = {path: read_bytes(path) for path in glob.glob(os.path.join(root, JOB, "**"), recursive=True)
-             if os.path.isfile(path)}
+    after = {
+        path: read_bytes(path)
+        for path in glob.glob(os.path.join(root, JOB, "**"), recursive=True)
+        if os.path.isfile(path)
+    }
     assert after == before  # nothing written, nothing lost
-    run = subprocess.run([os.path.join(os.path.dirname(sys.executable), "kubeface"), "status", JOB, "--storage-root",
-                          root], capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "kubeface"), "status", JOB, "--storage-root", root],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode != 0 and "bucket layout 99" in run.stdout + run.stderr
 
 

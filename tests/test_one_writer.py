@@ -24,14 +24,20 @@ def _writes_of_attempt_keys(source):
         if not isinstance(scope, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
         nodes = list(ast.walk(scope))
-        keys = {target.id for node in nodes if isinstance(node, ast.Assign)
-                for target in node.targets if isinstance(target, ast.Name)
-                and any(isinstance(n, ast.Call) and _name(n.func) in KEY_BUILDERS for n in ast.walk(node.value))}
+        keys = {
+            target.id
+            for node in nodes
+            if isinstance(node, ast.Assign)
+            for target in node.targets
+            if isinstance(target, ast.Name)
+            and any(isinstance(n, ast.Call) and _name(n.func) in KEY_BUILDERS for n in ast.walk(node.value))
+        }
         for node in nodes:
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in WRITES:
                 used = [n for arg in node.args + [k.value for k in node.keywords] for n in ast.walk(arg)]
-                if any(isinstance(n, ast.Call) and _name(n.func) in KEY_BUILDERS for n in used) or \
-                        any(isinstance(n, ast.Name) and n.id in keys for n in used):
+                if any(isinstance(n, ast.Call) and _name(n.func) in KEY_BUILDERS for n in used) or any(
+                    isinstance(n, ast.Name) and n.id in keys for n in used
+                ):
                     found.append(node.lineno)
     return sorted(set(found))
 
@@ -46,8 +52,13 @@ def _package_sources():
 
 
 def test_no_module_but_bucket_attempts_writes_an_attempt_record_or_log():
-    others = {path: lines for path, source in _package_sources() if path != WRITER
-              for lines in [_writes_of_attempt_keys(source)] if lines}
+    others = {
+        path: lines
+        for path, source in _package_sources()
+        if path != WRITER
+        for lines in [_writes_of_attempt_keys(source)]
+        if lines
+    }
     assert others == {}
 
 
@@ -67,7 +78,13 @@ def test_the_check_finds_a_write_of_an_attempt_key_directly_or_through_a_variabl
 
 def test_every_module_spells_the_attempt_keys_through_the_layout():
     """No module writes the prefixes by hand: "attempts/" and "logs/" are spelt in bucket/layout.py only."""
-    spelt = [path for path, source in _package_sources() if path != os.path.join("bucket", "layout.py")
-             for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Constant)
-             and isinstance(node.value, str) and node.value.startswith(("attempts/", "logs/"))]
+    spelt = [
+        path
+        for path, source in _package_sources()
+        if path != os.path.join("bucket", "layout.py")
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value.startswith(("attempts/", "logs/"))
+    ]
     assert spelt == []

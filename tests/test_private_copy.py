@@ -41,7 +41,7 @@ class SwapAfterDigest:
     def __init__(self, monkeypatch, path, bomb):
         data = read_bytes(path)
         self.offset = data.index(b"\n", len(serialization.MAGIC)) + 1
-        self.target = hashlib.sha256(data[self.offset:]).hexdigest()
+        self.target = hashlib.sha256(data[self.offset :]).hexdigest()
         self.path, self.bomb, self.swapped, self.original = path, bomb, 0, data
         real, attack = hashlib.sha256, self
 

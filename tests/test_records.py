@@ -5,8 +5,17 @@ import json
 import pytest
 
 from luigi_kubeface.bucket.records import (
-    FAILED, AttemptRecord, ElementIndex, JobMeta, LiveProgress, Outcome, RunSummary, elements_shown, luigi_flag,
-    master_record, outcome_of,
+    FAILED,
+    AttemptRecord,
+    ElementIndex,
+    JobMeta,
+    LiveProgress,
+    Outcome,
+    RunSummary,
+    elements_shown,
+    luigi_flag,
+    master_record,
+    outcome_of,
 )
 
 
@@ -33,11 +42,26 @@ def test_master_records_are_attempt_records_that_say_so():
 
 
 def test_run_summary_round_trip_and_the_layout_main_wrote():
-    summary = RunSummary("20240101T000000Z-ab", 1.0, 2.0, "", ("1 x ValueError: bad",),
-                         {"total": 3, "reused": 1, "succeeded": 1, "failed": 1})
+    summary = RunSummary(
+        "20240101T000000Z-ab",
+        1.0,
+        2.0,
+        "",
+        ("1 x ValueError: bad",),
+        {"total": 3, "reused": 1, "succeeded": 1, "failed": 1},
+    )
     data = json.loads(summary.to_json())
-    assert data == {"run": "20240101T000000Z-ab", "started": 1.0, "finished": 2.0, "stopped": "",
-                    "errors": ["1 x ValueError: bad"], "total": 3, "reused": 1, "succeeded": 1, "failed": 1}
+    assert data == {
+        "run": "20240101T000000Z-ab",
+        "started": 1.0,
+        "finished": 2.0,
+        "stopped": "",
+        "errors": ["1 x ValueError: bad"],
+        "total": 3,
+        "reused": 1,
+        "succeeded": 1,
+        "failed": 1,
+    }
     assert RunSummary.from_json(summary.to_json()) == summary
     # main's map task merged its flag into the summary: it is no count
     old = RunSummary.from_json(dict(data, elements_shown=True))
@@ -63,8 +87,12 @@ class _Progress:  # what the engine's Progress offers a LiveProgress
 def test_live_progress_round_trip_and_when_it_counts_as_running():
     live = LiveProgress.of_progress(_Progress, final=False, now=100.0)
     data = json.loads(live.to_json())
-    assert data == {"updated": 100.0, "final": False, "counts": {"total": 2, "running": 1},
-                    "running": {"001-1-a": ["k", 5.0]}}
+    assert data == {
+        "updated": 100.0,
+        "final": False,
+        "counts": {"total": 2, "running": 1},
+        "running": {"001-1-a": ["k", 5.0]},
+    }
     back = LiveProgress.from_json(live.to_json())
     assert back == live and back.running_now(now=101.0) == {"001-1-a": ("k", 5.0)}
     assert back.running_now(max_age=300, now=500.0) is None  # silent too long: its master stopped
@@ -74,8 +102,10 @@ def test_live_progress_round_trip_and_when_it_counts_as_running():
 
 
 def test_job_meta_reads_what_main_wrote_and_jobs_from_before_code_versions():
-    meta = JobMeta.from_json(b'{"job": "old", "code_version": "e22dd215ac649982", "reuse_results": "same_code", '
-                             b'"updated": 1795975387.6, "backend": "local"}')
+    meta = JobMeta.from_json(
+        b'{"job": "old", "code_version": "e22dd215ac649982", "reuse_results": "same_code", '
+        b'"updated": 1795975387.6, "backend": "local"}'
+    )
     assert meta.code_version == "e22dd215ac649982" and not meta.reuse_any and meta.updated == 1795975387.6
     assert JobMeta.from_json(meta.to_json()) == meta
     ancient = JobMeta({"job": "x"})

@@ -56,8 +56,11 @@ def without_cost(records):
 
 
 def test_numbers_and_other_results(client):
-    assert without_cost(client.map(square, [1, 2, 3]).records()) == [{"x": 1, "value": 1}, {"x": 2, "value": 4},
-                                                                    {"x": 3, "value": 9}]
+    assert without_cost(client.map(square, [1, 2, 3]).records()) == [
+        {"x": 1, "value": 1},
+        {"x": 2, "value": 4},
+        {"x": 3, "value": 9},
+    ]
     assert without_cost(client.map(blob, [5]).records()) == [{"x": 5}]  # no numeric summary: the parameters alone
     assert list(client.map(blob, [5])) == ["text 5"]  # loading results is unchanged
 

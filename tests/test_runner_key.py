@@ -63,8 +63,9 @@ def test_code_unpickled_in_an_attempt_cannot_reach_the_jobs_key(tmp_path):
         client.map(refuse, [1], job_id="steal")[0]
     job_url = naming.job_url(str(root), "steal")
     key, element = KeyRing(key_dir).load(job_url), identity.element_key([1], {})
-    (root / "steal" / naming.input_key(element)).write_bytes(dumps_blob(
-        KeyHunter(str(leak)), "input", {"element": element, "job": "steal", "shared": {}}, key))
+    (root / "steal" / naming.input_key(element)).write_bytes(
+        dumps_blob(KeyHunter(str(leak)), "input", {"element": element, "job": "steal", "shared": {}}, key)
+    )
     done = run_runner(job_url, element, naming.new_attempt_id(2), key, tmp_path)
     assert done.returncode == runner.EXIT_UNUSABLE_INPUT, done.stderr.decode()[-2000:]
     found = json.loads(leak.read_text())  # the hunter ran: it did see the attempt's own key
@@ -78,8 +79,14 @@ def test_an_attempt_key_signs_only_its_own_result(tmp_path):
     signed = dict(element="e" * 24, job="j", code_version="v1", attempt="0001-aa", signer=keys.ATTEMPT_SIGNER)
     blob = dumps_blob(42, "result", signed, mine)
     assert loads_blob(blob, key=job_key, expect={"kind": "result", "element": "e" * 24}) == 42
-    for kind, changed in [("input", {}), ("function", {}), ("shared", {}), ("result", {"element": "f" * 24}),
-                          ("result", {"code_version": "v2"}), ("result", {"attempt": "0002-bb"})]:
+    for kind, changed in [
+        ("input", {}),
+        ("function", {}),
+        ("shared", {}),
+        ("result", {"element": "f" * 24}),
+        ("result", {"code_version": "v2"}),
+        ("result", {"attempt": "0002-bb"}),
+    ]:
         forged = dumps_blob(0, kind, dict(signed, **changed), mine)
         with pytest.raises(UntrustedBlobError, match="not signed with this job's key"):
             loads_blob(forged, key=job_key)

@@ -29,8 +29,13 @@ def test_a_planted_log_link_is_not_followed_and_the_log_is_private(tmp_path):
     victim.write_text("precious\n")
     os.symlink(victim, tmp / ("kubeface-%s-%s.log" % (element.key, attempt)))  # the old, predictable name
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, TESTS]), TMPDIR=str(tmp), **job.store.secret_env())
-    done = subprocess.run([sys.executable, "-m", "luigi_kubeface.runner", job.url, element.key, attempt],
-                          env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "luigi_kubeface.runner", job.url, element.key, attempt],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert victim.read_text() == "precious\n"
     seen = job.store.load_result(element.key)

@@ -18,7 +18,11 @@ def nosy(x):
     with open("/proc/self/cmdline", "rb") as f:
         argv = f.read().decode()
     child_env = subprocess.run(["env"], capture_output=True, text=True).stdout
-    return {"argv": argv, "in_env": serialization.KEY_ENV in os.environ, "in_child_env": serialization.KEY_ENV in child_env}
+    return {
+        "argv": argv,
+        "in_env": serialization.KEY_ENV in os.environ,
+        "in_child_env": serialization.KEY_ENV in child_env,
+    }
 
 
 def files_containing(root, text):
@@ -47,9 +51,26 @@ def test_key_is_in_no_log_record_result_argv_or_master_log(tmp_path, caplog):
 
 def test_key_is_not_in_luigi_output(tmp_path):
     root, keys = tmp_path / "storage", tmp_path / "keys"
-    result = run_luigi(["--module", "pipelines.toy", "Squares", "--n", "2", "--local-scheduler",
-                        "--kubeface-storage-root", str(root), "--kubeface-key-dir", str(keys),
-                        "--kubeface-poll-interval", "0.1", "--log-level", "DEBUG"], cwd=tmp_path, timeout=180)
+    result = run_luigi(
+        [
+            "--module",
+            "pipelines.toy",
+            "Squares",
+            "--n",
+            "2",
+            "--local-scheduler",
+            "--kubeface-storage-root",
+            str(root),
+            "--kubeface-key-dir",
+            str(keys),
+            "--kubeface-poll-interval",
+            "0.1",
+            "--log-level",
+            "DEBUG",
+        ],
+        cwd=tmp_path,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (key_file,) = keys.iterdir()
     (job,) = os.listdir(root)
@@ -68,7 +89,8 @@ def environ_of_this_process(x):
 def test_key_is_not_in_the_runners_proc_environ(tmp_path):
     root, keys = tmp_path / "s", tmp_path / "keys"
     (environ,) = Client(storage_root=str(root), key_dir=str(keys), poll_interval=0.05).map(
-        environ_of_this_process, [1], job_id="proc")
+        environ_of_this_process, [1], job_id="proc"
+    )
     key = KeyRing(str(keys)).load(str(root / "proc")).hex()
     assert "LUIGI_CONFIG_PATH" in environ or "PATH=" in environ  # the file was read
     assert key not in environ

@@ -20,8 +20,11 @@ def test_truncated_or_altered_blob_is_detected(damage):
 
 def test_altered_blob_of_the_recorded_size_says_its_digest_differs():
     blob = dumps_blob(list(range(100)), "result")
-    with pytest.raises(CorruptBlobError, match=r"is altered \(\d+ bytes as recorded, but its sha256 differs from "
-                       r"the recorded digest\); delete it and rerun"):
+    with pytest.raises(
+        CorruptBlobError,
+        match=r"is altered \(\d+ bytes as recorded, but its sha256 differs from "
+        r"the recorded digest\); delete it and rerun",
+    ):
         loads_blob(blob[:-1] + bytes([blob[-1] ^ 1]))
     with pytest.raises(CorruptBlobError, match=r"is truncated or altered \(\d+ bytes, expected \d+\)"):
         loads_blob(blob[:-3])
@@ -29,7 +32,7 @@ def test_altered_blob_of_the_recorded_size_says_its_digest_differs():
 
 def test_version_mismatch_names_both_versions_and_the_fix():
     blob = dumps_blob(1, "input")
-    magic, rest = blob[: len(serialization.MAGIC)], blob[len(serialization.MAGIC):]
+    magic, rest = blob[: len(serialization.MAGIC)], blob[len(serialization.MAGIC) :]
     header, payload = rest.split(b"\n", 1)
     header = json.loads(header)
     header["cloudpickle"] = "1.0.0"

@@ -73,12 +73,24 @@ def test_every_storages_keys_are_checked_since_a_process_opens_storages_by_url()
 
 
 def test_two_owners_declaring_one_key_is_refused_naming_both():
-    with pytest.raises(ConfigurationError, match=r"namespace is declared twice, by the backend kubernetes settings "
-                       r"\(KubernetesSettings\) and by the backend nomad settings \(Clash\)"):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"namespace is declared twice, by the backend kubernetes settings "
+        r"\(KubernetesSettings\) and by the backend nomad settings \(Clash\)",
+    ):
         key_map((("core", Settings), ("backend kubernetes", KubernetesSettings), ("backend nomad", Clash)))
     with pytest.raises(ConfigurationError, match=r"retries is declared twice, by the core settings \(Settings\)"):
-        key_map((("core", Settings), ("backend nomad", dataclasses.make_dataclass(
-            "Retrying", [("retries", int, setting(3, "Nomad's own retries."))], frozen=True))))
+        key_map(
+            (
+                ("core", Settings),
+                (
+                    "backend nomad",
+                    dataclasses.make_dataclass(
+                        "Retrying", [("retries", int, setting(3, "Nomad's own retries."))], frozen=True
+                    ),
+                ),
+            )
+        )
 
 
 def test_a_backend_registered_with_a_key_of_another_owner_fails_before_any_settings_are_made(monkeypatch):
@@ -103,8 +115,11 @@ def test_a_setting_without_help_is_refused():
 def test_the_400_pod_ceiling_is_the_kubernetes_backends_only():
     assert Settings(max_in_flight=1000).cap == 1000
     assert Settings(**POD, max_in_flight=400).cap == 400
-    with pytest.raises(ConfigurationError, match=r"max_in_flight = 401 is out of range: it must be between 0 \(the "
-                       r"backend's default\) and 400 \(Kubernetes misbehaves above\)"):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"max_in_flight = 401 is out of range: it must be between 0 \(the "
+        r"backend's default\) and 400 \(Kubernetes misbehaves above\)",
+    ):
         Settings(**POD, max_in_flight=401)
     with pytest.raises(ConfigurationError, match="max_in_flight = -1 is out of range"):
         Settings(max_in_flight=-1)

@@ -25,7 +25,7 @@ KEY = bytes(range(32))
 
 
 def split(blob):
-    header, payload = blob[len(serialization.MAGIC):].split(b"\n", 1)
+    header, payload = blob[len(serialization.MAGIC) :].split(b"\n", 1)
     return json.loads(header), payload
 
 
@@ -94,8 +94,11 @@ def test_rerun_without_the_key_file_says_how_to_recover(tmp_path):
     assert list(client.map(square, [1, 2], job_id="k")) == [1, 4]
     for path in keys.iterdir():
         path.unlink()  # another machine, or a wiped home directory
-    with pytest.raises(SigningKeyError, match="signing key of job .*/k is not on this machine .*copy that file from "
-                       "the machine that ran the job .*or delete the job's results"):
+    with pytest.raises(
+        SigningKeyError,
+        match="signing key of job .*/k is not on this machine .*copy that file from "
+        "the machine that ran the job .*or delete the job's results",
+    ):
         client.map(square, [1, 2], job_id="k")
     assert not list(keys.iterdir())  # no new key that would silently distrust the old results
 
@@ -115,9 +118,12 @@ def test_team_key_lets_another_machine_trust_the_results(tmp_path):
 def test_pods_refuse_a_tampered_function(tmp_path, storage_root):
     """A bucket writer who replaces function.pkl gets no code run in the attempts either (every storage)."""
     marker = tmp_path / "ran-in-a-pod"
-    settings = Settings(storage_root=storage_root, key_dir=str(tmp_path / "keys"), retries=0,
-                        failure_budget=1.0, **FAST)
-    job = Job("tamper", settings.storage_root, square, elements_from_items([1, 2]), keys=KeyRing.from_settings(settings))
+    settings = Settings(
+        storage_root=storage_root, key_dir=str(tmp_path / "keys"), retries=0, failure_budget=1.0, **FAST
+    )
+    job = Job(
+        "tamper", settings.storage_root, square, elements_from_items([1, 2]), keys=KeyRing.from_settings(settings)
+    )
     job.prepare()
     header, _ = split(job.store.storage.read(naming.FUNCTION))
     job.store.storage.write(naming.FUNCTION, rewrap(header, pickle.dumps(Bomb(str(marker)))))
@@ -141,8 +147,13 @@ def test_attempt_without_the_key_exits_2_and_stops_the_job(tmp_path):
     job.store.write_input(element, job.shared_keys, job.code_version)
     env = {k: v for k, v in os.environ.items() if k != serialization.KEY_ENV}
     env["PYTHONPATH"] = REPO
-    done = subprocess.run([sys.executable, "-m", "luigi_kubeface.runner", job.url, element.key, "001-1-aaaaaa"],
-                          env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "luigi_kubeface.runner", job.url, element.key, "001-1-aaaaaa"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     record = job.store.attempt_record(element.key, "001-1-aaaaaa")
     assert record["outcome"] == "unusable_input" and record["error_type"].endswith("SigningKeyError")
@@ -161,8 +172,11 @@ def test_result_of_other_code_renamed_as_this_codes_is_refused(tmp_path, storage
     old_blob = storage.read(naming.result_key(key, old.job.code_version))
     new_version = client.map(square, [2], job_id="versions", code_version="new").job
     storage.write(naming.result_key(key, new_version.code_version), old_blob)
-    with pytest.raises(CorruptBlobError, match="belongs elsewhere \\(code_version '%s', expected '%s'\\)"
-                       % (old.job.code_version, new_version.code_version)):
+    with pytest.raises(
+        CorruptBlobError,
+        match="belongs elsewhere \\(code_version '%s', expected '%s'\\)"
+        % (old.job.code_version, new_version.code_version),
+    ):
         new_version.store.load_result(key)
 
 

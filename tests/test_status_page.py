@@ -89,8 +89,9 @@ def wait_for_marker(x, marker):
 def test_page_shows_running_elements_while_the_job_runs(tmp_path, make_client):
     marker = str(tmp_path / "go")
     client = make_client("s")
-    thread = threading.Thread(target=lambda: client.map(wait_for_marker, [0, 1, 2], job_id="live",
-                                                        shared={"marker": marker}))
+    thread = threading.Thread(
+        target=lambda: client.map(wait_for_marker, [0, 1, 2], job_id="live", shared={"marker": marker})
+    )
     thread.start()
     page = tmp_path / "s" / "live" / "status.html"
     try:
@@ -116,7 +117,7 @@ def test_page_in_a_gcs_bucket_opens_in_the_browser(gcs_root):
     Client(storage_root=gcs_root, **FAST).map(uneven, [0, 1], job_id="on-gcs")
     from google.cloud import storage
 
-    bucket, prefix = gcs_root[len("gs://"):].split("/", 1)
+    bucket, prefix = gcs_root[len("gs://") :].split("/", 1)
     blob = storage.Client().bucket(bucket).get_blob(prefix + "/on-gcs/status.html")
     assert blob.content_type.startswith("text/html")  # rendered by the console, not downloaded
     assert re.findall(r'<tr class="element ([a-z-]+)"', blob.download_as_text()) == ["done", "done"]
@@ -142,8 +143,11 @@ def test_results_section_ranks_and_charts_twelve_elements_in_chromium(tmp_path, 
     dom = chromium("file://" + str(page), str(tmp_path), screenshot=screenshot, size=(1400, 1300))
     section = dom.split("<h2>Results</h2>")[1].split("<h2>Durations</h2>")[0]
     assert "11 result(s) with a value of <b>accuracy</b>, highest first" in section
-    rows = re.findall(r'<tr class="result"><td class="num">(\d+)</td><td class="num">(\d+)</td><td>([a-z_]+)</td>'
-                      r'<td>([0-9.]+)</td><td class="num metric">([0-9.]+)</td>', section)
+    rows = re.findall(
+        r'<tr class="result"><td class="num">(\d+)</td><td class="num">(\d+)</td><td>([a-z_]+)</td>'
+        r'<td>([0-9.]+)</td><td class="num metric">([0-9.]+)</td>',
+        section,
+    )
     assert [int(r[0]) for r in rows] == list(range(1, 12))  # ranked, the failed element left out
     scores = [float(r[4]) for r in rows]
     assert scores == sorted(scores, reverse=True) and rows[0][2:4] == ("svm", "1")
@@ -169,8 +173,12 @@ def test_an_id_like_parameter_is_not_charted_as_a_category_and_says_why_in_chrom
     dom = chromium("file://" + str(page), str(tmp_path), size=(1400, 1300))
     section = dom.split("<h2>Results</h2>")[1].split("<h2>Durations</h2>")[0]
     assert re.findall(r'<div class="note not-charted" data-param="(\w+)">([^<]*)</div>', section) == [
-        ("protein", "protein: 60 distinct values, more than a chart can label (40): not charted as a category; the "
-                    "table lists them")]
+        (
+            "protein",
+            "protein: 60 distinct values, more than a chart can label (40): not charted as a category; the "
+            "table lists them",
+        )
+    ]
     assert re.findall(r'<svg class="slice" data-param="(\w+)"', section) == ["window", "depth"]
     (parallel,) = re.findall(r'<svg class="parallel".*?</svg>', section, re.S)
     assert ">window</text>" in parallel and ">depth</text>" in parallel and "protein" not in parallel
@@ -221,7 +229,7 @@ def test_a_planted_attempt_name_is_no_attempt_and_no_markup_in_chromium(tmp_path
     client = Client(storage_root=root, **FAST)
     results = client.map(uneven, [1, 2], job_id="planted")
     attempts = os.path.join(root, "planted", "attempts", results.keys[0])
-    planted = '<img src=x onerror="document.title=\'PWNED\'">'
+    planted = "<img src=x onerror=\"document.title='PWNED'\">"
     with open(os.path.join(attempts, planted + ".json"), "w") as f:
         json.dump({"outcome": "success", "finished": time.time()}, f)
     page = tmp_path / "page.html"
@@ -236,7 +244,7 @@ def test_a_planted_attempt_name_is_no_attempt_and_no_markup_in_chromium(tmp_path
 def test_page_in_an_s3_bucket_links_to_the_bucket_not_to_a_file(s3_root, moto_s3):
     """The storage says where a browser opens its page (once file://s3://...)."""
     Client(storage_root=s3_root, **FAST).map(uneven, [0, 1], job_id="on-s3")
-    bucket, prefix = s3_root[len("s3://"):].split("/", 1)
+    bucket, prefix = s3_root[len("s3://") :].split("/", 1)
     job = JobStore.at(s3_root, "on-s3")
     assert page_url(job) == "%s/%s/%s/on-s3/status.html" % (moto_s3.url, bucket, prefix)
     page = moto_s3.client().get_object(Bucket=bucket, Key=prefix + "/on-s3/status.html")

@@ -30,13 +30,19 @@ def written(pickled, kind="result", extra=None, key=KEY):
 
 def test_crc32c_combine_matches_the_crc_of_the_concatenation():
     for a, b in [(b"", b"x"), (b"header\n", os.urandom(3000)), (os.urandom(7), b"")]:
-        assert serialization.crc32c_combine(google_crc32c.value(a), google_crc32c.value(b), len(b)) == \
-            google_crc32c.value(a + b)
+        assert serialization.crc32c_combine(
+            google_crc32c.value(a), google_crc32c.value(b), len(b)
+        ) == google_crc32c.value(a + b)
 
 
 def test_arrays_go_out_of_band_and_come_back_alike():
-    value = {"a": numpy.arange(1 << 19, dtype=numpy.float64).reshape(512, 1024), "b": os.urandom(2 << 20),
-             "c": bytearray(b"z" * (2 << 20)), "small": numpy.ones(3), "f": numpy.asfortranarray(numpy.ones((600, 700)))}
+    value = {
+        "a": numpy.arange(1 << 19, dtype=numpy.float64).reshape(512, 1024),
+        "b": os.urandom(2 << 20),
+        "c": bytearray(b"z" * (2 << 20)),
+        "small": numpy.ones(3),
+        "f": numpy.asfortranarray(numpy.ones((600, 700))),
+    }
     with serialization.Pickled(value) as pickled:
         assert [size for size, _ in pickled.header("result")["buffers"]] == [4 << 20, 600 * 700 * 8]
         assert pickled.pickle_size < 5 << 20  # the bytes stay in the stream, written straight to the file
@@ -63,7 +69,7 @@ def test_an_altered_payload_is_refused_by_load_and_by_the_storage_crc(tmp_path):
         f.seek(0)
         blob = bytearray(f.read())
     evil = bytes(blob[: -len(b"x" * 50)]) + b"y" * 50  # same size, same signed header, other bytes
-    head = evil[:serialization.HEAD_LIMIT]
+    head = evil[: serialization.HEAD_LIMIT]
     header, offset = serialization.read_head(head, len(evil), key=KEY, expect=PLACE)  # size alone passes
     with pytest.raises(CorruptBlobError, match="crc32c"):
         serialization.read_head(head, len(evil), key=KEY, expect=PLACE, storage_crc32c=google_crc32c.value(evil))
@@ -87,7 +93,7 @@ def test_an_altered_payload_is_refused_by_load_and_by_the_storage_crc(tmp_path):
 def test_a_header_without_its_end_in_the_first_megabyte_is_refused():
     head = serialization.MAGIC + b"{" + b" " * serialization.HEAD_LIMIT
     with pytest.raises(CorruptBlobError, match="no end of header"):
-        serialization.read_head(head[:serialization.HEAD_LIMIT], 10 << 20, key=KEY)
+        serialization.read_head(head[: serialization.HEAD_LIMIT], 10 << 20, key=KEY)
 
 
 def test_blob_stream_reads_the_same_bytes_in_any_chunks_across_parts():

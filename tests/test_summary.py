@@ -19,7 +19,10 @@ def test_numbers_and_bools_are_their_own_summary():
 
 def test_mappings_give_their_numeric_entries():
     assert describe({"accuracy": 0.98, "f1": 0.95}) == {
-        "result_type": "dict", "result_size": 2, "summary": {"accuracy": 0.98, "f1": 0.95}}
+        "result_type": "dict",
+        "result_size": 2,
+        "summary": {"accuracy": 0.98, "f1": 0.95},
+    }
     mixed = describe({"model": "svm", "accuracy": 0.9, "weights": [1, 2], 3: 1})
     assert mixed["summary"] == {"accuracy": 0.9, "3": 1}  # text and nested values stay in the result only
     assert describe({"model": "svm"}) == {"result_type": "dict", "result_size": 1}  # nothing numeric

@@ -52,9 +52,14 @@ def _kubeface_results(root, keys):
     config = os.path.join(os.path.dirname(root), "luigi.cfg")
     with open(config, "w") as f:
         f.write("[kubeface]\nkey_dir = %s\n" % keys)
-    return subprocess.run([sys.executable, "-m", "luigi_kubeface.cli", "results", "acc", "--storage-root", str(root),
-                           "--format", "json"], capture_output=True, text=True, cwd=REPO, timeout=120,
-                          env=dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, TESTS]), LUIGI_CONFIG_PATH=config))
+    return subprocess.run(
+        [sys.executable, "-m", "luigi_kubeface.cli", "results", "acc", "--storage-root", str(root), "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, TESTS]), LUIGI_CONFIG_PATH=config),
+    )
 
 
 def test_a_forged_attempt_record_does_not_rank_its_element_best(tmp_path, caplog):
@@ -71,16 +76,17 @@ def test_a_forged_attempt_record_does_not_rank_its_element_best(tmp_path, caplog
     ranking = sorted(records, key=lambda r: -r["accuracy"])
     assert ranking[0]["x"] == 3 and records[0]["accuracy"] == 0.7  # x=0 keeps its real value
     assert genuine["summary_hmac"]
-    assert results.summary_notes == ["3 summaries refused: not signed by this job's key (forged or altered in "
-                                     "storage; elements %s)" % x0]
+    assert results.summary_notes == [
+        "3 summaries refused: not signed by this job's key (forged or altered in storage; elements %s)" % x0
+    ]
     assert "3 summaries refused: not signed by this job's key" in caplog.text
     run = _kubeface_results(root, keys)
     assert run.returncode == 0, run.stderr
     assert [r["params"]["x"] for r in json.loads(run.stdout)][0] == 3
     assert "3 summaries refused: not signed by this job's key" in run.stderr
     html = render(JobState(results.job).refresh(), final=True)
-    section = html[html.index("<h2>Results</h2>"):]
-    section = section[:section.index("</table>")]  # the Results table, not the elements' own table
+    section = html[html.index("<h2>Results</h2>") :]
+    section = section[: section.index("</table>")]  # the Results table, not the elements' own table
     assert "3 summaries refused" in section and "1.5" not in section
     assert section.index("<td>3</td>") < section.index("<td>0</td>")  # x=3 is the page's best row
 
@@ -125,7 +131,9 @@ def test_unsigned_summaries_count_only_under_a_version_this_release_never_signed
     state = JobState(upgraded).refresh()
     assert [e.summary["accuracy"] for e in state.elements()] == [0.7, 0.5, 0.6, 0.9, 0.8]
     assert state.summary_notes()[0].startswith("5 summaries counted unverified: written by an earlier release")
-    current = JobState(JobStore(results.job.url, keys=KeyRing(str(keys)), counting=Counting(old, reuse_any=True))).refresh()
+    current = JobState(
+        JobStore(results.job.url, keys=KeyRing(str(keys)), counting=Counting(old, reuse_any=True))
+    ).refresh()
     assert all(e.summary == {} for e in current.elements())
     assert current.summary_notes()[0].startswith("5 summaries refused: not signed by this job's key")
     assert [r.get("accuracy") for r in results.records()] == [None] * 5  # the master's own view: refused too

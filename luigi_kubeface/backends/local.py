@@ -72,7 +72,7 @@ def sweep_stale_dirs(parent=None):
         return removed
     for name in names:
         path = os.path.join(parent, name)
-        owner = name[len(_DIR_PREFIX):].split("-", 1)[0]
+        owner = name[len(_DIR_PREFIX) :].split("-", 1)[0]
         try:
             if os.stat(path, follow_symlinks=False).st_uid != os.getuid():
                 continue  # another user's: not ours to judge
@@ -146,9 +146,12 @@ class LocalBackend(Backend):
         self._env = {k: v for k, v in os.environ.items() if k != serialization.KEY_ENV}
         # As in a pod: the runner sees installed packages and luigi-kubeface, and the user's own modules
         # only as the job ships them (job/code/), so what runs here runs on Kubernetes too.
-        ours = os.path.abspath(os.path.join(os.path.dirname(runner_process.__file__), "..", ".."))  # holds luigi_kubeface/
+        ours = os.path.abspath(
+            os.path.join(os.path.dirname(runner_process.__file__), "..", "..")
+        )  # holds luigi_kubeface/
         self._env["PYTHONPATH"] = os.pathsep.join(
-            [ours] + [p for p in sys.path if p and p != ours and not code_discover.is_user_path(os.path.join(p, "x"))])
+            [ours] + [p for p in sys.path if p and p != ours and not code_discover.is_user_path(os.path.join(p, "x"))]
+        )
 
     def _storage_env(self, job_url):
         """What the runner needs to reach the job's storage as this master does (its s3_endpoint_url ...)."""
@@ -199,12 +202,20 @@ class LocalBackend(Backend):
             with open(output, "wb") as out:
                 process = subprocess.Popen(
                     runner_process.command(spec.job_url, spec.element, spec.attempt, python=sys.executable),
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    env=dict(self._env, **self._storage_env(spec.job_url), TMPDIR=tmpdir,
-                             **{cost.RESOURCES_ENV: json.dumps(spec.resources)},  # for the runner's record
-                             **{serialization.SECRET_FD_ENV: str(secret),
-                                runner_process.MASTER_FD_ENV: str(self._alive_read),
-                                runner_process.FINISHING_FILE_ENV: os.path.join(tmpdir, FINISHING_FILE)}),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=dict(
+                        self._env,
+                        **self._storage_env(spec.job_url),
+                        TMPDIR=tmpdir,
+                        **{cost.RESOURCES_ENV: json.dumps(spec.resources)},  # for the runner's record
+                        **{
+                            serialization.SECRET_FD_ENV: str(secret),
+                            runner_process.MASTER_FD_ENV: str(self._alive_read),
+                            runner_process.FINISHING_FILE_ENV: os.path.join(tmpdir, FINISHING_FILE),
+                        },
+                    ),
                     pass_fds=(secret, self._alive_read),  # the signing key: through a pipe, never argv or environ
                     cwd=tmpdir,  # not the master's folder: its modules must come with the job's code
                     start_new_session=True,  # own process group: cancel kills children too
@@ -231,8 +242,9 @@ class LocalBackend(Backend):
             self._free(attempt)
             self._close_pidfd(attempt)
             self._keep_log(attempt, output)
-            ended.append(AttemptEnd(attempt=attempt, exit_code=code, reason=_describe_exit(code),
-                                    log_tail=self._tail(output)))
+            ended.append(
+                AttemptEnd(attempt=attempt, exit_code=code, reason=_describe_exit(code), log_tail=self._tail(output))
+            )
         self._start_waiting()  # in the slots the ended ones (or another master's) freed
         return ended
 
@@ -311,8 +323,9 @@ class LocalBackend(Backend):
         tmpdir = os.path.join(self._dir, attempt)
         try:
             storage = open_storage(spec.job_url, retry_deadline=self.settings.storage_retry_deadline)
-            attempts.keep_log(storage, spec.element, attempt,
-                              (runner_process.attempt_log_path(tmpdir, spec.element, attempt), output))
+            attempts.keep_log(
+                storage, spec.element, attempt, (runner_process.attempt_log_path(tmpdir, spec.element, attempt), output)
+            )
         except Exception as error:  # noqa: BLE001 - the log is evidence, not the outcome: the job goes on
             log.warning("could not keep the log of attempt %s: %s", attempt, error)
         finally:

@@ -43,7 +43,7 @@ def sweep(parent):
         return
     for name in names:
         try:
-            pid, started = (int(v) for v in name[len(_PREFIX):].split("-"))
+            pid, started = (int(v) for v in name[len(_PREFIX) :].split("-"))
         except ValueError:
             continue
         path = os.path.join(parent, name)

@@ -33,8 +33,13 @@ class End:
     """End without running the runner: write record (if any) in its place, then report this end: an AttemptEnd
     of exit_code, reason and its other fields by name, for the attempt the script is asked about."""
 
-    def __init__(self, exit_code: Optional[int] = None, reason: str = "the scripted attempt ended",
-                 record: Optional[dict] = None, **end_fields):
+    def __init__(
+        self,
+        exit_code: Optional[int] = None,
+        reason: str = "the scripted attempt ended",
+        record: Optional[dict] = None,
+        **end_fields,
+    ):
         self.record = record  # the attempt's record, as the runner (or another master) wrote it
         self.end = AttemptEnd(attempt="", exit_code=exit_code, reason=reason, **end_fields)
 
@@ -59,8 +64,10 @@ def error_record(error_type="ValueError", message="the element raised", **fields
 
 def unusable_record(stage="input", error_type="CorruptBlobError", message="could not be loaded", **fields):
     """A runner's record of a function (stage function) or input (stage input) it could not load (exit 2)."""
-    return dict({"outcome": "unusable_input", "stage": stage, "error_type": error_type, "message": message,
-                 "traceback": ""}, **fields)
+    return dict(
+        {"outcome": "unusable_input", "stage": stage, "error_type": error_type, "message": message, "traceback": ""},
+        **fields,
+    )
 
 
 def cancelled_by_master(message="the master stopped"):

@@ -53,8 +53,10 @@ def read_log(storage, element, attempt):
 def element_attempts(storage, element):
     """Attempt ids of an element that have a record, oldest first."""
     names = storage.list(layout.attempts_prefix(element))
-    return sorted((pair[1] for pair in map(layout.attempt_from_record_key, names) if pair and pair[0] == element),
-                  key=layout.attempt_order)
+    return sorted(
+        (pair[1] for pair in map(layout.attempt_from_record_key, names) if pair and pair[0] == element),
+        key=layout.attempt_order,
+    )
 
 
 def all_attempts(storage):

@@ -29,10 +29,7 @@ FIX = "delete it and rerun to recompute it"
 
 def versions():
     """What must match between the master that pickles and the runner that unpickles."""
-    return {
-        "python": "%s.%s" % tuple(platform.python_version_tuple()[:2]),
-        "cloudpickle": cloudpickle.__version__,
-    }
+    return {"python": "%s.%s" % tuple(platform.python_version_tuple()[:2]), "cloudpickle": cloudpickle.__version__}
 
 
 def _mac(key, header):
@@ -48,8 +45,9 @@ def _verifying_key(key, header):
         return key
     if header.get("signer") != keys.ATTEMPT_SIGNER or header.get("kind") != "result":
         return None
-    return keys.attempt_key(key, header.get("job"), header.get("element"), header.get("code_version", ""),
-                            header.get("attempt"))
+    return keys.attempt_key(
+        key, header.get("job"), header.get("element"), header.get("code_version", ""), header.get("attempt")
+    )
 
 
 def envelope(payload, kind, extra=None, key=None):
@@ -88,21 +86,26 @@ def read_header(blob, where="blob", key=None, expect=None, fix=FIX, check_payloa
             raise UntrustedBlobError(
                 "%s is not signed with this job's key (%s): it was altered in storage or written by "
                 "someone without the key, and was not unpickled; %s"
-                % (where, "no signature" if signature is None else "bad signature", fix))
+                % (where, "no signature" if signature is None else "bad signature", fix)
+            )
         for name, value in (expect or {}).items():
             if header.get(name) != value:
                 raise UntrustedBlobError(
                     "%s is signed but belongs elsewhere (%s %r, expected %r): it was copied within the "
-                    "bucket and was not unpickled; %s" % (where, name, header.get(name), value, fix))
+                    "bucket and was not unpickled; %s" % (where, name, header.get(name), value, fix)
+                )
     payload = memoryview(blob)[end + 1 :]
     if not check_payload:
         return header, payload
     if len(payload) != header.get("size"):
-        raise CorruptBlobError("%s is truncated or altered (%d bytes, expected %s); %s"
-                               % (where, len(payload), header.get("size"), fix))
+        raise CorruptBlobError(
+            "%s is truncated or altered (%d bytes, expected %s); %s" % (where, len(payload), header.get("size"), fix)
+        )
     if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
-        raise CorruptBlobError("%s is altered (%d bytes as recorded, but its sha256 differs from the recorded "
-                               "digest); %s" % (where, len(payload), fix))
+        raise CorruptBlobError(
+            "%s is altered (%d bytes as recorded, but its sha256 differs from the recorded "
+            "digest); %s" % (where, len(payload), fix)
+        )
     return header, payload
 
 
@@ -114,8 +117,15 @@ def check_versions(header, where):
             "%s was pickled with Python %s and cloudpickle %s, but this runner has Python %s and "
             "cloudpickle %s: run elements in an environment (image) with the master's versions "
             "(e.g. pip install cloudpickle==%s on Python %s)"
-            % (where, theirs["python"], theirs["cloudpickle"], mine["python"], mine["cloudpickle"],
-               theirs["cloudpickle"], theirs["python"])
+            % (
+                where,
+                theirs["python"],
+                theirs["cloudpickle"],
+                mine["python"],
+                mine["cloudpickle"],
+                theirs["cloudpickle"],
+                theirs["python"],
+            )
         )
 
 
@@ -206,8 +216,10 @@ class Pickled:
         """A readable stream of the whole envelope (header, then payload), for Storage.write_stream."""
         head = MAGIC + json.dumps(self.header(kind, extra, key), sort_keys=True).encode() + b"\n"
         if len(head) > HEAD_LIMIT:
-            raise CorruptBlobError("a %s header of %d bytes is over the %d byte limit: too many large buffers"
-                                   % (kind, len(head), HEAD_LIMIT))
+            raise CorruptBlobError(
+                "a %s header of %d bytes is over the %d byte limit: too many large buffers"
+                % (kind, len(head), HEAD_LIMIT)
+            )
         return BlobStream([memoryview(head), (self.file.fileno(), self.pickle_size)] + [v for v, _ in self.buffers])
 
     def close(self):
@@ -240,13 +252,17 @@ def read_head(head, total_size, where="blob", key=None, expect=None, fix=FIX, st
     header, _ = read_header(head[: end + 1] if end >= 0 else head, where, key, expect, fix, check_payload=False)
     offset = end + 1
     if total_size - offset != header.get("size"):
-        raise CorruptBlobError("%s is truncated or altered (%d bytes, expected %s); %s"
-                               % (where, total_size - offset, header.get("size"), fix))
+        raise CorruptBlobError(
+            "%s is truncated or altered (%d bytes, expected %s); %s"
+            % (where, total_size - offset, header.get("size"), fix)
+        )
     if storage_crc32c is not None and isinstance(header.get("crc32c"), int):
         whole = crc32c_combine(_crc32c(0, head[:offset]), header["crc32c"], header["size"])
         if whole != storage_crc32c:
-            raise CorruptBlobError("%s is altered (its size is as recorded, but the storage's crc32c of it "
-                                   "differs from the recorded one); %s" % (where, fix))
+            raise CorruptBlobError(
+                "%s is altered (its size is as recorded, but the storage's crc32c of it "
+                "differs from the recorded one); %s" % (where, fix)
+            )
     return header, offset
 
 

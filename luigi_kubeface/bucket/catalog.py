@@ -32,8 +32,10 @@ def resolve(job_ref, root):
     else:
         root = root() if callable(root) else root
         if not root:
-            raise JobNotFoundError("job %r is an id but no storage root is set: pass --storage-root or set "
-                                   "[kubeface] storage_root in luigi.cfg, or give the job's full URL" % job_ref)
+            raise JobNotFoundError(
+                "job %r is an id but no storage root is set: pass --storage-root or set "
+                "[kubeface] storage_root in luigi.cfg, or give the job's full URL" % job_ref
+            )
         root, job_id = (root if "://" in root else os.path.abspath(os.path.expanduser(root))), job_ref
     try:
         naming.check_job_id(job_id)
@@ -49,7 +51,8 @@ def open_job(job_ref, storage_root=None, keys=None):
     if not store.storage.exists(naming.JOB_META):
         raise JobNotFoundError(
             "no job %s: %s has no %s. Run `kubeface list --storage-root %s` to see the jobs there"
-            % (job_id, store.url, naming.JOB_META, root))
+            % (job_id, store.url, naming.JOB_META, root)
+        )
     store.check_layout()
     return store
 

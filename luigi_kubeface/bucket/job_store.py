@@ -73,16 +73,33 @@ class JobStore(ResultStore):
     def write_code(self, package):
         """The user's modules (a code_package.CodePackage), content-addressed; returns its key."""
         key = naming.code_key(package.digest)
-        self.storage.write(key, serialization.envelope(
-            package.archive(), "code", {"job": self.id, "digest": package.digest, "modules": list(package.modules),
-                                        "requirements": package.requirements}, self.signing_key()))
+        self.storage.write(
+            key,
+            serialization.envelope(
+                package.archive(),
+                "code",
+                {
+                    "job": self.id,
+                    "digest": package.digest,
+                    "modules": list(package.modules),
+                    "requirements": package.requirements,
+                },
+                self.signing_key(),
+            ),
+        )
         return key
 
     def write_function(self, payload, code_key, code_version, code_digest=""):
         """code_digest: the shipped sources' full digest, which the runner checks the archive against."""
-        self.storage.write(naming.FUNCTION, serialization.envelope(
-            payload, "function", {"job": self.id, "code": code_key, "code_version": code_version,
-                                  "code_digest": code_digest}, self.signing_key()))
+        self.storage.write(
+            naming.FUNCTION,
+            serialization.envelope(
+                payload,
+                "function",
+                {"job": self.id, "code": code_key, "code_version": code_version, "code_digest": code_digest},
+                self.signing_key(),
+            ),
+        )
 
     def write_shared(self, name, pickled):
         """A shared input (serialization.Pickled), uploaded once ever, streamed; returns its key."""
@@ -96,9 +113,12 @@ class JobStore(ResultStore):
     def write_input(self, element, shared_keys, code_version):
         """Signed with the code version it is for (the caller's): the runner refuses it beside another
         version's function."""
-        blob = serialization.envelope(element.payload, "input",
-                                      {"element": element.key, "job": self.id, "shared": shared_keys,
-                                       "code_version": code_version}, self.signing_key())
+        blob = serialization.envelope(
+            element.payload,
+            "input",
+            {"element": element.key, "job": self.id, "shared": shared_keys, "code_version": code_version},
+            self.signing_key(),
+        )
         self.storage.write(naming.input_key(element.key), blob)
 
     # -- JSON records -------------------------------------------------------------------------------
@@ -115,10 +135,13 @@ class JobStore(ResultStore):
         except ValueError as error:
             raise UnreadableRecordError(
                 "%s/%s is not valid JSON (%s): it was cut short or altered. It is skipped; delete it if it "
-                "stays (a rerun writes job.json and elements.json again)" % (self.url, key, error)) from None
+                "stays (a rerun writes job.json and elements.json again)" % (self.url, key, error)
+            ) from None
         if not isinstance(record, dict):
-            raise UnreadableRecordError("%s/%s holds a JSON %s, not a record: it was altered; delete it"
-                                        % (self.url, key, type(record).__name__))
+            raise UnreadableRecordError(
+                "%s/%s holds a JSON %s, not a record: it was altered; delete it"
+                % (self.url, key, type(record).__name__)
+            )
         try:
             return record if kind is dict else kind.from_json(record)
         except ValueError as error:
@@ -201,15 +224,17 @@ class JobStore(ResultStore):
         try:
             written = meta.layout_version if meta is not None else naming.LAYOUT_VERSION
         except (TypeError, ValueError):
-            raise ConfigurationError("job %s: its %s holds layout_version %r, which is no number: restore the file, "
-                                     "or give this job another job id" % (self.url, naming.JOB_META,
-                                                                           meta.get("layout_version"))) from None
+            raise ConfigurationError(
+                "job %s: its %s holds layout_version %r, which is no number: restore the file, "
+                "or give this job another job id" % (self.url, naming.JOB_META, meta.get("layout_version"))
+            ) from None
         if written > naming.LAYOUT_VERSION:
             raise ConfigurationError(
                 "job %s was written by a newer luigi-kubeface (bucket layout %d; this release reads layouts up "
                 "to %d): upgrade luigi-kubeface (pip install -U luigi-kubeface) on this machine and in the image, "
                 "or give this job another job id or storage_root. Nothing in the job was changed"
-                % (self.url, written, naming.LAYOUT_VERSION))
+                % (self.url, written, naming.LAYOUT_VERSION)
+            )
 
     def read_meta(self):
         """job.json as a JobMeta: None if absent, UnreadableRecordError if it does not parse."""

@@ -57,7 +57,9 @@ _WRITTEN = re.compile(  # every key a job's prefix holds, as this module builds 
     r"|shared/[A-Za-z0-9_.-]+-[0-9a-f]{%(n)d}\.pkl|inputs/[0-9a-f]{%(n)d}\.pkl"
     r"|results/[0-9a-f]{%(n)d}(\.[0-9a-f]{16})?\.pkl|code/[0-9a-f]{%(n)d}\.zip"
     r"|attempts/[0-9a-f]{%(n)d}/[0-9A-Za-z-]+\.json|logs/[0-9a-f]{%(n)d}/[0-9A-Za-z-]+\.log"
-    r"|dispatches/[0-9A-Za-z-]+\.json|luigi/[0-9A-Za-z-]+\.json|quarantine/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*)" % {"n": _KEY_LENGTH})
+    r"|dispatches/[0-9A-Za-z-]+\.json|luigi/[0-9A-Za-z-]+\.json|quarantine/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*)"
+    % {"n": _KEY_LENGTH}
+)
 
 
 def is_job_key(key):
@@ -144,8 +146,8 @@ def dispatch_key(run_id):
 
 def run_from_dispatch_key(key):
     """The run id of a dispatches/<run>.json key found in a listing, else None."""
-    if key.startswith(DISPATCHES_PREFIX) and key.endswith(".json") and "/" not in key[len(DISPATCHES_PREFIX):]:
-        return key[len(DISPATCHES_PREFIX):-len(".json")]
+    if key.startswith(DISPATCHES_PREFIX) and key.endswith(".json") and "/" not in key[len(DISPATCHES_PREFIX) :]:
+        return key[len(DISPATCHES_PREFIX) : -len(".json")]
     return None
 
 
@@ -209,8 +211,13 @@ def next_attempt_number(ids):
 def attempt_from_record_key(key):
     """(element, attempt) for an attempts/<element>/<attempt>.json key found in a listing, else None."""
     parts = key.split("/")
-    if (len(parts) == 3 and key.startswith(ATTEMPTS_PREFIX) and parts[2].endswith(".json")
-            and is_element_key(parts[1]) and is_attempt_id(parts[2][: -len(".json")])):
+    if (
+        len(parts) == 3
+        and key.startswith(ATTEMPTS_PREFIX)
+        and parts[2].endswith(".json")
+        and is_element_key(parts[1])
+        and is_attempt_id(parts[2][: -len(".json")])
+    ):
         return parts[1], parts[2][: -len(".json")]
     return None
 

@@ -35,5 +35,8 @@ def signed(record, key):
 def verified(holder, key):
     """Whether a lease record is signed with the job's key (False without a key: it cannot tell)."""
     given = (holder or {}).get("hmac")
-    return key is not None and isinstance(given, str) and hmac.compare_digest(
-        given.encode("utf-8", "surrogatepass"), _mac(key, holder).encode())
+    return (
+        key is not None
+        and isinstance(given, str)
+        and hmac.compare_digest(given.encode("utf-8", "surrogatepass"), _mac(key, holder).encode())
+    )

@@ -73,9 +73,11 @@ class Copy:
         header, where, fix = self.header, self.where, self.fix
         layout = header.get("buffers") or []
         pickle_size = header.get("pickle_size", header["size"]) if layout else header["size"]
-        if (not isinstance(pickle_size, int) or not all(isinstance(b, list) and len(b) == 2 and isinstance(b[0], int)
-                                                        for b in layout)
-                or pickle_size + sum(b[0] for b in layout) != header["size"]):
+        if (
+            not isinstance(pickle_size, int)
+            or not all(isinstance(b, list) and len(b) == 2 and isinstance(b[0], int) for b in layout)
+            or pickle_size + sum(b[0] for b in layout) != header["size"]
+        ):
             raise CorruptBlobError("%s has an inconsistent buffer layout in its header; %s" % (where, fix))
 
         def buffers():
@@ -134,7 +136,13 @@ def private_copy(file, where="blob", key=None, expect=None, fix=serialization.FI
     head = bytes(head[: serialization.pread_into(fd, memoryview(head), 0)])
     header, offset = serialization.read_head(head, total, where, key, expect, fix)
     private = getattr(file, "private", False)
-    store = _PrivateFile(os.fdopen(os.dup(fd), "rb")) if private else _Memory(total) if total <= IN_MEMORY else _PrivateFile(tmpdir=tmpdir)
+    store = (
+        _PrivateFile(os.fdopen(os.dup(fd), "rb"))
+        if private
+        else _Memory(total)
+        if total <= IN_MEMORY
+        else _PrivateFile(tmpdir=tmpdir)
+    )
     try:
         sha = hashlib.sha256(memoryview(head)[offset:])
         if not private:
@@ -150,8 +158,10 @@ def private_copy(file, where="blob", key=None, expect=None, fix=serialization.FI
             position += n
         del buffer
         if position != total or sha.hexdigest() != header.get("sha256"):
-            raise CorruptBlobError("%s is altered (%d bytes as recorded, but its sha256 differs from the recorded "
-                                   "digest); %s" % (where, header.get("size"), fix))
+            raise CorruptBlobError(
+                "%s is altered (%d bytes as recorded, but its sha256 differs from the recorded "
+                "digest); %s" % (where, header.get("size"), fix)
+            )
         if check is not None:
             check(header)
         serialization.check_versions(header, where)

@@ -55,6 +55,7 @@ def _object(data, what):
 
 # -- attempts/<element>/<attempt>.json ------------------------------------------------------------
 
+
 class AttemptRecord(dict):
     """One attempt's record: the JSON object exactly as written, with typed accessors.
 
@@ -97,9 +98,18 @@ class AttemptRecord(dict):
 
 def master_record(element, attempt, outcome, error_type, message, **extra):
     """An attempt record written by the master, for an attempt whose runner could not tell its end."""
-    return AttemptRecord({"element": element, "attempt": attempt, "outcome": Outcome(outcome).value,
-                          "error_type": error_type, "message": message, "traceback": "", **extra,
-                          "recorded_by": "master"})
+    return AttemptRecord(
+        {
+            "element": element,
+            "attempt": attempt,
+            "outcome": Outcome(outcome).value,
+            "error_type": error_type,
+            "message": message,
+            "traceback": "",
+            **extra,
+            "recorded_by": "master",
+        }
+    )
 
 
 # -- dispatches/<run>.json ------------------------------------------------------------------------
@@ -134,12 +144,24 @@ class RunSummary:
     @classmethod
     def of_report(cls, run, started, report, finished=None):
         """The summary of an engine report (its Progress counts, distinct errors and stop reason)."""
-        return cls(run, started, time.time() if finished is None else finished, report.stopped,
-                   tuple(report.summary()), report.progress.counts())
+        return cls(
+            run,
+            started,
+            time.time() if finished is None else finished,
+            report.stopped,
+            tuple(report.summary()),
+            report.progress.counts(),
+        )
 
     def to_json(self):
-        record = {"run": self.run, "started": self.started, "finished": self.finished, "stopped": self.stopped,
-                  "errors": list(self.errors), **self.counts}
+        record = {
+            "run": self.run,
+            "started": self.started,
+            "finished": self.finished,
+            "stopped": self.stopped,
+            "errors": list(self.errors),
+            **self.counts,
+        }
         return json.dumps(record, indent=1).encode()
 
     @classmethod
@@ -147,11 +169,18 @@ class RunSummary:
         record = _object(data, "a run summary")
         errors = record.get("errors")
         counts = {k: v for k, v in record.items() if k not in _SUMMARY_FIELDS and k != "elements_shown"}
-        return cls(str(record.get("run") or ""), record.get("started"), record.get("finished"),
-                   record.get("stopped") or "", tuple(errors) if isinstance(errors, list) else (), counts)
+        return cls(
+            str(record.get("run") or ""),
+            record.get("started"),
+            record.get("finished"),
+            record.get("stopped") or "",
+            tuple(errors) if isinstance(errors, list) else (),
+            counts,
+        )
 
 
 # -- luigi/<run>.json -----------------------------------------------------------------------------
+
 
 def luigi_flag(run):
     """The map task's note that this run showed its elements to Luigi (so it does so once per run)."""
@@ -164,6 +193,7 @@ def elements_shown(data):
 
 
 # -- progress.json --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class LiveProgress:
@@ -188,21 +218,33 @@ class LiveProgress:
         return dict(self.running)
 
     def to_json(self):
-        record = {"updated": self.updated, "final": self.final, "counts": self.counts,
-                  "running": {a: list(v) for a, v in self.running.items()}}
+        record = {
+            "updated": self.updated,
+            "final": self.final,
+            "counts": self.counts,
+            "running": {a: list(v) for a, v in self.running.items()},
+        }
         return json.dumps(record, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, data):
         record = _object(data, "the live progress")
         counts, running = record.get("counts"), record.get("running")
-        running = {a: tuple(v) for a, v in running.items() if isinstance(v, list) and len(v) == 2} \
-            if isinstance(running, dict) else {}
-        return cls(float(record.get("updated") or 0), bool(record.get("final")),
-                   counts if isinstance(counts, dict) else {}, running)
+        running = (
+            {a: tuple(v) for a, v in running.items() if isinstance(v, list) and len(v) == 2}
+            if isinstance(running, dict)
+            else {}
+        )
+        return cls(
+            float(record.get("updated") or 0),
+            bool(record.get("final")),
+            counts if isinstance(counts, dict) else {},
+            running,
+        )
 
 
 # -- job.json -------------------------------------------------------------------------------------
+
 
 class JobMeta(dict):
     """job.json: versions, the function, code version, reuse and result settings, where the job ran.
@@ -240,6 +282,7 @@ class JobMeta(dict):
 
 # -- elements.json --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ElementIndex:
     """The grid as last dispatched: element keys, labels and parameters, in order."""
@@ -253,8 +296,9 @@ class ElementIndex:
         return cls([e.key for e in elements], [e.label for e in elements], [e.params or {} for e in elements])
 
     def to_json(self):
-        return json.dumps({"keys": self.keys, "labels": self.labels, "params": self.params},
-                          separators=(",", ":")).encode()
+        return json.dumps(
+            {"keys": self.keys, "labels": self.labels, "params": self.params}, separators=(",", ":")
+        ).encode()
 
     @classmethod
     def from_json(cls, data):

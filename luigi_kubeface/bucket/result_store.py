@@ -79,9 +79,13 @@ class ResultStore:
             return current  # no result at the run's listing: one since is this run's, of this code (no listing each)
         found = (versions or {}).get(key)
         if not found:
-            found = {v for k, v in filter(None, map(naming.result_from_key,
-                                                    self.storage.list(naming.result_key(key, "")[:-len(".pkl")])))
-                     if k == key}
+            found = {
+                v
+                for k, v in filter(
+                    None, map(naming.result_from_key, self.storage.list(naming.result_key(key, "")[: -len(".pkl")]))
+                )
+                if k == key
+            }
         if current in found or not found:
             return current
         if not self.reuse_any:
@@ -118,8 +122,10 @@ class ResultStore:
             head = None
         aside = naming.quarantine_key(name)
         self.storage.move(name, aside)
-        return type(error)("%s%s; it was moved aside to %s/%s: rerun the job to recompute it"
-                           % (str(error).rstrip("; "), self._team_key_note(head), self.url, aside))
+        return type(error)(
+            "%s%s; it was moved aside to %s/%s: rerun the job to recompute it"
+            % (str(error).rstrip("; "), self._team_key_note(head), self.url, aside)
+        )
 
     def _team_key_note(self, head):
         """Say so when a refused blob is signed with the team key itself, as before keys were bound to job URLs."""
@@ -129,9 +135,11 @@ class ResultStore:
             serialization.read_header(head, "", self.keys.stored_key(self.url), check_payload=False)
         except (CorruptBlobError, SigningKeyError):
             return ""
-        return (" (it is signed with the team key itself, as luigi-kubeface did before each job's key was "
-                "derived from the team key and the job's URL: such results could be replayed from another "
-                "storage root, so they are refused and recomputed)")
+        return (
+            " (it is signed with the team key itself, as luigi-kubeface did before each job's key was "
+            "derived from the team key and the job's URL: such results could be replayed from another "
+            "storage root, so they are refused and recomputed)"
+        )
 
     def check_result(self, key, whole=False, versions=None):
         """Check a result from its first megabyte without unpickling it: its signed header; whole: its payload too
@@ -145,8 +153,9 @@ class ResultStore:
         name, where, expect = self._result_place(key, versions)
         try:
             head = self.storage.head(name, serialization.HEAD_LIMIT)
-            header, offset = serialization.read_head(head.data, head.size, where, self.signing_key(), expect, fix="",
-                                                     storage_crc32c=head.crc32c)
+            header, offset = serialization.read_head(
+                head.data, head.size, where, self.signing_key(), expect, fix="", storage_crc32c=head.crc32c
+            )
             if whole and head.crc32c is None:  # no storage vouched for the payload (local): read it once, hash it
                 self._check_payload(name, where, header, offset)
             return header

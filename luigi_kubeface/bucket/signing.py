@@ -32,7 +32,8 @@ def _parse(text, path):
     if len(key) < 16:
         raise SigningKeyError(
             "signing key file %s does not hold a key (expected at least 32 hex characters): "
-            "replace it with a new one (%s)" % (path, _NEW_KEY_HINT % (path, path)))
+            "replace it with a new one (%s)" % (path, _NEW_KEY_HINT % (path, path))
+        )
     return key
 
 
@@ -71,7 +72,8 @@ def _check_private_dir(path):
         raise SigningKeyError(
             "key_dir %s is owned by uid %d (this user is %d) or writable by other users (mode %o), who could "
             "replace the keys in it: chown it to this user and chmod 700 %s, or set [kubeface] key_dir to a "
-            "private directory" % (path, info.st_uid, os.geteuid(), stat.S_IMODE(info.st_mode), path))
+            "private directory" % (path, info.st_uid, os.geteuid(), stat.S_IMODE(info.st_mode), path)
+        )
 
 
 class KeyRing:
@@ -110,24 +112,28 @@ class KeyRing:
                 raise SigningKeyError(
                     "[kubeface] signing_key_file %s does not exist: copy your team's key there, create one "
                     "(%s), or leave signing_key_file empty to keep one key per job in key_dir"
-                    % (path, _NEW_KEY_HINT % (path, path))) from None
+                    % (path, _NEW_KEY_HINT % (path, path))
+                ) from None
             raise SigningKeyError(
                 "the signing key of job %s is not on this machine (looked for %s): copy that file from the "
                 "machine that ran the job (or set [kubeface] key_dir / signing_key_file to where it is), "
                 "or delete the job's results (%s/results/) to recompute them" % (job_url, path, job_url)
             ) from None
         except OSError as error:
-            raise SigningKeyError("signing key file %s cannot be read (%s): fix its permissions"
-                                  % (path, error.strerror or error)) from None
+            raise SigningKeyError(
+                "signing key file %s cannot be read (%s): fix its permissions" % (path, error.strerror or error)
+            ) from None
         if info.st_uid != os.geteuid():
             raise SigningKeyError(
                 "signing key file %s belongs to uid %d, not to this user (uid %d): another user could have "
                 "written it; chown it to this user (and chmod 600), or create a new key (%s)"
-                % (path, info.st_uid, os.geteuid(), _NEW_KEY_HINT % (path, path)))
+                % (path, info.st_uid, os.geteuid(), _NEW_KEY_HINT % (path, path))
+            )
         if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO) & ~stat.S_IRGRP:
             raise SigningKeyError(
                 "signing key file %s may be written or read by other users (mode %o): chmod 600 %s"
-                % (path, stat.S_IMODE(info.st_mode), path))
+                % (path, stat.S_IMODE(info.st_mode), path)
+            )
         return _parse(text, path)
 
     def env_file(self, job_url, variable):
@@ -162,5 +168,6 @@ class KeyRing:
         except OSError as error:
             raise SigningKeyError(
                 "cannot create the signing key of job %s in %s (%s): set [kubeface] key_dir to a private "
-                "directory this user can write" % (job_url, self.key_dir, error.strerror or error)) from None
+                "directory this user can write" % (job_url, self.key_dir, error.strerror or error)
+            ) from None
         return self.load(job_url)

@@ -9,15 +9,7 @@ from ..bucket.job_store import JobStore
 from ..bucket.signing import KeyRing
 from ..errors import ConfigurationError, JobRunningError, KubefaceError, StorageError
 from ..master import lease
-from .common import (
-    configured,
-    default_storage_root,
-    job_tools,
-    jobs_under,
-    parse_duration,
-    root_of,
-    warn,
-)
+from .common import configured, default_storage_root, job_tools, jobs_under, parse_duration, root_of, warn
 
 
 def cleanup_running(job, dry_run, args):
@@ -53,13 +45,25 @@ def _jobs_named(args, out):
     for job_id, meta, _ in found:
         if meta.get("unreadable"):
             warn("skipping %s/%s: its %s is not a valid JSON record" % (root.rstrip("/"), job_id, naming.JOB_META))
-    jobs = [JobStore.at(root, job_id, retry_deadline=30.0) for job_id, meta, latest in found
-            if latest < cutoff and not meta.get("unreadable")]
+    jobs = [
+        JobStore.at(root, job_id, retry_deadline=30.0)
+        for job_id, meta, latest in found
+        if latest < cutoff and not meta.get("unreadable")
+    ]
     if not jobs:
         readable = sum(1 for _, meta, _ in found if not meta.get("unreadable"))
-        print("no job under %s has been idle for %s or longer%s: nothing to clean up" % (
-            root, args.older_than, " (%d job%s, each active within the last %s)" % (
-                readable, "" if readable == 1 else "s", args.older_than) if readable else ""), file=out)
+        print(
+            "no job under %s has been idle for %s or longer%s: nothing to clean up"
+            % (
+                root,
+                args.older_than,
+                " (%d job%s, each active within the last %s)"
+                % (readable, "" if readable == 1 else "s", args.older_than)
+                if readable
+                else "",
+            ),
+            file=out,
+        )
     return jobs
 
 
@@ -72,7 +76,8 @@ def _not_running(jobs, args):
             if args.job:
                 raise JobRunningError(
                     "job %s %s. Deleting its pods and Secret now would fail it; stop that master first (or wait "
-                    "for it), or add --force" % (job.id, why))
+                    "for it), or add --force" % (job.id, why)
+                )
             warn("skipping job %s: it %s; add --force to delete it anyway" % (job.id, why))
             continue
         kept.append(job)
@@ -86,14 +91,18 @@ def _clean(job, args, dry_run, out):
     for pod in pods:
         print("%s pod %s" % (verb, pod), file=out)
     if not args.blobs:
-        print("%s %d pods of job %s; its blobs are kept (add --blobs to delete them too)"
-              % (verb, len(pods), job.id), file=out)
+        print(
+            "%s %d pods of job %s; its blobs are kept (add --blobs to delete them too)" % (verb, len(pods), job.id),
+            file=out,
+        )
         return
     listed = job.storage.list("")
     keys = [k for k in listed if naming.is_job_key(k)]  # only what luigi-kubeface writes
     if len(keys) < len(listed):
-        warn("%d entries of job %s are not luigi-kubeface's and are kept (e.g. %s)"
-             % (len(listed) - len(keys), job.id, next(k for k in listed if not naming.is_job_key(k))))
+        warn(
+            "%d entries of job %s are not luigi-kubeface's and are kept (e.g. %s)"
+            % (len(listed) - len(keys), job.id, next(k for k in listed if not naming.is_job_key(k)))
+        )
     if not dry_run:
         _delete_blobs(job, keys)
     print("%s %d blobs of job %s (%s)" % (verb, len(keys), job.id, job.url), file=out)
@@ -129,8 +138,10 @@ def _may_be_running(job):
     except KubefaceError:
         key = None
     if not lease.verified(holder, key):
-        return ("may be running: its lease says it is free, but it is not signed by this job's key (forged in "
-                "storage, written by an earlier release, or the key is not on this machine)")
+        return (
+            "may be running: its lease says it is free, but it is not signed by this job's key (forged in "
+            "storage, written by an earlier release, or the key is not on this machine)"
+        )
     return ""
 
 

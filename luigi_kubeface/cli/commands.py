@@ -39,26 +39,36 @@ def _backend_flags(cmd):
 def parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--storage-root", help="where jobs live (default: [kubeface] storage_root in luigi.cfg)")
-    top = argparse.ArgumentParser(prog="kubeface", description=__doc__.split("\n")[0],
-                                  formatter_class=argparse.RawDescriptionHelpFormatter,
-                                  epilog=__doc__.split("\n", 2)[2])
+    top = argparse.ArgumentParser(
+        prog="kubeface",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n", 2)[2],
+    )
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cmd = commands.add_parser("list", parents=[common], help="jobs under the storage root")
     cmd.set_defaults(run=cmd_list)
     cmd = commands.add_parser("status", parents=[common], help="counts, failed and slowest elements of a job")
     cmd.add_argument("job")
     cmd.add_argument("--limit", type=int, default=10, help="elements shown per list (default 10)")
-    cmd.add_argument("--max-reads", type=int, default=5000,
-                     help="attempt records read at most (those of unfinished elements first; default 5000)")
+    cmd.add_argument(
+        "--max-reads",
+        type=int,
+        default=5000,
+        help="attempt records read at most (those of unfinished elements first; default 5000)",
+    )
     cmd.set_defaults(run=cmd_status)
     cmd = commands.add_parser("results", parents=[common], help="one row per element: parameters and result values")
     cmd.add_argument("job")
-    cmd.add_argument("--sort", metavar="NAME", help="the result value to rank by, highest first (default: the map "
-                     "task's result_metric, else the first value)")
+    cmd.add_argument(
+        "--sort",
+        metavar="NAME",
+        help="the result value to rank by, highest first (default: the map task's result_metric, else the first value)",
+    )
     cmd.add_argument("--ascending", action="store_true", help="lowest first")
     cmd.add_argument("--top", type=int, default=0, metavar="N", help="only the first N rows")
     cmd.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    cmd.add_argument("--max-reads", type=int, default=10 ** 9, help=argparse.SUPPRESS)
+    cmd.add_argument("--max-reads", type=int, default=10**9, help=argparse.SUPPRESS)
     cmd.set_defaults(run=cmd_results)
     cmd = commands.add_parser("logs", parents=[common], help="an attempt's stdout and stderr")
     cmd.add_argument("job")

@@ -13,6 +13,9 @@ def cmd_list(args, out):
     print("%-40s %9s %9s  %-16s  %s" % ("JOB", "ELEMENTS", "DONE", "LAST ACTIVE (UTC)", "FUNCTION"), file=out)
     for job_id, meta, latest in sorted(jobs, key=lambda j: -j[2]):
         done = len(JobStore.at(root, job_id, retry_deadline=30.0).finished())
-        print("%-40s %9s %9d  %-16s  %s" % (job_id, meta.get("elements", "?"), done, utc_minute(latest),
-                                             meta.get("function", "?")), file=out)
+        print(
+            "%-40s %9s %9d  %-16s  %s"
+            % (job_id, meta.get("elements", "?"), done, utc_minute(latest), meta.get("function", "?")),
+            file=out,
+        )
     return 0

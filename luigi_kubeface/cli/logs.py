@@ -30,8 +30,10 @@ def _pick_attempt(state, element, wanted):
     for number, attempt in numbered:
         if attempt == wanted or (wanted.isdigit() and number == int(wanted)):
             return attempt
-    raise KubefaceError("element %s has no attempt %s: its attempts are %s"
-                        % (element.key, wanted, ", ".join("%d (%s)" % pair for pair in numbered)))
+    raise KubefaceError(
+        "element %s has no attempt %s: its attempts are %s"
+        % (element.key, wanted, ", ".join("%d (%s)" % pair for pair in numbered))
+    )
 
 
 def cmd_logs(args, out):
@@ -53,8 +55,11 @@ def cmd_logs(args, out):
                 except UnreadableRecordError as error:
                     record = {"outcome": "unreadable record", "message": str(error)}
                 if record is not None:
-                    print("attempt %s of element %s left no log (%s: %s)" % (
-                        attempt, element.key, record.get("outcome"), record.get("message", "")), file=sys.stderr)
+                    print(
+                        "attempt %s of element %s left no log (%s: %s)"
+                        % (attempt, element.key, record.get("outcome"), record.get("message", "")),
+                        file=sys.stderr,
+                    )
                     return 1
             else:
                 print("== element %s (%s), attempt %s ==" % (element.key, element.label, attempt), file=sys.stderr)
@@ -63,12 +68,18 @@ def cmd_logs(args, out):
                 return 0
         if not args.follow:
             if attempt in live:
-                print("attempt %s of element %s (%s) is running: its log reaches storage when it ends (add "
-                      "--follow to wait for it, or --attempt N for an earlier one)" % (attempt, element.key,
-                                                                                     element.label), file=sys.stderr)
+                print(
+                    "attempt %s of element %s (%s) is running: its log reaches storage when it ends (add "
+                    "--follow to wait for it, or --attempt N for an earlier one)"
+                    % (attempt, element.key, element.label),
+                    file=sys.stderr,
+                )
             elif attempt is None:
-                print("element %s (%s) has no attempts yet: it has not run, or its first attempt is still "
-                      "running (add --follow to wait for its log)" % (element.key, element.label), file=sys.stderr)
+                print(
+                    "element %s (%s) has no attempts yet: it has not run, or its first attempt is still "
+                    "running (add --follow to wait for its log)" % (element.key, element.label),
+                    file=sys.stderr,
+                )
             return 1
         time.sleep(args.poll)  # the runner writes the log when the attempt ends
         if args.attempt is None:  # follow the element's newest attempt, even one that starts later

@@ -20,8 +20,17 @@ def docker_command(job_url, storage_root, element, attempt, image, env_file):
     parts = ["docker", "run", "--rm"]
     if not storage_class(job_url).remote:
         parts += ["-v", "%s:%s" % (storage_root, storage_root)]
-    parts += ["--env-file", env_file, image or "IMAGE", "python", "-m", "luigi_kubeface.runner", job_url, element,
-              attempt]
+    parts += [
+        "--env-file",
+        env_file,
+        image or "IMAGE",
+        "python",
+        "-m",
+        "luigi_kubeface.runner",
+        job_url,
+        element,
+        attempt,
+    ]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -29,8 +38,10 @@ def cmd_reproduce(args, out):
     state = job_state(args)
     element = state.find(args.element)
     if not naming.is_element_key(element.key):  # elements.json is unsigned: never pass its text to a shell
-        raise KubefaceError("element %r of job %s is not an element key (24 lowercase hex characters): the job's "
-                            "elements.json was altered; rerun the job to write it again" % (element.key, state.job.id))
+        raise KubefaceError(
+            "element %r of job %s is not an element key (24 lowercase hex characters): the job's "
+            "elements.json was altered; rerun the job to write it again" % (element.key, state.job.id)
+        )
     job = state.job
     settings = configured()
     job.keys = KeyRing.from_settings(settings)
@@ -50,17 +61,21 @@ def cmd_reproduce(args, out):
             function, call_args, kwargs, _ = load_call(job.storage, element.key, job.signing_key(), code_dir)
         except UnusableCall as unusable:
             if isinstance(unusable.error, BlobNotFoundError) and unusable.stage == "input":
-                raise KubefaceError("element %s (%s) has no input in storage: inputs are uploaded when an element's "
-                                    "first attempt launches, so it has not run yet. Run the job first"
-                                    % (element.key, element.label)) from None
+                raise KubefaceError(
+                    "element %s (%s) has no input in storage: inputs are uploaded when an element's "
+                    "first attempt launches, so it has not run yet. Run the job first" % (element.key, element.label)
+                ) from None
             if isinstance(unusable.error, KubefaceError):
                 raise unusable.error from None
             raise ConfigurationError(
                 "element %s cannot be loaded here: %s: %s%s. Run reproduce in an environment with the job's "
-                "packages (as its image has them)" % (element.key, type(unusable.error).__name__, unusable.error,
-                                                      module_hint(unusable.error))) from None
-        print("# running element %s (%s) in this Python; nothing is written to storage" % (element.key, element.label),
-              file=out)
+                "packages (as its image has them)"
+                % (element.key, type(unusable.error).__name__, unusable.error, module_hint(unusable.error))
+            ) from None
+        print(
+            "# running element %s (%s) in this Python; nothing is written to storage" % (element.key, element.label),
+            file=out,
+        )
         out.flush()
         try:
             with working_folder(code_dir):  # the project's root as the job ships it, as in a pod

@@ -3,13 +3,7 @@
 import csv
 import json
 
-from ..views.result_table import (
-    csv_cell,
-    pick_metric,
-    ranked,
-    result_rows,
-    table_columns,
-)
+from ..views.result_table import csv_cell, pick_metric, ranked, result_rows, table_columns
 from ..views.durations import format_duration
 from .common import job_state, warn
 
@@ -32,9 +26,24 @@ def _order(args, state, rows):
 
 
 def _write_json(rows, out):
-    json.dump([{"index": r.index, "element": r.key, "params": r.params, "summary": r.values, "state": r.state,
-                "duration": r.duration, "code_version": r.code_version, "result_type": r.result_type,
-                "error": r.error} for r in rows], out, indent=1)
+    json.dump(
+        [
+            {
+                "index": r.index,
+                "element": r.key,
+                "params": r.params,
+                "summary": r.values,
+                "state": r.state,
+                "duration": r.duration,
+                "code_version": r.code_version,
+                "result_type": r.result_type,
+                "error": r.error,
+            }
+            for r in rows
+        ],
+        out,
+        indent=1,
+    )
     out.write("\n")
 
 
@@ -45,8 +54,12 @@ def _print_text(state, header, table, params, heading, out):
     numeric = [i == 0 or i > len(params) and i < len(header) - 3 or i == len(header) - 2 for i in range(len(header))]
     print(heading, file=out)
     for line in [header] + text:
-        print("  ".join((cell[:w].rjust(w) if right else cell[:w].ljust(w))
-                        for cell, w, right in zip(line, widths, numeric)).rstrip(), file=out)
+        print(
+            "  ".join(
+                (cell[:w].rjust(w) if right else cell[:w].ljust(w)) for cell, w, right in zip(line, widths, numeric)
+            ).rstrip(),
+            file=out,
+        )
     if state.unread:
         print("(%d attempt records not read: raise --max-reads)" % state.unread, file=out)
 
@@ -64,16 +77,25 @@ def cmd_results(args, out):
         _write_json(rows, out)
         return 0
     header = own[:1] + params + [column for column, _ in values] + own[1:]  # unique: a parameter keeps its name
-    table = [[str(r.index)] + [r.params.get(name) for name in params] + [r.values.get(name) for _, name in values]
-             + [r.state, r.duration, r.code_version] for r in rows]
+    table = [
+        [str(r.index)]
+        + [r.params.get(name) for name in params]
+        + [r.values.get(name) for _, name in values]
+        + [r.state, r.duration, r.code_version]
+        for r in rows
+    ]
     if args.format == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow([csv_cell(v) for v in header])
         writer.writerows([[csv_cell(v) for v in line] for line in table])
         return 0
     heading = "job %s: %d elements%s, %s" % (
-        state.job.id, total, "" if len(rows) == total else " (the first %d)" % len(rows),
-        "best first on %s (%s)" % (metric, "highest first" if descending else "lowest first") if metric
-        else "no numeric results")
+        state.job.id,
+        total,
+        "" if len(rows) == total else " (the first %d)" % len(rows),
+        "best first on %s (%s)" % (metric, "highest first" if descending else "lowest first")
+        if metric
+        else "no numeric results",
+    )
     _print_text(state, header, table, params, heading, out)
     return 0

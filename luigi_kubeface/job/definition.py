@@ -173,8 +173,7 @@ def pickle_shared(shared):
 
 def elements_from_items(items, item_name="item"):
     """For Client.map: each item is the single positional argument of one call (named item_name in tables)."""
-    return _check_unique([_element(i, (item,), {}, "item %d" % i, item_name) for i, item in enumerate(items)],
-                         "items")
+    return _check_unique([_element(i, (item,), {}, "item %d" % i, item_name) for i, item in enumerate(items)], "items")
 
 
 class Job:
@@ -185,8 +184,18 @@ class Job:
     code_max_bytes, reuse_results); pinned_version replaces the computed code version.
     """
 
-    def __init__(self, job_id, storage_root, function=None, elements=(), shared=None, retry_deadline=600.0,
-                 keys=None, settings=None, pinned_version=None):
+    def __init__(
+        self,
+        job_id,
+        storage_root,
+        function=None,
+        elements=(),
+        shared=None,
+        retry_deadline=600.0,
+        keys=None,
+        settings=None,
+        pinned_version=None,
+    ):
         self.storage_root = storage_root
         self.retry_deadline = retry_deadline
         self.function = function
@@ -286,8 +295,13 @@ class Job:
         if self._code_version is None:
             inputs = code_discover.referenced_modules(b"".join(e.payload for e in self.elements))
             self._code_version = code_versions.code_version(
-                self.function, self.code(), self.pinned_version, inputs,
-                getattr(self.settings, "code_include_list", ()), getattr(self.settings, "code_exclude_list", ()))
+                self.function,
+                self.code(),
+                self.pinned_version,
+                inputs,
+                getattr(self.settings, "code_include_list", ()),
+                getattr(self.settings, "code_exclude_list", ()),
+            )
         return self._code_version
 
     @property
@@ -323,21 +337,39 @@ class Job:
         shared = self.shared_pickles()
         try:
             # What ships also covers classes only shared inputs use (they do not change the version).
-            package = self._build_code([self.function_payload()] + [e.payload for e in self.elements],
-                                       list(shared.values())) if shared else self.code()
+            package = (
+                self._build_code([self.function_payload()] + [e.payload for e in self.elements], list(shared.values()))
+                if shared
+                else self.code()
+            )
             code_key = store.write_code(package)
             for name, pickled in shared.items():
                 self._shared_keys[name] = store.write_shared(name, pickled)
         finally:  # uploaded (or failed): their temporary files are closed, not left to the garbage collector
             self._close_shared_pickles()
-        code = {"digest": package.digest, "modules": list(package.modules), "bytes": package.size,
-                "requirements": package.requirements, "pinned": self.pinned_version}
-        store.write_meta(dict(serialization.versions(), job=self.id, elements=len(self.elements),
-                              function=getattr(self.function, "__qualname__", repr(self.function)),
-                              code_version=version, legacy_code_version=self.legacy_code_version, code=code,
-                              reuse_results="any" if self.reuse_any else "same_code",
-                              result_metric=getattr(self.settings, "result_metric", ""),
-                              result_direction=getattr(self.settings, "result_direction", "maximize"),
-                              shared=self._shared_keys, updated=time.time(), **(details or {})))
+        code = {
+            "digest": package.digest,
+            "modules": list(package.modules),
+            "bytes": package.size,
+            "requirements": package.requirements,
+            "pinned": self.pinned_version,
+        }
+        store.write_meta(
+            dict(
+                serialization.versions(),
+                job=self.id,
+                elements=len(self.elements),
+                function=getattr(self.function, "__qualname__", repr(self.function)),
+                code_version=version,
+                legacy_code_version=self.legacy_code_version,
+                code=code,
+                reuse_results="any" if self.reuse_any else "same_code",
+                result_metric=getattr(self.settings, "result_metric", ""),
+                result_direction=getattr(self.settings, "result_direction", "maximize"),
+                shared=self._shared_keys,
+                updated=time.time(),
+                **(details or {}),
+            )
+        )
         store.write_elements(self.elements)
         store.write_function(self.function_payload(), code_key, version, package.digest)

@@ -26,7 +26,7 @@ class _CanonicalPickler(pickle._Pickler):
         members = _sorted_canonically(obj)
         for start in range(0, len(members), 1000):
             self.write(pickle.MARK)
-            for member in members[start:start + 1000]:
+            for member in members[start : start + 1000]:
                 self.save(member)
             self.write(pickle.ADDITEMS)
 
@@ -50,8 +50,10 @@ def _sorted_canonically(values):
 
 
 def _refuse(value, why, fix):
-    raise ConfigurationError("a value of type %s.%s cannot be encoded into a stable element key: %s. %s"
-                             % (type(value).__module__, type(value).__qualname__, why, fix))
+    raise ConfigurationError(
+        "a value of type %s.%s cannot be encoded into a stable element key: %s. %s"
+        % (type(value).__module__, type(value).__qualname__, why, fix)
+    )
 
 
 def _canonical(value):
@@ -79,8 +81,10 @@ def _canonical(value):
     if isinstance(value, (set, frozenset)):
         return {"__" + type(value).__name__ + "__": [_canonical(v) for v in _sorted_canonically(value)]}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {"__dataclass__": type(value).__module__ + "." + type(value).__qualname__,
-                "fields": {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}}
+        return {
+            "__dataclass__": type(value).__module__ + "." + type(value).__qualname__,
+            "fields": {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)},
+        }
     buffer = io.BytesIO()
     try:
         _CanonicalPickler(buffer, protocol=4).dump(value)
@@ -89,10 +93,13 @@ def _canonical(value):
     except RecursionError:
         _refuse(value, "it contains itself", "Pass plain data without reference cycles")
     except Exception as error:  # noqa: BLE001 - plain pickle refuses lambdas, local functions and classes
-        _refuse(value, "plain pickle refuses it (%s: %s)" % (type(error).__name__, error),
-                "Define functions and classes at module level (not lambdas or inside a function), pass "
-                "plain data (numbers, strings, tuples, lists, dicts, sets, enums, dataclasses), or pass the "
-                "object as a shared input and put its name in the grid")
+        _refuse(
+            value,
+            "plain pickle refuses it (%s: %s)" % (type(error).__name__, error),
+            "Define functions and classes at module level (not lambdas or inside a function), pass "
+            "plain data (numbers, strings, tuples, lists, dicts, sets, enums, dataclasses), or pass the "
+            "object as a shared input and put its name in the grid",
+        )
     digest = hashlib.sha256(buffer.getvalue()).hexdigest()
     return {"__pickle__": type(value).__module__ + "." + type(value).__qualname__, "sha256": digest}
 
@@ -134,4 +141,4 @@ def scalar_element_key(args, kwargs):
 def element_key(args, kwargs):
     """A stable digest of an element's arguments: the same element has the same key in every run."""
     text = _scalar_key_text(args, kwargs) or _KEY_TEXT.encode([_canonical(list(args)), _canonical(dict(kwargs))])
-    return hashlib.sha256(text.encode()).hexdigest()[:layout.KEY_LENGTH]
+    return hashlib.sha256(text.encode()).hexdigest()[: layout.KEY_LENGTH]

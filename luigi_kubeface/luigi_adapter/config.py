@@ -9,8 +9,14 @@ import luigi
 from .. import storage
 from ..settings import Settings, all_keys
 
-_PARAMETER_TYPES = {"str": luigi.Parameter, "int": luigi.IntParameter, "float": luigi.FloatParameter,
-                    "bool": luigi.BoolParameter, "dict": luigi.DictParameter, "list": luigi.ListParameter}
+_PARAMETER_TYPES = {
+    "str": luigi.Parameter,
+    "int": luigi.IntParameter,
+    "float": luigi.FloatParameter,
+    "bool": luigi.BoolParameter,
+    "dict": luigi.DictParameter,
+    "list": luigi.ListParameter,
+}
 
 
 def _parameter(key):
@@ -20,11 +26,15 @@ def _parameter(key):
 
 
 # The class name is the config section and the flag prefix: [kubeface], --kubeface-backend.
-kubeface = type("kubeface", (luigi.Config,), {
-    "__doc__": "luigi-kubeface settings; documented in luigi.cfg and the README's Settings table.",
-    "__module__": __name__,
-    **{name: _parameter(key) for name, key in all_keys().items()},
-})
+kubeface = type(
+    "kubeface",
+    (luigi.Config,),
+    {
+        "__doc__": "luigi-kubeface settings; documented in luigi.cfg and the README's Settings table.",
+        "__module__": __name__,
+        **{name: _parameter(key) for name, key in all_keys().items()},
+    },
+)
 
 
 def load_settings(overrides=None):

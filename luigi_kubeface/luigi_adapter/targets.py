@@ -98,9 +98,11 @@ class AwaitingInputs(luigi.Target):
 
     def _results(self):
         if not self.task.inputs_ready():
-            raise KubefaceError("the results of %s are not known yet: its requirements (%s) are incomplete, and "
-                                "its grid may read their outputs. Require %s from a task that runs after it"
-                                % (self.task, ", ".join(map(str, self.task.incomplete_inputs())), self.task))
+            raise KubefaceError(
+                "the results of %s are not known yet: its requirements (%s) are incomplete, and "
+                "its grid may read their outputs. Require %s from a task that runs after it"
+                % (self.task, ", ".join(map(str, self.task.incomplete_inputs())), self.task)
+            )
         return self.task.output()
 
     def exists(self):

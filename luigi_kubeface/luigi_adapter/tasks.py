@@ -37,10 +37,10 @@ RUN_ID = naming.new_run_id()
 # What luigi-kubeface defines for every map task, and what to do instead of overriding it.
 _OURS = {
     "output": "its output is its elements' results in the bucket (downstream: self.input().load(), "
-              ".records()). Remove output(); to write a file of the results, add a downstream task "
-              "that requires this one and writes it in its run()",
+    ".records()). Remove output(); to write a file of the results, add a downstream task "
+    "that requires this one and writes it in its run()",
     "run": "its run() runs the job. Remove run(): compute one element in run_element(**params), and "
-           "work on all results in a downstream task that requires this one",
+    "work on all results in a downstream task that requires this one",
 }
 
 
@@ -61,8 +61,10 @@ class KubefaceMapTask(luigi.Task):
         super().__init_subclass__(**kwargs)
         for name, why in _OURS.items():
             if name in cls.__dict__:
-                raise ConfigurationError("%s.%s defines %s(), which a KubefaceMapTask must not: %s"
-                                         % (cls.__module__, cls.__qualname__, name, why))
+                raise ConfigurationError(
+                    "%s.%s defines %s(), which a KubefaceMapTask must not: %s"
+                    % (cls.__module__, cls.__qualname__, name, why)
+                )
 
     def grid(self):
         raise NotImplementedError("%s must define grid(): a list of dicts, one per element" % type(self).__name__)
@@ -135,14 +137,22 @@ class KubefaceMapTask(luigi.Task):
         """The job behind this task (grid validated, nothing uploaded), built once per instance."""
         if "_kubeface_job" not in self.__dict__:
             if not self.inputs_ready():  # a grid read now could be a placeholder: never build (nor run) it
-                raise KubefaceError("%s: grid() is asked only once its requirements are complete, and %s are not: "
-                                    "let Luigi run them first (require this task, or yield it from a run())"
-                                    % (self, ", ".join(map(str, self.incomplete_inputs()))))
+                raise KubefaceError(
+                    "%s: grid() is asked only once its requirements are complete, and %s are not: "
+                    "let Luigi run them first (require this task, or yield it from a run())"
+                    % (self, ", ".join(map(str, self.incomplete_inputs())))
+                )
             settings = self.kubeface_settings()
-            self._kubeface_job = Job(self.job_id(), settings.storage_root, self.run_element,
-                                     elements_from_grid(self.grid()), retry_deadline=settings.storage_retry_deadline,
-                                     keys=KeyRing.from_settings(settings), settings=settings,
-                                     pinned_version=self.code_version())
+            self._kubeface_job = Job(
+                self.job_id(),
+                settings.storage_root,
+                self.run_element,
+                elements_from_grid(self.grid()),
+                retry_deadline=settings.storage_retry_deadline,
+                keys=KeyRing.from_settings(settings),
+                settings=settings,
+                pinned_version=self.code_version(),
+            )
             _MAP_TASKS[self._kubeface_job.id] = self
         return self._kubeface_job
 
@@ -228,8 +238,9 @@ class KubefaceJob(_JobPart):
         if not self.__dict__.get("_dispatched"):
             job = self._map().kubeface_job()
             finished = ResultIndex.finished(job, max_age=2.0)
-            self._dispatched = (all(e.key in finished for e in job.elements)
-                                or job.store.run_summary(self.run_id) is not None)
+            self._dispatched = (
+                all(e.key in finished for e in job.elements) or job.store.run_summary(self.run_id) is not None
+            )
         return self._dispatched
 
     def run(self):
@@ -242,9 +253,15 @@ class KubefaceJob(_JobPart):
             return
         job.shared = task.shared_inputs()
         try:
-            report = dispatch(job, settings, on_progress=self._show_progress, run_id=self.run_id,
-                              on_page=self.set_tracking_url, details={"task": task_name(task)},
-                              stop_when=die_with_parent())  # a forked worker dies with its luigi
+            report = dispatch(
+                job,
+                settings,
+                on_progress=self._show_progress,
+                run_id=self.run_id,
+                on_page=self.set_tracking_url,
+                details={"task": task_name(task)},
+                stop_when=die_with_parent(),
+            )  # a forked worker dies with its luigi
         finally:
             ResultIndex.forget(job)
         progress = report.progress
@@ -286,7 +303,10 @@ class KubefaceElement(_JobPart):
                 "elements and rerun: finished results are kept" % (self.params, reason)
             )
         if record.outcome is Outcome.SUCCESS:
-            raise KubefaceError("element %s: its last attempt (%s) reported success but its result is not in %s "
-                                "(deleted?): rerun to compute it again" % (self.params, attempts[-1], job.url))
-        raise ElementFailedError(self.params, record.get("error_type", "Error"), record.get("message", ""),
-                                 record.get("traceback", ""))
+            raise KubefaceError(
+                "element %s: its last attempt (%s) reported success but its result is not in %s "
+                "(deleted?): rerun to compute it again" % (self.params, attempts[-1], job.url)
+            )
+        raise ElementFailedError(
+            self.params, record.get("error_type", "Error"), record.get("message", ""), record.get("traceback", "")
+        )

@@ -55,8 +55,15 @@ class AttemptEnds:
             refused = error
         if not checked and not timed_out:
             record = self.store.record(key, flight.attempt)
-        return judge(end, record, self.settings, checked=checked, refused=refused, timed_out=timed_out,
-                     interruptions=self.interruptions[key])
+        return judge(
+            end,
+            record,
+            self.settings,
+            checked=checked,
+            refused=refused,
+            timed_out=timed_out,
+            interruptions=self.interruptions[key],
+        )
 
     def write_account(self, flight, verdict, end):
         """Write the master's record of the attempt, where judge.master_account says there is one."""
@@ -114,16 +121,22 @@ class AttemptEnds:
     def fail_for_good(self, element, failure):
         self.report.failures[element.key] = failure
         self.progress.failed += 1
-        log.warning("element %s (%s) failed for good: %s: %s", element.key, element.label, failure.error_type,
-                    failure.message)
+        log.warning(
+            "element %s (%s) failed for good: %s: %s", element.key, element.label, failure.error_type, failure.message
+        )
 
     def account(self, flight):
         """What the master records of an attempt it ended or saw end: its resources and wall-clock times."""
         now, wall = self.clock(), time.time() - self.clock()  # records hold wall-clock times, never the engine's
         began = flight.began if flight.began is not None else self.backend.started(flight.attempt, flight.started)
         seconds = max(0.0, now - began) if began is not None else 0.0  # never ran (a pod waiting for a node): 0
-        return {"resources": self._request_of(flight).to_record(), "started_by_master": flight.started + wall,
-                "started": (began if began is not None else now) + wall, "finished": now + wall, "duration": seconds}
+        return {
+            "resources": self._request_of(flight).to_record(),
+            "started_by_master": flight.started + wall,
+            "started": (began if began is not None else now) + wall,
+            "finished": now + wall,
+            "duration": seconds,
+        }
 
     def charge(self, flight, category):
         """Charge an attempt that ended to the run's cost (cost.py); returns its account for a master record."""
@@ -133,4 +146,3 @@ class AttemptEnds:
 
     def _request_of(self, flight):
         return flight.request or self.request  # an adopted attempt: the job's (its OOMs were an earlier run's)
-

@@ -31,7 +31,6 @@ from .run_storage import RunStorage
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class _Flight:
     element: object
@@ -42,8 +41,9 @@ class _Flight:
     request: object = None  # what it requested (cost.Request): the job's, or more memory after OOMs
 
 
-def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, sleep=time.sleep, run_id=None,
-            stop_when=None):
+def run_job(
+    job, backend, settings, on_progress=None, clock=time.monotonic, sleep=time.sleep, run_id=None, stop_when=None
+):
     """Run every element of job that has no result yet; return a JobReport (never raises for element failures).
 
     Only the holder of the job's lease launches anything: a second master waits for the first, then
@@ -59,13 +59,19 @@ def run_job(job, backend, settings, on_progress=None, clock=time.monotonic, slee
 
     def waiting(holder):
         done = len(set(e.key for e in job.elements) & store.finished())
-        log.info("job %s: %d of %d elements done; run %s (%s, pid %s) is running the rest", job.id, done,
-                 len(job.elements), holder.get("run", "?"), holder.get("host", "?"), holder.get("pid", "?"))
+        log.info(
+            "job %s: %d of %d elements done; run %s (%s, pid %s) is running the rest",
+            job.id,
+            done,
+            len(job.elements),
+            holder.get("run", "?"),
+            holder.get("host", "?"),
+            holder.get("pid", "?"),
+        )
 
     waited = lease.acquire(on_wait=waiting, sleep=sleep)
     try:  # after a wait, the other master's results are in: list again
-        return JobRun(job, backend, settings, on_progress, clock, lease, None if waited else versions,
-                      stop_when).run()
+        return JobRun(job, backend, settings, on_progress, clock, lease, None if waited else versions, stop_when).run()
     finally:
         lease.release()
 
@@ -140,15 +146,24 @@ class JobRun(AttemptEnds):
 
     def log_start(self):
         job, todo = self.job, self.todo
-        log.info("job %s: %d elements, %d already done, %d to run", job.id, self.progress.total,
-                 self.progress.reused, len(todo))
+        log.info(
+            "job %s: %d elements, %d already done, %d to run",
+            job.id,
+            self.progress.total,
+            self.progress.reused,
+            len(todo),
+        )
         stale = [e.key for e in todo if self.versions.get(e.key)]
         if stale:
             unversioned = sum(1 for k in stale if self.versions[k] == {""})
-            log.info("job %s: %d of them have results of other code (code version %s now%s): recomputing them; pin "
-                     "code_version() (Client.map: code_version=) or set [kubeface] reuse_results = any to keep them",
-                     job.id, len(stale), job.code_version,
-                     ", %d written before code versions" % unversioned if unversioned else "")
+            log.info(
+                "job %s: %d of them have results of other code (code version %s now%s): recomputing them; pin "
+                "code_version() (Client.map: code_version=) or set [kubeface] reuse_results = any to keep them",
+                job.id,
+                len(stale),
+                job.code_version,
+                ", %d written before code versions" % unversioned if unversioned else "",
+            )
 
     def adopt(self):
         """Follow the attempts an earlier master left running instead of launching them again."""
@@ -184,10 +199,13 @@ class JobRun(AttemptEnds):
         self.time_out(now)
         if self.settings.speculation and not self.report.stopped:
             self.speculate(now)
-        self.report.stopped = (self.report.stopped or budget_spent(self.progress, self.settings)
-                               or over_budget(self.cost_started(now), self.settings.max_cost)
-                               or (self.lease.lost if self.lease else "")
-                               or (self.stop_when() if self.stop_when else ""))
+        self.report.stopped = (
+            self.report.stopped
+            or budget_spent(self.progress, self.settings)
+            or over_budget(self.cost_started(now), self.settings.max_cost)
+            or (self.lease.lost if self.lease else "")
+            or (self.stop_when() if self.stop_when else "")
+        )
         self.show_progress()
         return ended
 
@@ -201,10 +219,19 @@ class JobRun(AttemptEnds):
             self.inputs_written.add(element.key)
         grown = self.out_of_memory[element.key]
         request = attempt_request(self.settings, grown) if grown else self.request
-        self.backend.launch(AttemptSpec(self.job.id, self.job.url, element.key, attempt, element.label,
-                                        resources=request.to_record(), secret_env=self.store.secret_env(),
-                                        out_of_memory=grown,
-                                        interruptions=self.interruptions[element.key]))
+        self.backend.launch(
+            AttemptSpec(
+                self.job.id,
+                self.job.url,
+                element.key,
+                attempt,
+                element.label,
+                resources=request.to_record(),
+                secret_env=self.store.secret_env(),
+                out_of_memory=grown,
+                interruptions=self.interruptions[element.key],
+            )
+        )
         self.in_flight[attempt] = _Flight(element, attempt, number, self.clock(), request=request)
 
     def time_out(self, now):
@@ -233,8 +260,13 @@ class JobRun(AttemptEnds):
             if key not in self.backed_up and now - flight.started > limit:
                 self.backed_up.add(key)
                 self.progress.speculated += 1
-                log.info("element %s (%s) has run %.0fs, over %g x the median: launching a backup attempt",
-                         key, flight.element.label, now - flight.started, settings.speculation_multiple)
+                log.info(
+                    "element %s (%s) has run %.0fs, over %g x the median: launching a backup attempt",
+                    key,
+                    flight.element.label,
+                    now - flight.started,
+                    settings.speculation_multiple,
+                )
                 self.launch(flight.element, flight.number)
 
     def show_progress(self):
@@ -251,12 +283,17 @@ class JobRun(AttemptEnds):
     def shutdown(self, why=""):
         """Cancel what still runs and record why, unless the backend leaves it for a rerun to adopt (Ctrl-C)."""
         if self.in_flight and self.backend.leaves_attempts_running and not self.report.stopped:
-            log.warning("job %s: leaving %d attempts running for a later rerun to adopt", self.job.id,
-                        len(self.in_flight))
+            log.warning(
+                "job %s: leaving %d attempts running for a later rerun to adopt", self.job.id, len(self.in_flight)
+            )
             self.in_flight.clear()
         for attempt, flight in list(self.in_flight.items()):  # the account first, as for a sibling
-            self.store.write_cancelled(flight.element.key, attempt, self.report.stopped or why or "the master stopped",
-                                       **self.charge(flight, "cancelled"))
+            self.store.write_cancelled(
+                flight.element.key,
+                attempt,
+                self.report.stopped or why or "the master stopped",
+                **self.charge(flight, "cancelled"),
+            )
             self.backend.cancel(attempt)
         self.progress.running = self.progress.starting = 0
         self.progress.running_attempts = {}
@@ -265,19 +302,26 @@ class JobRun(AttemptEnds):
         """The cost of the work started so far: attempts that ended, and those running, up to now."""
         if not self.settings.max_cost:
             return 0.0
-        running = sum(Usage.of(self._request_of(f), now - f.began).cost for f in self.in_flight.values()
-                      if f.began is not None)
+        running = sum(
+            Usage.of(self._request_of(f), now - f.began).cost for f in self.in_flight.values() if f.began is not None
+        )
         return self.report.cost.total().cost + running
 
     def finish(self):
         if self.report.stopped:
             done_now = self.store.finished()
-            self.report.not_run = [e.key for e in self.job.elements
-                                   if e.key not in done_now and e.key not in self.report.failures]
+            self.report.not_run = [
+                e.key for e in self.job.elements if e.key not in done_now and e.key not in self.report.failures
+            ]
             done = len(self.job.elements) - len(self.report.not_run) - len(self.report.failures)
-            log.error("job %s stopped early: %s; %d of %d elements are done and kept: a rerun computes only the "
-                      "other %d", self.job.id, self.report.stopped, done, len(self.job.elements),
-                      len(self.job.elements) - done)
+            log.error(
+                "job %s stopped early: %s; %d of %d elements are done and kept: a rerun computes only the other %d",
+                self.job.id,
+                self.report.stopped,
+                done,
+                len(self.job.elements),
+                len(self.job.elements) - done,
+            )
         if self.on_progress:
             self.on_progress(self.progress)
         return self.report

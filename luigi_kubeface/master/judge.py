@@ -35,8 +35,9 @@ class Failure:
     fatal: bool = False  # stops the whole job: every element would fail alike
 
     def __post_init__(self):  # from an unsigned record or an attempt's output: the master logs and raises it
-        self.error_type, self.message, self.traceback = map(strip_controls, (self.error_type, self.message,
-                                                                             self.traceback))
+        self.error_type, self.message, self.traceback = map(
+            strip_controls, (self.error_type, self.message, self.traceback)
+        )
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,13 @@ def failure_from_record(record):
     if outcome == Outcome.UNUSABLE_INPUT:
         # A function or code that cannot be loaded fails every element alike: stop at the first.
         fatal = record.get("error_type", "").endswith(FATAL_RUNNER_ERRORS) or record.get("stage") == "function"
-        return Failure(record.get("error_type", "UnusableInput"), record.get("message", ""),
-                       record.get("traceback", ""), retryable=False, fatal=fatal)
+        return Failure(
+            record.get("error_type", "UnusableInput"),
+            record.get("message", ""),
+            record.get("traceback", ""),
+            retryable=False,
+            fatal=fatal,
+        )
     return Failure(record.get("error_type", "Error"), record.get("message", ""), record.get("traceback", ""))
 
 
@@ -111,8 +117,16 @@ def judge(end, record, settings, checked=False, refused=None, timed_out=False, i
         return Succeeded()
     if cancelled_by_another_master(record) and end is not None:
         # Another master cancelled it (this one stops following what it cancels): not the element's failure.
-        record, end = None, type(end)(attempt=end.attempt, exit_code=None, error_type="Cancelled", interrupted=True,
-                                      reason="cancelled by another master: %s" % record.get("message", ""))
+        record, end = (
+            None,
+            type(end)(
+                attempt=end.attempt,
+                exit_code=None,
+                error_type="Cancelled",
+                interrupted=True,
+                reason="cancelled by another master: %s" % record.get("message", ""),
+            ),
+        )
     stopped = record if stopped_by_sigterm(record) else None
     if stopped is not None:
         record = None
@@ -136,16 +150,20 @@ def master_account(verdict, key, attempt, account, placement):
     a refused result's record keeps the runner's fields under the master's verdict.
     """
     if isinstance(verdict, Requeue):
-        return master_record(key, attempt, verdict.outcome, verdict.error_type, verdict.reason, **account,
-                             **placement), True
+        return master_record(
+            key, attempt, verdict.outcome, verdict.error_type, verdict.reason, **account, **placement
+        ), True
     if not isinstance(verdict, Failed) or verdict.master_outcome is None:
         return None
     failure = verdict.failure
     if verdict.master_outcome is Outcome.RESULT_REFUSED:
-        return {**(verdict.runner_record or {}), **master_record(key, attempt, Outcome.RESULT_REFUSED,
-                                                                 failure.error_type, failure.message)}, False
-    return master_record(key, attempt, verdict.master_outcome, failure.error_type, failure.message, **account,
-                         **placement), verdict.runner_record is None
+        return {
+            **(verdict.runner_record or {}),
+            **master_record(key, attempt, Outcome.RESULT_REFUSED, failure.error_type, failure.message),
+        }, False
+    return master_record(
+        key, attempt, verdict.master_outcome, failure.error_type, failure.message, **account, **placement
+    ), verdict.runner_record is None
 
 
 # What becomes of an element whose attempt failed (after_failure).
@@ -166,15 +184,20 @@ def _failure(end, record, refused, timed_out, interruptions, settings):
     if refused is not None:
         return Failure(type(refused).__name__, str(refused))
     if timed_out:
-        return Failure("Timeout", "the attempt ran longer than element_timeout=%gs and was killed; "
-                       "raise [kubeface] element_timeout if elements need longer" % settings.element_timeout)
+        return Failure(
+            "Timeout",
+            "the attempt ran longer than element_timeout=%gs and was killed; "
+            "raise [kubeface] element_timeout if elements need longer" % settings.element_timeout,
+        )
     if record and record.get("outcome") != Outcome.SUCCESS:
         return failure_from_record(record)
     if end is not None and end.error_type:
         message = end.reason
         if end.interrupted:
-            message = ("interrupted %d times by the infrastructure, over the budget of %d interruptions per element "
-                       "(MAX_INTERRUPTIONS); the last time: %s" % (interruptions + 1, MAX_INTERRUPTIONS, message))
+            message = (
+                "interrupted %d times by the infrastructure, over the budget of %d interruptions per element "
+                "(MAX_INTERRUPTIONS); the last time: %s" % (interruptions + 1, MAX_INTERRUPTIONS, message)
+            )
         return Failure(end.error_type, _with_tail(message, end), retryable=end.retryable, fatal=end.fatal)
     if end is not None and end.exit_code == 0:
         return Failure("MissingResult", "the attempt exited successfully but its result is not in storage")
@@ -198,8 +221,11 @@ def retry_delay(failed_attempts, settings):
 def budget_spent(progress, settings):
     """Why the job stops for its failures, or "" while it goes on."""
     if progress.failed > settings.failure_budget * progress.total:
-        return ("%d of %d elements failed for good, more than the failure budget of %g%%"
-                % (progress.failed, progress.total, 100 * settings.failure_budget))
+        return "%d of %d elements failed for good, more than the failure budget of %g%%" % (
+            progress.failed,
+            progress.total,
+            100 * settings.failure_budget,
+        )
     if progress.failed >= ALL_FAILED_STOP and progress.succeeded == 0:
         return "the first %d elements to finish all failed" % progress.failed
     return ""

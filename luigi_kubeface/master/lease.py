@@ -90,8 +90,18 @@ class JobLease:
 
     def _record(self, **extra):
         now = self._now()
-        record = dict({"host": socket.gethostname(), "pid": os.getpid(), "run": self.run_id, "since": self.since or now,
-                       "renewed": now, "seconds": self.seconds, "term": self.term}, **extra)
+        record = dict(
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "run": self.run_id,
+                "since": self.since or now,
+                "renewed": now,
+                "seconds": self.seconds,
+                "term": self.term,
+            },
+            **extra,
+        )
         return signed(record, self.key) if self.key is not None else record
 
     def _forged(self, holder):
@@ -122,15 +132,22 @@ class JobLease:
         if holder is not None and holder.get("run") != self.run_id and not lapsed(holder, self._now()) and not forged:
             return holder
         if forged:
-            log.warning("the job's lease.json is %s (forged in storage, or written by an earlier release): "
-                        "taking the lease", forged)
+            log.warning(
+                "the job's lease.json is %s (forged in storage, or written by an earlier release): taking the lease",
+                forged,
+            )
         self.since = self._now()
         self.term = self._next_term(holder)
         if self._swap(generation, self._record()):
             self._renewed_at = self._clock()
             if holder and not holder.get("released"):
-                log.warning("took over the job's lease from run %s (%s, pid %s): %s", holder.get("run"),
-                            holder.get("host"), holder.get("pid"), lapsed(holder, self._now()))
+                log.warning(
+                    "took over the job's lease from run %s (%s, pid %s): %s",
+                    holder.get("run"),
+                    holder.get("host"),
+                    holder.get("pid"),
+                    lapsed(holder, self._now()),
+                )
             return None
         return read_lease(self.storage)[0] or {}
 
@@ -153,13 +170,18 @@ class JobLease:
                 self.since, self.term = self._now(), self._next_term(holder_now)
                 if holder_now == seen and self._swap(generation, self._record()):
                     self._renewed_at = self._clock()
-                    log.warning("took over the job's lease from run %s: unchanged for %.0fs", seen.get("run"),
-                                self._clock() - seen_at)
+                    log.warning(
+                        "took over the job's lease from run %s: unchanged for %.0fs",
+                        seen.get("run"),
+                        self._clock() - seen_at,
+                    )
                     self._start_heartbeat()
                     return waited
             if not waited:
-                log.info("job is run by another master: %s; waiting for it (its results will be reused)",
-                         describe(holder, self._now()))
+                log.info(
+                    "job is run by another master: %s; waiting for it (its results will be reused)",
+                    describe(holder, self._now()),
+                )
             waited = True
             if on_wait:
                 on_wait(holder)

@@ -38,9 +38,16 @@ class Progress:
         return self.reused + self.succeeded
 
     def describe(self):
-        return ("%d elements: %d reused, %d succeeded, %d running, %d pending, %d failed, %d retried, %d speculated"
-                % (self.total, self.reused, self.succeeded, self.running, self.pending + self.starting, self.failed,
-                   self.retried, self.speculated))
+        return "%d elements: %d reused, %d succeeded, %d running, %d pending, %d failed, %d retried, %d speculated" % (
+            self.total,
+            self.reused,
+            self.succeeded,
+            self.running,
+            self.pending + self.starting,
+            self.failed,
+            self.retried,
+            self.speculated,
+        )
 
     def counts(self):
         """The counts alone, and the cost per category (what a dispatch summary records)."""
@@ -75,4 +82,3 @@ class JobReport:
 
 # Generated names (pods, attempts: kf-job-3f2a-1-x7k2q) differ between otherwise equal errors.
 _NAMES = re.compile(r"\b[a-z0-9]+(?:-[a-z0-9]+){2,}\b")
-

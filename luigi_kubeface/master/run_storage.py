@@ -64,7 +64,11 @@ class RunStorage:
     def write_cancelled(self, key, attempt, message, **fields):
         """Best effort, as on the way out: a storage error must not hide what stopped the run."""
         try:
-            self.write_record(key, attempt, master_record(key, attempt, Outcome.CANCELLED, "Cancelled", message,
-                                                          **fields), if_absent=True)
+            self.write_record(
+                key,
+                attempt,
+                master_record(key, attempt, Outcome.CANCELLED, "Cancelled", message, **fields),
+                if_absent=True,
+            )
         except Exception as error:  # noqa: BLE001
             log.warning("could not record the cancellation of attempt %s: %s", attempt, error)

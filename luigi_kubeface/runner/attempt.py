@@ -35,8 +35,17 @@ import traceback
 from .. import cost
 from . import container_init, summary
 from .call import Terminated, UnusableCall, _unusable, fetch_call, module_hint, working_folder
-from .process import (ELEMENT_RETURNED, FINISHING_FILE_ENV, MASTER_FD_ENV, RECORD_WRITTEN, _become_subreaper,
-                      _die_with_master, _tee_output, element_returned, open_attempt_log)
+from .process import (
+    ELEMENT_RETURNED,
+    FINISHING_FILE_ENV,
+    MASTER_FD_ENV,
+    RECORD_WRITTEN,
+    _become_subreaper,
+    _die_with_master,
+    _tee_output,
+    element_returned,
+    open_attempt_log,
+)
 from ..bucket import attempts, signing as keys, layout as naming, blobs as serialization, seal as summary_seal
 from ..errors import BlobNotFoundError, CorruptBlobError, SigningKeyError, VersionMismatchError
 from ..bucket.records import AttemptRecord, Outcome
@@ -49,18 +58,25 @@ EXIT_TERMINATED = 128 + signal.SIGTERM
 def _on_sigterm(signum, _frame):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the record and log still have to be written
     if not ELEMENT_RETURNED.is_set():  # after it returned: the result and record are written first
-        raise Terminated("the attempt was stopped by SIGTERM before it finished (its pod was deleted or "
-                         "evicted, or a master cancelled it)")
+        raise Terminated(
+            "the attempt was stopped by SIGTERM before it finished (its pod was deleted or "
+            "evicted, or a master cancelled it)"
+        )
     print("kubeface: SIGTERM received after the element returned: finishing its result and record", file=sys.stderr)
 
 
 def _error_fields(error):
     if isinstance(error, SystemExit):
-        return {"error_type": "SystemExit",
-                "message": "the element called sys.exit(%r); return a value or raise an exception instead" % (error.code,)}
-    return {"error_type": type(error).__module__ + "." + type(error).__qualname__
-            if type(error).__module__ != "builtins" else type(error).__qualname__,
-            "message": str(error)}
+        return {
+            "error_type": "SystemExit",
+            "message": "the element called sys.exit(%r); return a value or raise an exception instead" % (error.code,),
+        }
+    return {
+        "error_type": type(error).__module__ + "." + type(error).__qualname__
+        if type(error).__module__ != "builtins"
+        else type(error).__qualname__,
+        "message": str(error),
+    }
 
 
 def signing_key_from_env(environ):
@@ -101,7 +117,6 @@ def run_attempt(storage, element, attempt, log_path, key=None):
         return execute_attempt(storage, element, attempt, key, in_project=True)
 
 
-
 def _placement():
     """What the backend gave the attempt, for its record: its memory limit, whether it ran on spot nodes."""
     placement = {}
@@ -115,10 +130,17 @@ def _placement():
 def execute_attempt(storage, element, attempt, key=None, in_project=False, resources=None):
     """The attempt itself, without the log tee: also what in-process backends call (they keep their
     working folder, in_project=False: it belongs to the whole master process, and pass resources)."""
-    record = AttemptRecord.begin(element, attempt, host=socket.gethostname(),
-                                 node=os.environ.get("KUBEFACE_NODE_NAME", ""),  # the Kubernetes backend sets it
-                                 pid=os.getpid(), started=time.time(), **serialization.versions(), **_placement(),
-                                 resources=cost.request_from_env(os.environ) if resources is None else resources)
+    record = AttemptRecord.begin(
+        element,
+        attempt,
+        host=socket.gethostname(),
+        node=os.environ.get("KUBEFACE_NODE_NAME", ""),  # the Kubernetes backend sets it
+        pid=os.getpid(),
+        started=time.time(),
+        **serialization.versions(),
+        **_placement(),
+        resources=cost.request_from_env(os.environ) if resources is None else resources,
+    )
     code_dir = tempfile.mkdtemp(prefix="kubeface-code-")
     try:
         try:
@@ -144,8 +166,10 @@ def _record_unusable(record, unusable):
     fields = _error_fields(error)
     fields["message"] += "" if known else module_hint(error)
     record.end(Outcome.UNUSABLE_INPUT, stage=unusable.stage, **fields, traceback="" if known else unusable.trace)
-    print("kubeface: the %s could not be loaded: %s: %s" % (unusable.stage, fields["error_type"], fields["message"]),
-          file=sys.stderr)
+    print(
+        "kubeface: the %s could not be loaded: %s: %s" % (unusable.stage, fields["error_type"], fields["message"]),
+        file=sys.stderr,
+    )
     if not known:
         print(unusable.trace, file=sys.stderr)
     return EXIT_UNUSABLE_INPUT
@@ -188,16 +212,20 @@ def _write_result(storage, record, value, version, signer):
     try:  # streamed: the pickle stream through a temporary file, large buffers straight from the value
         pickled = serialization.Pickled(value)
     except Exception as error:  # noqa: BLE001 - unpicklable results are user errors
-        record.end(Outcome.ERROR, error_type="UnpicklableResult",
-                   message="the element returned a %s that cannot be pickled (%s): return "
-                   "plain data (numbers, lists, dicts, arrays)" % (type(value).__name__, error),
-                   traceback=traceback.format_exc())
+        record.end(
+            Outcome.ERROR,
+            error_type="UnpicklableResult",
+            message="the element returned a %s that cannot be pickled (%s): return "
+            "plain data (numbers, lists, dicts, arrays)" % (type(value).__name__, error),
+            traceback=traceback.format_exc(),
+        )
         return EXIT_ELEMENT_ERROR
     with pickled:
         blob = pickled.blob("result", extra, signer)
         won = storage.write_stream_if_absent(naming.result_key(element, version), blob, blob.size)
-    record.end(Outcome.SUCCESS, result_bytes=blob.size, result_written=won,
-               **summary.describe(value))  # what results tables read
+    record.end(
+        Outcome.SUCCESS, result_bytes=blob.size, result_written=won, **summary.describe(value)
+    )  # what results tables read
     summary_seal.seal(record, signer, job, element, attempt)  # what ranks elements: signed
     if not won:
         print("result of element %s was already written by another attempt; kept it" % element)
@@ -239,13 +267,22 @@ def run_main(argv):
         code, record = run_attempt(storage, element, attempt, log_path, key)
     except Terminated as stopped:
         record = AttemptRecord.begin(element, attempt, host=socket.gethostname()).end(
-            Outcome.INTERRUPTED, error_type="Terminated", message=str(stopped), finished=time.time(),
-            **serialization.versions())
+            Outcome.INTERRUPTED,
+            error_type="Terminated",
+            message=str(stopped),
+            finished=time.time(),
+            **serialization.versions(),
+        )
         code = EXIT_TERMINATED
     except BaseException as error:  # the runner itself failed (full disk, storage down): say so in the bucket
         record = AttemptRecord.begin(element, attempt, host=socket.gethostname()).end(
-            Outcome.ERROR, error_type="RunnerError", message="the task runner failed: %s: %s" % (type(error).__name__, error),
-            traceback=traceback.format_exc(), finished=time.time(), **serialization.versions())
+            Outcome.ERROR,
+            error_type="RunnerError",
+            message="the task runner failed: %s: %s" % (type(error).__name__, error),
+            traceback=traceback.format_exc(),
+            finished=time.time(),
+            **serialization.versions(),
+        )
         traceback.print_exc()
         if isinstance(error, KeyboardInterrupt):
             code = 130

@@ -40,9 +40,11 @@ class UnusableCall(Exception):
 def module_hint(error):
     """What to do about a module or a data file the attempt lacks: both ship only as the job ships them."""
     if isinstance(error, ModuleNotFoundError) and error.name:
-        return ("; module %r is neither installed in the image nor shipped with your code. If it is your own "
-                "module, add it to [kubeface] code_include (the analysis follows import statements only); if it "
-                "is a package, install it in the image (images/Dockerfile)" % error.name)
+        return (
+            "; module %r is neither installed in the image nor shipped with your code. If it is your own "
+            "module, add it to [kubeface] code_include (the analysis follows import statements only); if it "
+            "is a package, install it in the image (images/Dockerfile)" % error.name
+        )
     if isinstance(error, FileNotFoundError):
         return _file_hint(error.filename)
     return ""
@@ -52,13 +54,17 @@ def _file_hint(filename):
     """Elements run in the shipped project's root (run_attempt), where only the files code_include names are."""
     name = os.fsdecode(filename) if isinstance(filename, (str, bytes)) else ""
     if name and os.path.isabs(name):
-        return ("; %r is a path of one machine, not of the attempt's: ship the file with [kubeface] code_include "
-                "and open it by its path relative to your project's root (elements run there), or pass its "
-                "content as a shared input" % name)
+        return (
+            "; %r is a path of one machine, not of the attempt's: ship the file with [kubeface] code_include "
+            "and open it by its path relative to your project's root (elements run there), or pass its "
+            "content as a shared input" % name
+        )
     what = "%r is not in the element's working folder" % name if name else "a file is missing"
-    return ("; %s, the root of your project as the job ships it (where your pipeline module is imported from): "
-            "data files ship only when named in [kubeface] code_include (e.g. code_include = data/proteins.txt, "
-            "relative to that root)" % what)
+    return (
+        "; %s, the root of your project as the job ships it (where your pipeline module is imported from): "
+        "data files ship only when named in [kubeface] code_include (e.g. code_include = data/proteins.txt, "
+        "relative to that root)" % what
+    )
 
 
 class VerifiedCall:
@@ -76,8 +82,9 @@ class VerifiedCall:
 
     def verified(self, blob_key, what, **expect):
         """A small blob, read once into memory and verified: (header, payload)."""
-        return serialization.read_header(self.storage.read(blob_key), self.where(what, blob_key), self.key,
-                                         dict(expect, job=self.job))
+        return serialization.read_header(
+            self.storage.read(blob_key), self.where(what, blob_key), self.key, dict(expect, job=self.job)
+        )
 
     def copied(self, blob_key, what, addressed=False, **expect):
         """Inputs and shared inputs: copied once out of storage, checked whole on the way (private_copy)."""
@@ -85,8 +92,10 @@ class VerifiedCall:
 
         def address(header):  # content-addressed: an older signed blob copied over this name must not pass for it
             if addressed and not serialization.header_digest(header).startswith(naming.shared_digest(blob_key)):
-                raise CorruptBlobError("%s does not hold the content its name addresses: it was replaced in storage "
-                                       "and was not unpickled; delete it and rerun to upload it again" % where)
+                raise CorruptBlobError(
+                    "%s does not hold the content its name addresses: it was replaced in storage "
+                    "and was not unpickled; delete it and rerun to upload it again" % where
+                )
 
         with self.storage.open_read(blob_key) as f:
             return private_copy(f, where, self.key, dict(expect, job=self.job), check=address)
@@ -97,18 +106,22 @@ class VerifiedCall:
         self.function_where = self.where("the job's function", naming.FUNCTION)
         self.header, self.payload = self.verified(naming.FUNCTION, "the job's function", kind="function")
         serialization.check_versions(self.header, self.function_where)  # before anything else: the likeliest cause
-        self.code = self.verified(self.header["code"], "the job's code", kind="code") if self.header.get("code") else None
+        self.code = (
+            self.verified(self.header["code"], "the job's code", kind="code") if self.header.get("code") else None
+        )
         if self.code is not None:
             self.check_code_address()
         self.version = self.header.get("code_version", "")
         self.stage = "input"
-        self.input = self.copied(naming.input_key(self.element), "the input of element %s" % self.element,
-                                 kind="input", element=self.element)
+        self.input = self.copied(
+            naming.input_key(self.element), "the input of element %s" % self.element, kind="input", element=self.element
+        )
         if self.input.header.get("code_version", self.version) != self.version:  # inputs of earlier releases: none
             raise CorruptBlobError(
                 "%s was written for code version %r, but the job's function is of version %r: one of them is an "
                 "older blob copied back in storage, and neither was unpickled; rerun the job to write both again"
-                % (self.input.where, self.input.header.get("code_version"), self.version))
+                % (self.input.where, self.input.header.get("code_version"), self.version)
+            )
         for name, shared in self.input.header.get("shared", {}).items():
             self.shared[name] = self.copied(shared, "shared input %r" % name, addressed=True, kind="shared", name=name)
         self.key = None  # from here on nothing needs it
@@ -124,7 +137,8 @@ class VerifiedCall:
             raise CorruptBlobError(
                 "%s does not hold the code its name addresses (its sources' digest is %s): an older archive was "
                 "copied over it in storage, and it was not unpacked; rerun the job to upload it again"
-                % (self.where("the job's code", self.header["code"]), digest[:12]))
+                % (self.where("the job's code", self.header["code"]), digest[:12])
+            )
 
     def load(self, code_dir=None):
         """Unpack the code, then unpickle the function and the input: (function, args, kwargs)."""
@@ -162,10 +176,13 @@ def _unusable(call, step):
 def fetch_call(storage, element, key):
     """The element's call, verified with the job's key and held privately, not yet unpickled (VerifiedCall)."""
     if not key:
-        raise UnusableCall(SigningKeyError(
-            "the attempt got no signing key in its environment (%s): the backend must hand the job's "
-            "key to every attempt (local: a pipe; kubernetes: the job's Secret)" % serialization.KEY_ENV),
-            "function")
+        raise UnusableCall(
+            SigningKeyError(
+                "the attempt got no signing key in its environment (%s): the backend must hand the job's "
+                "key to every attempt (local: a pipe; kubernetes: the job's Secret)" % serialization.KEY_ENV
+            ),
+            "function",
+        )
     call = VerifiedCall(storage, element, key)
     return _unusable(call, call.fetch)
 
@@ -194,4 +211,3 @@ def working_folder(path):
         yield
     finally:
         os.chdir(before)
-

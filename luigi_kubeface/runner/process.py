@@ -171,6 +171,7 @@ def _die_with_master(fd, finishing_file=""):
     A thread, not a signal handler: it runs while the element computes. An element that holds the
     interpreter for long in C code delays it; the master's next run sweeps what is left (backends/local.py).
     """
+
     def watch():
         try:
             while os.read(fd, 1):

@@ -72,11 +72,17 @@ def describe(value):
     Never raises: a result that cannot be summarised (its len() fails...) is recorded by type only.
     """
     kind = type(value)
-    fields = {"result_type": kind.__qualname__ if kind.__module__ == "builtins" else
-              "%s.%s" % (kind.__module__, kind.__qualname__)}
+    fields = {
+        "result_type": kind.__qualname__
+        if kind.__module__ == "builtins"
+        else "%s.%s" % (kind.__module__, kind.__qualname__)
+    }
     try:
-        if hasattr(value, "__len__") and not isinstance(value, (bool, numbers.Number)) \
-                and getattr(value, "ndim", 1) != 0:
+        if (
+            hasattr(value, "__len__")
+            and not isinstance(value, (bool, numbers.Number))
+            and getattr(value, "ndim", 1) != 0
+        ):
             fields["result_size"] = len(value)
         summary = _numbers(value)
         if summary is not None and len(json.dumps(summary, separators=(",", ":"))) <= MAX_BYTES:

@@ -36,12 +36,16 @@ def probe_writable(storage, grant):
         storage.write(probe, b"")
         storage.delete(probe)
     except StorageError as error:
-        raise ConfigurationError("storage %s cannot be written (%s): grant the credentials %s or choose another "
-                                 "[kubeface] storage_root" % (storage.url, error, grant)) from None
+        raise ConfigurationError(
+            "storage %s cannot be written (%s): grant the credentials %s or choose another "
+            "[kubeface] storage_root" % (storage.url, error, grant)
+        ) from None
 
 
 def content_type(key):
-    return _TEXT_TYPES.get(key[key.rfind("."):], "application/octet-stream") if "." in key else "application/octet-stream"
+    return (
+        _TEXT_TYPES.get(key[key.rfind(".") :], "application/octet-stream") if "." in key else "application/octet-stream"
+    )
 
 
 class PodAccess(NamedTuple):
@@ -124,9 +128,23 @@ class Storage(Protocol):
 
 # The methods that talk to the storage: RetryingStorage retries these (and only these) on TransientStorageError.
 # The other members (remote, checksum, browse_url, pod_access, runner_environment, container_hint) describe it.
-IO_METHODS = ("read", "write", "write_if_absent", "write_stream", "write_stream_if_absent", "open_read", "head",
-              "read_generation", "write_if_generation", "exists", "list", "children", "delete", "move",
-              "check_writable")
+IO_METHODS = (
+    "read",
+    "write",
+    "write_if_absent",
+    "write_stream",
+    "write_stream_if_absent",
+    "open_read",
+    "head",
+    "read_generation",
+    "write_if_generation",
+    "exists",
+    "list",
+    "children",
+    "delete",
+    "move",
+    "check_writable",
+)
 DESCRIPTIVE = ("browse_url", "pod_access", "runner_environment", "container_hint")
 
 # Adding a storage means adding one module and one line here: (scheme, "module:Class"), imported when used.

@@ -6,9 +6,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 
-from ..errors import (
-    BlobNotFoundError, ConfigurationError, KubefaceError, StorageError, TransientStorageError,
-)
+from ..errors import BlobNotFoundError, ConfigurationError, KubefaceError, StorageError, TransientStorageError
 from ..settings_fields import setting
 from . import Head, PodAccess, content_type, probe_writable
 
@@ -21,14 +19,16 @@ EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 class GCSSettings:
     """gs:// storage: Google Cloud Storage (credentials: Application Default Credentials, Workload Identity)."""
 
-    gcs_key_secret: str = setting("", "A Secret holding `key.json` for GCS, mounted in the pods when Workload "
-                                  "Identity is not used.")
+    gcs_key_secret: str = setting(
+        "", "A Secret holding `key.json` for GCS, mounted in the pods when Workload Identity is not used."
+    )
 
 
 def emulator_workarounds(environ):
     """Whether to work around fake-gcs-server (its issue 1967: a resumable upload ignores
     if_generation_match=0): only when the SDK talks to the emulator, never to GCS itself."""
     return bool(environ.get(EMULATOR_ENV))
+
 
 _clients: dict = {}  # "client" -> this process's google-cloud-storage client
 # RetryingStorage is the one place that retries; the SDK's own retries would stack under it.
@@ -84,17 +84,25 @@ def _translate(error, what):
     if isinstance(error, api.NotFound):
         return BlobNotFoundError("%s: not found" % what)
     transient = (
-        api.TooManyRequests, api.InternalServerError, api.BadGateway, api.ServiceUnavailable,
-        api.GatewayTimeout, requests.ConnectionError, requests.Timeout,
-        TransportError, ConnectionError, TimeoutError,
+        api.TooManyRequests,
+        api.InternalServerError,
+        api.BadGateway,
+        api.ServiceUnavailable,
+        api.GatewayTimeout,
+        requests.ConnectionError,
+        requests.Timeout,
+        TransportError,
+        ConnectionError,
+        TimeoutError,
     )
     if isinstance(error, transient):
         return TransientStorageError("%s: %s" % (what, error))
     if isinstance(error, api.Forbidden) and "quota" in str(error).lower():
         return TransientStorageError("%s: %s" % (what, error))
     if isinstance(error, api.Forbidden):
-        return StorageError("%s: permission denied (%s): grant the credentials storage.objects "
-                            "access on the bucket" % (what, error))
+        return StorageError(
+            "%s: permission denied (%s): grant the credentials storage.objects access on the bucket" % (what, error)
+        )
     return StorageError("%s: %s" % (what, error))
 
 
@@ -123,7 +131,8 @@ class GCSStorage:
         return PodAccess(
             env=({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": KEY_PATH + "/key.json"},),
             volumes=({"name": "gcs-key", "secret": {"secretName": settings.gcs_key_secret}},),
-            mounts=({"name": "gcs-key", "mountPath": KEY_PATH, "readOnly": True},))
+            mounts=({"name": "gcs-key", "mountPath": KEY_PATH, "readOnly": True},),
+        )
 
     def runner_environment(self):
         return {}
@@ -166,8 +175,9 @@ class GCSStorage:
         return self._call("read", key, lambda: self._blob(key).download_as_bytes(**_CALL))
 
     def write(self, key, data):
-        self._call("write", key, lambda: self._blob(key).upload_from_string(
-            data, content_type=content_type(key), **_CALL))
+        self._call(
+            "write", key, lambda: self._blob(key).upload_from_string(data, content_type=content_type(key), **_CALL)
+        )
 
     def _streamed(self, key):
         blob = self._blob(key)
@@ -175,8 +185,11 @@ class GCSStorage:
         return blob
 
     def write_stream(self, key, stream, size):
-        self._call("write", key, lambda: self._streamed(key).upload_from_file(
-            stream, size=size, content_type=content_type(key), **_CALL))
+        self._call(
+            "write",
+            key,
+            lambda: self._streamed(key).upload_from_file(stream, size=size, content_type=content_type(key), **_CALL),
+        )
 
     def write_stream_if_absent(self, key, stream, size):
         """A resumable upload that only creates: 412 if any generation exists, and results stay write-once.
@@ -224,8 +237,9 @@ class GCSStorage:
             crc = int.from_bytes(base64.b64decode(blob.crc32c), "big") if blob.crc32c else None
             data = b""
             if blob.size and limit > 0:
-                data = blob.download_as_bytes(start=0, end=min(limit, blob.size) - 1, checksum=None,
-                                              if_generation_match=blob.generation, **_CALL)
+                data = blob.download_as_bytes(
+                    start=0, end=min(limit, blob.size) - 1, checksum=None, if_generation_match=blob.generation, **_CALL
+                )
             return Head(data, blob.size or 0, crc)
 
         return self._call("read", key, first_bytes)
@@ -253,8 +267,9 @@ class GCSStorage:
                 if meta is None:
                     raise NotFound("no object")
                 try:
-                    return self._blob(key).download_as_bytes(if_generation_match=meta.generation, **_CALL), \
-                        str(meta.generation)
+                    return self._blob(key).download_as_bytes(if_generation_match=meta.generation, **_CALL), str(
+                        meta.generation
+                    )
                 except (PreconditionFailed, NotFound):
                     continue
             raise TransientStorageError("read %s%s: replaced on every read" % (self.url, key))
@@ -267,8 +282,9 @@ class GCSStorage:
 
         def upload():
             try:
-                self._blob(key).upload_from_string(data, content_type=content_type(key),
-                                                   if_generation_match=int(generation or 0), **_CALL)
+                self._blob(key).upload_from_string(
+                    data, content_type=content_type(key), if_generation_match=int(generation or 0), **_CALL
+                )
                 return True
             except (PreconditionFailed, NotFound):
                 return False
@@ -281,8 +297,9 @@ class GCSStorage:
     def list(self, prefix):
         def names():
             skip = len(self.prefix)
-            pages = _client().list_blobs(self.bucket_name, prefix=self.prefix + prefix, fields=_LIST_FIELDS,
-                                         page_size=_LIST_PAGE, **_CALL)
+            pages = _client().list_blobs(
+                self.bucket_name, prefix=self.prefix + prefix, fields=_LIST_FIELDS, page_size=_LIST_PAGE, **_CALL
+            )
             pages.item_to_value = lambda _, item: item["name"]  # names only: no Blob object per result
             return sorted(name[skip:] for name in pages)
 

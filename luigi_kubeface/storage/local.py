@@ -25,13 +25,15 @@ _HOST = socket.gethostname().replace("-", "_")  # in temporary names: whose writ
 def _writer_died(name):
     """A temporary file whose writer, a process of this host, is gone (killed mid-write): nobody will finish it."""
     try:
-        host, pid, _ = name[len(_TMP_PREFIX):].rsplit("-", 2)
+        host, pid, _ = name[len(_TMP_PREFIX) :].rsplit("-", 2)
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return host == _HOST
     except (ValueError, OSError):
         pass
     return False
+
+
 _COPY_CHUNK = 8 << 20
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -69,7 +71,8 @@ class LocalStorage:
         return UnsafePathError(
             "%s is a symbolic link (or not a plain file): luigi-kubeface never follows links in a storage "
             "root, so it was neither read nor written; remove it (someone with write access to %s put it "
-            "there) and rerun" % (os.path.join(self.root, *parts), self.root))
+            "there) and rerun" % (os.path.join(self.root, *parts), self.root)
+        )
 
     def _open_root(self):
         """The root's own last component is no link either: a job's prefix swapped for one must not be followed."""
@@ -84,7 +87,8 @@ class LocalStorage:
                 raise UnsafePathError(
                     "%s is a symbolic link: luigi-kubeface never follows links in storage, so it was neither "
                     "read nor written; if you configured it, set storage_root to the link's target (%s), "
-                    "otherwise remove it" % (self.root, os.path.realpath(self.root))) from None
+                    "otherwise remove it" % (self.root, os.path.realpath(self.root))
+                ) from None
             raise
         finally:
             os.close(parent_fd)
@@ -108,7 +112,9 @@ class LocalStorage:
                     child = os.open(name, _DIR, dir_fd=fd)
             except OSError as error:
                 os.close(fd)
-                if error.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(os.path.join(self.root, *parts[: i + 1])):
+                if error.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(
+                    os.path.join(self.root, *parts[: i + 1])
+                ):
                     raise self._unsafe(parts[: i + 1]) from None
                 raise
             os.close(fd)
@@ -225,7 +231,8 @@ class LocalStorage:
                     raise StorageError(
                         "%s stayed locked by another process for %.0fs: a compare-and-swap holds it for "
                         "milliseconds, so something else holds it (fuser %s shows who); stop it and rerun"
-                        % (os.path.join(self.root, key), self.lock_wait, os.path.join(self.root, key))) from None
+                        % (os.path.join(self.root, key), self.lock_wait, os.path.join(self.root, key))
+                    ) from None
                 time.sleep(0.05)
 
     def write_if_generation(self, key, data, generation):
@@ -246,8 +253,11 @@ class LocalStorage:
             self._lock(current.fileno(), key)
             found = self._lstat(directory, name)
             mine = os.fstat(current.fileno())
-            if found is None or (found.st_ino, found.st_dev) != (mine.st_ino, mine.st_dev) \
-                    or self._generation(mine) != generation:
+            if (
+                found is None
+                or (found.st_ino, found.st_dev) != (mine.st_ino, mine.st_dev)
+                or self._generation(mine) != generation
+            ):
                 return False
             os.replace(self._temp(directory, data), name, src_dir_fd=directory, dst_dir_fd=directory)
             return True

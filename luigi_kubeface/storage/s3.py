@@ -30,7 +30,7 @@ class S3Storage:
     checksum = "crc32c"  # every upload carries its CRC32C; the server keeps it whole for single-part objects
 
     def __init__(self, url, settings=None, environ=None):
-        rest = url[len("s3://"):]
+        rest = url[len("s3://") :]
         self.bucket, _, prefix = rest.partition("/")
         if not self.bucket:
             raise ConfigurationError("S3 URL %r names no bucket: use s3://BUCKET/PREFIX" % url)
@@ -46,26 +46,44 @@ class S3Storage:
         endpoint = self._client().meta.endpoint_url
         if on_aws(endpoint):
             return "https://s3.console.aws.amazon.com/s3/object/%s?prefix=%s" % (
-                self.bucket, urllib.parse.quote(self.prefix + key))
+                self.bucket,
+                urllib.parse.quote(self.prefix + key),
+            )
         return "%s/%s/%s" % (endpoint.rstrip("/"), self.bucket, urllib.parse.quote(self.prefix + key))
 
     @staticmethod
     def pod_access(settings):
         """The endpoint settings, and the s3_key_secret's keys as Secret references (never their values)."""
         endpoint, region, style = options(settings)
-        env = [{"name": ENV[name], "value": value} for name, value in
-               (("s3_endpoint_url", endpoint), ("s3_region", region)) if value]
+        env = [
+            {"name": ENV[name], "value": value}
+            for name, value in (("s3_endpoint_url", endpoint), ("s3_region", region))
+            if value
+        ]
         if style != "auto":
             env.append({"name": ENV["s3_addressing_style"], "value": style})
-        for name, optional in (("AWS_ACCESS_KEY_ID", False), ("AWS_SECRET_ACCESS_KEY", False), ("AWS_SESSION_TOKEN", True)):
+        for name, optional in (
+            ("AWS_ACCESS_KEY_ID", False),
+            ("AWS_SECRET_ACCESS_KEY", False),
+            ("AWS_SESSION_TOKEN", True),
+        ):
             if settings.s3_key_secret:
-                env.append({"name": name, "valueFrom": {"secretKeyRef": {
-                    "name": settings.s3_key_secret, "key": name, "optional": optional}}})
+                env.append(
+                    {
+                        "name": name,
+                        "valueFrom": {
+                            "secretKeyRef": {"name": settings.s3_key_secret, "key": name, "optional": optional}
+                        },
+                    }
+                )
         return PodAccess(env=tuple(env))
 
     def runner_environment(self):
-        values = {"s3_endpoint_url": self.endpoint, "s3_region": self.region,
-                  "s3_addressing_style": "" if self.style == "auto" else self.style}
+        values = {
+            "s3_endpoint_url": self.endpoint,
+            "s3_region": self.region,
+            "s3_addressing_style": "" if self.style == "auto" else self.style,
+        }
         return {ENV[name]: value for name, value in values.items() if value}
 
     def container_hint(self):
@@ -97,14 +115,22 @@ class S3Storage:
             if error_code(error)[0] in ("404", "NoSuchBucket", "NotFound"):
                 return ConfigurationError(
                     "bucket s3://%s does not exist: create it (aws s3 mb s3://%s) or fix [kubeface] storage_root"
-                    % (self.bucket, self.bucket))
+                    % (self.bucket, self.bucket)
+                )
         return None
 
     def _put(self, client, name, data, **conditions):
         """One PutObject with its CRC32C; _Refused when a condition (If-None-Match, If-Match) did not hold."""
         try:
-            return client.put_object(Bucket=self.bucket, Key=name, Body=data, ContentType=content_type(name),
-                                     ChecksumAlgorithm="CRC32C", ChecksumCRC32C=part_crc32c(data), **conditions)
+            return client.put_object(
+                Bucket=self.bucket,
+                Key=name,
+                Body=data,
+                ContentType=content_type(name),
+                ChecksumAlgorithm="CRC32C",
+                ChecksumCRC32C=part_crc32c(data),
+                **conditions,
+            )
         except Exception as error:  # noqa: BLE001
             code, status = error_code(error)
             if status == 412 or code == "PreconditionFailed":
@@ -137,6 +163,7 @@ class S3Storage:
 
     def read_generation(self, key):
         """One GetObject: the bytes and the ETag of the same version."""
+
         def fetch(client, name):
             response = client.get_object(Bucket=self.bucket, Key=name)
             return response["Body"].read(), response["ETag"]
@@ -172,21 +199,30 @@ class S3Storage:
 
         Any failure aborts the upload: a 409 conflict is transient, so RetryingStorage restarts it from the
         stream's beginning; a 412 means the key exists and nothing is written."""
-        upload = client.create_multipart_upload(Bucket=self.bucket, Key=name, ContentType=content_type(name),
-                                                ChecksumAlgorithm="CRC32C")["UploadId"]
+        upload = client.create_multipart_upload(
+            Bucket=self.bucket, Key=name, ContentType=content_type(name), ChecksumAlgorithm="CRC32C"
+        )["UploadId"]
         try:
             parts, done = [], 0
             while done < size:
                 data = read_part(stream, min(PART, size - done), self.url + name)
                 crc = part_crc32c(data)
-                etag = client.upload_part(Bucket=self.bucket, Key=name, UploadId=upload, PartNumber=len(parts) + 1,
-                                          Body=data, ChecksumAlgorithm="CRC32C", ChecksumCRC32C=crc)["ETag"]
+                etag = client.upload_part(
+                    Bucket=self.bucket,
+                    Key=name,
+                    UploadId=upload,
+                    PartNumber=len(parts) + 1,
+                    Body=data,
+                    ChecksumAlgorithm="CRC32C",
+                    ChecksumCRC32C=crc,
+                )["ETag"]
                 parts.append({"PartNumber": len(parts) + 1, "ETag": etag, "ChecksumCRC32C": crc})
                 done += len(data)
                 del data
             try:
-                client.complete_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload,
-                                                 MultipartUpload={"Parts": parts}, **conditions)
+                client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=name, UploadId=upload, MultipartUpload={"Parts": parts}, **conditions
+                )
             except Exception as error:  # noqa: BLE001
                 if error_code(error)[1] == 412 or error_code(error)[0] == "PreconditionFailed":
                     raise _Refused() from None
@@ -210,8 +246,9 @@ class S3Storage:
     def _range(self, client, name, etag, start, end):
         """A ranged GET of that very version (If-Match); replaced meanwhile: transient, read again."""
         try:
-            return client.get_object(Bucket=self.bucket, Key=name, Range="bytes=%d-%d" % (start, end),
-                                     IfMatch=etag)["Body"]
+            return client.get_object(Bucket=self.bucket, Key=name, Range="bytes=%d-%d" % (start, end), IfMatch=etag)[
+                "Body"
+            ]
         except Exception as error:  # noqa: BLE001
             if error_code(error)[1] == 412:
                 raise TransientStorageError("read %s%s: replaced while it was read" % (self.url, name)) from None
@@ -219,6 +256,7 @@ class S3Storage:
 
     def head(self, key, limit):
         """Metadata (size, ETag, CRC32C), then a ranged read of the first bytes of that version."""
+
         def first_bytes(client, name):
             size, etag, crc = self._meta(client, name)
             data = self._range(client, name, etag, 0, min(limit, size) - 1).read() if size and limit > 0 else b""
@@ -228,6 +266,7 @@ class S3Storage:
 
     def open_read(self, key):
         """Ranged GETs of one version into a private temporary file (marked `private`): memory stays flat."""
+
         def download(client, name):
             size, etag, _ = self._meta(client, name)
             f = tempfile.TemporaryFile()
@@ -288,6 +327,7 @@ class S3Storage:
 
     def move(self, key, new_key):
         """S3 has no rename: a server-side copy of that version (UploadPartCopy above 5 GB), then a delete."""
+
         def rename(client, name):
             size, etag, _ = self._meta(client, name)
             target = self.prefix + new_key
@@ -306,12 +346,19 @@ class S3Storage:
             parts = []
             for start in range(0, size, self.copy_part):
                 end = min(start + self.copy_part, size) - 1
-                copied = client.upload_part_copy(Bucket=self.bucket, Key=target, UploadId=upload,
-                                                 PartNumber=len(parts) + 1, CopySource=source,
-                                                 CopySourceRange="bytes=%d-%d" % (start, end), CopySourceIfMatch=etag)
+                copied = client.upload_part_copy(
+                    Bucket=self.bucket,
+                    Key=target,
+                    UploadId=upload,
+                    PartNumber=len(parts) + 1,
+                    CopySource=source,
+                    CopySourceRange="bytes=%d-%d" % (start, end),
+                    CopySourceIfMatch=etag,
+                )
                 parts.append({"PartNumber": len(parts) + 1, "ETag": copied["CopyPartResult"]["ETag"]})
-            client.complete_multipart_upload(Bucket=self.bucket, Key=target, UploadId=upload,
-                                             MultipartUpload={"Parts": parts})
+            client.complete_multipart_upload(
+                Bucket=self.bucket, Key=target, UploadId=upload, MultipartUpload={"Parts": parts}
+            )
         except BaseException:
             try:
                 client.abort_multipart_upload(Bucket=self.bucket, Key=target, UploadId=upload)

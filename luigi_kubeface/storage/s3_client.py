@@ -19,12 +19,18 @@ def client(endpoint, region, style):
             from botocore.config import Config
 
             def make(addressing):
-                config = Config(retries={"total_max_attempts": 1}, max_pool_connections=32,
-                                connect_timeout=20, read_timeout=120, s3={"addressing_style": addressing},
-                                request_checksum_calculation="when_required",  # we send our own CRC32C
-                                response_checksum_validation="when_required")
-                return boto3.session.Session().client("s3", endpoint_url=endpoint or None,
-                                                      region_name=region or None, config=config)
+                config = Config(
+                    retries={"total_max_attempts": 1},
+                    max_pool_connections=32,
+                    connect_timeout=20,
+                    read_timeout=120,
+                    s3={"addressing_style": addressing},
+                    request_checksum_calculation="when_required",  # we send our own CRC32C
+                    response_checksum_validation="when_required",
+                )
+                return boto3.session.Session().client(
+                    "s3", endpoint_url=endpoint or None, region_name=region or None, config=config
+                )
 
             client = make("virtual" if style == "virtual" else "path" if style == "path" else "auto")
             if style == "auto" and not on_aws(client.meta.endpoint_url):

@@ -5,7 +5,9 @@ def format_duration(seconds):
     if seconds is None:
         return ""
     if seconds < 60:
-        return ("%.1fs" % seconds).replace(".0s", "s") if seconds >= 10 or seconds == int(seconds) else "%.1fs" % seconds
+        return (
+            ("%.1fs" % seconds).replace(".0s", "s") if seconds >= 10 or seconds == int(seconds) else "%.1fs" % seconds
+        )
     if seconds < 3600:
         return "%dm%02ds" % divmod(int(seconds), 60)
     hours, rest = divmod(int(seconds), 3600)

@@ -62,8 +62,14 @@ class ElementView:
         Only records whose summary verified (summary_seal.py) are candidates: an unsigned record decides nothing.
         """
         ok = [r for a, r in self.records.items() if outcome_of(r) is Outcome.SUCCESS and a in self.trusted]
-        ok.sort(key=lambda r: (r.get("code_version", "") == self.version, r.get("result_written", True) is not False,
-                               r.get("finished") or 0), reverse=True)
+        ok.sort(
+            key=lambda r: (
+                r.get("code_version", "") == self.version,
+                r.get("result_written", True) is not False,
+                r.get("finished") or 0,
+            ),
+            reverse=True,
+        )
         return ok[0] if ok else None
 
     @property
@@ -173,21 +179,33 @@ class JobState:
 
     def _read_records(self, limit):
         """Attempt records not read yet, at most limit: those that decide a state first, then the newest."""
-        missing = [(el, a) for el, ids in self.attempts.items() for a in ids
-                   if (el, a) not in self.records and naming.attempt_record_key(el, a) not in self.unreadable]
+        missing = [
+            (el, a)
+            for el, ids in self.attempts.items()
+            for a in ids
+            if (el, a) not in self.records and naming.attempt_record_key(el, a) not in self.unreadable
+        ]
         # States first (the last attempt of elements without a result), then the newest timings.
-        missing.sort(key=lambda ea: (ea[0] not in self.results and ea[1] == self.attempts[ea[0]][-1],
-                                     ea[1] == self.attempts[ea[0]][-1], naming.attempt_time(ea[1])), reverse=True)
+        missing.sort(
+            key=lambda ea: (
+                ea[0] not in self.results and ea[1] == self.attempts[ea[0]][-1],
+                ea[1] == self.attempts[ea[0]][-1],
+                naming.attempt_time(ea[1]),
+            ),
+            reverse=True,
+        )
         chosen = missing[:limit]
         with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:  # reads are latency-bound on GCS
-            read = pool.map(lambda ea: self._read(naming.attempt_record_key(*ea), self.store.attempt_record, *ea),
-                            chosen)
+            read = pool.map(
+                lambda ea: self._read(naming.attempt_record_key(*ea), self.store.attempt_record, *ea), chosen
+            )
             for (element, attempt), record in zip(chosen, read):
                 if record is not None:
                     self.records[(element, attempt)] = record
                     if outcome_of(record) is Outcome.SUCCESS:
                         self.summary_verdicts[(element, attempt)] = summary_seal.verdict(
-                            record, self._job_key(), self.store.id, element, attempt, self._current_version())
+                            record, self._job_key(), self.store.id, element, attempt, self._current_version()
+                        )
         self.unread = max(0, len(missing) - limit)
 
     def _job_key(self):
@@ -215,14 +233,19 @@ class JobState:
         for verdict, elements in sorted(by_verdict.items()):
             shown = ", ".join(sorted(set(elements))[:5]) + (", ..." if len(set(elements)) > 5 else "")
             if verdict == summary_seal.EARLIER:
-                notes.append("%d summaries counted unverified: written by an earlier release, unsigned (elements %s); "
-                             "anyone who may write the bucket could have altered them" % (len(elements), shown))
+                notes.append(
+                    "%d summaries counted unverified: written by an earlier release, unsigned (elements %s); "
+                    "anyone who may write the bucket could have altered them" % (len(elements), shown)
+                )
             elif verdict == summary_seal.NO_KEY:
-                notes.append("%d summaries refused: %s (%s) (elements %s)"
-                             % (len(elements), verdict, self._summary_key, shown))
+                notes.append(
+                    "%d summaries refused: %s (%s) (elements %s)" % (len(elements), verdict, self._summary_key, shown)
+                )
             else:
-                notes.append("%d summaries refused: %s (forged or altered in storage; elements %s)"
-                             % (len(elements), verdict, shown))
+                notes.append(
+                    "%d summaries refused: %s (forged or altered in storage; elements %s)"
+                    % (len(elements), verdict, shown)
+                )
         return notes
 
     def _read(self, key, read, *args):
@@ -277,11 +300,20 @@ class JobState:
         for index, (key, label, params) in enumerate(zip(*(grid or (self.keys, self.labels, self.params)))):
             ids = list(self.attempts.get(key, []))
             records = {a: self.records[(key, a)] for a in ids if (key, a) in self.records}
-            trusted = {a for a in ids if self.summary_verdicts.get((key, a)) in (summary_seal.VERIFIED,
-                                                                                 summary_seal.EARLIER)}
-            element = ElementView(index, key, label, ElementState.NOT_RUN if running is None else ElementState.PENDING, ids,
-                                  records,
-                                   params=params, version=version, trusted=trusted)
+            trusted = {
+                a for a in ids if self.summary_verdicts.get((key, a)) in (summary_seal.VERIFIED, summary_seal.EARLIER)
+            }
+            element = ElementView(
+                index,
+                key,
+                label,
+                ElementState.NOT_RUN if running is None else ElementState.PENDING,
+                ids,
+                records,
+                params=params,
+                version=version,
+                trusted=trusted,
+            )
             last = records.get(ids[-1]) if ids else None
             if key in self.results:
                 element.state = ElementState.DONE
@@ -292,8 +324,13 @@ class JobState:
                     element.attempts.append(attempt)
             elif last is not None:
                 outcome = outcome_of(last)
-                element.state = (ElementState.FAILED if outcome in FAILED else
-                                 ElementState.CANCELLED if outcome is Outcome.CANCELLED else ElementState.UNFINISHED)
+                element.state = (
+                    ElementState.FAILED
+                    if outcome in FAILED
+                    else ElementState.CANCELLED
+                    if outcome is Outcome.CANCELLED
+                    else ElementState.UNFINISHED
+                )
             elif ids:
                 element.state = ElementState.UNFINISHED  # its record is not read yet
             states.append(element)
@@ -319,16 +356,21 @@ class JobState:
             index = int(name[1:])
             if index < len(elements):
                 return elements[index]
-            raise ElementNotFoundError("job %s has %d elements: @%d is out of range (use @0 to @%d)"
-                                       % (self.store.id, len(elements), index, len(elements) - 1))
+            raise ElementNotFoundError(
+                "job %s has %d elements: @%d is out of range (use @0 to @%d)"
+                % (self.store.id, len(elements), index, len(elements) - 1)
+            )
         matches = [e for e in elements if e.key.startswith(name)] if len(name) >= 4 else []
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1 or len(labelled) > 1:
             found = labelled or matches
-            raise ElementNotFoundError("%r matches %d elements of job %s (%s): give more of the key"
-                                       % (name, len(found), self.store.id, ", ".join(e.key for e in found[:5])))
+            raise ElementNotFoundError(
+                "%r matches %d elements of job %s (%s): give more of the key"
+                % (name, len(found), self.store.id, ", ".join(e.key for e in found[:5]))
+            )
         raise ElementNotFoundError(
             "job %s has no element %r: name one by its key (or 4+ leading characters), its exact parameters "
             "as `kubeface status` shows them (e.g. %r), or @N for the N-th element of the grid"
-            % (self.store.id, name, elements[0].label if elements else "x=1"))
+            % (self.store.id, name, elements[0].label if elements else "x=1")
+        )

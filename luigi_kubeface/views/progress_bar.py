@@ -19,8 +19,9 @@ class ProgressBar:
             tqdm = _tqdm_class(in_kernel)
             from tqdm.contrib.logging import logging_redirect_tqdm
 
-            self._bar = tqdm(total=total, desc=job_id, unit="element", file=self.file, dynamic_ncols=True,
-                             smoothing=0.1)
+            self._bar = tqdm(
+                total=total, desc=job_id, unit="element", file=self.file, dynamic_ncols=True, smoothing=0.1
+            )
             self._stack.enter_context(logging_redirect_tqdm(tqdm_class=tqdm))
 
     def update(self, progress):

@@ -76,7 +76,7 @@ class Axis:
 
     def _value_at(self, fraction):
         x = self.low + fraction * (self.high - self.low)
-        return 10 ** x if self.log else x
+        return 10**x if self.log else x
 
     def ticks(self, count=5):
         """(position, label) pairs along the axis."""
@@ -97,8 +97,10 @@ def not_charted(values):
     distinct = len({_fmt(v) for v in values if v is not None})
     if not texts or distinct <= MAX_GROUPS:
         return ""
-    return ("%d distinct values, more than a chart can label (%d): not charted as a category; the table lists "
-            "them" % (distinct, MAX_GROUPS))
+    return "%d distinct values, more than a chart can label (%d): not charted as a category; the table lists them" % (
+        distinct,
+        MAX_GROUPS,
+    )
 
 
 def _numeric_text(text):
@@ -143,9 +145,14 @@ class MetricScale:
         return min(int((share if self.descending else 1 - share) * SHADES), SHADES - 1)
 
     def ticks(self, count=5):
-        return [(self.position(v), _fmt(v)) for v in
-                (self.low + (self.high - self.low) * i / (count - 1) for i in range(count))] \
-            if self.high != self.low else [(self.position(self.low), _fmt(self.low))]
+        return (
+            [
+                (self.position(v), _fmt(v))
+                for v in (self.low + (self.high - self.low) * i / (count - 1) for i in range(count))
+            ]
+            if self.high != self.low
+            else [(self.position(self.low), _fmt(self.low))]
+        )
 
 
 def _by_shade(moves):
@@ -153,8 +160,10 @@ def _by_shade(moves):
     shades = {}
     for shade, move in moves:
         shades.setdefault(shade, []).append(move)
-    return "".join('<path d="%s" stroke="%s"/>' % ("".join(shades[shade]), _colour(shade / (SHADES - 1)))
-                   for shade in sorted(shades))
+    return "".join(
+        '<path d="%s" stroke="%s"/>' % ("".join(shades[shade]), _colour(shade / (SHADES - 1)))
+        for shade in sorted(shades)
+    )
 
 
 class _Plot:
@@ -191,12 +200,16 @@ def _slice_ticks(plot, axis):
     left, bottom = plot.left, plot.bottom
     for where, label in plot.scale.ticks():
         y = bottom - plot.height * where
-        parts.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#eee"/><text x="%d" y="%.1f" font-size="10" '
-                     'text-anchor="end" fill="#616161">%s</text>' % (left, left + plot.width, y, y, left - 4, y + 3,
-                                                                    escape(label)))
+        parts.append(
+            '<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#eee"/><text x="%d" y="%.1f" font-size="10" '
+            'text-anchor="end" fill="#616161">%s</text>'
+            % (left, left + plot.width, y, y, left - 4, y + 3, escape(label))
+        )
     for where, label in axis.ticks():
-        parts.append('<text x="%.1f" y="%d" font-size="10" text-anchor="middle" fill="#616161">%s</text>'
-                     % (plot.x(where), bottom + 13, escape(label[:14])))
+        parts.append(
+            '<text x="%.1f" y="%d" font-size="10" text-anchor="middle" fill="#616161">%s</text>'
+            % (plot.x(where), bottom + 13, escape(label[:14]))
+        )
     return parts
 
 
@@ -208,19 +221,33 @@ def _slice_dots(plot, axis, points):
         if where is not None:
             dots.append((plot.scale.shade(score), "M%d %dh0" % (round(plot.x(where)), round(plot.y(score)))))
     # A dot is a round cap on a zero-length segment: 10 bytes each, not a 35-byte circle.
-    return ('<g class="points" stroke-width="5" stroke-linecap="round" stroke-opacity="0.6">%s</g>'
-            % _by_shade(dots))
+    return '<g class="points" stroke-width="5" stroke-linecap="round" stroke-opacity="0.6">%s</g>' % _by_shade(dots)
 
 
 def _slice_group(plot, name, where, label, scores):
     """A group's range of scores (a grey line) and its mean (an orange tick), titled with both and its best."""
     x, mean = plot.x(where), sum(scores) / len(scores)
     best = max(scores) if plot.scale.descending else min(scores)
-    return ('<g class="group"><title>%s = %s: %d element(s), mean %s, best %s</title>'
-            '<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#424242" stroke-opacity="0.5"/>'
-            '<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#e65100" stroke-width="2"/></g>'
-            % (escape(name), escape(label), len(scores), _fmt(mean), _fmt(best), x, x, plot.y(min(scores)),
-               plot.y(max(scores)), x - 5, x + 5, plot.y(mean), plot.y(mean)))
+    return (
+        '<g class="group"><title>%s = %s: %d element(s), mean %s, best %s</title>'
+        '<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#424242" stroke-opacity="0.5"/>'
+        '<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#e65100" stroke-width="2"/></g>'
+        % (
+            escape(name),
+            escape(label),
+            len(scores),
+            _fmt(mean),
+            _fmt(best),
+            x,
+            x,
+            plot.y(min(scores)),
+            plot.y(max(scores)),
+            x - 5,
+            x + 5,
+            plot.y(mean),
+            plot.y(mean),
+        )
+    )
 
 
 def slice_svg(name, points, metric, scale, width=300, height=210):
@@ -228,17 +255,24 @@ def slice_svg(name, points, metric, scale, width=300, height=210):
     axis = Axis([p for p, _ in points])
     plot = _Plot(scale, width, height)
     left, top, bottom, plot_w, plot_h = plot.left, plot.top, plot.bottom, plot.width, plot.height
-    parts = ['<svg class="slice" data-param="%s" xmlns="http://www.w3.org/2000/svg" width="%d" height="%d">'
-             % (escape(name), width, height)]
+    parts = [
+        '<svg class="slice" data-param="%s" xmlns="http://www.w3.org/2000/svg" width="%d" height="%d">'
+        % (escape(name), width, height)
+    ]
     parts += _slice_ticks(plot, axis)
     parts.append(_slice_dots(plot, axis, points))
-    parts += [_slice_group(plot, name, where, label, scores)
-              for (where, label), scores in _slice_groups(axis, points).items()]
+    parts += [
+        _slice_group(plot, name, where, label, scores) for (where, label), scores in _slice_groups(axis, points).items()
+    ]
     parts.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="#9e9e9e"/>' % (left, left + plot_w, bottom, bottom))
-    parts.append('<text x="%d" y="%d" font-size="11" text-anchor="middle" fill="#424242">%s%s</text>'
-                 % (left + plot_w / 2, height - 4, escape(name), " (log scale)" if axis.numeric and axis.log else ""))
-    parts.append('<text x="12" y="%d" font-size="11" text-anchor="middle" fill="#424242" transform="rotate(-90 12 %d)">'
-                 '%s</text>' % (top + plot_h / 2, top + plot_h / 2, escape(metric)))
+    parts.append(
+        '<text x="%d" y="%d" font-size="11" text-anchor="middle" fill="#424242">%s%s</text>'
+        % (left + plot_w / 2, height - 4, escape(name), " (log scale)" if axis.numeric and axis.log else "")
+    )
+    parts.append(
+        '<text x="12" y="%d" font-size="11" text-anchor="middle" fill="#424242" transform="rotate(-90 12 %d)">'
+        "%s</text>" % (top + plot_h / 2, top + plot_h / 2, escape(metric))
+    )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -263,13 +297,19 @@ def parallel_svg(names, rows, metric, scale, width=900, height=260):
     parts.append('<g class="lines" fill="none" stroke-opacity="0.55">%s</g>' % _by_shade(lines))
     for i, (name, ticks) in enumerate([(n, a.ticks()) for n, a in zip(names, axes)] + [(metric, scale.ticks())]):
         x = left + gap * i
-        parts.append('<line x1="%.1f" x2="%.1f" y1="%d" y2="%d" stroke="#424242"/><text x="%.1f" y="%d" font-size="11" '
-                     'text-anchor="middle" fill="#212121" font-weight="bold">%s</text>'
-                     % (x, x, top, bottom, x, top - 6, escape(name)))
+        parts.append(
+            '<line x1="%.1f" x2="%.1f" y1="%d" y2="%d" stroke="#424242"/><text x="%.1f" y="%d" font-size="11" '
+            'text-anchor="middle" fill="#212121" font-weight="bold">%s</text>'
+            % (x, x, top, bottom, x, top - 6, escape(name))
+        )
         for where, label in ticks:
-            parts.append('<text x="%.1f" y="%.1f" font-size="10" fill="#424242" stroke="#fff" stroke-width="3" '
-                         'paint-order="stroke">%s</text>' % (x + 4, bottom - plot_h * where + 3, escape(label[:14])))
-    parts.append('<text x="%d" y="%d" font-size="11" fill="#616161">%d of %d elements drawn; darker is better</text>'
-                 % (left, height - 6, len(drawn), len(rows)))
+            parts.append(
+                '<text x="%.1f" y="%.1f" font-size="10" fill="#424242" stroke="#fff" stroke-width="3" '
+                'paint-order="stroke">%s</text>' % (x + 4, bottom - plot_h * where + 3, escape(label[:14]))
+            )
+    parts.append(
+        '<text x="%d" y="%d" font-size="11" fill="#616161">%d of %d elements drawn; darker is better</text>'
+        % (left, height - 6, len(drawn), len(rows))
+    )
     parts.append("</svg>")
     return "".join(parts)

@@ -12,8 +12,15 @@ from ..errors import ConfigurationError
 from .states import ElementState
 
 # Where elements without a value go, after every ranked one: failed first, never run last.
-_STATE_ORDER = {ElementState.DONE: 0, ElementState.FAILED: 1, ElementState.CANCELLED: 2, ElementState.UNFINISHED: 3,
-                ElementState.RUNNING: 4, ElementState.PENDING: 5, ElementState.NOT_RUN: 6}
+_STATE_ORDER = {
+    ElementState.DONE: 0,
+    ElementState.FAILED: 1,
+    ElementState.CANCELLED: 2,
+    ElementState.UNFINISHED: 3,
+    ElementState.RUNNING: 4,
+    ElementState.PENDING: 5,
+    ElementState.NOT_RUN: 6,
+}
 
 
 _NUMBERS = (float, int, bool)
@@ -48,11 +55,21 @@ def result_rows(elements):
     for element in elements:
         record = element.result_record if element.state == ElementState.DONE else None
         summary = (record or {}).get("summary")
-        rows.append(ResultRow(element.index, element.key, element.label,
-                              dict(element.params) if element.params else {"parameters": element.label},
-                              summary if isinstance(summary, dict) else {}, element.state, element.duration,
-                              (record or {}).get("code_version", ""), (record or {}).get("result_type", ""),
-                              element.error, element.usage))
+        rows.append(
+            ResultRow(
+                element.index,
+                element.key,
+                element.label,
+                dict(element.params) if element.params else {"parameters": element.label},
+                summary if isinstance(summary, dict) else {},
+                element.state,
+                element.duration,
+                (record or {}).get("code_version", ""),
+                (record or {}).get("result_type", ""),
+                element.error,
+                element.usage,
+            )
+        )
     return rows
 
 
@@ -81,8 +98,13 @@ def pick_metric(rows, wanted=""):
     names = value_names(rows)
     if wanted:
         if wanted not in names:
-            raise ConfigurationError("no element's result has a value named %r: the results have %s" % (
-                wanted, ", ".join(names) if names else "no numeric summary (they are not numbers or dicts of numbers)"))
+            raise ConfigurationError(
+                "no element's result has a value named %r: the results have %s"
+                % (
+                    wanted,
+                    ", ".join(names) if names else "no numeric summary (they are not numbers or dicts of numbers)",
+                )
+            )
         return wanted
     return names[0] if names else ""
 
@@ -160,4 +182,3 @@ def csv_cell(value):
         return value
     text = str(value)
     return "'" + text if text.startswith(_FORMULA_START) else text
-

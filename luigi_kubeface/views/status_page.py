@@ -19,8 +19,15 @@ from .states import ElementState
 
 TABLE_LIMIT = 500  # rows shown; failed, running and slowest first
 
-_ORDER = {ElementState.FAILED: 0, ElementState.RUNNING: 1, ElementState.UNFINISHED: 2, ElementState.CANCELLED: 3,
-          ElementState.DONE: 4, ElementState.PENDING: 5, ElementState.NOT_RUN: 5}
+_ORDER = {
+    ElementState.FAILED: 0,
+    ElementState.RUNNING: 1,
+    ElementState.UNFINISHED: 2,
+    ElementState.CANCELLED: 3,
+    ElementState.DONE: 4,
+    ElementState.PENDING: 5,
+    ElementState.NOT_RUN: 5,
+}
 
 
 def _row_order(element):
@@ -40,8 +47,10 @@ def _attempt_links(element):
         if record is None or record.get("recorded_by") == "master":  # no log in storage (yet)
             links.append('<span title="%s %s">#%s</span>' % (escape(attempt), escape(outcome), escape(number)))
         else:
-            links.append('<a href="%s" title="%s: %s">#%s</a>'
-                         % (escape(naming.log_key(element.key, attempt)), escape(attempt), escape(outcome), escape(number)))
+            links.append(
+                '<a href="%s" title="%s: %s">#%s</a>'
+                % (escape(naming.log_key(element.key, attempt)), escape(attempt), escape(outcome), escape(number))
+            )
     return " ".join(links)
 
 
@@ -49,18 +58,32 @@ def _row(element):
     error = ""
     if element.error:
         record = element.last_record or {}
-        earlier = "attempt %d: " % len(element.records) if element.state == ElementState.RUNNING else ""  # being retried
+        earlier = (
+            "attempt %d: " % len(element.records) if element.state == ElementState.RUNNING else ""
+        )  # being retried
         error = '<div class="err">%s%s</div>' % (earlier, escape(element.error))
         if record.get("traceback"):
             error += "<details><summary>remote traceback</summary><pre>%s</pre></details>" % escape(record["traceback"])
-    return ("<tr class=\"element %s\"><td class=\"num\">%d</td><td><code title=\"%s\">%s</code></td><td>%s%s</td>"
-            "<td><span class=\"state\" style=\"background:%s\">%s</span></td><td class=\"num\">%d</td><td>%s</td>"
-            "<td class=\"num\">%s</td><td>%s</td></tr>"
-            % (escape(element.state.replace(" ", "-")), element.index, escape(element.key), escape(element.key[:10]),
-               escape(element.label), error, STATE_COLOURS.get(element.state, "#9e9e9e"), escape(element.state),
-               len(element.attempts), escape(element.host), escape(format_duration(element.duration)),
-               _attempt_links(element) + ('<div class="note">%s</div>' % escape(element.placement)
-                                          if element.placement else "")))
+    return (
+        '<tr class="element %s"><td class="num">%d</td><td><code title="%s">%s</code></td><td>%s%s</td>'
+        '<td><span class="state" style="background:%s">%s</span></td><td class="num">%d</td><td>%s</td>'
+        '<td class="num">%s</td><td>%s</td></tr>'
+        % (
+            escape(element.state.replace(" ", "-")),
+            element.index,
+            escape(element.key),
+            escape(element.key[:10]),
+            escape(element.label),
+            error,
+            STATE_COLOURS.get(element.state, "#9e9e9e"),
+            escape(element.state),
+            len(element.attempts),
+            escape(element.host),
+            escape(format_duration(element.duration)),
+            _attempt_links(element)
+            + ('<div class="note">%s</div>' % escape(element.placement) if element.placement else ""),
+        )
+    )
 
 
 def _cost(ledger):
@@ -69,26 +92,44 @@ def _cost(ledger):
     if len(rows) == 1:
         return ""
     priced = rows[-1][1].cost > 0
-    cells = "".join("<tr><td>%s</td><td class=\"num\">%d</td><td class=\"num\">%s</td><td class=\"num\">%.4g</td>"
-                    "<td class=\"num\">%.4g</td><td class=\"num\">%.4g</td>%s</tr>"
-                    % (name, u.attempts, format_duration(u.seconds), u.cpu_hours, u.gb_hours, u.gpu_hours,
-                       '<td class="num">%.4g</td>' % u.cost if priced else "") for name, u in rows)
-    return ('<h2>Cost</h2><div class="note">resources requested x running time, all runs</div><table id="cost">'
-            "<thead><tr><th>work</th><th>attempts</th><th>time</th><th>core-h</th><th>GB-h</th><th>GPU-h</th>%s</tr>"
-            "</thead><tbody>%s</tbody></table>" % ("<th>cost</th>" if priced else "", cells))
+    cells = "".join(
+        '<tr><td>%s</td><td class="num">%d</td><td class="num">%s</td><td class="num">%.4g</td>'
+        '<td class="num">%.4g</td><td class="num">%.4g</td>%s</tr>'
+        % (
+            name,
+            u.attempts,
+            format_duration(u.seconds),
+            u.cpu_hours,
+            u.gb_hours,
+            u.gpu_hours,
+            '<td class="num">%.4g</td>' % u.cost if priced else "",
+        )
+        for name, u in rows
+    )
+    return (
+        '<h2>Cost</h2><div class="note">resources requested x running time, all runs</div><table id="cost">'
+        "<thead><tr><th>work</th><th>attempts</th><th>time</th><th>core-h</th><th>GB-h</th><th>GPU-h</th>%s</tr>"
+        "</thead><tbody>%s</tbody></table>" % ("<th>cost</th>" if priced else "", cells)
+    )
 
 
 def _skipped(state):
     """Notes on records not read yet (over max_reads) and on those that could not be read."""
     parts = []
     if state.unread:
-        parts.append('<div class="note">%d older attempt records not read yet: charts show the newest</div>'
-                     % state.unread)
+        parts.append(
+            '<div class="note">%d older attempt records not read yet: charts show the newest</div>' % state.unread
+        )
     if state.unreadable:
         skipped = sorted(state.unreadable.items())
-        parts.append('<div class="err" id="unreadable">%d records could not be read and were skipped:<br>%s%s</div>' % (
-            len(skipped), "<br>".join(escape(why) for _, why in skipped[:10]),
-            "<br>... and %d more" % (len(skipped) - 10) if len(skipped) > 10 else ""))
+        parts.append(
+            '<div class="err" id="unreadable">%d records could not be read and were skipped:<br>%s%s</div>'
+            % (
+                len(skipped),
+                "<br>".join(escape(why) for _, why in skipped[:10]),
+                "<br>... and %d more" % (len(skipped) - 10) if len(skipped) > 10 else "",
+            )
+        )
     return parts
 
 
@@ -109,10 +150,14 @@ def render(state, progress=None, final=True, now=None, limit=TABLE_LIMIT):
     rows = sorted(elements, key=_row_order)
     body.append("<h2>Elements</h2>")
     if len(rows) > limit:
-        body.append('<div class="note">showing %d of %d elements: failed, running and slowest first '
-                    '(<code>kubeface status %s</code> lists them all)</div>' % (limit, len(rows), escape(state.store.id)))
-    body.append('<table id="elements"><thead><tr><th>#</th><th>key</th><th>parameters</th><th>state</th>'
-                "<th>attempts</th><th>node</th><th>duration</th><th>logs</th></tr></thead><tbody>")
+        body.append(
+            '<div class="note">showing %d of %d elements: failed, running and slowest first '
+            "(<code>kubeface status %s</code> lists them all)</div>" % (limit, len(rows), escape(state.store.id))
+        )
+    body.append(
+        '<table id="elements"><thead><tr><th>#</th><th>key</th><th>parameters</th><th>state</th>'
+        "<th>attempts</th><th>node</th><th>duration</th><th>logs</th></tr></thead><tbody>"
+    )
     body.extend(_row(e) for e in rows[:limit])
     body.append("</tbody></table></body></html>")
     return "".join(head + body)

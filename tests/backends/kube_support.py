@@ -13,17 +13,26 @@ from luigi_kubeface import Settings
 from support import REPO, TESTS
 
 
-
 def pod_settings(**values):
     """Kubernetes settings for building pods without a cluster (pure functions)."""
     return Settings(backend="kubernetes", storage_root="gs://b/jobs", image="r/kubeface:1", **values)
 
 
 def kube_settings(cluster, namespace, fake_gcs, storage_root, **values):
-    base = dict(backend="kubernetes", storage_root=storage_root, image=cluster.image, namespace=namespace,
-                kubeconfig=cluster.master_kubeconfig, cpu_request="50m", memory_request="64Mi", memory_limit="2Gi",
-                pod_env={"STORAGE_EMULATOR_HOST": fake_gcs.url, "GOOGLE_CLOUD_PROJECT": "test"},
-                poll_interval=0.2, retry_backoff=0.5, unschedulable_patience=30)
+    base = dict(
+        backend="kubernetes",
+        storage_root=storage_root,
+        image=cluster.image,
+        namespace=namespace,
+        kubeconfig=cluster.master_kubeconfig,
+        cpu_request="50m",
+        memory_request="64Mi",
+        memory_limit="2Gi",
+        pod_env={"STORAGE_EMULATOR_HOST": fake_gcs.url, "GOOGLE_CLOUD_PROJECT": "test"},
+        poll_interval=0.2,
+        retry_backoff=0.5,
+        unschedulable_patience=30,
+    )
     base.update(values)
     return Settings(**base)
 
@@ -77,9 +86,15 @@ def start_master(settings, items, job_id, function=nap):
     """A master in its own process, to interrupt or kill it."""
     # The master imports the test modules by name, as a user's master imports its pipeline.
     path = os.pathsep.join([os.path.dirname(os.path.abspath(__file__)), TESTS, REPO])
-    master = MasterProcess([sys.executable, "-c", MASTER], cwd=REPO, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=dict(os.environ, PYTHONPATH=path))
+    master = MasterProcess(
+        [sys.executable, "-c", MASTER],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=path),
+    )
     master.stdin.write(cloudpickle.dumps((settings, function, items, job_id)).hex())
     master.stdin.close()
     return master
@@ -99,8 +114,9 @@ class PodCounter:
         while not self._stop.is_set():
             now = pods(self.cluster, self.namespace)
             self.most = max(self.most, len(now))
-            self.most_active = max(self.most_active, sum(p["status"].get("phase") not in ("Succeeded", "Failed")
-                                                         for p in now))
+            self.most_active = max(
+                self.most_active, sum(p["status"].get("phase") not in ("Succeeded", "Failed") for p in now)
+            )
             self.most_running = max(self.most_running, sum(p["status"].get("phase") == "Running" for p in now))
             self.requests += 1
             time.sleep(0.05)

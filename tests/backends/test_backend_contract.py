@@ -46,14 +46,28 @@ class Harness:
 
     def job(self, function, items, job_id="contract"):
         """A prepared job (its function, code and inputs in storage) and one first-attempt spec per item."""
-        job = Job(job_id, self.settings.storage_root, function, elements_from_items(items), keys=self.keys,
-                  settings=self.settings)
+        job = Job(
+            job_id,
+            self.settings.storage_root,
+            function,
+            elements_from_items(items),
+            keys=self.keys,
+            settings=self.settings,
+        )
         job.prepare(details=self.settings.job_details())
         specs = []
         for element in job.elements:
             job.store.write_input(element, job.shared_keys, job.code_version)
-            specs.append(AttemptSpec(job.id, job.url, element.key, naming.new_attempt_id(1), element.label,
-                                     secret_env=job.store.secret_env()))
+            specs.append(
+                AttemptSpec(
+                    job.id,
+                    job.url,
+                    element.key,
+                    naming.new_attempt_id(1),
+                    element.label,
+                    secret_env=job.store.secret_env(),
+                )
+            )
         return job, specs
 
 
@@ -92,16 +106,24 @@ class KubernetesHarness(Harness):
 
     def running(self, job, backend, specs):
         """Pods of the job that still exist (Terminating ones too: they may still write)."""
-        return {p["metadata"]["name"] for p in pods(self.cluster, self.namespace)
-                if p["metadata"]["annotations"].get("kubeface.io/job-url") == job.url}
+        return {
+            p["metadata"]["name"]
+            for p in pods(self.cluster, self.namespace)
+            if p["metadata"]["annotations"].get("kubeface.io/job-url") == job.url
+        }
 
 
 @pytest.fixture(params=["local", "simulated", pytest.param("kubernetes", marks=pytest.mark.slow)])
 def harness(request, tmp_path):
     if request.param == "kubernetes":
         cluster, namespace = request.getfixturevalue("kube_cluster"), request.getfixturevalue("kube_namespace")
-        settings = kube_settings(cluster, namespace, request.getfixturevalue("fake_gcs"),
-                                 request.getfixturevalue("gcs_root"), key_dir=str(tmp_path / "keys"))
+        settings = kube_settings(
+            cluster,
+            namespace,
+            request.getfixturevalue("fake_gcs"),
+            request.getfixturevalue("gcs_root"),
+            key_dir=str(tmp_path / "keys"),
+        )
         harness = KubernetesHarness(settings, tmp_path, cluster, namespace)
     else:
         settings = Settings(storage_root=str(tmp_path / "storage"), key_dir=str(tmp_path / "keys"))
@@ -182,4 +204,6 @@ def test_close_leaves_nothing_running(harness):
     backend.poll()
     backend.close()
     harness.backends.remove(backend)
-    wait_until(lambda: not harness.running(job, backend, specs), harness.timeout, "the closed backend's attempts to end")
+    wait_until(
+        lambda: not harness.running(job, backend, specs), harness.timeout, "the closed backend's attempts to end"
+    )

@@ -19,8 +19,13 @@ print(json.dumps(sorted(name for name in sys.modules if "kubernetes" in name)))
 
 
 def test_a_local_job_imports_neither_the_kubernetes_backend_nor_its_client(tmp_path):
-    done = subprocess.run([sys.executable, "-c", LOCAL_JOB, str(tmp_path / "bucket")], cwd=str(tmp_path),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", LOCAL_JOB, str(tmp_path / "bucket")],
+        cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     loaded = json.loads(done.stdout.splitlines()[-1])
     assert set(loaded) <= {"luigi_kubeface.backends.kubernetes", "luigi_kubeface.backends.kubernetes.settings"}, loaded

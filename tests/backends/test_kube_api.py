@@ -14,6 +14,7 @@ def failing(errors, result="done"):
         if errors:
             raise errors.pop(0)
         return result
+
     return call
 
 

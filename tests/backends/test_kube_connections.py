@@ -8,17 +8,26 @@ from luigi_kubeface.backends.kubernetes.api import KubeApi
 pytestmark = pytest.mark.slow
 
 
-def test_creating_and_deleting_pods_and_secrets_reuses_the_masters_connections(kube_cluster, kube_namespace, fake_gcs,
-                                                                               gcs_root):
+def test_creating_and_deleting_pods_and_secrets_reuses_the_masters_connections(
+    kube_cluster, kube_namespace, fake_gcs, gcs_root
+):
     api = KubeApi(kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root))
     api.check_namespace()
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "reuse"}, "stringData": {"a": "b"}}
     api.apply_secret(secret)
     api.apply_secret(secret)  # the replace of an existing one
     for i in range(8):  # pods no node will take (nothing runs), created and deleted
-        api.create_pod({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "reuse-%d" % i},
-                        "spec": {"nodeSelector": {"no-such-node": "x"},
-                                 "containers": [{"name": "c", "image": kube_cluster.image}]}})
+        api.create_pod(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "reuse-%d" % i},
+                "spec": {
+                    "nodeSelector": {"no-such-node": "x"},
+                    "containers": [{"name": "c", "image": kube_cluster.image}],
+                },
+            }
+        )
         api.delete_pod("reuse-%d" % i, grace_seconds=0)
     api.delete_secret("reuse")
     pool = api.client.rest_client.pool_manager.connection_from_url(api.client.configuration.host)
@@ -34,10 +43,17 @@ def test_the_pod_watch_counts_its_lists_watches_and_events_by_type(kube_cluster,
     try:
         assert watch.wait_synced(30)
         for i in range(3):  # pods no node will take, created and deleted
-            api.create_pod({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "counted-%d" % i,
-                                                                            "labels": {"counted": "yes"}},
-                            "spec": {"nodeSelector": {"no-such-node": "x"},
-                                     "containers": [{"name": "c", "image": kube_cluster.image}]}})
+            api.create_pod(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": "counted-%d" % i, "labels": {"counted": "yes"}},
+                    "spec": {
+                        "nodeSelector": {"no-such-node": "x"},
+                        "containers": [{"name": "c", "image": kube_cluster.image}],
+                    },
+                }
+            )
             api.delete_pod("counted-%d" % i, grace_seconds=0)
         vanished = set()
         for _ in range(300):

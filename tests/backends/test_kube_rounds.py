@@ -13,19 +13,40 @@ from luigi_kubeface.job.definition import Job, elements_from_items
 pytestmark = pytest.mark.slow
 
 
-def test_twelve_launches_are_created_in_one_round_and_deleted_at_close_in_one_round(kube_cluster, kube_namespace,
-                                                                                   fake_gcs, gcs_root, tmp_path):
-    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, key_dir=str(tmp_path / "keys"),
-                             node_selector={"no-such-node": "x"})  # pods no node takes: nothing runs
-    job = Job("rounds", settings.storage_root, abs, elements_from_items(list(range(12))),
-              keys=KeyRing(key_dir=str(tmp_path / "keys")), settings=settings)
+def test_twelve_launches_are_created_in_one_round_and_deleted_at_close_in_one_round(
+    kube_cluster, kube_namespace, fake_gcs, gcs_root, tmp_path
+):
+    settings = kube_settings(
+        kube_cluster,
+        kube_namespace,
+        fake_gcs,
+        gcs_root,
+        key_dir=str(tmp_path / "keys"),
+        node_selector={"no-such-node": "x"},
+    )  # pods no node takes: nothing runs
+    job = Job(
+        "rounds",
+        settings.storage_root,
+        abs,
+        elements_from_items(list(range(12))),
+        keys=KeyRing(key_dir=str(tmp_path / "keys")),
+        settings=settings,
+    )
     job.prepare(details=settings.job_details())
     backend = KubernetesBackend(settings)
     try:
         for element in job.elements:
             job.store.write_input(element, job.shared_keys, job.code_version)
-            backend.launch(AttemptSpec(job.id, job.url, element.key, naming.new_attempt_id(1), element.label,
-                                       secret_env=job.store.secret_env()))
+            backend.launch(
+                AttemptSpec(
+                    job.id,
+                    job.url,
+                    element.key,
+                    naming.new_attempt_id(1),
+                    element.label,
+                    secret_env=job.store.secret_env(),
+                )
+            )
         assert backend.sender.rounds == 0  # launch only queues: the next poll sends the round
         assert backend.poll() == []
         assert (backend.sender.rounds, backend.sender.requests) == (1, 12)

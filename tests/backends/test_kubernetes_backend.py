@@ -16,7 +16,17 @@ import pytest
 from luigi_kubeface import Client
 from luigi_kubeface.errors import ConfigurationError, JobFailedError
 from luigi_kubeface.job.definition import Job
-from kube_support import PodCounter, chatty_nap, kube_settings, log_or_nothing, nap, pods, running_pods, start_master, wait_until
+from kube_support import (
+    PodCounter,
+    chatty_nap,
+    kube_settings,
+    log_or_nothing,
+    nap,
+    pods,
+    running_pods,
+    start_master,
+    wait_until,
+)
 from support import run_luigi
 from elements import square
 
@@ -38,8 +48,10 @@ def test_map_of_60_elements_with_a_cap_and_no_pods_left(kube_cluster, kube_names
     elapsed = time.monotonic() - started
     assert list(results) == [x * x for x in range(60)]
     per_pod = (master_requests(kube_cluster) - before) / 60
-    print("60 elements on Kubernetes: %.1fs, at most %d pods at once, %.2f master API requests per pod"
-          % (elapsed, counter.most, per_pod))
+    print(
+        "60 elements on Kubernetes: %.1fs, at most %d pods at once, %.2f master API requests per pod"
+        % (elapsed, counter.most, per_pod)
+    )
     assert 0 < counter.most <= 20
     assert per_pod < 4  # create, delete, and a share of one list and a few watches
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 30, "finished pods to be deleted")
@@ -49,21 +61,41 @@ def test_map_of_60_elements_with_a_cap_and_no_pods_left(kube_cluster, kube_names
 
 def test_example_pipeline_runs_on_kubernetes(kube_cluster, kube_namespace, fake_gcs, gcs_root, tmp_path):
     env = {"STORAGE_EMULATOR_HOST": fake_gcs.url, "GOOGLE_CLOUD_PROJECT": "test"}
-    flags = ["--kubeface-backend", "kubernetes", "--kubeface-storage-root", gcs_root,
-             "--kubeface-image", kube_cluster.image, "--kubeface-namespace", kube_namespace,
-             "--kubeface-kubeconfig", kube_cluster.kubeconfig, "--kubeface-cpu-request", "100m",
-             "--kubeface-memory-limit", "2Gi", "--kubeface-pod-env", json.dumps(env)]
-    result = run_luigi(["--module", "example_pipelines.model_selection", "PickBest", "--local-scheduler"] + flags,
-                       cwd=tmp_path, env=env)
+    flags = [
+        "--kubeface-backend",
+        "kubernetes",
+        "--kubeface-storage-root",
+        gcs_root,
+        "--kubeface-image",
+        kube_cluster.image,
+        "--kubeface-namespace",
+        kube_namespace,
+        "--kubeface-kubeconfig",
+        kube_cluster.kubeconfig,
+        "--kubeface-cpu-request",
+        "100m",
+        "--kubeface-memory-limit",
+        "2Gi",
+        "--kubeface-pod-env",
+        json.dumps(env),
+    ]
+    result = run_luigi(
+        ["--module", "example_pipelines.model_selection", "PickBest", "--local-scheduler"] + flags,
+        cwd=tmp_path,
+        env=env,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     best = json.loads(next((tmp_path / "example-output").glob("model_selection_*.json")).read_text())
     assert best["best"]["accuracy"] > 0.9 and len(best["ranking"]) == 12
     assert not pods(kube_cluster, kube_namespace)
 
 
-def test_unschedulable_pod_fails_its_element_with_the_schedulers_reason(kube_cluster, kube_namespace, fake_gcs, gcs_root):
-    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, cpu_request="500",
-                             unschedulable_patience=3)
+def test_unschedulable_pod_fails_its_element_with_the_schedulers_reason(
+    kube_cluster, kube_namespace, fake_gcs, gcs_root
+):
+    settings = kube_settings(
+        kube_cluster, kube_namespace, fake_gcs, gcs_root, cpu_request="500", unschedulable_patience=3
+    )
     with pytest.raises(JobFailedError) as failure:
         Client(settings).map(square, [1])
     text = str(failure.value)
@@ -118,8 +150,11 @@ def test_evicted_pod_is_retried_without_using_a_retry(kube_cluster, kube_namespa
     evicted = []
 
     def evict_first_pod():
-        running = wait_until(lambda: [p for p in pods(kube_cluster, kube_namespace)
-                                      if p["status"].get("phase") == "Running"], 60, "a running pod")
+        running = wait_until(
+            lambda: [p for p in pods(kube_cluster, kube_namespace) if p["status"].get("phase") == "Running"],
+            60,
+            "a running pod",
+        )
         name = running[0]["metadata"]["name"]
         time.sleep(0.5)
         kube_cluster.evict_pod(kube_namespace, name)
@@ -146,10 +181,19 @@ def test_deadline_exceeded(kube_cluster, kube_namespace, fake_gcs, gcs_root):
 
 def test_quota_exceeded_waits_until_quota_is_freed(kube_cluster, kube_namespace, fake_gcs, gcs_root):
     core = kube_cluster.core()
-    core.create_namespaced_resource_quota(kube_namespace, {
-        "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "pods"}, "spec": {"hard": {"pods": "1"}}})
-    wait_until(lambda: json.loads(core.read_namespaced_resource_quota("pods", kube_namespace, _preload_content=False)
-                                  .data).get("status", {}).get("hard"), 30, "the quota controller")
+    core.create_namespaced_resource_quota(
+        kube_namespace,
+        {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "pods"}, "spec": {"hard": {"pods": "1"}}},
+    )
+    wait_until(
+        lambda: (
+            json.loads(core.read_namespaced_resource_quota("pods", kube_namespace, _preload_content=False).data)
+            .get("status", {})
+            .get("hard")
+        ),
+        30,
+        "the quota controller",
+    )
     settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, max_in_flight=4)
     before = kube_cluster.control_plane.request_counts(resource="pods", verb="POST", code="403")
     with PodCounter(kube_cluster, kube_namespace) as counter:
@@ -165,7 +209,8 @@ def test_missing_namespace_and_unknown_context_are_refused_before_launch(kube_cl
         Client(kube_settings(kube_cluster, "default", fake_gcs, gcs_root, kube_context="mars")).map(square, [1])
     with pytest.raises(ConfigurationError, match="kubeconfig = '/nonexistent/config'"):
         Client(kube_settings(kube_cluster, "default", fake_gcs, gcs_root, kubeconfig="/nonexistent/config")).map(
-            square, [1])
+            square, [1]
+        )
 
 
 def test_ctrl_c_deletes_the_pods_in_flight(kube_cluster, kube_namespace, fake_gcs, gcs_root):
@@ -184,8 +229,9 @@ def test_ctrl_c_deletes_the_pods_in_flight(kube_cluster, kube_namespace, fake_gc
     assert "MASTER DONE" not in output
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 30, "the pods of the interrupted master to go")
     store = Job("ctrl-c", gcs_root).store
-    logs = [log_or_nothing(store, key, attempt) for key, attempts in store.all_attempts().items()
-            for attempt in attempts]
+    logs = [
+        log_or_nothing(store, key, attempt) for key, attempts in store.all_attempts().items() for attempt in attempts
+    ]
     assert len(logs) == 3 and all(b"napping for" in log for log in logs), logs
 
 
@@ -207,4 +253,3 @@ def test_a_rerun_adopts_pods_an_earlier_master_left_running(kube_cluster, kube_n
     assert all(len(job.attempts(key)) == 1 for key in job.finished())  # one attempt each: nothing duplicated
     assert len(names) == 3
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 30, "adopted pods to be deleted")
-

@@ -49,9 +49,17 @@ def peak_mb():
 
 def test_a_1gb_result_fits_a_1400mi_pod(kube_cluster, kube_namespace, fake_gcs, gcs_root, tmp_path):
     report = gcs_root + "/peaks"
-    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, memory_request="256Mi",
-                             memory_limit="%dMi" % LIMIT_MB, ephemeral_storage_request="2Gi", element_timeout=900,
-                             retries=0)
+    settings = kube_settings(
+        kube_cluster,
+        kube_namespace,
+        fake_gcs,
+        gcs_root,
+        memory_request="256Mi",
+        memory_limit="%dMi" % LIMIT_MB,
+        ephemeral_storage_request="2Gi",
+        element_timeout=900,
+        retries=0,
+    )
     with open("/proc/self/clear_refs", "w") as f:  # restart this process's VmHWM: the master is this process
         f.write("5")
     before_mb = peak_mb()

@@ -17,8 +17,14 @@ def kubeface(args, cluster, tmp_path, timeout=120):
     config = tmp_path / "luigi.cfg"
     config.write_text("[kubeface]\nkubeconfig = %s\n" % cluster.kubeconfig)
     env = dict(os.environ, PYTHONPATH=REPO, LUIGI_CONFIG_PATH=str(config))
-    return subprocess.run([sys.executable, "-m", "luigi_kubeface.cli"] + args, capture_output=True, text=True,
-                          env=env, cwd=str(tmp_path), timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "luigi_kubeface.cli"] + args,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(tmp_path),
+        timeout=timeout,
+    )
 
 
 def test_logs_follow_streams_a_running_pod(kube_cluster, kube_namespace, fake_gcs, gcs_root, tmp_path):
@@ -26,8 +32,11 @@ def test_logs_follow_streams_a_running_pod(kube_cluster, kube_namespace, fake_gc
     master = start_master(settings, [6], "follow", function=chatty_nap)
     try:
         wait_until(lambda: running_pods(kube_cluster, kube_namespace), 60, "a running pod")
-        run = kubeface(["logs", "follow", "@0", "--follow", "--storage-root", gcs_root, "--namespace", kube_namespace],
-                       kube_cluster, tmp_path)
+        run = kubeface(
+            ["logs", "follow", "@0", "--follow", "--storage-root", gcs_root, "--namespace", kube_namespace],
+            kube_cluster,
+            tmp_path,
+        )
         assert run.returncode == 0, run.stderr
         assert "napping for 6s" in run.stdout
         master.wait(timeout=120)
@@ -38,28 +47,36 @@ def test_logs_follow_streams_a_running_pod(kube_cluster, kube_namespace, fake_gc
     assert status.returncode == 0 and "1 elements: 1 done" in status.stdout, status.stdout + status.stderr
     listing = kubeface(["list", "--storage-root", gcs_root], kube_cluster, tmp_path)
     assert listing.returncode == 0 and "follow" in listing.stdout
-    again = kubeface(["reproduce", "follow", "@0", "--storage-root", gcs_root, "--image", kube_cluster.image],
-                     kube_cluster, tmp_path)
+    again = kubeface(
+        ["reproduce", "follow", "@0", "--storage-root", gcs_root, "--image", kube_cluster.image], kube_cluster, tmp_path
+    )
     assert again.returncode == 0 and "napping for 6s" in again.stdout, again.stdout + again.stderr
-    assert "docker run --rm --env-file " in again.stdout and " %s python -m luigi_kubeface.runner " % (
-        kube_cluster.image) in again.stdout  # the image from the settings (job.json is unsigned)
+    assert (
+        "docker run --rm --env-file " in again.stdout
+        and " %s python -m luigi_kubeface.runner " % (kube_cluster.image) in again.stdout
+    )  # the image from the settings (job.json is unsigned)
 
 
-def test_cleanup_lists_then_deletes_the_pods_a_dead_master_left(kube_cluster, kube_namespace, fake_gcs, gcs_root,
-                                                                tmp_path):
+def test_cleanup_lists_then_deletes_the_pods_a_dead_master_left(
+    kube_cluster, kube_namespace, fake_gcs, gcs_root, tmp_path
+):
     settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root)
     master = start_master(settings, [60, 61], "orphans", function=nap)
     try:
         wait_until(lambda: len(running_pods(kube_cluster, kube_namespace)) == 2, 60, "2 running pods")
     finally:
         master.kill()  # SIGKILL: no cleanup at all, the pods keep running
-    dry = kubeface(["cleanup", "orphans", "--storage-root", gcs_root, "--namespace", kube_namespace], kube_cluster,
-                   tmp_path)
+    dry = kubeface(
+        ["cleanup", "orphans", "--storage-root", gcs_root, "--namespace", kube_namespace], kube_cluster, tmp_path
+    )
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.count("would delete pod kf-orphans-") == 2
     assert len(pods(kube_cluster, kube_namespace)) == 2
-    done = kubeface(["cleanup", "orphans", "--storage-root", gcs_root, "--namespace", kube_namespace, "--yes"],
-                    kube_cluster, tmp_path)
+    done = kubeface(
+        ["cleanup", "orphans", "--storage-root", gcs_root, "--namespace", kube_namespace, "--yes"],
+        kube_cluster,
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("deleted pod kf-orphans-") == 2
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 30, "the pods to be deleted")

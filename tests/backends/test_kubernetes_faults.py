@@ -63,8 +63,10 @@ def run_through_an_outage(settings, items, job_id, started, stop, start, seconds
     finished = time.monotonic()
     thread.join()
     assert list(results) == items
-    print("%s: down %.0fs; the job finished %.0fs after it came back"
-          % (job_id, outage["back"] - outage["stopped"], finished - outage["back"]))
+    print(
+        "%s: down %.0fs; the job finished %.0fs after it came back"
+        % (job_id, outage["back"] - outage["stopped"], finished - outage["back"])
+    )
 
 
 def test_api_server_down_for_30s_mid_job(kube_cluster, kube_namespace, fake_gcs, gcs_root):
@@ -72,33 +74,66 @@ def test_api_server_down_for_30s_mid_job(kube_cluster, kube_namespace, fake_gcs,
     settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, max_in_flight=40)
     control_plane = kube_cluster.control_plane
     items = [1 + i / 1000 for i in range(200)]
-    run_through_an_outage(settings, items, "api-outage",
-                          started=lambda: len(running_pods(kube_cluster, kube_namespace)) >= 10,
-                          stop=lambda: control_plane.stop_component("kube-apiserver"),
-                          start=lambda: control_plane.start_component("kube-apiserver"))
+    run_through_an_outage(
+        settings,
+        items,
+        "api-outage",
+        started=lambda: len(running_pods(kube_cluster, kube_namespace)) >= 10,
+        stop=lambda: control_plane.stop_component("kube-apiserver"),
+        start=lambda: control_plane.start_component("kube-apiserver"),
+    )
     assert_each_result_once(gcs_root, "api-outage", items)
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "pods to be deleted after the outage")
 
 
-def test_master_killed_then_the_same_luigi_command_adopts_and_finishes(kube_cluster, kube_namespace, fake_gcs,
-                                                                        gcs_root, tmp_path):
+def test_master_killed_then_the_same_luigi_command_adopts_and_finishes(
+    kube_cluster, kube_namespace, fake_gcs, gcs_root, tmp_path
+):
     env = {"STORAGE_EMULATOR_HOST": fake_gcs.url, "GOOGLE_CLOUD_PROJECT": "test"}
     pod_env = dict(env)  # pods get tests/pipelines/toy.py as the job ships it
     n = 16
-    command = ["--module", "pipelines.toy", "SumSquares", "--n", str(n), "--local-scheduler",
-               "--Squares-mode", "sleep", "--Squares-bad", "[%s]" % ",".join(map(str, range(n))),
-               "--Squares-seconds", "6", "--kubeface-backend", "kubernetes", "--kubeface-storage-root", gcs_root,
-               "--kubeface-image", kube_cluster.image, "--kubeface-namespace", kube_namespace,
-               "--kubeface-kubeconfig", kube_cluster.kubeconfig, "--kubeface-cpu-request", "50m",
-               "--kubeface-max-in-flight", "8", "--kubeface-pod-env", json.dumps(pod_env)]
-    full_env = dict(os.environ, LUIGI_CONFIG_PATH=os.path.join(REPO, "luigi.cfg"),
-                    PYTHONPATH=os.pathsep.join([TESTS, REPO]), **env)
+    command = [
+        "--module",
+        "pipelines.toy",
+        "SumSquares",
+        "--n",
+        str(n),
+        "--local-scheduler",
+        "--Squares-mode",
+        "sleep",
+        "--Squares-bad",
+        "[%s]" % ",".join(map(str, range(n))),
+        "--Squares-seconds",
+        "6",
+        "--kubeface-backend",
+        "kubernetes",
+        "--kubeface-storage-root",
+        gcs_root,
+        "--kubeface-image",
+        kube_cluster.image,
+        "--kubeface-namespace",
+        kube_namespace,
+        "--kubeface-kubeconfig",
+        kube_cluster.kubeconfig,
+        "--kubeface-cpu-request",
+        "50m",
+        "--kubeface-max-in-flight",
+        "8",
+        "--kubeface-pod-env",
+        json.dumps(pod_env),
+    ]
+    full_env = dict(
+        os.environ, LUIGI_CONFIG_PATH=os.path.join(REPO, "luigi.cfg"), PYTHONPATH=os.pathsep.join([TESTS, REPO]), **env
+    )
     luigi = os.path.join(os.path.dirname(sys.executable), "luigi")
     with open(tmp_path / "first-master.log", "w") as output:
         master = subprocess.Popen([luigi] + command, cwd=str(tmp_path), env=full_env, stdout=output, stderr=output)
     try:
-        wait_until(lambda: len(running_pods(kube_cluster, kube_namespace)) == 8 or master.poll() is not None, 120,
-                   "8 running pods")
+        wait_until(
+            lambda: len(running_pods(kube_cluster, kube_namespace)) == 8 or master.poll() is not None,
+            120,
+            "8 running pods",
+        )
         assert master.poll() is None, (tmp_path / "first-master.log").read_text()[-3000:]
         master.send_signal(signal.SIGKILL)  # no cleanup: its 8 pods keep running
         master.wait(timeout=30)
@@ -118,8 +153,12 @@ def test_master_killed_then_the_same_luigi_command_adopts_and_finishes(kube_clus
 @pytest.fixture
 def second_node(stand_in_cluster, tmp_path):
     """node-2, run by its own stand-in agent, so that it can go NotReady while node-1 carries on."""
-    agent = NodeAgent(stand_in_cluster.kubeconfig, images={TEST_IMAGE: stand_in_cluster.image_bin},
-                      workdir=tmp_path / "agent-2", nodes=[NodeSpec("node-2", cpu="8", memory="16Gi", pods=110)])
+    agent = NodeAgent(
+        stand_in_cluster.kubeconfig,
+        images={TEST_IMAGE: stand_in_cluster.image_bin},
+        workdir=tmp_path / "agent-2",
+        nodes=[NodeSpec("node-2", cpu="8", memory="16Gi", pods=110)],
+    )
     agent.start()
     agent.wait_nodes_schedulable(60)
     yield agent
@@ -147,18 +186,26 @@ def kill_some_pods(cluster, namespace, count, nodes=None):
     return killed
 
 
-def test_a_node_lost_while_another_carries_on(stand_in_cluster, stand_in_namespace, fake_gcs, gcs_root,
-                                              second_node):
+def test_a_node_lost_while_another_carries_on(stand_in_cluster, stand_in_namespace, fake_gcs, gcs_root, second_node):
     """Stand-in: several nodes, one of them NotReady while the other carries on (a real node is one here)."""
     cluster, namespace = stand_in_cluster, stand_in_namespace
-    settings = kube_settings(cluster, namespace, fake_gcs, gcs_root, max_in_flight=20, retries=2,
-                             node_lost_timeout=3, unschedulable_patience=120)
+    settings = kube_settings(
+        cluster,
+        namespace,
+        fake_gcs,
+        gcs_root,
+        max_in_flight=20,
+        retries=2,
+        node_lost_timeout=3,
+        unschedulable_patience=120,
+    )
     items = [3 + i / 1000 for i in range(40)]
     killed = []
 
     def chaos():
-        killed.extend(kill_some_pods(cluster, namespace, len(items) // 10,
-                                     nodes={"node-1": cluster.agent, "node-2": second_node}))
+        killed.extend(
+            kill_some_pods(cluster, namespace, len(items) // 10, nodes={"node-1": cluster.agent, "node-2": second_node})
+        )
         second_node.set_node_ready("node-2", False)  # its pods are evicted after node_lost_timeout
 
     thread = threading.Thread(target=chaos, daemon=True)
@@ -173,8 +220,16 @@ def test_a_node_lost_while_another_carries_on(stand_in_cluster, stand_in_namespa
 def test_pods_killed_and_the_kubelet_stopped_mid_job(kube_cluster, kube_namespace, fake_gcs, gcs_root):
     """Real node: 4 containers' first process SIGKILLed, then the kubelet dies: the node goes NotReady, its
     pods are given up after node_lost_timeout; once a kubelet is back every element has its result once."""
-    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, max_in_flight=12, retries=2,
-                             node_lost_timeout=3, unschedulable_patience=300)
+    settings = kube_settings(
+        kube_cluster,
+        kube_namespace,
+        fake_gcs,
+        gcs_root,
+        max_in_flight=12,
+        retries=2,
+        node_lost_timeout=3,
+        unschedulable_patience=300,
+    )
     items = [3 + i / 1000 for i in range(24)]
     seen = {}
 
@@ -222,9 +277,14 @@ def test_bucket_down_for_30s_mid_job(kube_cluster, kube_namespace, own_gcs):
     settings = kube_settings(kube_cluster, kube_namespace, own_gcs, root, max_in_flight=8, retries=2)
     storage = open_storage(root + "/outage", retry_deadline=60)
     items = [1.5 + i / 1000 for i in range(24)]
-    run_through_an_outage(settings, items, "outage",
-                          started=lambda: len(storage.list(naming.RESULTS_PREFIX)) >= 4,
-                          stop=own_gcs.stop, start=own_gcs.start)
+    run_through_an_outage(
+        settings,
+        items,
+        "outage",
+        started=lambda: len(storage.list(naming.RESULTS_PREFIX)) >= 4,
+        stop=own_gcs.stop,
+        start=own_gcs.start,
+    )
     assert_each_result_once(root, "outage", items)
     assert not storage.list(naming.QUARANTINE_PREFIX)
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "pods to be deleted")
@@ -241,13 +301,26 @@ def slow_the_first_time(x, marker_url):
     return "attempt that finished first"
 
 
-def test_straggler_gets_a_backup_pod_and_the_first_result_wins(kube_cluster, kube_namespace, fake_gcs, gcs_root,
-                                                              tmp_path):
-    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, max_in_flight=12, speculation=True,
-                             speculation_min_done=0.5, speculation_multiple=3)
+def test_straggler_gets_a_backup_pod_and_the_first_result_wins(
+    kube_cluster, kube_namespace, fake_gcs, gcs_root, tmp_path
+):
+    settings = kube_settings(
+        kube_cluster,
+        kube_namespace,
+        fake_gcs,
+        gcs_root,
+        max_in_flight=12,
+        speculation=True,
+        speculation_min_done=0.5,
+        speculation_multiple=3,
+    )
     seen = {}
-    results = Client(settings).map(functools.partial(slow_the_first_time, marker_url=gcs_root + "/markers"), range(12),
-                                   job_id="straggler", on_progress=lambda p: seen.update(speculated=p.speculated))
+    results = Client(settings).map(
+        functools.partial(slow_the_first_time, marker_url=gcs_root + "/markers"),
+        range(12),
+        job_id="straggler",
+        on_progress=lambda p: seen.update(speculated=p.speculated),
+    )
     assert list(results) == ["attempt that finished first"] * 12 and seen["speculated"] == 1
     job = Job("straggler", gcs_root).store
     (key,) = [k for k in job.finished() if len(job.attempts(k)) == 2]

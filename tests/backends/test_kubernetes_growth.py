@@ -32,10 +32,21 @@ def memory_of_attempts(store, key):
 
 
 def test_only_the_element_out_of_memory_grows_and_one_at_the_ceiling_fails_as_before(
-        kube_cluster, kube_namespace, fake_gcs, gcs_root):
-    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, memory_request="128Mi",
-                             memory_limit="256Mi", oom_memory_factor=2, max_memory_limit="512Mi", retries=0,
-                             failure_budget=1.0, element_timeout=300)
+    kube_cluster, kube_namespace, fake_gcs, gcs_root
+):
+    settings = kube_settings(
+        kube_cluster,
+        kube_namespace,
+        fake_gcs,
+        gcs_root,
+        memory_request="128Mi",
+        memory_limit="256Mi",
+        oom_memory_factor=2,
+        max_memory_limit="512Mi",
+        retries=0,
+        failure_budget=1.0,
+        element_timeout=300,
+    )
     with pytest.raises(JobFailedError) as failure:
         Client(settings).map(hog, [10, 320, 900], job_id="grows")
     store = Job("grows", settings.storage_root).store
@@ -51,8 +62,9 @@ def test_only_the_element_out_of_memory_grows_and_one_at_the_ceiling_fails_as_be
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "pods to be deleted")
 
 
-def test_an_element_preempted_twice_on_spot_runs_its_third_attempt_off_spot(kube_cluster, kube_namespace, fake_gcs,
-                                                                          gcs_root):
+def test_an_element_preempted_twice_on_spot_runs_its_third_attempt_off_spot(
+    kube_cluster, kube_namespace, fake_gcs, gcs_root
+):
     core = kube_cluster.core()
     core.patch_node("node-1", {"metadata": {"labels": {SPOT_LABEL: "true"}}})  # the node is a spot node
     seen, evicted, stop = {}, [], threading.Event()
@@ -75,8 +87,16 @@ def test_an_element_preempted_twice_on_spot_runs_its_third_attempt_off_spot(kube
     thread = threading.Thread(target=preempt_twice, daemon=True)
     thread.start()
     try:
-        settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, spot=True, spot_fallback_after=2,
-                                 retries=0, element_timeout=300)
+        settings = kube_settings(
+            kube_cluster,
+            kube_namespace,
+            fake_gcs,
+            gcs_root,
+            spot=True,
+            spot_fallback_after=2,
+            retries=0,
+            element_timeout=300,
+        )
         assert list(Client(settings).map(nap, [4], job_id="spot")) == [4]
     finally:
         stop.set()

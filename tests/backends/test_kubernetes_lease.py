@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_second_master_neither_adopts_from_a_live_one_nor_fails_on_its_cancellations(
-        kube_cluster, kube_namespace, fake_gcs, gcs_root):
+    kube_cluster, kube_namespace, fake_gcs, gcs_root
+):
     settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, retries=0, lease_seconds=3)
     items = [4 + i / 10 for i in range(9)]
     first = start_master(settings, items, "two-masters")
@@ -43,17 +44,24 @@ def test_a_second_master_neither_adopts_from_a_live_one_nor_fails_on_its_cancell
 
 
 def test_cleanup_spares_a_running_job_and_a_forced_one_gets_its_secret_back(
-        kube_cluster, kube_namespace, fake_gcs, gcs_root, tmp_path):
+    kube_cluster, kube_namespace, fake_gcs, gcs_root, tmp_path
+):
     settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, retries=0, lease_seconds=3)
     master = start_master(settings, [20, 20.1, 20.2], "cleanup-live")  # outlast both cleanups
     try:
         wait_until(lambda: len(running_pods(kube_cluster, kube_namespace)) == 3, 60, "3 running pods")
-        refused = kubeface(["cleanup", "cleanup-live", "--storage-root", gcs_root, "--namespace", kube_namespace,
-                            "--yes"], kube_cluster, tmp_path)
+        refused = kubeface(
+            ["cleanup", "cleanup-live", "--storage-root", gcs_root, "--namespace", kube_namespace, "--yes"],
+            kube_cluster,
+            tmp_path,
+        )
         assert refused.returncode != 0 and "is running" in refused.stderr and "--force" in refused.stderr
         assert len(running_pods(kube_cluster, kube_namespace)) == 3
-        forced = kubeface(["cleanup", "cleanup-live", "--storage-root", gcs_root, "--namespace", kube_namespace,
-                           "--yes", "--force"], kube_cluster, tmp_path)
+        forced = kubeface(
+            ["cleanup", "cleanup-live", "--storage-root", gcs_root, "--namespace", kube_namespace, "--yes", "--force"],
+            kube_cluster,
+            tmp_path,
+        )
         assert forced.returncode == 0 and forced.stdout.count("deleted pod kf-cleanup-live-") == 3, forced.stderr
         output = master.stdout.read()
         master.wait(timeout=300)
@@ -64,4 +72,3 @@ def test_cleanup_spares_a_running_job_and_a_forced_one_gets_its_secret_back(
     assert "created it again" in output and "[kubeface]" not in output.split("created it again")[0][-400:]
     assert len(Job("cleanup-live", settings.storage_root).store.finished()) == 3
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 30, "no pod left")
-

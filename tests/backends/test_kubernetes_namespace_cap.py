@@ -13,9 +13,11 @@ pytestmark = pytest.mark.slow
 
 
 def test_two_jobs_started_together_never_hold_more_than_the_namespace_cap_and_both_progress(
-        kube_cluster, kube_namespace, fake_gcs, gcs_root):
-    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, max_in_flight=6,
-                             namespace_max_pods=6, element_timeout=300)
+    kube_cluster, kube_namespace, fake_gcs, gcs_root
+):
+    settings = kube_settings(
+        kube_cluster, kube_namespace, fake_gcs, gcs_root, max_in_flight=6, namespace_max_pods=6, element_timeout=300
+    )
     samples, stop = [], threading.Event()
 
     def sample():  # every 0.2 s: the pods that hold room (not yet Succeeded or Failed), by job
@@ -49,18 +51,24 @@ def test_two_jobs_started_together_never_hold_more_than_the_namespace_cap_and_bo
     assert both, "the two jobs never ran pods at the same time: one waited for the other to finish"
     assert max(sum(s.values()) for s in both) <= 6
     per_job = {job: max(s.get(job, 0) for s in samples) for job in set().union(*samples)}
-    print("samples: %d, most pods at once: %d, samples with both jobs running: %d, most per job: %s"
-          % (len(samples), most, len(both), per_job))
+    print(
+        "samples: %d, most pods at once: %d, samples with both jobs running: %d, most per job: %s"
+        % (len(samples), most, len(both), per_job)
+    )
     from kubernetes import client
 
-    leases = json.loads(client.CoordinationV1Api(kube_cluster.api_client()).list_namespaced_lease(
-        kube_namespace, _preload_content=False).data)["items"]
+    leases = json.loads(
+        client.CoordinationV1Api(kube_cluster.api_client())
+        .list_namespaced_lease(kube_namespace, _preload_content=False)
+        .data
+    )["items"]
     assert not leases, "masters left their Leases: %s" % [lease["metadata"]["name"] for lease in leases]
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "pods to be deleted")
 
 
 def test_two_masters_that_start_at_the_same_moment_never_take_more_than_the_cap_between_them(
-        kube_cluster, kube_namespace, fake_gcs, gcs_root):
+    kube_cluster, kube_namespace, fake_gcs, gcs_root
+):
     """The race of the test above, made certain: the first master lists the Leases before the second has
     published its own. Each takes what its share lets it within one refresh (as a launching master does)."""
     from luigi_kubeface.backends.kubernetes.api import KubeApi
@@ -68,8 +76,9 @@ def test_two_masters_that_start_at_the_same_moment_never_take_more_than_the_cap_
 
     api = KubeApi(kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root))
     now = [0.0]
-    first, second = (NamespaceShare(api, 6, name, refresh_seconds=1.0, clock=lambda: now[0])
-                     for name in ("run-first", "run-second"))
+    first, second = (
+        NamespaceShare(api, 6, name, refresh_seconds=1.0, clock=lambda: now[0]) for name in ("run-first", "run-second")
+    )
     try:
         rounds = []
         for _ in range(3):  # three refresh rounds, each master taking all the room it is given

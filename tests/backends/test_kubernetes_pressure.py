@@ -51,8 +51,16 @@ def test_cap_above_what_the_cluster_holds_queues_instead_of_failing(kube_cluster
     """Item 1: pods of a quarter of the node's CPU (fewer than 4 fit), cap 12: the pods beyond wait for room,
     none fails."""
     request = node_cpu_millis(kube_cluster) // 4 + 1
-    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, cpu_request="%dm" % request,
-                             max_in_flight=12, unschedulable_patience=3, element_timeout=120)
+    settings = kube_settings(
+        kube_cluster,
+        kube_namespace,
+        fake_gcs,
+        gcs_root,
+        cpu_request="%dm" % request,
+        max_in_flight=12,
+        unschedulable_patience=3,
+        element_timeout=120,
+    )
     items = [4 + i / 1000 for i in range(12)]
     with PodCounter(kube_cluster, kube_namespace) as counter:
         results = Client(settings).map(nap, items, job_id="over-cap")
@@ -64,8 +72,9 @@ def test_cap_above_what_the_cluster_holds_queues_instead_of_failing(kube_cluster
 
 def test_unschedulable_still_fails_when_no_pod_of_the_job_runs(kube_cluster, kube_namespace, fake_gcs, gcs_root):
     """Item 1, the other side: nothing of the job runs and no node has room: fail after the patience."""
-    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, cpu_request="99", max_in_flight=3,
-                             unschedulable_patience=3)
+    settings = kube_settings(
+        kube_cluster, kube_namespace, fake_gcs, gcs_root, cpu_request="99", max_in_flight=3, unschedulable_patience=3
+    )
     with pytest.raises(JobFailedError) as failure:
         Client(settings).map(nap, [1, 1.001])
     assert "Unschedulable" in str(failure.value) and "Insufficient cpu" in str(failure.value)
@@ -74,24 +83,32 @@ def test_unschedulable_still_fails_when_no_pod_of_the_job_runs(kube_cluster, kub
 def test_a_quota_below_one_pods_request_fails_at_once(kube_cluster, kube_namespace, fake_gcs, gcs_root):
     """Item 4: the quota allows 1Gi, a pod asks 2Gi: fail naming both, and never claim a pod runs."""
     core = kube_cluster.core()
-    core.create_namespaced_resource_quota(kube_namespace, {"metadata": {"name": "tiny-memory"},
-                                                           "spec": {"hard": {"requests.memory": "1Gi"}}})
-    wait_until(lambda: json.loads(core.read_namespaced_resource_quota("tiny-memory", kube_namespace,
-                                                                      _preload_content=False).data)
-               .get("status", {}).get("hard"), 30, "the quota to be in force")
-    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, memory_request="2Gi",
-                             memory_limit="2Gi")
+    core.create_namespaced_resource_quota(
+        kube_namespace, {"metadata": {"name": "tiny-memory"}, "spec": {"hard": {"requests.memory": "1Gi"}}}
+    )
+    wait_until(
+        lambda: (
+            json.loads(core.read_namespaced_resource_quota("tiny-memory", kube_namespace, _preload_content=False).data)
+            .get("status", {})
+            .get("hard")
+        ),
+        30,
+        "the quota to be in force",
+    )
+    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, memory_request="2Gi", memory_limit="2Gi")
     shown = []
-    out = run_in_thread(lambda: Client(settings).map(nap, [1, 1.001], on_progress=lambda p: shown.append(p.running)),
-                        90)
+    out = run_in_thread(
+        lambda: Client(settings).map(nap, [1, 1.001], on_progress=lambda p: shown.append(p.running)), 90
+    )
     text = str(out.get("error"))
     assert isinstance(out.get("error"), JobFailedError), out
     assert "QuotaTooSmall" in text and "tiny-memory" in text and "2Gi" in text and "1Gi" in text
     assert max(shown) == 0  # no pod ever existed
 
 
-def test_pods_of_someone_else_with_the_jobs_labels_are_not_counted(kube_cluster, kube_namespace, fake_gcs, gcs_root,
-                                                                   caplog):
+def test_pods_of_someone_else_with_the_jobs_labels_are_not_counted(
+    kube_cluster, kube_namespace, fake_gcs, gcs_root, caplog
+):
     """Item 6: two foreign pods carry the job's labels and fill a cap of 2: the job runs anyway, leaves them be."""
     core = kube_cluster.core()
     labels = {MANAGED_BY: MANAGER, JOB_LABEL: job_label(gcs_root + "/foreign")}  # the job's URL names it
@@ -111,8 +128,13 @@ def test_pods_of_someone_else_with_the_jobs_labels_are_not_counted(kube_cluster,
     assert "no master of this job created them" in caplog.text and "someone-else-0" in caplog.text
 
 
-def test_a_pod_stuck_terminating_on_a_partitioned_node_frees_its_slot(stand_in_cluster, stand_in_namespace, fake_gcs,
-                                                                      gcs_root, second_node):  # noqa: F811
+def test_a_pod_stuck_terminating_on_a_partitioned_node_frees_its_slot(
+    stand_in_cluster,
+    stand_in_namespace,
+    fake_gcs,
+    gcs_root,
+    second_node,  # noqa: F811 - the fixture
+):
     """Item 7: cap 1; element 0's pod runs on a node that stops answering, times out, and its deletion
     never completes: the slot is freed after the grace period, and the next attempts run.
     Stand-in: a partitioned node (alive, running its pods, unreachable) beside a healthy one."""
@@ -132,8 +154,9 @@ def test_a_pod_stuck_terminating_on_a_partitioned_node_frees_its_slot(stand_in_c
         cordon("node-1", False)
 
     cordon("node-1", True)  # the first pod lands on node-2
-    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, max_in_flight=1, node_lost_timeout=3,
-                             element_timeout=5)
+    settings = kube_settings(
+        kube_cluster, kube_namespace, fake_gcs, gcs_root, max_in_flight=1, node_lost_timeout=3, element_timeout=5
+    )
     items = [2, 1, 1.001]
     thread = threading.Thread(target=partition, daemon=True)
     thread.start()
@@ -155,8 +178,9 @@ def test_ctrl_c_while_a_create_is_in_flight_leaves_no_pod(kube_cluster, kube_nam
     proxy = TcpProxy(kube_cluster.url, delay=0.6)
     try:
         kubeconfig = proxy.kubeconfig(kube_cluster.kubeconfig, tmp_path / "slow-kubeconfig")
-        settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, kubeconfig=kubeconfig,
-                                 max_in_flight=10)
+        settings = kube_settings(
+            kube_cluster, kube_namespace, fake_gcs, gcs_root, kubeconfig=kubeconfig, max_in_flight=10
+        )
         master = start_master(settings, [30 + i / 1000 for i in range(10)], "ctrl-c")
         try:
             wait_until(lambda: pods(kube_cluster, kube_namespace) or master.poll() is not None, 120, "a first pod")
@@ -167,9 +191,11 @@ def test_ctrl_c_while_a_create_is_in_flight_leaves_no_pod(kube_cluster, kube_nam
         finally:
             master.kill()
         created = len(pods(kube_cluster, kube_namespace))
-        wait_until(lambda: not [p for p in pods(kube_cluster, kube_namespace)
-                                if not p["metadata"].get("deletionTimestamp")], 20,
-                   "no pod left but those being deleted (master output: %s)" % output[-2000:])
+        wait_until(
+            lambda: not [p for p in pods(kube_cluster, kube_namespace) if not p["metadata"].get("deletionTimestamp")],
+            20,
+            "no pod left but those being deleted (master output: %s)" % output[-2000:],
+        )
         print("%d pods existed at exit; none left" % created)
     finally:
         proxy.close()
@@ -177,16 +203,19 @@ def test_ctrl_c_while_a_create_is_in_flight_leaves_no_pod(kube_cluster, kube_nam
 
 def test_pod_rejections_read_as_one_line_in_the_summary(kube_cluster, kube_namespace, fake_gcs, gcs_root):
     """Item 11: four pods refused alike (a LimitRange), each named in its message: one summary line."""
-    kube_cluster.core().create_namespaced_limit_range(kube_namespace, {
-        "metadata": {"name": "small"}, "spec": {"limits": [{"type": "Container", "max": {"memory": "1Gi"}}]}})
+    kube_cluster.core().create_namespaced_limit_range(
+        kube_namespace,
+        {"metadata": {"name": "small"}, "spec": {"limits": [{"type": "Container", "max": {"memory": "1Gi"}}]}},
+    )
     settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, max_in_flight=4)
     with pytest.raises(JobFailedError) as failure:
         Client(settings).map(nap, [1 + i / 1000 for i in range(4)])
     assert "4 x PodRejected" in str(failure.value), str(failure.value)
 
 
-def test_an_element_interrupted_too_often_says_how_often_and_the_budget(kube_cluster, kube_namespace, fake_gcs,
-                                                                         gcs_root):
+def test_an_element_interrupted_too_often_says_how_often_and_the_budget(
+    kube_cluster, kube_namespace, fake_gcs, gcs_root
+):
     """Item 11: every pod of the one element is evicted: the failure counts the interruptions."""
     evicted, done = set(), threading.Event()
 
@@ -218,9 +247,17 @@ def test_an_element_interrupted_too_often_says_how_often_and_the_budget(kube_clu
 def test_soak_200_elements_cap_50_on_room_for_10_with_evictions(kube_cluster, kube_namespace, fake_gcs, gcs_root):
     """200 short elements, cap 50, pods of a tenth of the node's CPU (10 fit), a pod evicted now and then."""
     request = node_cpu_millis(kube_cluster) // 10
-    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, cpu_request="%dm" % request,
-                             max_in_flight=50,
-                             unschedulable_patience=5, element_timeout=300, retries=2)
+    settings = kube_settings(
+        kube_cluster,
+        kube_namespace,
+        fake_gcs,
+        gcs_root,
+        cpu_request="%dm" % request,
+        max_in_flight=50,
+        unschedulable_patience=5,
+        element_timeout=300,
+        retries=2,
+    )
     items = [0.5 + i / 10000 for i in range(200)]
     evicted, done = [], threading.Event()
 
@@ -246,8 +283,10 @@ def test_soak_200_elements_cap_50_on_room_for_10_with_evictions(kube_cluster, ku
             done.set()
             thread.join()
     assert list(results) == items
-    print("soak: 200 elements in %.0fs, %d evictions, at most %d pods running"
-          % (time.monotonic() - started, len(evicted), counter.most_running))
+    print(
+        "soak: 200 elements in %.0fs, %d evictions, at most %d pods running"
+        % (time.monotonic() - started, len(evicted), counter.most_running)
+    )
     assert 0 < counter.most_running <= 10 and evicted
     # Every result once; an eviction between a runner's result and its record leaves no success record.
     job = Job("soak", gcs_root).store
@@ -257,14 +296,16 @@ def test_soak_200_elements_cap_50_on_room_for_10_with_evictions(kube_cluster, ku
     wait_until(lambda: not pods(kube_cluster, kube_namespace), 60, "pods to be deleted")
 
 
-def test_a_silently_stalled_watch_connection_costs_seconds_not_minutes(kube_cluster, kube_namespace, fake_gcs,
-                                                                        gcs_root, tmp_path):
+def test_a_silently_stalled_watch_connection_costs_seconds_not_minutes(
+    kube_cluster, kube_namespace, fake_gcs, gcs_root, tmp_path
+):
     """Item 8: every connection to the API server stalls once, pods running: the watch gives up on it and resumes."""
     proxy = TcpProxy(kube_cluster.url)
     try:
         kubeconfig = proxy.kubeconfig(kube_cluster.kubeconfig, tmp_path / "kubeconfig")
-        settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, kubeconfig=kubeconfig,
-                                 max_in_flight=12)
+        settings = kube_settings(
+            kube_cluster, kube_namespace, fake_gcs, gcs_root, kubeconfig=kubeconfig, max_in_flight=12
+        )
         items = [2 + i / 1000 for i in range(12)]
         stalled = {}
 

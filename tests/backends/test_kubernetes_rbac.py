@@ -18,17 +18,29 @@ def service_account_kubeconfig(cluster, namespace, rules, path):
     core, rbac = cluster.core(), __import__("kubernetes").client.RbacAuthorizationV1Api(cluster.api_client())
     core.create_namespaced_service_account(namespace, {"metadata": {"name": "master"}}, _preload_content=False)
     rbac.create_namespaced_role(namespace, {"metadata": {"name": "master"}, "rules": rules}, _preload_content=False)
-    rbac.create_namespaced_role_binding(namespace, {
-        "metadata": {"name": "master"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "master"},
-        "subjects": [{"kind": "ServiceAccount", "name": "master", "namespace": namespace}]}, _preload_content=False)
-    token = json.loads(core.create_namespaced_service_account_token(
-        "master", namespace, {"spec": {"expirationSeconds": 3600}}, _preload_content=False).data)["status"]["token"]
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "master"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "master"},
+            "subjects": [{"kind": "ServiceAccount", "name": "master", "namespace": namespace}],
+        },
+        _preload_content=False,
+    )
+    token = json.loads(
+        core.create_namespaced_service_account_token(
+            "master", namespace, {"spec": {"expirationSeconds": 3600}}, _preload_content=False
+        ).data
+    )["status"]["token"]
     admin = yaml.safe_load(read_text(cluster.kubeconfig))
-    config = {"apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"],
-              "users": [{"name": "master", "user": {"token": token}}],
-              "contexts": [{"name": "master", "context": {"cluster": admin["clusters"][0]["name"], "user": "master"}}],
-              "current-context": "master"}
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": admin["clusters"],
+        "users": [{"name": "master", "user": {"token": token}}],
+        "contexts": [{"name": "master", "context": {"cluster": admin["clusters"][0]["name"], "user": "master"}}],
+        "current-context": "master",
+    }
     path.write_text(yaml.safe_dump(config))
     return str(path)
 
@@ -45,10 +57,12 @@ def shipped_rules(without=None):
     return rules
 
 
-def test_a_role_without_watch_fails_before_launch_naming_the_verb(kube_cluster, kube_namespace, fake_gcs, gcs_root,
-                                                                  tmp_path):
-    kubeconfig = service_account_kubeconfig(kube_cluster, kube_namespace, shipped_rules(("pods", "watch")),
-                                            tmp_path / "kubeconfig")
+def test_a_role_without_watch_fails_before_launch_naming_the_verb(
+    kube_cluster, kube_namespace, fake_gcs, gcs_root, tmp_path
+):
+    kubeconfig = service_account_kubeconfig(
+        kube_cluster, kube_namespace, shipped_rules(("pods", "watch")), tmp_path / "kubeconfig"
+    )
     settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, kubeconfig=kubeconfig)
     with pytest.raises(ConfigurationError) as failure:
         Client(settings).map(nap, [1])
@@ -63,12 +77,15 @@ def test_the_shipped_role_is_enough(kube_cluster, kube_namespace, fake_gcs, gcs_
     assert list(Client(settings).map(nap, [1, 1.5])) == [1, 1.5]
 
 
-def test_namespace_max_pods_without_the_leases_rule_fails_before_launch_naming_it(kube_cluster, kube_namespace,
-                                                                                fake_gcs, gcs_root, tmp_path):
-    kubeconfig = service_account_kubeconfig(kube_cluster, kube_namespace, shipped_rules(("leases", "patch")),
-                                            tmp_path / "without")
-    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, kubeconfig=kubeconfig,
-                             namespace_max_pods=2)
+def test_namespace_max_pods_without_the_leases_rule_fails_before_launch_naming_it(
+    kube_cluster, kube_namespace, fake_gcs, gcs_root, tmp_path
+):
+    kubeconfig = service_account_kubeconfig(
+        kube_cluster, kube_namespace, shipped_rules(("leases", "patch")), tmp_path / "without"
+    )
+    settings = kube_settings(
+        kube_cluster, kube_namespace, fake_gcs, gcs_root, kubeconfig=kubeconfig, namespace_max_pods=2
+    )
     with pytest.raises(ConfigurationError) as failure:
         Client(settings).map(nap, [1])
     assert "may not patch leases in namespace" in str(failure.value), str(failure.value)
@@ -76,6 +93,7 @@ def test_namespace_max_pods_without_the_leases_rule_fails_before_launch_naming_i
 
 def test_the_shipped_role_is_enough_for_namespace_max_pods(kube_cluster, kube_namespace, fake_gcs, gcs_root, tmp_path):
     kubeconfig = service_account_kubeconfig(kube_cluster, kube_namespace, shipped_rules(), tmp_path / "shipped")
-    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, kubeconfig=kubeconfig,
-                             namespace_max_pods=2)
+    settings = kube_settings(
+        kube_cluster, kube_namespace, fake_gcs, gcs_root, kubeconfig=kubeconfig, namespace_max_pods=2
+    )
     assert list(Client(settings).map(nap, [1, 1.5, 1.25])) == [1, 1.5, 1.25]

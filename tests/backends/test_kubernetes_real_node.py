@@ -39,7 +39,8 @@ def last_state_until_gone(cluster, namespace, name, timeout=60):
 
 
 def test_a_deleted_pod_ends_its_runner_through_sigterm_not_the_grace_periods_sigkill(
-        kube_cluster, kube_namespace, fake_gcs, gcs_root):
+    kube_cluster, kube_namespace, fake_gcs, gcs_root
+):
     """Defect 1 of the real-node trial: the runner is PID 1 and had no SIGTERM handler, so a deleted pod ran on
     until the kubelet's SIGKILL at the end of the grace period (exit 137). It now ends its element, writes its
     record and log, and exits with 143."""
@@ -89,29 +90,47 @@ def read_credentials(_):
 
 
 def test_the_gcs_key_secret_is_mounted_read_only_and_readable_by_the_pods_user(
-        kube_cluster, kube_namespace, fake_gcs, gcs_root):
+    kube_cluster, kube_namespace, fake_gcs, gcs_root
+):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
-    key = {"type": "service_account", "project_id": "test", "private_key_id": "1", "private_key": pem,
-           "client_email": "runner@test.iam.gserviceaccount.com", "client_id": "1",
-           "token_uri": "http://127.0.0.1:9/token"}
-    kube_cluster.core().create_namespaced_secret(kube_namespace, {
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "gcs-key"},
-        "stringData": {"key.json": json.dumps(key)}})
+    pem = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        .decode()
+    )
+    key = {
+        "type": "service_account",
+        "project_id": "test",
+        "private_key_id": "1",
+        "private_key": pem,
+        "client_email": "runner@test.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": "http://127.0.0.1:9/token",
+    }
+    kube_cluster.core().create_namespaced_secret(
+        kube_namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "gcs-key"},
+            "stringData": {"key.json": json.dumps(key)},
+        },
+    )
     settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, gcs_key_secret="gcs-key")
     (seen,) = Client(settings).map(read_credentials, [0], job_id="gcs-key")
     assert seen == {"path": "/var/secrets/google/key.json", "client_email": key["client_email"], "writable": False}
 
 
 def test_an_image_whose_user_is_root_fails_at_once_naming_run_as_non_root(
-        kube_cluster, kube_namespace, fake_gcs, gcs_root):
+    kube_cluster, kube_namespace, fake_gcs, gcs_root
+):
     """run_as_user = 0 takes the image's own USER; the kubelet refuses a root one under runAsNonRoot
     (CreateContainerConfigError): the job stops at once naming the setting and the fix, instead of retrying."""
-    settings = kube_settings(kube_cluster, kube_namespace, fake_gcs, gcs_root, image=ROOT_IMAGE, retries=3,
-                             run_as_user=0)
+    settings = kube_settings(
+        kube_cluster, kube_namespace, fake_gcs, gcs_root, image=ROOT_IMAGE, retries=3, run_as_user=0
+    )
     with pytest.raises(JobFailedError) as failure:
         Client(settings).map(nap, [1, 1.001])
     text = str(failure.value)

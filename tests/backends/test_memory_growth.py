@@ -21,9 +21,16 @@ def resources(config, **history):
 
 
 def oom_killed(limit):
-    return {"metadata": {"name": "p"}, "spec": {"containers": [{"resources": {"limits": {"memory": limit}}}]},
-            "status": {"phase": "Failed", "containerStatuses": [
-                {"name": "runner", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}}
+    return {
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"resources": {"limits": {"memory": limit}}}]},
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [
+                {"name": "runner", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
+            ],
+        },
+    }
 
 
 GROWS = dict(memory_request="512Mi", memory_limit="1Gi", oom_memory_factor=2, max_memory_limit="3Gi")
@@ -49,18 +56,24 @@ def test_an_oom_below_the_ceiling_asks_for_more_memory_and_at_the_ceiling_fails_
     assert below.more_memory and below.error_type == "OutOfMemory" and "next attempt gets 3Gi" in below.reason
     at = pod_end(oom_killed("3Gi"), 0, config)
     assert not at.more_memory and not at.retryable
-    assert "limit of 3Gi (max_memory_limit: it may grow no more)" in at.reason and "raise [kubeface] memory_limit" in at.reason
+    assert (
+        "limit of 3Gi (max_memory_limit: it may grow no more)" in at.reason
+        and "raise [kubeface] memory_limit" in at.reason
+    )
     plain = pod_end(oom_killed("1Gi"), 0, pod_settings(memory_limit="1Gi"))
     assert not plain.more_memory and "limit of 1Gi and was OOMKilled; raise [kubeface] memory_limit" in plain.reason
 
 
-@pytest.mark.parametrize("values, words", [
-    (dict(oom_memory_factor=2), "oom_memory_factor = 2 needs max_memory_limit"),
-    (dict(oom_memory_factor=2, max_memory_limit="lots"), "needs max_memory_limit"),
-    (dict(oom_memory_factor=0.5, max_memory_limit="4Gi"), "oom_memory_factor"),
-    (dict(oom_memory_factor=2, memory_limit="8Gi", max_memory_limit="4Gi"), "below the memory a pod starts with"),
-    (dict(spot_fallback_after=-1), "spot_fallback_after"),
-])
+@pytest.mark.parametrize(
+    "values, words",
+    [
+        (dict(oom_memory_factor=2), "oom_memory_factor = 2 needs max_memory_limit"),
+        (dict(oom_memory_factor=2, max_memory_limit="lots"), "needs max_memory_limit"),
+        (dict(oom_memory_factor=0.5, max_memory_limit="4Gi"), "oom_memory_factor"),
+        (dict(oom_memory_factor=2, memory_limit="8Gi", max_memory_limit="4Gi"), "below the memory a pod starts with"),
+        (dict(spot_fallback_after=-1), "spot_fallback_after"),
+    ],
+)
 def test_bad_growth_settings_are_refused_with_the_fix(values, words):
     with pytest.raises(ConfigurationError) as caught:
         pod_settings(**values)

@@ -14,8 +14,14 @@ from kube_support import pod_settings
 
 DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-SPEC = AttemptSpec("TrainModels_" + "x" * 150 + "_MixedCase.Dots", "gs://b/jobs/TrainModels_x", "0123456789abcdef01234567",
-                   "002-1764400000-a1b2c3", "folds=5, model='rf'", secret_env={"KUBEFACE_SIGNING_KEY": "s3cr3t"})
+SPEC = AttemptSpec(
+    "TrainModels_" + "x" * 150 + "_MixedCase.Dots",
+    "gs://b/jobs/TrainModels_x",
+    "0123456789abcdef01234567",
+    "002-1764400000-a1b2c3",
+    "folds=5, model='rf'",
+    secret_env={"KUBEFACE_SIGNING_KEY": "s3cr3t"},
+)
 
 
 def test_names_and_labels_are_valid_kubernetes_names():
@@ -40,8 +46,14 @@ def test_one_job_id_under_two_storage_roots_shares_neither_pods_nor_the_secret()
     assert pods[0]["metadata"]["labels"]["kubeface.io/job"] != pods[1]["metadata"]["labels"]["kubeface.io/job"]
     secrets = [build_secret(s.job_url, s.secret_env)["metadata"]["name"] for s in (staging, prod)]
     assert secrets[0] != secrets[1]
-    refs = [[e["valueFrom"]["secretKeyRef"]["name"] for e in p["spec"]["containers"][0]["env"]
-             if "secretKeyRef" in e.get("valueFrom", {})] for p in pods]
+    refs = [
+        [
+            e["valueFrom"]["secretKeyRef"]["name"]
+            for e in p["spec"]["containers"][0]["env"]
+            if "secretKeyRef" in e.get("valueFrom", {})
+        ]
+        for p in pods
+    ]
     assert refs == [[secrets[0]], [secrets[1]]]
 
 
@@ -67,14 +79,29 @@ def test_ephemeral_storage_is_requested_for_blobs_streamed_through_files():
 
 
 def test_resources_gpus_spot_and_scheduling_settings():
-    pod = build_pod(SPEC, pod_settings(cpu_request="2", memory_request="4Gi", cpu_limit="3", gpus=1, spot=True,
-                                   node_selector={"pool": "big"}, service_account="kubeface-runner",
-                                   tolerations=[{"key": "dedicated", "operator": "Exists"}], safe_to_evict=True,
-                                   pod_env={"OMP_NUM_THREADS": "2"}, image_pull_policy="Always",
-                                   gcs_key_secret="gcs-key", node_lost_timeout=45))
+    pod = build_pod(
+        SPEC,
+        pod_settings(
+            cpu_request="2",
+            memory_request="4Gi",
+            cpu_limit="3",
+            gpus=1,
+            spot=True,
+            node_selector={"pool": "big"},
+            service_account="kubeface-runner",
+            tolerations=[{"key": "dedicated", "operator": "Exists"}],
+            safe_to_evict=True,
+            pod_env={"OMP_NUM_THREADS": "2"},
+            image_pull_policy="Always",
+            gcs_key_secret="gcs-key",
+            node_lost_timeout=45,
+        ),
+    )
     spec, container = pod["spec"], pod["spec"]["containers"][0]
-    assert container["resources"] == {"requests": {"cpu": "2", "memory": "4Gi"},
-                                      "limits": {"memory": "4Gi", "cpu": "3", "nvidia.com/gpu": "1"}}
+    assert container["resources"] == {
+        "requests": {"cpu": "2", "memory": "4Gi"},
+        "limits": {"memory": "4Gi", "cpu": "3", "nvidia.com/gpu": "1"},
+    }
     assert spec["nodeSelector"] == {"pool": "big", "cloud.google.com/gke-spot": "true"}
     keys = {t["key"] for t in spec["tolerations"]}
     assert {"dedicated", "cloud.google.com/gke-spot", "nvidia.com/gpu", "node.kubernetes.io/not-ready"} <= keys
@@ -86,16 +113,19 @@ def test_resources_gpus_spot_and_scheduling_settings():
     assert pod["metadata"]["annotations"]["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "true"
 
 
-@pytest.mark.parametrize("values, words", [
-    (dict(image=""), "image is not set"),
-    (dict(storage_root="/tmp/x"), "pods cannot reach"),
-    (dict(image_pull_policy="Sometimes"), "Always, IfNotPresent or Never"),
-    (dict(node_selector="pool=big"), "must be a JSON object"),
-    (dict(pod_env={"N": 3}), "quote numbers"),
-    (dict(tolerations={"key": "x"}), "JSON list of toleration objects"),
-    (dict(run_as_user=-1), "non-root"),
-    (dict(run_as_group=0), "other than root's"),
-])
+@pytest.mark.parametrize(
+    "values, words",
+    [
+        (dict(image=""), "image is not set"),
+        (dict(storage_root="/tmp/x"), "pods cannot reach"),
+        (dict(image_pull_policy="Sometimes"), "Always, IfNotPresent or Never"),
+        (dict(node_selector="pool=big"), "must be a JSON object"),
+        (dict(pod_env={"N": 3}), "quote numbers"),
+        (dict(tolerations={"key": "x"}), "JSON list of toleration objects"),
+        (dict(run_as_user=-1), "non-root"),
+        (dict(run_as_group=0), "other than root's"),
+    ],
+)
 def test_bad_kubernetes_settings_are_refused_with_the_fix(values, words):
     values = {"storage_root": "gs://b/jobs", "image": "r/kubeface:1", **values}
     with pytest.raises(ConfigurationError, match=re.escape(words)):
@@ -121,8 +151,16 @@ def test_params_annotation_can_be_turned_off():
 def test_pods_of_an_s3_job_get_the_storages_endpoint_and_key_secret_by_reference():
     """pod_spec asks the job's storage what its pods need; the s3_key_secret's values never enter the spec."""
     spec = dataclasses.replace(SPEC, job_url="s3://b/jobs/TrainModels_x")
-    pod = build_pod(spec, Settings(backend="kubernetes", storage_root="s3://b/jobs", image="r/kubeface:1",
-                                   s3_endpoint_url="http://seaweed:8333", s3_key_secret="s3-key"))
+    pod = build_pod(
+        spec,
+        Settings(
+            backend="kubernetes",
+            storage_root="s3://b/jobs",
+            image="r/kubeface:1",
+            s3_endpoint_url="http://seaweed:8333",
+            s3_key_secret="s3-key",
+        ),
+    )
     env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
     assert env["KUBEFACE_S3_ENDPOINT_URL"]["value"] == "http://seaweed:8333"
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "s3-key"
@@ -130,15 +168,25 @@ def test_pods_of_an_s3_job_get_the_storages_endpoint_and_key_secret_by_reference
 
 
 def test_an_s3_bucket_is_storage_pods_can_reach():
-    assert Settings(backend="kubernetes", storage_root="s3://b/jobs", image="r/kubeface:1").storage_root == "s3://b/jobs"
+    assert (
+        Settings(backend="kubernetes", storage_root="s3://b/jobs", image="r/kubeface:1").storage_root == "s3://b/jobs"
+    )
 
 
 def test_a_pod_tells_its_runner_what_it_requested_and_its_price_for_the_attempt_record():
     from luigi_kubeface import cost
     from luigi_kubeface.backends import attempt_request
 
-    values = pod_settings(cpu_request="500m", memory_request="2Gi", gpus=1, spot=True, price_cpu_hour=0.04,
-                      price_gb_hour=0.01, price_gpu_hour=1.0, spot_discount=0.5)
+    values = pod_settings(
+        cpu_request="500m",
+        memory_request="2Gi",
+        gpus=1,
+        spot=True,
+        price_cpu_hour=0.04,
+        price_gb_hour=0.01,
+        price_gpu_hour=1.0,
+        spot_discount=0.5,
+    )
     request = attempt_request(values)
     assert request == cost.Request(0.5, 2.0, 1.0, True, (0.5 * 0.04 + 2 * 0.01 + 1.0) * 0.5)
     pod = build_pod(dataclasses.replace(SPEC, resources=request.to_record()), values)

@@ -33,14 +33,16 @@ def test_an_element_that_fails_for_good_charges_failed_work(tmp_path):
 
 
 def test_an_interrupted_attempt_is_charged_as_preempted(tmp_path):
-    _, _, report = run(tmp_path, {(0, 1): End(None, "the node was preempted", error_type="Preempted",
-                                              interrupted=True)})
+    _, _, report = run(
+        tmp_path, {(0, 1): End(None, "the node was preempted", error_type="Preempted", interrupted=True)}
+    )
     assert usage(report, "preempted")[0] == 1 and usage(report, "succeeded")[0] == 1
 
 
 def test_the_losing_attempt_of_a_speculated_element_is_charged_as_speculated(tmp_path):
-    job, backend, report = run(tmp_path, {(3, 1): Hang()}, n=4, speculation=True, speculation_min_done=0.5,
-                               speculation_multiple=3)
+    job, backend, report = run(
+        tmp_path, {(3, 1): Hang()}, n=4, speculation=True, speculation_min_done=0.5, speculation_multiple=3
+    )
     assert report.progress.speculated == 1 and usage(report, "succeeded")[0] == 4
     attempts, hours = usage(report, "speculated")
     assert attempts == 1 and hours > TEN_SECONDS * 3  # the straggler ran past 3 x the median before its backup
@@ -51,8 +53,9 @@ def test_the_losing_attempt_of_a_speculated_element_is_charged_as_speculated(tmp
 
 
 def test_attempts_the_master_stops_as_the_job_ends_early_are_charged_as_cancelled(tmp_path):
-    _, _, report = run(tmp_path, {(0, 1): End(exit_code=1, record=error_record()), (1, 1): Hang()}, n=2,
-                       retries=0, failure_budget=0.0)
+    _, _, report = run(
+        tmp_path, {(0, 1): End(exit_code=1, record=error_record()), (1, 1): Hang()}, n=2, retries=0, failure_budget=0.0
+    )
     assert report.stopped and usage(report, "failed")[0] == 1 and usage(report, "cancelled")[0] == 1
 
 
@@ -71,4 +74,9 @@ def test_each_attempt_record_holds_what_it_requested_and_its_price(tmp_path):
     job, backend, _ = run(tmp_path, price_cpu_hour=0.5)
     spec = backend.launched[0]
     assert job.store.attempt_record(spec.element, spec.attempt)["resources"] == {
-        "cpu": 1.0, "memory_gb": 0.0, "gpus": 0.0, "spot": False, "price_hour": 0.5}
+        "cpu": 1.0,
+        "memory_gb": 0.0,
+        "gpus": 0.0,
+        "spot": False,
+        "price_hour": 0.5,
+    }

@@ -14,14 +14,23 @@ from elements import square
 
 def durations(slow):
     """Attempt durations in virtual seconds: 1 for most, slow[(item, attempt number)] for the listed ones."""
+
     def duration(spec):
         return slow.get((spec.label, int(spec.attempt[:3])), 1.0)
+
     return duration
 
 
 def run(tmp_path, slow, speculation=True, n=12, min_done=0.5):
-    settings = Settings(storage_root=str(tmp_path), max_in_flight=4, retries=0, poll_interval=0.1,
-                        speculation=speculation, speculation_min_done=min_done, speculation_multiple=3)
+    settings = Settings(
+        storage_root=str(tmp_path),
+        max_in_flight=4,
+        retries=0,
+        poll_interval=0.1,
+        speculation=speculation,
+        speculation_min_done=min_done,
+        speculation_multiple=3,
+    )
     job = Job("squares", settings.storage_root, square, elements_from_items(range(n)))
     job.prepare()
     backend = SimulatedBackend(settings, durations(slow))
@@ -102,7 +111,12 @@ def test_every_element_runs_once_even_when_attempt_ids_clash(tmp_path, monkeypat
     monkeypatch.setattr(naming, "new_attempt_id", lambda number: next(ids))
     job, backend, report = run(tmp_path, {}, n=4)
     assert report.progress.succeeded == 4
-    assert sorted(s.attempt for s in backend.launched) == ["001-1-aaaaaa", "001-1-bbbbbb", "001-1-cccccc", "001-1-dddddd"]
+    assert sorted(s.attempt for s in backend.launched) == [
+        "001-1-aaaaaa",
+        "001-1-bbbbbb",
+        "001-1-cccccc",
+        "001-1-dddddd",
+    ]
     check_every_result_once(job, 4)
 
 

@@ -13,8 +13,19 @@ from luigi_kubeface.backends.simulated import End, error_record
 from luigi_kubeface.bucket.records import Outcome
 from luigi_kubeface.errors import CorruptBlobError
 from luigi_kubeface.master import attempt_ends
-from luigi_kubeface.master.judge import (FAIL, MAX_INTERRUPTIONS, RETRY, STOP, Failed, Failure, Requeue, Succeeded,
-                                         after_failure, judge, master_account)
+from luigi_kubeface.master.judge import (
+    FAIL,
+    MAX_INTERRUPTIONS,
+    RETRY,
+    STOP,
+    Failed,
+    Failure,
+    Requeue,
+    Succeeded,
+    after_failure,
+    judge,
+    master_account,
+)
 from luigi_kubeface.master.report import Progress
 from luigi_kubeface.settings import Settings
 from test_engine_table import run
@@ -40,8 +51,9 @@ def test_every_element_is_pending_in_flight_or_done_at_each_progress_report(tmp_
     seen = []
 
     def report(progress):
-        seen.append((progress.pending, progress.running + progress.starting, progress.done + progress.failed,
-                     progress.total))
+        seen.append(
+            (progress.pending, progress.running + progress.starting, progress.done + progress.failed, progress.total)
+        )
 
     script = {(item, 1): End(1, record=error_record()) for item in range(0, 9, 3)}
     _, _, result = run(tmp_path, script, n=9, retries=1, on_progress=report, max_in_flight=2)
@@ -87,8 +99,10 @@ ACCOUNTS = [  # verdict -> (outcome the master records or None, if_absent, field
     (Requeue("OOMKilled", "out of memory", more_memory=True), (Outcome.LOST, True, False)),
     (Failed(Failure("AttemptLost", "gone"), Outcome.LOST), (Outcome.LOST, True, False)),
     (Failed(Failure("Timeout", "slow"), Outcome.TIMEOUT, {"outcome": "interrupted"}), (Outcome.TIMEOUT, False, False)),
-    (Failed(Failure("CorruptBlobError", "bad"), Outcome.RESULT_REFUSED, {"outcome": "success", "result_bytes": 9}),
-     (Outcome.RESULT_REFUSED, False, True)),
+    (
+        Failed(Failure("CorruptBlobError", "bad"), Outcome.RESULT_REFUSED, {"outcome": "success", "result_bytes": 9}),
+        (Outcome.RESULT_REFUSED, False, True),
+    ),
 ]
 
 
@@ -105,9 +119,16 @@ def test_master_account_says_which_record_the_master_writes(verdict, expected):
     assert ("duration" in record) == (not keeps_runners)
 
 
-@pytest.mark.parametrize("failure, failed_attempts, step", [
-    (Failure("E", "m"), 0, RETRY), (Failure("E", "m"), 2, FAIL), (Failure("E", "m", retryable=False), 0, FAIL),
-    (Failure("E", "m", fatal=True), 0, STOP), (Failure("E", "m", retryable=False, fatal=True), 0, STOP)])
+@pytest.mark.parametrize(
+    "failure, failed_attempts, step",
+    [
+        (Failure("E", "m"), 0, RETRY),
+        (Failure("E", "m"), 2, FAIL),
+        (Failure("E", "m", retryable=False), 0, FAIL),
+        (Failure("E", "m", fatal=True), 0, STOP),
+        (Failure("E", "m", retryable=False, fatal=True), 0, STOP),
+    ],
+)
 def test_after_failure_retries_fails_for_good_or_stops_the_job(failure, failed_attempts, step):
     assert after_failure(failure, failed_attempts, SETTINGS) == step
 

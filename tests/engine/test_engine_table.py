@@ -9,8 +9,16 @@ import pytest
 
 from luigi_kubeface.bucket import layout as naming
 from luigi_kubeface.backends import AttemptSpec
-from luigi_kubeface.backends.simulated import (End, Hang, Run, SimulatedBackend, cancelled_by_master, error_record,
-                                               success_record, unusable_record)
+from luigi_kubeface.backends.simulated import (
+    End,
+    Hang,
+    Run,
+    SimulatedBackend,
+    cancelled_by_master,
+    error_record,
+    success_record,
+    unusable_record,
+)
 from luigi_kubeface.master.engine import run_job
 from luigi_kubeface.master.judge import ALL_FAILED_STOP, MAX_INTERRUPTIONS
 from luigi_kubeface.job.definition import Job, elements_from_items
@@ -20,8 +28,14 @@ from elements import square
 
 def run(tmp_path, script=None, n=1, duration=None, adopted=(), leaves=False, on_progress=None, **overrides):
     """Run a job of n elements (items 0..n-1); script: {(item, attempt number): Run/End/Hang} or a function."""
-    options = dict(storage_root=str(tmp_path / "storage"), max_in_flight=4, retries=0, retry_backoff=1.0,
-                   poll_interval=0.1, failure_budget=1.0)
+    options = dict(
+        storage_root=str(tmp_path / "storage"),
+        max_in_flight=4,
+        retries=0,
+        retry_backoff=1.0,
+        poll_interval=0.1,
+        failure_budget=1.0,
+    )
     options.update(overrides)
     settings = Settings(**options)
     job = Job("table", settings.storage_root, square, elements_from_items(range(n)))
@@ -33,8 +47,13 @@ def run(tmp_path, script=None, n=1, duration=None, adopted=(), leaves=False, on_
             return script(spec, number)
         return table.get((int(spec.label) if spec.label.isdigit() else spec.label, number))
 
-    backend = SimulatedBackend(settings, duration, scripted, adopted=adopted(job) if callable(adopted) else adopted,
-                               leaves_attempts_running=leaves)
+    backend = SimulatedBackend(
+        settings,
+        duration,
+        scripted,
+        adopted=adopted(job) if callable(adopted) else adopted,
+        leaves_attempts_running=leaves,
+    )
     report = run_job(job, backend, settings, on_progress=on_progress, clock=backend.clock, sleep=backend.sleep)
     return job, backend, report
 
@@ -60,65 +79,145 @@ def failure(report, job, item=0):
 ENDS = {  # name: (script, settings, (succeeded, failed, retried), records, failure error_type or None)
     "success": ({}, {}, (1, 0, 0), [("success", "runner", "")], None),
     "corrupt result refused, retried": (
-        {(0, 1): Run(corrupt_result=True)}, {"retries": 1}, (1, 0, 1),
-        [("result_refused", "master", "CorruptBlobError"), ("success", "runner", "")], None),
+        {(0, 1): Run(corrupt_result=True)},
+        {"retries": 1},
+        (1, 0, 1),
+        [("result_refused", "master", "CorruptBlobError"), ("success", "runner", "")],
+        None,
+    ),
     "corrupt result refused, no retries left": (
-        {(0, 1): Run(corrupt_result=True)}, {}, (0, 1, 0),
-        [("result_refused", "master", "CorruptBlobError")], "CorruptBlobError"),
+        {(0, 1): Run(corrupt_result=True)},
+        {},
+        (0, 1, 0),
+        [("result_refused", "master", "CorruptBlobError")],
+        "CorruptBlobError",
+    ),
     "interrupted: run again at once, not a retry": (
         {(0, n): End(None, "evicted", error_type="Evicted", interrupted=True) for n in range(1, MAX_INTERRUPTIONS + 1)},
-        {}, (1, 0, 0), [("interrupted", "master", "Evicted")] * MAX_INTERRUPTIONS + [("success", "runner", "")], None),
+        {},
+        (1, 0, 0),
+        [("interrupted", "master", "Evicted")] * MAX_INTERRUPTIONS + [("success", "runner", "")],
+        None,
+    ),
     "interrupted without a type": (
-        {(0, 1): End(None, "node lost", interrupted=True)}, {}, (1, 0, 0),
-        [("interrupted", "master", "Interrupted"), ("success", "runner", "")], None),
+        {(0, 1): End(None, "node lost", interrupted=True)},
+        {},
+        (1, 0, 0),
+        [("interrupted", "master", "Interrupted"), ("success", "runner", "")],
+        None,
+    ),
     "interrupted over MAX_INTERRUPTIONS": (
-        {(0, n): End(None, "evicted", error_type="Evicted", interrupted=True)
-         for n in range(1, MAX_INTERRUPTIONS + 2)},
-        {}, (0, 1, 0), [("interrupted", "master", "Evicted")] * MAX_INTERRUPTIONS + [("lost", "master", "Evicted")],
-        "Evicted"),
+        {(0, n): End(None, "evicted", error_type="Evicted", interrupted=True) for n in range(1, MAX_INTERRUPTIONS + 2)},
+        {},
+        (0, 1, 0),
+        [("interrupted", "master", "Evicted")] * MAX_INTERRUPTIONS + [("lost", "master", "Evicted")],
+        "Evicted",
+    ),
     "interrupted over MAX_INTERRUPTIONS, without a type: lost": (
         {(0, n): End(None, "node lost", interrupted=True) for n in range(1, MAX_INTERRUPTIONS + 2)},
-        {}, (0, 1, 0), [("interrupted", "master", "Interrupted")] * MAX_INTERRUPTIONS
-        + [("lost", "master", "AttemptLost")], "AttemptLost"),
+        {},
+        (0, 1, 0),
+        [("interrupted", "master", "Interrupted")] * MAX_INTERRUPTIONS + [("lost", "master", "AttemptLost")],
+        "AttemptLost",
+    ),
     "interrupted, but the runner recorded an error": (
         {(0, 1): End(None, "evicted", record=error_record(), error_type="Evicted", interrupted=True)},
-        {"retries": 1}, (1, 0, 1), [("error", "runner", "ValueError"), ("success", "runner", "")], None),
+        {"retries": 1},
+        (1, 0, 1),
+        [("error", "runner", "ValueError"), ("success", "runner", "")],
+        None,
+    ),
     "cancelled by another master: run again, not a failure": (
         {(0, 1): End(None, "pod deleted", record=cancelled_by_master(), error_type="PodDeleted", interrupted=True)},
-        {}, (1, 0, 0), [("cancelled", "master", "Cancelled"), ("success", "runner", "")], None),
+        {},
+        (1, 0, 0),
+        [("cancelled", "master", "Cancelled"), ("success", "runner", "")],
+        None,
+    ),
     "cancelled by another master, whatever the exit": (
         {(0, 1): End(137, "killed", record=cancelled_by_master())},
-        {}, (1, 0, 0), [("cancelled", "master", "Cancelled"), ("success", "runner", "")], None),
+        {},
+        (1, 0, 0),
+        [("cancelled", "master", "Cancelled"), ("success", "runner", "")],
+        None,
+    ),
     "timeout, retried": (
-        {(0, 1): Hang()}, {"retries": 1, "element_timeout": 5.0}, (1, 0, 1),
-        [("timeout", "master", "Timeout"), ("success", "runner", "")], None),
+        {(0, 1): Hang()},
+        {"retries": 1, "element_timeout": 5.0},
+        (1, 0, 1),
+        [("timeout", "master", "Timeout"), ("success", "runner", "")],
+        None,
+    ),
     "timeout, no retries left": (
-        {(0, 1): Hang()}, {"element_timeout": 5.0}, (0, 1, 0), [("timeout", "master", "Timeout")], "Timeout"),
+        {(0, 1): Hang()},
+        {"element_timeout": 5.0},
+        (0, 1, 0),
+        [("timeout", "master", "Timeout")],
+        "Timeout",
+    ),
     "runner error record, retried": (
-        {(0, 1): End(1, record=error_record())}, {"retries": 1}, (1, 0, 1),
-        [("error", "runner", "ValueError"), ("success", "runner", "")], None),
+        {(0, 1): End(1, record=error_record())},
+        {"retries": 1},
+        (1, 0, 1),
+        [("error", "runner", "ValueError"), ("success", "runner", "")],
+        None,
+    ),
     "runner error record, over the retries": (
-        {(0, n): End(1, record=error_record()) for n in (1, 2, 3)}, {"retries": 2}, (0, 1, 2),
-        [("error", "runner", "ValueError")] * 3, "ValueError"),
+        {(0, n): End(1, record=error_record()) for n in (1, 2, 3)},
+        {"retries": 2},
+        (0, 1, 2),
+        [("error", "runner", "ValueError")] * 3,
+        "ValueError",
+    ),
     "unusable input: not retried": (
-        {(0, 1): End(2, record=unusable_record("input"))}, {"retries": 3}, (0, 1, 0),
-        [("unusable_input", "runner", "CorruptBlobError")], "CorruptBlobError"),
+        {(0, 1): End(2, record=unusable_record("input"))},
+        {"retries": 3},
+        (0, 1, 0),
+        [("unusable_input", "runner", "CorruptBlobError")],
+        "CorruptBlobError",
+    ),
     "backend error, not retryable": (
-        {(0, 1): End(None, "no node fits", error_type="Unschedulable", retryable=False)}, {"retries": 3},
-        (0, 1, 0), [("lost", "master", "Unschedulable")], "Unschedulable"),
+        {(0, 1): End(None, "no node fits", error_type="Unschedulable", retryable=False)},
+        {"retries": 3},
+        (0, 1, 0),
+        [("lost", "master", "Unschedulable")],
+        "Unschedulable",
+    ),
     "backend error, retryable": (
-        {(0, 1): End(137, "out of memory", error_type="OOMKilled", log_tail="allocating\n")}, {"retries": 1},
-        (1, 0, 1), [("lost", "master", "OOMKilled"), ("success", "runner", "")], None),
+        {(0, 1): End(137, "out of memory", error_type="OOMKilled", log_tail="allocating\n")},
+        {"retries": 1},
+        (1, 0, 1),
+        [("lost", "master", "OOMKilled"), ("success", "runner", "")],
+        None,
+    ),
     "exit 0 without a result or record": (
-        {(0, 1): End(0, "exited")}, {}, (0, 1, 0), [("lost", "master", "MissingResult")], "MissingResult"),
+        {(0, 1): End(0, "exited")},
+        {},
+        (0, 1, 0),
+        [("lost", "master", "MissingResult")],
+        "MissingResult",
+    ),
     "exit 0, success record, no result": (
-        {(0, 1): End(0, "exited", record=success_record())}, {}, (0, 1, 0), [("success", "runner", "")],
-        "MissingResult"),
+        {(0, 1): End(0, "exited", record=success_record())},
+        {},
+        (0, 1, 0),
+        [("success", "runner", "")],
+        "MissingResult",
+    ),
     "lost, retried": (
-        {(0, 1): End(137, "the process was killed", log_tail="last words\n")}, {"retries": 1}, (1, 0, 1),
-        [("lost", "master", "AttemptLost"), ("success", "runner", "")], None),
+        {(0, 1): End(137, "the process was killed", log_tail="last words\n")},
+        {"retries": 1},
+        (1, 0, 1),
+        [("lost", "master", "AttemptLost"), ("success", "runner", "")],
+        None,
+    ),
     "lost, no retries left": (
-        {(0, 1): End(None, "the pod vanished")}, {}, (0, 1, 0), [("lost", "master", "AttemptLost")], "AttemptLost"),
+        {(0, 1): End(None, "the pod vanished")},
+        {},
+        (0, 1, 0),
+        [("lost", "master", "AttemptLost")],
+        "AttemptLost",
+    ),
 }
 
 
@@ -147,8 +246,10 @@ def test_a_refused_result_is_moved_aside_and_its_record_keeps_the_runners_fields
 
 
 def test_over_the_interruptions_the_message_counts_them_and_the_failure_follows_the_end(tmp_path):
-    script = {(0, n): End(None, "preempted", error_type="Preempted", retryable=False, interrupted=True)
-              for n in range(1, MAX_INTERRUPTIONS + 2)}
+    script = {
+        (0, n): End(None, "preempted", error_type="Preempted", retryable=False, interrupted=True)
+        for n in range(1, MAX_INTERRUPTIONS + 2)
+    }
     job, backend, report = run(tmp_path, script, retries=3)
     f = failure(report, job)
     assert "interrupted %d times" % (MAX_INTERRUPTIONS + 1) in f.message and "preempted" in f.message
@@ -157,14 +258,17 @@ def test_over_the_interruptions_the_message_counts_them_and_the_failure_follows_
 
 def test_the_log_tail_of_an_attempt_that_ended_without_a_record_is_in_its_failure(tmp_path):
     job, backend, report = run(tmp_path, {(0, 1): End(137, "the process was killed", log_tail="  last words\n")})
-    assert failure(report, job).message == "the process was killed before reporting an outcome; last output:\nlast words"
+    assert (
+        failure(report, job).message == "the process was killed before reporting an outcome; last output:\nlast words"
+    )
     key = job.elements[0].key
     record = job.store.attempt_record(key, job.store.attempts(key)[0])
     assert record["message"] == failure(report, job).message and "started_by_master" in record
 
     (tmp_path / "b").mkdir()
-    job, backend, report = run(tmp_path / "b", {(0, 1): End(None, "OOMKilled", error_type="OOMKilled",
-                                                            log_tail="x" * 3000)})
+    job, backend, report = run(
+        tmp_path / "b", {(0, 1): End(None, "OOMKilled", error_type="OOMKilled", log_tail="x" * 3000)}
+    )
     assert failure(report, job).message == "OOMKilled; last output:\n" + "x" * 2000
 
 
@@ -186,7 +290,8 @@ STOPS = {  # name: (script on item 0's first attempt, the failure's error_type)
     "function unusable": (End(2, record=unusable_record("function", "ModuleNotFoundError")), "ModuleNotFoundError"),
     "input unusable with a version mismatch": (
         End(2, record=unusable_record("input", "luigi_kubeface.errors.VersionMismatchError")),
-        "luigi_kubeface.errors.VersionMismatchError"),
+        "luigi_kubeface.errors.VersionMismatchError",
+    ),
     "backend error, fatal": (End(None, "image missing", error_type="ImagePullBackOff", fatal=True), "ImagePullBackOff"),
     "lost, fatal": (End(None, "image missing", fatal=True), "AttemptLost"),
 }
@@ -241,11 +346,13 @@ def test_one_success_keeps_a_failing_job_running_within_its_budget(tmp_path):
 
 # --- speculation -----------------------------------------------------------------------------------
 
+
 def speculating(tmp_path, script, durations, **overrides):
     settings = dict(n=4, speculation=True, speculation_min_done=0.5, speculation_multiple=3, max_in_flight=4)
     settings.update(overrides)
-    return run(tmp_path, script, duration=lambda spec: durations.get((int(spec.label), int(spec.attempt[:3])), 1.0),
-               **settings)
+    return run(
+        tmp_path, script, duration=lambda spec: durations.get((int(spec.label), int(spec.attempt[:3])), 1.0), **settings
+    )
 
 
 def test_speculation_the_backup_wins_and_the_loser_is_recorded_cancelled(tmp_path):
@@ -278,6 +385,7 @@ def test_speculation_a_straggler_that_times_out_leaves_the_decision_to_its_backu
 
 # --- shutdown ----------------------------------------------------------------------------------------
 
+
 def interrupt_when_running(progress):
     if progress.running:
         raise KeyboardInterrupt
@@ -295,16 +403,23 @@ def test_ctrl_c_cancels_attempts_unless_the_backend_leaves_them_for_a_rerun(tmp_
     else:
         assert found == [[("cancelled", "master", "Cancelled")]] * 2
         key = job.elements[0].key
-        assert job.store.attempt_record(key, job.store.attempts(key)[0])["message"] == "interrupted: the master received SIGINT (Ctrl-C)"
+        assert (
+            job.store.attempt_record(key, job.store.attempts(key)[0])["message"]
+            == "interrupted: the master received SIGINT (Ctrl-C)"
+        )
 
 
 # --- adoption ----------------------------------------------------------------------------------------
 
+
 def test_adopted_attempts_are_followed_not_launched_again(tmp_path):
     def adopted(job):
         job.store.write_input(job.elements[0], job.shared_keys, job.code_version)  # as the earlier master did
-        return [AttemptSpec(job.id, job.url, job.elements[0].key, "002-1-aaaaaaaaaaaa", "0",
-                            secret_env=job.store.secret_env())]
+        return [
+            AttemptSpec(
+                job.id, job.url, job.elements[0].key, "002-1-aaaaaaaaaaaa", "0", secret_env=job.store.secret_env()
+            )
+        ]
 
     job, backend, report = run(tmp_path, {(0, 2): End(1, record=error_record())}, n=2, adopted=adopted, retries=1)
     assert counts(report) == (2, 0, 1)
@@ -318,8 +433,10 @@ def test_adopted_attempts_of_elements_done_or_gone_are_cancelled(tmp_path):
         done = job.elements[0]
         job.store.write_input(done, job.shared_keys, job.code_version)
         job.store.storage.write(naming.result_key(done.key, job.code_version), b"")  # listed as done
-        return [AttemptSpec(job.id, job.url, done.key, "001-1-aaaaaaaaaaaa", "0"),
-                AttemptSpec(job.id, job.url, "f" * 24, "001-1-bbbbbbbbbbbb", "gone")]
+        return [
+            AttemptSpec(job.id, job.url, done.key, "001-1-aaaaaaaaaaaa", "0"),
+            AttemptSpec(job.id, job.url, "f" * 24, "001-1-bbbbbbbbbbbb", "gone"),
+        ]
 
     job, backend, report = run(tmp_path, {}, n=2, adopted=adopted)
     assert sorted(backend.cancelled) == ["001-1-aaaaaaaaaaaa", "001-1-bbbbbbbbbbbb"]
@@ -334,13 +451,24 @@ def test_siblings_timing_out_together_after_the_result_came_end_once(tmp_path):
         def started(self, attempt, launched):
             return 0.0
 
-    settings = Settings(storage_root=str(tmp_path), max_in_flight=4, retries=0, poll_interval=0.1, speculation=True,
-                        speculation_min_done=0.5, speculation_multiple=3, element_timeout=20.0)
+    settings = Settings(
+        storage_root=str(tmp_path),
+        max_in_flight=4,
+        retries=0,
+        poll_interval=0.1,
+        speculation=True,
+        speculation_min_done=0.5,
+        speculation_multiple=3,
+        element_timeout=20.0,
+    )
     job = Job("table", settings.storage_root, square, elements_from_items(range(4)))
     job.prepare()
     script = {(3, 1): Run(exit_late=True), (3, 2): Hang()}
-    backend = OneStart(settings, lambda spec: 5.0 if spec.label == "3" else 1.0,
-                       lambda spec, number: script.get((int(spec.label), number)))
+    backend = OneStart(
+        settings,
+        lambda spec: 5.0 if spec.label == "3" else 1.0,
+        lambda spec, number: script.get((int(spec.label), number)),
+    )
     report = run_job(job, backend, settings, clock=backend.clock, sleep=backend.sleep)
     assert counts(report) == (4, 0, 0) and report.progress.speculated == 1
     assert records(job, 3) == [("success", "runner", ""), ("cancelled", "master", "Cancelled")]

@@ -30,16 +30,28 @@ def chromium_binary():
                 failures.append("%s: %s" % (" ".join(command), (run.stderr or run.stdout).strip()[-500:]))
         found = _find_chromium()
     if not found:
-        raise RuntimeError("headless Chromium is needed to render status pages and could not be installed (%s): "
-                           "apt-get install -y chromium" % ("; ".join(failures) or "not root, no sudo or apt-get"))
+        raise RuntimeError(
+            "headless Chromium is needed to render status pages and could not be installed (%s): "
+            "apt-get install -y chromium" % ("; ".join(failures) or "not root, no sudo or apt-get")
+        )
     return found
 
 
 def chromium(url, workdir, screenshot=None, size=(1400, 1000)):
     """Render url in headless Chromium with no network; returns the DOM after layout (and a PNG if asked)."""
-    base = [chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--user-data-dir=" + os.path.join(workdir, "chromium-profile"), "--window-size=%d,%d" % size]
+    base = [
+        chromium_binary(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--user-data-dir=" + os.path.join(workdir, "chromium-profile"),
+        "--window-size=%d,%d" % size,
+    ]
     if screenshot:
         subprocess.run(base + ["--screenshot=" + screenshot, url], capture_output=True, timeout=120, check=True)
     dom = subprocess.run(base + ["--dump-dom", url], capture_output=True, timeout=120, check=True)
@@ -55,8 +67,8 @@ def png_colours(path, limit=10000):
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     pos, chunks, header = 8, [], None
     while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", body)
         elif kind == b"IDAT":
@@ -70,7 +82,7 @@ def png_colours(path, limit=10000):
     previous = bytearray(stride)
     colours = set()
     for row in range(height):
-        line = raw[row * (stride + 1):(row + 1) * (stride + 1)]
+        line = raw[row * (stride + 1) : (row + 1) * (stride + 1)]
         kind, current = line[0], bytearray(line[1:])
         for i in range(stride):
             left = current[i - channels] if i >= channels else 0
@@ -88,7 +100,7 @@ def png_colours(path, limit=10000):
                 current[i] = (current[i] + (left if pa <= pb and pa <= pc else up if pb <= pc else up_left)) & 255
         if row % 4 == 0:
             for x in range(0, stride, channels * 4):
-                colours.add(bytes(current[x:x + 3]))
+                colours.add(bytes(current[x : x + 3]))
                 if len(colours) >= limit:
                     return colours
         previous = current

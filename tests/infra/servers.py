@@ -66,10 +66,26 @@ class FakeGCS:
         os.makedirs(os.path.join(self.workdir, "data"), exist_ok=True)
         self.log = open(os.path.join(self.workdir, "fake-gcs.log"), "ab")
         self.process = subprocess.Popen(
-            [fake_gcs_binary(), "-scheme", "http", "-host", self.host, "-port", str(self.port),
-             "-backend", "filesystem", "-filesystem-root", os.path.join(self.workdir, "data"),
-             "-external-url", self.url, "-log-level", "warn"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                fake_gcs_binary(),
+                "-scheme",
+                "http",
+                "-host",
+                self.host,
+                "-port",
+                str(self.port),
+                "-backend",
+                "filesystem",
+                "-filesystem-root",
+                os.path.join(self.workdir, "data"),
+                "-external-url",
+                self.url,
+                "-log-level",
+                "warn",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         wait_for_http(self.url + "/storage/v1/b", self.process, what="fake-gcs-server")
         return self
 
@@ -77,9 +93,12 @@ class FakeGCS:
         stop_process(self)
 
     def create_bucket(self, name):
-        request = urllib.request.Request(self.url + "/storage/v1/b?project=test", method="POST",
-                                         data=json.dumps({"name": name}).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + "/storage/v1/b?project=test",
+            method="POST",
+            data=json.dumps({"name": name}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         urllib.request.urlopen(request, timeout=10).close()
 
 
@@ -101,8 +120,9 @@ class MotoS3:
         os.makedirs(self.workdir, exist_ok=True)
         server = shutil.which("moto_server") or os.path.join(os.path.dirname(sys.executable), "moto_server")
         self.log = open(os.path.join(self.workdir, "moto.log"), "ab")
-        self.process = subprocess.Popen([server, "-H", self.host, "-p", str(self.port)],
-                                        stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [server, "-H", self.host, "-p", str(self.port)], stdout=self.log, stderr=subprocess.STDOUT
+        )
         wait_for_http(self.url + "/moto-api/", self.process, what="moto_server")
         return self
 
@@ -112,8 +132,13 @@ class MotoS3:
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1", aws_access_key_id="testing",
-                            aws_secret_access_key="testing")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
 
     def create_bucket(self, name):
         self.client().create_bucket(Bucket=name)
@@ -132,9 +157,21 @@ class Luigid:
         luigid = shutil.which("luigid") or os.path.join(os.path.dirname(sys.executable), "luigid")
         self.log = open(os.path.join(self.workdir, "luigid.log"), "ab")
         self.process = subprocess.Popen(
-            [luigid, "--address", "127.0.0.1", "--port", str(self.port),
-             "--state-path", os.path.join(self.workdir, "state.pickle"), "--logdir", self.workdir],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=self.workdir)
+            [
+                luigid,
+                "--address",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--state-path",
+                os.path.join(self.workdir, "state.pickle"),
+                "--logdir",
+                self.workdir,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+        )
         wait_for_http("http://127.0.0.1:%d/api/task_list" % self.port, self.process, what="luigid")
         return self
 

@@ -12,19 +12,39 @@ TOY = ["--module", "pipelines.toy"]
 
 
 def luigi_toy(tmp_path, *args, scheduler=None):
-    flags = ["--kubeface-storage-root", str(tmp_path / "storage"), "--kubeface-poll-interval", "0.1",
-             "--kubeface-retry-backoff", "0.1"]
-    flags += ["--scheduler-host", "127.0.0.1", "--scheduler-port", str(scheduler.port)] if scheduler else ["--local-scheduler"]
+    flags = [
+        "--kubeface-storage-root",
+        str(tmp_path / "storage"),
+        "--kubeface-poll-interval",
+        "0.1",
+        "--kubeface-retry-backoff",
+        "0.1",
+    ]
+    flags += (
+        ["--scheduler-host", "127.0.0.1", "--scheduler-port", str(scheduler.port)]
+        if scheduler
+        else ["--local-scheduler"]
+    )
     result = run_luigi(TOY + list(args) + flags, cwd=tmp_path)
     return result, result.stdout + result.stderr
 
 
 def test_failing_element_shows_remote_traceback_then_fix_reruns_only_it(tmp_path):
-    result, output = luigi_toy(tmp_path, "SumSquares", "--Squares-mode", "raise", "--Squares-bad", "[4]",
-                               "--kubeface-retries", "0", "--kubeface-failure-budget", "0.5")
+    result, output = luigi_toy(
+        tmp_path,
+        "SumSquares",
+        "--Squares-mode",
+        "raise",
+        "--Squares-bad",
+        "[4]",
+        "--kubeface-retries",
+        "0",
+        "--kubeface-failure-budget",
+        "0.5",
+    )
     assert result.returncode == 30  # [retcode] task_failed in luigi.cfg
     assert "element x=4 failed: ValueError: x=4 is bad on purpose" in output
-    assert "Remote traceback" in output and 'in run_element' in output
+    assert "Remote traceback" in output and "in run_element" in output
     assert "1 failed:" in output and "KubefaceElement" in output
     assert len(glob.glob(str(tmp_path / "storage" / "*" / "results" / "*.pkl"))) == 5
 
@@ -35,8 +55,20 @@ def test_failing_element_shows_remote_traceback_then_fix_reruns_only_it(tmp_path
 
 
 def test_failure_budget_stops_a_job_where_most_elements_fail(tmp_path):
-    result, output = luigi_toy(tmp_path, "Squares", "--n", "12", "--mode", "raise", "--bad", str(list(range(1, 12))),
-                               "--kubeface-retries", "0", "--kubeface-max-in-flight", "2")
+    result, output = luigi_toy(
+        tmp_path,
+        "Squares",
+        "--n",
+        "12",
+        "--mode",
+        "raise",
+        "--bad",
+        str(list(range(1, 12))),
+        "--kubeface-retries",
+        "0",
+        "--kubeface-max-in-flight",
+        "2",
+    )
     assert result.returncode == 30
     assert "stopped early" in output
     assert "was not run: the job stopped early" in output
@@ -45,9 +77,24 @@ def test_failure_budget_stops_a_job_where_most_elements_fail(tmp_path):
 
 
 def test_element_past_its_timeout_is_killed_and_reported(tmp_path):
-    result, output = luigi_toy(tmp_path, "Squares", "--n", "3", "--mode", "sleep", "--bad", "[1]",
-                               "--seconds", "120", "--kubeface-element-timeout", "2", "--kubeface-retries", "0",
-                               "--kubeface-failure-budget", "1")
+    result, output = luigi_toy(
+        tmp_path,
+        "Squares",
+        "--n",
+        "3",
+        "--mode",
+        "sleep",
+        "--bad",
+        "[1]",
+        "--seconds",
+        "120",
+        "--kubeface-element-timeout",
+        "2",
+        "--kubeface-retries",
+        "0",
+        "--kubeface-failure-budget",
+        "1",
+    )
     assert result.returncode == 30
     assert "Timeout: the attempt ran longer than element_timeout=2s and was killed" in output
 
@@ -62,13 +109,28 @@ def test_an_empty_grid_is_a_map_over_nothing(tmp_path):
 def test_unknown_backend_is_refused(tmp_path):
     result, output = luigi_toy(tmp_path, "Squares", "--kubeface-backend", "nomad")
     assert result.returncode != 0
-    assert "unknown backend 'nomad': set [kubeface] backend (or --kubeface-backend) to one of kubernetes, local" in output
+    assert (
+        "unknown backend 'nomad': set [kubeface] backend (or --kubeface-backend) to one of kubernetes, local" in output
+    )
 
 
 @pytest.mark.slow
 def test_map_task_and_elements_in_luigid(tmp_path, luigid):
-    result, output = luigi_toy(tmp_path, "SumSquares", "--n", "5", "--Squares-mode", "raise", "--Squares-bad", "[3]",
-                               "--kubeface-retries", "0", "--kubeface-failure-budget", "0.5", scheduler=luigid)
+    result, output = luigi_toy(
+        tmp_path,
+        "SumSquares",
+        "--n",
+        "5",
+        "--Squares-mode",
+        "raise",
+        "--Squares-bad",
+        "[3]",
+        "--kubeface-retries",
+        "0",
+        "--kubeface-failure-budget",
+        "0.5",
+        scheduler=luigid,
+    )
     assert result.returncode == 30, output[-3000:]
     failed = luigid.tasks("FAILED")
     (element,) = [t for t in failed.values() if t["name"] == "KubefaceElement"]
@@ -84,7 +146,7 @@ def test_map_task_and_elements_in_luigid(tmp_path, luigid):
     assert job["progress_percentage"] == 80
     page = job["tracking_url"]  # the job's status page, written next to its blobs
     assert page.startswith("file://") and page.endswith("/status.html")
-    html = read_text(page[len("file://"):])
+    html = read_text(page[len("file://") :])
     assert html.count('<tr class="element failed"') == 1 and html.count('<tr class="element done"') == 4
     assert "ValueError: x=3 is bad on purpose" in html and "stopped early" not in html
     pending = luigid.tasks("PENDING")
@@ -100,15 +162,34 @@ def test_map_task_and_elements_in_luigid(tmp_path, luigid):
 @pytest.mark.slow
 def test_large_map_task_lists_only_elements_without_result_in_luigid(tmp_path, luigid):
     # Above luigid_elements, luigid gets one task per element without a result, not one per element.
-    result, output = luigi_toy(tmp_path, "Squares", "--n", "7", "--mode", "raise", "--bad", "[5]",
-                               "--kubeface-retries", "0", "--kubeface-failure-budget", "0.5",
-                               "--kubeface-luigid-elements", "3", scheduler=luigid)
+    result, output = luigi_toy(
+        tmp_path,
+        "Squares",
+        "--n",
+        "7",
+        "--mode",
+        "raise",
+        "--bad",
+        "[5]",
+        "--kubeface-retries",
+        "0",
+        "--kubeface-failure-budget",
+        "0.5",
+        "--kubeface-luigid-elements",
+        "3",
+        scheduler=luigid,
+    )
     assert result.returncode == 30, output[-3000:]
-    ours = lambda tasks: [t for t in tasks.values() if t["name"] == "KubefaceElement" and "Squares_7_" in t["params"]["job"]]  # noqa: E731
+
+    def ours(tasks):
+        return [t for t in tasks.values() if t["name"] == "KubefaceElement" and "Squares_7_" in t["params"]["job"]]
+
     (failed,) = ours(luigid.tasks("FAILED"))
     assert failed["params"]["params"] == "x=5"
     assert ours(luigid.tasks("DONE")) == []
-    jobs = [t for t in luigid.tasks("DONE").values() if t["name"] == "KubefaceJob" and "Squares_7_" in t["params"]["job"]]
+    jobs = [
+        t for t in luigid.tasks("DONE").values() if t["name"] == "KubefaceJob" and "Squares_7_" in t["params"]["job"]
+    ]
     assert "6 succeeded" in jobs[0]["status_message"] and "1 failed" in jobs[0]["status_message"]
 
     result, output = luigi_toy(tmp_path, "Squares", "--n", "7", "--kubeface-luigid-elements", "3", scheduler=luigid)
@@ -137,15 +218,31 @@ def test_escape_sequences_in_a_forged_record_never_reach_luigis_terminal(tmp_pat
     import json
     import time
 
-    failing = ("SumSquares", "--Squares-mode", "raise", "--Squares-bad", "[4]", "--kubeface-retries", "0",
-               "--kubeface-failure-budget", "0.5")
+    failing = (
+        "SumSquares",
+        "--Squares-mode",
+        "raise",
+        "--Squares-bad",
+        "[4]",
+        "--kubeface-retries",
+        "0",
+        "--kubeface-failure-budget",
+        "0.5",
+    )
     result, output = luigi_toy(tmp_path, *failing)
     assert "element x=4 failed" in output
-    (attempts,) = [d for d in glob.glob(str(tmp_path / "storage" / "*" / "attempts" / "*"))
-                   if len(os.listdir(d)) == 1 and "ValueError" in read_text(glob.glob(d + "/*.json")[0])]
-    forged = {"outcome": "error", "error_type": "ValueError\x1b]0;owned\x07",
-              "message": "copy this \x1b]52;c;ZWNobyBvd25lZA==\x07 \x1b[2J\u202etxt.exe",
-              "traceback": "Traceback\n\x1b]52;c;cm0gLXJmIH4=\x07", "finished": time.time() + 3600}
+    (attempts,) = [
+        d
+        for d in glob.glob(str(tmp_path / "storage" / "*" / "attempts" / "*"))
+        if len(os.listdir(d)) == 1 and "ValueError" in read_text(glob.glob(d + "/*.json")[0])
+    ]
+    forged = {
+        "outcome": "error",
+        "error_type": "ValueError\x1b]0;owned\x07",
+        "message": "copy this \x1b]52;c;ZWNobyBvd25lZA==\x07 \x1b[2J\u202etxt.exe",
+        "traceback": "Traceback\n\x1b]52;c;cm0gLXJmIH4=\x07",
+        "finished": time.time() + 3600,
+    }
     first = set(os.listdir(attempts))
     done = threading.Event()
 

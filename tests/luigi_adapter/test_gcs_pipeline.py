@@ -4,8 +4,18 @@ from support import run_luigi
 
 
 def test_pipeline_on_gcs_and_rerun(tmp_path, gcs_root):
-    args = ["--module", "pipelines.toy", "SumSquares", "--n", "8", "--local-scheduler",
-            "--kubeface-storage-root", gcs_root, "--kubeface-poll-interval", "0.1"]
+    args = [
+        "--module",
+        "pipelines.toy",
+        "SumSquares",
+        "--n",
+        "8",
+        "--local-scheduler",
+        "--kubeface-storage-root",
+        gcs_root,
+        "--kubeface-poll-interval",
+        "0.1",
+    ]
     first = run_luigi(args, cwd=tmp_path)  # STORAGE_EMULATOR_HOST reaches the master and every runner
     assert first.returncode == 0, first.stderr[-3000:]
     assert (tmp_path / "sum-8.txt").read_text() == str(sum(x * x for x in range(8)))

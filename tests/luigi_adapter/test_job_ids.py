@@ -10,7 +10,7 @@ import textwrap
 
 from support import run_luigi
 
-PROJECT = '''
+PROJECT = """
 import luigi
 from luigi_kubeface import KubefaceMapTask
 from luigi_kubeface.bucket import layout as naming
@@ -44,7 +44,7 @@ class Report(luigi.Task):
     def run(self):
         with self.output().open("w") as f:
             json.dump(list(self.input().load()), f)
-'''
+"""
 
 
 def project(tmp_path, name, offset):
@@ -55,10 +55,18 @@ def project(tmp_path, name, offset):
 
 
 def run(folder, storage, *args):
-    flags = ["--local-scheduler", "--kubeface-storage-root", str(storage), "--kubeface-poll-interval", "0.05",
-             "--kubeface-key-dir", str(storage.parent / "keys")]
-    result = run_luigi(["--module", folder.name, "Report"] + flags + list(args), cwd=str(folder),
-                       env={"PYTHONPATH": str(folder)})
+    flags = [
+        "--local-scheduler",
+        "--kubeface-storage-root",
+        str(storage),
+        "--kubeface-poll-interval",
+        "0.05",
+        "--kubeface-key-dir",
+        str(storage.parent / "keys"),
+    ]
+    result = run_luigi(
+        ["--module", folder.name, "Report"] + flags + list(args), cwd=str(folder), env={"PYTHONPATH": str(folder)}
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     (folder / "report.json").rename(folder / "last-report.json")
     return json.loads((folder / "last-report.json").read_text()), result.stdout + result.stderr

@@ -24,10 +24,28 @@ def test_two_map_tasks_under_two_workers_never_run_more_element_processes_than_t
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        result = run_luigi(TOY + ["TwoGrids", "--n", "4", "--seconds", "1.5", "--workers", "2", "--local-scheduler",
-                                  "--kubeface-storage-root", root, "--kubeface-poll-interval", "0.1",
-                                  "--kubeface-max-in-flight", "3", "--kubeface-local-max-processes", "2"],
-                           cwd=tmp_path)
+        result = run_luigi(
+            TOY
+            + [
+                "TwoGrids",
+                "--n",
+                "4",
+                "--seconds",
+                "1.5",
+                "--workers",
+                "2",
+                "--local-scheduler",
+                "--kubeface-storage-root",
+                root,
+                "--kubeface-poll-interval",
+                "0.1",
+                "--kubeface-max-in-flight",
+                "3",
+                "--kubeface-local-max-processes",
+                "2",
+            ],
+            cwd=tmp_path,
+        )
     finally:
         done.set()
         sampler.join()

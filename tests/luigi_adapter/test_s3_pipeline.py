@@ -26,15 +26,28 @@ def test_pipeline_on_s3_rerun_and_the_kubeface_commands(tmp_path, moto_s3, s3_ro
     env = {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL_S3"}
     env.update(LUIGI_CONFIG_PATH=str(config), PYTHONPATH=os.pathsep.join([os.path.join(REPO, "tests"), REPO]))
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
-    args = ["--module", "pipelines.toy", "SumSquares", "--n", "8", "--local-scheduler",
-            "--kubeface-storage-root", s3_root, "--kubeface-poll-interval", "0.1"]
+    args = [
+        "--module",
+        "pipelines.toy",
+        "SumSquares",
+        "--n",
+        "8",
+        "--local-scheduler",
+        "--kubeface-storage-root",
+        s3_root,
+        "--kubeface-poll-interval",
+        "0.1",
+    ]
     first = run_luigi(args, cwd=tmp_path, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
     assert (tmp_path / "sum-8.txt").read_text() == str(sum(x * x for x in range(8)))
 
-    client, (bucket, prefix) = moto_s3.client(), s3_root[len("s3://"):].split("/", 1)
-    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
-            for o in page.get("Contents", ())]
+    client, (bucket, prefix) = moto_s3.client(), s3_root[len("s3://") :].split("/", 1)
+    keys = [
+        o["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
+        for o in page.get("Contents", ())
+    ]
     (job,) = {k.split("/")[1] for k in keys}
     assert len([k for k in keys if "/results/" in k]) == 8 and len([k for k in keys if "/logs/" in k]) == 8
     attempts = sorted(k for k in keys if "/attempts/" in k)
@@ -42,8 +55,10 @@ def test_pipeline_on_s3_rerun_and_the_kubeface_commands(tmp_path, moto_s3, s3_ro
     (tmp_path / "sum-8.txt").unlink()
     second = run_luigi(args, cwd=tmp_path, env=env)
     assert second.returncode == 0, second.stderr[-3000:]
-    again = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="%s/%s/attempts/" % (prefix, job))
-                   .get("Contents", ()))
+    again = sorted(
+        o["Key"]
+        for o in client.list_objects_v2(Bucket=bucket, Prefix="%s/%s/attempts/" % (prefix, job)).get("Contents", ())
+    )
     assert again == attempts  # nothing recomputed
 
     job_url = "%s/%s" % (s3_root, job)

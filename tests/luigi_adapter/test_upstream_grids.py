@@ -72,10 +72,19 @@ def pipeline(tmp_path, source=PIPELINE, name="proteome"):
 
 
 def luigi_in(folder, *args, scheduler=None, name="proteome"):
-    flags = ["--kubeface-storage-root", str(folder.parent / "storage"), "--kubeface-poll-interval", "0.05",
-             "--kubeface-key-dir", str(folder.parent / "keys")]
-    flags += (["--scheduler-host", "127.0.0.1", "--scheduler-port", str(scheduler.port)] if scheduler
-              else ["--local-scheduler"])
+    flags = [
+        "--kubeface-storage-root",
+        str(folder.parent / "storage"),
+        "--kubeface-poll-interval",
+        "0.05",
+        "--kubeface-key-dir",
+        str(folder.parent / "keys"),
+    ]
+    flags += (
+        ["--scheduler-host", "127.0.0.1", "--scheduler-port", str(scheduler.port)]
+        if scheduler
+        else ["--local-scheduler"]
+    )
     result = run_luigi(["--module", name] + list(args) + flags, cwd=str(folder), env={"PYTHONPATH": str(folder)})
     return result, result.stdout + result.stderr
 
@@ -127,8 +136,10 @@ def test_an_empty_grid_is_a_map_over_nothing_and_downstream_runs(tmp_path):
 
 @pytest.mark.parametrize("method", ["output", "run"])
 def test_a_map_task_that_defines_its_own_output_or_run_is_refused_at_once(tmp_path, method):
-    own = {"output": "    def output(self):\n        return luigi.LocalTarget('scores.txt')\n",
-           "run": "    def run(self):\n        pass\n"}[method]
+    own = {
+        "output": "    def output(self):\n        return luigi.LocalTarget('scores.txt')\n",
+        "run": "    def run(self):\n        pass\n",
+    }[method]
     source = PIPELINE.replace("    def run_element(self, protein):", own + "\n    def run_element(self, protein):")
     folder = pipeline(tmp_path, source)
     result, output = luigi_in(folder, "Report")

@@ -23,9 +23,11 @@ def test_a_temporary_file_of_a_dead_writer_is_removed_when_its_directory_is_list
 
 
 def test_a_writer_killed_mid_write_leaves_nothing_behind_after_a_listing(tmp_path):
-    script = ("import sys, time\nfrom luigi_kubeface.storage import open_storage\n"
-              "class Slow:\n    def read(self, n=-1):\n        time.sleep(60)\n        return b''\n"
-              "open_storage(sys.argv[1]).write_if_absent('results/b.pkl', Slow())\n")
+    script = (
+        "import sys, time\nfrom luigi_kubeface.storage import open_storage\n"
+        "class Slow:\n    def read(self, n=-1):\n        time.sleep(60)\n        return b''\n"
+        "open_storage(sys.argv[1]).write_if_absent('results/b.pkl', Slow())\n"
+    )
     writer = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)])
     results = tmp_path / "results"
     while not (results.is_dir() and os.listdir(results)):

@@ -26,7 +26,7 @@ def crc(data):
 
 
 def bucket_of(root):
-    return root[len("s3://"):].split("/")[0]
+    return root[len("s3://") :].split("/")[0]
 
 
 def status(error):
@@ -35,11 +35,17 @@ def status(error):
 
 def multipart(client, bucket, key, parts, **conditions):
     upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
-    etags = [client.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=n + 1, Body=p)["ETag"]
-             for n, p in enumerate(parts)]
+    etags = [
+        client.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=n + 1, Body=p)["ETag"]
+        for n, p in enumerate(parts)
+    ]
     return client.complete_multipart_upload(
-        Bucket=bucket, Key=key, UploadId=upload,
-        MultipartUpload={"Parts": [{"PartNumber": n + 1, "ETag": e} for n, e in enumerate(etags)]}, **conditions)
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": n + 1, "ETag": e} for n, e in enumerate(etags)]},
+        **conditions,
+    )
 
 
 def test_moto_answers_conditional_writes_as_s3_documents_them(moto_s3, s3_root):
@@ -77,14 +83,34 @@ def test_moto_differs_its_multipart_checksums_are_not_of_the_bytes(moto_s3, s3_r
     (an ETag without -N) and a multipart blob's end-of-attempt check reads no storage CRC (see the README)."""
     client, bucket = moto_s3.client(), bucket_of(s3_root)
     part, last = b"x" * (5 * MB), b"y" * 100
-    upload = client.create_multipart_upload(Bucket=bucket, Key="m", ChecksumAlgorithm="CRC32C",
-                                            ChecksumType="FULL_OBJECT")["UploadId"]
-    etags = [client.upload_part(Bucket=bucket, Key="m", UploadId=upload, PartNumber=n + 1, Body=p,
-                                ChecksumAlgorithm="CRC32C", ChecksumCRC32C=crc(p))["ETag"] for n, p in enumerate((part, last))]
-    client.complete_multipart_upload(Bucket=bucket, Key="m", UploadId=upload, ChecksumType="FULL_OBJECT",
-                                     ChecksumCRC32C=crc(part + last), MultipartUpload={"Parts": [
-                                         {"PartNumber": n + 1, "ETag": e, "ChecksumCRC32C": crc(p)}
-                                         for n, (e, p) in enumerate(zip(etags, (part, last)))]})
+    upload = client.create_multipart_upload(
+        Bucket=bucket, Key="m", ChecksumAlgorithm="CRC32C", ChecksumType="FULL_OBJECT"
+    )["UploadId"]
+    etags = [
+        client.upload_part(
+            Bucket=bucket,
+            Key="m",
+            UploadId=upload,
+            PartNumber=n + 1,
+            Body=p,
+            ChecksumAlgorithm="CRC32C",
+            ChecksumCRC32C=crc(p),
+        )["ETag"]
+        for n, p in enumerate((part, last))
+    ]
+    client.complete_multipart_upload(
+        Bucket=bucket,
+        Key="m",
+        UploadId=upload,
+        ChecksumType="FULL_OBJECT",
+        ChecksumCRC32C=crc(part + last),
+        MultipartUpload={
+            "Parts": [
+                {"PartNumber": n + 1, "ETag": e, "ChecksumCRC32C": crc(p)}
+                for n, (e, p) in enumerate(zip(etags, (part, last)))
+            ]
+        },
+    )
     meta = client.head_object(Bucket=bucket, Key="m", ChecksumMode="ENABLED")
     assert meta["ChecksumCRC32C"] != crc(part + last)  # S3: equal
     assert meta["ETag"].endswith('-2"')  # what head() goes by, on S3 and on moto
@@ -169,10 +195,17 @@ def test_an_outage_is_waited_out_with_boto3s_own_retries_off(tmp_path, monkeypat
 
 def test_throttling_conflicts_and_server_errors_are_transient_and_missing_keys_ours():
     def error(code, http):
-        return ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": http}}, "Put")
+        return ClientError(
+            {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": http}}, "Put"
+        )
 
-    for code, http in (("SlowDown", 503), ("ConditionalRequestConflict", 409), ("InternalError", 500),
-                       ("ThrottlingException", 400), ("TooManyRequests", 429)):
+    for code, http in (
+        ("SlowDown", 503),
+        ("ConditionalRequestConflict", 409),
+        ("InternalError", 500),
+        ("ThrottlingException", 400),
+        ("TooManyRequests", 429),
+    ):
         assert isinstance(s3_wire.translate(error(code, http), "write x"), TransientStorageError), code
     assert isinstance(s3_wire.translate(error("NoSuchKey", 404), "read x"), BlobNotFoundError)
     assert "s3:PutObject" in str(s3_wire.translate(error("AccessDenied", 403), "write x"))
@@ -187,7 +220,10 @@ def test_an_endpoint_in_settings_reaches_the_master_and_every_runner(moto_s3, s3
         assert list(client.map(square, range(3), job_id="endpoint")) == [0, 1, 4]
         storage = open_storage(s3_root + "/endpoint")
         assert storage.runner_environment() == {"KUBEFACE_S3_ENDPOINT_URL": moto_s3.url}
-        assert storage.browse_url("status.html") == "%s/%s/jobs/endpoint/status.html" % (moto_s3.url, bucket_of(s3_root))
+        assert storage.browse_url("status.html") == "%s/%s/jobs/endpoint/status.html" % (
+            moto_s3.url,
+            bucket_of(s3_root),
+        )
     finally:
         from luigi_kubeface import storage as storages
 
@@ -199,18 +235,28 @@ def test_on_aws_the_status_page_opens_in_the_s3_console(monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     s3_client.forget_clients()
     storage = s3.S3Storage("s3://bucket/jobs/j", environ={})
-    assert storage.browse_url("status.html") == "https://s3.console.aws.amazon.com/s3/object/bucket?prefix=jobs/j/status.html"
+    assert (
+        storage.browse_url("status.html")
+        == "https://s3.console.aws.amazon.com/s3/object/bucket?prefix=jobs/j/status.html"
+    )
     s3_client.forget_clients()
 
 
 def test_pods_get_the_endpoint_and_the_key_secret_as_references_never_values():
-    settings = Settings(storage_root="s3://b/jobs", s3_endpoint_url="http://ceph:7480", s3_addressing_style="path",
-                        s3_key_secret="s3-key")
+    settings = Settings(
+        storage_root="s3://b/jobs",
+        s3_endpoint_url="http://ceph:7480",
+        s3_addressing_style="path",
+        s3_key_secret="s3-key",
+    )
     env = {e["name"]: e for e in s3.S3Storage.pod_access(settings).env}
     assert env["KUBEFACE_S3_ENDPOINT_URL"]["value"] == "http://ceph:7480"
     assert env["KUBEFACE_S3_ADDRESSING_STYLE"]["value"] == "path"
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
-        "name": "s3-key", "key": "AWS_SECRET_ACCESS_KEY", "optional": False}
+        "name": "s3-key",
+        "key": "AWS_SECRET_ACCESS_KEY",
+        "optional": False,
+    }
     assert s3.S3Storage.pod_access(Settings(storage_root="s3://b/jobs")).env == ()  # IRSA: nothing
 
 

@@ -37,7 +37,11 @@ def test_descriptive_members_pass_through_the_retry_wrapper_unwrapped(tmp_path):
 
 def test_which_storages_pods_reach_is_the_storages_own_answer():
     assert [storage_class(u).remote for u in ("/tmp/x", "file:///tmp/x", "gs://b/x", "s3://b/x")] == [
-        False, False, True, True]
+        False,
+        False,
+        True,
+        True,
+    ]
 
 
 def test_the_gcs_emulator_workaround_is_off_unless_the_emulator_is_in_use():

@@ -25,7 +25,14 @@ def _open(job_settings):
     return KubernetesBackend(job_settings)
 
 
-ENTRY = BackendEntry(_open, max_in_flight=200,  # pods: capped where Kubernetes copes
-                     max_in_flight_ceiling=settings.MAX_IN_FLIGHT_CEILING, ceiling_reason="Kubernetes misbehaves above",
-                     settings=settings.KubernetesSettings, check=settings.check_job, job_details=settings.job_details,
-                     tools="kubernetes.tools", request=_request)
+ENTRY = BackendEntry(
+    _open,
+    max_in_flight=200,  # pods: capped where Kubernetes copes
+    max_in_flight_ceiling=settings.MAX_IN_FLIGHT_CEILING,
+    ceiling_reason="Kubernetes misbehaves above",
+    settings=settings.KubernetesSettings,
+    check=settings.check_job,
+    job_details=settings.job_details,
+    tools="kubernetes.tools",
+    request=_request,
+)

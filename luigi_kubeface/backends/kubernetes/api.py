@@ -16,8 +16,11 @@ log = logging.getLogger(__name__)
 
 _TIMEOUT = (5, 15)  # (connect, read) seconds for ordinary calls: a stalled connection must not hang the master
 # What a master does in its namespace (docs/kubernetes-rbac.yaml grants exactly this).
-NEEDED_VERBS = ([("pods", verb) for verb in ("create", "get", "list", "watch", "delete")] + [("pods/log", "get")]
-                + [("secrets", verb) for verb in ("create", "update", "delete")])
+NEEDED_VERBS = (
+    [("pods", verb) for verb in ("create", "get", "list", "watch", "delete")]
+    + [("pods/log", "get")]
+    + [("secrets", verb) for verb in ("create", "update", "delete")]
+)
 # With namespace_max_pods, each master keeps a Lease saying what it wants (namespace_share.py).
 SHARE_VERBS = [("coordination.k8s.io:leases", verb) for verb in ("create", "get", "list", "patch", "delete")]
 # The server ends each watch after this; a stream silent for WATCH_SECONDS + _WATCH_SLACK is a stalled
@@ -50,19 +53,25 @@ class KubeApi:
         from kubernetes.client.rest import ApiException
 
         try:
-            retried(lambda: _drained(self.core.read_namespace(self.namespace, _preload_content=False,
-                                                              _request_timeout=_TIMEOUT)), deadline)
+            retried(
+                lambda: _drained(
+                    self.core.read_namespace(self.namespace, _preload_content=False, _request_timeout=_TIMEOUT)
+                ),
+                deadline,
+            )
         except ApiException as error:
             if error.status == 404:
                 raise ConfigurationError(
                     "namespace %r does not exist in the cluster: create it (kubectl create namespace %s) "
-                    "or set [kubeface] namespace" % (self.namespace, self.namespace)) from None
+                    "or set [kubeface] namespace" % (self.namespace, self.namespace)
+                ) from None
             if error.status == 403:
                 return  # may not read namespaces; creating pods will tell
             raise BackendError("cannot reach the Kubernetes API server: %s" % describe(error)) from None
         except Exception as error:  # noqa: BLE001 - transport errors
-            raise BackendError("cannot reach the Kubernetes API server at %s: %s"
-                               % (self.client.configuration.host, describe(error))) from None
+            raise BackendError(
+                "cannot reach the Kubernetes API server at %s: %s" % (self.client.configuration.host, describe(error))
+            ) from None
 
     def check_permissions(self):
         """Fail before launch when the master may not do what a job needs: one access review per verb.
@@ -78,12 +87,23 @@ class KubeApi:
         for resource, verb in NEEDED_VERBS + (SHARE_VERBS if self.settings.namespace_max_pods else []):
             group, _, resource = resource.rpartition(":")
             resource, _, subresource = resource.partition("/")
-            body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-                    "spec": {"resourceAttributes": {"namespace": self.namespace, "verb": verb, "resource": resource,
-                                                    "subresource": subresource, "group": group}}}
+            body = {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {
+                    "resourceAttributes": {
+                        "namespace": self.namespace,
+                        "verb": verb,
+                        "resource": resource,
+                        "subresource": subresource,
+                        "group": group,
+                    }
+                },
+            }
             try:
-                response = auth.create_self_subject_access_review(body, _preload_content=False,
-                                                                  _request_timeout=_TIMEOUT)
+                response = auth.create_self_subject_access_review(
+                    body, _preload_content=False, _request_timeout=_TIMEOUT
+                )
             except Exception as error:  # noqa: BLE001 - see the docstring
                 log.info("could not check the master's permissions (%s); going on", describe(error))
                 return
@@ -93,19 +113,28 @@ class KubeApi:
             raise ConfigurationError(
                 "the master may not %s in namespace %r: bind it a Role that allows them (docs/kubernetes-rbac.yaml "
                 "is the least one: kubectl apply -n %s -f docs/kubernetes-rbac.yaml)"
-                % (", ".join(missing), self.namespace, self.namespace))
+                % (", ".join(missing), self.namespace, self.namespace)
+            )
 
     def create_pod(self, body):
-        _drained(self.core.create_namespaced_pod(self.namespace, body, _preload_content=False,
-                                                 _request_timeout=_TIMEOUT))
+        _drained(
+            self.core.create_namespaced_pod(self.namespace, body, _preload_content=False, _request_timeout=_TIMEOUT)
+        )
 
     def delete_pod(self, name, grace_seconds=None):
         """Delete a pod; a pod that is already gone counts as deleted."""
         from kubernetes.client.rest import ApiException
 
         try:
-            _drained(self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=grace_seconds,
-                                                     _preload_content=False, _request_timeout=_TIMEOUT))
+            _drained(
+                self.core.delete_namespaced_pod(
+                    name,
+                    self.namespace,
+                    grace_period_seconds=grace_seconds,
+                    _preload_content=False,
+                    _request_timeout=_TIMEOUT,
+                )
+            )
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -113,8 +142,14 @@ class KubeApi:
     def pod_log_tail(self, name, lines=40):
         """The pod's last lines of output, or "" when the node no longer has them."""
         try:
-            response = self.core.read_namespaced_pod_log(name, self.namespace, tail_lines=lines, limit_bytes=8192,
-                                                         _preload_content=False, _request_timeout=_TIMEOUT)
+            response = self.core.read_namespaced_pod_log(
+                name,
+                self.namespace,
+                tail_lines=lines,
+                limit_bytes=8192,
+                _preload_content=False,
+                _request_timeout=_TIMEOUT,
+            )
             return response.data.decode(errors="replace")
         except Exception:  # noqa: BLE001 - logs are a courtesy: the attempt's log is in storage
             return ""
@@ -134,28 +169,38 @@ class KubeApi:
         from kubernetes.client.rest import ApiException
 
         try:
-            _drained(self.core.create_namespaced_secret(self.namespace, body, _preload_content=False,
-                                                        _request_timeout=_TIMEOUT))
+            _drained(
+                self.core.create_namespaced_secret(
+                    self.namespace, body, _preload_content=False, _request_timeout=_TIMEOUT
+                )
+            )
         except ApiException as error:
             if error.status != 409:
                 raise
-            _drained(self.core.replace_namespaced_secret(body["metadata"]["name"], self.namespace, body,
-                                                         _preload_content=False, _request_timeout=_TIMEOUT))
+            _drained(
+                self.core.replace_namespaced_secret(
+                    body["metadata"]["name"], self.namespace, body, _preload_content=False, _request_timeout=_TIMEOUT
+                )
+            )
 
     def delete_secret(self, name):
         from kubernetes.client.rest import ApiException
 
         try:
-            _drained(self.core.delete_namespaced_secret(name, self.namespace, _preload_content=False,
-                                                        _request_timeout=_TIMEOUT))
+            _drained(
+                self.core.delete_namespaced_secret(
+                    name, self.namespace, _preload_content=False, _request_timeout=_TIMEOUT
+                )
+            )
         except ApiException as error:
             if error.status != 404:
                 raise
 
     def list_pods(self, selector):
         """(pods by name, resourceVersion) in one request."""
-        response = self.core.list_namespaced_pod(self.namespace, label_selector=selector,
-                                                 _preload_content=False, _request_timeout=(5, 120))
+        response = self.core.list_namespaced_pod(
+            self.namespace, label_selector=selector, _preload_content=False, _request_timeout=(5, 120)
+        )
         data = json.loads(response.data)
         return {p["metadata"]["name"]: p for p in data.get("items") or []}, data["metadata"]["resourceVersion"]
 
@@ -167,21 +212,28 @@ class KubeApi:
         return client.CoordinationV1Api(self.client)
 
     def list_leases(self, selector):
-        response = self._leases().list_namespaced_lease(self.namespace, label_selector=selector,
-                                                        _preload_content=False, _request_timeout=_TIMEOUT)
+        response = self._leases().list_namespaced_lease(
+            self.namespace, label_selector=selector, _preload_content=False, _request_timeout=_TIMEOUT
+        )
         return json.loads(response.data).get("items") or []
 
     def create_lease(self, body):
-        _drained(self._leases().create_namespaced_lease(self.namespace, body, _preload_content=False,
-                                                        _request_timeout=_TIMEOUT))
+        _drained(
+            self._leases().create_namespaced_lease(
+                self.namespace, body, _preload_content=False, _request_timeout=_TIMEOUT
+            )
+        )
 
     def patch_lease(self, name, body):
         """A merge patch of this master's Lease; False if it is gone (deleted by someone: create it again)."""
         from kubernetes.client.rest import ApiException
 
         try:
-            _drained(self._leases().patch_namespaced_lease(name, self.namespace, body, _preload_content=False,
-                                                           _request_timeout=_TIMEOUT))
+            _drained(
+                self._leases().patch_namespaced_lease(
+                    name, self.namespace, body, _preload_content=False, _request_timeout=_TIMEOUT
+                )
+            )
             return True
         except ApiException as error:
             if error.status == 404:
@@ -189,12 +241,21 @@ class KubeApi:
             raise
 
     def delete_lease(self, name):
-        _drained(self._leases().delete_namespaced_lease(name, self.namespace, _preload_content=False,
-                                                        _request_timeout=_TIMEOUT))
+        _drained(
+            self._leases().delete_namespaced_lease(
+                name, self.namespace, _preload_content=False, _request_timeout=_TIMEOUT
+            )
+        )
 
     def watch_pods(self, selector, resource_version):
         """A watch response: the server ends it after WATCH_SECONDS; read it with watch_events."""
         return self.core.list_namespaced_pod(
-            self.namespace, label_selector=selector, watch=True, resource_version=resource_version,
-            allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS, _preload_content=False,
-            _request_timeout=(5, WATCH_SECONDS + _WATCH_SLACK))
+            self.namespace,
+            label_selector=selector,
+            watch=True,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=WATCH_SECONDS,
+            _preload_content=False,
+            _request_timeout=(5, WATCH_SECONDS + _WATCH_SLACK),
+        )

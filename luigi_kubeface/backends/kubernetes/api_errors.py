@@ -57,7 +57,6 @@ def retried(call, deadline=START_DEADLINE, sleep=time.sleep):
             sleep(backoff.failed())
 
 
-
 def is_transient(error):
     """Errors worth waiting out: the API server is busy, down, or the namespace quota is full for now."""
     import urllib3
@@ -72,8 +71,22 @@ def is_transient(error):
 
 _QUOTA = re.compile(r"exceeded quota: ([^,]+), requested: (.*?), used: (.*?), limited: ([^\"]*)")
 _QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
-_UNITS = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
-          "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60}
+_UNITS = {
+    "": 1,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
 
 
 def _quantity(text):
@@ -100,9 +113,11 @@ def quota_never_fits(error):
     for name, asked in requested.items():
         want, hard = _quantity(asked), _quantity(limited.get(name, ""))
         if want is not None and hard is not None and want > hard:
-            return ("the ResourceQuota %r allows %s=%s in the namespace, less than one pod requests (%s): no pod can "
-                    "ever be admitted. Lower the pod's request ([kubeface] cpu_request, memory_request, memory_limit) "
-                    "or raise the quota" % (quota, name, limited[name], asked))
+            return (
+                "the ResourceQuota %r allows %s=%s in the namespace, less than one pod requests (%s): no pod can "
+                "ever be admitted. Lower the pod's request ([kubeface] cpu_request, memory_request, memory_limit) "
+                "or raise the quota" % (quota, name, limited[name], asked)
+            )
     return ""
 
 

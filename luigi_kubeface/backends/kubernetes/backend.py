@@ -57,8 +57,9 @@ class KubernetesBackend(LeftoverPods, Backend):
         self._cut_short = False  # a pod's create request went out and never answered
         self._secret_restored_at = 0.0
         # namespace_max_pods: this master's room in the namespace, shared with every other master's jobs
-        self.share = NamespaceShare(self.api, settings.namespace_max_pods, self.run_id) \
-            if settings.namespace_max_pods else None
+        self.share = (
+            NamespaceShare(self.api, settings.namespace_max_pods, self.run_id) if settings.namespace_max_pods else None
+        )
 
     def started(self, attempt, launched):
         """Monotonic time the attempt's pod started running, or None while it waits for a slot or a node.
@@ -165,11 +166,19 @@ class KubernetesBackend(LeftoverPods, Backend):
                 else:
                     del self._pods[attempt]
                     quota = quota_never_fits(error)
-                    self._ended.append(AttemptEnd(
-                        attempt=attempt, exit_code=None,
-                        reason=quota or "Kubernetes refused the pod: %s. Fix the [kubeface] pod settings "
-                        "(namespace, resources, service_account) or the master's permissions" % describe(error),
-                        error_type="QuotaTooSmall" if quota else "PodRejected", retryable=False, fatal=True))
+                    self._ended.append(
+                        AttemptEnd(
+                            attempt=attempt,
+                            exit_code=None,
+                            reason=quota
+                            or "Kubernetes refused the pod: %s. Fix the [kubeface] pod settings "
+                            "(namespace, resources, service_account) or the master's permissions"
+                            % describe(error),
+                            error_type="QuotaTooSmall" if quota else "PodRejected",
+                            retryable=False,
+                            fatal=True,
+                        )
+                    )
             self._queue.extendleft(reversed(again))  # first in line again, in their order
 
     def _next_round(self):
@@ -201,15 +210,18 @@ class KubernetesBackend(LeftoverPods, Backend):
             if is_transient(error):
                 self._wait_for_api("sharing the namespace's pods", error)
                 return False
-            raise BackendError("namespace_max_pods: could not count the namespace's pods or renew this master's "
-                               "Lease: %s. Allow the master leases (docs/kubernetes-rbac.yaml) or set "
-                               "[kubeface] namespace_max_pods = 0" % describe(error)) from None
+            raise BackendError(
+                "namespace_max_pods: could not count the namespace's pods or renew this master's "
+                "Lease: %s. Allow the master leases (docs/kubernetes-rbac.yaml) or set "
+                "[kubeface] namespace_max_pods = 0" % describe(error)
+            ) from None
 
     def _send_deletes(self, force=False):
         while self._deletes and (force or time.monotonic() >= self._retry_at):
             batch = list(self._deletes.items())[:ROUND]
-            errors = self.sender.send([lambda name=name, grace=grace: self.api.delete_pod(name, grace)
-                                       for name, grace in batch])
+            errors = self.sender.send(
+                [lambda name=name, grace=grace: self.api.delete_pod(name, grace) for name, grace in batch]
+            )
             for (name, grace), error in zip(batch, errors):
                 if error is not None and is_transient(error):
                     self._wait_for_api("deleting pods", error)
@@ -236,8 +248,9 @@ class KubernetesBackend(LeftoverPods, Backend):
         try:
             retried(lambda: self.api.apply_secret(body))
         except Exception as error:  # noqa: BLE001 - not transient, or the API server stayed away
-            raise BackendError("could not create the job's Secret %s: %s" % (secret_name(self.job_url),
-                                                                             describe(error))) from None
+            raise BackendError(
+                "could not create the job's Secret %s: %s" % (secret_name(self.job_url), describe(error))
+            ) from None
         self._secret = body
 
     def _restore_secret(self):
@@ -248,24 +261,40 @@ class KubernetesBackend(LeftoverPods, Backend):
         name = self._secret["metadata"]["name"]
         try:
             self.api.apply_secret(self._secret)
-            log.warning("the job's Secret %s was deleted while the job ran (`kubeface cleanup --force`, or a "
-                        "person): created it again; its pods start once the kubelet retries", name)
+            log.warning(
+                "the job's Secret %s was deleted while the job ran (`kubeface cleanup --force`, or a "
+                "person): created it again; its pods start once the kubelet retries",
+                name,
+            )
         except Exception as error:  # noqa: BLE001 - retried at the next look
-            log.warning("the job's Secret %s was deleted while the job ran and could not be created again (%s): "
-                        "retrying; the master needs create on secrets in namespace %s", name, describe(error),
-                        self.settings.namespace)
+            log.warning(
+                "the job's Secret %s was deleted while the job ran and could not be created again (%s): "
+                "retrying; the master needs create on secrets in namespace %s",
+                name,
+                describe(error),
+                self.settings.namespace,
+            )
 
     def _end_of(self, attempt, followed, pod, vanished, now, held=None):
         """The AttemptEnd of a followed pod, or None while it runs; disposes of the ended pod."""
         if pod is None:
             if vanished:
-                return AttemptEnd(attempt=attempt, exit_code=None,
-                                  reason="the pod was deleted before it finished (by a person, a controller, or its "
-                                  "namespace's deletion)", error_type="PodDeleted", interrupted=True)
+                return AttemptEnd(
+                    attempt=attempt,
+                    exit_code=None,
+                    reason="the pod was deleted before it finished (by a person, a controller, or its "
+                    "namespace's deletion)",
+                    error_type="PodDeleted",
+                    interrupted=True,
+                )
             if now - followed.since > _UNSEEN_LIMIT and self.watch.healthy:
-                return AttemptEnd(attempt=attempt, exit_code=None,
-                                  reason="the pod was created but the API server never showed it",
-                                  error_type="PodLost", interrupted=True)
+                return AttemptEnd(
+                    attempt=attempt,
+                    exit_code=None,
+                    reason="the pod was created but the API server never showed it",
+                    error_type="PodLost",
+                    interrupted=True,
+                )
             return None
         deleting = bool(pod["metadata"].get("deletionTimestamp"))  # by someone else (eviction, node lost)
         if not deleting and self._secret is not None and waits_for_secret(pod, self._secret["metadata"]["name"]):
@@ -282,8 +311,12 @@ class KubernetesBackend(LeftoverPods, Backend):
         tail = self.api.pod_log_tail(followed.name) if end.fetch_log else ""
         if end.exit_code != 0 and self.settings.keep_failed_pods and not deleting:
             self._kept.add(followed.name)
-            log.info("kept failed pod %s for debugging (kubectl describe pod -n %s %s)",
-                     followed.name, self.settings.namespace, followed.name)
+            log.info(
+                "kept failed pod %s for debugging (kubectl describe pod -n %s %s)",
+                followed.name,
+                self.settings.namespace,
+                followed.name,
+            )
         else:
             self._deletes[followed.name] = 0
         return end.attempt_end(attempt, log_tail=tail, placement=pod_placement(pod))

@@ -46,8 +46,13 @@ class LeftoverPods:
                 if element in live:  # a speculative duplicate: follow the newest only
                     self._deletes[self._pods.pop(live[element]).name] = CANCEL_GRACE
                 live[element] = attempt
-                self._pods[attempt] = FollowedPod(meta["name"], {}, created=True, since=time.monotonic(),
-                                           running_since=time.monotonic() if phase == "Running" else None)
+                self._pods[attempt] = FollowedPod(
+                    meta["name"],
+                    {},
+                    created=True,
+                    since=time.monotonic(),
+                    running_since=time.monotonic() if phase == "Running" else None,
+                )
                 self._ours.add(meta["name"])
             elif phase == "Failed" and self.settings.keep_failed_pods:
                 self._kept.add(meta["name"])
@@ -75,9 +80,13 @@ class LeftoverPods:
         if not leave and self.watch is not None:
             self._delete_by_label(deadline)
         if self._deletes or self._unlisted:
-            log.warning("could not delete %d pods (%s); delete them with `kubectl delete pods -n %s -l %s`",
-                        len(self._deletes), ", ".join(sorted(self._deletes)[:5]), self.settings.namespace,
-                        self._run_selector())
+            log.warning(
+                "could not delete %d pods (%s); delete them with `kubectl delete pods -n %s -l %s`",
+                len(self._deletes),
+                ", ".join(sorted(self._deletes)[:5]),
+                self.settings.namespace,
+                self._run_selector(),
+            )
         if self._secret is not None and not leave:
             try:
                 self.api.delete_secret(self._secret["metadata"]["name"])
@@ -117,6 +126,10 @@ class LeftoverPods:
         foreign = {name for name in self.watch.snapshot() if name not in self._ours} - self._foreign
         if foreign:
             self._foreign |= foreign
-            log.warning("%d pods carry the labels of job %s but no master of this job created them (%s): they are "
-                        "not counted, followed nor deleted; remove them or their labels", len(foreign), self.job_url,
-                        ", ".join(sorted(foreign)[:5]))
+            log.warning(
+                "%d pods carry the labels of job %s but no master of this job created them (%s): they are "
+                "not counted, followed nor deleted; remove them or their labels",
+                len(foreign),
+                self.job_url,
+                ", ".join(sorted(foreign)[:5]),
+            )

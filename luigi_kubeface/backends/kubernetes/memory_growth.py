@@ -13,7 +13,7 @@ def memory_of(settings, out_of_memory):
     request, limit = settings.memory_request, settings.memory_limit or settings.memory_request
     if not (out_of_memory and settings.oom_memory_factor > 1):
         return request, limit
-    scale = settings.oom_memory_factor ** out_of_memory
+    scale = settings.oom_memory_factor**out_of_memory
     ceiling = _bytes(settings.max_memory_limit)
     grown_limit = min(_bytes(limit) * scale, ceiling)
     grown_request = min(_bytes(request) * scale, grown_limit) if request else ""
@@ -22,8 +22,11 @@ def memory_of(settings, out_of_memory):
 
 def can_grow(settings, limit):
     """Whether a pod OOMKilled at limit (its quantity) gets more memory next time."""
-    return settings.oom_memory_factor > 1 and bool(settings.max_memory_limit) and _bytes(limit) < _bytes(
-        settings.max_memory_limit)
+    return (
+        settings.oom_memory_factor > 1
+        and bool(settings.max_memory_limit)
+        and _bytes(limit) < _bytes(settings.max_memory_limit)
+    )
 
 
 def next_limit(settings, limit):
@@ -40,7 +43,7 @@ def _bytes(text):
 def _quantity_text(value):
     """Bytes as the largest binary unit that holds them whole (what kubectl shows), else plain bytes."""
     value = int(value)
-    for unit, size in (("Gi", 2 ** 30), ("Mi", 2 ** 20), ("Ki", 2 ** 10)):
+    for unit, size in (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
         if value % size == 0:
             return "%d%s" % (value // size, unit)
     return str(value)

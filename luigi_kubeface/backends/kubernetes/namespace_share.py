@@ -106,9 +106,14 @@ class NamespaceShare:
         return masters
 
     def _renew(self, wants):
-        body = {"metadata": {"annotations": {WANTS: str(wants)}},
-                "spec": {"renewTime": _micro_time(), "holderIdentity": self.identity,
-                         "leaseDurationSeconds": LEASE_SECONDS}}
+        body = {
+            "metadata": {"annotations": {WANTS: str(wants)}},
+            "spec": {
+                "renewTime": _micro_time(),
+                "holderIdentity": self.identity,
+                "leaseDurationSeconds": LEASE_SECONDS,
+            },
+        }
         if self._created and self.api.patch_lease(self.name, body):
             return
         body["metadata"].update(name=self.name, labels={MANAGED_BY: MANAGER, DEMAND_LABEL: "true"})

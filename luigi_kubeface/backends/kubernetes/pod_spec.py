@@ -59,8 +59,11 @@ def secret_name(job_url):
 def _container_resources(settings, spec):
     # Blobs pass through temporary files (serialization.Pickled, GCS downloads): disk, not memory.
     memory_request, memory_limit = memory_of(settings, spec.out_of_memory)  # more after each OOM (memory_growth)
-    requests = {"cpu": settings.cpu_request, "memory": memory_request,
-                "ephemeral-storage": settings.ephemeral_storage_request}
+    requests = {
+        "cpu": settings.cpu_request,
+        "memory": memory_request,
+        "ephemeral-storage": settings.ephemeral_storage_request,
+    }
     limits = {"memory": memory_limit}
     if settings.cpu_limit:
         limits["cpu"] = settings.cpu_limit
@@ -82,13 +85,18 @@ def _scheduling(settings, spec):
     tolerations = [dict(t) for t in settings.tolerations]
     if on_spot(settings, spec):
         selector[SPOT_SELECTOR] = "true"
-        tolerations.append({"key": SPOT_SELECTOR, "operator": "Equal", "value": "true",
-                            "effect": "NoSchedule"})
+        tolerations.append({"key": SPOT_SELECTOR, "operator": "Equal", "value": "true", "effect": "NoSchedule"})
     if settings.gpus:
         tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
     for condition in ("not-ready", "unreachable"):  # how long a pod waits on a lost node before it is evicted
-        tolerations.append({"key": "node.kubernetes.io/" + condition, "operator": "Exists",
-                            "effect": "NoExecute", "tolerationSeconds": int(settings.node_lost_timeout)})
+        tolerations.append(
+            {
+                "key": "node.kubernetes.io/" + condition,
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": int(settings.node_lost_timeout),
+            }
+        )
     return selector, tolerations
 
 
@@ -116,11 +124,22 @@ def _user(settings):
 def _metadata(spec, settings):
     """The pod's name, labels (the job's, the element's, the attempt's) and annotations."""
     labels = dict(settings.pod_labels)
-    labels.update({MANAGED_BY: MANAGER, JOB_LABEL: job_label(spec.job_url),
-                   ELEMENT_LABEL: spec.element, ATTEMPT_LABEL: spec.attempt})
+    labels.update(
+        {
+            MANAGED_BY: MANAGER,
+            JOB_LABEL: job_label(spec.job_url),
+            ELEMENT_LABEL: spec.element,
+            ATTEMPT_LABEL: spec.attempt,
+        }
+    )
     annotations = dict(settings.pod_annotations)
-    annotations.update({JOB_ID_ANNOTATION: spec.job_id, JOB_URL_ANNOTATION: spec.job_url,
-                        SAFE_TO_EVICT: "true" if settings.safe_to_evict else "false"})
+    annotations.update(
+        {
+            JOB_ID_ANNOTATION: spec.job_id,
+            JOB_URL_ANNOTATION: spec.job_url,
+            SAFE_TO_EVICT: "true" if settings.safe_to_evict else "false",
+        }
+    )
     if settings.pod_params_annotation:  # off when parameters are confidential: whoever lists pods reads them
         annotations[PARAMS_ANNOTATION] = spec.label[:1000]
     return {"name": pod_name(spec), "labels": labels, "annotations": annotations}
@@ -135,8 +154,12 @@ def _runner_container(spec, settings, access):
         "command": process.command(spec.job_url, spec.element, spec.attempt),
         "env": _env(settings, spec, access),
         "resources": _container_resources(settings, spec),
-        "securityContext": {"runAsNonRoot": True, **_user(settings),
-                            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            **_user(settings),
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
     }
 
 
@@ -153,8 +176,12 @@ def build_pod(spec, settings):
         "automountServiceAccountToken": settings.mount_service_account_token,
         # runAsGroup: without it the runtime keeps group 0 whatever the image's USER says; fsGroup
         # makes mounted volumes (a storage's key Secret) the pod group's.
-        "securityContext": {"runAsNonRoot": True, **_user(settings), "fsGroup": settings.run_as_group,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            **_user(settings),
+            "fsGroup": settings.run_as_group,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "tolerations": tolerations,
     }
     if selector:
@@ -169,7 +196,10 @@ def build_pod(spec, settings):
 
 def build_secret(job_url, secret_env):
     """The job's Secret: how secret_env reaches pods without appearing in any pod spec."""
-    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": secret_name(job_url),
-                         "labels": {MANAGED_BY: MANAGER, JOB_LABEL: job_label(job_url)}},
-            "stringData": dict(secret_env)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": secret_name(job_url), "labels": {MANAGED_BY: MANAGER, JOB_LABEL: job_label(job_url)}},
+        "stringData": dict(secret_env),
+    }

@@ -16,11 +16,25 @@ from .pod_spec import SPOT_SELECTOR
 _IMAGE_ERRORS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 _CONFIG_ERRORS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 # What a runtime's transport says when containerd restarts or stalls under a start: seen on a real node.
-_RUNTIME_HICCUP = re.compile(r"error reading from server|connection refused|transport is closing|"
-                             r"context deadline exceeded|code = Unavailable|: EOF\b", re.I)
+_RUNTIME_HICCUP = re.compile(
+    r"error reading from server|connection refused|transport is closing|"
+    r"context deadline exceeded|code = Unavailable|: EOF\b",
+    re.I,
+)
 # Pod-level reasons of a failed pod that say the node or the cluster stopped it, not the element.
-_INTERRUPTIONS = {"Evicted", "Preempting", "NodeLost", "Shutdown", "NodeShutdown", "Terminated",
-                  "UnexpectedAdmissionError", "NodeAffinity", "OutOfcpu", "OutOfmemory", "OutOfpods"}
+_INTERRUPTIONS = {
+    "Evicted",
+    "Preempting",
+    "NodeLost",
+    "Shutdown",
+    "NodeShutdown",
+    "Terminated",
+    "UnexpectedAdmissionError",
+    "NodeAffinity",
+    "OutOfcpu",
+    "OutOfmemory",
+    "OutOfpods",
+}
 
 
 @dataclass(frozen=True)
@@ -85,17 +99,29 @@ def pod_end(pod, pending_seconds, settings, held_seconds=None):
     if (pod.get("metadata") or {}).get("deletionTimestamp"):  # whatever its phase: someone else deletes it
         disruption = _condition(pod, "DisruptionTarget")
         if disruption and disruption.get("status") == "True":  # the Eviction API (a drain, the autoscaler), preemption
-            return _ended(None, "the pod is being evicted by the cluster (%s)" % _disruption(pod),
-                          error_type="PodEvicted", interrupted=True)
-        return _ended(None, "the pod is being deleted by the cluster (%s)" % _disruption(pod),
-                      error_type="PodDeleted", interrupted=True)
+            return _ended(
+                None,
+                "the pod is being evicted by the cluster (%s)" % _disruption(pod),
+                error_type="PodEvicted",
+                interrupted=True,
+            )
+        return _ended(
+            None,
+            "the pod is being deleted by the cluster (%s)" % _disruption(pod),
+            error_type="PodDeleted",
+            interrupted=True,
+        )
     if phase == "Succeeded":
         return _ended(0, "the pod succeeded")
     if phase == "Failed":
         return _failed(pod, status, container, settings)
     if phase == "Unknown":
-        return _ended(None, "the pod's node stopped reporting (phase Unknown): the node was lost",
-                      error_type="NodeLost", interrupted=True)
+        return _ended(
+            None,
+            "the pod's node stopped reporting (phase Unknown): the node was lost",
+            error_type="NodeLost",
+            interrupted=True,
+        )
     if phase == "Pending" or phase is None:
         return _pending(pod, container, pending_seconds, settings, held_seconds)
     return None
@@ -104,35 +130,55 @@ def pod_end(pod, pending_seconds, settings, held_seconds=None):
 def _failed(pod, status, container, settings):
     reason, message = status.get("reason") or "", status.get("message") or ""
     if reason == "DeadlineExceeded":
-        return _ended(None, "the pod ran longer than element_timeout=%gs (its activeDeadlineSeconds) and was "
-                      "stopped; raise [kubeface] element_timeout if elements need longer" % settings.element_timeout,
-                      error_type="Timeout")
+        return _ended(
+            None,
+            "the pod ran longer than element_timeout=%gs (its activeDeadlineSeconds) and was "
+            "stopped; raise [kubeface] element_timeout if elements need longer" % settings.element_timeout,
+            error_type="Timeout",
+        )
     disruption = _condition(pod, "DisruptionTarget")
     if reason in _INTERRUPTIONS or (disruption and disruption.get("status") == "True"):
         why = reason or disruption.get("reason", "")
-        return _ended(None, "the pod was stopped by the cluster (%s: %s)" % (why, message or
-                      (disruption or {}).get("message", "")), error_type="PodEvicted", interrupted=True)
+        return _ended(
+            None,
+            "the pod was stopped by the cluster (%s: %s)" % (why, message or (disruption or {}).get("message", "")),
+            error_type="PodEvicted",
+            interrupted=True,
+        )
     terminated = (container.get("state") or {}).get("terminated") or {}
     if terminated.get("reason") == "OOMKilled":
         limit = pod_memory_limit(pod) or settings.memory_limit or settings.memory_request
         if can_grow(settings, limit):
-            return _ended(terminated.get("exitCode"), "the pod ran out of memory with a limit of %s and was "
-                          "OOMKilled; its next attempt gets %s (oom_memory_factor = %g)"
-                          % (limit, next_limit(settings, limit), settings.oom_memory_factor),
-                          error_type="OutOfMemory", fetch_log=True, more_memory=True)
+            return _ended(
+                terminated.get("exitCode"),
+                "the pod ran out of memory with a limit of %s and was "
+                "OOMKilled; its next attempt gets %s (oom_memory_factor = %g)"
+                % (limit, next_limit(settings, limit), settings.oom_memory_factor),
+                error_type="OutOfMemory",
+                fetch_log=True,
+                more_memory=True,
+            )
         ceiling = " (max_memory_limit: it may grow no more)" if settings.oom_memory_factor > 1 else ""
-        return _ended(terminated.get("exitCode"), "the pod ran out of memory: it used more than its memory "
-                      "limit of %s%s and was OOMKilled; raise [kubeface] memory_limit (and memory_request)%s"
-                      % (limit, ceiling, ", or max_memory_limit" if ceiling else ""),
-                      error_type="OutOfMemory", retryable=False, fetch_log=True)
+        return _ended(
+            terminated.get("exitCode"),
+            "the pod ran out of memory: it used more than its memory "
+            "limit of %s%s and was OOMKilled; raise [kubeface] memory_limit (and memory_request)%s"
+            % (limit, ceiling, ", or max_memory_limit" if ceiling else ""),
+            error_type="OutOfMemory",
+            retryable=False,
+            fetch_log=True,
+        )
     if "exitCode" in terminated:
         code = terminated["exitCode"]
         words = "the container exited with code %d" % code
         if code == 137:
             words += " (killed by SIGKILL: out of memory, or killed from outside)"
         return _ended(code, words, fetch_log=code not in (0, 1, 2))  # 1 and 2: the runner wrote a record
-    return _ended(None, "the pod failed before its container ran (%s)" % (message or reason or "no reason given"),
-                  error_type="PodFailed")
+    return _ended(
+        None,
+        "the pod failed before its container ran (%s)" % (message or reason or "no reason given"),
+        error_type="PodFailed",
+    )
 
 
 def _disruption(pod):
@@ -211,22 +257,42 @@ def _pending(pod, container, pending_seconds, settings, held_seconds=None):
 def _waiting_error(reason, message, settings):
     """The container waits on what no retry fixes (the image, the settings) or on a runtime hiccup (run again)."""
     if reason in _IMAGE_ERRORS:
-        return _ended(None, "the image %r cannot be pulled (%s: %s): check [kubeface] image, that the image was "
-                      "pushed, and that the cluster's nodes may pull from its registry"
-                      % (settings.image, reason, message or "no message"),
-                      error_type="ImagePullError", retryable=False, fatal=True)
+        return _ended(
+            None,
+            "the image %r cannot be pulled (%s: %s): check [kubeface] image, that the image was "
+            "pushed, and that the cluster's nodes may pull from its registry"
+            % (settings.image, reason, message or "no message"),
+            error_type="ImagePullError",
+            retryable=False,
+            fatal=True,
+        )
     if reason in _CONFIG_ERRORS and "runAsNonRoot" in message:
-        return _ended(None, "the image runs as root, and pods never do (%s: %s): give the image a non-root user "
-                      "(images/Dockerfile has `USER 65532:65532`), or set [kubeface] run_as_user to a non-root uid"
-                      % (reason, message), error_type="ContainerConfigError", retryable=False, fatal=True)
+        return _ended(
+            None,
+            "the image runs as root, and pods never do (%s: %s): give the image a non-root user "
+            "(images/Dockerfile has `USER 65532:65532`), or set [kubeface] run_as_user to a non-root uid"
+            % (reason, message),
+            error_type="ContainerConfigError",
+            retryable=False,
+            fatal=True,
+        )
     if reason in _CONFIG_ERRORS and _RUNTIME_HICCUP.search(message):
         # The node's container runtime failed or restarted while it started the container: not the settings.
-        return _ended(None, "the node's container runtime failed while it started the pod (%s: %s): run again"
-                      % (reason, message), error_type="RuntimeError", interrupted=True)
+        return _ended(
+            None,
+            "the node's container runtime failed while it started the pod (%s: %s): run again" % (reason, message),
+            error_type="RuntimeError",
+            interrupted=True,
+        )
     if reason in _CONFIG_ERRORS:
-        return _ended(None, "the pod's container cannot be created (%s: %s): check the pod settings in "
-                      "[kubeface] (env, secrets, service_account)" % (reason, message or "no message"),
-                      error_type="ContainerConfigError", retryable=False, fatal=True)
+        return _ended(
+            None,
+            "the pod's container cannot be created (%s: %s): check the pod settings in "
+            "[kubeface] (env, secrets, service_account)" % (reason, message or "no message"),
+            error_type="ContainerConfigError",
+            retryable=False,
+            fatal=True,
+        )
     return None
 
 
@@ -235,16 +301,27 @@ def _not_started(pod, container, reason, pending_seconds, settings):
     scheduled = _condition(pod, "PodScheduled")
     if reason == "ContainerCreating" and pending_seconds > settings.unschedulable_patience + settings.node_lost_timeout:
         # The node keeps failing to make the pod's sandbox (its events say why, e.g. FailedCreatePodSandBox).
-        return _ended(None, "node %s could not create the pod's container for %.0fs (still ContainerCreating): "
-                      "`kubectl describe pod %s` shows the node's errors"
-                      % ((pod.get("spec") or {}).get("nodeName"), pending_seconds,
-                         (pod.get("metadata") or {}).get("name", "")),
-                      error_type="PodNotStarted", interrupted=True)
-    if (scheduled and scheduled.get("status") == "True" and not container  # the node never reported on it
-            and pending_seconds > settings.unschedulable_patience + settings.node_lost_timeout):
-        return _ended(None, "the pod was bound to node %s but the node did not start it for %.0fs"
-                      % ((pod.get("spec") or {}).get("nodeName"), pending_seconds),
-                      error_type="PodNotStarted", interrupted=True)
+        return _ended(
+            None,
+            "node %s could not create the pod's container for %.0fs (still ContainerCreating): "
+            "`kubectl describe pod %s` shows the node's errors"
+            % ((pod.get("spec") or {}).get("nodeName"), pending_seconds, (pod.get("metadata") or {}).get("name", "")),
+            error_type="PodNotStarted",
+            interrupted=True,
+        )
+    if (
+        scheduled
+        and scheduled.get("status") == "True"
+        and not container  # the node never reported on it
+        and pending_seconds > settings.unschedulable_patience + settings.node_lost_timeout
+    ):
+        return _ended(
+            None,
+            "the pod was bound to node %s but the node did not start it for %.0fs"
+            % ((pod.get("spec") or {}).get("nodeName"), pending_seconds),
+            error_type="PodNotStarted",
+            interrupted=True,
+        )
     return None
 
 
@@ -254,14 +331,26 @@ def _unschedulable(pod, pending_seconds, settings, held_seconds):
     if held_seconds is not None and short_of_capacity(pod):
         if held_seconds <= settings.element_timeout + settings.unschedulable_patience:
             return None  # the job's own pods fill the cluster: wait for one to end
-        return _ended(None, "no node had room for the pod while the job made no progress for %.0fs "
-                      "(element_timeout + unschedulable_patience): %s. Lower [kubeface] max_in_flight or "
-                      "cpu_request, or add nodes" % (held_seconds, scheduled.get("message")),
-                      error_type="Unschedulable", retryable=False)
-    if (scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
-            and pending_seconds > settings.unschedulable_patience):
-        return _ended(None, "no node could run the pod for %.0fs (unschedulable_patience): %s. Lower [kubeface] "
-                      "cpu_request, memory_request or gpus, check node_selector and tolerations, or add nodes "
-                      "that fit" % (pending_seconds, scheduled.get("message") or "the scheduler gave no reason"),
-                      error_type="Unschedulable", retryable=False)
+        return _ended(
+            None,
+            "no node had room for the pod while the job made no progress for %.0fs "
+            "(element_timeout + unschedulable_patience): %s. Lower [kubeface] max_in_flight or "
+            "cpu_request, or add nodes" % (held_seconds, scheduled.get("message")),
+            error_type="Unschedulable",
+            retryable=False,
+        )
+    if (
+        scheduled
+        and scheduled.get("status") == "False"
+        and scheduled.get("reason") == "Unschedulable"
+        and pending_seconds > settings.unschedulable_patience
+    ):
+        return _ended(
+            None,
+            "no node could run the pod for %.0fs (unschedulable_patience): %s. Lower [kubeface] "
+            "cpu_request, memory_request or gpus, check node_selector and tolerations, or add nodes "
+            "that fit" % (pending_seconds, scheduled.get("message") or "the scheduler gave no reason"),
+            error_type="Unschedulable",
+            retryable=False,
+        )
     return None

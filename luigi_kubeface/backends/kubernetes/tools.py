@@ -22,10 +22,13 @@ def follow_log(job, meta, settings, args, element, attempt, out):
     running attempt, whichever it is).
     """
     api = _api(meta, settings, args)
-    running = [p for p in job_pods(api, job.url)
-               if p["metadata"]["labels"].get(ELEMENT_LABEL) == element
-               and (attempt is None or p["metadata"]["labels"].get(ATTEMPT_LABEL) == attempt)
-               and (p.get("status") or {}).get("phase") == "Running"]
+    running = [
+        p
+        for p in job_pods(api, job.url)
+        if p["metadata"]["labels"].get(ELEMENT_LABEL) == element
+        and (attempt is None or p["metadata"]["labels"].get(ATTEMPT_LABEL) == attempt)
+        and (p.get("status") or {}).get("phase") == "Running"
+    ]
     if not running:
         return False
     api.follow_pod_log(running[-1]["metadata"]["name"], out)
@@ -56,8 +59,15 @@ def cluster_target(meta, settings, namespace=None, kube_context=None):
             "job.json says the job ran in namespace %r (context %r), but the settings say %r (context %r); "
             "job.json is not signed, so kubeface does not act on its word alone: pass --namespace %s%s to "
             "use that place, or set [kubeface] namespace / kube_context"
-            % (recorded[0], recorded[1] or "current", wanted[0], wanted[1] or "current", recorded[0],
-               " --kube-context %s" % recorded[1] if recorded[1] != wanted[1] else ""))
+            % (
+                recorded[0],
+                recorded[1] or "current",
+                wanted[0],
+                wanted[1] or "current",
+                recorded[0],
+                " --kube-context %s" % recorded[1] if recorded[1] != wanted[1] else "",
+            )
+        )
     return wanted
 
 
@@ -69,8 +79,12 @@ def job_pods(api, job_url):
 
 def describe_pod(pod):
     labels, status = pod["metadata"]["labels"], pod.get("status") or {}
-    return "%s (element %s, attempt %s, %s)" % (pod["metadata"]["name"], labels.get(ELEMENT_LABEL),
-                                                labels.get(ATTEMPT_LABEL), status.get("phase", "Pending"))
+    return "%s (element %s, attempt %s, %s)" % (
+        pod["metadata"]["name"],
+        labels.get(ELEMENT_LABEL),
+        labels.get(ATTEMPT_LABEL),
+        status.get("phase", "Pending"),
+    )
 
 
 def _api(meta, settings, args):

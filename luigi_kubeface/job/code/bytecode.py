@@ -17,11 +17,28 @@ def plain_text(value):
 
 def code_text(code):
     """The code's behaviour, not where it sits: no line numbers, so an edit above it changes nothing."""
-    parts = [code.co_code.hex(), repr((code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars,
-                                       code.co_argcount, code.co_kwonlyargcount, code.co_flags))]
+    parts = [
+        code.co_code.hex(),
+        repr(
+            (
+                code.co_names,
+                code.co_varnames,
+                code.co_freevars,
+                code.co_cellvars,
+                code.co_argcount,
+                code.co_kwonlyargcount,
+                code.co_flags,
+            )
+        ),
+    ]
     for const in code.co_consts:
-        parts.append(code_text(const) if isinstance(const, types.CodeType) else plain_text(const)
-                     if isinstance(const, PLAIN) else repr(const))
+        parts.append(
+            code_text(const)
+            if isinstance(const, types.CodeType)
+            else plain_text(const)
+            if isinstance(const, PLAIN)
+            else repr(const)
+        )
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
@@ -46,5 +63,8 @@ def resolve_import(name, level, package):
         return name
     import importlib.util
 
-    return importlib.util.resolve_name("." * level + name, package) if name else \
-        importlib.util.resolve_name("." * level, package)
+    return (
+        importlib.util.resolve_name("." * level + name, package)
+        if name
+        else importlib.util.resolve_name("." * level, package)
+    )

@@ -66,12 +66,14 @@ class CodePackage:
 
 # -- where a module comes from ----------------------------------------------------------------
 
+
 def _installed_roots():
     """Directories whose modules are the environment's (stdlib, site-packages), never the user's."""
     roots = set()
     for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
-        paths = sysconfig.get_paths(vars={"base": prefix, "platbase": prefix, "installed_base": prefix,
-                                          "installed_platbase": prefix})
+        paths = sysconfig.get_paths(
+            vars={"base": prefix, "platbase": prefix, "installed_base": prefix, "installed_platbase": prefix}
+        )
         roots.update(paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths)
     roots.update(getattr(site, "getsitepackages", lambda: [])())
     if getattr(site, "ENABLE_USER_SITE", False):
@@ -99,7 +101,8 @@ class Environment:
             real = os.path.realpath(directory) + os.sep
             parts = set(real.split(os.sep))
             self._user_directories[directory] = not (
-                "site-packages" in parts or "dist-packages" in parts or real.startswith(self.installed_roots))
+                "site-packages" in parts or "dist-packages" in parts or real.startswith(self.installed_roots)
+            )
         return self._user_directories[directory]
 
     def distributions_of(self, top_level):
@@ -111,8 +114,11 @@ class Environment:
                 name, version = metadata["Name"], metadata["Version"]
                 tops = (distribution.read_text("top_level.txt") or "").split()
                 if not tops:
-                    tops = {f.parts[0].split(".")[0] for f in distribution.files or () if f.parts
-                            and not f.parts[0].endswith((".dist-info", ".egg-info")) and f.parts[0] != ".."}
+                    tops = {
+                        f.parts[0].split(".")[0]
+                        for f in distribution.files or ()
+                        if f.parts and not f.parts[0].endswith((".dist-info", ".egg-info")) and f.parts[0] != ".."
+                    }
                 for top in tops:
                     provides.setdefault(top, {}).setdefault(name, version)  # the first on sys.path wins
             self._provides = (list(sys.path), provides)
@@ -208,6 +214,7 @@ def referenced_modules(payload, environment=None):
 
 # -- building a package -------------------------------------------------------------------------
 
+
 def build(roots, include=(), exclude=(), max_bytes=64 << 20, secrets=(), environment=None):
     """The package of roots (module names) and everything of the user's they import, transitively.
 
@@ -223,8 +230,12 @@ def build(roots, include=(), exclude=(), max_bytes=64 << 20, secrets=(), environ
     for entry in include:
         if os.sep in entry or "/" in entry or os.path.exists(entry):
             shipped = add_path(entry, packer.files, packer.queue, secrets)
-            log.info("code_include %s ships %d file(s): %s", entry, len(shipped),
-                     ", ".join(shipped[:20]) + (" ..." if len(shipped) > 20 else ""))
+            log.info(
+                "code_include %s ships %d file(s): %s",
+                entry,
+                len(shipped),
+                ", ".join(shipped[:20]) + (" ..." if len(shipped) > 20 else ""),
+            )
         else:
             packer.queue.append(entry)
             packer.queue.extend(submodules(entry, module_spec(entry)))
@@ -233,18 +244,20 @@ def build(roots, include=(), exclude=(), max_bytes=64 << 20, secrets=(), environ
         raise ConfigurationError(
             "compiled extension module(s) of your own cannot be shipped to the pods: %s. Install them in the "
             "image (pip install your package in images/Dockerfile), or if the function does not need them, "
-            "add them to [kubeface] code_exclude"
-            % ", ".join("%s (%s)" % e for e in sorted(packer.extensions)))
+            "add them to [kubeface] code_exclude" % ", ".join("%s (%s)" % e for e in sorted(packer.extensions))
+        )
     files = packer.files
-    package = CodePackage(files, tuple(sorted(packer.modules)), dict(sorted(packer.requirements.items())),
-                          sources_digest(files))
+    package = CodePackage(
+        files, tuple(sorted(packer.modules)), dict(sorted(packer.requirements.items())), sources_digest(files)
+    )
     if package.size > max_bytes:
         biggest = sorted(files.items(), key=lambda kv: -len(kv[1]))[:5]
         raise ConfigurationError(
             "the code to ship is %.1f MB, over [kubeface] code_max_bytes (%.1f MB); largest files: %s. Move data "
             "out of your modules (read it in the function, or pass it as a shared input), exclude what the "
             "function does not need with code_exclude, or raise code_max_bytes"
-            % (package.size / 1e6, max_bytes / 1e6, ", ".join("%s (%.1f MB)" % (p, len(d) / 1e6) for p, d in biggest)))
+            % (package.size / 1e6, max_bytes / 1e6, ", ".join("%s (%.1f MB)" % (p, len(d) / 1e6) for p, d in biggest))
+        )
     return package
 
 
@@ -278,8 +291,9 @@ class _Packer:
             return  # optional imports (try: import x) the master does not have either
         origin = spec.origin if spec.has_location or spec.origin else None
         if not origin or origin in ("built-in", "frozen"):
-            if spec.submodule_search_locations and any(self.environment.is_user_path(os.path.join(p, "x"))
-                                                      for p in spec.submodule_search_locations):
+            if spec.submodule_search_locations and any(
+                self.environment.is_user_path(os.path.join(p, "x")) for p in spec.submodule_search_locations
+            ):
                 self.modules.add(name)  # a namespace package of the user's: nothing to ship for itself
         elif not self.environment.is_user_path(origin):
             self.require(top)

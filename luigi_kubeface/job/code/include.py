@@ -6,8 +6,18 @@ import sys
 
 from ...errors import ConfigurationError
 
-SKIPPED_DIRS = {".git", ".hg", ".svn", "__pycache__", ".tox", ".nox", ".mypy_cache", ".pytest_cache",
-                "node_modules", ".ipynb_checkpoints"}
+SKIPPED_DIRS = {
+    ".git",
+    ".hg",
+    ".svn",
+    "__pycache__",
+    ".tox",
+    ".nox",
+    ".mypy_cache",
+    ".pytest_cache",
+    "node_modules",
+    ".ipynb_checkpoints",
+}
 
 
 def submodules(name, spec):
@@ -38,16 +48,24 @@ def add_path(entry, files, queue, secrets=()):
     if base is None or path == base:
         raise ConfigurationError(
             "[kubeface] code_include names %r, which is not inside a folder on sys.path: name a file or folder "
-            "under your project's root (where your pipeline module is imported from)" % entry)
+            "under your project's root (where your pipeline module is imported from)" % entry
+        )
     if any(_within(path, secret) for secret in secrets):
-        raise ConfigurationError("[kubeface] code_include names %r, which holds the jobs' signing key (signing_key_file "
-                                 "or key_dir): keys never ship; move it out of the project" % entry)
+        raise ConfigurationError(
+            "[kubeface] code_include names %r, which holds the jobs' signing key (signing_key_file "
+            "or key_dir): keys never ship; move it out of the project" % entry
+        )
     walk = [(os.path.dirname(path), [], [os.path.basename(path)])] if os.path.isfile(path) else os.walk(path)
     shipped = []
     for directory, dirnames, filenames in walk:
-        dirnames[:] = [d for d in dirnames if d not in SKIPPED_DIRS and not d.startswith(".")
-                       and not os.path.exists(os.path.join(directory, d, "pyvenv.cfg"))
-                       and _within(os.path.realpath(os.path.join(directory, d)), base)]
+        dirnames[:] = [
+            d
+            for d in dirnames
+            if d not in SKIPPED_DIRS
+            and not d.startswith(".")
+            and not os.path.exists(os.path.join(directory, d, "pyvenv.cfg"))
+            and _within(os.path.realpath(os.path.join(directory, d)), base)
+        ]
         for filename in filenames:
             full = os.path.join(directory, filename)
             named = os.path.realpath(full) == path  # a file named one by one ships even if it is a dotfile

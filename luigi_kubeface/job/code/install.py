@@ -59,14 +59,19 @@ def check_environment(requirements):
         if _release(have)[:2] != _release(wanted)[:2]:
             problems.append("%s: the master has %s, the image has %s" % (distribution, wanted, have))
         else:
-            warnings.append("%s: the master has %s, the image has %s (patch level: allowed)" % (distribution, wanted, have))
+            warnings.append(
+                "%s: the master has %s, the image has %s (patch level: allowed)" % (distribution, wanted, have)
+            )
     if problems:
-        lines = "\n".join("RUN pip install %s==%s" % (d, requirements[d])
-                          for d in sorted(requirements) if any(p.startswith(d + ":") for p in problems))
+        lines = "\n".join(
+            "RUN pip install %s==%s" % (d, requirements[d])
+            for d in sorted(requirements)
+            if any(p.startswith(d + ":") for p in problems)
+        )
         raise EnvironmentMismatchError(
             "the image's Python packages differ from the master's, which the shipped code imports: %s. Add to "
-            "images/Dockerfile (or your image built FROM it) and rebuild:\n%s"
-            % ("; ".join(problems), lines))
+            "images/Dockerfile (or your image built FROM it) and rebuild:\n%s" % ("; ".join(problems), lines)
+        )
     return warnings
 
 

@@ -75,13 +75,15 @@ def mentioned(statement):
 
 def names_loaded(statement):
     """The names a statement loads at import."""
-    return {node.id for node in top_level_nodes(statement) if isinstance(node, ast.Name)
-            and isinstance(node.ctx, ast.Load)}
+    return {
+        node.id for node in top_level_nodes(statement) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+    }
 
 
 def cell_class(cls):
     """A class defined in an IPython cell (no file for inspect): its last definition among the cells run."""
     source = source_tree(cls.__module__) if cls.__module__ == "__main__" else None
-    found = [s for s in source.tree.body if isinstance(s, ast.ClassDef) and s.name == cls.__qualname__] \
-        if source else []
+    found = (
+        [s for s in source.tree.body if isinstance(s, ast.ClassDef) and s.name == cls.__qualname__] if source else []
+    )
     return ast.Module(body=found[-1:], type_ignores=[]) if found else None

@@ -29,13 +29,40 @@ from .bytecode import PLAIN, code_text, instructions, plain_text, resolve_import
 from .module_source import cell_class, mentioned, names_loaded, source_tree
 
 # Names whose use means any attribute or global may be reached: the analysis gives up on that module.
-DYNAMIC = frozenset({"getattr", "setattr", "delattr", "globals", "locals", "vars", "eval", "exec", "compile",
-                     "__import__", "import_module", "__dict__", "__getattribute__", "modules", "reload"})
+DYNAMIC = frozenset(
+    {
+        "getattr",
+        "setattr",
+        "delattr",
+        "globals",
+        "locals",
+        "vars",
+        "eval",
+        "exec",
+        "compile",
+        "__import__",
+        "import_module",
+        "__dict__",
+        "__getattribute__",
+        "modules",
+        "reload",
+    }
+)
 _ATTR_OPS = {"LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "DELETE_ATTR", "IMPORT_FROM", "LOAD_SUPER_ATTR"}
 _GLOBAL_OPS = {"LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL"}
 # Class entries that are not code: editing a docstring of a class recomputes nothing.
-_NOT_CODE = {"__doc__", "__module__", "__qualname__", "__dict__", "__weakref__", "__annotations__",
-             "__abstractmethods__", "__firstlineno__", "__static_attributes__", "_abc_impl"}
+_NOT_CODE = {
+    "__doc__",
+    "__module__",
+    "__qualname__",
+    "__dict__",
+    "__weakref__",
+    "__annotations__",
+    "__abstractmethods__",
+    "__firstlineno__",
+    "__static_attributes__",
+    "_abc_impl",
+}
 
 
 class Reach:
@@ -106,8 +133,11 @@ class Reach:
             texts = [self.value(x, module, depth + 1) for x in v]
             return "%s[%s]" % (type(v).__name__, ",".join(sorted(texts) if isinstance(v, (set, frozenset)) else texts))
         if isinstance(v, dict):
-            return "dict{%s}" % ",".join(sorted("%s:%s" % (self.value(k, module, depth + 1), self.value(x, module, depth + 1))
-                                                for k, x in v.items()))
+            return "dict{%s}" % ",".join(
+                sorted(
+                    "%s:%s" % (self.value(k, module, depth + 1), self.value(x, module, depth + 1)) for k, x in v.items()
+                )
+            )
         if isinstance(v, types.ModuleType):
             if not self.is_installed(v.__name__):
                 self.modules.setdefault(v, set())
@@ -158,8 +188,10 @@ class Reach:
                 module = sys.modules.get(module_name)
                 if module is not None and loaded in vars(module):
                     self._global(module_name, loaded, vars(module)[loaded])
-        return "opaque %s %s" % (type(v).__qualname__,
-                                 hashlib.sha256("\n".join(ast.dump(s) for s in statements).encode()).hexdigest())
+        return "opaque %s %s" % (
+            type(v).__qualname__,
+            hashlib.sha256("\n".join(ast.dump(s) for s in statements).encode()).hexdigest(),
+        )
 
     def _instance_types(self, obj, depth):
         """The user classes an object's state holds (instances' code runs in the element; their data does not count)."""
@@ -240,8 +272,10 @@ class Reach:
                 continue
             previous = self.classes.get(klass, (False, set()))
             self.classes[klass] = (full or previous[0], previous[1])
-            self._add("class %s:%s" % (klass.__module__, klass.__qualname__),
-                      ",".join("%s:%s" % (b.__module__, b.__qualname__) for b in klass.__bases__))
+            self._add(
+                "class %s:%s" % (klass.__module__, klass.__qualname__),
+                ",".join("%s:%s" % (b.__module__, b.__qualname__) for b in klass.__bases__),
+            )
             if type(klass) is not type and not self.is_installed(type(klass).__module__):
                 self._class(type(klass), full=True)
 
@@ -267,7 +301,10 @@ class Reach:
             self.fallback(cls.__module__, "opaque %s.%s" % (cls.__qualname__, name))
             return "opaque"
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else tree.body
-        return "opaque " + hashlib.sha256("\n".join(ast.dump(s) for s in body if name in mentioned(s)).encode()).hexdigest()
+        return (
+            "opaque "
+            + hashlib.sha256("\n".join(ast.dump(s) for s in body if name in mentioned(s)).encode()).hexdigest()
+        )
 
 
 def _module_of(f):

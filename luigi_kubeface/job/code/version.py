@@ -54,8 +54,19 @@ def _value_digest(value, seen):
     def feed(v):
         if isinstance(v, types.CodeType):
             digest.update(v.co_code)
-            digest.update(repr((v.co_names, v.co_varnames, v.co_freevars, v.co_cellvars, v.co_argcount,
-                                v.co_kwonlyargcount, v.co_flags)).encode())
+            digest.update(
+                repr(
+                    (
+                        v.co_names,
+                        v.co_varnames,
+                        v.co_freevars,
+                        v.co_cellvars,
+                        v.co_argcount,
+                        v.co_kwonlyargcount,
+                        v.co_flags,
+                    )
+                ).encode()
+            )
             for const in v.co_consts:
                 feed(const)
         elif isinstance(v, types.FunctionType):
@@ -140,10 +151,12 @@ def code_version(function, package, pinned=None, inputs=(), include=(), exclude=
         environment = environment or this_environment()
         whole = _whole_digests(package, exclude, environment)
         installed = functools.partial(_is_installed, exclude=exclude, environment=environment)
-        basis = {"function": function_identity(function),
-                 "reach": code_reach.Reach(installed, whole).digest(function),
-                 "inputs": sorted(whole(name) for name in set(inputs)),
-                 "include": build([], include, exclude, environment=environment).digest if include else ""}
+        basis = {
+            "function": function_identity(function),
+            "reach": code_reach.Reach(installed, whole).digest(function),
+            "inputs": sorted(whole(name) for name in set(inputs)),
+            "include": build([], include, exclude, environment=environment).digest if include else "",
+        }
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
 
 

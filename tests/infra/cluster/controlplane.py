@@ -47,8 +47,12 @@ BUILD_SCRIPT = HERE / "build.sh"
 
 MASTER_USER = "kubeface-master"
 # Every request, without bodies: the audit log tells whose requests they were (requests_of).
-AUDIT_POLICY = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
-                "rules": [{"level": "Metadata"}]}
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata"}],
+}
 
 
 class ControlPlaneError(RuntimeError):
@@ -57,9 +61,7 @@ class ControlPlaneError(RuntimeError):
 
 def build_binaries(timeout: float = 3600) -> Path:
     """Run build.sh (a no-op when cached) and return the bin directory."""
-    out = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True, timeout=timeout
-    )
+    out = subprocess.run(["bash", str(BUILD_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True, timeout=timeout)
     return Path(out.stdout.strip().splitlines()[-1])
 
 
@@ -101,9 +103,15 @@ class CertAuthority:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, key_cert_sign=True, crl_sign=True,
-                    content_commitment=False, key_encipherment=False, data_encipherment=False,
-                    key_agreement=False, encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -130,13 +138,9 @@ class CertAuthority:
             .not_valid_after(now + datetime.timedelta(days=30))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
         )
-        sans = [x509.DNSName(n) for n in server_names] + [
-            x509.IPAddress(ipaddress.ip_address(i)) for i in server_ips
-        ]
+        sans = [x509.DNSName(n) for n in server_names] + [x509.IPAddress(ipaddress.ip_address(i)) for i in server_ips]
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
@@ -198,8 +202,12 @@ class Reaper:
         with cls._lock:
             if cls._proc is None or cls._owner_pid != os.getpid() or cls._proc.poll() is not None:
                 cls._proc = subprocess.Popen(
-                    [sys.executable, "-c", _REAPER_SCRIPT], stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, text=True,
+                    [sys.executable, "-c", _REAPER_SCRIPT],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                    text=True,
                 )
                 cls._owner_pid = os.getpid()
             try:
@@ -260,8 +268,12 @@ class Component:
             # A new session makes killpg reach every descendant, and keeps a
             # Ctrl-C in the test runner from racing our orderly shutdown.
             self.proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, env=self.env,
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=self.env,
             )
         Reaper.watch(self.proc.pid)
 
@@ -451,9 +463,7 @@ class ControlPlane:
             if attempt + 1 < attempts and _addr_in_use(comp):
                 comp.stop()
                 continue
-            raise ControlPlaneError(
-                "%s failed to start; log %s:\n%s" % (comp.name, comp.log_path, comp.log_tail())
-            )
+            raise ControlPlaneError("%s failed to start; log %s:\n%s" % (comp.name, comp.log_path, comp.log_tail()))
 
     def _launch(self, name: str, argv: list[str]) -> Component:
         comp = Component(name, argv, self.logs / (name + ".log"))
@@ -483,8 +493,13 @@ class ControlPlane:
         files = {"ca.crt": ca.cert_pem, "ca.key": ca.key_pem}
         files["apiserver.crt"], files["apiserver.key"] = ca.issue(
             "kube-apiserver",
-            server_names=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                          "kubernetes.default.svc.cluster.local"],
+            server_names=[
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ],
             server_ips=["127.0.0.1", "10.0.0.1"],
             server=True,
         )
@@ -498,13 +513,13 @@ class ControlPlane:
             files[name + ".crt"], files[name + ".key"] = ca.issue(cn, orgs=orgs, client=True)
         if self.kubelet_tls:
             files["apiserver-kubelet-client.crt"], files["apiserver-kubelet-client.key"] = ca.issue(
-                "kube-apiserver-kubelet-client", orgs=["system:masters"], client=True)
+                "kube-apiserver-kubelet-client", orgs=["system:masters"], client=True
+            )
         # Front-proxy (request header) CA: without it the scheduler and controller-manager
         # log errors forever about a missing requestheader client CA.
         fp = CertAuthority("luigi-kubeface-front-proxy-ca")
         files["front-proxy-ca.crt"] = fp.cert_pem
-        files["front-proxy-client.crt"], files["front-proxy-client.key"] = fp.issue(
-            "front-proxy-client", client=True)
+        files["front-proxy-client.crt"], files["front-proxy-client.key"] = fp.issue("front-proxy-client", client=True)
         # Service-account token signing key: RSA is what every consumer accepts.
         sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         files["sa.key"] = _pem_key(sa)
@@ -520,15 +535,18 @@ class ControlPlane:
     def _kubelet_tls_args(self) -> list[str]:
         if not self.kubelet_tls:
             return []
-        return ["--kubelet-client-certificate=%s" % (self.pki / "apiserver-kubelet-client.crt"),
-                "--kubelet-client-key=%s" % (self.pki / "apiserver-kubelet-client.key"),
-                "--kubelet-certificate-authority=%s" % self.ca_file]
+        return [
+            "--kubelet-client-certificate=%s" % (self.pki / "apiserver-kubelet-client.crt"),
+            "--kubelet-client-key=%s" % (self.pki / "apiserver-kubelet-client.key"),
+            "--kubelet-certificate-authority=%s" % self.ca_file,
+        ]
 
     def issue_cert(self, name: str, cn: str, orgs=(), server_names=(), server_ips=(), client=False, server=False):
         """A certificate from the cluster CA, written as pki/<name>.crt and .key (e.g. a kubelet's);
         returns (cert path, key path). Call after start()."""
-        cert, key = self._ca.issue(cn, orgs=orgs, server_names=server_names, server_ips=server_ips,
-                                   client=client, server=server)
+        cert, key = self._ca.issue(
+            cn, orgs=orgs, server_names=server_names, server_ips=server_ips, client=client, server=server
+        )
         (self.pki / (name + ".crt")).write_bytes(cert)
         (self.pki / (name + ".key")).write_bytes(key)
         (self.pki / (name + ".key")).chmod(0o600)
@@ -545,10 +563,15 @@ class ControlPlane:
         cfg = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "local", "cluster": {
-                "server": self.url, "certificate-authority-data": b64("ca.crt")}}],
-            "users": [{"name": user, "user": {
-                "client-certificate-data": b64(user + ".crt"), "client-key-data": b64(user + ".key")}}],
+            "clusters": [
+                {"name": "local", "cluster": {"server": self.url, "certificate-authority-data": b64("ca.crt")}}
+            ],
+            "users": [
+                {
+                    "name": user,
+                    "user": {"client-certificate-data": b64(user + ".crt"), "client-key-data": b64(user + ".key")},
+                }
+            ],
             "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
             "current-context": "local",
         }
@@ -568,18 +591,21 @@ class ControlPlane:
         self.etcd_url = "http://127.0.0.1:%d" % client_port
         peer = "http://127.0.0.1:%d" % peer_port
         data_dir = self.workdir / "etcd-data"
-        comp = self._launch("etcd", [
-            str(self.bin_dir / "etcd"),
-            "--name=default",
-            "--data-dir=%s" % data_dir,
-            "--listen-client-urls=%s" % self.etcd_url,
-            "--advertise-client-urls=%s" % self.etcd_url,
-            "--listen-peer-urls=%s" % peer,
-            "--initial-advertise-peer-urls=%s" % peer,
-            "--initial-cluster=default=%s" % peer,
-            "--unsafe-no-fsync=true",
-            "--log-level=warn",
-        ])
+        comp = self._launch(
+            "etcd",
+            [
+                str(self.bin_dir / "etcd"),
+                "--name=default",
+                "--data-dir=%s" % data_dir,
+                "--listen-client-urls=%s" % self.etcd_url,
+                "--advertise-client-urls=%s" % self.etcd_url,
+                "--listen-peer-urls=%s" % peer,
+                "--initial-advertise-peer-urls=%s" % peer,
+                "--initial-cluster=default=%s" % peer,
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+            ],
+        )
 
         def healthy():
             with urllib.request.urlopen(self.etcd_url + "/health", timeout=2) as r:
@@ -593,42 +619,46 @@ class ControlPlane:
         pki = self.pki
         policy = self.workdir / "audit-policy.json"
         policy.write_text(json.dumps(AUDIT_POLICY))
-        comp = self._launch("kube-apiserver", [
-            str(self.bin_dir / "kube-apiserver"),
-            "--etcd-servers=%s" % self.etcd_url,
-            "--cert-dir=%s" % (self.workdir / "apiserver-certs"),
-            "--tls-cert-file=%s" % (pki / "apiserver.crt"),
-            "--tls-private-key-file=%s" % (pki / "apiserver.key"),
-            "--secure-port=%d" % self.apiserver_port,
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            # The lease reconciler refuses loopback addresses; nothing here needs the endpoints.
-            "--endpoint-reconciler-type=none",
-            "--service-cluster-ip-range=10.0.0.0/24",
-            "--authorization-mode=Node,RBAC",
-            "--client-ca-file=%s" % (pki / "ca.crt"),
-            "--service-account-issuer=https://127.0.0.1:%d" % self.apiserver_port,
-            "--service-account-key-file=%s" % (pki / "sa.pub"),
-            "--service-account-signing-key-file=%s" % (pki / "sa.key"),
-            # ResourceQuota etc. are on by default in recent releases; be explicit.
-            "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,"
-            "TaintNodesByCondition,DefaultTolerationSeconds,ResourceQuota,NodeRestriction",
-            "--requestheader-client-ca-file=%s" % (pki / "front-proxy-ca.crt"),
-            "--requestheader-allowed-names=front-proxy-client",
-            "--requestheader-username-headers=X-Remote-User",
-            "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            "--proxy-client-cert-file=%s" % (pki / "front-proxy-client.crt"),
-            "--proxy-client-key-file=%s" % (pki / "front-proxy-client.key"),
-            # The node agent's log server is reached by InternalIP with a self-signed cert.
-            "--kubelet-preferred-address-types=InternalIP",
-            *self._kubelet_tls_args(),
-            "--allow-privileged=true",
-            "--audit-policy-file=%s" % policy,
-            "--audit-log-path=%s" % self.audit_log,
-            "--audit-log-maxsize=0",
-            "--v=%d" % self.verbosity,
-        ] + self.extra_apiserver_args)
+        comp = self._launch(
+            "kube-apiserver",
+            [
+                str(self.bin_dir / "kube-apiserver"),
+                "--etcd-servers=%s" % self.etcd_url,
+                "--cert-dir=%s" % (self.workdir / "apiserver-certs"),
+                "--tls-cert-file=%s" % (pki / "apiserver.crt"),
+                "--tls-private-key-file=%s" % (pki / "apiserver.key"),
+                "--secure-port=%d" % self.apiserver_port,
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                # The lease reconciler refuses loopback addresses; nothing here needs the endpoints.
+                "--endpoint-reconciler-type=none",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--authorization-mode=Node,RBAC",
+                "--client-ca-file=%s" % (pki / "ca.crt"),
+                "--service-account-issuer=https://127.0.0.1:%d" % self.apiserver_port,
+                "--service-account-key-file=%s" % (pki / "sa.pub"),
+                "--service-account-signing-key-file=%s" % (pki / "sa.key"),
+                # ResourceQuota etc. are on by default in recent releases; be explicit.
+                "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,"
+                "TaintNodesByCondition,DefaultTolerationSeconds,ResourceQuota,NodeRestriction",
+                "--requestheader-client-ca-file=%s" % (pki / "front-proxy-ca.crt"),
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                "--proxy-client-cert-file=%s" % (pki / "front-proxy-client.crt"),
+                "--proxy-client-key-file=%s" % (pki / "front-proxy-client.key"),
+                # The node agent's log server is reached by InternalIP with a self-signed cert.
+                "--kubelet-preferred-address-types=InternalIP",
+                *self._kubelet_tls_args(),
+                "--allow-privileged=true",
+                "--audit-policy-file=%s" % policy,
+                "--audit-log-path=%s" % self.audit_log,
+                "--audit-log-maxsize=0",
+                "--v=%d" % self.verbosity,
+            ]
+            + self.extra_apiserver_args,
+        )
         comp.probe = lambda: self.api_get("/readyz", timeout=2) == "ok"
         return None if self._wait(comp, comp.probe, timeout) else comp
 
@@ -652,28 +682,34 @@ class ControlPlane:
 
     def _start_scheduler(self, timeout):
         port = free_port()
-        comp = self._launch("kube-scheduler", [str(self.bin_dir / "kube-scheduler")]
-                            + self._kube_common(self.workdir / "scheduler.kubeconfig", port))
+        comp = self._launch(
+            "kube-scheduler",
+            [str(self.bin_dir / "kube-scheduler")] + self._kube_common(self.workdir / "scheduler.kubeconfig", port),
+        )
         comp.probe = lambda: self._healthz(port)
         return None if self._wait(comp, comp.probe, timeout) else comp
 
     def _start_controller_manager(self, timeout):
         port = free_port()
         pki = self.pki
-        comp = self._launch("kube-controller-manager", [
-            str(self.bin_dir / "kube-controller-manager")]
-            + self._kube_common(self.workdir / "controller-manager.kubeconfig", port) + [
-            "--controllers=*",
-            "--use-service-account-credentials=true",
-            "--service-account-private-key-file=%s" % (pki / "sa.key"),
-            "--root-ca-file=%s" % (pki / "ca.crt"),
-            "--cluster-signing-cert-file=%s" % (pki / "ca.crt"),
-            "--cluster-signing-key-file=%s" % (pki / "ca.key"),
-            "--service-cluster-ip-range=10.0.0.0/24",
-            # Node lifecycle is fed by the node agent's Lease heartbeats.
-            "--node-monitor-period=2s",
-            "--node-monitor-grace-period=%s" % self.node_monitor_grace_period,
-        ] + self.extra_controller_manager_args)
+        comp = self._launch(
+            "kube-controller-manager",
+            [str(self.bin_dir / "kube-controller-manager")]
+            + self._kube_common(self.workdir / "controller-manager.kubeconfig", port)
+            + [
+                "--controllers=*",
+                "--use-service-account-credentials=true",
+                "--service-account-private-key-file=%s" % (pki / "sa.key"),
+                "--root-ca-file=%s" % (pki / "ca.crt"),
+                "--cluster-signing-cert-file=%s" % (pki / "ca.crt"),
+                "--cluster-signing-key-file=%s" % (pki / "ca.key"),
+                "--service-cluster-ip-range=10.0.0.0/24",
+                # Node lifecycle is fed by the node agent's Lease heartbeats.
+                "--node-monitor-period=2s",
+                "--node-monitor-grace-period=%s" % self.node_monitor_grace_period,
+            ]
+            + self.extra_controller_manager_args,
+        )
         comp.probe = lambda: self._healthz(port)
         return None if self._wait(comp, comp.probe, timeout) else comp
 
@@ -743,9 +779,13 @@ class ControlPlane:
                     if event.get("user", {}).get("username") != user or event["auditID"] in seen:
                         continue
                     ref, status = event.get("objectRef") or {}, event.get("responseStatus") or {}
-                    fields = {"verb": event.get("verb"), "resource": ref.get("resource"),
-                              "subresource": ref.get("subresource", ""), "namespace": ref.get("namespace"),
-                              "code": status.get("code")}
+                    fields = {
+                        "verb": event.get("verb"),
+                        "resource": ref.get("resource"),
+                        "subresource": ref.get("subresource", ""),
+                        "namespace": ref.get("namespace"),
+                        "code": status.get("code"),
+                    }
                     if all(fields.get(k) == v for k, v in match.items()):
                         seen.add(event["auditID"])
         except FileNotFoundError:

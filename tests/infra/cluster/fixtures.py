@@ -44,8 +44,12 @@ def pod_body(name, image, command, **spec):
     """A one-container Pod dict (restartPolicy Never); ``container=`` merges into the container."""
     container = {"name": "main", "image": image, "command": command}
     container.update(spec.pop("container", {}))
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"restartPolicy": "Never", "containers": [container], **spec}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"restartPolicy": "Never", "containers": [container], **spec},
+    }
 
 
 def container_state(pod):
@@ -128,8 +132,10 @@ class KubeCluster:
 
         name = "%s-%s" % (prefix, uuid.uuid4().hex[:8])
         core = self.core()
-        core.create_namespace({"apiVersion": "v1", "kind": "Namespace",
-                               "metadata": {"name": name, "labels": labels or {}}}, _preload_content=False)
+        core.create_namespace(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}},
+            _preload_content=False,
+        )
         self.namespaces.append(name)
         deadline = time.monotonic() + timeout
         while True:
@@ -182,8 +188,9 @@ class KubeCluster:
                 if e.status != 404:
                     raise
             time.sleep(0.2)
-        raise TimeoutError("pod %s/%s: condition not met in %ss; last seen: %s" % (
-            namespace, name, timeout, (pod or {}).get("status")))
+        raise TimeoutError(
+            "pod %s/%s: condition not met in %ss; last seen: %s" % (namespace, name, timeout, (pod or {}).get("status"))
+        )
 
     def wait_pod_gone(self, namespace: str, name: str, timeout: float = 60.0):
         """Wait until the pod object no longer exists."""

@@ -27,8 +27,10 @@ POD_PACKAGES = ("pytest", "requests", "cryptography", "numpy")
 def _run(argv, **kwargs):
     done = subprocess.run([str(a) for a in argv], capture_output=True, text=True, **kwargs)
     if done.returncode:
-        raise RuntimeError("%s failed (%d):\n%s%s" % (" ".join(map(str, argv)), done.returncode,
-                                                      done.stdout[-3000:], done.stderr[-3000:]))
+        raise RuntimeError(
+            "%s failed (%d):\n%s%s"
+            % (" ".join(map(str, argv)), done.returncode, done.stdout[-3000:], done.stderr[-3000:])
+        )
     return done.stdout
 
 
@@ -50,8 +52,9 @@ def _third_party_layer(wheel):
     freeze = _run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"])
     pins = "\n".join(sorted(line for line in freeze.splitlines() if "==" in line and not line.startswith("-")))
     setup = (REPO / "pyproject.toml").read_bytes()
-    key = hashlib.sha256(sys.version.encode() + setup + pins.encode() + EXTRAS.encode()
-                         + " ".join(POD_PACKAGES).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        sys.version.encode() + setup + pins.encode() + EXTRAS.encode() + " ".join(POD_PACKAGES).encode()
+    ).hexdigest()[:16]
     venv = CACHE / ("image-deps-" + key)
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / "image-deps.lock", "w") as lock:
@@ -61,7 +64,19 @@ def _third_party_layer(wheel):
         _run([sys.executable, "-m", "venv", "--clear", venv])
         constraints = venv / "constraints.txt"
         constraints.write_text(pins + "\n")
-        _run([venv / "bin" / "python", "-m", "pip", "install", "-q", "-c", constraints, "%s[%s]" % (wheel, EXTRAS), *POD_PACKAGES])
+        _run(
+            [
+                venv / "bin" / "python",
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "-c",
+                constraints,
+                "%s[%s]" % (wheel, EXTRAS),
+                *POD_PACKAGES,
+            ]
+        )
         _run([venv / "bin" / "python", "-m", "pip", "uninstall", "-q", "-y", "luigi-kubeface"])
         (venv / "ready").write_text("ok\n")
     return venv

@@ -18,14 +18,32 @@ import sys
 import time
 
 # Sysctls the kubelet sets at start-up (kubelet's setupKernelTunables), plus what a bridge could touch.
-SYSCTLS = ("vm.overcommit_memory", "vm.panic_on_oom", "kernel.panic", "kernel.panic_on_oops",
-           "kernel.keys.root_maxkeys", "kernel.keys.root_maxbytes", "net.ipv4.ip_forward",
-           "net.ipv4.conf.all.forwarding", "net.ipv6.conf.all.forwarding")
+SYSCTLS = (
+    "vm.overcommit_memory",
+    "vm.panic_on_oom",
+    "kernel.panic",
+    "kernel.panic_on_oops",
+    "kernel.keys.root_maxkeys",
+    "kernel.keys.root_maxbytes",
+    "net.ipv4.ip_forward",
+    "net.ipv4.conf.all.forwarding",
+    "net.ipv6.conf.all.forwarding",
+)
 CGROUP_ROOT = "/sys/fs/cgroup"
 # Folders the kubelet, containerd and CNI make at fixed places whatever their settings say (device
 # plugins, /var/log/containers links, shim sockets, the CNI cache): removed if the node made them.
-FIXED_PATHS = ("/var/lib/kubelet", "/var/log/containers", "/var/log/pods", "/run/containerd", "/var/lib/cni",
-               "/run/nri", "/var/run/netns", "/etc/cni", "/var/lib/containers", "/run/containers")
+FIXED_PATHS = (
+    "/var/lib/kubelet",
+    "/var/log/containers",
+    "/var/log/pods",
+    "/run/containerd",
+    "/var/lib/cni",
+    "/run/nri",
+    "/var/run/netns",
+    "/etc/cni",
+    "/var/lib/containers",
+    "/run/containers",
+)
 
 
 def _sysctl_path(name):
@@ -167,8 +185,12 @@ def kill_processes_of(binaries, marker):
 
 def snapshot(path, **node):
     """Record the machine's state before a node starts, and what the node will own (node: JSON values)."""
-    state = {"sysctls": read_sysctls(), "firewall": save_firewall(),
-             "made": [p for p in FIXED_PATHS if not os.path.lexists(p)], **node}
+    state = {
+        "sysctls": read_sysctls(),
+        "firewall": save_firewall(),
+        "made": [p for p in FIXED_PATHS if not os.path.lexists(p)],
+        **node,
+    }
     with open(path, "w") as f:
         json.dump(state, f)
     return state

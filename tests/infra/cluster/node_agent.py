@@ -52,8 +52,23 @@ DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadlin
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _QUANTITY_RE = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|K|M|G|T|P|E)?$")
 _SUFFIX = {
-    None: 1, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
-    "P": 1e15, "E": 1e18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    None: 1,
+    "n": 1e-9,
+    "u": 1e-6,
+    "m": 1e-3,
+    "k": 1e3,
+    "K": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
 }
 
 
@@ -80,8 +95,11 @@ def parse_time(s: str) -> float:
 
 def expand_vars(s: str, env: dict) -> str:
     """Kubernetes' $(VAR) expansion in command, args and env values ($$ escapes)."""
-    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)",
-                  lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), s)
+    return re.sub(
+        r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)",
+        lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)),
+        s,
+    )
 
 
 @dataclass
@@ -206,8 +224,11 @@ class NodeAgent:
         self._start_log_server()
         for spec in self.nodes.values():
             self._register_node(spec)
-        for target, name in ((self._heartbeat_loop, "heartbeat"), (self._watch_loop, "pod-watch"),
-                             (self._monitor_loop, "monitor")):
+        for target, name in (
+            (self._heartbeat_loop, "heartbeat"),
+            (self._watch_loop, "pod-watch"),
+            (self._monitor_loop, "monitor"),
+        ):
             t = threading.Thread(target=target, name="node-agent-" + name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -268,8 +289,7 @@ class NodeAgent:
         """Kill the container process as if it crashed: exit code 128+sig, reason Error."""
         self.find(namespace, name).kill("killed", sig)
 
-    def evict_pod(self, namespace: str, name: str,
-                  message: str = "The node was low on resource: memory."):
+    def evict_pod(self, namespace: str, name: str, message: str = "The node was low on resource: memory."):
         """Kubelet eviction: kill, then phase Failed with reason Evicted."""
         w = self.find(namespace, name)
         w.evict_message = message
@@ -306,8 +326,10 @@ class NodeAgent:
             for name in list(pending):
                 node = self._get_json(self.core.read_node, name)
                 taints = [t["key"] for t in node["spec"].get("taints") or []]
-                ready = any(c["type"] == "Ready" and c["status"] == "True"
-                            for c in node.get("status", {}).get("conditions") or [])
+                ready = any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in node.get("status", {}).get("conditions") or []
+                )
                 if ready and not any(k.startswith("node.kubernetes.io/") for k in taints):
                     pending.discard(name)
             if pending:
@@ -326,27 +348,45 @@ class NodeAgent:
         ready = not spec.forced_not_ready
 
         def cond(type_, status, reason, message):
-            return {"type": type_, "status": status, "reason": reason, "message": message,
-                    "lastHeartbeatTime": now, "lastTransitionTime": now}
+            return {
+                "type": type_,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": now,
+            }
 
         res = {"cpu": spec.cpu, "memory": spec.memory, "pods": str(spec.pods), "ephemeral-storage": "100Gi"}
         return {
             "capacity": res,
             "allocatable": res,
             "conditions": [
-                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                cond(
+                    "MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"
+                ),
                 cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
                 cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-                cond("Ready", "True" if ready else "False", "KubeletReady" if ready else "KubeletNotReady",
-                     "kubelet is posting ready status" if ready else "injected fault: node not ready"),
+                cond(
+                    "Ready",
+                    "True" if ready else "False",
+                    "KubeletReady" if ready else "KubeletNotReady",
+                    "kubelet is posting ready status" if ready else "injected fault: node not ready",
+                ),
             ],
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": spec.name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": self.port}},
             "nodeInfo": {
-                "machineID": uuid.uuid5(uuid.NAMESPACE_DNS, spec.name).hex, "systemUUID": str(uuid.uuid4()),
-                "bootID": str(uuid.uuid4()), "kernelVersion": os.uname().release, "osImage": "luigi-kubeface node agent",
-                "containerRuntimeVersion": "local://0.1", "kubeletVersion": self.kubelet_version,
-                "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64",
+                "machineID": uuid.uuid5(uuid.NAMESPACE_DNS, spec.name).hex,
+                "systemUUID": str(uuid.uuid4()),
+                "bootID": str(uuid.uuid4()),
+                "kernelVersion": os.uname().release,
+                "osImage": "luigi-kubeface node agent",
+                "containerRuntimeVersion": "local://0.1",
+                "kubeletVersion": self.kubelet_version,
+                "kubeProxyVersion": "",
+                "operatingSystem": "linux",
+                "architecture": "amd64",
             },
         }
 
@@ -362,14 +402,24 @@ class NodeAgent:
                     c["lastTransitionTime"] = o["lastTransitionTime"]
         except ApiException:
             pass
-        self.core.patch_node_status(spec.name, {"status": status},
-                                    _content_type="application/merge-patch+json", _preload_content=False)
+        self.core.patch_node_status(
+            spec.name, {"status": status}, _content_type="application/merge-patch+json", _preload_content=False
+        )
 
     def _register_node(self, spec: NodeSpec):
-        labels = {"kubernetes.io/hostname": spec.name, "kubernetes.io/os": "linux",
-                  "kubernetes.io/arch": "amd64", "type": "luigi-kubeface-node-agent", **spec.labels}
-        body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": spec.name, "labels": labels},
-                "status": self._node_status(spec)}
+        labels = {
+            "kubernetes.io/hostname": spec.name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "type": "luigi-kubeface-node-agent",
+            **spec.labels,
+        }
+        body = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": spec.name, "labels": labels},
+            "status": self._node_status(spec),
+        }
         try:
             self.core.create_node(body, _preload_content=False)
         except ApiException as e:
@@ -382,17 +432,29 @@ class NodeAgent:
     def _renew_lease(self, spec: NodeSpec):
         node = self._get_json(self.core.read_node, spec.name)
         body = {
-            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-            "metadata": {"name": spec.name, "namespace": "kube-node-lease",
-                         "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": spec.name,
-                                              "uid": node["metadata"]["uid"]}]},
-            "spec": {"holderIdentity": spec.name, "leaseDurationSeconds": self.lease_duration,
-                     "renewTime": now_micro()},
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": spec.name,
+                "namespace": "kube-node-lease",
+                "ownerReferences": [
+                    {"apiVersion": "v1", "kind": "Node", "name": spec.name, "uid": node["metadata"]["uid"]}
+                ],
+            },
+            "spec": {
+                "holderIdentity": spec.name,
+                "leaseDurationSeconds": self.lease_duration,
+                "renewTime": now_micro(),
+            },
         }
         try:
-            self.coord.patch_namespaced_lease(spec.name, "kube-node-lease", {"spec": body["spec"]},
-                                              _content_type="application/merge-patch+json",
-                                              _preload_content=False)
+            self.coord.patch_namespaced_lease(
+                spec.name,
+                "kube-node-lease",
+                {"spec": body["spec"]},
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+            )
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -429,9 +491,13 @@ class NodeAgent:
                     self._on_pod("ADDED", pod)
                 rv = lst["metadata"]["resourceVersion"]
                 self._watch = k8s_watch.Watch()
-                for ev in self._watch.stream(self.core.list_pod_for_all_namespaces, resource_version=rv,
-                                             allow_watch_bookmarks=True, deserialize=False,
-                                             _request_timeout=(10, 120)):
+                for ev in self._watch.stream(
+                    self.core.list_pod_for_all_namespaces,
+                    resource_version=rv,
+                    allow_watch_bookmarks=True,
+                    deserialize=False,
+                    _request_timeout=(10, 120),
+                ):
                     if self._stop.is_set():
                         break
                     if ev["type"] in ("ADDED", "MODIFIED", "DELETED"):
@@ -476,8 +542,12 @@ class NodeAgent:
                     return
                 self.work[uid] = w
                 self.by_name[(w.namespace, w.name)] = w
-            t = threading.Thread(target=self._run_pod_safe, args=(w, phase == "Running"),
-                                 name="pod-%s-%s" % (w.namespace, w.name), daemon=True)
+            t = threading.Thread(
+                target=self._run_pod_safe,
+                args=(w, phase == "Running"),
+                name="pod-%s-%s" % (w.namespace, w.name),
+                daemon=True,
+            )
             t.start()
             return
         w.pod = pod
@@ -498,8 +568,12 @@ class NodeAgent:
         """What a kubelet does once containers are gone: delete with grace period 0."""
         try:
             self.core.delete_namespaced_pod(
-                name, namespace, body={"gracePeriodSeconds": 0, "preconditions": {"uid": uid}},
-                grace_period_seconds=0, _preload_content=False)
+                name,
+                namespace,
+                body={"gracePeriodSeconds": 0, "preconditions": {"uid": uid}},
+                grace_period_seconds=0,
+                _preload_content=False,
+            )
         except ApiException as e:
             if e.status not in (404, 409):
                 log.warning("delete %s/%s failed: %s", namespace, name, e)
@@ -537,12 +611,11 @@ class NodeAgent:
                     c["lastTransitionTime"] = o.get("lastTransitionTime") or c["lastTransitionTime"]
                 conds[c["type"]] = c
             new["conditions"] = list(conds.values())
-            body = {"metadata": {"uid": w.uid, "resourceVersion": cur["metadata"]["resourceVersion"]},
-                    "status": new}
+            body = {"metadata": {"uid": w.uid, "resourceVersion": cur["metadata"]["resourceVersion"]}, "status": new}
             try:
                 self.core.patch_namespaced_pod_status(
-                    w.name, w.namespace, body, _content_type="application/merge-patch+json",
-                    _preload_content=False)
+                    w.name, w.namespace, body, _content_type="application/merge-patch+json", _preload_content=False
+                )
                 return True
             except ApiException as e:
                 if e.status == 404:
@@ -565,16 +638,28 @@ class NodeAgent:
         return c
 
     def _base_status(self, w: PodWork) -> dict:
-        return {"hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
-                "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
-                "startTime": datetime.datetime.fromtimestamp(w.start_time, datetime.timezone.utc)
-                .strftime("%Y-%m-%dT%H:%M:%SZ")}
+        return {
+            "hostIP": "127.0.0.1",
+            "hostIPs": [{"ip": "127.0.0.1"}],
+            "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}],
+            "startTime": datetime.datetime.fromtimestamp(w.start_time, datetime.timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            ),
+        }
 
     def _container_status(self, w: PodWork, state: dict, last_state=None, ready=False) -> dict:
         c = w.container
-        cs = {"name": c["name"], "image": c["image"], "imageID": "", "ready": ready,
-              "started": "running" in state, "restartCount": w.restart_count, "state": state,
-              "lastState": last_state or {}}
+        cs = {
+            "name": c["name"],
+            "image": c["image"],
+            "imageID": "",
+            "ready": ready,
+            "started": "running" in state,
+            "restartCount": w.restart_count,
+            "state": state,
+            "lastState": last_state or {},
+        }
         if "waiting" not in state:
             cs["imageID"] = "local://" + c["image"]
         if w.proc is not None and "waiting" not in state:
@@ -584,44 +669,71 @@ class NodeAgent:
     def _report_waiting(self, w, reason, message, last_state=None):
         def build(status):
             st = self._base_status(w)
-            st.update(phase=status.get("phase") if status.get("phase") == "Running" else "Pending",
-                      containerStatuses=[self._container_status(
-                          w, {"waiting": {"reason": reason, "message": message}}, last_state)],
-                      conditions=[self._cond("PodReadyToStartContainers", "True"),
-                                  self._cond("Initialized", "True"),
-                                  self._cond("Ready", "False", "ContainersNotReady",
-                                             "containers with unready status: [%s]" % w.container["name"]),
-                                  self._cond("ContainersReady", "False", "ContainersNotReady",
-                                             "containers with unready status: [%s]" % w.container["name"])])
+            st.update(
+                phase=status.get("phase") if status.get("phase") == "Running" else "Pending",
+                containerStatuses=[
+                    self._container_status(w, {"waiting": {"reason": reason, "message": message}}, last_state)
+                ],
+                conditions=[
+                    self._cond("PodReadyToStartContainers", "True"),
+                    self._cond("Initialized", "True"),
+                    self._cond(
+                        "Ready",
+                        "False",
+                        "ContainersNotReady",
+                        "containers with unready status: [%s]" % w.container["name"],
+                    ),
+                    self._cond(
+                        "ContainersReady",
+                        "False",
+                        "ContainersNotReady",
+                        "containers with unready status: [%s]" % w.container["name"],
+                    ),
+                ],
+            )
             return st
+
         return self._write_status(w, build)
 
     def _report_running(self, w, started_at, last_state=None):
         def build(status):
             st = self._base_status(w)
-            st.update(phase="Running",
-                      containerStatuses=[self._container_status(
-                          w, {"running": {"startedAt": started_at}}, last_state, ready=True)],
-                      conditions=[self._cond("PodReadyToStartContainers", "True"), self._cond("Initialized", "True"),
-                                  self._cond("Ready", "True"), self._cond("ContainersReady", "True")])
+            st.update(
+                phase="Running",
+                containerStatuses=[
+                    self._container_status(w, {"running": {"startedAt": started_at}}, last_state, ready=True)
+                ],
+                conditions=[
+                    self._cond("PodReadyToStartContainers", "True"),
+                    self._cond("Initialized", "True"),
+                    self._cond("Ready", "True"),
+                    self._cond("ContainersReady", "True"),
+                ],
+            )
             return st
+
         return self._write_status(w, build)
 
     def _report_terminal(self, w, phase, terminated, reason=None, message=None, extra_conds=()):
         def build(status):
             st = self._base_status(w)
-            st.update(phase=phase, containerStatuses=[self._container_status(w, {"terminated": terminated})],
-                      conditions=[self._cond("PodReadyToStartContainers", "False"),
-                                  self._cond("Initialized", "True"),
-                                  self._cond("Ready", "False", "PodCompleted" if phase == "Succeeded" else "PodFailed"),
-                                  self._cond("ContainersReady", "False",
-                                             "PodCompleted" if phase == "Succeeded" else "PodFailed"),
-                                  *extra_conds])
+            st.update(
+                phase=phase,
+                containerStatuses=[self._container_status(w, {"terminated": terminated})],
+                conditions=[
+                    self._cond("PodReadyToStartContainers", "False"),
+                    self._cond("Initialized", "True"),
+                    self._cond("Ready", "False", "PodCompleted" if phase == "Succeeded" else "PodFailed"),
+                    self._cond("ContainersReady", "False", "PodCompleted" if phase == "Succeeded" else "PodFailed"),
+                    *extra_conds,
+                ],
+            )
             if reason:
                 st["reason"] = reason
             if message:
                 st["message"] = message
             return st
+
         ok = self._write_status(w, build)
         w.final = True
         return ok
@@ -645,8 +757,12 @@ class NodeAgent:
         return w.start_time + float(ads) - time.time()
 
     def _fail_deadline(self, w: PodWork, terminated=None):
-        term = terminated or {"exitCode": 137, "reason": "Error", "startedAt": now_rfc3339(),
-                              "finishedAt": now_rfc3339()}
+        term = terminated or {
+            "exitCode": 137,
+            "reason": "Error",
+            "startedAt": now_rfc3339(),
+            "finishedAt": now_rfc3339(),
+        }
         self._report_terminal(w, "Failed", term, "DeadlineExceeded", DEADLINE_MESSAGE)
 
     def _run_pod(self, w: PodWork, was_running: bool):
@@ -654,10 +770,17 @@ class NodeAgent:
         w.start_time = parse_time(st["startTime"]) if st.get("startTime") else time.time()
         if was_running:
             # A previous agent ran it: its process is gone, as after a kubelet restart lost the runtime.
-            self._report_terminal(w, "Failed", {
-                "exitCode": 137, "reason": "ContainerStatusUnknown", "startedAt": now_rfc3339(),
-                "finishedAt": now_rfc3339(),
-                "message": "The container could not be located when the pod was terminated"})
+            self._report_terminal(
+                w,
+                "Failed",
+                {
+                    "exitCode": 137,
+                    "reason": "ContainerStatusUnknown",
+                    "startedAt": now_rfc3339(),
+                    "finishedAt": now_rfc3339(),
+                    "message": "The container could not be located when the pod was terminated",
+                },
+            )
             return
         image = w.container.get("image", "")
         bindir = self.images.get(image)
@@ -684,15 +807,16 @@ class NodeAgent:
         self._container_loop(w, env)
 
     def _image_pull_loop(self, w: PodWork, image: str):
-        msg = ('Failed to pull image "%s": image is not known to the luigi-kubeface node agent '
-               "(known: %s)" % (image, ", ".join(sorted(self.images))))
+        msg = 'Failed to pull image "%s": image is not known to the luigi-kubeface node agent (known: %s)' % (
+            image,
+            ", ".join(sorted(self.images)),
+        )
         reason = "ErrImagePull"
         while not (w.deleting or w.aborted or self._stop.is_set()):
             left = self._deadline_left(w)
             if left is not None and left <= 0:
                 return self._fail_deadline(w)
-            self._report_waiting(w, reason, msg if reason == "ErrImagePull" else
-                                 'Back-off pulling image "%s"' % image)
+            self._report_waiting(w, reason, msg if reason == "ErrImagePull" else 'Back-off pulling image "%s"' % image)
             reason = "ImagePullBackOff" if reason == "ErrImagePull" else "ErrImagePull"
             w.wake.wait(self.image_pull_backoff if left is None else min(left, self.image_pull_backoff))
             w.wake.clear()
@@ -715,8 +839,9 @@ class NodeAgent:
         """The process environment: a clean container-like base, agent extras, then pod env."""
         c, meta = w.container, w.pod["metadata"]
         env = {
-            "PATH": os.pathsep.join([str(bindir), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin",
-                                     "/usr/bin", "/sbin", "/bin"]),
+            "PATH": os.pathsep.join(
+                [str(bindir), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+            ),
             "HOME": str(w.logdir / "home"),
             "HOSTNAME": meta["name"],
             "LANG": "C.UTF-8",
@@ -728,16 +853,23 @@ class NodeAgent:
                 if key in src:
                     data = self._lookup(w, kind, src[key]["name"], src[key].get("optional", False))
                     env.update({prefix + k: v for k, v in data.items()})
-        fields = {"metadata.name": meta["name"], "metadata.namespace": meta["namespace"],
-                  "metadata.uid": meta["uid"], "spec.nodeName": w.node,
-                  "spec.serviceAccountName": w.pod["spec"].get("serviceAccountName", ""),
-                  "status.hostIP": "127.0.0.1", "status.podIP": "127.0.0.1"}
+        fields = {
+            "metadata.name": meta["name"],
+            "metadata.namespace": meta["namespace"],
+            "metadata.uid": meta["uid"],
+            "spec.nodeName": w.node,
+            "spec.serviceAccountName": w.pod["spec"].get("serviceAccountName", ""),
+            "status.hostIP": "127.0.0.1",
+            "status.podIP": "127.0.0.1",
+        }
         for e in c.get("env") or []:
             name, vf = e["name"], e.get("valueFrom")
             if vf is None:
                 env[name] = expand_vars(e.get("value", ""), env)
             elif "secretKeyRef" in vf or "configMapKeyRef" in vf:
-                kind, ref = ("secret", vf["secretKeyRef"]) if "secretKeyRef" in vf else ("configmap", vf["configMapKeyRef"])
+                kind, ref = (
+                    ("secret", vf["secretKeyRef"]) if "secretKeyRef" in vf else ("configmap", vf["configMapKeyRef"])
+                )
                 data = self._lookup(w, kind, ref["name"], ref.get("optional", False))
                 if ref["key"] in data:
                     env[name] = data[ref["key"]]
@@ -746,7 +878,7 @@ class NodeAgent:
             elif "fieldRef" in vf:
                 path = vf["fieldRef"]["fieldPath"]
                 m = re.match(r"metadata\.(labels|annotations)\['(.+)'\]$", path)
-                env[name] = (meta.get(m.group(1), {}).get(m.group(2), "") if m else fields.get(path, ""))
+                env[name] = meta.get(m.group(1), {}).get(m.group(2), "") if m else fields.get(path, "")
             elif "resourceFieldRef" in vf:
                 res = vf["resourceFieldRef"]["resource"]  # e.g. limits.memory
                 kind, _, rname = res.partition(".")
@@ -762,8 +894,9 @@ class NodeAgent:
         c = w.container
         argv = [expand_vars(a, env) for a in (c.get("command") or []) + (c.get("args") or [])]
         if not c.get("command"):
-            self._report_waiting(w, "CreateContainerError",
-                                 "the node agent needs an explicit command (images have no entrypoint here)")
+            self._report_waiting(
+                w, "CreateContainerError", "the node agent needs an explicit command (images have no entrypoint here)"
+            )
             while not (w.deleting or w.aborted or self._stop.is_set()):
                 w.wake.wait(1)
             return
@@ -784,14 +917,29 @@ class NodeAgent:
             logf = w.log_path(w.restart_count)
             try:
                 with w.lock:
-                    w.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                              start_new_session=True)
+                    w.proc = subprocess.Popen(
+                        argv,
+                        env=env,
+                        cwd=cwd,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
                     w.kill_reason = None
             except OSError as e:
                 w.proc = None
-                self._report_terminal(w, "Failed", {"exitCode": 128, "reason": "StartError", "message": str(e),
-                                                    "startedAt": started, "finishedAt": now_rfc3339()})
+                self._report_terminal(
+                    w,
+                    "Failed",
+                    {
+                        "exitCode": 128,
+                        "reason": "StartError",
+                        "message": str(e),
+                        "startedAt": started,
+                        "finishedAt": now_rfc3339(),
+                    },
+                )
                 return
             Reaper.watch(w.proc.pid)
             pump = threading.Thread(target=self._pump_log, args=(w.proc.stdout, logf), daemon=True)
@@ -809,25 +957,37 @@ class NodeAgent:
             finished = now_rfc3339()
             why = w.kill_reason
             code = 128 - code if code < 0 else code  # killed by signal N -> 128+N, like a runtime
-            term = {"exitCode": code, "startedAt": started, "finishedAt": finished,
-                    "containerID": "local://%d" % w.proc.pid,
-                    "reason": "OOMKilled" if why == "oom" else ("Completed" if code == 0 else "Error")}
+            term = {
+                "exitCode": code,
+                "startedAt": started,
+                "finishedAt": finished,
+                "containerID": "local://%d" % w.proc.pid,
+                "reason": "OOMKilled" if why == "oom" else ("Completed" if code == 0 else "Error"),
+            }
             if why in ("abort", "delete"):
                 return  # the pod is going away; _run_pod_safe deletes it
             if why == "deadline":
                 return self._fail_deadline(w, term)
             if why == "evicted":
                 return self._report_terminal(
-                    w, "Failed", term, "Evicted", w.evict_message,
-                    extra_conds=[self._cond("DisruptionTarget", "True", "TerminationByKubelet", w.evict_message)])
+                    w,
+                    "Failed",
+                    term,
+                    "Evicted",
+                    w.evict_message,
+                    extra_conds=[self._cond("DisruptionTarget", "True", "TerminationByKubelet", w.evict_message)],
+                )
             restart = policy == "Always" or (policy == "OnFailure" and code != 0)
             if not restart:
                 return self._report_terminal(w, "Succeeded" if code == 0 else "Failed", term)
             last_state = {"terminated": term}
             w.restart_count += 1
-            self._report_waiting(w, "CrashLoopBackOff",
-                                 "back-off %ss restarting failed container=%s pod=%s" % (backoff, c["name"], w.name),
-                                 last_state)
+            self._report_waiting(
+                w,
+                "CrashLoopBackOff",
+                "back-off %ss restarting failed container=%s pod=%s" % (backoff, c["name"], w.name),
+                last_state,
+            )
             w.wake.clear()
             w.wake.wait(backoff)
             backoff = min(backoff * 2, 30.0)

@@ -40,8 +40,9 @@ USER = "65532:65532"  # the Dockerfile's
 
 def buildah(*args, **kwargs):
     """buildah on the project's own store (vfs: works on any filesystem, needs no fuse)."""
-    return _run(["buildah", "--root", STORE / "root", "--runroot", STORE / "run", "--storage-driver", "vfs",
-                 *args], **kwargs)
+    return _run(
+        ["buildah", "--root", STORE / "root", "--runroot", STORE / "run", "--storage-driver", "vfs", *args], **kwargs
+    )
 
 
 def _has_image(name):
@@ -78,19 +79,40 @@ def _base(from_name):
         return tag
     with tempfile.TemporaryDirectory(prefix="kubeface-base-", dir=CACHE) as tmp:
         root = Path(tmp) / "rootfs"
-        _run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
-              "bookworm", root, DEBIAN_MIRROR])
+        _run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=python3,python3-venv,ca-certificates",
+                "bookworm",
+                root,
+                DEBIAN_MIRROR,
+            ]
+        )
         _run(["chroot", root, "/usr/bin/python3", "-m", "venv", "/opt/venv"])
-        for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
-                     "usr/share/locale"):
+        for junk in (
+            "var/cache/apt/archives",
+            "var/lib/apt/lists",
+            "usr/share/doc",
+            "usr/share/man",
+            "usr/share/locale",
+        ):
             shutil.rmtree(root / junk, ignore_errors=True)
         archive = Path(tmp) / "rootfs.tar"
         _run(["tar", "-C", root, "--numeric-owner", "-cf", archive, "."])
         ctr = buildah("from", "--pull=never", "scratch").strip()
         try:
             buildah("add", ctr, archive, "/")
-            buildah("config", "--env", "PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    "--env", "LANG=C.UTF-8", "--cmd", "python3", ctr)
+            buildah(
+                "config",
+                "--env",
+                "PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "--env",
+                "LANG=C.UTF-8",
+                "--cmd",
+                "python3",
+                ctr,
+            )
             buildah("commit", "-q", ctr, tag)
         finally:
             buildah("rm", ctr)
@@ -104,8 +126,20 @@ def _product(base_key):
     dockerfile = REPO / "images" / "Dockerfile"
     tag = "localhost/kubeface-product:" + _digest(base_key, dockerfile.read_bytes(), _image_dependencies())
     if not _has_image(tag):
-        buildah("bud", "--pull=never", "--isolation", "chroot", "--layers=false", "-v", "%s:%s:ro" % (CA_BUNDLE, CA_BUNDLE),
-                "-f", dockerfile, "-t", tag, REPO)
+        buildah(
+            "bud",
+            "--pull=never",
+            "--isolation",
+            "chroot",
+            "--layers=false",
+            "-v",
+            "%s:%s:ro" % (CA_BUNDLE, CA_BUNDLE),
+            "-f",
+            dockerfile,
+            "-t",
+            tag,
+            REPO,
+        )
     return tag
 
 
@@ -132,8 +166,20 @@ def _layer(tag, containerfile, files):
             else:
                 target.write_bytes(content)
         (Path(context) / "Containerfile").write_text(containerfile)
-        buildah("bud", "--pull=never", "--isolation", "chroot", "--layers=false", "-v", "%s:%s:ro" % (CA_BUNDLE, CA_BUNDLE),
-                "-f", Path(context) / "Containerfile", "-t", tag, context)
+        buildah(
+            "bud",
+            "--pull=never",
+            "--isolation",
+            "chroot",
+            "--layers=false",
+            "-v",
+            "%s:%s:ro" % (CA_BUNDLE, CA_BUNDLE),
+            "-f",
+            Path(context) / "Containerfile",
+            "-t",
+            tag,
+            context,
+        )
 
 
 def _extras(product):
@@ -141,9 +187,13 @@ def _extras(product):
     pins = _master_pins()
     tag = "localhost/kubeface-extras:" + _digest(product, pins, EXTRAS, " ".join(POD_PACKAGES))
     if not _has_image(tag):
-        _layer(tag, "FROM %s\nUSER root\nCOPY constraints.txt /tmp/constraints.txt\n"
-               "RUN pip install --no-cache-dir -c /tmp/constraints.txt \"/opt/kubeface[%s]\" %s && rm /tmp/constraints.txt\n"
-               "USER %s\n" % (product, EXTRAS, " ".join(POD_PACKAGES), USER), {"constraints.txt": (pins + "\n").encode()})
+        _layer(
+            tag,
+            "FROM %s\nUSER root\nCOPY constraints.txt /tmp/constraints.txt\n"
+            'RUN pip install --no-cache-dir -c /tmp/constraints.txt "/opt/kubeface[%s]" %s && rm /tmp/constraints.txt\n'
+            "USER %s\n" % (product, EXTRAS, " ".join(POD_PACKAGES), USER),
+            {"constraints.txt": (pins + "\n").encode()},
+        )
     return tag
 
 
@@ -160,9 +210,12 @@ def _session(extras, workdir):
     tag = "localhost/kubeface-session:" + _digest(extras, _sources_digest())
     if not _has_image(tag):
         wheel = build_wheel(Path(workdir) / "wheel")
-        _layer(tag, "FROM %s\nUSER root\nCOPY %s /tmp/\nRUN pip install --no-cache-dir --no-deps --force-reinstall "
-               "/tmp/%s && rm /tmp/%s\nUSER %s\n" % (extras, wheel.name, wheel.name, wheel.name, USER),
-               {wheel.name: wheel})
+        _layer(
+            tag,
+            "FROM %s\nUSER root\nCOPY %s /tmp/\nRUN pip install --no-cache-dir --no-deps --force-reinstall "
+            "/tmp/%s && rm /tmp/%s\nUSER %s\n" % (extras, wheel.name, wheel.name, wheel.name, USER),
+            {wheel.name: wheel},
+        )
     return tag
 
 

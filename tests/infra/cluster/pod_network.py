@@ -39,8 +39,9 @@ class PodNetwork:
 
             Reaper.on_death("bridge:" + network.bridge, ["ip", "link", "delete", network.bridge])
             return network.up()
-        raise RuntimeError("no free pod network among kubeface0..%d: remove stale bridges (ip link delete ...)"
-                           % (SUBNETS - 1))
+        raise RuntimeError(
+            "no free pod network among kubeface0..%d: remove stale bridges (ip link delete ...)" % (SUBNETS - 1)
+        )
 
     def exists(self):
         return Path("/sys/class/net", self.bridge).exists()
@@ -51,8 +52,9 @@ class PodNetwork:
             raise PermissionError("the real node's pod network needs root (a bridge and its address)")
         if not self.exists():
             _ip("link", "add", self.bridge, "type", "bridge")
-        addresses = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", self.bridge],
-                                   capture_output=True, text=True).stdout
+        addresses = subprocess.run(
+            ["ip", "-o", "-4", "addr", "show", "dev", self.bridge], capture_output=True, text=True
+        ).stdout
         if " %s/" % self.gateway not in addresses:
             _ip("addr", "add", "%s/%d" % (self.gateway, self.subnet.prefixlen), "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
@@ -70,21 +72,30 @@ class PodNetwork:
         conf = {
             "cniVersion": "1.0.0",
             "name": "kubeface",
-            "plugins": [{
-                "type": "bridge",
-                "bridge": self.bridge,
-                "isGateway": False,
-                "isDefaultGateway": False,
-                "ipMasq": False,
-                "hairpinMode": False,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": str(self.subnet), "rangeStart": str(self.subnet.network_address + 10),
-                                 "gateway": self.gateway}]],
-                    "routes": [],
-                    "dataDir": str(data_dir),
-                },
-            }],
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": self.bridge,
+                    "isGateway": False,
+                    "isDefaultGateway": False,
+                    "ipMasq": False,
+                    "hairpinMode": False,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [
+                            [
+                                {
+                                    "subnet": str(self.subnet),
+                                    "rangeStart": str(self.subnet.network_address + 10),
+                                    "gateway": self.gateway,
+                                }
+                            ]
+                        ],
+                        "routes": [],
+                        "dataDir": str(data_dir),
+                    },
+                }
+            ],
         }
         Path(conf_dir).mkdir(parents=True, exist_ok=True)
         (Path(conf_dir) / "10-kubeface.conflist").write_text(json.dumps(conf, indent=2))

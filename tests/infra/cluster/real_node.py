@@ -37,8 +37,9 @@ NODE_NAME = "node-1"
 
 def build_node_binaries(timeout=3600):
     """Run build_node.sh (a no-op when cached): containerd's bin directory, with pause.tar beside it."""
-    out = subprocess.run(["bash", str(BUILD_NODE_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True,
-                         timeout=timeout)
+    out = subprocess.run(
+        ["bash", str(BUILD_NODE_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True, timeout=timeout
+    )
     return Path(out.stdout.strip().splitlines()[-1])
 
 
@@ -74,8 +75,12 @@ class RealNode:
 
     def ctr(self, *args, check=True, timeout=300):
         """ctr against this node's containerd, in the CRI's namespace."""
-        done = subprocess.run([str(self.node_bin / "ctr"), "--address", str(self.socket), "-n", "k8s.io", *map(str, args)],
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [str(self.node_bin / "ctr"), "--address", str(self.socket), "-n", "k8s.io", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and done.returncode:
             raise ControlPlaneError("ctr %s failed: %s" % (" ".join(map(str, args)), done.stderr.strip()[-2000:]))
         return done
@@ -85,10 +90,13 @@ class RealNode:
         started = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(mode=0o700)
-        machine_state.snapshot(self.state_file, binaries=[str(self.node_bin / "containerd"),
-                                                          str(self.node_bin / "containerd-shim-runc-v2")],
-                               folders=[str(self.workdir), str(self.run_dir)], cgroup=self.cgroup,
-                               remove=[str(self.run_dir)])
+        machine_state.snapshot(
+            self.state_file,
+            binaries=[str(self.node_bin / "containerd"), str(self.node_bin / "containerd-shim-runc-v2")],
+            folders=[str(self.workdir), str(self.run_dir)],
+            cgroup=self.cgroup,
+            remove=[str(self.run_dir)],
+        )
         Reaper.on_death(str(self.state_file), [sys.executable, HERE / "machine_state.py", "restore", self.state_file])
         try:
             self._make_cgroup_root()
@@ -133,51 +141,59 @@ class RealNode:
             (certs / host).mkdir(parents=True, exist_ok=True)
             # The full form: with only `server =`, containerd ignores the file and looks the registry up.
             (certs / host / "hosts.toml").write_text(
-                'server = "%s"\n\n[host."%s"]\n  capabilities = ["pull", "resolve", "push"]\n' % (CLOSED_PORT, CLOSED_PORT))
+                'server = "%s"\n\n[host."%s"]\n  capabilities = ["pull", "resolve", "push"]\n'
+                % (CLOSED_PORT, CLOSED_PORT)
+            )
         cni_conf = root / "cni" / "net.d"
         self.network.write_cni_config(cni_conf, root / "cni" / "ipam")
         pause = (self.node_bin.parent / "pause.name").read_text().strip()
-        return "\n".join([
-            "version = 3",
-            "root = %s" % json.dumps(str(root / "root")),
-            "state = %s" % json.dumps(str(self.run_dir / "state")),
-            "imports = []",
-            "oom_score = 0",
-            "disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.snapshotter.v1.btrfs',"
-            " 'io.containerd.snapshotter.v1.zfs', 'io.containerd.snapshotter.v1.devmapper']",
-            "[grpc]",
-            "  address = %s" % json.dumps(str(self.socket)),
-            "[ttrpc]",
-            "  address = %s" % json.dumps(str(self.socket) + ".ttrpc"),
-            "[plugins.'io.containerd.cri.v1.images']",
-            "  snapshotter = 'overlayfs'",
-            "  [plugins.'io.containerd.cri.v1.images'.pinned_images]",
-            "    sandbox = %s" % json.dumps(pause),
-            "  [plugins.'io.containerd.cri.v1.images'.registry]",
-            "    config_path = %s" % json.dumps(str(certs)),
-            "[plugins.'io.containerd.transfer.v1.local']",
-            "  config_path = %s" % json.dumps(str(certs)),
-            "[plugins.'io.containerd.cri.v1.runtime']",
-            "  restrict_oom_score_adj = true",
-            "  netns_mounts_under_state_dir = true",
-            "  enable_cdi = false",
-            "  [plugins.'io.containerd.cri.v1.runtime'.cni]",
-            "    bin_dirs = ['/usr/lib/cni']",
-            "    conf_dir = %s" % json.dumps(str(cni_conf)),
-            "  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]",
-            "    SystemdCgroup = false",
-            "    BinaryName = '/usr/sbin/runc'",
-            "    Root = %s" % json.dumps(str(root / "runc")),
-            "",
-        ])
+        return "\n".join(
+            [
+                "version = 3",
+                "root = %s" % json.dumps(str(root / "root")),
+                "state = %s" % json.dumps(str(self.run_dir / "state")),
+                "imports = []",
+                "oom_score = 0",
+                "disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.snapshotter.v1.btrfs',"
+                " 'io.containerd.snapshotter.v1.zfs', 'io.containerd.snapshotter.v1.devmapper']",
+                "[grpc]",
+                "  address = %s" % json.dumps(str(self.socket)),
+                "[ttrpc]",
+                "  address = %s" % json.dumps(str(self.socket) + ".ttrpc"),
+                "[plugins.'io.containerd.cri.v1.images']",
+                "  snapshotter = 'overlayfs'",
+                "  [plugins.'io.containerd.cri.v1.images'.pinned_images]",
+                "    sandbox = %s" % json.dumps(pause),
+                "  [plugins.'io.containerd.cri.v1.images'.registry]",
+                "    config_path = %s" % json.dumps(str(certs)),
+                "[plugins.'io.containerd.transfer.v1.local']",
+                "  config_path = %s" % json.dumps(str(certs)),
+                "[plugins.'io.containerd.cri.v1.runtime']",
+                "  restrict_oom_score_adj = true",
+                "  netns_mounts_under_state_dir = true",
+                "  enable_cdi = false",
+                "  [plugins.'io.containerd.cri.v1.runtime'.cni]",
+                "    bin_dirs = ['/usr/lib/cni']",
+                "    conf_dir = %s" % json.dumps(str(cni_conf)),
+                "  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]",
+                "    SystemdCgroup = false",
+                "    BinaryName = '/usr/sbin/runc'",
+                "    Root = %s" % json.dumps(str(root / "runc")),
+                "",
+            ]
+        )
 
     def _start_containerd(self, timeout):
         config = self.workdir / "containerd" / "config.toml"
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(self._containerd_config())
         env = dict(os.environ, PATH="%s:%s" % (self.node_bin, os.environ.get("PATH", "")))  # its own shim first
-        self.containerd = Component("containerd", [str(self.node_bin / "containerd"), "--config", str(config)],
-                                    self.logs / "containerd.log", env=env)
+        self.containerd = Component(
+            "containerd",
+            [str(self.node_bin / "containerd"), "--config", str(config)],
+            self.logs / "containerd.log",
+            env=env,
+        )
         self.containerd.probe = lambda: self.ctr("version", check=False, timeout=5).returncode == 0
         self.containerd.start()
         if not _wait(self.containerd, timeout):
@@ -199,12 +215,21 @@ class RealNode:
     def check_no_registry(self):
         """A pull of an unknown image must fail at once, on loopback: nothing may reach a registry."""
         started = time.monotonic()
-        done = self.ctr("images", "pull", "--hosts-dir", self.workdir / "containerd" / "certs.d",
-                        "docker.io/library/kubeface-never-pulled:1", check=False, timeout=60)
+        done = self.ctr(
+            "images",
+            "pull",
+            "--hosts-dir",
+            self.workdir / "containerd" / "certs.d",
+            "docker.io/library/kubeface-never-pulled:1",
+            check=False,
+            timeout=60,
+        )
         output = done.stdout + done.stderr
         if done.returncode == 0 or "127.0.0.1:9" not in output:
-            raise ControlPlaneError("a pull of an unknown image did not fail on the closed loopback port "
-                                    "(%s): the registry block does not hold:\n%s" % (CLOSED_PORT, output[-2000:]))
+            raise ControlPlaneError(
+                "a pull of an unknown image did not fail on the closed loopback port "
+                "(%s): the registry block does not hold:\n%s" % (CLOSED_PORT, output[-2000:])
+            )
         self.timings["registry_check"] = time.monotonic() - started
 
     # -- kubelet
@@ -212,39 +237,67 @@ class RealNode:
         kdir = self.workdir / "kubelet"
         kdir.mkdir(parents=True, exist_ok=True)
         ip = self.network.gateway
-        client_crt, client_key = self.cp.issue_cert("node-" + self.name, "system:node:" + self.name,
-                                                    orgs=["system:nodes"], client=True)
+        client_crt, client_key = self.cp.issue_cert(
+            "node-" + self.name, "system:node:" + self.name, orgs=["system:nodes"], client=True
+        )
         self.cp.write_kubeconfig(kdir / "kubeconfig", "node-" + self.name)
-        serving_crt, serving_key = self.cp.issue_cert("kubelet-serving-" + self.name, "system:node:" + self.name,
-                                                      server_names=[self.name, "localhost"],
-                                                      server_ips=[ip, "127.0.0.1"], server=True)
+        serving_crt, serving_key = self.cp.issue_cert(
+            "kubelet-serving-" + self.name,
+            "system:node:" + self.name,
+            server_names=[self.name, "localhost"],
+            server_ips=[ip, "127.0.0.1"],
+            server=True,
+        )
         (kdir / "resolv.conf").write_text("nameserver 127.0.0.1\n")  # pods resolve nothing outside
         self.kubelet_port = free_port()
         config = {
-            "kind": "KubeletConfiguration", "apiVersion": "kubelet.config.k8s.io/v1beta1",
-            "address": ip, "port": self.kubelet_port, "readOnlyPort": 0,
-            "healthzBindAddress": "127.0.0.1", "healthzPort": free_port(),
-            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                               "x509": {"clientCAFile": str(self.cp.ca_file)}},
+            "kind": "KubeletConfiguration",
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "address": ip,
+            "port": self.kubelet_port,
+            "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1",
+            "healthzPort": free_port(),
+            "authentication": {
+                "anonymous": {"enabled": False},
+                "webhook": {"enabled": True},
+                "x509": {"clientCAFile": str(self.cp.ca_file)},
+            },
             "authorization": {"mode": "Webhook"},
-            "tlsCertFile": str(serving_crt), "tlsPrivateKeyFile": str(serving_key),
-            "rotateCertificates": False, "serverTLSBootstrap": False,
+            "tlsCertFile": str(serving_crt),
+            "tlsPrivateKeyFile": str(serving_key),
+            "rotateCertificates": False,
+            "serverTLSBootstrap": False,
             "containerRuntimeEndpoint": "unix://%s" % self.socket,
-            "cgroupDriver": "cgroupfs", "cgroupRoot": self.cgroup, "failCgroupV1": False, "failSwapOn": False,
-            "oomScoreAdj": 0, "maxOpenFiles": 20000,  # root lacks CAP_SYS_RESOURCE on these machines
+            "cgroupDriver": "cgroupfs",
+            "cgroupRoot": self.cgroup,
+            "failCgroupV1": False,
+            "failSwapOn": False,
+            "oomScoreAdj": 0,
+            "maxOpenFiles": 20000,  # root lacks CAP_SYS_RESOURCE on these machines
             "serializeImagePulls": False,
-            "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,  # imported images never come back
+            "imageGCHighThresholdPercent": 100,
+            "imageGCLowThresholdPercent": 99,  # imported images never come back
             "evictionHard": {"memory.available": "200Mi", "nodefs.available": "2%", "imagefs.available": "2%"},
-            "podLogsDir": str(self.workdir / "pod-logs"), "resolvConf": str(kdir / "resolv.conf"),
-            "nodeStatusUpdateFrequency": "2s", "syncFrequency": "10s", "fileCheckFrequency": "20s",
-            "protectKernelDefaults": False, "registerNode": True,
+            "podLogsDir": str(self.workdir / "pod-logs"),
+            "resolvConf": str(kdir / "resolv.conf"),
+            "nodeStatusUpdateFrequency": "2s",
+            "syncFrequency": "10s",
+            "fileCheckFrequency": "20s",
+            "protectKernelDefaults": False,
+            "registerNode": True,
             "localStorageCapacityIsolation": True,
         }
         (kdir / "config.json").write_text(json.dumps(config, indent=2))
         self._kubelet_argv = [
-            str(self.kube_bin / "kubelet"), "--config=%s" % (kdir / "config.json"),
-            "--kubeconfig=%s" % (kdir / "kubeconfig"), "--root-dir=%s" % (self.workdir / "kubelet-root"),
-            "--cert-dir=%s" % (kdir / "pki"), "--node-ip=%s" % ip, "--hostname-override=%s" % self.name, "--v=1",
+            str(self.kube_bin / "kubelet"),
+            "--config=%s" % (kdir / "config.json"),
+            "--kubeconfig=%s" % (kdir / "kubeconfig"),
+            "--root-dir=%s" % (self.workdir / "kubelet-root"),
+            "--cert-dir=%s" % (kdir / "pki"),
+            "--node-ip=%s" % ip,
+            "--hostname-override=%s" % self.name,
+            "--v=1",
         ]
 
     def start_kubelet(self, timeout=120.0):
@@ -256,7 +309,9 @@ class RealNode:
             self.kubelet.start()
         self.kubelet.probe = self.ready
         if not _wait(self.kubelet, timeout):
-            raise ControlPlaneError("the kubelet's node did not become Ready; log tail:\n%s" % self.kubelet.log_tail(60))
+            raise ControlPlaneError(
+                "the kubelet's node did not become Ready; log tail:\n%s" % self.kubelet.log_tail(60)
+            )
 
     def stop_kubelet(self):
         """The kubelet dies (SIGKILL): the node's heartbeats stop, its containers run on under containerd."""
@@ -300,4 +355,3 @@ def _wait(comp, timeout):
             pass
         time.sleep(0.2)
     return False
-

@@ -31,8 +31,9 @@ def test_evicted_pod(stand_in_cluster, stand_in_namespace):
 def test_eviction_api_stops_the_pod_gracefully(kube_cluster, kube_namespace):
     core = kube_cluster.core()
     # `sleep` as PID 1 ignores SIGTERM: the kubelet kills it at the end of the grace period.
-    core.create_namespaced_pod(kube_namespace, pod_body("ev", kube_cluster.image, ["sleep", "60"],
-                                                        terminationGracePeriodSeconds=2))
+    core.create_namespaced_pod(
+        kube_namespace, pod_body("ev", kube_cluster.image, ["sleep", "60"], terminationGracePeriodSeconds=2)
+    )
     kube_cluster.wait_pod_phase(kube_namespace, "ev", "Running")
     kube_cluster.evict_pod(kube_namespace, "ev")
     kube_cluster.wait_pod_gone(kube_namespace, "ev", timeout=30)
@@ -42,15 +43,32 @@ def test_on_failure_restarts_and_previous_logs(kube_cluster, kube_namespace):
     core = kube_cluster.core()
     # A restarted container gets a fresh filesystem: the count lives in the pod's emptyDir. The second run
     # waits a little: the kubelet keeps a dead container's log only while its pod runs.
-    script = ("import os, sys, time; p = '/state/n'; "
-              "n = int(open(p).read()) if os.path.exists(p) else 0; open(p, 'w').write(str(n + 1)); "
-              "print('attempt', n, flush=True); time.sleep(4 if n else 0); sys.exit(0 if n >= 1 else 1)")
-    core.create_namespaced_pod(kube_namespace, pod_body(
-        "flaky", kube_cluster.image, ["python", "-c", script], restartPolicy="OnFailure",
-        volumes=[{"name": "state", "emptyDir": {}}], securityContext={"fsGroup": 65532},
-        container={"volumeMounts": [{"name": "state", "mountPath": "/state"}]}))
-    kube_cluster.wait_pod(kube_namespace, "flaky", lambda p: (p["status"].get("containerStatuses") or [{}])[0]
-                          .get("restartCount", 0) >= 1 and "running" in container_state(p), timeout=60)
+    script = (
+        "import os, sys, time; p = '/state/n'; "
+        "n = int(open(p).read()) if os.path.exists(p) else 0; open(p, 'w').write(str(n + 1)); "
+        "print('attempt', n, flush=True); time.sleep(4 if n else 0); sys.exit(0 if n >= 1 else 1)"
+    )
+    core.create_namespaced_pod(
+        kube_namespace,
+        pod_body(
+            "flaky",
+            kube_cluster.image,
+            ["python", "-c", script],
+            restartPolicy="OnFailure",
+            volumes=[{"name": "state", "emptyDir": {}}],
+            securityContext={"fsGroup": 65532},
+            container={"volumeMounts": [{"name": "state", "mountPath": "/state"}]},
+        ),
+    )
+    kube_cluster.wait_pod(
+        kube_namespace,
+        "flaky",
+        lambda p: (
+            (p["status"].get("containerStatuses") or [{}])[0].get("restartCount", 0) >= 1
+            and "running" in container_state(p)
+        ),
+        timeout=60,
+    )
     assert core.read_namespaced_pod_log("flaky", kube_namespace, previous=True) == "attempt 0\n"
     pod = kube_cluster.wait_pod_phase(kube_namespace, "flaky", timeout=60)
     status = pod["status"]["containerStatuses"][0]
@@ -60,8 +78,9 @@ def test_on_failure_restarts_and_previous_logs(kube_cluster, kube_namespace):
 
 def test_log_options(kube_cluster, kube_namespace):
     core = kube_cluster.core()
-    core.create_namespaced_pod(kube_namespace, pod_body(
-        "many", kube_cluster.image, ["python", "-c", "for i in range(5): print(i)"]))
+    core.create_namespaced_pod(
+        kube_namespace, pod_body("many", kube_cluster.image, ["python", "-c", "for i in range(5): print(i)"])
+    )
     kube_cluster.wait_pod_phase(kube_namespace, "many")
     assert core.read_namespaced_pod_log("many", kube_namespace, tail_lines=2) == "3\n4\n"
     stamped = core.read_namespaced_pod_log("many", kube_namespace, timestamps=True, tail_lines=1)
@@ -80,10 +99,19 @@ def test_job_completes_and_gc_removes_pods(kube_cluster, kube_namespace):
     from kubernetes import client
 
     batch = client.BatchV1Api(kube_cluster.api_client())
-    batch.create_namespaced_job(kube_namespace, {
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
-        "spec": {"backoffLimit": 0, "template": {"spec": pod_body(
-            "x", kube_cluster.image, ["python", "-c", "print('job')"])["spec"]}}}, _preload_content=False)
+    batch.create_namespaced_job(
+        kube_namespace,
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "j"},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {"spec": pod_body("x", kube_cluster.image, ["python", "-c", "print('job')"])["spec"]},
+            },
+        },
+        _preload_content=False,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         job = json.loads(batch.read_namespaced_job("j", kube_namespace, _preload_content=False).data)

@@ -14,9 +14,15 @@ pytestmark = pytest.mark.slow
 
 def test_pod_runs_to_success_and_logs_are_readable(kube_cluster, kube_namespace):
     core = kube_cluster.core()
-    core.create_namespaced_pod(kube_namespace, pod_body(
-        "hello", kube_cluster.image, ["python", "-c", "import os; print('hi', os.environ['GREETING'])"],
-        container={"env": [{"name": "GREETING", "value": "there"}]}))
+    core.create_namespaced_pod(
+        kube_namespace,
+        pod_body(
+            "hello",
+            kube_cluster.image,
+            ["python", "-c", "import os; print('hi', os.environ['GREETING'])"],
+            container={"env": [{"name": "GREETING", "value": "there"}]},
+        ),
+    )
     pod = kube_cluster.wait_pod_phase(kube_namespace, "hello", timeout=60)
     assert pod["status"]["phase"] == "Succeeded", pod["status"]
     term = container_state(pod)["terminated"]
@@ -26,11 +32,18 @@ def test_pod_runs_to_success_and_logs_are_readable(kube_cluster, kube_namespace)
 
 def test_failure_exit_code_and_secret_env(kube_cluster, kube_namespace):
     core = kube_cluster.core()
-    core.create_namespaced_secret(kube_namespace, {"apiVersion": "v1", "kind": "Secret",
-                                                   "metadata": {"name": "s"}, "stringData": {"code": "3"}})
-    core.create_namespaced_pod(kube_namespace, pod_body(
-        "fails", kube_cluster.image, ["python", "-c", "import os, sys; sys.exit(int(os.environ['CODE']))"],
-        container={"env": [{"name": "CODE", "valueFrom": {"secretKeyRef": {"name": "s", "key": "code"}}}]}))
+    core.create_namespaced_secret(
+        kube_namespace, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"code": "3"}}
+    )
+    core.create_namespaced_pod(
+        kube_namespace,
+        pod_body(
+            "fails",
+            kube_cluster.image,
+            ["python", "-c", "import os, sys; sys.exit(int(os.environ['CODE']))"],
+            container={"env": [{"name": "CODE", "valueFrom": {"secretKeyRef": {"name": "s", "key": "code"}}}]},
+        ),
+    )
     pod = kube_cluster.wait_pod_phase(kube_namespace, "fails")
     term = container_state(pod)["terminated"]
     assert pod["status"]["phase"] == "Failed" and term["exitCode"] == 3 and term["reason"] == "Error"
@@ -40,23 +53,29 @@ def test_unknown_image_gives_err_image_pull(kube_cluster, kube_namespace):
     core = kube_cluster.core()
     core.create_namespaced_pod(kube_namespace, pod_body("noimage", "no-such-image:1", ["true"]))
     pulls = ("ErrImagePull", "ImagePullBackOff")
-    pod = kube_cluster.wait_pod(kube_namespace, "noimage",
-                                lambda p: container_state(p).get("waiting", {}).get("reason") in pulls, timeout=30)
+    pod = kube_cluster.wait_pod(
+        kube_namespace, "noimage", lambda p: container_state(p).get("waiting", {}).get("reason") in pulls, timeout=30
+    )
     assert pod["status"]["phase"] == "Pending"
     # The pull went to the closed loopback port every registry points at, never out of the machine.
     assert "127.0.0.1:9" in container_state(pod)["waiting"].get("message", ""), container_state(pod)
-    kube_cluster.wait_pod(kube_namespace, "noimage",
-                          lambda p: container_state(p).get("waiting", {}).get("reason") == "ImagePullBackOff")
+    kube_cluster.wait_pod(
+        kube_namespace, "noimage", lambda p: container_state(p).get("waiting", {}).get("reason") == "ImagePullBackOff"
+    )
 
 
 def test_huge_cpu_request_is_unschedulable(kube_cluster, kube_namespace):
     core = kube_cluster.core()
-    core.create_namespaced_pod(kube_namespace, pod_body(
-        "huge", kube_cluster.image, ["true"], container={"resources": {"requests": {"cpu": "1000"}}}))
+    core.create_namespaced_pod(
+        kube_namespace,
+        pod_body("huge", kube_cluster.image, ["true"], container={"resources": {"requests": {"cpu": "1000"}}}),
+    )
 
     def unschedulable(p):
-        return any(c["type"] == "PodScheduled" and c["status"] == "False" and c.get("reason") == "Unschedulable"
-                   for c in p.get("status", {}).get("conditions") or [])
+        return any(
+            c["type"] == "PodScheduled" and c["status"] == "False" and c.get("reason") == "Unschedulable"
+            for c in p.get("status", {}).get("conditions") or []
+        )
 
     pod = kube_cluster.wait_pod(kube_namespace, "huge", unschedulable, timeout=30)
     assert pod["status"]["phase"] == "Pending" and not pod["spec"].get("nodeName")
@@ -64,8 +83,10 @@ def test_huge_cpu_request_is_unschedulable(kube_cluster, kube_namespace):
 
 def test_resource_quota_rejects_second_pod(kube_cluster, kube_namespace):
     core = kube_cluster.core()
-    core.create_namespaced_resource_quota(kube_namespace, {
-        "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q"}, "spec": {"hard": {"pods": "1"}}})
+    core.create_namespaced_resource_quota(
+        kube_namespace,
+        {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q"}, "spec": {"hard": {"pods": "1"}}},
+    )
     # The quota controller must have filled in status before admission enforces it.
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -82,11 +103,16 @@ def test_resource_quota_rejects_second_pod(kube_cluster, kube_namespace):
 def test_oom_deadline_kill_and_delete(kube_cluster, kube_namespace):
     core = kube_cluster.core()
     img = kube_cluster.image
-    core.create_namespaced_pod(kube_namespace, pod_body(
-        "oom", img, ["python", "-c", "import time; x = b\"x\" * (300 * 2**20); time.sleep(30)"],
-        container={"resources": {"limits": {"memory": "100Mi"}}}))
-    core.create_namespaced_pod(kube_namespace, pod_body(
-        "slow", img, ["sleep", "60"], activeDeadlineSeconds=2))
+    core.create_namespaced_pod(
+        kube_namespace,
+        pod_body(
+            "oom",
+            img,
+            ["python", "-c", 'import time; x = b"x" * (300 * 2**20); time.sleep(30)'],
+            container={"resources": {"limits": {"memory": "100Mi"}}},
+        ),
+    )
+    core.create_namespaced_pod(kube_namespace, pod_body("slow", img, ["sleep", "60"], activeDeadlineSeconds=2))
     core.create_namespaced_pod(kube_namespace, pod_body("victim", img, ["sleep", "60"]))
     core.create_namespaced_pod(kube_namespace, pod_body("doomed", img, ["sleep", "60"]))
 

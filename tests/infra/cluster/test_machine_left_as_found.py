@@ -35,10 +35,13 @@ time.sleep(3600)
 
 def machine():
     """What a node may change, as comparable values."""
-    return {"sysctls": machine_state.read_sysctls(), "firewall": machine_state.save_firewall(),
-            "fixed": {p: os.path.lexists(p) for p in machine_state.FIXED_PATHS},
-            # bridges only: the session's own node adds and removes pods' veths at any time
-            "links": sorted(n for n in os.listdir("/sys/class/net") if n.startswith("kubeface"))}
+    return {
+        "sysctls": machine_state.read_sysctls(),
+        "firewall": machine_state.save_firewall(),
+        "fixed": {p: os.path.lexists(p) for p in machine_state.FIXED_PATHS},
+        # bridges only: the session's own node adds and removes pods' veths at any time
+        "links": sorted(n for n in os.listdir("/sys/class/net") if n.startswith("kubeface")),
+    }
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a real node needs root")
@@ -46,9 +49,14 @@ def test_a_node_whose_test_process_is_killed_leaves_nothing_behind():
     before = machine()
     # A short folder: the kubelet and containerd make unix sockets under it (at most 104 bytes a path).
     work = Path(tempfile.mkdtemp(prefix="kf-crash-", dir="/tmp"))
-    process = subprocess.Popen([sys.executable, "-c", START_AND_WAIT, str(work)], cwd=str(TESTS),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env=dict(os.environ, PYTHONPATH=str(TESTS)))
+    process = subprocess.Popen(
+        [sys.executable, "-c", START_AND_WAIT, str(work)],
+        cwd=str(TESTS),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(TESTS)),
+    )
     lines = []
     try:
         for line in process.stdout:
@@ -65,8 +73,9 @@ def test_a_node_whose_test_process_is_killed_leaves_nothing_behind():
         process.wait(timeout=30)
         process.stdout.close()
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and (machine() != before or machine_state.mounts_under(work)
-                                           or machine_state.cgroup_dirs(cgroup)):
+    while time.monotonic() < deadline and (
+        machine() != before or machine_state.mounts_under(work) or machine_state.cgroup_dirs(cgroup)
+    ):
         time.sleep(0.5)
     after = machine()
     assert after["sysctls"] == before["sysctls"]
