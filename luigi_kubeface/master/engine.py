@@ -23,6 +23,7 @@ from ..bucket import layout as naming
 from . import signals
 from ..backends.attempts import AttemptSpec
 from .attempt_ends import AttemptEnds
+from .inputs_ahead import InputsAhead
 from .judge import budget_spent
 from .lease import JobLease
 from .report import JobReport, Progress
@@ -102,7 +103,7 @@ class JobRun(AttemptEnds):
         # attempts: the number of each element's last attempt (earlier runs' too, from run()); failed_attempts: this run's
         self.attempts, self.interruptions, self.failed_attempts = Counter(), Counter(), Counter()
         self.out_of_memory = Counter()  # this run's OOMs of each element that its backend answered with more memory
-        self.inputs_written = set()  # elements whose input this run wrote (or an adopted attempt reads)
+        self.inputs = InputsAhead(self.store.write_input, window=settings.cap)  # written ahead of launches
         # Elements given a backup. Whether an element won needs no set: on_success ends its other attempts, so
         # an element that succeeded has none in flight, and only attempts in flight end, time out or get backups.
         self.backed_up = set()
@@ -119,6 +120,7 @@ class JobRun(AttemptEnds):
         self.log_start()
         self.attempts.update(self.store.last_attempt_numbers())  # numbers go on from earlier runs'
         self.adopt()
+        self.inputs.start(self.todo)
         try:
             while (self.todo or self.retry_at or self.in_flight) and not self.report.stopped:
                 ended = self.tick()
@@ -173,7 +175,7 @@ class JobRun(AttemptEnds):
         for element in [e for e in self.todo if e.key in adopted]:
             attempt = adopted.pop(element.key)
             self.attempts[element.key] = max(self.attempts[element.key], naming.attempt_number(attempt))
-            self.inputs_written.add(element.key)
+            self.inputs.written(element.key)
             self.in_flight[attempt] = _Flight(element, attempt, self.attempts[element.key], self.clock())
         followed = {f.element.key for f in self.in_flight.values()}
         kept = [e for e in self.todo if e.key not in followed]
@@ -214,9 +216,7 @@ class JobRun(AttemptEnds):
         attempt = naming.new_attempt_id(self.attempts[element.key])
         while attempt in self.in_flight:  # ids are per element; a clash with another element's would lose it
             attempt = naming.new_attempt_id(self.attempts[element.key])
-        if element.key not in self.inputs_written:  # once per run: bound to this run's code version
-            self.store.write_input(element)
-            self.inputs_written.add(element.key)
+        self.inputs.ready(element)  # once per run: bound to this run's code version
         grown = self.out_of_memory[element.key]
         request = attempt_request(self.settings, grown) if grown else self.request
         self.backend.launch(
@@ -282,6 +282,7 @@ class JobRun(AttemptEnds):
 
     def shutdown(self, why=""):
         """Cancel what still runs and record why, unless the backend leaves it for a rerun to adopt (Ctrl-C)."""
+        self.inputs.close()
         if self.in_flight and self.backend.leaves_attempts_running and not self.report.stopped:
             log.warning(
                 "job %s: leaving %d attempts running for a later rerun to adopt", self.job.id, len(self.in_flight)
