@@ -277,7 +277,8 @@ class LocalBackend(Backend):
                 pass
 
     def cancel(self, attempt):
-        """SIGTERM the runner, SIGKILL its process group once it is gone or after CANCEL_GRACE.
+        """SIGTERM the runner, SIGKILL its process group once it is gone or after its grace (CANCEL_GRACE;
+        FINISH_GRACE once its element returned).
 
         A runner whose element is still running stops at once (its record says so); one whose element
         returned finishes writing the result and its success record first: killed in between, the

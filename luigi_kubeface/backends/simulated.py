@@ -15,7 +15,7 @@ from typing import Optional
 
 from ..bucket import attempts, layout as naming
 from ..runner import attempt as runner
-from ..bucket.records import master_record
+from ..bucket.records import AttemptRecord, Outcome, master_record
 from ..storage import open_storage
 from . import AttemptEnd, AttemptSpec, Backend
 
@@ -49,7 +49,10 @@ class End:
 
 @dataclass(frozen=True)
 class Hang:
-    """Never end: the engine has to time the attempt out or cancel it."""
+    """Never end: the engine has to time the attempt out or cancel it. records_its_stop: cancelled, its
+    runner records at once that SIGTERM stopped it (as a real runner does, racing the master's account)."""
+
+    records_its_stop: bool = False
 
 
 def success_record(**fields):
@@ -165,9 +168,16 @@ class SimulatedBackend(Backend):
         return AttemptEnd(attempt=spec.attempt, exit_code=code, reason="the attempt exited with code %d" % code)
 
     def cancel(self, attempt):
-        if self._running.pop(attempt, None) is not None:
+        running = self._running.pop(attempt, None)
+        if running is not None:
             self.cancelled.append(attempt)
             self._mark()
+            if isinstance(running.script, Hang) and running.script.records_its_stop:
+                spec = running.spec
+                record = AttemptRecord.begin(spec.element, attempt, host="simulated").end(
+                    Outcome.INTERRUPTED, error_type="Terminated", message="stopped by SIGTERM"
+                )
+                attempts.write_record(self._storage(spec.job_url), spec.element, attempt, record, if_absent=True)
 
     def close(self):
         for attempt in list(self._running):

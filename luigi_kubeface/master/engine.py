@@ -243,9 +243,13 @@ class JobRun(AttemptEnds):
                 self.on_timeout(attempt, flight)
 
     def on_timeout(self, attempt, flight):
-        self.backend.cancel(attempt)
+        """Judged and recorded before it is cancelled, as every cancellation is: its runner, stopped by
+        SIGTERM, writes its own record only where the master's account is not (if_absent)."""
         del self.in_flight[attempt]
-        self.on_end(flight, timed_out=True)
+        try:
+            self.on_end(flight, timed_out=True)
+        finally:
+            self.backend.cancel(attempt)
 
     def speculate(self, now):
         """Back up attempts running far longer than the median, using free slots before fresh work."""

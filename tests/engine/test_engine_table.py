@@ -148,6 +148,13 @@ ENDS = {  # name: (script, settings, (succeeded, failed, retried), records, fail
         [("timeout", "master", "Timeout"), ("success", "runner", "")],
         None,
     ),
+    "timeout, its runner quick to record its SIGTERM stop": (
+        {(0, 1): Hang(records_its_stop=True)},
+        {"element_timeout": 5.0},
+        (0, 1, 0),
+        [("timeout", "master", "Timeout")],
+        "Timeout",
+    ),
     "timeout, no retries left": (
         {(0, 1): Hang()},
         {"element_timeout": 5.0},
