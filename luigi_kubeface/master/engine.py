@@ -23,7 +23,7 @@ from ..bucket import layout as naming
 from . import signals
 from ..backends.attempts import AttemptSpec
 from .attempt_ends import AttemptEnds
-from .inputs_ahead import InputsAhead
+from .inputs_ahead import THREADS, InputsAhead
 from .judge import budget_spent
 from .lease import JobLease
 from .report import JobReport, Progress
@@ -103,7 +103,8 @@ class JobRun(AttemptEnds):
         # attempts: the number of each element's last attempt (earlier runs' too, from run()); failed_attempts: this run's
         self.attempts, self.interruptions, self.failed_attempts = Counter(), Counter(), Counter()
         self.out_of_memory = Counter()  # this run's OOMs of each element that its backend answered with more memory
-        self.inputs = InputsAhead(self.store.write_input, window=settings.cap)  # written ahead of launches
+        # Inputs written ahead of their launches, side by side, where the storage is a bucket (inputs_ahead.py)
+        self.inputs = InputsAhead(self.store.write_input, settings.cap, THREADS if job.storage.remote else 0)
         # Elements given a backup. Whether an element won needs no set: on_success ends its other attempts, so
         # an element that succeeded has none in flight, and only attempts in flight end, time out or get backups.
         self.backed_up = set()

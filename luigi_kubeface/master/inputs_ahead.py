@@ -5,6 +5,10 @@ a time, a bucket's latency caps the launch rate (40 ms a write on fake-gcs-serve
 half of what 200 slots of 4-second elements need). Here the inputs of the next `window` elements of the
 queue are written side by side, and the engine waits only for an input that is not written yet.
 
+A bucket only: a local directory's writes take well under a millisecond, and handing them to threads
+costs the engine more than it saves (measured: 0.85 against 0.66 ms an element at 5,000); there,
+threads=0 and each input is written where the engine asks for it, as before.
+
 The threads are daemons: Ctrl-C is never held up by a write in progress (each write is whole or absent).
 A write's error is raised where the engine waits for that input, as if it had written it itself.
 """
@@ -71,7 +75,7 @@ class InputsAhead:
         self._started = False
 
     def _top_up(self):
-        while len(self._ahead) < self._window:
+        while self._threads and len(self._ahead) < self._window:
             element = next(self._order, None)
             if element is None:
                 return
